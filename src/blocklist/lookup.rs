@@ -1,0 +1,235 @@
+//! The query-time walk through the automaton, and its verbose twin for
+//! `portcullis check`.
+
+use fst::raw::Output;
+
+use super::{Blocklist, EntryMeta};
+use crate::domain::{self, KEY_SEPARATOR};
+
+const CONTESTED: u32 = 1 << 31;
+
+/// The entry that decides a query, as indexes into the blocklist's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Match {
+    pub(super) meta: u32,
+    /// How many labels (from the right) of the query name the entry's name has.
+    pub depth: u8,
+    /// Whether another entry at the same name lost to this one.
+    pub contested: bool,
+    /// Whether the entry was found at the full query name (its exact slot).
+    pub at_name: bool,
+}
+
+fn slot(value: u64, exact: bool) -> u32 {
+    if exact { (value >> 32) as u32 } else { value as u32 }
+}
+
+fn decode(slot: u32, depth: u8, at_name: bool) -> Option<Match> {
+    let index = slot & !CONTESTED;
+    (index != 0).then(|| Match { meta: index - 1, depth, contested: slot & CONTESTED != 0, at_name })
+}
+
+impl Blocklist {
+    /// The entry that decides `labels` (given right to left: TLD first, no
+    /// root label), or `None` when no listed name covers it.
+    ///
+    /// Bytes are lower-cased on the way in, so a raw wire name works too.
+    pub fn lookup<'l, I>(&self, labels: I) -> Option<Match>
+    where
+        I: Iterator<Item = &'l [u8]>,
+    {
+        let fst = self.map.as_fst();
+        let mut node = fst.root();
+        let mut out = Output::zero();
+        let mut best = None;
+        let mut depth: u8 = 0;
+        let mut labels = labels.peekable();
+        while let Some(label) = labels.next() {
+            // A dot inside a wire label can never be part of a stored label;
+            // feeding it as a separator would misalign the walk.
+            if label.contains(&KEY_SEPARATOR) {
+                return best;
+            }
+            let bytes = label.iter().map(u8::to_ascii_lowercase);
+            for byte in bytes.chain(std::iter::once(KEY_SEPARATOR)) {
+                let Some(i) = node.find_input(byte) else {
+                    return best;
+                };
+                let t = node.transition(i);
+                out = out.cat(t.out);
+                node = fst.node(t.addr);
+            }
+            depth = depth.saturating_add(1);
+            if node.is_final() {
+                let value = out.cat(node.final_output()).value();
+                let at_name = labels.peek().is_none();
+                if let Some(m) = decode(slot(value, at_name), depth, at_name) {
+                    best = Some(m);
+                }
+            }
+        }
+        best
+    }
+
+    /// Look up a name given as text (it is normalised first). For the CLI
+    /// and tests; queries use [`Blocklist::lookup`] on wire labels.
+    pub fn lookup_str(&self, name: &str) -> Option<Match> {
+        let name = domain::normalize(name).ok()?;
+        self.lookup(name.rsplit('.').map(str::as_bytes))
+    }
+
+    /// Every listed name on the way from the TLD to `name`, with what each
+    /// would decide, and the winner: what `portcullis check` prints.
+    pub fn explain(&self, name: &str) -> Result<Explanation, domain::NameError> {
+        let name = domain::normalize(name)?;
+        let mut steps = Vec::new();
+        let labels: Vec<&str> = name.rsplit('.').collect();
+        let mut key = Vec::new();
+        for (i, label) in labels.iter().enumerate() {
+            key.extend_from_slice(label.as_bytes());
+            key.push(KEY_SEPARATOR);
+            let Some(value) = self.map.get(&key) else { continue };
+            let listed = domain::name_from_key(&key);
+            let depth = u8::try_from(i + 1).unwrap_or(u8::MAX);
+            for at_name in [true, false] {
+                if let Some(m) = decode(slot(value, at_name), depth, at_name) {
+                    let applies = at_name == (i + 1 == labels.len());
+                    steps.push(Step { listed: listed.clone(), found: m, meta: *self.meta(&m), applies });
+                }
+            }
+        }
+        let winner = self.lookup(labels.iter().map(|l| l.as_bytes()));
+        Ok(Explanation { name, steps, winner })
+    }
+}
+
+/// One listed name found while explaining a lookup.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The listed name.
+    pub listed: String,
+    pub found: Match,
+    pub meta: EntryMeta,
+    /// Whether this slot applies to the queried name (an exact slot applies
+    /// only to the name itself, a below slot only to names under it).
+    pub applies: bool,
+}
+
+/// The full story of one lookup.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    pub name: String,
+    pub steps: Vec<Step>,
+    pub winner: Option<Match>,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::blocklist::build::{Builder, FeedSource};
+    use crate::feeds::{Format, Indicator, Scope, Verdict};
+    use crate::policy::Action;
+
+    use super::*;
+
+    fn ind(name: &str, scope: Scope, verdict: Verdict) -> Indicator<'static> {
+        Indicator { name: name.into(), scope, verdict, category: None, detail: None }
+    }
+
+    fn list(entries: &[(&str, Scope, Verdict)]) -> Blocklist {
+        let mut b = Builder::new(Default::default(), Action::Nxdomain, Default::default());
+        let feed = b.add_feed(FeedSource { name: "test.txt".into(), format: Format::Plain, category: None, action: None });
+        for (name, scope, verdict) in entries {
+            b.add(feed, ind(name, *scope, *verdict));
+        }
+        b.finish().unwrap().0
+    }
+
+    fn verdict(list: &Blocklist, name: &str) -> Option<(Verdict, Scope, u8)> {
+        list.lookup_str(name).map(|m| {
+            let meta = list.meta(&m);
+            (meta.verdict, meta.scope, m.depth)
+        })
+    }
+
+    use Scope::*;
+    use Verdict::*;
+
+    #[test]
+    fn label_boundaries_are_respected() {
+        let l = list(&[("example.com", Subtree, Block)]);
+        assert_eq!(verdict(&l, "example.com"), Some((Block, Subtree, 2)));
+        assert_eq!(verdict(&l, "a.b.example.com"), Some((Block, Subtree, 2)));
+        assert_eq!(verdict(&l, "notexample.com"), None);
+        assert_eq!(verdict(&l, "example.community"), None);
+        assert_eq!(verdict(&l, "examples.com"), None);
+        assert_eq!(verdict(&l, "com"), None);
+        assert_eq!(verdict(&l, "EXAMPLE.COM."), Some((Block, Subtree, 2)));
+        assert_eq!(l.lookup(std::iter::empty()), None, "the root is never listed here");
+    }
+
+    #[test]
+    fn wire_labels_are_case_folded_and_dotted_labels_never_match() {
+        let l = list(&[("example.com", Subtree, Block)]);
+        let labels: [&[u8]; 3] = [b"COM", b"Example", b"www"];
+        assert!(l.lookup(labels.into_iter()).is_some());
+        // A label `a.example` under com (one label with a dot inside it) is
+        // not example.com's child.
+        let labels: [&[u8]; 2] = [b"com", b"example.a"];
+        assert_eq!(l.lookup(labels.into_iter()), None);
+    }
+
+    #[test]
+    fn most_specific_entry_wins() {
+        let l = list(&[("example.com", Subtree, Block), ("good.example.com", Subtree, Allow)]);
+        assert_eq!(verdict(&l, "x.good.example.com"), Some((Allow, Subtree, 3)));
+        assert_eq!(verdict(&l, "bad.example.com"), Some((Block, Subtree, 2)));
+        let l = list(&[("example.com", Subtree, Allow), ("bad.example.com", Subtree, Block)]);
+        assert_eq!(verdict(&l, "x.bad.example.com"), Some((Block, Subtree, 3)));
+        assert_eq!(verdict(&l, "example.com"), Some((Allow, Subtree, 2)));
+    }
+
+    #[test]
+    fn exact_beats_subtree_at_the_same_name() {
+        let l = list(&[("example.com", Subtree, Block), ("example.com", Exact, Allow)]);
+        assert_eq!(verdict(&l, "example.com"), Some((Allow, Exact, 2)));
+        assert_eq!(verdict(&l, "www.example.com"), Some((Block, Subtree, 2)));
+        // and the other way round: an exact block under a subtree allow
+        let l = list(&[("example.com", Subtree, Allow), ("example.com", Exact, Block)]);
+        assert_eq!(verdict(&l, "example.com"), Some((Block, Exact, 2)));
+        assert_eq!(verdict(&l, "www.example.com"), Some((Allow, Subtree, 2)));
+    }
+
+    #[test]
+    fn allow_beats_block_at_the_same_name_and_scope() {
+        for order in [[Block, Allow], [Allow, Block]] {
+            let l = list(&[("example.com", Subtree, order[0]), ("example.com", Subtree, order[1])]);
+            assert_eq!(verdict(&l, "example.com"), Some((Allow, Subtree, 2)));
+            assert_eq!(verdict(&l, "a.example.com"), Some((Allow, Subtree, 2)));
+            assert!(l.lookup_str("example.com").unwrap().contested);
+        }
+    }
+
+    #[test]
+    fn exact_entries_do_not_cover_children_and_wildcards_skip_the_apex() {
+        let l = list(&[("host.example.com", Exact, Block), ("wild.example.com", Below, Block)]);
+        assert_eq!(verdict(&l, "host.example.com"), Some((Block, Exact, 3)));
+        assert_eq!(verdict(&l, "a.host.example.com"), None);
+        assert_eq!(verdict(&l, "wild.example.com"), None);
+        assert_eq!(verdict(&l, "a.wild.example.com"), Some((Block, Below, 3)));
+        // An exact entry deeper than a subtree one does not hide the subtree
+        // for names below it.
+        let l = list(&[("example.com", Subtree, Block), ("www.example.com", Exact, Allow)]);
+        assert_eq!(verdict(&l, "www.example.com"), Some((Allow, Exact, 3)));
+        assert_eq!(verdict(&l, "a.www.example.com"), Some((Block, Subtree, 2)));
+    }
+
+    #[test]
+    fn explain_lists_every_listed_ancestor() {
+        let l = list(&[("example.com", Subtree, Block), ("good.example.com", Exact, Allow)]);
+        let e = l.explain("Good.Example.com.").unwrap();
+        assert_eq!(e.name, "good.example.com");
+        let listed: Vec<(&str, bool)> = e.steps.iter().map(|s| (s.listed.as_str(), s.applies)).collect();
+        assert_eq!(listed, [("example.com", false), ("example.com", true), ("good.example.com", true)]);
+        assert_eq!(e.winner.unwrap().depth, 3);
+    }
+}

@@ -1,0 +1,149 @@
+//! The compiled blocklist: an `fst::Map` over reversed-label names plus a
+//! small table of entry metadata, and the lock-free holder queries read it
+//! through.
+//!
+//! # Layout
+//!
+//! Keys are names with their labels reversed and every label closed by a
+//! `.` (`example.com` -> `com.example.`; see [`crate::domain`]). The `u64`
+//! value of a key packs two *slots*:
+//!
+//! * the **exact** slot (high 32 bits): what applies to a query for exactly
+//!   this name: an exact entry if there is one, else a subtree entry;
+//! * the **below** slot (low 32 bits): what applies to names strictly below
+//!   this one: subtree and below-only (`*.name`) entries.
+//!
+//! A slot is `0` when empty, else `1 + index` into the metadata table, with
+//! bit 31 set when another entry lost to the winner at that slot (so
+//! `check` can say which precedence rule decided).
+//!
+//! # Lookup
+//!
+//! One walk of the reversed query name through the automaton
+//! ([`Blocklist::lookup`]): at each label boundary where a key ends, the
+//! below slot is a candidate; at the end of the name, the exact slot is.
+//! The deepest candidate is the most specific entry and wins. There is no
+//! per-suffix re-walk and no allocation.
+//!
+//! # Precedence (DESIGN.md "Names and matching")
+//!
+//! Most specific name first; at the same name an exact entry beats a
+//! subtree entry; then allow beats block. The last two are settled when the
+//! slots are filled at compile time ([`build`]); the first by the walk.
+//!
+//! # Quirks
+//!
+//! * Metadata indexes are limited to 2^31 - 1, far above any real feed set.
+//! * The blocklist is immutable. A rebuild makes a new one and swaps it
+//!   into the [`BlocklistHandle`]; queries in flight keep the old one.
+
+pub mod build;
+mod lookup;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::feeds::{Format, Scope, Verdict};
+use crate::policy::Action;
+
+pub use build::{CompileError, CompileReport, FeedReport, compile};
+pub use lookup::{Explanation, Match, Step};
+
+/// Shared, hot-swappable blocklist. Queries `load()` it (no lock, no
+/// allocation); a rebuild `store()`s a new one.
+pub type BlocklistHandle = Arc<ArcSwap<Blocklist>>;
+
+/// Metadata of one distinct (feed, category, verdict, scope, action,
+/// detail) combination; many entries share one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EntryMeta {
+    pub verdict: Verdict,
+    pub scope: Scope,
+    /// Index into [`Blocklist::feed`].
+    pub feed: u16,
+    /// Index into the category names.
+    pub category: u16,
+    /// Index into the detail strings (family, indicator id), if any.
+    pub detail: Option<u32>,
+    /// The action chosen at compile time (feed, else category, else default).
+    pub action: Action,
+}
+
+/// A feed as the compiled list remembers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedInfo {
+    /// File name in feeds_dir, or `allow:<file>` for exception lists.
+    pub name: String,
+    pub format: Format,
+}
+
+/// A compiled, immutable blocklist.
+pub struct Blocklist {
+    map: fst::Map<Vec<u8>>,
+    metas: Vec<EntryMeta>,
+    feeds: Vec<FeedInfo>,
+    categories: Vec<Box<str>>,
+    details: Vec<Box<str>>,
+    /// Distinct names in the map.
+    entries: usize,
+    /// Increases by one with every swap; 0 is the empty list at start-up.
+    generation: u64,
+}
+
+impl Blocklist {
+    /// A list with nothing in it (before the first compile finishes).
+    pub fn empty() -> Blocklist {
+        Blocklist {
+            map: fst::Map::default(),
+            metas: Vec::new(),
+            feeds: Vec::new(),
+            categories: Vec::new(),
+            details: Vec::new(),
+            entries: 0,
+            generation: 0,
+        }
+    }
+
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn set_generation(&mut self, generation: u64) {
+        self.generation = generation;
+    }
+
+    /// Size of the automaton in bytes.
+    pub fn fst_bytes(&self) -> usize {
+        self.map.as_fst().as_bytes().len()
+    }
+
+    pub fn meta(&self, m: &Match) -> &EntryMeta {
+        &self.metas[m.meta as usize]
+    }
+
+    pub fn feed(&self, meta: &EntryMeta) -> &FeedInfo {
+        &self.feeds[usize::from(meta.feed)]
+    }
+
+    pub fn category(&self, meta: &EntryMeta) -> &str {
+        &self.categories[usize::from(meta.category)]
+    }
+
+    pub fn detail(&self, meta: &EntryMeta) -> Option<&str> {
+        meta.detail.map(|d| &*self.details[d as usize])
+    }
+
+    pub fn feeds(&self) -> &[FeedInfo] {
+        &self.feeds
+    }
+}
+
+/// Make a handle holding an empty list.
+pub fn empty_handle() -> BlocklistHandle {
+    Arc::new(ArcSwap::from_pointee(Blocklist::empty()))
+}

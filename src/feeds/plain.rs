@@ -1,0 +1,63 @@
+//! Plain domain lists: one name a line, `#` starts a comment (whole line or
+//! after the name). A threat list entry covers the name and everything below
+//! it (subtree); `*.name` covers only the names below `name`.
+
+use super::{Indicator, LineError, Scope, Verdict};
+use crate::domain;
+
+pub(super) fn parse_line(line: &str) -> Result<Option<Indicator<'static>>, LineError> {
+    let text = match line.find('#') {
+        Some(i) => &line[..i],
+        None => line,
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let (scope, name) = match text.strip_prefix("*.") {
+        Some(rest) => (Scope::Below, rest),
+        None => (Scope::Subtree, text),
+    };
+    let name = domain::normalize(name)?;
+    Ok(Some(Indicator { name, scope, verdict: Verdict::Block, category: None, detail: None }))
+}
+
+/// Cheap test used by format detection: could this token be a name?
+pub(super) fn looks_like_name(token: &str) -> bool {
+    let token = token.strip_prefix("*.").unwrap_or(token);
+    token.contains('.') && domain::normalize(token).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Format, parse_str};
+    use super::*;
+    use crate::domain::NameError;
+
+    #[test]
+    fn golden_plain_list() {
+        let text = "# comment\n\nEvil.Example.\nbad.example # inline\n*.wild.example\n\
+                    _sip._tcp.example\nbücher.example\n192.0.2.1\nnot a name\n\
+                    aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.example\ntruncated.exa";
+        let (got, report) = parse_str(text, Format::Plain);
+        let names: Vec<(&str, Scope)> = got.iter().map(|(n, s, ..)| (n.as_str(), *s)).collect();
+        assert_eq!(
+            names,
+            [
+                ("evil.example", Scope::Subtree),
+                ("bad.example", Scope::Subtree),
+                ("wild.example", Scope::Below),
+                ("_sip._tcp.example", Scope::Subtree),
+                ("xn--bcher-kva.example", Scope::Subtree),
+                ("truncated.exa", Scope::Subtree),
+            ]
+        );
+        assert_eq!(report.lines, 11);
+        assert_eq!(report.rejected, 3);
+        let reasons: Vec<(usize, &LineError)> =
+            report.first_rejects.iter().map(|r| (r.line, &r.error)).collect();
+        assert_eq!(reasons[0], (8, &LineError::Name(NameError::IpAddress)));
+        assert_eq!(reasons[1], (9, &LineError::Name(NameError::BadCharacter { ch: ' ' })));
+        assert_eq!(reasons[2], (10, &LineError::Name(NameError::LabelTooLong { len: 64 })));
+    }
+}

@@ -1,0 +1,53 @@
+//! Tab-separated threat lists: `domain<TAB>category<TAB>family`, as in
+//! ../shared/data/threat-domains.tsv.gz (maltrail-derived). Category and
+//! family columns are optional; extra columns are ignored. A header line
+//! (`domain<TAB>category...` on line 1) is skipped. Entries are subtrees,
+//! like every threat feed.
+
+use super::{Indicator, LineError, Scope, Verdict};
+use crate::domain;
+
+pub(super) fn parse_line(line: &str, line_no: usize) -> Result<Option<Indicator<'_>>, LineError> {
+    let trimmed = line.trim();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return Ok(None);
+    }
+    let mut cols = line.split('\t').map(str::trim);
+    let name = cols.next().filter(|c| !c.is_empty()).ok_or(LineError::MissingColumn("domain"))?;
+    let category = cols.next().filter(|c| !c.is_empty());
+    if line_no == 1 && name.eq_ignore_ascii_case("domain") {
+        return Ok(None);
+    }
+    let detail = cols.next().filter(|c| !c.is_empty());
+    let (scope, name) = match name.strip_prefix("*.") {
+        Some(rest) => (Scope::Below, rest),
+        None => (Scope::Subtree, name),
+    };
+    let name = domain::normalize(name)?;
+    Ok(Some(Indicator { name, scope, verdict: Verdict::Block, category, detail }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Format, parse_str};
+    use super::*;
+
+    #[test]
+    fn golden_tsv() {
+        let text = "domain\tcategory\tfamily\n# c\nEVIL.example\tmalware\temotet\r\n\
+                    bare.example\n\tmalware\tx\nphish.example\tphishing\t\n1.2.3.4\tmalware\tx\n";
+        let (got, report) = parse_str(text, Format::Tsv);
+        assert_eq!(
+            got,
+            [
+                ("evil.example".into(), Scope::Subtree, Verdict::Block, Some("malware".into()), Some("emotet".into())),
+                ("bare.example".into(), Scope::Subtree, Verdict::Block, None, None),
+                ("phish.example".into(), Scope::Subtree, Verdict::Block, Some("phishing".into()), None),
+            ]
+        );
+        assert_eq!(report.rejected, 2);
+        assert_eq!(report.first_rejects[0].line, 5);
+        assert_eq!(report.first_rejects[0].error, LineError::MissingColumn("domain"));
+        assert_eq!(report.first_rejects[1].line, 7);
+    }
+}

@@ -1,0 +1,34 @@
+//! Portcullis: a protective DNS resolver.
+//!
+//! Networks point their DNS at it; every query is checked against a
+//! blocklist compiled from threat-intelligence feeds into an `fst`
+//! automaton, and listed names get a block response instead of being
+//! resolved. See DESIGN.md for the contracts and README.md for operation.
+//!
+//! # Layout
+//!
+//! Data flows one way: feeds -> compiler -> blocklist -> lookup -> handler.
+//!
+//! * [`config`]: the TOML file, defaults and validation.
+//! * [`domain`]: the one name normaliser and the reversed-label key.
+//! * [`feeds`]: one parser per feed format, all producing an `Indicator`.
+//! * [`blocklist`]: compile indicators into the fst; the lookup walk; the
+//!   `ArcSwap` handle queries read through.
+//! * [`policy`]: block actions and how one is chosen.
+//! * [`orgs`]: client address -> member organisation.
+//! * [`resolve`]: forward and recursive upstream resolution.
+//! * [`server`]: the hickory request handler and block responses.
+//! * [`report`]: the human-readable output of `compile` and `check`.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod blocklist;
+pub mod config;
+pub mod domain;
+pub mod feeds;
+pub mod orgs;
+pub mod policy;
+pub mod report;
+pub mod resolve;
+pub mod server;

@@ -1,0 +1,189 @@
+//! The `portcullis` command: CLI parsing and wiring only.
+//!
+//! `serve` runs the resolver; `compile` and `check` run the compiler and
+//! the lookup on their own, for operators and deployment pipelines. Errors
+//! are printed once, with their cause chain, and the exit code says what
+//! kind: 64 (EX_USAGE) for a bad config or arguments, 1 for anything else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use clap::{Parser, Subcommand};
+
+use portcullis::blocklist::{self, Blocklist};
+use portcullis::config::Config;
+use portcullis::orgs::OrgMap;
+use portcullis::resolve::Upstream;
+use portcullis::server::{self, Handler, response::BlockSettings};
+
+const EX_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(version, about = "Protective DNS resolver")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the resolver.
+    Serve {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG", default_value = "/etc/portcullis/portcullis.toml")]
+        config: PathBuf,
+    },
+    /// Compile the blocklist and report what each feed contributed.
+    Compile {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG", default_value = "/etc/portcullis/portcullis.toml")]
+        config: PathBuf,
+    },
+    /// Show the decision for a name and why.
+    Check {
+        /// The name to look up.
+        name: String,
+        #[arg(long, short, env = "PORTCULLIS_CONFIG", default_value = "/etc/portcullis/portcullis.toml")]
+        config: PathBuf,
+    },
+}
+
+/// An error that should exit with EX_USAGE.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct UsageError(anyhow::Error);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::Compile { config } => compile(&config),
+        Command::Check { name, config } => check(&name, &config),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("portcullis: error: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() { ExitCode::from(EX_USAGE) } else { ExitCode::FAILURE }
+        }
+    }
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| UsageError(e.into()).into())
+}
+
+fn init_tracing(level: &str) {
+    // hickory logs every request at info; an operator's "info" means ours.
+    let mut filter = level.to_owned();
+    if !filter.contains("hickory") {
+        filter.push_str(",hickory_server=warn,hickory_proto=warn,hickory_resolver=warn,hickory_net=warn");
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn compile(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    init_tracing("warn");
+    let (_list, report) = blocklist::compile(&config).context("compiling the blocklist")?;
+    print!("{}", portcullis::report::compile_summary(&report));
+    if report.feeds_loaded() == 0 && !report.feeds.is_empty() {
+        anyhow::bail!("no feed could be loaded");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(name: &str, path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    init_tracing("error");
+    let (list, _) = blocklist::compile(&config).context("compiling the blocklist")?;
+    let explanation = list
+        .explain(name)
+        .map_err(|e| UsageError(anyhow::anyhow!("{name:?} is not a domain name: {e}")))?;
+    print!("{}", portcullis::report::explanation(&list, &explanation));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let config = load_config(path)?;
+    let orgs = OrgMap::new(&config.organisations).map_err(|e| UsageError(e.into()))?;
+    init_tracing(&config.log.level);
+    tracing::info!(config = %config.path.display(), version = env!("CARGO_PKG_VERSION"), "starting portcullis");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("portcullis-worker")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        // Compile before binding: a protective resolver that answers before
+        // its list is loaded would let listed names through.
+        let compile_config = config.clone();
+        let (mut list, report) = tokio::task::spawn_blocking(move || blocklist::compile(&compile_config))
+            .await
+            .context("blocklist compiler task")?
+            .context("compiling the blocklist")?;
+        for feed in &report.feeds {
+            match &feed.error {
+                Some(error) => tracing::error!(feed = %feed.name, %error, "feed not loaded"),
+                None => tracing::info!(
+                    feed = %feed.name,
+                    format = feed.format.map_or("?", |f| f.as_str()),
+                    loaded = feed.parse.loaded,
+                    rejected = feed.parse.rejected,
+                    suppressed = feed.suppressed.count,
+                    "feed loaded"
+                ),
+            }
+        }
+        list.set_generation(1);
+        tracing::info!(
+            entries = list.entries(),
+            bytes = list.fst_bytes(),
+            took_ms = report.elapsed.as_millis() as u64,
+            "blocklist generation 1 live"
+        );
+        let handle: blocklist::BlocklistHandle = Arc::new(ArcSwap::from_pointee(list));
+        let _: &Blocklist = &handle.load();
+
+        let upstream = Upstream::new(&config.resolver)
+            .map_err(|e| anyhow::anyhow!("configuring the {:?} resolver: {e}", config.resolver.mode))?;
+        let handler = Handler {
+            blocklist: handle,
+            orgs: Arc::new(orgs),
+            upstream: Arc::new(upstream),
+            block: BlockSettings {
+                policy_ttl: config.blocklist.policy_ttl,
+                sinkhole_ipv4: config.blocklist.sinkhole_ipv4,
+                sinkhole_ipv6: config.blocklist.sinkhole_ipv6,
+                ede_names_feed: config.blocklist.ede_names_feed,
+            },
+            allow_unknown_clients: config.server.allow_unknown_clients,
+        };
+        let sockets = server::bind(&config.server.listen).await?;
+        let mut dns = server::serve(handler, sockets, Duration::from_secs(config.server.tcp_timeout_secs));
+        tracing::info!(startup_ms = started.elapsed().as_millis() as u64, "serving");
+
+        shutdown_signal().await?;
+        tracing::info!("shutting down");
+        dns.shutdown_gracefully().await.context("stopping the DNS listeners")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Wait for SIGTERM (systemd stop) or SIGINT (Ctrl-C).
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

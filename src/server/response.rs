@@ -1,0 +1,179 @@
+//! Building block responses (DESIGN.md "Block responses").
+//!
+//! A negative block answer carries a synthesised SOA in the authority
+//! section, owned by the listed name, so that clients and downstream caches
+//! keep the answer for the policy TTL rather than forever or not at all (as
+//! RPZ servers do). When the query had EDNS, the response carries an
+//! Extended DNS Error (RFC 8914) with info-code 15 "Blocked" and a short
+//! text naming the category and, unless configured off, the feed.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::LazyLock;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA, SOA};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::policy::Action;
+
+/// RFC 8914 4.16: "Blocked".
+pub const EDE_BLOCKED: u16 = 15;
+/// The EDNS option code of Extended DNS Errors (RFC 8914 2).
+pub const EDE_OPTION_CODE: u16 = 15;
+
+/// Primary-server and mailbox names in the synthesised SOA. `.invalid`
+/// (RFC 6761) so nothing ever tries to reach them.
+static SOA_MNAME: LazyLock<Name> = LazyLock::new(|| name("portcullis.invalid."));
+static SOA_RNAME: LazyLock<Name> = LazyLock::new(|| name("hostmaster.portcullis.invalid."));
+
+fn name(text: &str) -> Name {
+    // Both names are constants that parse; a failure is a programming error
+    // caught by the unit tests below.
+    Name::from_ascii(text).unwrap_or_else(|_| Name::root())
+}
+
+/// Settings that shape block responses.
+#[derive(Debug, Clone)]
+pub struct BlockSettings {
+    pub policy_ttl: u32,
+    pub sinkhole_ipv4: Option<Ipv4Addr>,
+    pub sinkhole_ipv6: Option<Ipv6Addr>,
+    pub ede_names_feed: bool,
+}
+
+/// The records and code of a block response (everything but the header
+/// flags and EDNS, which the handler adds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockAnswer {
+    pub rcode: ResponseCode,
+    pub answers: Vec<Record>,
+    pub authorities: Vec<Record>,
+}
+
+/// The SOA a negative block answer carries: owned by the listed name,
+/// serial = blocklist generation, minimum and TTL = the policy TTL.
+pub fn policy_soa(listed: Name, ttl: u32, generation: u64) -> Record {
+    let serial = (generation % u64::from(u32::MAX)) as u32;
+    let soa = SOA::new(SOA_MNAME.clone(), SOA_RNAME.clone(), serial, 3600, 600, 86_400, ttl);
+    Record::from_rdata(listed, ttl, RData::SOA(soa))
+}
+
+/// Build the records for a blocking action. `Drop` and `Log` never get here.
+pub fn block_answer(
+    action: Action,
+    qname: &Name,
+    qtype: RecordType,
+    listed: Name,
+    settings: &BlockSettings,
+    generation: u64,
+) -> BlockAnswer {
+    let ttl = settings.policy_ttl;
+    let negative = |rcode| BlockAnswer {
+        rcode,
+        answers: Vec::new(),
+        authorities: vec![policy_soa(listed.clone(), ttl, generation)],
+    };
+    match action {
+        Action::Nxdomain | Action::Drop | Action::Log => negative(ResponseCode::NXDomain),
+        Action::Nodata => negative(ResponseCode::NoError),
+        Action::Refused => BlockAnswer { rcode: ResponseCode::Refused, answers: Vec::new(), authorities: Vec::new() },
+        Action::Sinkhole => {
+            let data = match qtype {
+                RecordType::A => settings.sinkhole_ipv4.map(|a| RData::A(A(a))),
+                RecordType::AAAA => settings.sinkhole_ipv6.map(|a| RData::AAAA(AAAA(a))),
+                _ => None,
+            };
+            match data {
+                Some(data) => BlockAnswer {
+                    rcode: ResponseCode::NoError,
+                    answers: vec![Record::from_rdata(qname.clone(), ttl, data)],
+                    authorities: Vec::new(),
+                },
+                None => negative(ResponseCode::NoError),
+            }
+        }
+    }
+}
+
+/// The RFC 8914 option: info-code 15 and a UTF-8 text. The text names the
+/// category and feed, never a path.
+pub fn blocked_ede(category: &str, feed: Option<&str>) -> EdnsOption {
+    let text = match feed {
+        Some(feed) => format!("blocked by protective DNS: category {category}, feed {feed}"),
+        None => format!("blocked by protective DNS: category {category}"),
+    };
+    let mut payload = Vec::with_capacity(2 + text.len());
+    payload.extend_from_slice(&EDE_BLOCKED.to_be_bytes());
+    payload.extend_from_slice(text.as_bytes());
+    EdnsOption::Unknown(EDE_OPTION_CODE, payload)
+}
+
+/// The option code as hickory names it, for reading EDE back.
+pub fn ede_code() -> EdnsCode {
+    EdnsCode::from(EDE_OPTION_CODE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> BlockSettings {
+        BlockSettings {
+            policy_ttl: 300,
+            sinkhole_ipv4: Some(Ipv4Addr::new(192, 0, 2, 53)),
+            sinkhole_ipv6: None,
+            ede_names_feed: true,
+        }
+    }
+
+    #[test]
+    fn constant_names_parse() {
+        assert!(!SOA_MNAME.is_root());
+        assert!(!SOA_RNAME.is_root());
+    }
+
+    #[test]
+    fn nxdomain_and_nodata_carry_the_policy_soa() {
+        let q = Name::from_ascii("www.evil.example.").unwrap();
+        let listed = Name::from_ascii("evil.example.").unwrap();
+        for (action, rcode) in [(Action::Nxdomain, ResponseCode::NXDomain), (Action::Nodata, ResponseCode::NoError)] {
+            let a = block_answer(action, &q, RecordType::A, listed.clone(), &settings(), 7);
+            assert_eq!(a.rcode, rcode);
+            assert!(a.answers.is_empty());
+            let soa = &a.authorities[0];
+            assert_eq!(soa.name, listed);
+            assert_eq!(soa.ttl, 300);
+            let RData::SOA(soa) = &soa.data else { panic!("not an SOA") };
+            assert_eq!(soa.serial, 7);
+            assert_eq!(soa.minimum, 300);
+        }
+        let a = block_answer(Action::Refused, &q, RecordType::A, listed, &settings(), 7);
+        assert_eq!(a.rcode, ResponseCode::Refused);
+        assert!(a.authorities.is_empty());
+    }
+
+    #[test]
+    fn sinkhole_answers_configured_families_and_nodata_otherwise() {
+        let q = Name::from_ascii("evil.example.").unwrap();
+        let a = block_answer(Action::Sinkhole, &q, RecordType::A, q.clone(), &settings(), 1);
+        assert_eq!(a.answers[0].data, RData::A(A(Ipv4Addr::new(192, 0, 2, 53))));
+        let aaaa = block_answer(Action::Sinkhole, &q, RecordType::AAAA, q.clone(), &settings(), 1);
+        assert!(aaaa.answers.is_empty());
+        assert_eq!(aaaa.rcode, ResponseCode::NoError);
+        assert_eq!(aaaa.authorities.len(), 1);
+    }
+
+    #[test]
+    fn ede_payload_is_code_then_text() {
+        let EdnsOption::Unknown(code, payload) = blocked_ede("malware", Some("threats.tsv")) else {
+            panic!("wrong option kind")
+        };
+        assert_eq!(code, 15);
+        assert_eq!(&payload[..2], &[0, 15]);
+        let text = std::str::from_utf8(&payload[2..]).unwrap();
+        assert!(text.contains("malware") && text.contains("threats.tsv"), "{text}");
+        let EdnsOption::Unknown(_, payload) = blocked_ede("malware", None) else { panic!() };
+        assert!(!std::str::from_utf8(&payload[2..]).unwrap().contains("feed"));
+    }
+}
