@@ -1,0 +1,279 @@
+//! Start the real binary and talk DNS to it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+/// A temp folder holding a config, a feeds folder and a state folder.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    pub fn new() -> Setup {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("feeds")).expect("feeds dir");
+        Setup { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.path(rel);
+        std::fs::write(&path, text).expect("write test file");
+        path
+    }
+
+    /// Write `portcullis.toml` with the listener on an ephemeral port and
+    /// the admin listener off, plus the extra TOML given.
+    pub fn config(&self, extra: &str) -> PathBuf {
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nallow_unknown_clients = true\n\
+             [admin]\n\n[log]\nlevel = \"info\"\n{extra}\n"
+        );
+        let text = merge_blocklist_section(&text);
+        self.write("portcullis.toml", &text)
+    }
+}
+
+/// Tests give `[blocklist]` keys via `extra`; default feeds_dir/state_dir
+/// to the temp folder unless given.
+fn merge_blocklist_section(text: &str) -> String {
+    let defaults = "feeds_dir = \"feeds\"\nstate_dir = \"state\"\n";
+    if let Some(i) = text.find("[blocklist]\n") {
+        let at = i + "[blocklist]\n".len();
+        let section_end = text[at..].find("\n[").map_or(text.len(), |e| at + e);
+        let mut out = text[..at].to_owned();
+        if !text[at..section_end].contains("feeds_dir") {
+            out.push_str("feeds_dir = \"feeds\"\n");
+        }
+        if !text[at..section_end].contains("state_dir") {
+            out.push_str("state_dir = \"state\"\n");
+        }
+        out.push_str(&text[at..]);
+        out
+    } else {
+        format!("{text}\n[blocklist]\n{defaults}")
+    }
+}
+
+/// A running `portcullis serve`; killed on drop, its log printed if the
+/// test failed.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    pub fn start(config: &Path) -> Server {
+        Self::try_start(config).unwrap_or_else(|log| panic!("portcullis did not start:\n{log}"))
+    }
+
+    /// Start and wait for the listening lines; Err(log) if it exits first.
+    pub fn try_start(config: &Path) -> Result<Server, String> {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn portcullis");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let log_writer = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening for UDP on ").nth(1) {
+                    let _ = tx.send(rest.trim().to_owned());
+                }
+                log_writer.lock().unwrap().push(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(addr) => {
+                    let addr = addr.parse().expect("listening address parses");
+                    let server = Server { child, addr, log };
+                    server.wait_serving();
+                    return Ok(server);
+                }
+                Err(_) => {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        std::thread::sleep(Duration::from_millis(100));
+                        return Err(log.lock().unwrap().join("\n"));
+                    }
+                    if Instant::now() > deadline {
+                        let _ = child.kill();
+                        return Err(format!("timed out\n{}", log.lock().unwrap().join("\n")));
+                    }
+                }
+            }
+        }
+    }
+
+    fn wait_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.log_contains("serving") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no 'serving' line:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- portcullis log ----\n{}\n------------------------", self.log());
+        }
+    }
+}
+
+/// Run the binary to completion (compile, check, bad configs).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("run portcullis");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// How a test query is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+pub fn build_query(name: &str, rtype: RecordType, edns: bool) -> Message {
+    let mut msg = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    msg.metadata.recursion_desired = true;
+    msg.add_query(Query::query(Name::from_ascii(name).expect("test name parses"), rtype));
+    if edns {
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        msg.set_edns(e);
+    }
+    msg
+}
+
+fn rand_id() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(4242);
+    NEXT.fetch_add(7919, Ordering::Relaxed)
+}
+
+/// Send one query and return the parsed response.
+pub fn query(server: SocketAddr, name: &str, rtype: RecordType, transport: Transport, edns: bool) -> Message {
+    let msg = build_query(name, rtype, edns);
+    let bytes = msg.to_vec().expect("encode query");
+    let reply = exchange(server, &bytes, transport).unwrap_or_else(|e| panic!("no answer for {name} over {transport:?}: {e}"));
+    let reply = Message::from_vec(&reply).expect("response parses");
+    assert_eq!(reply.metadata.id, msg.metadata.id, "response id matches");
+    reply
+}
+
+/// Send raw bytes, return raw reply bytes.
+pub fn exchange(server: SocketAddr, bytes: &[u8], transport: Transport) -> std::io::Result<Vec<u8>> {
+    match transport {
+        Transport::Udp => {
+            let sock = UdpSocket::bind("127.0.0.1:0")?;
+            sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+            sock.send_to(bytes, server)?;
+            let mut buf = vec![0u8; 65535];
+            let (n, _) = sock.recv_from(&mut buf)?;
+            buf.truncate(n);
+            Ok(buf)
+        }
+        Transport::Tcp => {
+            let mut stream = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let len = u16::try_from(bytes.len()).expect("query fits").to_be_bytes();
+            stream.write_all(&len)?;
+            stream.write_all(bytes)?;
+            let mut len = [0u8; 2];
+            stream.read_exact(&mut len)?;
+            let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            stream.read_exact(&mut buf)?;
+            Ok(buf)
+        }
+    }
+}
+
+/// The A addresses in an answer, as text.
+pub fn a_records(msg: &Message) -> Vec<String> {
+    msg.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            RData::AAAA(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The RFC 8914 EDE info-code and text, if present.
+pub fn ede(msg: &Message) -> Option<(u16, String)> {
+    let edns = msg.edns.as_ref()?;
+    edns.options().as_ref().iter().find_map(|(code, option)| {
+        if u16::from(*code) != 15 {
+            return None;
+        }
+        let hickory_proto::rr::rdata::opt::EdnsOption::Unknown(_, bytes) = option else { return None };
+        let info = u16::from_be_bytes([*bytes.first()?, *bytes.get(1)?]);
+        Some((info, String::from_utf8_lossy(&bytes[2..]).into_owned()))
+    })
+}
+
+/// Assert a blocked NXDOMAIN with the policy SOA and EDE 15.
+pub fn assert_blocked_nxdomain(msg: &Message, listed: &str, ttl: u32) {
+    assert_eq!(msg.metadata.response_code, ResponseCode::NXDomain, "rcode: {msg}");
+    assert!(msg.answers.is_empty(), "no answers: {msg}");
+    let soa = msg.authorities.iter().find(|r| r.record_type() == RecordType::SOA).unwrap_or_else(|| panic!("SOA in authority: {msg}"));
+    assert_eq!(soa.name.to_ascii(), format!("{listed}."), "SOA owner is the listed name");
+    assert_eq!(soa.ttl, ttl);
+    let (code, text) = ede(msg).unwrap_or_else(|| panic!("EDE present: {msg}"));
+    assert_eq!(code, 15, "EDE info-code Blocked");
+    assert!(!text.contains('/'), "EDE text names no path: {text}");
+}

@@ -1,0 +1,21 @@
+//! Integration tests: the real `portcullis` binary over real sockets, with
+//! real upstream DNS servers (hickory authorities in this process, on
+//! loopback).
+//!
+//! * `harness`: start the binary on a temp config, a small DNS client.
+//! * `upstream`: in-process authoritative servers for test zones.
+//! * `forward`, `recursive`: the two resolution modes end to end.
+//! * `blocking`: block responses, precedence, protected names.
+//! * `bad_input`: malformed packets, odd names, broken feeds and configs.
+//! * `cli`: `compile` and `check`.
+//! * `real_data`: the full ../shared/data threat list (skipped without it).
+
+mod harness;
+mod upstream;
+
+mod bad_input;
+mod blocking;
+mod cli;
+mod forward;
+mod real_data;
+mod recursive;

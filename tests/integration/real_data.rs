@@ -1,0 +1,82 @@
+//! The national-scale list: all 1,062,258 threat domains from
+//! ../shared/data, served by the real binary. Skipped with a message when
+//! that folder is absent (the always-run paths use small fixtures).
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::harness::{Server, Setup, Transport, a_records, query};
+use crate::upstream::Authority;
+
+fn shared_data() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    if dir.join("threat-domains.tsv.gz").is_file() && dir.join("popular-fqdns.txt").is_file() {
+        Some(dir)
+    } else {
+        eprintln!("SKIPPED real-data test: {} not found", dir.display());
+        None
+    }
+}
+
+#[test]
+fn full_threat_list_blocks_listed_names_and_passes_popular_ones() {
+    let Some(data) = shared_data() else { return };
+    let threats = data.join("threat-domains.tsv.gz");
+    let listed: HashSet<String> = {
+        let gz = flate2::read::MultiGzDecoder::new(std::fs::File::open(&threats).unwrap());
+        BufReader::new(gz)
+            .lines()
+            .map(|l| l.unwrap())
+            .filter_map(|l| l.split('\t').next().map(|d| d.trim().to_ascii_lowercase()))
+            .filter(|d| !d.is_empty() && !d.starts_with('#'))
+            .collect()
+    };
+    assert!(listed.len() > 1_000_000, "the full list: {}", listed.len());
+
+    // A wildcard root: every name that reaches the upstream resolves.
+    let root = "$TTL 60\n. IN SOA ns. host. 1 3600 600 86400 60\n. IN NS ns.\nns. IN A 127.0.0.1\n*. IN A 192.0.2.1\n*.*. IN A 192.0.2.1\n";
+    let auth = Authority::start("127.0.0.1:0".parse().unwrap(), &[(".", root.to_owned())]);
+    let setup = Setup::new();
+    std::os::unix::fs::symlink(&threats, setup.path("feeds/threat-domains.tsv.gz")).unwrap();
+    let config = setup.config(&format!("[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\n", auth.addr));
+    let server = Server::start(&config);
+
+    // A sample of listed names (every 500th, deterministic) and a child of each.
+    let mut sample: Vec<&String> = listed.iter().collect();
+    sample.sort();
+    for name in sample.iter().step_by(500) {
+        if hickory_proto::rr::Name::from_ascii(name.as_str()).is_err() {
+            continue;
+        }
+        let reply = query(server.addr, &format!("{name}."), RecordType::A, Transport::Udp, false);
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain, "{name} is listed");
+        let reply = query(server.addr, &format!("x1.{name}."), RecordType::A, Transport::Udp, false);
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain, "x1.{name} is below a listed name");
+    }
+
+    // Every popular name resolves unless it is at or under a listed name.
+    let popular = std::fs::read_to_string(data.join("popular-fqdns.txt")).unwrap();
+    let (mut resolved, mut blocked) = (0, 0);
+    for fqdn in popular.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let fqdn = fqdn.to_ascii_lowercase();
+        if hickory_proto::rr::Name::from_ascii(&fqdn).is_err() {
+            continue;
+        }
+        let under_listed = std::iter::successors(Some(fqdn.as_str()), |n| n.split_once('.').map(|(_, r)| r))
+            .any(|suffix| listed.contains(suffix));
+        let reply = query(server.addr, &format!("{fqdn}."), RecordType::A, Transport::Udp, false);
+        if under_listed {
+            blocked += 1;
+            assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain, "{fqdn} is under a listed name");
+        } else {
+            resolved += 1;
+            assert_eq!(a_records(&reply), ["192.0.2.1"], "{fqdn} is not listed and must resolve");
+        }
+    }
+    assert!(resolved > 15_000, "most popular names resolve ({resolved} resolved, {blocked} blocked)");
+    eprintln!("real data: {resolved} popular names resolved, {blocked} blocked as listed");
+}

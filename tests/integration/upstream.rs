@@ -1,0 +1,104 @@
+//! Real authoritative DNS servers for the tests: hickory's `Catalog` with
+//! in-memory zones parsed from master-file text, on loopback, each in its
+//! own thread and runtime so the sync tests can own them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::rr::{LowerName, Name};
+use hickory_proto::serialize::txt::Parser;
+use hickory_server::Server;
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
+use tokio::sync::oneshot;
+
+/// A running authority; stops on drop.
+pub struct Authority {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Authority {
+    /// Serve `zones` (origin, master-file text) on `addr` (UDP and TCP).
+    pub fn start(addr: SocketAddr, zones: &[(&str, String)]) -> Authority {
+        let mut catalog = Catalog::new();
+        for (origin, text) in zones {
+            let origin = Name::from_ascii(origin).expect("origin parses");
+            let (_, records) = Parser::new(text.as_str(), None, Some(origin.clone()))
+                .parse()
+                .unwrap_or_else(|e| panic!("zone {origin} parses: {e}"));
+            let handler = InMemoryZoneHandler::<hickory_server::net::runtime::TokioRuntimeProvider>::new(origin.clone(), records, ZoneType::Primary, AxfrPolicy::Deny)
+                .expect("zone has an SOA");
+            let handler: Arc<dyn ZoneHandler> = Arc::new(handler);
+            catalog.upsert(LowerName::new(&origin), vec![handler]);
+        }
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let udp = tokio::net::UdpSocket::bind(addr).await.unwrap_or_else(|e| panic!("bind udp {addr}: {e}"));
+                let bound = udp.local_addr().expect("local addr");
+                let tcp = tokio::net::TcpListener::bind(bound).await.unwrap_or_else(|e| panic!("bind tcp {bound}: {e}"));
+                let mut server = Server::new(catalog);
+                server.register_socket(udp);
+                server.register_listener(tcp, Duration::from_secs(5), 65535);
+                ready_tx.send(bound).expect("report address");
+                let _ = stop_rx.await;
+                let _ = server.shutdown_gracefully().await;
+            });
+        });
+        let addr = ready_rx.recv_timeout(Duration::from_secs(10)).expect("authority started");
+        Authority { addr, stop: Some(stop_tx), thread: Some(thread) }
+    }
+}
+
+impl Drop for Authority {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// SOA + NS boilerplate for a zone served by `ns_ip`.
+pub fn zone_head(origin: &str, ns_ip: &str) -> String {
+    format!(
+        "$TTL 300\n\
+         {origin} IN SOA ns1.{origin} hostmaster.{origin} 1 3600 600 86400 60\n\
+         {origin} IN NS ns1.{origin}\n\
+         ns1.{origin} IN A {ns_ip}\n"
+    )
+}
+
+/// The test zone every resolver test uses (`origin` ends in a dot).
+pub fn example_zone(origin: &str, ns_ip: &str) -> String {
+    zone_head(origin, ns_ip) + &example_records(origin)
+}
+
+/// The records of the test zone, without SOA and NS.
+pub fn example_records(origin: &str) -> String {
+    format!(
+        "www.{origin} IN A 192.0.2.10\n\
+         www.{origin} IN AAAA 2001:db8::10\n\
+         alias.{origin} IN CNAME www.{origin}\n\
+         chain1.{origin} IN CNAME chain2.{origin}\n\
+         chain2.{origin} IN CNAME www.{origin}\n\
+         evil.{origin} IN A 192.0.2.66\n\
+         deep.sub.evil.{origin} IN A 192.0.2.67\n\
+         good.evil.{origin} IN A 192.0.2.68\n\
+         notevil.{origin} IN A 192.0.2.69\n\
+         protected.{origin} IN A 192.0.2.70\n\
+         big.{origin} IN TXT \"{long}\"\n\
+         big.{origin} IN TXT \"{long2}\"\n\
+         big.{origin} IN TXT \"{long3}\"\n",
+        long = "x".repeat(250),
+        long2 = "y".repeat(250),
+        long3 = "z".repeat(250),
+    )
+}
