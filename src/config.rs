@@ -25,11 +25,21 @@ use crate::policy::Action;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {source}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
     #[error("config file {path}: key `{key}`: {message}")]
-    Invalid { path: PathBuf, key: String, message: String },
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -244,7 +254,10 @@ pub struct RawAdmin {
 
 impl Default for RawAdmin {
     fn default() -> Self {
-        RawAdmin { listen: default_admin_listen(), operator_token_sha256: None }
+        RawAdmin {
+            listen: default_admin_listen(),
+            operator_token_sha256: None,
+        }
     }
 }
 
@@ -263,7 +276,10 @@ pub struct RawHitlog {
 
 impl Default for RawHitlog {
     fn default() -> Self {
-        RawHitlog { retention_days: default_retention(), jsonl: None }
+        RawHitlog {
+            retention_days: default_retention(),
+            jsonl: None,
+        }
     }
 }
 
@@ -281,7 +297,9 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: default_log_level() }
+        LogConfig {
+            level: default_log_level(),
+        }
     }
 }
 
@@ -327,15 +345,19 @@ pub struct Organisation {
 impl Config {
     /// Read, parse and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_str(&text, path)
     }
 
     /// Parse config text; `path` locates relative paths and names the file in errors.
     pub fn from_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), source: Box::new(e) })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
         Self::from_raw(raw, path)
     }
 
@@ -346,20 +368,36 @@ impl Config {
             message,
         };
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let rel = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let rel = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
 
         if raw.server.listen.is_empty() {
-            return Err(invalid("server.listen", "needs at least one address".into()));
+            return Err(invalid(
+                "server.listen",
+                "needs at least one address".into(),
+            ));
         }
 
         let mut upstreams = Vec::new();
         for (i, text) in raw.resolver.upstreams.iter().enumerate() {
-            let addr = parse_server_addr(text)
-                .ok_or_else(|| invalid(&format!("resolver.upstreams[{i}]"), format!("{text:?} is not an address or address:port")))?;
+            let addr = parse_server_addr(text).ok_or_else(|| {
+                invalid(
+                    &format!("resolver.upstreams[{i}]"),
+                    format!("{text:?} is not an address or address:port"),
+                )
+            })?;
             upstreams.push(addr);
         }
         if raw.resolver.mode == ResolverMode::Forward && upstreams.is_empty() {
-            return Err(invalid("resolver.upstreams", "forward mode needs at least one upstream".into()));
+            return Err(invalid(
+                "resolver.upstreams",
+                "forward mode needs at least one upstream".into(),
+            ));
         }
         let mut root_hints = Vec::new();
         for (i, text) in raw.resolver.root_hints.iter().enumerate() {
@@ -367,7 +405,10 @@ impl Config {
             let addr = parse_server_addr(text)
                 .ok_or_else(|| invalid(&key, format!("{text:?} is not an IP address")))?;
             if addr.port() != 53 {
-                return Err(invalid(&key, "root servers are queried on port 53; give the address only".into()));
+                return Err(invalid(
+                    &key,
+                    "root servers are queried on port 53; give the address only".into(),
+                ));
             }
             root_hints.push(addr.ip());
         }
@@ -381,7 +422,10 @@ impl Config {
         blocklist.allow = blocklist.allow.iter().map(|p| rel(p)).collect();
         blocklist.protected = blocklist.protected.iter().map(|p| rel(p)).collect();
         if blocklist.policy_ttl > 86_400 {
-            return Err(invalid("blocklist.policy_ttl", "at most 86400 seconds".into()));
+            return Err(invalid(
+                "blocklist.policy_ttl",
+                "at most 86400 seconds".into(),
+            ));
         }
 
         let sinkhole_used = blocklist.default_action == Action::Sinkhole
@@ -398,24 +442,42 @@ impl Config {
         for (i, feed) in raw.feeds.iter().enumerate() {
             let key = format!("feed[{i}].file");
             if feed.file.is_empty() || feed.file.contains('/') || feed.file.contains('\\') {
-                return Err(invalid(&key, format!("{:?} must be a file name inside feeds_dir", feed.file)));
+                return Err(invalid(
+                    &key,
+                    format!("{:?} must be a file name inside feeds_dir", feed.file),
+                ));
             }
             if !seen_files.insert(feed.file.as_str()) {
-                return Err(invalid(&key, format!("{:?} is configured twice", feed.file)));
+                return Err(invalid(
+                    &key,
+                    format!("{:?} is configured twice", feed.file),
+                ));
             }
         }
 
         let mut organisations = Vec::new();
         let mut seen_ids = HashSet::new();
         for (i, org) in raw.organisations.into_iter().enumerate() {
-            if org.id.is_empty() || !org.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(invalid(&format!("organisation[{i}].id"), format!("{:?}: use letters, digits, - and _", org.id)));
+            if org.id.is_empty()
+                || !org
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    &format!("organisation[{i}].id"),
+                    format!("{:?}: use letters, digits, - and _", org.id),
+                ));
             }
             if !seen_ids.insert(org.id.clone()) {
-                return Err(invalid(&format!("organisation[{i}].id"), format!("{:?} is used twice", org.id)));
+                return Err(invalid(
+                    &format!("organisation[{i}].id"),
+                    format!("{:?} is used twice", org.id),
+                ));
             }
             if let Some(token) = &org.token_sha256 {
-                check_sha256(token).map_err(|m| invalid(&format!("organisation[{i}].token_sha256"), m))?;
+                check_sha256(token)
+                    .map_err(|m| invalid(&format!("organisation[{i}].token_sha256"), m))?;
             }
             organisations.push(Organisation {
                 name: org.name.unwrap_or_else(|| org.id.clone()),
@@ -428,12 +490,18 @@ impl Config {
             check_sha256(token).map_err(|m| invalid("admin.operator_token_sha256", m))?;
         }
         if raw.hitlog.retention_days == 0 {
-            return Err(invalid("hitlog.retention_days", "must be at least 1".into()));
+            return Err(invalid(
+                "hitlog.retention_days",
+                "must be at least 1".into(),
+            ));
         }
         let mut hitlog = raw.hitlog;
         hitlog.jsonl = hitlog.jsonl.map(|p| rel(&p));
         if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
-            return Err(invalid("log.level", format!("{:?} is not a log filter (try \"info\")", raw.log.level)));
+            return Err(invalid(
+                "log.level",
+                format!("{:?} is not a log filter (try \"info\")", raw.log.level),
+            ));
         }
 
         Ok(Config {
@@ -469,7 +537,9 @@ fn parse_server_addr(text: &str) -> Option<SocketAddr> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Some(addr);
     }
-    text.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
+    text.parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 53))
 }
 
 fn check_sha256(token: &str) -> Result<(), String> {
@@ -494,11 +564,17 @@ mod tests {
         assert_eq!(c.server.listen, [SocketAddr::from(([127, 0, 0, 1], 5353))]);
         assert!(!c.server.allow_unknown_clients);
         assert_eq!(c.resolver.mode, ResolverMode::Recursive);
-        assert_eq!(c.blocklist.feeds_dir, Path::new("/etc/portcullis/blocklists"));
+        assert_eq!(
+            c.blocklist.feeds_dir,
+            Path::new("/etc/portcullis/blocklists")
+        );
         assert_eq!(c.blocklist.state_dir, Path::new("/etc/portcullis/state"));
         assert_eq!(c.blocklist.policy_ttl, 300);
         assert_eq!(c.blocklist.default_action, Action::Nxdomain);
-        assert_eq!(c.admin.listen, Some(SocketAddr::from(([127, 0, 0, 1], 9153))));
+        assert_eq!(
+            c.admin.listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9153)))
+        );
         assert_eq!(c.hitlog.retention_days, 90);
     }
 
@@ -542,8 +618,14 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(c.resolver.upstreams[1], SocketAddr::from(([149, 112, 112, 112], 53)));
-        assert_eq!(c.blocklist.allow, [PathBuf::from("/etc/portcullis/allow.txt")]);
+        assert_eq!(
+            c.resolver.upstreams[1],
+            SocketAddr::from(([149, 112, 112, 112], 53))
+        );
+        assert_eq!(
+            c.blocklist.allow,
+            [PathBuf::from("/etc/portcullis/allow.txt")]
+        );
         assert_eq!(c.blocklist.state_dir, Path::new("/var/lib/portcullis"));
         assert_eq!(c.actions["malware"], Action::Refused);
         assert_eq!(c.organisations[0].networks.len(), 2);
@@ -551,7 +633,9 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_with_the_file() {
-        let err = parse("[server]\nlisten = [\"127.0.0.1:53\"]\nlisen = 1\n").unwrap_err().to_string();
+        let err = parse("[server]\nlisten = [\"127.0.0.1:53\"]\nlisen = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/etc/portcullis/portcullis.toml"), "{err}");
         assert!(err.contains("lisen"), "{err}");
         let err = parse("[blocklists]\n").unwrap_err().to_string();
@@ -560,21 +644,37 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let err = parse("[resolver]\nmode = \"forward\"\n").unwrap_err().to_string();
+        let err = parse("[resolver]\nmode = \"forward\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("resolver.upstreams"), "{err}");
-        let err = parse("[resolver]\nmode = \"forward\"\nupstreams = [\"nine\"]\n").unwrap_err().to_string();
+        let err = parse("[resolver]\nmode = \"forward\"\nupstreams = [\"nine\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("resolver.upstreams[0]"), "{err}");
-        let err = parse("[resolver]\nmode = \"iterative\"\n").unwrap_err().to_string();
+        let err = parse("[resolver]\nmode = \"iterative\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("iterative"), "{err}");
-        let err = parse("[blocklist]\ndefault_action = \"sinkhole\"\n").unwrap_err().to_string();
+        let err = parse("[blocklist]\ndefault_action = \"sinkhole\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sinkhole_ipv4"), "{err}");
-        let err = parse("[[organisation]]\nid = \"a\"\n[[organisation]]\nid = \"a\"\n").unwrap_err().to_string();
+        let err = parse("[[organisation]]\nid = \"a\"\n[[organisation]]\nid = \"a\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("organisation[1].id"), "{err}");
-        let err = parse("[[organisation]]\nid = \"a\"\ntoken_sha256 = \"secret\"\n").unwrap_err().to_string();
+        let err = parse("[[organisation]]\nid = \"a\"\ntoken_sha256 = \"secret\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("organisation[0].token_sha256"), "{err}");
-        let err = parse("[[organisation]]\nid = \"a\"\nnetworks = [\"10.0.0.0/33\"]\n").unwrap_err().to_string();
+        let err = parse("[[organisation]]\nid = \"a\"\nnetworks = [\"10.0.0.0/33\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("networks"), "{err}");
-        let err = parse("[resolver]\nroot_hints = [\"127.0.0.1:5300\"]\n").unwrap_err().to_string();
+        let err = parse("[resolver]\nroot_hints = [\"127.0.0.1:5300\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("resolver.root_hints[0]"), "{err}");
     }
 }

@@ -58,7 +58,9 @@ impl fmt::Display for NameError {
             NameError::NameTooLong { len } => {
                 write!(f, "name of {len} characters (at most {MAX_NAME_LEN})")
             }
-            NameError::BadCharacter { ch } => write!(f, "character {ch:?} is not allowed in a name"),
+            NameError::BadCharacter { ch } => {
+                write!(f, "character {ch:?} is not allowed in a name")
+            }
             NameError::IpAddress => write!(f, "an IP address, not a domain name"),
             NameError::BadEscape => write!(f, "malformed \\ escape"),
             NameError::Idna => write!(f, "internationalised name cannot be converted to A-labels"),
@@ -141,7 +143,8 @@ fn unescape(text: &str) -> Result<String, NameError> {
         let rest = &bytes[i + 1..];
         match rest {
             [a, b, c, ..] if a.is_ascii_digit() && b.is_ascii_digit() && c.is_ascii_digit() => {
-                let value = u32::from(a - b'0') * 100 + u32::from(b - b'0') * 10 + u32::from(c - b'0');
+                let value =
+                    u32::from(a - b'0') * 100 + u32::from(b - b'0') * 10 + u32::from(c - b'0');
                 let byte = u8::try_from(value).map_err(|_| NameError::BadEscape)?;
                 if byte == b'.' {
                     return Err(NameError::BadCharacter { ch: '.' });
@@ -198,21 +201,36 @@ mod tests {
     #[test]
     fn normalises_case_trailing_dot_and_whitespace() {
         assert_eq!(normalize("  WWW.Example.COM. ").unwrap(), "www.example.com");
-        assert_eq!(normalize("_dmarc.example.com").unwrap(), "_dmarc.example.com");
+        assert_eq!(
+            normalize("_dmarc.example.com").unwrap(),
+            "_dmarc.example.com"
+        );
     }
 
     #[test]
     fn converts_idn_to_a_labels() {
-        assert_eq!(normalize("bücher.example").unwrap(), "xn--bcher-kva.example");
-        assert_eq!(normalize("BÜCHER.example.").unwrap(), "xn--bcher-kva.example");
-        assert_eq!(normalize("xn--bcher-kva.example").unwrap(), "xn--bcher-kva.example");
+        assert_eq!(
+            normalize("bücher.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(
+            normalize("BÜCHER.example.").unwrap(),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(
+            normalize("xn--bcher-kva.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
     }
 
     #[test]
     fn decodes_escapes() {
         assert_eq!(normalize(r"\065bc.example").unwrap(), "abc.example");
         assert_eq!(normalize(r"a\-b.example").unwrap(), "a-b.example");
-        assert_eq!(normalize(r"a\.b.example"), Err(NameError::BadCharacter { ch: '.' }));
+        assert_eq!(
+            normalize(r"a\.b.example"),
+            Err(NameError::BadCharacter { ch: '.' })
+        );
         assert_eq!(normalize(r"a\999.example"), Err(NameError::BadEscape));
         assert_eq!(normalize(r"abc\"), Err(NameError::BadEscape));
     }
@@ -224,10 +242,19 @@ mod tests {
         assert_eq!(normalize("a..b"), Err(NameError::EmptyLabel));
         assert_eq!(normalize("192.0.2.1"), Err(NameError::IpAddress));
         assert_eq!(normalize("2001:db8::1"), Err(NameError::IpAddress));
-        assert!(matches!(normalize("a b.com"), Err(NameError::BadCharacter { ch: ' ' })));
-        assert!(matches!(normalize("a/b.com"), Err(NameError::BadCharacter { .. })));
+        assert!(matches!(
+            normalize("a b.com"),
+            Err(NameError::BadCharacter { ch: ' ' })
+        ));
+        assert!(matches!(
+            normalize("a/b.com"),
+            Err(NameError::BadCharacter { .. })
+        ));
         let long_label = format!("{}.com", "a".repeat(64));
-        assert_eq!(normalize(&long_label), Err(NameError::LabelTooLong { len: 64 }));
+        assert_eq!(
+            normalize(&long_label),
+            Err(NameError::LabelTooLong { len: 64 })
+        );
     }
 
     #[test]
@@ -237,7 +264,10 @@ mod tests {
         assert_eq!(longest.len(), 253);
         assert_eq!(normalize(&longest).unwrap(), longest);
         let too_long = format!("c{longest}");
-        assert_eq!(normalize(&too_long), Err(NameError::NameTooLong { len: 254 }));
+        assert_eq!(
+            normalize(&too_long),
+            Err(NameError::NameTooLong { len: 254 })
+        );
     }
 
     #[test]

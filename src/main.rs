@@ -33,19 +33,34 @@ struct Cli {
 enum Command {
     /// Run the resolver.
     Serve {
-        #[arg(long, short, env = "PORTCULLIS_CONFIG", default_value = "/etc/portcullis/portcullis.toml")]
+        #[arg(
+            long,
+            short,
+            env = "PORTCULLIS_CONFIG",
+            default_value = "/etc/portcullis/portcullis.toml"
+        )]
         config: PathBuf,
     },
     /// Compile the blocklist and report what each feed contributed.
     Compile {
-        #[arg(long, short, env = "PORTCULLIS_CONFIG", default_value = "/etc/portcullis/portcullis.toml")]
+        #[arg(
+            long,
+            short,
+            env = "PORTCULLIS_CONFIG",
+            default_value = "/etc/portcullis/portcullis.toml"
+        )]
         config: PathBuf,
     },
     /// Show the decision for a name and why.
     Check {
         /// The name to look up.
         name: String,
-        #[arg(long, short, env = "PORTCULLIS_CONFIG", default_value = "/etc/portcullis/portcullis.toml")]
+        #[arg(
+            long,
+            short,
+            env = "PORTCULLIS_CONFIG",
+            default_value = "/etc/portcullis/portcullis.toml"
+        )]
         config: PathBuf,
     },
 }
@@ -66,7 +81,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("portcullis: error: {e:#}");
-            if e.downcast_ref::<UsageError>().is_some() { ExitCode::from(EX_USAGE) } else { ExitCode::FAILURE }
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -79,7 +98,9 @@ fn init_tracing(level: &str) {
     // hickory logs every request at info; an operator's "info" means ours.
     let mut filter = level.to_owned();
     if !filter.contains("hickory") {
-        filter.push_str(",hickory_server=warn,hickory_proto=warn,hickory_resolver=warn,hickory_net=warn");
+        filter.push_str(
+            ",hickory_server=warn,hickory_proto=warn,hickory_resolver=warn,hickory_net=warn",
+        );
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -93,7 +114,7 @@ fn init_tracing(level: &str) {
 
 fn compile(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = load_config(path)?;
-    init_tracing("warn");
+    init_tracing(&std::env::var("PORTCULLIS_LOG").unwrap_or_else(|_| "warn".to_owned()));
     let (_list, report) = blocklist::compile(&config).context("compiling the blocklist")?;
     print!("{}", portcullis::report::compile_summary(&report));
     if report.feeds_loaded() == 0 && !report.feeds.is_empty() {
@@ -129,10 +150,11 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         // Compile before binding: a protective resolver that answers before
         // its list is loaded would let listed names through.
         let compile_config = config.clone();
-        let (mut list, report) = tokio::task::spawn_blocking(move || blocklist::compile(&compile_config))
-            .await
-            .context("blocklist compiler task")?
-            .context("compiling the blocklist")?;
+        let (mut list, report) =
+            tokio::task::spawn_blocking(move || blocklist::compile(&compile_config))
+                .await
+                .context("blocklist compiler task")?
+                .context("compiling the blocklist")?;
         for feed in &report.feeds {
             match &feed.error {
                 Some(error) => tracing::error!(feed = %feed.name, %error, "feed not loaded"),
@@ -156,8 +178,9 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         let handle: blocklist::BlocklistHandle = Arc::new(ArcSwap::from_pointee(list));
         let _: &Blocklist = &handle.load();
 
-        let upstream = Upstream::new(&config.resolver)
-            .map_err(|e| anyhow::anyhow!("configuring the {:?} resolver: {e}", config.resolver.mode))?;
+        let upstream = Upstream::new(&config.resolver).map_err(|e| {
+            anyhow::anyhow!("configuring the {:?} resolver: {e}", config.resolver.mode)
+        })?;
         let handler = Handler {
             blocklist: handle,
             orgs: Arc::new(orgs),
@@ -171,12 +194,18 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             allow_unknown_clients: config.server.allow_unknown_clients,
         };
         let sockets = server::bind(&config.server.listen).await?;
-        let mut dns = server::serve(handler, sockets, Duration::from_secs(config.server.tcp_timeout_secs));
+        let mut dns = server::serve(
+            handler,
+            sockets,
+            Duration::from_secs(config.server.tcp_timeout_secs),
+        );
         tracing::info!(startup_ms = started.elapsed().as_millis() as u64, "serving");
 
         shutdown_signal().await?;
         tracing::info!("shutting down");
-        dns.shutdown_gracefully().await.context("stopping the DNS listeners")?;
+        dns.shutdown_gracefully()
+            .await
+            .context("stopping the DNS listeners")?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -36,11 +36,19 @@ pub struct DuplicateNetwork {
 }
 
 fn mask4(bits: u32, len: u8) -> u32 {
-    if len == 0 { 0 } else { bits & (u32::MAX << (32 - u32::from(len))) }
+    if len == 0 {
+        0
+    } else {
+        bits & (u32::MAX << (32 - u32::from(len)))
+    }
 }
 
 fn mask6(bits: u128, len: u8) -> u128 {
-    if len == 0 { 0 } else { bits & (u128::MAX << (128 - u32::from(len))) }
+    if len == 0 {
+        0
+    } else {
+        bits & (u128::MAX << (128 - u32::from(len)))
+    }
 }
 
 impl OrgMap {
@@ -75,8 +83,8 @@ impl OrgMap {
         }
         let mut v4: Vec<_> = v4.into_iter().collect();
         let mut v6: Vec<_> = v6.into_iter().collect();
-        v4.sort_by(|a, b| b.0.cmp(&a.0));
-        v6.sort_by(|a, b| b.0.cmp(&a.0));
+        v4.sort_by_key(|e| std::cmp::Reverse(e.0));
+        v6.sort_by_key(|e| std::cmp::Reverse(e.0));
         Ok(OrgMap { v4, v6, ids })
     }
 
@@ -85,11 +93,15 @@ impl OrgMap {
         match ip.to_canonical() {
             IpAddr::V4(a) => {
                 let bits = u32::from(a);
-                self.v4.iter().find_map(|(len, map)| map.get(&mask4(bits, *len)).copied())
+                self.v4
+                    .iter()
+                    .find_map(|(len, map)| map.get(&mask4(bits, *len)).copied())
             }
             IpAddr::V6(a) => {
                 let bits = u128::from(a);
-                self.v6.iter().find_map(|(len, map)| map.get(&mask6(bits, *len)).copied())
+                self.v6
+                    .iter()
+                    .find_map(|(len, map)| map.get(&mask6(bits, *len)).copied())
             }
         }
     }
@@ -124,7 +136,10 @@ mod tests {
             org("host", &["10.1.2.3/32"]),
         ])
         .unwrap();
-        let id = |ip: &str| map.lookup(ip.parse().unwrap()).map(|o| map.id(o).to_owned());
+        let id = |ip: &str| {
+            map.lookup(ip.parse().unwrap())
+                .map(|o| map.id(o).to_owned())
+        };
         assert_eq!(id("10.9.9.9").as_deref(), Some("region"));
         assert_eq!(id("10.1.2.4").as_deref(), Some("school"));
         assert_eq!(id("10.1.2.3").as_deref(), Some("host"));

@@ -55,7 +55,9 @@ pub fn choose_action(
     by_category: &BTreeMap<String, Action>,
     default: Action,
 ) -> Action {
-    feed_action.or_else(|| by_category.get(category).copied()).unwrap_or(default)
+    feed_action
+        .or_else(|| by_category.get(category).copied())
+        .unwrap_or(default)
 }
 
 #[cfg(test)]
@@ -66,8 +68,22 @@ mod tests {
     fn feed_beats_category_beats_default() {
         let mut by_category = BTreeMap::new();
         by_category.insert("phishing".to_owned(), Action::Nodata);
-        assert_eq!(choose_action(Some(Action::Refused), "phishing", &by_category, Action::Nxdomain), Action::Refused);
-        assert_eq!(choose_action(None, "phishing", &by_category, Action::Nxdomain), Action::Nodata);
-        assert_eq!(choose_action(None, "malware", &by_category, Action::Nxdomain), Action::Nxdomain);
+        assert_eq!(
+            choose_action(
+                Some(Action::Refused),
+                "phishing",
+                &by_category,
+                Action::Nxdomain
+            ),
+            Action::Refused
+        );
+        assert_eq!(
+            choose_action(None, "phishing", &by_category, Action::Nxdomain),
+            Action::Nodata
+        );
+        assert_eq!(
+            choose_action(None, "malware", &by_category, Action::Nxdomain),
+            Action::Nxdomain
+        );
     }
 }

@@ -11,7 +11,11 @@ use crate::feeds::{Scope, Verdict};
 /// The compile summary: one row per feed, its rejects and suppressions.
 pub fn compile_summary(report: &CompileReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<32} {:<7} {:>10} {:>9} {:>10}", "feed", "format", "loaded", "rejected", "suppressed");
+    let _ = writeln!(
+        out,
+        "{:<32} {:<7} {:>10} {:>9} {:>10}",
+        "feed", "format", "loaded", "rejected", "suppressed"
+    );
     for feed in &report.feeds {
         let format = feed.format.map_or("?", |f| f.as_str());
         let _ = writeln!(
@@ -26,18 +30,30 @@ pub fn compile_summary(report: &CompileReport) -> String {
             let _ = writeln!(out, "  line {}: {}", r.line, r.error);
         }
         if feed.parse.rejected > feed.parse.first_rejects.len() {
-            let _ = writeln!(out, "  ... and {} more rejected lines", feed.parse.rejected - feed.parse.first_rejects.len());
+            let _ = writeln!(
+                out,
+                "  ... and {} more rejected lines",
+                feed.parse.rejected - feed.parse.first_rejects.len()
+            );
         }
         if feed.suppressed.count > 0 {
             let _ = writeln!(
                 out,
                 "  suppressed by protected names: {}{}",
                 feed.suppressed.first.join(", "),
-                if feed.suppressed.count > feed.suppressed.first.len() { ", ..." } else { "" }
+                if feed.suppressed.count > feed.suppressed.first.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
             );
         }
     }
-    let per_entry = if report.entries == 0 { 0.0 } else { report.fst_bytes as f64 / report.entries as f64 };
+    let per_entry = if report.entries == 0 {
+        0.0
+    } else {
+        report.fst_bytes as f64 / report.entries as f64
+    };
     let _ = writeln!(out, "protected names: {}", report.protected_names);
     let _ = writeln!(
         out,
@@ -62,7 +78,11 @@ pub fn explanation(list: &Blocklist, e: &Explanation) -> String {
     let Some(winner) = e.winner else {
         let _ = writeln!(out, "{}: not listed (resolves normally)", e.name);
         for step in &e.steps {
-            let _ = writeln!(out, "  {} is listed ({} {}) but does not cover this name", step.listed, step.meta.scope, step.meta.verdict);
+            let _ = writeln!(
+                out,
+                "  {} is listed ({} {}) but does not cover this name",
+                step.listed, step.meta.scope, step.meta.verdict
+            );
         }
         return out;
     };
@@ -89,7 +109,15 @@ pub fn explanation(list: &Blocklist, e: &Explanation) -> String {
         if let Some(detail) = list.detail(&step.meta) {
             let _ = write!(out, ", {detail}");
         }
-        let _ = writeln!(out, "){}", if step.applies { "" } else { " - does not apply to this name" });
+        let _ = writeln!(
+            out,
+            "){}",
+            if step.applies {
+                ""
+            } else {
+                " - does not apply to this name"
+            }
+        );
     }
     let mut rules = vec!["the most specific listed name decides"];
     if winner.at_name && meta.scope == Scope::Exact {

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig as HickoryConfig};
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig as HickoryConfig,
+};
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::recursor::{Recursor, RecursorError, RecursorOptions};
@@ -79,8 +81,10 @@ impl UpstreamError {
 
 /// A configured upstream.
 pub enum Upstream {
-    Forward(TokioResolver),
-    Recursive(Recursor<TokioRuntimeProvider>),
+    // Both boxed: they differ in size by hundreds of bytes and the enum is
+    // built once, so the indirection costs nothing.
+    Forward(Box<TokioResolver>),
+    Recursive(Box<Recursor<TokioRuntimeProvider>>),
 }
 
 impl Upstream {
@@ -100,8 +104,10 @@ impl Upstream {
                         NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
                     })
                     .collect();
-                let mut builder =
-                    Resolver::builder_with_config(HickoryConfig::from_parts(None, Vec::new(), servers), provider);
+                let mut builder = Resolver::builder_with_config(
+                    HickoryConfig::from_parts(None, Vec::new(), servers),
+                    provider,
+                );
                 let opts = builder.options_mut();
                 opts.cache_size = config.cache_size;
                 opts.timeout = Duration::from_millis(config.timeout_ms);
@@ -112,21 +118,36 @@ impl Upstream {
                 opts.use_hosts_file = ResolveHosts::Never;
                 opts.ndots = 0;
                 opts.edns0 = true;
-                builder.build().map(Upstream::Forward).map_err(|e| e.to_string())
+                builder
+                    .build()
+                    .map(|r| Upstream::Forward(Box::new(r)))
+                    .map_err(|e| e.to_string())
             }
             ResolverMode::Recursive => {
-                let roots: Vec<IpAddr> =
-                    if config.root_hints.is_empty() { ROOT_HINTS.to_vec() } else { config.root_hints.clone() };
-                let mut options = RecursorOptions::default();
-                options.response_cache_size = config.cache_size;
-                options.allow_server = config.allow_server_networks.clone();
-                Recursor::with_options(&roots, options, provider).map(Upstream::Recursive).map_err(|e| e.to_string())
+                let roots: Vec<IpAddr> = if config.root_hints.is_empty() {
+                    ROOT_HINTS.to_vec()
+                } else {
+                    config.root_hints.clone()
+                };
+                let options = RecursorOptions {
+                    response_cache_size: config.cache_size,
+                    allow_server: config.allow_server_networks.clone(),
+                    ..RecursorOptions::default()
+                };
+                Recursor::with_options(&roots, options, provider)
+                    .map(|r| Upstream::Recursive(Box::new(r)))
+                    .map_err(|e| e.to_string())
             }
         }
     }
 
     /// Resolve one question.
-    pub async fn resolve(&self, name: &LowerName, rtype: RecordType, dnssec_ok: bool) -> Result<Answer, UpstreamError> {
+    pub async fn resolve(
+        &self,
+        name: &LowerName,
+        rtype: RecordType,
+        dnssec_ok: bool,
+    ) -> Result<Answer, UpstreamError> {
         let name = Name::from(name.clone());
         match self {
             Upstream::Forward(resolver) => match resolver.lookup(name, rtype).await {
@@ -138,7 +159,10 @@ impl Upstream {
                 Err(e) => negative_from_net(e),
             },
             Upstream::Recursive(recursor) => {
-                match recursor.resolve(Query::query(name, rtype), Instant::now(), dnssec_ok).await {
+                match recursor
+                    .resolve(Query::query(name, rtype), Instant::now(), dnssec_ok)
+                    .await
+                {
                     Ok(message) => Ok(Answer {
                         rcode: message.metadata.response_code,
                         answers: message.answers.clone(),
@@ -153,7 +177,11 @@ impl Upstream {
 
 fn negative(nx: bool, soa: Option<Record>) -> Answer {
     Answer {
-        rcode: if nx { ResponseCode::NXDomain } else { ResponseCode::NoError },
+        rcode: if nx {
+            ResponseCode::NXDomain
+        } else {
+            ResponseCode::NoError
+        },
         answers: Vec::new(),
         authorities: soa.into_iter().collect(),
     }
@@ -162,7 +190,10 @@ fn negative(nx: bool, soa: Option<Record>) -> Answer {
 fn negative_from_net(e: NetError) -> Result<Answer, UpstreamError> {
     if e.is_no_records_found() {
         let nx = e.is_nx_domain();
-        return Ok(negative(nx, e.into_soa().map(|soa| soa.into_record_of_rdata())));
+        return Ok(negative(
+            nx,
+            e.into_soa().map(|soa| soa.into_record_of_rdata()),
+        ));
     }
     if matches!(e, NetError::Timeout) {
         return Err(UpstreamError::Timeout);
@@ -173,7 +204,10 @@ fn negative_from_net(e: NetError) -> Result<Answer, UpstreamError> {
 fn negative_from_recursor(e: RecursorError) -> Result<Answer, UpstreamError> {
     if e.is_no_records_found() || e.is_nx_domain() {
         let nx = e.is_nx_domain();
-        return Ok(negative(nx, e.into_soa().map(|soa| soa.into_record_of_rdata())));
+        return Ok(negative(
+            nx,
+            e.into_soa().map(|soa| soa.into_record_of_rdata()),
+        ));
     }
     if e.is_timeout() || matches!(e, RecursorError::Timeout) {
         return Err(UpstreamError::Timeout);

@@ -21,12 +21,21 @@ pub struct Match {
 }
 
 fn slot(value: u64, exact: bool) -> u32 {
-    if exact { (value >> 32) as u32 } else { value as u32 }
+    if exact {
+        (value >> 32) as u32
+    } else {
+        value as u32
+    }
 }
 
 fn decode(slot: u32, depth: u8, at_name: bool) -> Option<Match> {
     let index = slot & !CONTESTED;
-    (index != 0).then(|| Match { meta: index - 1, depth, contested: slot & CONTESTED != 0, at_name })
+    (index != 0).then(|| Match {
+        meta: index - 1,
+        depth,
+        contested: slot & CONTESTED != 0,
+        at_name,
+    })
 }
 
 impl Blocklist {
@@ -88,18 +97,35 @@ impl Blocklist {
         for (i, label) in labels.iter().enumerate() {
             key.extend_from_slice(label.as_bytes());
             key.push(KEY_SEPARATOR);
-            let Some(value) = self.map.get(&key) else { continue };
+            let Some(value) = self.map.get(&key) else {
+                continue;
+            };
             let listed = domain::name_from_key(&key);
             let depth = u8::try_from(i + 1).unwrap_or(u8::MAX);
-            for at_name in [true, false] {
-                if let Some(m) = decode(slot(value, at_name), depth, at_name) {
-                    let applies = at_name == (i + 1 == labels.len());
-                    steps.push(Step { listed: listed.clone(), found: m, meta: *self.meta(&m), applies });
+            // The slot that applies here first; the other only when it holds
+            // a different entry (a subtree entry fills both with the same).
+            let is_name = i + 1 == labels.len();
+            let applying = decode(slot(value, is_name), depth, is_name);
+            let other = decode(slot(value, !is_name), depth, !is_name);
+            for (found, applies) in [(applying, true), (other, false)] {
+                let Some(m) = found else { continue };
+                if !applies && applying.is_some_and(|a| a.meta == m.meta) {
+                    continue;
                 }
+                steps.push(Step {
+                    listed: listed.clone(),
+                    found: m,
+                    meta: *self.meta(&m),
+                    applies,
+                });
             }
         }
         let winner = self.lookup(labels.iter().map(|l| l.as_bytes()));
-        Ok(Explanation { name, steps, winner })
+        Ok(Explanation {
+            name,
+            steps,
+            winner,
+        })
     }
 }
 
@@ -132,12 +158,23 @@ mod tests {
     use super::*;
 
     fn ind(name: &str, scope: Scope, verdict: Verdict) -> Indicator<'static> {
-        Indicator { name: name.into(), scope, verdict, category: None, detail: None }
+        Indicator {
+            name: name.into(),
+            scope,
+            verdict,
+            category: None,
+            detail: None,
+        }
     }
 
     fn list(entries: &[(&str, Scope, Verdict)]) -> Blocklist {
         let mut b = Builder::new(Default::default(), Action::Nxdomain, Default::default());
-        let feed = b.add_feed(FeedSource { name: "test.txt".into(), format: Format::Plain, category: None, action: None });
+        let feed = b.add_feed(FeedSource {
+            name: "test.txt".into(),
+            format: Format::Plain,
+            category: None,
+            action: None,
+        });
         for (name, scope, verdict) in entries {
             b.add(feed, ind(name, *scope, *verdict));
         }
@@ -164,7 +201,11 @@ mod tests {
         assert_eq!(verdict(&l, "examples.com"), None);
         assert_eq!(verdict(&l, "com"), None);
         assert_eq!(verdict(&l, "EXAMPLE.COM."), Some((Block, Subtree, 2)));
-        assert_eq!(l.lookup(std::iter::empty()), None, "the root is never listed here");
+        assert_eq!(
+            l.lookup(std::iter::empty()),
+            None,
+            "the root is never listed here"
+        );
     }
 
     #[test]
@@ -180,21 +221,33 @@ mod tests {
 
     #[test]
     fn most_specific_entry_wins() {
-        let l = list(&[("example.com", Subtree, Block), ("good.example.com", Subtree, Allow)]);
+        let l = list(&[
+            ("example.com", Subtree, Block),
+            ("good.example.com", Subtree, Allow),
+        ]);
         assert_eq!(verdict(&l, "x.good.example.com"), Some((Allow, Subtree, 3)));
         assert_eq!(verdict(&l, "bad.example.com"), Some((Block, Subtree, 2)));
-        let l = list(&[("example.com", Subtree, Allow), ("bad.example.com", Subtree, Block)]);
+        let l = list(&[
+            ("example.com", Subtree, Allow),
+            ("bad.example.com", Subtree, Block),
+        ]);
         assert_eq!(verdict(&l, "x.bad.example.com"), Some((Block, Subtree, 3)));
         assert_eq!(verdict(&l, "example.com"), Some((Allow, Subtree, 2)));
     }
 
     #[test]
     fn exact_beats_subtree_at_the_same_name() {
-        let l = list(&[("example.com", Subtree, Block), ("example.com", Exact, Allow)]);
+        let l = list(&[
+            ("example.com", Subtree, Block),
+            ("example.com", Exact, Allow),
+        ]);
         assert_eq!(verdict(&l, "example.com"), Some((Allow, Exact, 2)));
         assert_eq!(verdict(&l, "www.example.com"), Some((Block, Subtree, 2)));
         // and the other way round: an exact block under a subtree allow
-        let l = list(&[("example.com", Subtree, Allow), ("example.com", Exact, Block)]);
+        let l = list(&[
+            ("example.com", Subtree, Allow),
+            ("example.com", Exact, Block),
+        ]);
         assert_eq!(verdict(&l, "example.com"), Some((Block, Exact, 2)));
         assert_eq!(verdict(&l, "www.example.com"), Some((Allow, Subtree, 2)));
     }
@@ -202,7 +255,10 @@ mod tests {
     #[test]
     fn allow_beats_block_at_the_same_name_and_scope() {
         for order in [[Block, Allow], [Allow, Block]] {
-            let l = list(&[("example.com", Subtree, order[0]), ("example.com", Subtree, order[1])]);
+            let l = list(&[
+                ("example.com", Subtree, order[0]),
+                ("example.com", Subtree, order[1]),
+            ]);
             assert_eq!(verdict(&l, "example.com"), Some((Allow, Subtree, 2)));
             assert_eq!(verdict(&l, "a.example.com"), Some((Allow, Subtree, 2)));
             assert!(l.lookup_str("example.com").unwrap().contested);
@@ -211,25 +267,45 @@ mod tests {
 
     #[test]
     fn exact_entries_do_not_cover_children_and_wildcards_skip_the_apex() {
-        let l = list(&[("host.example.com", Exact, Block), ("wild.example.com", Below, Block)]);
+        let l = list(&[
+            ("host.example.com", Exact, Block),
+            ("wild.example.com", Below, Block),
+        ]);
         assert_eq!(verdict(&l, "host.example.com"), Some((Block, Exact, 3)));
         assert_eq!(verdict(&l, "a.host.example.com"), None);
         assert_eq!(verdict(&l, "wild.example.com"), None);
         assert_eq!(verdict(&l, "a.wild.example.com"), Some((Block, Below, 3)));
         // An exact entry deeper than a subtree one does not hide the subtree
         // for names below it.
-        let l = list(&[("example.com", Subtree, Block), ("www.example.com", Exact, Allow)]);
+        let l = list(&[
+            ("example.com", Subtree, Block),
+            ("www.example.com", Exact, Allow),
+        ]);
         assert_eq!(verdict(&l, "www.example.com"), Some((Allow, Exact, 3)));
         assert_eq!(verdict(&l, "a.www.example.com"), Some((Block, Subtree, 2)));
     }
 
     #[test]
     fn explain_lists_every_listed_ancestor() {
-        let l = list(&[("example.com", Subtree, Block), ("good.example.com", Exact, Allow)]);
+        let l = list(&[
+            ("example.com", Subtree, Block),
+            ("good.example.com", Exact, Allow),
+        ]);
         let e = l.explain("Good.Example.com.").unwrap();
         assert_eq!(e.name, "good.example.com");
-        let listed: Vec<(&str, bool)> = e.steps.iter().map(|s| (s.listed.as_str(), s.applies)).collect();
-        assert_eq!(listed, [("example.com", false), ("example.com", true), ("good.example.com", true)]);
+        let listed: Vec<(&str, bool)> = e
+            .steps
+            .iter()
+            .map(|s| (s.listed.as_str(), s.applies))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("example.com", false),
+                ("example.com", true),
+                ("good.example.com", true)
+            ]
+        );
         assert_eq!(e.winner.unwrap().depth, 3);
     }
 }

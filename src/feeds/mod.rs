@@ -173,14 +173,27 @@ fn open(path: &Path) -> io::Result<Box<dyn BufRead>> {
 
 /// Guess a format from the first meaningful lines of a file.
 pub fn detect(path: &Path) -> Result<Format, FeedError> {
-    let io_err = |source| FeedError::Io { path: path.to_path_buf(), source };
+    let io_err = |source| FeedError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let reader = open(path).map_err(io_err)?;
     let mut head = String::new();
-    reader.take(64 * 1024).read_to_string(&mut head).or_else(|e| {
-        // A multi-byte character cut by `take` is not a reason to give up.
-        if e.kind() == io::ErrorKind::InvalidData { Ok(0) } else { Err(e) }
-    }).map_err(io_err)?;
-    detect_text(&head).ok_or_else(|| FeedError::UnknownFormat { path: path.to_path_buf() })
+    reader
+        .take(64 * 1024)
+        .read_to_string(&mut head)
+        .or_else(|e| {
+            // A multi-byte character cut by `take` is not a reason to give up.
+            if e.kind() == io::ErrorKind::InvalidData {
+                Ok(0)
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(io_err)?;
+    detect_text(&head).ok_or_else(|| FeedError::UnknownFormat {
+        path: path.to_path_buf(),
+    })
 }
 
 fn detect_text(head: &str) -> Option<Format> {
@@ -207,8 +220,14 @@ pub fn parse_file(
     format: Format,
     sink: &mut dyn FnMut(Indicator<'_>),
 ) -> Result<ParseReport, FeedError> {
-    let reader = open(path).map_err(|source| FeedError::Io { path: path.to_path_buf(), source })?;
-    parse_reader(reader, format, sink).map_err(|source| FeedError::Io { path: path.to_path_buf(), source })
+    let reader = open(path).map_err(|source| FeedError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_reader(reader, format, sink).map_err(|source| FeedError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Parse feed text from any reader (tests and fuzzing use this directly).
@@ -230,7 +249,11 @@ pub fn parse_reader(
             report.reject(line_no, LineError::NotUtf8);
             continue;
         };
-        let line = if line_no == 1 { line.trim_start_matches('\u{feff}') } else { line };
+        let line = if line_no == 1 {
+            line.trim_start_matches('\u{feff}')
+        } else {
+            line
+        };
         let line = line.trim_end_matches(['\n', '\r']);
         let parsed = match format {
             Format::Plain => plain::parse_line(line),
@@ -248,12 +271,22 @@ pub fn parse_reader(
     Ok(report)
 }
 
+/// An indicator as owned values, for test assertions.
+#[cfg(test)]
+pub(crate) type OwnedIndicator = (String, Scope, Verdict, Option<String>, Option<String>);
+
 /// Parse a string (for tests): returns the indicators as owned values.
 #[cfg(test)]
-pub(crate) fn parse_str(text: &str, format: Format) -> (Vec<(String, Scope, Verdict, Option<String>, Option<String>)>, ParseReport) {
+pub(crate) fn parse_str(text: &str, format: Format) -> (Vec<OwnedIndicator>, ParseReport) {
     let mut out = Vec::new();
     let report = parse_reader(text.as_bytes(), format, &mut |i| {
-        out.push((i.name, i.scope, i.verdict, i.category.map(str::to_owned), i.detail.map(str::to_owned)))
+        out.push((
+            i.name,
+            i.scope,
+            i.verdict,
+            i.category.map(str::to_owned),
+            i.detail.map(str::to_owned),
+        ))
     })
     .expect("reading from memory cannot fail");
     (out, report)
@@ -265,8 +298,14 @@ mod tests {
 
     #[test]
     fn detects_tsv_and_plain_by_content() {
-        assert_eq!(detect_text("# c\nevil.com\tmalware\temotet\n"), Some(Format::Tsv));
-        assert_eq!(detect_text("# c\n\nevil.com\nbad.org # x\n"), Some(Format::Plain));
+        assert_eq!(
+            detect_text("# c\nevil.com\tmalware\temotet\n"),
+            Some(Format::Tsv)
+        );
+        assert_eq!(
+            detect_text("# c\n\nevil.com\nbad.org # x\n"),
+            Some(Format::Plain)
+        );
         assert_eq!(detect_text("<html><body>404</body></html>\n"), None);
         assert_eq!(detect_text(""), None);
     }
@@ -294,6 +333,12 @@ mod tests {
         let report = parse_reader(&text[..], Format::Plain, &mut |i| names.push(i.name)).unwrap();
         assert_eq!(names, ["one.example", "two.example"]);
         assert_eq!(report.rejected, 1);
-        assert_eq!(report.first_rejects[0], Reject { line: 2, error: LineError::NotUtf8 });
+        assert_eq!(
+            report.first_rejects[0],
+            Reject {
+                line: 2,
+                error: LineError::NotUtf8
+            }
+        );
     }
 }

@@ -19,7 +19,13 @@ pub(super) fn parse_line(line: &str) -> Result<Option<Indicator<'static>>, LineE
         None => (Scope::Subtree, text),
     };
     let name = domain::normalize(name)?;
-    Ok(Some(Indicator { name, scope, verdict: Verdict::Block, category: None, detail: None }))
+    Ok(Some(Indicator {
+        name,
+        scope,
+        verdict: Verdict::Block,
+        category: None,
+        detail: None,
+    }))
 }
 
 /// Cheap test used by format detection: could this token be a name?
@@ -54,10 +60,19 @@ mod tests {
         );
         assert_eq!(report.lines, 11);
         assert_eq!(report.rejected, 3);
-        let reasons: Vec<(usize, &LineError)> =
-            report.first_rejects.iter().map(|r| (r.line, &r.error)).collect();
+        let reasons: Vec<(usize, &LineError)> = report
+            .first_rejects
+            .iter()
+            .map(|r| (r.line, &r.error))
+            .collect();
         assert_eq!(reasons[0], (8, &LineError::Name(NameError::IpAddress)));
-        assert_eq!(reasons[1], (9, &LineError::Name(NameError::BadCharacter { ch: ' ' })));
-        assert_eq!(reasons[2], (10, &LineError::Name(NameError::LabelTooLong { len: 64 })));
+        assert_eq!(
+            reasons[1],
+            (9, &LineError::Name(NameError::BadCharacter { ch: ' ' }))
+        );
+        assert_eq!(
+            reasons[2],
+            (10, &LineError::Name(NameError::LabelTooLong { len: 64 }))
+        );
     }
 }

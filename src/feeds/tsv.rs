@@ -13,7 +13,10 @@ pub(super) fn parse_line(line: &str, line_no: usize) -> Result<Option<Indicator<
         return Ok(None);
     }
     let mut cols = line.split('\t').map(str::trim);
-    let name = cols.next().filter(|c| !c.is_empty()).ok_or(LineError::MissingColumn("domain"))?;
+    let name = cols
+        .next()
+        .filter(|c| !c.is_empty())
+        .ok_or(LineError::MissingColumn("domain"))?;
     let category = cols.next().filter(|c| !c.is_empty());
     if line_no == 1 && name.eq_ignore_ascii_case("domain") {
         return Ok(None);
@@ -24,7 +27,13 @@ pub(super) fn parse_line(line: &str, line_no: usize) -> Result<Option<Indicator<
         None => (Scope::Subtree, name),
     };
     let name = domain::normalize(name)?;
-    Ok(Some(Indicator { name, scope, verdict: Verdict::Block, category, detail }))
+    Ok(Some(Indicator {
+        name,
+        scope,
+        verdict: Verdict::Block,
+        category,
+        detail,
+    }))
 }
 
 #[cfg(test)]
@@ -40,14 +49,35 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("evil.example".into(), Scope::Subtree, Verdict::Block, Some("malware".into()), Some("emotet".into())),
-                ("bare.example".into(), Scope::Subtree, Verdict::Block, None, None),
-                ("phish.example".into(), Scope::Subtree, Verdict::Block, Some("phishing".into()), None),
+                (
+                    "evil.example".into(),
+                    Scope::Subtree,
+                    Verdict::Block,
+                    Some("malware".into()),
+                    Some("emotet".into())
+                ),
+                (
+                    "bare.example".into(),
+                    Scope::Subtree,
+                    Verdict::Block,
+                    None,
+                    None
+                ),
+                (
+                    "phish.example".into(),
+                    Scope::Subtree,
+                    Verdict::Block,
+                    Some("phishing".into()),
+                    None
+                ),
             ]
         );
         assert_eq!(report.rejected, 2);
         assert_eq!(report.first_rejects[0].line, 5);
-        assert_eq!(report.first_rejects[0].error, LineError::MissingColumn("domain"));
+        assert_eq!(
+            report.first_rejects[0].error,
+            LineError::MissingColumn("domain")
+        );
         assert_eq!(report.first_rejects[1].line, 7);
     }
 }

@@ -55,7 +55,10 @@ impl Handler {
         if meta.verdict == Verdict::Allow {
             return None;
         }
-        let feed = self.block.ede_names_feed.then(|| list.feed(meta).name.as_str());
+        let feed = self
+            .block
+            .ede_names_feed
+            .then(|| list.feed(meta).name.as_str());
         Some(Blocked {
             action: meta.action,
             listed: qname.trim_to(usize::from(found.depth)),
@@ -84,13 +87,22 @@ async fn send<R: ResponseHandler>(
 ) -> ResponseInfo {
     metadata.recursion_available = true;
     let builder = MessageResponseBuilder::new(&request.queries, edns);
-    let response = builder.build(metadata, answers.iter(), authorities.iter(), std::iter::empty(), std::iter::empty());
+    let response = builder.build(
+        metadata,
+        answers.iter(),
+        authorities.iter(),
+        std::iter::empty(),
+        std::iter::empty(),
+    );
     match handle.send_response(response).await {
         Ok(info) => info,
         Err(error) => {
             tracing::warn!(%error, client = %request.src(), "failed to send response");
             metadata.response_code = ResponseCode::ServFail;
-            ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() })
+            ResponseInfo::from(Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            })
         }
     }
 }
@@ -117,7 +129,11 @@ async fn send_code<R: ResponseHandler>(
 
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, handle: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        handle: R,
+    ) -> ResponseInfo {
         let mut edns = response_edns(request);
         if request.metadata.op_code != OpCode::Query {
             return send_code(request, handle, ResponseCode::NotImp, edns.as_ref()).await;
@@ -151,17 +167,35 @@ impl RequestHandler for Handler {
                 Action::Drop => {
                     let mut metadata = Metadata::response_from_request(&request.metadata);
                     metadata.response_code = ResponseCode::NoError;
-                    return ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() });
+                    return ResponseInfo::from(Header {
+                        metadata,
+                        counts: HeaderCounts::default(),
+                    });
                 }
                 Action::Log => log_only = true,
                 action => {
-                    let answer = block_answer(action, qname, qtype, blocked.listed, &self.block, blocked.generation);
+                    let answer = block_answer(
+                        action,
+                        qname,
+                        qtype,
+                        blocked.listed,
+                        &self.block,
+                        blocked.generation,
+                    );
                     if let Some(edns) = edns.as_mut() {
                         edns.options_mut().insert(blocked.ede);
                     }
                     let mut metadata = Metadata::response_from_request(&request.metadata);
                     metadata.response_code = answer.rcode;
-                    return send(request, handle, metadata, edns.as_ref(), &answer.answers, &answer.authorities).await;
+                    return send(
+                        request,
+                        handle,
+                        metadata,
+                        edns.as_ref(),
+                        &answer.answers,
+                        &answer.authorities,
+                    )
+                    .await;
                 }
             }
         }
@@ -172,7 +206,15 @@ impl RequestHandler for Handler {
             Ok(answer) => {
                 let mut metadata = Metadata::response_from_request(&request.metadata);
                 metadata.response_code = answer.rcode;
-                send(request, handle, metadata, edns.as_ref(), &answer.answers, &answer.authorities).await
+                send(
+                    request,
+                    handle,
+                    metadata,
+                    edns.as_ref(),
+                    &answer.answers,
+                    &answer.authorities,
+                )
+                .await
             }
             Err(error) => {
                 tracing::debug!(%qname, %qtype, %error, "upstream failed");

@@ -26,7 +26,10 @@ pub struct Sockets {
 
 /// Bind every address, or fail naming the one that could not be bound.
 pub async fn bind(addrs: &[SocketAddr]) -> io::Result<Sockets> {
-    let mut sockets = Sockets { udp: Vec::new(), tcp: Vec::new() };
+    let mut sockets = Sockets {
+        udp: Vec::new(),
+        tcp: Vec::new(),
+    };
     for addr in addrs {
         let (udp, tcp) = bind_pair(*addr)
             .await

@@ -11,8 +11,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::LazyLock;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, SOA};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use hickory_proto::rr::rdata::{A, AAAA, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::policy::Action;
@@ -55,7 +55,15 @@ pub struct BlockAnswer {
 /// serial = blocklist generation, minimum and TTL = the policy TTL.
 pub fn policy_soa(listed: Name, ttl: u32, generation: u64) -> Record {
     let serial = (generation % u64::from(u32::MAX)) as u32;
-    let soa = SOA::new(SOA_MNAME.clone(), SOA_RNAME.clone(), serial, 3600, 600, 86_400, ttl);
+    let soa = SOA::new(
+        SOA_MNAME.clone(),
+        SOA_RNAME.clone(),
+        serial,
+        3600,
+        600,
+        86_400,
+        ttl,
+    );
     Record::from_rdata(listed, ttl, RData::SOA(soa))
 }
 
@@ -77,7 +85,11 @@ pub fn block_answer(
     match action {
         Action::Nxdomain | Action::Drop | Action::Log => negative(ResponseCode::NXDomain),
         Action::Nodata => negative(ResponseCode::NoError),
-        Action::Refused => BlockAnswer { rcode: ResponseCode::Refused, answers: Vec::new(), authorities: Vec::new() },
+        Action::Refused => BlockAnswer {
+            rcode: ResponseCode::Refused,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+        },
         Action::Sinkhole => {
             let data = match qtype {
                 RecordType::A => settings.sinkhole_ipv4.map(|a| RData::A(A(a))),
@@ -137,14 +149,19 @@ mod tests {
     fn nxdomain_and_nodata_carry_the_policy_soa() {
         let q = Name::from_ascii("www.evil.example.").unwrap();
         let listed = Name::from_ascii("evil.example.").unwrap();
-        for (action, rcode) in [(Action::Nxdomain, ResponseCode::NXDomain), (Action::Nodata, ResponseCode::NoError)] {
+        for (action, rcode) in [
+            (Action::Nxdomain, ResponseCode::NXDomain),
+            (Action::Nodata, ResponseCode::NoError),
+        ] {
             let a = block_answer(action, &q, RecordType::A, listed.clone(), &settings(), 7);
             assert_eq!(a.rcode, rcode);
             assert!(a.answers.is_empty());
             let soa = &a.authorities[0];
             assert_eq!(soa.name, listed);
             assert_eq!(soa.ttl, 300);
-            let RData::SOA(soa) = &soa.data else { panic!("not an SOA") };
+            let RData::SOA(soa) = &soa.data else {
+                panic!("not an SOA")
+            };
             assert_eq!(soa.serial, 7);
             assert_eq!(soa.minimum, 300);
         }
@@ -156,9 +173,23 @@ mod tests {
     #[test]
     fn sinkhole_answers_configured_families_and_nodata_otherwise() {
         let q = Name::from_ascii("evil.example.").unwrap();
-        let a = block_answer(Action::Sinkhole, &q, RecordType::A, q.clone(), &settings(), 1);
+        let a = block_answer(
+            Action::Sinkhole,
+            &q,
+            RecordType::A,
+            q.clone(),
+            &settings(),
+            1,
+        );
         assert_eq!(a.answers[0].data, RData::A(A(Ipv4Addr::new(192, 0, 2, 53))));
-        let aaaa = block_answer(Action::Sinkhole, &q, RecordType::AAAA, q.clone(), &settings(), 1);
+        let aaaa = block_answer(
+            Action::Sinkhole,
+            &q,
+            RecordType::AAAA,
+            q.clone(),
+            &settings(),
+            1,
+        );
         assert!(aaaa.answers.is_empty());
         assert_eq!(aaaa.rcode, ResponseCode::NoError);
         assert_eq!(aaaa.authorities.len(), 1);
@@ -172,8 +203,13 @@ mod tests {
         assert_eq!(code, 15);
         assert_eq!(&payload[..2], &[0, 15]);
         let text = std::str::from_utf8(&payload[2..]).unwrap();
-        assert!(text.contains("malware") && text.contains("threats.tsv"), "{text}");
-        let EdnsOption::Unknown(_, payload) = blocked_ede("malware", None) else { panic!() };
+        assert!(
+            text.contains("malware") && text.contains("threats.tsv"),
+            "{text}"
+        );
+        let EdnsOption::Unknown(_, payload) = blocked_ede("malware", None) else {
+            panic!()
+        };
         assert!(!std::str::from_utf8(&payload[2..]).unwrap().contains("feed"));
     }
 }

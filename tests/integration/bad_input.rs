@@ -9,7 +9,13 @@ use crate::harness::{Setup, Transport, a_records, exchange, query, run};
 #[test]
 fn malformed_packets_do_not_stop_the_server() {
     let (_s, _a, server) = forwarder(&[("threats.txt", "evil.example.test\n")], "");
-    let good = query(server.addr, "www.example.test.", RecordType::A, Transport::Udp, false);
+    let good = query(
+        server.addr,
+        "www.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        false,
+    );
     let mut header_only = good.to_vec().unwrap();
     header_only.truncate(12);
 
@@ -29,7 +35,8 @@ fn malformed_packets_do_not_stop_the_server() {
     // A name with a label length pointing past the end: FORMERR.
     let mut bad_label = promises_question.clone();
     bad_label.extend_from_slice(&[63, b'a', b'b']);
-    let reply = Message::from_vec(&exchange(server.addr, &bad_label, Transport::Udp).unwrap()).unwrap();
+    let reply =
+        Message::from_vec(&exchange(server.addr, &bad_label, Transport::Udp).unwrap()).unwrap();
     assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
 
     // A name longer than 255 octets on the wire: FORMERR.
@@ -39,15 +46,21 @@ fn malformed_packets_do_not_stop_the_server() {
         long_name.extend_from_slice(&[b'a'; 63]);
     }
     long_name.extend_from_slice(&[0, 0, 1, 0, 1]);
-    let reply = Message::from_vec(&exchange(server.addr, &long_name, Transport::Udp).unwrap()).unwrap();
+    let reply =
+        Message::from_vec(&exchange(server.addr, &long_name, Transport::Udp).unwrap()).unwrap();
     assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
 
     // Two questions in one query: FORMERR (RFC 9619).
     let mut two = hickory_proto::op::Message::from_vec(&good.to_vec().unwrap()).unwrap();
     two.metadata.message_type = hickory_proto::op::MessageType::Query;
     two.answers.clear();
-    two.add_query(hickory_proto::op::Query::query("evil.example.test.".parse().unwrap(), RecordType::A));
-    let reply = Message::from_vec(&exchange(server.addr, &two.to_vec().unwrap(), Transport::Udp).unwrap()).unwrap();
+    two.add_query(hickory_proto::op::Query::query(
+        "evil.example.test.".parse().unwrap(),
+        RecordType::A,
+    ));
+    let reply =
+        Message::from_vec(&exchange(server.addr, &two.to_vec().unwrap(), Transport::Udp).unwrap())
+            .unwrap();
     assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
 
     // Garbage over TCP closes that connection only.
@@ -55,9 +68,21 @@ fn malformed_packets_do_not_stop_the_server() {
 
     // And the server still answers.
     for transport in [Transport::Udp, Transport::Tcp] {
-        let reply = query(server.addr, "www.example.test.", RecordType::A, transport, false);
+        let reply = query(
+            server.addr,
+            "www.example.test.",
+            RecordType::A,
+            transport,
+            false,
+        );
         assert_eq!(a_records(&reply), ["192.0.2.10"]);
-        let reply = query(server.addr, "evil.example.test.", RecordType::A, transport, false);
+        let reply = query(
+            server.addr,
+            "evil.example.test.",
+            RecordType::A,
+            transport,
+            false,
+        );
         assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
     }
 }
@@ -69,7 +94,9 @@ fn edns_version_above_zero_gets_badvers() {
     if let Some(edns) = msg.edns.as_mut() {
         edns.set_version(1);
     }
-    let reply = Message::from_vec(&exchange(server.addr, &msg.to_vec().unwrap(), Transport::Udp).unwrap()).unwrap();
+    let reply =
+        Message::from_vec(&exchange(server.addr, &msg.to_vec().unwrap(), Transport::Udp).unwrap())
+            .unwrap();
     // 16 is BADVERS in an OPT's extended rcode (RFC 6891); hickory's parser
     // names the shared value BADSIG (RFC 8945), so compare the number.
     assert_eq!(u16::from(reply.metadata.response_code), 16);
@@ -80,37 +107,87 @@ fn edns_version_above_zero_gets_badvers() {
 fn a_broken_feed_line_is_rejected_and_the_rest_loads() {
     let feed = "evil.example.test\nnot a name\n192.0.2.1\nphish.example.test\n";
     let (_s, _a, server) = forwarder(&[("threats.txt", feed)], "");
-    let reply = query(server.addr, "phish.example.test.", RecordType::A, Transport::Udp, false);
+    let reply = query(
+        server.addr,
+        "phish.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        false,
+    );
     assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
-    assert!(server.log_contains("line=2"), "rejected line logged with its number:\n{}", server.log());
-    assert!(server.log_contains("threats.txt"), "and its file:\n{}", server.log());
-    assert!(server.log_contains("rejected=2"), "and counted:\n{}", server.log());
+    assert!(
+        server.log_contains("line=2"),
+        "rejected line logged with its number:\n{}",
+        server.log()
+    );
+    assert!(
+        server.log_contains("threats.txt"),
+        "and its file:\n{}",
+        server.log()
+    );
+    assert!(
+        server.log_contains("rejected=2"),
+        "and counted:\n{}",
+        server.log()
+    );
 }
 
 #[test]
 fn a_feed_in_no_known_format_is_reported_and_others_load() {
-    let (_s, _a, server) = forwarder(&[("junk.bin", "<html>\n<body>404 Not Found</body>\n"), ("ok.txt", "evil.example.test\n")], "");
-    let reply = query(server.addr, "evil.example.test.", RecordType::A, Transport::Udp, false);
+    let (_s, _a, server) = forwarder(
+        &[
+            ("junk.bin", "<html>\n<body>404 Not Found</body>\n"),
+            ("ok.txt", "evil.example.test\n"),
+        ],
+        "",
+    );
+    let reply = query(
+        server.addr,
+        "evil.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        false,
+    );
     assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
-    assert!(server.log_contains("junk.bin") && server.log_contains("matches no known format"), "{}", server.log());
+    assert!(
+        server.log_contains("junk.bin") && server.log_contains("matches no known format"),
+        "{}",
+        server.log()
+    );
 }
 
 #[test]
 fn config_errors_name_the_key_and_file_and_exit_before_binding() {
     let setup = Setup::new();
     // A fixed port: if the server bound anything, a second bind would show it.
-    let config = setup.write("portcullis.toml", "[server]\nlisten = [\"127.0.0.1:0\"]\nlisen = true\n");
+    let config = setup.write(
+        "portcullis.toml",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nlisen = true\n",
+    );
     let (code, _, stderr) = run(&["serve", "--config", config.to_str().unwrap()]);
     assert_eq!(code, 64, "EX_USAGE: {stderr}");
-    assert!(stderr.contains("lisen") && stderr.contains("portcullis.toml"), "{stderr}");
-    assert!(!stderr.contains("listening for"), "nothing was bound: {stderr}");
+    assert!(
+        stderr.contains("lisen") && stderr.contains("portcullis.toml"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("listening for"),
+        "nothing was bound: {stderr}"
+    );
 
-    let config = setup.write("portcullis.toml", "[resolver]\nmode = \"forward\"\nupstreams = [\"not-an-address\"]\n");
+    let config = setup.write(
+        "portcullis.toml",
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"not-an-address\"]\n",
+    );
     let (code, _, stderr) = run(&["serve", "--config", config.to_str().unwrap()]);
     assert_eq!(code, 64, "{stderr}");
     assert!(stderr.contains("resolver.upstreams[0]"), "{stderr}");
 
-    let (code, _, stderr) = run(&["serve", "--config", setup.path("missing.toml").to_str().unwrap()]);
+    let (code, _, stderr) = run(&[
+        "serve",
+        "--config",
+        setup.path("missing.toml").to_str().unwrap(),
+    ]);
     assert_eq!(code, 64, "{stderr}");
     assert!(stderr.contains("missing.toml"), "{stderr}");
 }
@@ -119,6 +196,8 @@ fn config_errors_name_the_key_and_file_and_exit_before_binding() {
 fn a_missing_feeds_dir_stops_start_up_with_its_path() {
     let setup = Setup::new();
     let config = setup.config("[blocklist]\nfeeds_dir = \"nowhere\"\n");
-    let err = crate::harness::Server::try_start(&config).err().expect("start-up fails");
+    let err = crate::harness::Server::try_start(&config)
+        .err()
+        .expect("start-up fails");
     assert!(err.contains("nowhere"), "{err}");
 }

@@ -11,7 +11,11 @@ const THREATS: &str = "# domain\tcategory\tfamily\n\
                        scan.example.test\tsuspicious\tscanner\n\
                        protected.example.test\tmalware\toops\n";
 
-fn blocking_server() -> (crate::harness::Setup, crate::upstream::Authority, crate::harness::Server) {
+fn blocking_server() -> (
+    crate::harness::Setup,
+    crate::upstream::Authority,
+    crate::harness::Server,
+) {
     let extra = "[blocklist]\nallow = [\"allow.txt\"]\nprotected = [\"protected.txt\"]\npolicy_ttl = 300\n\
                  [actions]\nphishing = \"nodata\"\nsuspicious = \"refused\"\n";
     forwarder_with_lists(&[("threats.tsv", THREATS)], extra)
@@ -20,17 +24,27 @@ fn blocking_server() -> (crate::harness::Setup, crate::upstream::Authority, crat
 fn forwarder_with_lists(
     feeds: &[(&str, &str)],
     extra: &str,
-) -> (crate::harness::Setup, crate::upstream::Authority, crate::harness::Server) {
+) -> (
+    crate::harness::Setup,
+    crate::upstream::Authority,
+    crate::harness::Server,
+) {
     use crate::harness::{Server, Setup};
     use crate::upstream::{Authority, example_zone};
-    let auth = Authority::start("127.0.0.1:0".parse().unwrap(), &[("example.test.", example_zone("example.test.", "127.0.0.1"))]);
+    let auth = Authority::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &[("example.test.", example_zone("example.test.", "127.0.0.1"))],
+    );
     let setup = Setup::new();
     for (name, text) in feeds {
         setup.write(&format!("feeds/{name}"), text);
     }
     setup.write("allow.txt", "good.evil.example.test\n");
     setup.write("protected.txt", "protected.example.test\n");
-    let config = setup.config(&format!("[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\n{extra}", auth.addr));
+    let config = setup.config(&format!(
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\n{extra}",
+        auth.addr
+    ));
     let server = Server::start(&config);
     (setup, auth, server)
 }
@@ -38,12 +52,27 @@ fn forwarder_with_lists(
 #[test]
 fn nxdomain_carries_soa_and_ede_naming_category_and_feed() {
     let (_s, _a, server) = blocking_server();
-    let reply = query(server.addr, "deep.sub.evil.example.test.", RecordType::A, Transport::Udp, true);
+    let reply = query(
+        server.addr,
+        "deep.sub.evil.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
     assert_blocked_nxdomain(&reply, "evil.example.test", 300);
     let (_, text) = ede(&reply).unwrap();
-    assert!(text.contains("malware") && text.contains("threats.tsv"), "{text}");
+    assert!(
+        text.contains("malware") && text.contains("threats.tsv"),
+        "{text}"
+    );
     // Without EDNS there is no OPT record to carry an EDE.
-    let reply = query(server.addr, "evil.example.test.", RecordType::A, Transport::Udp, false);
+    let reply = query(
+        server.addr,
+        "evil.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        false,
+    );
     assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
     assert!(reply.edns.is_none());
     assert_eq!(reply.authorities.len(), 1);
@@ -52,12 +81,24 @@ fn nxdomain_carries_soa_and_ede_naming_category_and_feed() {
 #[test]
 fn per_category_actions_nodata_and_refused() {
     let (_s, _a, server) = blocking_server();
-    let reply = query(server.addr, "www.phish.example.test.", RecordType::A, Transport::Udp, true);
+    let reply = query(
+        server.addr,
+        "www.phish.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
     assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
     assert!(reply.answers.is_empty());
     assert_eq!(reply.authorities[0].record_type(), RecordType::SOA);
     assert_eq!(ede(&reply).unwrap().0, 15);
-    let reply = query(server.addr, "scan.example.test.", RecordType::A, Transport::Tcp, true);
+    let reply = query(
+        server.addr,
+        "scan.example.test.",
+        RecordType::A,
+        Transport::Tcp,
+        true,
+    );
     assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
     assert_eq!(ede(&reply).unwrap().0, 15);
 }
@@ -65,7 +106,13 @@ fn per_category_actions_nodata_and_refused() {
 #[test]
 fn allow_entry_under_a_blocked_domain_resolves() {
     let (_s, _a, server) = blocking_server();
-    let reply = query(server.addr, "good.evil.example.test.", RecordType::A, Transport::Udp, true);
+    let reply = query(
+        server.addr,
+        "good.evil.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
     assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
     assert_eq!(a_records(&reply), ["192.0.2.68"]);
     assert!(ede(&reply).is_none());
@@ -74,20 +121,41 @@ fn allow_entry_under_a_blocked_domain_resolves() {
 #[test]
 fn protected_name_listed_by_a_feed_still_resolves() {
     let (_s, _a, server) = blocking_server();
-    let reply = query(server.addr, "protected.example.test.", RecordType::A, Transport::Udp, true);
+    let reply = query(
+        server.addr,
+        "protected.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
     assert_eq!(a_records(&reply), ["192.0.2.70"]);
-    assert!(server.log_contains("suppressed=1"), "start-up log reports the suppression:\n{}", server.log());
+    assert!(
+        server.log_contains("suppressed=1"),
+        "start-up log reports the suppression:\n{}",
+        server.log()
+    );
 }
 
 #[test]
 fn uppercase_and_trailing_dot_queries_match_and_keep_their_case() {
     let (_s, _a, server) = blocking_server();
-    for name in ["EVIL.Example.TEST.", "Deep.SUB.evil.example.test", "evil.example.test"] {
+    for name in [
+        "EVIL.Example.TEST.",
+        "Deep.SUB.evil.example.test",
+        "evil.example.test",
+    ] {
         let reply = query(server.addr, name, RecordType::A, Transport::Udp, true);
-        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain, "{name}");
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NXDomain,
+            "{name}"
+        );
         // The question comes back exactly as asked (0x20 case preservation).
         let asked = name.trim_end_matches('.');
-        assert_eq!(reply.queries[0].name().to_ascii().trim_end_matches('.'), asked);
+        assert_eq!(
+            reply.queries[0].name().to_ascii().trim_end_matches('.'),
+            asked
+        );
     }
 }
 
@@ -102,7 +170,17 @@ fn unknown_clients_are_refused_by_default() {
     let config = setup.write("portcullis.toml", text);
     let server = Server::start(&config);
     for transport in [Transport::Udp, Transport::Tcp] {
-        let reply = query(server.addr, "evil.example.test.", RecordType::A, transport, true);
-        assert_eq!(reply.metadata.response_code, ResponseCode::Refused, "{transport:?}");
+        let reply = query(
+            server.addr,
+            "evil.example.test.",
+            RecordType::A,
+            transport,
+            true,
+        );
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::Refused,
+            "{transport:?}"
+        );
     }
 }

@@ -21,12 +21,34 @@ fn compile_reports_feeds_rejects_and_suppressions() {
     let (_setup, config) = setup_with_feeds();
     let (code, out, err) = run(&["compile", "--config", &config]);
     assert_eq!(code, 0, "{out}{err}");
-    let row = |name: &str| out.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("row for {name}:\n{out}")).split_whitespace().map(str::to_owned).collect::<Vec<_>>();
-    assert_eq!(row("threats.tsv"), ["threats.tsv", "tsv", "2", "1", "1"], "{out}");
-    assert_eq!(row("list.txt"), ["list.txt", "plain", "2", "0", "0"], "{out}");
-    assert_eq!(row("allow:allow.txt"), ["allow:allow.txt", "plain", "1", "0", "0"], "{out}");
+    let row = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("row for {name}:\n{out}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        row("threats.tsv"),
+        ["threats.tsv", "tsv", "2", "1", "1"],
+        "{out}"
+    );
+    assert_eq!(
+        row("list.txt"),
+        ["list.txt", "plain", "2", "0", "0"],
+        "{out}"
+    );
+    assert_eq!(
+        row("allow:allow.txt"),
+        ["allow:allow.txt", "plain", "1", "0", "0"],
+        "{out}"
+    );
     assert!(out.contains("line 3: not a valid domain name"), "{out}");
-    assert!(out.contains("suppressed by protected names: blogspot.test"), "{out}");
+    assert!(
+        out.contains("suppressed by protected names: blogspot.test"),
+        "{out}"
+    );
     assert!(out.contains("protected names: 1"), "{out}");
     assert!(out.contains("compiled 4 names"), "{out}");
 }
@@ -47,12 +69,18 @@ fn check_explains_hits_misses_and_precedence() {
     let (_setup, config) = setup_with_feeds();
     let (code, out, _) = run(&["check", "A.B.Evil.Example.Test.", "--config", &config]);
     assert_eq!(code, 0);
-    assert!(out.starts_with("a.b.evil.example.test: BLOCKED, action nxdomain"), "{out}");
+    assert!(
+        out.starts_with("a.b.evil.example.test: BLOCKED, action nxdomain"),
+        "{out}"
+    );
     assert!(out.contains("=> subtree    block evil.example.test (feed threats.tsv, tsv format, category malware, testbot)"), "{out}");
     assert!(out.contains("most specific listed name decides"), "{out}");
 
     let (_, out, _) = run(&["check", "x.good.evil.example.test", "--config", &config]);
-    assert!(out.starts_with("x.good.evil.example.test: ALLOWED (exception)"), "{out}");
+    assert!(
+        out.starts_with("x.good.evil.example.test: ALLOWED (exception)"),
+        "{out}"
+    );
     assert!(out.contains("feed allow:allow.txt"), "{out}");
 
     let (_, out, _) = run(&["check", "notevil.example.test", "--config", &config]);
@@ -61,12 +89,21 @@ fn check_explains_hits_misses_and_precedence() {
     // An exact (here: below-only) entry seen but not applying is shown as such.
     let (_, out, _) = run(&["check", "wild.example.test", "--config", &config]);
     assert!(out.starts_with("wild.example.test: not listed"), "{out}");
-    assert!(out.contains("wild.example.test is listed (below-only block) but does not cover this name"), "{out}");
+    assert!(
+        out.contains("wild.example.test is listed (below-only block) but does not cover this name"),
+        "{out}"
+    );
     let (_, out, _) = run(&["check", "a.wild.example.test", "--config", &config]);
-    assert!(out.contains("BLOCKED") && out.contains("category adware"), "{out}");
+    assert!(
+        out.contains("BLOCKED") && out.contains("category adware"),
+        "{out}"
+    );
 
     let (_, out, _) = run(&["check", "blogspot.test", "--config", &config]);
-    assert!(out.contains("not listed"), "protected name suppressed: {out}");
+    assert!(
+        out.contains("not listed"),
+        "protected name suppressed: {out}"
+    );
 
     let (code, _, err) = run(&["check", "not a name", "--config", &config]);
     assert_eq!(code, 64);

@@ -9,7 +9,10 @@ use crate::upstream::{Authority, example_zone};
 /// A forwarder in front of one authority for `example.test.`, with the
 /// given feed files.
 pub fn forwarder(feeds: &[(&str, &str)], extra: &str) -> (Setup, Authority, Server) {
-    let auth = Authority::start("127.0.0.1:0".parse().unwrap(), &[("example.test.", example_zone("example.test.", "127.0.0.1"))]);
+    let auth = Authority::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &[("example.test.", example_zone("example.test.", "127.0.0.1"))],
+    );
     let setup = Setup::new();
     for (name, text) in feeds {
         setup.write(&format!("feeds/{name}"), text);
@@ -26,11 +29,27 @@ pub fn forwarder(feeds: &[(&str, &str)], extra: &str) -> (Setup, Authority, Serv
 fn allowed_names_resolve_over_udp_and_tcp() {
     let (_setup, _auth, server) = forwarder(&[("threats.txt", "evil.example.test\n")], "");
     for transport in [Transport::Udp, Transport::Tcp] {
-        let reply = query(server.addr, "www.example.test.", RecordType::A, transport, false);
-        assert_eq!(reply.metadata.response_code, ResponseCode::NoError, "{transport:?}");
+        let reply = query(
+            server.addr,
+            "www.example.test.",
+            RecordType::A,
+            transport,
+            false,
+        );
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{transport:?}"
+        );
         assert_eq!(a_records(&reply), ["192.0.2.10"], "{transport:?}");
         assert!(reply.metadata.recursion_available);
-        let reply = query(server.addr, "www.example.test.", RecordType::AAAA, transport, true);
+        let reply = query(
+            server.addr,
+            "www.example.test.",
+            RecordType::AAAA,
+            transport,
+            true,
+        );
         assert_eq!(a_records(&reply), ["2001:db8::10"], "{transport:?}");
     }
 }
@@ -38,21 +57,52 @@ fn allowed_names_resolve_over_udp_and_tcp() {
 #[test]
 fn cname_chains_and_negative_answers_pass_through() {
     let (_setup, _auth, server) = forwarder(&[("threats.txt", "evil.example.test\n")], "");
-    let reply = query(server.addr, "chain1.example.test.", RecordType::A, Transport::Udp, true);
+    let reply = query(
+        server.addr,
+        "chain1.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
     assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
     let types: Vec<RecordType> = reply.answers.iter().map(|r| r.record_type()).collect();
-    assert_eq!(types, [RecordType::CNAME, RecordType::CNAME, RecordType::A], "{reply}");
-    let reply = query(server.addr, "missing.example.test.", RecordType::A, Transport::Udp, true);
+    assert_eq!(
+        types,
+        [RecordType::CNAME, RecordType::CNAME, RecordType::A],
+        "{reply}"
+    );
+    let reply = query(
+        server.addr,
+        "missing.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
     assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
-    assert!(reply.authorities.iter().any(|r| r.record_type() == RecordType::SOA), "upstream SOA passed on: {reply}");
+    assert!(
+        reply
+            .authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::SOA),
+        "upstream SOA passed on: {reply}"
+    );
     // A name that exists without the asked type: NODATA.
-    let reply = query(server.addr, "alias.example.test.", RecordType::MX, Transport::Udp, false);
+    let reply = query(
+        server.addr,
+        "alias.example.test.",
+        RecordType::MX,
+        Transport::Udp,
+        false,
+    );
     assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
 }
 
 #[test]
 fn listed_names_and_their_subdomains_are_blocked_over_udp_and_tcp() {
-    let (_setup, _auth, server) = forwarder(&[("threats.txt", "evil.example.test\n")], "[blocklist]\npolicy_ttl = 120\n");
+    let (_setup, _auth, server) = forwarder(
+        &[("threats.txt", "evil.example.test\n")],
+        "[blocklist]\npolicy_ttl = 120\n",
+    );
     for transport in [Transport::Udp, Transport::Tcp] {
         for name in ["evil.example.test.", "deep.sub.evil.example.test."] {
             let reply = query(server.addr, name, RecordType::A, transport, true);
@@ -60,7 +110,13 @@ fn listed_names_and_their_subdomains_are_blocked_over_udp_and_tcp() {
         }
     }
     // notevil shares a suffix but not a label boundary.
-    let reply = query(server.addr, "notevil.example.test.", RecordType::A, Transport::Udp, true);
+    let reply = query(
+        server.addr,
+        "notevil.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
     assert_eq!(a_records(&reply), ["192.0.2.69"]);
 }
 
@@ -68,9 +124,21 @@ fn listed_names_and_their_subdomains_are_blocked_over_udp_and_tcp() {
 fn truncated_udp_answers_are_retried_over_tcp_by_clients() {
     let (_setup, _auth, server) = forwarder(&[], "");
     // No EDNS: the 512-byte limit applies, and ~750 bytes of TXT do not fit.
-    let udp = query(server.addr, "big.example.test.", RecordType::TXT, Transport::Udp, false);
+    let udp = query(
+        server.addr,
+        "big.example.test.",
+        RecordType::TXT,
+        Transport::Udp,
+        false,
+    );
     assert!(udp.metadata.truncation, "TC set on the UDP answer");
-    let tcp = query(server.addr, "big.example.test.", RecordType::TXT, Transport::Tcp, false);
+    let tcp = query(
+        server.addr,
+        "big.example.test.",
+        RecordType::TXT,
+        Transport::Tcp,
+        false,
+    );
     assert!(!tcp.metadata.truncation);
     assert_eq!(tcp.answers.len(), 3);
 }
@@ -78,7 +146,13 @@ fn truncated_udp_answers_are_retried_over_tcp_by_clients() {
 #[test]
 fn sigterm_stops_the_server_with_exit_code_zero() {
     let (_setup, _auth, server) = forwarder(&[], "");
-    let reply = query(server.addr, "www.example.test.", RecordType::A, Transport::Udp, false);
+    let reply = query(
+        server.addr,
+        "www.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        false,
+    );
     assert_eq!(a_records(&reply), ["192.0.2.10"]);
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}");

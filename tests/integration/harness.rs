@@ -147,13 +147,19 @@ impl Server {
 
     /// Send SIGTERM and wait for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "no exit after SIGTERM:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -164,14 +170,20 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("---- portcullis log ----\n{}\n------------------------", self.log());
+            eprintln!(
+                "---- portcullis log ----\n{}\n------------------------",
+                self.log()
+            );
         }
     }
 }
 
 /// Run the binary to completion (compile, check, bad configs).
 pub fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().expect("run portcullis");
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run portcullis");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -189,7 +201,10 @@ pub enum Transport {
 pub fn build_query(name: &str, rtype: RecordType, edns: bool) -> Message {
     let mut msg = Message::new(rand_id(), MessageType::Query, OpCode::Query);
     msg.metadata.recursion_desired = true;
-    msg.add_query(Query::query(Name::from_ascii(name).expect("test name parses"), rtype));
+    msg.add_query(Query::query(
+        Name::from_ascii(name).expect("test name parses"),
+        rtype,
+    ));
     if edns {
         let mut e = Edns::new();
         e.set_max_payload(1232);
@@ -205,17 +220,28 @@ fn rand_id() -> u16 {
 }
 
 /// Send one query and return the parsed response.
-pub fn query(server: SocketAddr, name: &str, rtype: RecordType, transport: Transport, edns: bool) -> Message {
+pub fn query(
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+    transport: Transport,
+    edns: bool,
+) -> Message {
     let msg = build_query(name, rtype, edns);
     let bytes = msg.to_vec().expect("encode query");
-    let reply = exchange(server, &bytes, transport).unwrap_or_else(|e| panic!("no answer for {name} over {transport:?}: {e}"));
+    let reply = exchange(server, &bytes, transport)
+        .unwrap_or_else(|e| panic!("no answer for {name} over {transport:?}: {e}"));
     let reply = Message::from_vec(&reply).expect("response parses");
     assert_eq!(reply.metadata.id, msg.metadata.id, "response id matches");
     reply
 }
 
 /// Send raw bytes, return raw reply bytes.
-pub fn exchange(server: SocketAddr, bytes: &[u8], transport: Transport) -> std::io::Result<Vec<u8>> {
+pub fn exchange(
+    server: SocketAddr,
+    bytes: &[u8],
+    transport: Transport,
+) -> std::io::Result<Vec<u8>> {
     match transport {
         Transport::Udp => {
             let sock = UdpSocket::bind("127.0.0.1:0")?;
@@ -229,7 +255,9 @@ pub fn exchange(server: SocketAddr, bytes: &[u8], transport: Transport) -> std::
         Transport::Tcp => {
             let mut stream = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
             stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            let len = u16::try_from(bytes.len()).expect("query fits").to_be_bytes();
+            let len = u16::try_from(bytes.len())
+                .expect("query fits")
+                .to_be_bytes();
             stream.write_all(&len)?;
             stream.write_all(bytes)?;
             let mut len = [0u8; 2];
@@ -260,7 +288,9 @@ pub fn ede(msg: &Message) -> Option<(u16, String)> {
         if u16::from(*code) != 15 {
             return None;
         }
-        let hickory_proto::rr::rdata::opt::EdnsOption::Unknown(_, bytes) = option else { return None };
+        let hickory_proto::rr::rdata::opt::EdnsOption::Unknown(_, bytes) = option else {
+            return None;
+        };
         let info = u16::from_be_bytes([*bytes.first()?, *bytes.get(1)?]);
         Some((info, String::from_utf8_lossy(&bytes[2..]).into_owned()))
     })
@@ -268,10 +298,22 @@ pub fn ede(msg: &Message) -> Option<(u16, String)> {
 
 /// Assert a blocked NXDOMAIN with the policy SOA and EDE 15.
 pub fn assert_blocked_nxdomain(msg: &Message, listed: &str, ttl: u32) {
-    assert_eq!(msg.metadata.response_code, ResponseCode::NXDomain, "rcode: {msg}");
+    assert_eq!(
+        msg.metadata.response_code,
+        ResponseCode::NXDomain,
+        "rcode: {msg}"
+    );
     assert!(msg.answers.is_empty(), "no answers: {msg}");
-    let soa = msg.authorities.iter().find(|r| r.record_type() == RecordType::SOA).unwrap_or_else(|| panic!("SOA in authority: {msg}"));
-    assert_eq!(soa.name.to_ascii(), format!("{listed}."), "SOA owner is the listed name");
+    let soa = msg
+        .authorities
+        .iter()
+        .find(|r| r.record_type() == RecordType::SOA)
+        .unwrap_or_else(|| panic!("SOA in authority: {msg}"));
+    assert_eq!(
+        soa.name.to_ascii(),
+        format!("{listed}."),
+        "SOA owner is the listed name"
+    );
     assert_eq!(soa.ttl, ttl);
     let (code, text) = ede(msg).unwrap_or_else(|| panic!("EDE present: {msg}"));
     assert_eq!(code, 15, "EDE info-code Blocked");

@@ -42,7 +42,10 @@ fn full_threat_list_blocks_listed_names_and_passes_popular_ones() {
     let auth = Authority::start("127.0.0.1:0".parse().unwrap(), &[(".", root.to_owned())]);
     let setup = Setup::new();
     std::os::unix::fs::symlink(&threats, setup.path("feeds/threat-domains.tsv.gz")).unwrap();
-    let config = setup.config(&format!("[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\n", auth.addr));
+    let config = setup.config(&format!(
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\n",
+        auth.addr
+    ));
     let server = Server::start(&config);
 
     // A sample of listed names (every 500th, deterministic) and a child of each.
@@ -52,31 +55,73 @@ fn full_threat_list_blocks_listed_names_and_passes_popular_ones() {
         if hickory_proto::rr::Name::from_ascii(name.as_str()).is_err() {
             continue;
         }
-        let reply = query(server.addr, &format!("{name}."), RecordType::A, Transport::Udp, false);
-        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain, "{name} is listed");
-        let reply = query(server.addr, &format!("x1.{name}."), RecordType::A, Transport::Udp, false);
-        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain, "x1.{name} is below a listed name");
+        let reply = query(
+            server.addr,
+            &format!("{name}."),
+            RecordType::A,
+            Transport::Udp,
+            false,
+        );
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NXDomain,
+            "{name} is listed"
+        );
+        let reply = query(
+            server.addr,
+            &format!("x1.{name}."),
+            RecordType::A,
+            Transport::Udp,
+            false,
+        );
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NXDomain,
+            "x1.{name} is below a listed name"
+        );
     }
 
     // Every popular name resolves unless it is at or under a listed name.
     let popular = std::fs::read_to_string(data.join("popular-fqdns.txt")).unwrap();
     let (mut resolved, mut blocked) = (0, 0);
-    for fqdn in popular.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for fqdn in popular
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let fqdn = fqdn.to_ascii_lowercase();
         if hickory_proto::rr::Name::from_ascii(&fqdn).is_err() {
             continue;
         }
-        let under_listed = std::iter::successors(Some(fqdn.as_str()), |n| n.split_once('.').map(|(_, r)| r))
-            .any(|suffix| listed.contains(suffix));
-        let reply = query(server.addr, &format!("{fqdn}."), RecordType::A, Transport::Udp, false);
+        let under_listed =
+            std::iter::successors(Some(fqdn.as_str()), |n| n.split_once('.').map(|(_, r)| r))
+                .any(|suffix| listed.contains(suffix));
+        let reply = query(
+            server.addr,
+            &format!("{fqdn}."),
+            RecordType::A,
+            Transport::Udp,
+            false,
+        );
         if under_listed {
             blocked += 1;
-            assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain, "{fqdn} is under a listed name");
+            assert_eq!(
+                reply.metadata.response_code,
+                ResponseCode::NXDomain,
+                "{fqdn} is under a listed name"
+            );
         } else {
             resolved += 1;
-            assert_eq!(a_records(&reply), ["192.0.2.1"], "{fqdn} is not listed and must resolve");
+            assert_eq!(
+                a_records(&reply),
+                ["192.0.2.1"],
+                "{fqdn} is not listed and must resolve"
+            );
         }
     }
-    assert!(resolved > 15_000, "most popular names resolve ({resolved} resolved, {blocked} blocked)");
+    assert!(
+        resolved > 15_000,
+        "most popular names resolve ({resolved} resolved, {blocked} blocked)"
+    );
     eprintln!("real data: {resolved} popular names resolved, {blocked} blocked as listed");
 }

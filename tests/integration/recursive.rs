@@ -15,22 +15,34 @@ const ZONE: &str = "127.0.53.3";
 
 fn start_chain() -> Option<(Authority, Authority, Authority)> {
     if std::net::UdpSocket::bind((ROOT, 53)).is_err() {
-        eprintln!("SKIPPED recursive tests: cannot bind {ROOT}:53 (needs root or CAP_NET_BIND_SERVICE)");
+        eprintln!(
+            "SKIPPED recursive tests: cannot bind {ROOT}:53 (needs root or CAP_NET_BIND_SERVICE)"
+        );
         return None;
     }
     // Every nameserver name lives in the root zone itself (authoritative
     // there), so no delegation depends on glue.
-    let soa = |origin: &str| format!("$TTL 300\n{origin} IN SOA a.root-servers. hostmaster.root-servers. 1 3600 600 86400 60\n");
+    let soa = |origin: &str| {
+        format!(
+            "$TTL 300\n{origin} IN SOA a.root-servers. hostmaster.root-servers. 1 3600 600 86400 60\n"
+        )
+    };
     let root = soa(".")
         + &format!(
             ". IN NS a.root-servers.\na.root-servers. IN A {ROOT}\ntld.root-servers. IN A {TLD}\n\
              zone.root-servers. IN A {ZONE}\ntest. IN NS tld.root-servers.\n"
         );
-    let tld = soa("test.") + "test. IN NS tld.root-servers.\nexample.test. IN NS zone.root-servers.\n";
-    let zone = soa("example.test.") + "example.test. IN NS zone.root-servers.\n" + &example_records("example.test.");
+    let tld =
+        soa("test.") + "test. IN NS tld.root-servers.\nexample.test. IN NS zone.root-servers.\n";
+    let zone = soa("example.test.")
+        + "example.test. IN NS zone.root-servers.\n"
+        + &example_records("example.test.");
     let root = Authority::start(format!("{ROOT}:53").parse().unwrap(), &[(".", root)]);
     let tld = Authority::start(format!("{TLD}:53").parse().unwrap(), &[("test.", tld)]);
-    let zone = Authority::start(format!("{ZONE}:53").parse().unwrap(), &[("example.test.", zone)]);
+    let zone = Authority::start(
+        format!("{ZONE}:53").parse().unwrap(),
+        &[("example.test.", zone)],
+    );
     Some((root, tld, zone))
 }
 
@@ -44,14 +56,49 @@ fn recursive_mode_iterates_from_configured_root_hints() {
     ));
     let server = Server::start(&config);
     for transport in [Transport::Udp, Transport::Tcp] {
-        let reply = query(server.addr, "www.example.test.", RecordType::A, transport, true);
-        assert_eq!(reply.metadata.response_code, ResponseCode::NoError, "{transport:?}: {reply}");
+        let reply = query(
+            server.addr,
+            "www.example.test.",
+            RecordType::A,
+            transport,
+            true,
+        );
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{transport:?}: {reply}"
+        );
         assert_eq!(a_records(&reply), ["192.0.2.10"]);
     }
-    let reply = query(server.addr, "alias.example.test.", RecordType::A, Transport::Udp, true);
-    assert!(a_records(&reply).contains(&"192.0.2.10".to_owned()), "CNAME followed: {reply}");
-    let reply = query(server.addr, "missing.example.test.", RecordType::A, Transport::Udp, true);
-    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain, "{reply}");
-    let reply = query(server.addr, "deep.sub.evil.example.test.", RecordType::A, Transport::Udp, true);
+    let reply = query(
+        server.addr,
+        "alias.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
+    assert!(
+        a_records(&reply).contains(&"192.0.2.10".to_owned()),
+        "CNAME followed: {reply}"
+    );
+    let reply = query(
+        server.addr,
+        "missing.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
+    assert_eq!(
+        reply.metadata.response_code,
+        ResponseCode::NXDomain,
+        "{reply}"
+    );
+    let reply = query(
+        server.addr,
+        "deep.sub.evil.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
     assert_blocked_nxdomain(&reply, "evil.example.test", 300);
 }

@@ -29,7 +29,13 @@ impl Authority {
             let (_, records) = Parser::new(text.as_str(), None, Some(origin.clone()))
                 .parse()
                 .unwrap_or_else(|e| panic!("zone {origin} parses: {e}"));
-            let handler = InMemoryZoneHandler::<hickory_server::net::runtime::TokioRuntimeProvider>::new(origin.clone(), records, ZoneType::Primary, AxfrPolicy::Deny)
+            let handler =
+                InMemoryZoneHandler::<hickory_server::net::runtime::TokioRuntimeProvider>::new(
+                    origin.clone(),
+                    records,
+                    ZoneType::Primary,
+                    AxfrPolicy::Deny,
+                )
                 .expect("zone has an SOA");
             let handler: Arc<dyn ZoneHandler> = Arc::new(handler);
             catalog.upsert(LowerName::new(&origin), vec![handler]);
@@ -37,11 +43,18 @@ impl Authority {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async move {
-                let udp = tokio::net::UdpSocket::bind(addr).await.unwrap_or_else(|e| panic!("bind udp {addr}: {e}"));
+                let udp = tokio::net::UdpSocket::bind(addr)
+                    .await
+                    .unwrap_or_else(|e| panic!("bind udp {addr}: {e}"));
                 let bound = udp.local_addr().expect("local addr");
-                let tcp = tokio::net::TcpListener::bind(bound).await.unwrap_or_else(|e| panic!("bind tcp {bound}: {e}"));
+                let tcp = tokio::net::TcpListener::bind(bound)
+                    .await
+                    .unwrap_or_else(|e| panic!("bind tcp {bound}: {e}"));
                 let mut server = Server::new(catalog);
                 server.register_socket(udp);
                 server.register_listener(tcp, Duration::from_secs(5), 65535);
@@ -50,8 +63,14 @@ impl Authority {
                 let _ = server.shutdown_gracefully().await;
             });
         });
-        let addr = ready_rx.recv_timeout(Duration::from_secs(10)).expect("authority started");
-        Authority { addr, stop: Some(stop_tx), thread: Some(thread) }
+        let addr = ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("authority started");
+        Authority {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
     }
 }
 
