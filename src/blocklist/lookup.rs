@@ -298,14 +298,13 @@ mod tests {
             .iter()
             .map(|s| (s.listed.as_str(), s.applies))
             .collect();
-        assert_eq!(
-            listed,
-            [
-                ("example.com", false),
-                ("example.com", true),
-                ("good.example.com", true)
-            ]
-        );
+        // A subtree entry fills both slots with the same entry: shown once.
+        assert_eq!(listed, [("example.com", true), ("good.example.com", true)]);
         assert_eq!(e.winner.unwrap().depth, 3);
+        // An exact entry above the name is shown as not applying.
+        let l = list(&[("example.com", Exact, Block)]);
+        let e = l.explain("www.example.com").unwrap();
+        assert!(!e.steps[0].applies);
+        assert_eq!(e.winner, None);
     }
 }
