@@ -225,9 +225,16 @@ pub struct FeedConfig {
     /// Category for every entry (overrides the feed's own column).
     #[serde(default)]
     pub category: Option<String>,
-    /// Action for every entry (overrides the category's action).
+    /// Action for every entry (overrides the format's and the category's).
     #[serde(default)]
     pub action: Option<Action>,
+    /// Trusted enough to list protected names (a national CERT's own feed).
+    #[serde(default)]
+    pub trusted: bool,
+    /// Refuse the feed when it holds more entries than this (a runaway or
+    /// wrong file is more likely than a real tenfold growth).
+    #[serde(default)]
+    pub max_entries: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -48,6 +48,29 @@ pub fn compile_summary(report: &CompileReport) -> String {
                 }
             );
         }
+        if !feed.parse.skipped.is_empty() {
+            let kinds: Vec<String> = feed
+                .parse
+                .skipped
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            let _ = writeln!(out, "  skipped: {}", kinds.join(", "));
+        }
+        let p = &feed.parse;
+        if p.revoked + p.expired + p.not_yet_valid > 0 {
+            let _ = writeln!(
+                out,
+                "  not loaded: {} revoked, {} expired, {} not yet valid",
+                p.revoked, p.expired, p.not_yet_valid
+            );
+        }
+        if let Some(next) = p.next_change {
+            let when = time::OffsetDateTime::from(next)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            let _ = writeln!(out, "  contents change by validity at {when}");
+        }
     }
     let per_entry = if report.entries == 0 {
         0.0

@@ -87,6 +87,8 @@ pub struct FeedSource {
     /// Overrides the feed's own category column.
     pub category: Option<String>,
     pub action: Option<Action>,
+    /// May list protected names (`[[feed]] trusted = true`).
+    pub trusted: bool,
 }
 
 /// One indicator waiting for the sort: its key lives in the builder's
@@ -121,6 +123,8 @@ pub struct Builder {
     category_ids: HashMap<Box<str>, u16>,
     details: Vec<Box<str>>,
     detail_ids: HashMap<Box<str>, u32>,
+    answers: Vec<Box<[std::net::IpAddr]>>,
+    answer_ids: HashMap<Box<[std::net::IpAddr]>, u32>,
     metas: Vec<EntryMeta>,
     meta_ids: HashMap<EntryMeta, u32>,
     entries: Vec<RawEntry>,
@@ -147,6 +151,8 @@ impl Builder {
             category_ids: HashMap::new(),
             details: Vec::new(),
             detail_ids: HashMap::new(),
+            answers: Vec::new(),
+            answer_ids: HashMap::new(),
             metas: Vec::new(),
             meta_ids: HashMap::new(),
             entries: Vec::new(),
@@ -185,7 +191,9 @@ impl Builder {
         } else {
             indicator.verdict
         };
-        if verdict == Verdict::Block && self.protected.suppresses(&indicator.name, indicator.scope)
+        if verdict == Verdict::Block
+            && !self.sources[f].trusted
+            && self.protected.suppresses(&indicator.name, indicator.scope)
         {
             let s = &mut self.suppressed[f];
             s.count += 1;
@@ -200,8 +208,10 @@ impl Builder {
             .as_deref()
             .or(indicator.category)
             .unwrap_or(DEFAULT_CATEGORY);
+        // The operator's per-feed setting, then the format's own meaning,
+        // then the category's action, then the default.
         let action = choose_action(
-            source.action,
+            source.action.or(indicator.action),
             category_name,
             &self.by_category,
             self.default_action,
@@ -213,7 +223,9 @@ impl Builder {
             category_name,
         );
         let detail = indicator.detail.map(|d| self.intern_detail(d));
+        let answer = (!indicator.local.is_empty()).then(|| self.intern_answer(indicator.local));
         let meta = EntryMeta {
+            answer,
             verdict,
             scope: indicator.scope,
             feed,
@@ -243,6 +255,19 @@ impl Builder {
         let id = self.details.len() as u32;
         self.details.push(detail.into());
         self.detail_ids.insert(detail.into(), id);
+        id
+    }
+
+    fn intern_answer(&mut self, mut addrs: Vec<std::net::IpAddr>) -> u32 {
+        addrs.sort();
+        addrs.dedup();
+        let addrs = addrs.into_boxed_slice();
+        if let Some(id) = self.answer_ids.get(&addrs) {
+            return *id;
+        }
+        let id = self.answers.len() as u32;
+        self.answers.push(addrs.clone());
+        self.answer_ids.insert(addrs, id);
         id
     }
 
@@ -319,6 +344,7 @@ impl Builder {
             feeds,
             categories: self.categories,
             details: self.details,
+            answers: self.answers,
             entries: names,
             generation: 0,
         };
@@ -484,7 +510,9 @@ pub fn compile(config: &Config) -> Result<(Blocklist, CompileReport), CompileErr
                 format,
                 category: settings.and_then(|s| s.category.clone()),
                 action: settings.and_then(|s| s.action),
+                trusted: settings.is_some_and(|s| s.trusted),
             },
+            settings.and_then(|s| s.max_entries),
             false,
         );
         reports.push(report);
@@ -501,7 +529,9 @@ pub fn compile(config: &Config) -> Result<(Blocklist, CompileReport), CompileErr
                 format,
                 category: Some("allow".to_owned()),
                 action: None,
+                trusted: false,
             },
+            None,
             true,
         );
         reports.push(report);
@@ -530,6 +560,7 @@ fn load_one(
     name: String,
     format: Option<Format>,
     source: impl FnOnce(Format) -> FeedSource,
+    max_entries: Option<usize>,
     allow: bool,
 ) -> FeedReport {
     let mut report = FeedReport {
@@ -552,9 +583,19 @@ fn load_one(
     };
     // A feed that fails half-way must not leave half its entries behind.
     let mark = (builder.entries.len(), builder.arena.len());
-    match feeds::parse_file(path, format, &mut |i| {
+    let parsed = feeds::parse_file(path, format, &mut |i| {
         builder.add(id, i);
-    }) {
+    })
+    .map_err(|e| e.to_string())
+    .and_then(|parse| match max_entries {
+        Some(max) if parse.loaded > max => Err(format!(
+            "feed {} has {} entries, more than its max_entries {max}; not loaded",
+            path.display(),
+            parse.loaded
+        )),
+        _ => Ok(parse),
+    });
+    match parsed {
         Ok(parse) => {
             report.parse = parse;
             for r in &report.parse.first_rejects {
@@ -565,7 +606,7 @@ fn load_one(
             builder.entries.truncate(mark.0);
             builder.arena.truncate(mark.1);
             builder.suppressed[usize::from(id)] = Suppressed::default();
-            report.error = Some(e.to_string());
+            report.error = Some(e);
         }
     }
     report
@@ -602,14 +643,9 @@ mod tests {
             format: Format::Plain,
             category: None,
             action: None,
+            trusted: false,
         });
-        let ind = |n: &str| Indicator {
-            name: n.into(),
-            scope: Scope::Subtree,
-            verdict: Verdict::Block,
-            category: None,
-            detail: None,
-        };
+        let ind = |n: &str| Indicator::block(n.into(), Scope::Subtree);
         assert!(!b.add(feed, ind("blogspot.com")));
         assert!(b.add(feed, ind("evil.blogspot.com")));
         let (list, suppressed) = b.finish().unwrap();
@@ -647,19 +683,18 @@ mod tests {
             format: Format::Tsv,
             category: None,
             action: None,
+            trusted: false,
         });
         let forced = b.add_feed(FeedSource {
             name: "f".into(),
             format: Format::Plain,
             category: None,
             action: Some(Action::Refused),
+            trusted: false,
         });
         let ind = |n: &str, c| Indicator {
-            name: n.into(),
-            scope: Scope::Subtree,
-            verdict: Verdict::Block,
             category: Some(c),
-            detail: None,
+            ..Indicator::block(n.into(), Scope::Subtree)
         };
         b.add(tsv, ind("phish.example", "phishing"));
         b.add(tsv, ind("mal.example", "malware"));
@@ -669,5 +704,49 @@ mod tests {
         assert_eq!(action("phish.example"), Action::Nodata);
         assert_eq!(action("mal.example"), Action::Nxdomain);
         assert_eq!(action("forced.example"), Action::Refused);
+    }
+
+    #[test]
+    fn format_actions_sit_between_the_feed_setting_and_the_category() {
+        let mut by_category = BTreeMap::new();
+        by_category.insert("malware".to_owned(), Action::Refused);
+        let mut b = Builder::new(by_category, Action::Nxdomain, Protected::default());
+        let rpz = b.add_feed(FeedSource {
+            name: "r".into(),
+            format: Format::Rpz,
+            category: Some("malware".into()),
+            action: None,
+            trusted: false,
+        });
+        let monitor = b.add_feed(FeedSource {
+            name: "m".into(),
+            format: Format::Rpz,
+            category: None,
+            action: Some(Action::Log),
+            trusted: false,
+        });
+        let nodata = |n: &str| Indicator {
+            action: Some(Action::Nodata),
+            ..Indicator::block(n.into(), Scope::Exact)
+        };
+        b.add(rpz, nodata("a.example"));
+        b.add(rpz, Indicator::block("b.example".into(), Scope::Exact));
+        b.add(monitor, nodata("c.example"));
+        let sink = Indicator {
+            action: Some(Action::Sinkhole),
+            local: vec!["192.0.2.1".parse().unwrap()],
+            ..Indicator::block("d.example".into(), Scope::Exact)
+        };
+        b.add(rpz, sink);
+        let (list, _) = b.finish().unwrap();
+        let meta = |n: &str| *list.meta(&list.lookup_str(n).unwrap());
+        assert_eq!(meta("a.example").action, Action::Nodata);
+        assert_eq!(meta("b.example").action, Action::Refused);
+        assert_eq!(meta("c.example").action, Action::Log);
+        assert_eq!(meta("d.example").action, Action::Sinkhole);
+        assert_eq!(
+            list.answer(&meta("d.example")),
+            ["192.0.2.1".parse::<std::net::IpAddr>().unwrap()]
+        );
     }
 }

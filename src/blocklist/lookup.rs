@@ -159,11 +159,8 @@ mod tests {
 
     fn ind(name: &str, scope: Scope, verdict: Verdict) -> Indicator<'static> {
         Indicator {
-            name: name.into(),
-            scope,
             verdict,
-            category: None,
-            detail: None,
+            ..Indicator::block(name.into(), scope)
         }
     }
 
@@ -174,6 +171,7 @@ mod tests {
             format: Format::Plain,
             category: None,
             action: None,
+            trusted: false,
         });
         for (name, scope, verdict) in entries {
             b.add(feed, ind(name, *scope, *verdict));

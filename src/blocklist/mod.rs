@@ -40,6 +40,7 @@
 pub mod build;
 mod lookup;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -66,8 +67,12 @@ pub struct EntryMeta {
     pub category: u16,
     /// Index into the detail strings (family, indicator id), if any.
     pub detail: Option<u32>,
-    /// The action chosen at compile time (feed, else category, else default).
+    /// The action chosen at compile time (feed setting, else the format's
+    /// own, else the category's, else the default).
     pub action: Action,
+    /// Index into the local-data answer sets (sinkhole addresses the feed
+    /// itself gave), if any.
+    pub answer: Option<u32>,
 }
 
 /// A feed as the compiled list remembers it.
@@ -85,6 +90,7 @@ pub struct Blocklist {
     feeds: Vec<FeedInfo>,
     categories: Vec<Box<str>>,
     details: Vec<Box<str>>,
+    answers: Vec<Box<[IpAddr]>>,
     /// Distinct names in the map.
     entries: usize,
     /// Increases by one with every swap; 0 is the empty list at start-up.
@@ -100,6 +106,7 @@ impl Blocklist {
             feeds: Vec::new(),
             categories: Vec::new(),
             details: Vec::new(),
+            answers: Vec::new(),
             entries: 0,
             generation: 0,
         }
@@ -136,6 +143,12 @@ impl Blocklist {
 
     pub fn detail(&self, meta: &EntryMeta) -> Option<&str> {
         meta.detail.map(|d| &*self.details[d as usize])
+    }
+
+    /// The feed's own answer addresses for an entry (RPZ local data,
+    /// hosts lines with a real address).
+    pub fn answer(&self, meta: &EntryMeta) -> &[IpAddr] {
+        meta.answer.map_or(&[], |a| &self.answers[a as usize])
     }
 
     pub fn feeds(&self) -> &[FeedInfo] {

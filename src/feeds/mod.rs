@@ -1,26 +1,40 @@
 //! Feed parsers: one per format, all producing the same [`Indicator`].
 //!
-//! A parser reads lines and hands each indicator to a sink as it goes, so
+//! A parser reads a feed and hands each indicator to a sink as it goes, so
 //! a million-line feed is never held in memory as indicators; the blocklist
 //! compiler turns each into a key straight away. A line that is not valid
-//! for its format is rejected and counted with its line number and reason,
-//! and the rest of the file still loads (DESIGN.md "Names and matching").
+//! for its format is rejected and counted with its line number and reason;
+//! a line that is valid but not something we act on (a forwarding rule, an
+//! IP trigger, a STIX file-hash pattern) is *skipped* and counted by kind.
+//! Neither stops the rest of the file from loading.
 //!
 //! This module owns reading the file (gzip or plain, BOM, CRLF, invalid
-//! UTF-8) and picking the format; the per-format modules own one line each.
-//! It does not decide what an indicator *does*: that is the compiler's job.
+//! UTF-8), detecting the format, and the shared types. Each format module
+//! owns one syntax and its native meaning (blocklists/README.md has the
+//! table). Nothing here decides what an entry finally *does*: the compiler
+//! combines the format's meaning with the config.
 
+mod adblock;
+mod dnsmasq;
+mod hosts;
 mod plain;
+mod rpz;
+pub mod stix;
 mod tsv;
+mod unbound;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use serde::Deserialize;
 
 use crate::domain::NameError;
+use crate::policy::Action;
 
 /// How many rejected lines a report keeps verbatim; the rest are counted.
 pub const REJECTS_KEPT: usize = 5;
@@ -62,17 +76,38 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// One entry from a feed, borrowed from the line it came from.
+/// One entry from a feed, borrowing what it can from the line it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Indicator<'a> {
     /// Normalised name (see [`crate::domain::normalize`]).
     pub name: String,
     pub scope: Scope,
     pub verdict: Verdict,
-    /// The feed's own category for this line, if the format carries one.
+    /// The feed's own category for this entry, if the format carries one.
     pub category: Option<&'a str>,
-    /// Family, indicator id or other detail the feed gives for the line.
+    /// Family, indicator id or other detail the feed gives for the entry.
     pub detail: Option<&'a str>,
+    /// The format's own action for the entry (RPZ `CNAME *.` = NODATA,
+    /// Unbound `refuse`, ...); `None` leaves it to the config.
+    pub action: Option<Action>,
+    /// Addresses to answer with (hosts `1.2.3.4 name`, RPZ local data,
+    /// dnsmasq `address=/name/1.2.3.4`); implies the sinkhole action.
+    pub local: Vec<IpAddr>,
+}
+
+impl<'a> Indicator<'a> {
+    /// A subtree block with nothing else set: what most threat feeds say.
+    pub fn block(name: String, scope: Scope) -> Indicator<'a> {
+        Indicator {
+            name,
+            scope,
+            verdict: Verdict::Block,
+            category: None,
+            detail: None,
+            action: None,
+            local: Vec::new(),
+        }
+    }
 }
 
 /// A feed file format.
@@ -83,6 +118,18 @@ pub enum Format {
     Plain,
     /// `domain<TAB>category<TAB>family`, as maltrail-derived lists use.
     Tsv,
+    /// `/etc/hosts` style: `0.0.0.0 name [name...]`.
+    Hosts,
+    /// AdBlock-style DNS rules: `||name^`, `@@||name^`.
+    Adblock,
+    /// dnsmasq `address=/name/...`, `server=/name/`, `local=/name/`.
+    Dnsmasq,
+    /// Unbound `local-zone: "name." type`.
+    Unbound,
+    /// A Response Policy Zone in master-file syntax.
+    Rpz,
+    /// STIX 2.0/2.1 JSON: a bundle, one object, or an array of objects.
+    Stix,
 }
 
 impl Format {
@@ -90,6 +137,12 @@ impl Format {
         match self {
             Format::Plain => "plain",
             Format::Tsv => "tsv",
+            Format::Hosts => "hosts",
+            Format::Adblock => "adblock",
+            Format::Dnsmasq => "dnsmasq",
+            Format::Unbound => "unbound",
+            Format::Rpz => "rpz",
+            Format::Stix => "stix",
         }
     }
 }
@@ -106,6 +159,10 @@ pub enum LineError {
     Name(NameError),
     NotUtf8,
     MissingColumn(&'static str),
+    /// The line is not valid syntax for the feed's format.
+    Syntax(String),
+    /// Valid syntax whose meaning we do not implement; never guessed at.
+    Unsupported(String),
 }
 
 impl fmt::Display for LineError {
@@ -114,6 +171,8 @@ impl fmt::Display for LineError {
             LineError::Name(e) => write!(f, "not a valid domain name: {e}"),
             LineError::NotUtf8 => write!(f, "line is not valid UTF-8"),
             LineError::MissingColumn(c) => write!(f, "missing {c} column"),
+            LineError::Syntax(s) => write!(f, "syntax: {s}"),
+            LineError::Unsupported(s) => write!(f, "unsupported: {s}"),
         }
     }
 }
@@ -134,19 +193,81 @@ pub struct Reject {
 /// What parsing one feed produced, apart from the indicators themselves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParseReport {
+    /// Lines read (for STIX: objects read).
     pub lines: usize,
     pub loaded: usize,
     pub rejected: usize,
     /// The first [`REJECTS_KEPT`] rejected lines.
     pub first_rejects: Vec<Reject>,
+    /// Valid entries not turned into blocklist entries, by kind.
+    pub skipped: BTreeMap<String, usize>,
+    /// STIX indicators marked `revoked`.
+    pub revoked: usize,
+    /// STIX indicators whose `valid_until` has passed.
+    pub expired: usize,
+    /// STIX indicators whose `valid_from` is still to come.
+    pub not_yet_valid: usize,
+    /// The next time the feed's contents change by the clock alone (the
+    /// earliest future `valid_until` or `valid_from`): a rebuild is due then.
+    pub next_change: Option<SystemTime>,
 }
 
 impl ParseReport {
-    fn reject(&mut self, line: usize, error: LineError) {
+    pub fn reject(&mut self, line: usize, error: LineError) {
         self.rejected += 1;
         if self.first_rejects.len() < REJECTS_KEPT {
             self.first_rejects.push(Reject { line, error });
         }
+    }
+
+    pub fn skip(&mut self, kind: &str) {
+        *self.skipped.entry(kind.to_owned()).or_default() += 1;
+    }
+
+    fn note_change(&mut self, at: SystemTime) {
+        if self.next_change.is_none_or(|t| at < t) {
+            self.next_change = Some(at);
+        }
+    }
+}
+
+/// What a line parser made of one line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Comment, blank, header: nothing to count.
+    Empty,
+    /// This many indicators went to the sink.
+    Loaded(usize),
+    /// Valid, but not something the blocklist acts on.
+    Skipped(&'static str),
+}
+
+/// A parser for a line-oriented format. Most are stateless; RPZ keeps the
+/// origin, TTL and owner of the lines before.
+trait LineParser {
+    fn line(
+        &mut self,
+        line: &str,
+        sink: &mut dyn FnMut(Indicator<'_>),
+    ) -> Result<Outcome, LineError>;
+
+    /// Flush anything held back for the next line; returns the count.
+    fn finish(&mut self, _sink: &mut dyn FnMut(Indicator<'_>)) -> usize {
+        0
+    }
+}
+
+/// Adapts a stateless `fn(&str) -> ...` to [`LineParser`].
+type LineFn = fn(&str, &mut dyn FnMut(Indicator<'_>)) -> Result<Outcome, LineError>;
+struct Stateless(LineFn);
+
+impl LineParser for Stateless {
+    fn line(
+        &mut self,
+        line: &str,
+        sink: &mut dyn FnMut(Indicator<'_>),
+    ) -> Result<Outcome, LineError> {
+        (self.0)(line, sink)
     }
 }
 
@@ -157,6 +278,8 @@ pub enum FeedError {
     Io { path: PathBuf, source: io::Error },
     #[error("feed {path} matches no known format (looked at its first lines)")]
     UnknownFormat { path: PathBuf },
+    #[error("feed {path} is not a STIX document: {message}")]
+    Stix { path: PathBuf, message: String },
 }
 
 /// Open a feed file, transparently un-gzipping it (by magic bytes, not name).
@@ -178,35 +301,62 @@ pub fn detect(path: &Path) -> Result<Format, FeedError> {
         source,
     };
     let reader = open(path).map_err(io_err)?;
-    let mut head = String::new();
+    let mut head = Vec::new();
     reader
         .take(64 * 1024)
-        .read_to_string(&mut head)
-        .or_else(|e| {
-            // A multi-byte character cut by `take` is not a reason to give up.
-            if e.kind() == io::ErrorKind::InvalidData {
-                Ok(0)
-            } else {
-                Err(e)
-            }
-        })
+        .read_to_end(&mut head)
         .map_err(io_err)?;
+    let head = String::from_utf8_lossy(&head);
     detect_text(&head).ok_or_else(|| FeedError::UnknownFormat {
         path: path.to_path_buf(),
     })
 }
 
-fn detect_text(head: &str) -> Option<Format> {
+/// Content sniffing. Distinctive syntax wins over the plain fallback; the
+/// first distinctive line decides.
+pub fn detect_text(head: &str) -> Option<Format> {
+    let head = head.trim_start_matches('\u{feff}');
+    let first = head.trim_start();
+    if first.starts_with('{') || first.starts_with('[') && !first.starts_with("[Adblock") {
+        return first.contains("\"type\"").then_some(Format::Stix);
+    }
     let mut saw_plain = false;
-    for line in head.lines().take(200) {
-        let line = line.trim_start_matches('\u{feff}').trim();
+    for line in head.lines().take(500) {
+        let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
+        }
+        if line.starts_with('!')
+            || line.starts_with("[Adblock")
+            || line.starts_with("||")
+            || line.starts_with("@@||")
+        {
+            return Some(Format::Adblock);
+        }
+        if ["address=/", "server=/", "local=/"]
+            .iter()
+            .any(|p| line.starts_with(p))
+        {
+            return Some(Format::Dnsmasq);
+        }
+        if line.starts_with("local-zone:") || line == "server:" || line.starts_with("local-data:") {
+            return Some(Format::Unbound);
+        }
+        if line.starts_with("$ORIGIN")
+            || line.starts_with("$TTL")
+            || line.starts_with(';')
+            || rpz::looks_like_record(line)
+        {
+            return Some(Format::Rpz);
         }
         if line.contains('\t') {
             return Some(Format::Tsv);
         }
-        let first = line.split_whitespace().next().unwrap_or("");
+        let mut tokens = line.split_whitespace();
+        let first = tokens.next().unwrap_or("");
+        if first.parse::<IpAddr>().is_ok() && tokens.next().is_some() {
+            return Some(Format::Hosts);
+        }
         if plain::looks_like_name(first) {
             saw_plain = true;
         }
@@ -224,10 +374,25 @@ pub fn parse_file(
         path: path.to_path_buf(),
         source,
     })?;
-    parse_reader(reader, format, sink).map_err(|source| FeedError::Io {
-        path: path.to_path_buf(),
-        source,
+    parse_reader(reader, format, sink).map_err(|e| match e {
+        ReadError::Io(source) => FeedError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        ReadError::Stix(message) => FeedError::Stix {
+            path: path.to_path_buf(),
+            message,
+        },
     })
+}
+
+/// Why a reader could not be parsed at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Stix(String),
 }
 
 /// Parse feed text from any reader (tests and fuzzing use this directly).
@@ -235,7 +400,17 @@ pub fn parse_reader(
     mut reader: impl BufRead,
     format: Format,
     sink: &mut dyn FnMut(Indicator<'_>),
-) -> io::Result<ParseReport> {
+) -> Result<ParseReport, ReadError> {
+    let mut parser: Box<dyn LineParser> = match format {
+        Format::Stix => return stix::parse(reader, SystemTime::now(), sink),
+        Format::Plain => Box::new(Stateless(plain::parse_line)),
+        Format::Tsv => Box::new(Stateless(tsv::parse_line)),
+        Format::Hosts => Box::new(Stateless(hosts::parse_line)),
+        Format::Adblock => Box::new(Stateless(adblock::parse_line)),
+        Format::Dnsmasq => Box::new(Stateless(dnsmasq::parse_line)),
+        Format::Unbound => Box::new(Stateless(unbound::parse_line)),
+        Format::Rpz => Box::new(rpz::RpzParser::default()),
+    };
     let mut report = ParseReport::default();
     let mut buf = Vec::with_capacity(256);
     loop {
@@ -255,19 +430,21 @@ pub fn parse_reader(
             line
         };
         let line = line.trim_end_matches(['\n', '\r']);
-        let parsed = match format {
-            Format::Plain => plain::parse_line(line),
-            Format::Tsv => tsv::parse_line(line, line_no),
-        };
-        match parsed {
-            Ok(Some(indicator)) => {
-                report.loaded += 1;
-                sink(indicator);
-            }
-            Ok(None) => {}
+        // A TSV header names its columns; skip it rather than reject it.
+        if line_no == 1
+            && format == Format::Tsv
+            && line.to_ascii_lowercase().starts_with("domain\t")
+        {
+            continue;
+        }
+        match parser.line(line, sink) {
+            Ok(Outcome::Empty) => {}
+            Ok(Outcome::Loaded(n)) => report.loaded += n,
+            Ok(Outcome::Skipped(kind)) => report.skip(kind),
             Err(error) => report.reject(line_no, error),
         }
     }
+    report.loaded += parser.finish(sink);
     Ok(report)
 }
 
@@ -278,14 +455,29 @@ pub(crate) type OwnedIndicator = (String, Scope, Verdict, Option<String>, Option
 /// Parse a string (for tests): returns the indicators as owned values.
 #[cfg(test)]
 pub(crate) fn parse_str(text: &str, format: Format) -> (Vec<OwnedIndicator>, ParseReport) {
+    let (full, report) = parse_full(text, format);
+    (full.into_iter().map(|(i, _, _)| i).collect(), report)
+}
+
+/// An owned indicator with its native action and local data, for tests.
+#[cfg(test)]
+pub(crate) type FullIndicator = (OwnedIndicator, Option<Action>, Vec<IpAddr>);
+
+/// Like [`parse_str`], with each indicator's native action and local data.
+#[cfg(test)]
+pub(crate) fn parse_full(text: &str, format: Format) -> (Vec<FullIndicator>, ParseReport) {
     let mut out = Vec::new();
     let report = parse_reader(text.as_bytes(), format, &mut |i| {
         out.push((
-            i.name,
-            i.scope,
-            i.verdict,
-            i.category.map(str::to_owned),
-            i.detail.map(str::to_owned),
+            (
+                i.name,
+                i.scope,
+                i.verdict,
+                i.category.map(str::to_owned),
+                i.detail.map(str::to_owned),
+            ),
+            i.action,
+            i.local,
         ))
     })
     .expect("reading from memory cannot fail");
@@ -297,16 +489,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn detects_tsv_and_plain_by_content() {
-        assert_eq!(
-            detect_text("# c\nevil.com\tmalware\temotet\n"),
-            Some(Format::Tsv)
-        );
-        assert_eq!(
-            detect_text("# c\n\nevil.com\nbad.org # x\n"),
-            Some(Format::Plain)
-        );
+    fn detects_every_format_by_content() {
+        let cases = [
+            ("# c\nevil.com\tmalware\temotet\n", Format::Tsv),
+            ("# c\n\nevil.com\nbad.org # x\n", Format::Plain),
+            ("*.evil.com\n", Format::Plain),
+            (
+                "# hosts\n127.0.0.1 localhost\n0.0.0.0 evil.com\n",
+                Format::Hosts,
+            ),
+            ("! Title: list\n||evil.com^\n", Format::Adblock),
+            ("[Adblock Plus 2.0]\n||evil.com^\n", Format::Adblock),
+            ("address=/evil.com/#\n", Format::Dnsmasq),
+            (
+                "server:\n  local-zone: \"evil.com.\" always_nxdomain\n",
+                Format::Unbound,
+            ),
+            ("$ORIGIN rpz.local.\nevil.com CNAME .\n", Format::Rpz),
+            ("evil.com CNAME .\n", Format::Rpz),
+            ("{\"type\": \"bundle\", \"objects\": []}", Format::Stix),
+            ("[{\"type\": \"indicator\"}]", Format::Stix),
+        ];
+        for (text, format) in cases {
+            assert_eq!(detect_text(text), Some(format), "{text:?}");
+        }
         assert_eq!(detect_text("<html><body>404</body></html>\n"), None);
+        assert_eq!(detect_text("{\"error\": 1}"), None);
         assert_eq!(detect_text(""), None);
     }
 

@@ -2,30 +2,27 @@
 //! after the name). A threat list entry covers the name and everything below
 //! it (subtree); `*.name` covers only the names below `name`.
 
-use super::{Indicator, LineError, Scope, Verdict};
+use super::{Indicator, LineError, Outcome, Scope};
 use crate::domain;
 
-pub(super) fn parse_line(line: &str) -> Result<Option<Indicator<'static>>, LineError> {
+pub(super) fn parse_line(
+    line: &str,
+    sink: &mut dyn FnMut(Indicator<'_>),
+) -> Result<Outcome, LineError> {
     let text = match line.find('#') {
         Some(i) => &line[..i],
         None => line,
     };
     let text = text.trim();
     if text.is_empty() {
-        return Ok(None);
+        return Ok(Outcome::Empty);
     }
     let (scope, name) = match text.strip_prefix("*.") {
         Some(rest) => (Scope::Below, rest),
         None => (Scope::Subtree, text),
     };
-    let name = domain::normalize(name)?;
-    Ok(Some(Indicator {
-        name,
-        scope,
-        verdict: Verdict::Block,
-        category: None,
-        detail: None,
-    }))
+    sink(Indicator::block(domain::normalize(name)?, scope));
+    Ok(Outcome::Loaded(1))
 }
 
 /// Cheap test used by format detection: could this token be a name?

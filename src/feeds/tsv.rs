@@ -4,13 +4,16 @@
 //! (`domain<TAB>category...` on line 1) is skipped. Entries are subtrees,
 //! like every threat feed.
 
-use super::{Indicator, LineError, Scope, Verdict};
+use super::{Indicator, LineError, Outcome, Scope};
 use crate::domain;
 
-pub(super) fn parse_line(line: &str, line_no: usize) -> Result<Option<Indicator<'_>>, LineError> {
+pub(super) fn parse_line(
+    line: &str,
+    sink: &mut dyn FnMut(Indicator<'_>),
+) -> Result<Outcome, LineError> {
     let trimmed = line.trim();
     if trimmed.is_empty() || trimmed.starts_with('#') {
-        return Ok(None);
+        return Ok(Outcome::Empty);
     }
     let mut cols = line.split('\t').map(str::trim);
     let name = cols
@@ -18,28 +21,23 @@ pub(super) fn parse_line(line: &str, line_no: usize) -> Result<Option<Indicator<
         .filter(|c| !c.is_empty())
         .ok_or(LineError::MissingColumn("domain"))?;
     let category = cols.next().filter(|c| !c.is_empty());
-    if line_no == 1 && name.eq_ignore_ascii_case("domain") {
-        return Ok(None);
-    }
     let detail = cols.next().filter(|c| !c.is_empty());
     let (scope, name) = match name.strip_prefix("*.") {
         Some(rest) => (Scope::Below, rest),
         None => (Scope::Subtree, name),
     };
-    let name = domain::normalize(name)?;
-    Ok(Some(Indicator {
-        name,
-        scope,
-        verdict: Verdict::Block,
-        category,
-        detail,
-    }))
+    let mut indicator = Indicator::block(domain::normalize(name)?, scope);
+    indicator.category = category;
+    indicator.detail = detail;
+    sink(indicator);
+    Ok(Outcome::Loaded(1))
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::{Format, parse_str};
     use super::*;
+    use crate::feeds::Verdict;
 
     #[test]
     fn golden_tsv() {

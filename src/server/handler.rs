@@ -43,6 +43,8 @@ pub struct Handler {
 struct Blocked {
     action: Action,
     listed: Name,
+    /// The feed's own answer addresses (empty for most entries).
+    local: Vec<std::net::IpAddr>,
     generation: u64,
     ede: EdnsOption,
 }
@@ -62,6 +64,7 @@ impl Handler {
         Some(Blocked {
             action: meta.action,
             listed: qname.trim_to(usize::from(found.depth)),
+            local: list.answer(meta).to_vec(),
             generation: list.generation(),
             ede: blocked_ede(list.category(meta), feed),
         })
@@ -179,6 +182,7 @@ impl RequestHandler for Handler {
                         qname,
                         qtype,
                         blocked.listed,
+                        &blocked.local,
                         &self.block,
                         blocked.generation,
                     );

@@ -7,7 +7,7 @@
 //! Extended DNS Error (RFC 8914) with info-code 15 "Blocked" and a short
 //! text naming the category and, unless configured off, the feed.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::LazyLock;
 
 use hickory_proto::op::ResponseCode;
@@ -68,11 +68,16 @@ pub fn policy_soa(listed: Name, ttl: u32, generation: u64) -> Record {
 }
 
 /// Build the records for a blocking action. `Drop` and `Log` never get here.
+///
+/// `local` holds the feed's own answer addresses for the entry (RPZ local
+/// data, a hosts line's address); when present they replace the configured
+/// sinkhole addresses.
 pub fn block_answer(
     action: Action,
     qname: &Name,
     qtype: RecordType,
     listed: Name,
+    local: &[IpAddr],
     settings: &BlockSettings,
     generation: u64,
 ) -> BlockAnswer {
@@ -91,18 +96,40 @@ pub fn block_answer(
             authorities: Vec::new(),
         },
         Action::Sinkhole => {
-            let data = match qtype {
-                RecordType::A => settings.sinkhole_ipv4.map(|a| RData::A(A(a))),
-                RecordType::AAAA => settings.sinkhole_ipv6.map(|a| RData::AAAA(AAAA(a))),
-                _ => None,
+            let data: Vec<RData> = if local.is_empty() {
+                match qtype {
+                    RecordType::A => settings
+                        .sinkhole_ipv4
+                        .map(|a| RData::A(A(a)))
+                        .into_iter()
+                        .collect(),
+                    RecordType::AAAA => settings
+                        .sinkhole_ipv6
+                        .map(|a| RData::AAAA(AAAA(a)))
+                        .into_iter()
+                        .collect(),
+                    _ => Vec::new(),
+                }
+            } else {
+                local
+                    .iter()
+                    .filter_map(|ip| match (qtype, ip) {
+                        (RecordType::A, IpAddr::V4(a)) => Some(RData::A(A(*a))),
+                        (RecordType::AAAA, IpAddr::V6(a)) => Some(RData::AAAA(AAAA(*a))),
+                        _ => None,
+                    })
+                    .collect()
             };
-            match data {
-                Some(data) => BlockAnswer {
-                    rcode: ResponseCode::NoError,
-                    answers: vec![Record::from_rdata(qname.clone(), ttl, data)],
-                    authorities: Vec::new(),
-                },
-                None => negative(ResponseCode::NoError),
+            if data.is_empty() {
+                return negative(ResponseCode::NoError);
+            }
+            BlockAnswer {
+                rcode: ResponseCode::NoError,
+                answers: data
+                    .into_iter()
+                    .map(|d| Record::from_rdata(qname.clone(), ttl, d))
+                    .collect(),
+                authorities: Vec::new(),
             }
         }
     }
@@ -153,7 +180,15 @@ mod tests {
             (Action::Nxdomain, ResponseCode::NXDomain),
             (Action::Nodata, ResponseCode::NoError),
         ] {
-            let a = block_answer(action, &q, RecordType::A, listed.clone(), &settings(), 7);
+            let a = block_answer(
+                action,
+                &q,
+                RecordType::A,
+                listed.clone(),
+                &[],
+                &settings(),
+                7,
+            );
             assert_eq!(a.rcode, rcode);
             assert!(a.answers.is_empty());
             let soa = &a.authorities[0];
@@ -165,7 +200,15 @@ mod tests {
             assert_eq!(soa.serial, 7);
             assert_eq!(soa.minimum, 300);
         }
-        let a = block_answer(Action::Refused, &q, RecordType::A, listed, &settings(), 7);
+        let a = block_answer(
+            Action::Refused,
+            &q,
+            RecordType::A,
+            listed,
+            &[],
+            &settings(),
+            7,
+        );
         assert_eq!(a.rcode, ResponseCode::Refused);
         assert!(a.authorities.is_empty());
     }
@@ -178,6 +221,7 @@ mod tests {
             &q,
             RecordType::A,
             q.clone(),
+            &[],
             &settings(),
             1,
         );
@@ -187,12 +231,56 @@ mod tests {
             &q,
             RecordType::AAAA,
             q.clone(),
+            &[],
             &settings(),
             1,
         );
         assert!(aaaa.answers.is_empty());
         assert_eq!(aaaa.rcode, ResponseCode::NoError);
         assert_eq!(aaaa.authorities.len(), 1);
+    }
+
+    #[test]
+    fn feed_local_data_replaces_the_configured_sinkhole() {
+        let q = Name::from_ascii("evil.example.").unwrap();
+        let local: Vec<IpAddr> = vec![
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+        ];
+        let a = block_answer(
+            Action::Sinkhole,
+            &q,
+            RecordType::A,
+            q.clone(),
+            &local,
+            &settings(),
+            1,
+        );
+        assert_eq!(a.answers.len(), 2);
+        let aaaa = block_answer(
+            Action::Sinkhole,
+            &q,
+            RecordType::AAAA,
+            q.clone(),
+            &local,
+            &settings(),
+            1,
+        );
+        assert_eq!(
+            aaaa.answers[0].data,
+            RData::AAAA(AAAA("2001:db8::1".parse().unwrap()))
+        );
+        let mx = block_answer(
+            Action::Sinkhole,
+            &q,
+            RecordType::MX,
+            q.clone(),
+            &local,
+            &settings(),
+            1,
+        );
+        assert!(mx.answers.is_empty() && mx.authorities.len() == 1);
     }
 
     #[test]

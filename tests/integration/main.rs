@@ -16,6 +16,7 @@ mod upstream;
 mod bad_input;
 mod blocking;
 mod cli;
+mod formats;
 mod forward;
 mod real_data;
 mod recursive;

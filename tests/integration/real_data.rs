@@ -125,3 +125,71 @@ fn full_threat_list_blocks_listed_names_and_passes_popular_ones() {
     );
     eprintln!("real data: {resolved} popular names resolved, {blocked} blocked as listed");
 }
+
+#[test]
+fn all_shared_stix_bundles_parse_with_the_expected_counts() {
+    use portcullis::feeds::{self, Format};
+    let Some(data) = shared_data() else { return };
+    // Domain indicators per bundle, from reading the bundles independently.
+    let expected_domains = [
+        ("api-hammering-technique", 0),
+        ("blackcat-ransomware", 0),
+        ("cloaked-ursa", 18),
+        ("conti-ransomware", 0),
+        ("crawling-taurus", 0),
+        ("darkside-ransomware", 4),
+        ("egregor-ransomware", 0),
+        ("ekans-ransomware", 1),
+        ("emotet", 3),
+        ("gobruteforcer", 1),
+        ("mulelibra", 27),
+        ("owassrf-vulnerability-exploitation", 0),
+        ("popping-eagle", 2),
+        ("trigona-ransomware", 4),
+        ("vicesociety", 0),
+        ("zero-day-microsoft-exchange-vulnerabilities", 0),
+    ];
+    let mut objects = 0;
+    let mut skipped = std::collections::BTreeMap::new();
+    let mut names = HashSet::new();
+    let (mut loaded, mut revoked, mut expired) = (0, 0, 0);
+    for (stem, domains) in expected_domains {
+        let path = data.join("stix").join(format!("{stem}.json"));
+        assert_eq!(feeds::detect(&path).unwrap(), Format::Stix, "{stem}");
+        let mut ids = Vec::new();
+        let report = feeds::parse_file(&path, Format::Stix, &mut |i| {
+            assert!(
+                i.detail.is_some_and(|d| d.starts_with("indicator--")),
+                "the STIX id is kept"
+            );
+            assert_eq!(i.category, Some("malicious-activity"));
+            ids.push(i.detail.map(str::to_owned));
+            names.insert(i.name);
+        })
+        .unwrap_or_else(|e| panic!("{stem}: {e}"));
+        assert_eq!(report.loaded, domains, "{stem}");
+        assert_eq!(report.rejected, 0, "{stem}: {:?}", report.first_rejects);
+        objects += report.lines;
+        loaded += report.loaded;
+        revoked += report.revoked;
+        expired += report.expired;
+        for (kind, n) in report.skipped {
+            *skipped.entry(kind).or_insert(0) += n;
+        }
+    }
+    assert_eq!(objects, 7088);
+    assert_eq!(loaded, 60);
+    assert_eq!(names.len(), 53, "distinct domains");
+    assert_eq!((revoked, expired), (0, 0));
+    let skipped: Vec<(String, usize)> = skipped.into_iter().collect();
+    assert_eq!(
+        skipped,
+        [
+            ("and".to_owned(), 6),
+            ("file-hash".to_owned(), 1015),
+            ("ip address (answer-IP policy)".to_owned(), 56),
+            ("other-object".to_owned(), 72),
+            ("url-with-path".to_owned(), 165),
+        ]
+    );
+}

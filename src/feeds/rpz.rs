@@ -1,0 +1,372 @@
+//! Response Policy Zones (draft-vixie-dnsop-dns-rpz) in RFC 1035
+//! master-file syntax: `$ORIGIN`, `$TTL`, `;` comments, `( ... )`
+//! continuations, owner names relative to the origin or absolute under it,
+//! a blank owner repeating the previous one.
+//!
+//! QNAME triggers only: `name` is an exact entry, `*.name` covers the
+//! names below `name`. Policy actions:
+//!
+//! | record | meaning here |
+//! |---|---|
+//! | `CNAME .` | NXDOMAIN |
+//! | `CNAME *.` | NODATA |
+//! | `CNAME rpz-passthru.` (or the name itself) | exception |
+//! | `CNAME rpz-drop.` | drop |
+//! | `A` / `AAAA` local data | answer with those addresses |
+//!
+//! Consecutive A/AAAA records of one owner make one answer set; records of
+//! one owner that are not consecutive are separate entries and the first
+//! wins. `rpz-ip`, `rpz-nsdname`, `rpz-nsip` and `rpz-client-ip` triggers,
+//! `CNAME` redirects to other names, `rpz-tcp-only`, and other local-data
+//! types are skipped and counted by kind until the response-policy work
+//! acts on them. SOA and NS at the apex are the zone's own records.
+
+use std::net::IpAddr;
+
+use super::{Indicator, LineError, LineParser, Outcome, Scope, Verdict};
+use crate::domain;
+use crate::policy::Action;
+
+/// Cheap test used by format detection: `owner [ttl] [class] TYPE rdata`
+/// with an RPZ-ish type.
+pub(super) fn looks_like_record(line: &str) -> bool {
+    let tokens: Vec<&str> = line.split_whitespace().take(5).collect();
+    tokens
+        .iter()
+        .skip(1)
+        .any(|t| t.eq_ignore_ascii_case("CNAME") || t.eq_ignore_ascii_case("SOA"))
+}
+
+#[derive(Default)]
+pub(super) struct RpzParser {
+    /// Zone origin without the trailing dot, lower case.
+    origin: Option<String>,
+    /// Owner of the previous record, as written (for blank owners).
+    last_owner: Option<String>,
+    /// A record cut by an open parenthesis, waiting for its `)`.
+    continued: Option<String>,
+    /// Local data being gathered for one owner.
+    pending: Option<(String, Scope, Vec<IpAddr>)>,
+}
+
+impl RpzParser {
+    fn flush(&mut self, sink: &mut dyn FnMut(Indicator<'_>)) -> usize {
+        match self.pending.take() {
+            Some((name, scope, addrs)) => {
+                let mut indicator = Indicator::block(name, scope);
+                indicator.action = Some(Action::Sinkhole);
+                indicator.local = addrs;
+                sink(indicator);
+                1
+            }
+            None => 0,
+        }
+    }
+
+    /// The trigger part of an owner name: relative to the origin.
+    fn trigger(&self, owner: &str) -> Result<Option<String>, LineError> {
+        if owner == "@" {
+            return Ok(None);
+        }
+        let lower = owner.to_ascii_lowercase();
+        let Some(absolute) = lower.strip_suffix('.') else {
+            return Ok(Some(lower));
+        };
+        let Some(origin) = &self.origin else {
+            return Err(LineError::Syntax(format!(
+                "absolute owner {owner:?} before any $ORIGIN or SOA"
+            )));
+        };
+        if absolute == origin {
+            return Ok(None);
+        }
+        match absolute
+            .strip_suffix(origin.as_str())
+            .and_then(|r| r.strip_suffix('.'))
+        {
+            Some(relative) => Ok(Some(relative.to_owned())),
+            None => Err(LineError::Syntax(format!(
+                "owner {owner:?} is outside the zone {origin}"
+            ))),
+        }
+    }
+
+    fn record(
+        &mut self,
+        text: &str,
+        owner_given: bool,
+        sink: &mut dyn FnMut(Indicator<'_>),
+    ) -> Result<Outcome, LineError> {
+        let mut tokens = text.split_whitespace();
+        let owner = if owner_given {
+            let owner = tokens.next().unwrap_or_default().to_owned();
+            self.last_owner = Some(owner.clone());
+            owner
+        } else {
+            self.last_owner
+                .clone()
+                .ok_or_else(|| LineError::Syntax("record without an owner".into()))?
+        };
+        let mut rtype = None;
+        for token in tokens.by_ref() {
+            let upper = token.to_ascii_uppercase();
+            if token.chars().next().is_some_and(|c| c.is_ascii_digit())
+                || matches!(upper.as_str(), "IN" | "CH" | "HS" | "CS")
+            {
+                continue;
+            }
+            rtype = Some(upper);
+            break;
+        }
+        let rtype = rtype.ok_or(LineError::MissingColumn("record type"))?;
+        let rdata: Vec<&str> = tokens.collect();
+        if rtype == "SOA" && self.origin.is_none() && owner.ends_with('.') {
+            self.origin = Some(owner.trim_end_matches('.').to_ascii_lowercase());
+        }
+        let Some(trigger) = self.trigger(&owner)? else {
+            // The zone's own SOA and NS.
+            return Ok(Outcome::Empty);
+        };
+        for (suffix, kind) in [
+            (".rpz-ip", "rpz-ip trigger"),
+            (".rpz-nsdname", "rpz-nsdname trigger"),
+            (".rpz-nsip", "rpz-nsip trigger"),
+            (".rpz-client-ip", "rpz-client-ip trigger"),
+        ] {
+            if trigger.ends_with(suffix) {
+                return Ok(Outcome::Skipped(kind));
+            }
+        }
+        let (scope, name) = match trigger.strip_prefix("*.") {
+            Some(rest) => (Scope::Below, rest),
+            None => (Scope::Exact, trigger.as_str()),
+        };
+        let name = domain::normalize(name)?;
+        let mut flushed = 0;
+        match rtype.as_str() {
+            "A" | "AAAA" => {
+                let text = rdata.first().ok_or(LineError::MissingColumn("address"))?;
+                let addr: IpAddr = text
+                    .parse()
+                    .map_err(|_| LineError::Syntax(format!("{text:?} is not an address")))?;
+                if (rtype == "A") != addr.is_ipv4() {
+                    return Err(LineError::Syntax(format!(
+                        "{rtype} record with address {addr}"
+                    )));
+                }
+                match &mut self.pending {
+                    Some((n, s, addrs)) if *n == name && *s == scope => {
+                        addrs.push(addr);
+                        Ok(Outcome::Loaded(0))
+                    }
+                    _ => {
+                        let flushed = self.flush(sink);
+                        self.pending = Some((name, scope, vec![addr]));
+                        Ok(Outcome::Loaded(flushed))
+                    }
+                }
+            }
+            "CNAME" => {
+                flushed += self.flush(sink);
+                let target = rdata
+                    .first()
+                    .ok_or(LineError::MissingColumn("CNAME target"))?
+                    .to_ascii_lowercase();
+                let (verdict, action) = match target.as_str() {
+                    "." => (Verdict::Block, Action::Nxdomain),
+                    "*." => (Verdict::Block, Action::Nodata),
+                    "rpz-passthru." => (Verdict::Allow, Action::Nxdomain),
+                    "rpz-drop." => (Verdict::Block, Action::Drop),
+                    "rpz-tcp-only." => return Ok(Outcome::Skipped("rpz-tcp-only action")),
+                    t if t.trim_end_matches('.') == name => (Verdict::Allow, Action::Nxdomain),
+                    _ => return Ok(Outcome::Skipped("rpz CNAME redirect")),
+                };
+                let mut indicator = Indicator::block(name, scope);
+                indicator.verdict = verdict;
+                indicator.action = (verdict == Verdict::Block).then_some(action);
+                sink(indicator);
+                Ok(Outcome::Loaded(flushed + 1))
+            }
+            "SOA" | "NS" => Ok(Outcome::Skipped("rpz NS/SOA below the apex")),
+            "TXT" | "MX" | "PTR" | "SRV" | "DNAME" | "HTTPS" | "SVCB" | "CAA" => {
+                let _ = flushed;
+                Ok(Outcome::Skipped("rpz local data other than A/AAAA"))
+            }
+            other => Err(LineError::Syntax(format!("unknown record type {other:?}"))),
+        }
+    }
+}
+
+/// Remove a `;` comment (outside double quotes).
+fn strip_comment(line: &str) -> &str {
+    let mut quoted = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ';' if !quoted => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+impl LineParser for RpzParser {
+    fn line(
+        &mut self,
+        line: &str,
+        sink: &mut dyn FnMut(Indicator<'_>),
+    ) -> Result<Outcome, LineError> {
+        let text = strip_comment(line);
+        if let Some(mut held) = self.continued.take() {
+            held.push(' ');
+            held.push_str(text);
+            if !text.contains(')') {
+                self.continued = Some(held);
+                return Ok(Outcome::Empty);
+            }
+            let joined = held.replace(['(', ')'], " ");
+            let owner_given = !joined.starts_with(char::is_whitespace);
+            return self.record(&joined, owner_given, sink);
+        }
+        if text.trim().is_empty() {
+            return Ok(Outcome::Empty);
+        }
+        if text.contains('(') && !text.contains(')') {
+            self.continued = Some(text.to_owned());
+            return Ok(Outcome::Empty);
+        }
+        let trimmed = text.trim();
+        if let Some(rest) = trimmed.strip_prefix("$ORIGIN") {
+            let origin = rest.trim().trim_end_matches('.').to_ascii_lowercase();
+            if origin.is_empty() {
+                return Err(LineError::MissingColumn("$ORIGIN name"));
+            }
+            self.origin = Some(origin);
+            return Ok(Outcome::Empty);
+        }
+        if trimmed.starts_with("$TTL") {
+            return Ok(Outcome::Empty);
+        }
+        if trimmed.starts_with('$') {
+            return Err(LineError::Unsupported(format!(
+                "directive {}",
+                trimmed.split_whitespace().next().unwrap_or("")
+            )));
+        }
+        let joined = text.replace(['(', ')'], " ");
+        let owner_given = !text.starts_with(char::is_whitespace);
+        self.record(&joined, owner_given, sink)
+    }
+
+    fn finish(&mut self, sink: &mut dyn FnMut(Indicator<'_>)) -> usize {
+        self.flush(sink)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Format, parse_full};
+    use super::*;
+
+    #[test]
+    fn golden_rpz() {
+        let text = "$ORIGIN rpz.example.\n$TTL 300\n\
+                    @ IN SOA localhost. hostmaster.localhost. (\n  1 ; serial\n  3600 600 86400 300 )\n\
+                    @ IN NS localhost.\n\
+                    nx.example CNAME .\n*.nx.example CNAME .\n\
+                    nodata.example 300 IN CNAME *.\n\
+                    pass.nx.example CNAME rpz-passthru.\n\
+                    drop.example CNAME rpz-drop.\n\
+                    old-pass.example CNAME old-pass.example.\n\
+                    sink.example A 192.0.2.1\n  AAAA 2001:db8::1\n\
+                    abs.example.rpz.example. CNAME . ; absolute owner\n\
+                    EVIL.Example CNAME .\n\
+                    32.1.2.0.192.rpz-ip CNAME .\n\
+                    ns.example.rpz-nsdname CNAME .\n\
+                    redirect.example CNAME walled-garden.example.\n\
+                    txt.example TXT \"hello\"\n\
+                    outside.other. CNAME .\n\
+                    bad_name!.example CNAME .\n\
+                    odd.example WKS x\n";
+        let (got, report) = parse_full(text, Format::Rpz);
+        let rows: Vec<(&str, Scope, Verdict, Option<Action>, usize)> = got
+            .iter()
+            .map(|((n, s, v, ..), a, l)| (n.as_str(), *s, *v, *a, l.len()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (
+                    "nx.example",
+                    Scope::Exact,
+                    Verdict::Block,
+                    Some(Action::Nxdomain),
+                    0
+                ),
+                (
+                    "nx.example",
+                    Scope::Below,
+                    Verdict::Block,
+                    Some(Action::Nxdomain),
+                    0
+                ),
+                (
+                    "nodata.example",
+                    Scope::Exact,
+                    Verdict::Block,
+                    Some(Action::Nodata),
+                    0
+                ),
+                ("pass.nx.example", Scope::Exact, Verdict::Allow, None, 0),
+                (
+                    "drop.example",
+                    Scope::Exact,
+                    Verdict::Block,
+                    Some(Action::Drop),
+                    0
+                ),
+                ("old-pass.example", Scope::Exact, Verdict::Allow, None, 0),
+                (
+                    "sink.example",
+                    Scope::Exact,
+                    Verdict::Block,
+                    Some(Action::Sinkhole),
+                    2
+                ),
+                (
+                    "abs.example",
+                    Scope::Exact,
+                    Verdict::Block,
+                    Some(Action::Nxdomain),
+                    0
+                ),
+                (
+                    "evil.example",
+                    Scope::Exact,
+                    Verdict::Block,
+                    Some(Action::Nxdomain),
+                    0
+                ),
+            ]
+        );
+        assert_eq!(report.loaded, 9);
+        assert_eq!(report.skipped.get("rpz-ip trigger"), Some(&1));
+        assert_eq!(report.skipped.get("rpz-nsdname trigger"), Some(&1));
+        assert_eq!(report.skipped.get("rpz CNAME redirect"), Some(&1));
+        assert_eq!(
+            report.skipped.get("rpz local data other than A/AAAA"),
+            Some(&1)
+        );
+        let rejected: Vec<usize> = report.first_rejects.iter().map(|r| r.line).collect();
+        assert_eq!(rejected, [21, 22, 23]);
+    }
+
+    #[test]
+    fn origin_comes_from_the_soa_when_there_is_no_origin_directive() {
+        let text = "rpz.test. 300 IN SOA ns. host. 1 1 1 1 1\nevil.example.rpz.test. CNAME .\nrel.example CNAME *.\n";
+        let (got, report) = parse_full(text, Format::Rpz);
+        let names: Vec<&str> = got.iter().map(|((n, ..), ..)| n.as_str()).collect();
+        assert_eq!(names, ["evil.example", "rel.example"]);
+        assert_eq!(report.rejected, 0);
+    }
+}
