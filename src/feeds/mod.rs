@@ -550,3 +550,59 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const FORMATS: [Format; 8] = [
+        Format::Plain,
+        Format::Tsv,
+        Format::Hosts,
+        Format::Adblock,
+        Format::Dnsmasq,
+        Format::Unbound,
+        Format::Rpz,
+        Format::Stix,
+    ];
+
+    /// Bytes that look a little like feeds, so the parsers get past their
+    /// first checks more often than pure noise would.
+    fn feedish() -> impl Strategy<Value = Vec<u8>> {
+        let pieces = prop::sample::select(vec![
+            "evil.example", "*.", "||", "^", "@@", "$important", "0.0.0.0 ", "address=/", "/#", "server=/",
+            "local-zone: \"", "\" refuse", " CNAME ", " A ", "192.0.2.1", "$ORIGIN ", "(", ")", ";", "#", "\t",
+            "\n", "\r\n", " ", ".", "\\", "\u{feff}", "bücher", "[domain-name:value = '", "']", "{\"type\":",
+            "\"indicator\"", "\"pattern\":", "[", "]", "{", "}", ",", "'", "\"",
+        ]);
+        prop::collection::vec(
+            prop_oneof![pieces.prop_map(|s| s.as_bytes().to_vec()), prop::collection::vec(any::<u8>(), 0..8)],
+            0..64,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_input_makes_any_parser_panic(bytes in feedish()) {
+            for format in FORMATS {
+                let _ = parse_reader(&bytes[..], format, &mut |indicator| {
+                    // Whatever a parser emits is a valid, normalised name.
+                    assert_eq!(crate::domain::normalize(&indicator.name).as_deref(), Ok(indicator.name.as_str()));
+                });
+            }
+            let _ = detect_text(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            for format in FORMATS {
+                let _ = parse_reader(&bytes[..], format, &mut |_| {});
+            }
+        }
+    }
+}

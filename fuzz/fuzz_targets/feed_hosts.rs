@@ -1,0 +1,12 @@
+//! No input makes the hosts parser panic; every byte string is a feed.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use portcullis::feeds::{Format, parse_reader};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = parse_reader(data, Format::Hosts, &mut |indicator| {
+        // Whatever a parser emits must already be a valid, normalised name.
+        assert_eq!(portcullis::domain::normalize(&indicator.name).as_deref(), Ok(indicator.name.as_str()));
+    });
+});
