@@ -64,6 +64,47 @@ pub struct RawConfig {
     pub hitlog: RawHitlog,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default, rename = "taxii")]
+    pub taxii: Vec<TaxiiConfig>,
+}
+
+/// A TAXII 2.1 collection pulled into feeds_dir (DESIGN.md: the TAXII
+/// puller writes files that the normal file-drop path picks up).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TaxiiConfig {
+    /// Short name; the feed file is `taxii-<name>.json` in feeds_dir.
+    pub name: String,
+    /// The API root, e.g. `https://taxii.example.org/api1/`.
+    pub url: String,
+    /// Collection id.
+    pub collection: String,
+    /// HTTP Basic user; the password comes from `password_file` or
+    /// `password_env`, never from this file.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Bearer token instead of Basic auth, from a file or the environment.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval_secs: u64,
+    /// Objects asked for per page (`limit`).
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+}
+
+fn default_poll_interval() -> u64 {
+    3600
+}
+
+fn default_page_size() -> u32 {
+    1000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -328,6 +369,7 @@ pub struct Config {
     pub admin: RawAdmin,
     pub hitlog: RawHitlog,
     pub log: LogConfig,
+    pub taxii: Vec<TaxiiConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -511,6 +553,64 @@ impl Config {
             ));
         }
 
+        let mut taxii = raw.taxii;
+        let mut seen_names = HashSet::new();
+        for (i, t) in taxii.iter_mut().enumerate() {
+            let key = |k: &str| format!("taxii[{i}].{k}");
+            if t.name.is_empty()
+                || !t
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    &key("name"),
+                    format!("{:?}: use letters, digits, - and _", t.name),
+                ));
+            }
+            if !seen_names.insert(t.name.clone()) {
+                return Err(invalid(&key("name"), format!("{:?} is used twice", t.name)));
+            }
+            check_taxii_url(&t.url).map_err(|m| invalid(&key("url"), m))?;
+            if t.password_file.is_some() && t.password_env.is_some() {
+                return Err(invalid(
+                    &key("password_file"),
+                    "give password_file or password_env, not both".into(),
+                ));
+            }
+            if t.token_file.is_some() && t.token_env.is_some() {
+                return Err(invalid(
+                    &key("token_file"),
+                    "give token_file or token_env, not both".into(),
+                ));
+            }
+            let has_password = t.password_file.is_some() || t.password_env.is_some();
+            let has_token = t.token_file.is_some() || t.token_env.is_some();
+            if has_password && t.username.is_none() {
+                return Err(invalid(
+                    &key("username"),
+                    "a password needs a username".into(),
+                ));
+            }
+            if has_password && has_token {
+                return Err(invalid(
+                    &key("token_file"),
+                    "use a password or a token, not both".into(),
+                ));
+            }
+            if t.poll_interval_secs < 60 {
+                return Err(invalid(
+                    &key("poll_interval_secs"),
+                    "at least 60 seconds (be kind to the server)".into(),
+                ));
+            }
+            if t.page_size == 0 {
+                return Err(invalid(&key("page_size"), "must be above 0".into()));
+            }
+            t.password_file = t.password_file.as_ref().map(|p| rel(p));
+            t.token_file = t.token_file.as_ref().map(|p| rel(p));
+        }
+
         Ok(Config {
             path: path.to_path_buf(),
             server: raw.server,
@@ -529,6 +629,7 @@ impl Config {
             admin: raw.admin,
             hitlog,
             log: raw.log,
+            taxii,
         })
     }
 
@@ -547,6 +648,29 @@ fn parse_server_addr(text: &str) -> Option<SocketAddr> {
     text.parse::<IpAddr>()
         .ok()
         .map(|ip| SocketAddr::new(ip, 53))
+}
+
+/// TAXII over HTTPS; plain HTTP only to a loopback address (a local relay
+/// or a test server), never across a network.
+fn check_taxii_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match parsed.host() {
+                Some(url::Host::Ipv4(a)) => a.is_loopback(),
+                Some(url::Host::Ipv6(a)) => a.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err("plain http is only allowed to a loopback address; use https".into())
+            }
+        }
+        other => Err(format!("scheme {other:?}: use https")),
+    }
 }
 
 fn check_sha256(token: &str) -> Result<(), String> {
@@ -679,6 +803,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("networks"), "{err}");
+        let err = parse(
+            "[[taxii]]\nname = \"a\"\nurl = \"http://taxii.example/api1/\"\ncollection = \"c\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("taxii[0].url") && err.contains("https"),
+            "{err}"
+        );
+        let err = parse("[[taxii]]\nname = \"a\"\nurl = \"https://taxii.example/api1/\"\ncollection = \"c\"\npassword = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown field `password`"),
+            "passwords never in the config: {err}"
+        );
+        let err = parse("[[taxii]]\nname = \"a\"\nurl = \"https://t.example/\"\ncollection = \"c\"\npassword_env = \"P\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("taxii[0].username"), "{err}");
         let err = parse("[resolver]\nroot_hints = [\"127.0.0.1:5300\"]\n")
             .unwrap_err()
             .to_string();

@@ -19,6 +19,7 @@
 //! * [`resolve`]: forward and recursive upstream resolution.
 //! * [`server`]: the hickory request handler and block responses.
 //! * [`report`]: the human-readable output of `compile` and `check`.
+//! * [`taxii`]: pulls TAXII 2.1 collections into feeds_dir.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -32,3 +33,4 @@ pub mod policy;
 pub mod report;
 pub mod resolve;
 pub mod server;
+pub mod taxii;

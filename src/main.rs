@@ -51,10 +51,32 @@ enum Command {
         )]
         config: PathBuf,
     },
+    /// TAXII 2.1 collections.
+    Taxii {
+        #[command(subcommand)]
+        command: TaxiiCommand,
+    },
     /// Show the decision for a name and why.
     Check {
         /// The name to look up.
         name: String,
+        #[arg(
+            long,
+            short,
+            env = "PORTCULLIS_CONFIG",
+            default_value = "/etc/portcullis/portcullis.toml"
+        )]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TaxiiCommand {
+    /// Pull every configured collection (or one) into feeds_dir now.
+    Pull {
+        /// Only the `[[taxii]]` entry with this name.
+        #[arg(long)]
+        name: Option<String>,
         #[arg(
             long,
             short,
@@ -76,6 +98,9 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(&config),
         Command::Compile { config } => compile(&config),
         Command::Check { name, config } => check(&name, &config),
+        Command::Taxii {
+            command: TaxiiCommand::Pull { name, config },
+        } => taxii_pull(name.as_deref(), &config),
     };
     match result {
         Ok(code) => code,
@@ -121,6 +146,94 @@ fn compile(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         anyhow::bail!("no feed could be loaded");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn taxii_pull(only: Option<&str>, path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    init_tracing("warn");
+    let sources: Vec<_> = config
+        .taxii
+        .iter()
+        .filter(|t| only.is_none_or(|n| t.name == n))
+        .collect();
+    if sources.is_empty() {
+        return Err(UsageError(anyhow::anyhow!(
+            "no [[taxii]] entry{} in {}",
+            only.map(|n| format!(" named {n:?}")).unwrap_or_default(),
+            path.display()
+        ))
+        .into());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let client = portcullis::taxii::client().context("building the HTTP client")?;
+    let mut failed = 0;
+    for source in sources {
+        match runtime.block_on(portcullis::taxii::pull(
+            source,
+            &client,
+            &config.blocklist.feeds_dir,
+            &config.blocklist.state_dir,
+        )) {
+            Ok(r) => println!(
+                "{}: {} objects received in {} pages, {} in {}",
+                source.name,
+                r.received,
+                r.pages,
+                r.total,
+                config
+                    .blocklist
+                    .feeds_dir
+                    .join(portcullis::taxii::feed_file_name(source))
+                    .display()
+            ),
+            Err(e) => {
+                eprintln!("portcullis: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} TAXII pull(s) failed");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Poll each TAXII source on its interval, in the background.
+fn spawn_taxii_pollers(config: &Config) {
+    if config.taxii.is_empty() {
+        return;
+    }
+    let client = match portcullis::taxii::client() {
+        Ok(c) => c,
+        Err(error) => {
+            tracing::error!(%error, "cannot build the TAXII HTTP client; TAXII pulls are off");
+            return;
+        }
+    };
+    for source in config.taxii.clone() {
+        let client = client.clone();
+        let feeds_dir = config.blocklist.feeds_dir.clone();
+        let state_dir = config.blocklist.state_dir.clone();
+        tokio::spawn(async move {
+            let mut interval =
+                tokio::time::interval(Duration::from_secs(source.poll_interval_secs));
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                match portcullis::taxii::pull(&source, &client, &feeds_dir, &state_dir).await {
+                    Ok(r) => {
+                        tracing::info!(taxii = %source.name, received = r.received, total = r.total, "TAXII pull done")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "TAXII pull failed; the previous bundle stays")
+                    }
+                }
+            }
+        });
+    }
 }
 
 fn check(name: &str, path: &std::path::Path) -> anyhow::Result<ExitCode> {
@@ -194,6 +307,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             allow_unknown_clients: config.server.allow_unknown_clients,
         };
         let sockets = server::bind(&config.server.listen).await?;
+        spawn_taxii_pollers(&config);
         let mut dns = server::serve(
             handler,
             sockets,

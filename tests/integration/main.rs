@@ -20,3 +20,4 @@ mod formats;
 mod forward;
 mod real_data;
 mod recursive;
+mod taxii;
