@@ -220,6 +220,30 @@ pub struct RawBlocklist {
     /// rather not tell clients which partner listed a name.
     #[serde(default = "default_true")]
     pub ede_names_feed: bool,
+    /// A feed that loses more than this fraction of its entries at once
+    /// keeps its previous contents (truncated downloads are the common
+    /// cause of a protective DNS losing its protection).
+    #[serde(default = "default_max_shrink")]
+    pub max_shrink: f64,
+    /// Quiet time after a file event before the rebuild starts, in ms.
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
+    /// Full rescan of feeds_dir even without file events (network file
+    /// systems lose events), in seconds.
+    #[serde(default = "default_rescan_secs")]
+    pub rescan_secs: u64,
+}
+
+fn default_max_shrink() -> f64 {
+    0.5
+}
+
+fn default_debounce_ms() -> u64 {
+    1000
+}
+
+fn default_rescan_secs() -> u64 {
+    300
 }
 
 impl Default for RawBlocklist {
@@ -234,6 +258,9 @@ impl Default for RawBlocklist {
             sinkhole_ipv4: None,
             sinkhole_ipv6: None,
             ede_names_feed: true,
+            max_shrink: default_max_shrink(),
+            debounce_ms: default_debounce_ms(),
+            rescan_secs: default_rescan_secs(),
         }
     }
 }
@@ -470,6 +497,15 @@ impl Config {
         blocklist.state_dir = rel(&blocklist.state_dir);
         blocklist.allow = blocklist.allow.iter().map(|p| rel(p)).collect();
         blocklist.protected = blocklist.protected.iter().map(|p| rel(p)).collect();
+        if !(0.0..=1.0).contains(&blocklist.max_shrink) {
+            return Err(invalid(
+                "blocklist.max_shrink",
+                "a fraction from 0.0 to 1.0 (0.5 = refuse losing half)".into(),
+            ));
+        }
+        if blocklist.rescan_secs == 0 {
+            return Err(invalid("blocklist.rescan_secs", "must be above 0".into()));
+        }
         if blocklist.policy_ttl > 86_400 {
             return Err(invalid(
                 "blocklist.policy_ttl",

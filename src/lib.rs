@@ -20,8 +20,9 @@
 //! * [`server`]: the hickory request handler and block responses.
 //! * [`report`]: the human-readable output of `compile` and `check`.
 //! * [`taxii`]: pulls TAXII 2.1 collections into feeds_dir.
+//! * [`watch`]: file drops, SIGHUP, rescans -> debounced rebuild -> swap.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod blocklist;
@@ -34,3 +35,4 @@ pub mod report;
 pub mod resolve;
 pub mod server;
 pub mod taxii;
+pub mod watch;

@@ -14,11 +14,12 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 
-use portcullis::blocklist::{self, Blocklist};
+use portcullis::blocklist::{self, Compiler, snapshot};
 use portcullis::config::Config;
 use portcullis::orgs::OrgMap;
 use portcullis::resolve::Upstream;
 use portcullis::server::{self, Handler, response::BlockSettings};
+use portcullis::watch::{Reloader, StatusHandle, Trigger, fingerprint_inputs, record_success};
 
 const EX_USAGE: u8 = 64;
 
@@ -260,42 +261,61 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        // Compile before binding: a protective resolver that answers before
-        // its list is loaded would let listed names through.
-        let compile_config = config.clone();
-        let (mut list, report) =
-            tokio::task::spawn_blocking(move || blocklist::compile(&compile_config))
-                .await
-                .context("blocklist compiler task")?
-                .context("compiling the blocklist")?;
-        for feed in &report.feeds {
-            match &feed.error {
-                Some(error) => tracing::error!(feed = %feed.name, %error, "feed not loaded"),
-                None => tracing::info!(
-                    feed = %feed.name,
-                    format = feed.format.map_or("?", |f| f.as_str()),
-                    loaded = feed.parse.loaded,
-                    rejected = feed.parse.rejected,
-                    suppressed = feed.suppressed.count,
-                    "feed loaded"
-                ),
+        let config = Arc::new(config);
+        let status: StatusHandle = Arc::default();
+        let mut compiler = Compiler::new(Arc::clone(&config));
+        // A valid snapshot serves at once; the feeds are checked after.
+        // Without one, compile before binding: a protective resolver that
+        // answers before its list is loaded would let listed names through.
+        let (list, known) = match snapshot::load(&config.blocklist.state_dir) {
+            Ok(loaded) => {
+                tracing::info!(
+                    generation = loaded.list.generation(),
+                    entries = loaded.list.entries(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "blocklist loaded from the snapshot"
+                );
+                status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).from_snapshot = true;
+                (loaded.list, loaded.fingerprints)
             }
-        }
-        list.set_generation(1);
-        tracing::info!(
-            entries = list.entries(),
-            bytes = list.fst_bytes(),
-            took_ms = report.elapsed.as_millis() as u64,
-            "blocklist generation 1 live"
-        );
+            Err(error) => {
+                if !matches!(&error, snapshot::SnapshotError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound) {
+                    tracing::warn!(%error, "ignoring the snapshot; compiling the feeds");
+                }
+                let (c, result) = tokio::task::spawn_blocking(move || {
+                    let result = compiler.compile();
+                    (compiler, result)
+                })
+                .await
+                .context("blocklist compiler task")?;
+                compiler = c;
+                let (mut list, report) = result.context("compiling the blocklist")?;
+                log_feeds(&report);
+                list.set_generation(1);
+                record_success(&status, 1, &report);
+                tracing::info!(
+                    entries = list.entries(),
+                    bytes = list.fst_bytes(),
+                    took_ms = report.elapsed.as_millis() as u64,
+                    "blocklist generation 1 live"
+                );
+                (list, fingerprint_inputs(&config))
+            }
+        };
         let handle: blocklist::BlocklistHandle = Arc::new(ArcSwap::from_pointee(list));
-        let _: &Blocklist = &handle.load();
+        if !status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).from_snapshot {
+            let (list, state_dir, fingerprints) = (handle.load_full(), config.blocklist.state_dir.clone(), known.clone());
+            tokio::task::spawn_blocking(move || {
+                if let Err(error) = snapshot::save(&state_dir, &list, &fingerprints) {
+                    tracing::warn!(%error, dir = %state_dir.display(), "cannot write the blocklist snapshot");
+                }
+            });
+        }
 
-        let upstream = Upstream::new(&config.resolver).map_err(|e| {
-            anyhow::anyhow!("configuring the {:?} resolver: {e}", config.resolver.mode)
-        })?;
+        let upstream = Upstream::new(&config.resolver)
+            .map_err(|e| anyhow::anyhow!("configuring the {:?} resolver: {e}", config.resolver.mode))?;
         let handler = Handler {
-            blocklist: handle,
+            blocklist: Arc::clone(&handle),
             orgs: Arc::new(orgs),
             upstream: Arc::new(upstream),
             block: BlockSettings {
@@ -307,21 +327,52 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             allow_unknown_clients: config.server.allow_unknown_clients,
         };
         let sockets = server::bind(&config.server.listen).await?;
-        spawn_taxii_pollers(&config);
-        let mut dns = server::serve(
-            handler,
-            sockets,
-            Duration::from_secs(config.server.tcp_timeout_secs),
-        );
+        let mut dns = server::serve(handler, sockets, Duration::from_secs(config.server.tcp_timeout_secs));
         tracing::info!(startup_ms = started.elapsed().as_millis() as u64, "serving");
+
+        let (trigger_tx, triggers) = tokio::sync::mpsc::channel(8);
+        if status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).from_snapshot {
+            let _ = trigger_tx.try_send(Trigger::Startup);
+        }
+        let reloader = Reloader { config: Arc::clone(&config), handle, status: Arc::clone(&status) };
+        tokio::spawn(reloader.run(compiler, known, triggers, trigger_tx.clone()));
+        spawn_sighup(trigger_tx)?;
+        spawn_taxii_pollers(&config);
 
         shutdown_signal().await?;
         tracing::info!("shutting down");
-        dns.shutdown_gracefully()
-            .await
-            .context("stopping the DNS listeners")?;
+        dns.shutdown_gracefully().await.context("stopping the DNS listeners")?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn log_feeds(report: &blocklist::CompileReport) {
+    for feed in &report.feeds {
+        match &feed.error {
+            Some(error) => tracing::error!(feed = %feed.name, %error, "feed not loaded"),
+            None => tracing::info!(
+                feed = %feed.name,
+                format = feed.format.map_or("?", |f| f.as_str()),
+                loaded = feed.parse.loaded,
+                rejected = feed.parse.rejected,
+                suppressed = feed.suppressed.count,
+                "feed loaded"
+            ),
+        }
+    }
+}
+
+/// SIGHUP (systemctl reload) forces a rebuild.
+fn spawn_sighup(tx: tokio::sync::mpsc::Sender<Trigger>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: rebuilding the blocklist");
+            let _ = tx.send(Trigger::Signal).await;
+        }
+    });
+    Ok(())
 }
 
 /// Wait for SIGTERM (systemd stop) or SIGINT (Ctrl-C).

@@ -10,7 +10,7 @@ use std::fmt;
 use serde::Deserialize;
 
 /// A block response (DESIGN.md "Block responses").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Name error with the policy SOA: the name does not exist.

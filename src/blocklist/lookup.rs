@@ -151,9 +151,9 @@ pub struct Explanation {
 
 #[cfg(test)]
 mod tests {
-    use crate::blocklist::build::{Builder, FeedSource};
-    use crate::feeds::{Format, Indicator, Scope, Verdict};
-    use crate::policy::Action;
+    use crate::blocklist::merge::tests::{feed, source};
+    use crate::blocklist::{MergeSettings, Protected, merge};
+    use crate::feeds::{Indicator, Scope, Verdict};
 
     use super::*;
 
@@ -165,18 +165,11 @@ mod tests {
     }
 
     fn list(entries: &[(&str, Scope, Verdict)]) -> Blocklist {
-        let mut b = Builder::new(Default::default(), Action::Nxdomain, Default::default());
-        let feed = b.add_feed(FeedSource {
-            name: "test.txt".into(),
-            format: Format::Plain,
-            category: None,
-            action: None,
-            trusted: false,
-        });
-        for (name, scope, verdict) in entries {
-            b.add(feed, ind(name, *scope, *verdict));
-        }
-        b.finish().unwrap().0
+        let indicators = entries.iter().map(|(n, s, v)| ind(n, *s, *v)).collect();
+        let f = feed(source("test.txt"), indicators);
+        merge(&[f], &Protected::default(), &MergeSettings::default())
+            .unwrap()
+            .0
     }
 
     fn verdict(list: &Blocklist, name: &str) -> Option<(Verdict, Scope, u8)> {

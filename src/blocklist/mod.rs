@@ -37,8 +37,11 @@
 //! * The blocklist is immutable. A rebuild makes a new one and swaps it
 //!   into the [`BlocklistHandle`]; queries in flight keep the old one.
 
-pub mod build;
+mod compiler;
+mod feed;
 mod lookup;
+mod merge;
+pub mod snapshot;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -48,8 +51,28 @@ use arc_swap::ArcSwap;
 use crate::feeds::{Format, Scope, Verdict};
 use crate::policy::Action;
 
-pub use build::{CompileError, CompileReport, FeedReport, compile};
+pub use compiler::{
+    CompileError, CompileReport, Compiler, FeedReport, Fingerprint, compile, feed_files,
+    is_feed_file_name, load_protected,
+};
+pub use feed::{FeedBuilder, FeedSource, ParsedFeed, Protected};
 pub use lookup::{Explanation, Match, Step};
+pub use merge::{DEFAULT_CATEGORY, MergeError, MergeSettings, Suppressed, merge};
+
+/// The automaton's bytes: built in memory, or mapped from a snapshot file.
+pub enum Bytes {
+    Owned(Vec<u8>),
+    Mapped(memmap2::Mmap),
+}
+
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(v) => v,
+            Bytes::Mapped(m) => m,
+        }
+    }
+}
 
 /// Shared, hot-swappable blocklist. Queries `load()` it (no lock, no
 /// allocation); a rebuild `store()`s a new one.
@@ -85,7 +108,7 @@ pub struct FeedInfo {
 
 /// A compiled, immutable blocklist.
 pub struct Blocklist {
-    map: fst::Map<Vec<u8>>,
+    map: fst::Map<Bytes>,
     metas: Vec<EntryMeta>,
     feeds: Vec<FeedInfo>,
     categories: Vec<Box<str>>,
@@ -101,7 +124,8 @@ impl Blocklist {
     /// A list with nothing in it (before the first compile finishes).
     pub fn empty() -> Blocklist {
         Blocklist {
-            map: fst::Map::default(),
+            map: fst::Map::new(Bytes::Owned(fst::Map::default().into_fst().into_inner()))
+                .unwrap_or_else(|_| unreachable_empty()),
             metas: Vec::new(),
             feeds: Vec::new(),
             categories: Vec::new(),
@@ -154,6 +178,11 @@ impl Blocklist {
     pub fn feeds(&self) -> &[FeedInfo] {
         &self.feeds
     }
+}
+
+/// An empty map always builds; this is never called.
+fn unreachable_empty() -> fst::Map<Bytes> {
+    panic!("an empty fst is always valid")
 }
 
 /// Make a handle holding an empty list.

@@ -111,7 +111,7 @@ impl<'a> Indicator<'a> {
 }
 
 /// A feed file format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// One name a line, `#` comments; `*.name` means below-only.

@@ -1,0 +1,535 @@
+//! The compiler: feeds_dir (plus the allow and protected lists) in, a
+//! [`Blocklist`] out, remembering each feed's last good parse.
+//!
+//! * Only changed feeds are re-parsed. A feed is unchanged when its size
+//!   and modification time match the cached parse, or, when they do not,
+//!   its content hash does (a `touch` or an rsync that rewrote the same
+//!   bytes). A feed whose contents change by the clock (STIX validity) is
+//!   re-parsed once that time has come.
+//! * **Last good** (DESIGN.md "Feeds and reload"): a feed that fails to
+//!   parse, or that shrinks by more than `max_shrink` at once, keeps its
+//!   previous contents, and the error is reported for that feed; the other
+//!   feeds still update. A deleted file is removed: deleting is deliberate,
+//!   truncation is not.
+//! * The merge is redone every time (it also applies the protected names
+//!   and the configured actions, which may have changed).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::Blocklist;
+use super::feed::{FeedBuilder, FeedSource, ParsedFeed, Protected};
+use super::merge::{MergeError, MergeSettings, Suppressed, merge};
+use crate::config::Config;
+use crate::feeds::{self, FeedError, Format, ParseReport};
+
+/// A compile that produced no usable list.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("cannot list feeds_dir {path}: {source}")]
+    FeedsDir { path: PathBuf, source: io::Error },
+    #[error("protected-name list: {0}")]
+    Protected(FeedError),
+    #[error(transparent)]
+    Merge(#[from] MergeError),
+}
+
+/// Size, modification time and content hash of a feed file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+    pub hash: u64,
+}
+
+/// What one feed contributed to a compile.
+#[derive(Debug, Clone, Default)]
+pub struct FeedReport {
+    pub name: String,
+    pub path: PathBuf,
+    /// None when the format could not be determined.
+    pub format: Option<Format>,
+    pub parse: ParseReport,
+    pub suppressed: Suppressed,
+    /// Why the feed could not be (re)loaded this time.
+    pub error: Option<String>,
+    /// Whether the entries in the list are a previous, last-good parse.
+    pub kept_previous: bool,
+    /// Whether this compile re-parsed the feed (false: cache reused).
+    pub parsed: bool,
+}
+
+/// Everything `portcullis compile` prints.
+#[derive(Debug, Clone, Default)]
+pub struct CompileReport {
+    pub feeds: Vec<FeedReport>,
+    pub protected_names: usize,
+    pub entries: usize,
+    pub fst_bytes: usize,
+    pub elapsed: Duration,
+    /// When the contents change by the clock (earliest STIX validity edge).
+    pub next_change: Option<SystemTime>,
+}
+
+impl CompileReport {
+    /// Feeds whose entries are in the list (fresh or last good).
+    pub fn feeds_loaded(&self) -> usize {
+        self.feeds
+            .iter()
+            .filter(|f| f.error.is_none() || f.kept_previous)
+            .count()
+    }
+
+    /// Feeds that failed this time (with or without a last good copy).
+    pub fn feeds_failed(&self) -> usize {
+        self.feeds.iter().filter(|f| f.error.is_some()).count()
+    }
+}
+
+/// Is this file in feeds_dir a feed? Temporary names are not (a download
+/// in progress must not be half-read), nor is documentation.
+pub fn is_feed_file_name(name: &str) -> bool {
+    !(name.starts_with('.')
+        || name.ends_with(".tmp")
+        || name.ends_with(".part")
+        || name.ends_with('~')
+        || name.ends_with(".md")
+        || name.starts_with("README"))
+}
+
+/// The feed files in a directory, sorted by name.
+pub fn feed_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if is_feed_file_name(name) && entry.path().is_file() {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Read the protected-name lists named in the config.
+pub fn load_protected(paths: &[PathBuf]) -> Result<Protected, FeedError> {
+    let mut protected = Protected::default();
+    for path in paths {
+        let format = feeds::detect(path)?;
+        let report = feeds::parse_file(path, format, &mut |i| protected.insert(&i.name))?;
+        if report.rejected > 0 {
+            tracing::warn!(file = %path.display(), rejected = report.rejected, "protected-name list has lines that are not names");
+        }
+        protected.sources.push(path.clone());
+    }
+    Ok(protected)
+}
+
+/// FNV-1a over the file's bytes: a change detector, not a security check.
+fn content_hash(path: &Path) -> io::Result<u64> {
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h);
+        }
+        for b in &buf[..n] {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// A cached feed: its last good parse and the file it came from.
+struct Cached {
+    feed: Arc<ParsedFeed>,
+    fingerprint: Fingerprint,
+}
+
+/// Parse one feed file.
+fn parse_feed(
+    path: &Path,
+    source: impl FnOnce(Format) -> FeedSource,
+    format: Option<Format>,
+    max_entries: Option<usize>,
+) -> Result<ParsedFeed, String> {
+    let format = match format {
+        Some(f) => f,
+        None => feeds::detect(path).map_err(|e| e.to_string())?,
+    };
+    let mut builder = FeedBuilder::new(source(format));
+    let report =
+        feeds::parse_file(path, format, &mut |i| builder.add(i)).map_err(|e| e.to_string())?;
+    if let Some(max) = max_entries
+        && report.loaded > max
+    {
+        return Err(format!(
+            "feed {} has {} entries, more than its max_entries {max}",
+            path.display(),
+            report.loaded
+        ));
+    }
+    for r in &report.first_rejects {
+        tracing::warn!(feed = %path.display(), line = r.line, reason = %r.error, "feed line rejected");
+    }
+    Ok(builder.finish(report))
+}
+
+/// Turns feeds_dir into blocklists, keeping each feed's last good parse.
+pub struct Compiler {
+    config: Arc<Config>,
+    cache: HashMap<PathBuf, Cached>,
+}
+
+impl Compiler {
+    pub fn new(config: Arc<Config>) -> Compiler {
+        Compiler {
+            config,
+            cache: HashMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Fingerprints of the cached feeds (for the snapshot).
+    pub fn fingerprints(&self) -> BTreeMap<String, Fingerprint> {
+        self.cache
+            .iter()
+            .map(|(p, c)| (p.display().to_string(), c.fingerprint))
+            .collect()
+    }
+
+    /// Compile now. Unchanged feeds are reused from the cache.
+    pub fn compile(&mut self) -> Result<(Blocklist, CompileReport), CompileError> {
+        let started = Instant::now();
+        let config = Arc::clone(&self.config);
+        let protected =
+            load_protected(&config.blocklist.protected).map_err(CompileError::Protected)?;
+        let dir = &config.blocklist.feeds_dir;
+        let files = feed_files(dir).map_err(|source| CompileError::FeedsDir {
+            path: dir.clone(),
+            source,
+        })?;
+
+        let mut jobs: Vec<(PathBuf, FeedSource, Option<Format>, Option<usize>)> = Vec::new();
+        for path in files {
+            let name = file_name(&path);
+            let settings = config.feed_settings(&name);
+            let source = FeedSource {
+                name,
+                format: Format::Plain,
+                category: settings.and_then(|s| s.category.clone()),
+                action: settings.and_then(|s| s.action),
+                trusted: settings.is_some_and(|s| s.trusted),
+                allow_only: false,
+            };
+            jobs.push((
+                path,
+                source,
+                settings.and_then(|s| s.format),
+                settings.and_then(|s| s.max_entries),
+            ));
+        }
+        for path in &config.blocklist.allow {
+            let source = FeedSource {
+                name: format!("allow:{}", file_name(path)),
+                format: Format::Plain,
+                category: Some("allow".to_owned()),
+                action: None,
+                trusted: false,
+                allow_only: true,
+            };
+            jobs.push((path.clone(), source, None, None));
+        }
+
+        // Deleted feeds leave the cache (and the list).
+        self.cache
+            .retain(|path, _| jobs.iter().any(|(p, ..)| p == path));
+
+        let now = SystemTime::now();
+        let mut feeds = Vec::new();
+        let mut reports = Vec::new();
+        for (path, source, format, max_entries) in jobs {
+            let (feed, report) = self.refresh(&path, source, format, max_entries, now);
+            if let Some(feed) = feed {
+                feeds.push(feed);
+            }
+            reports.push(report);
+        }
+
+        let settings = MergeSettings {
+            by_category: config.actions.clone(),
+            default_action: config.blocklist.default_action,
+        };
+        let (list, suppressed) = merge(&feeds, &protected, &settings)?;
+        for (feed, s) in feeds.iter().zip(suppressed) {
+            if let Some(r) = reports.iter_mut().find(|r| r.name == feed.source.name) {
+                r.suppressed = s;
+            }
+        }
+        let next_change = feeds.iter().filter_map(|f| f.next_change()).min();
+        let report = CompileReport {
+            feeds: reports,
+            protected_names: protected.len(),
+            entries: list.entries(),
+            fst_bytes: list.fst_bytes(),
+            elapsed: started.elapsed(),
+            next_change,
+        };
+        Ok((list, report))
+    }
+
+    /// The feed to merge for one file: a fresh parse, the cached one, or
+    /// the last good one after a failure.
+    fn refresh(
+        &mut self,
+        path: &Path,
+        source: FeedSource,
+        format: Option<Format>,
+        max_entries: Option<usize>,
+        now: SystemTime,
+    ) -> (Option<Arc<ParsedFeed>>, FeedReport) {
+        let mut report = FeedReport {
+            name: source.name.clone(),
+            path: path.to_path_buf(),
+            ..FeedReport::default()
+        };
+        let cached = self.cache.get(path);
+        let meta = std::fs::metadata(path);
+        let (size, modified) = match &meta {
+            Ok(m) => (m.len(), m.modified().ok()),
+            Err(_) => (0, None),
+        };
+        let expired = cached.is_some_and(|c| c.feed.next_change().is_some_and(|t| t <= now));
+        let same_settings = cached.is_some_and(|c| {
+            let s = &c.feed.source;
+            s.category == source.category
+                && s.action == source.action
+                && s.trusted == source.trusted
+        });
+        if let Some(c) = cached.filter(|_| same_settings && !expired)
+            && c.fingerprint.size == size
+            && c.fingerprint.modified == modified
+        {
+            report.format = Some(c.feed.source.format);
+            report.parse = c.feed.report.clone();
+            return (Some(Arc::clone(&c.feed)), report);
+        }
+        let hash = match meta.and_then(|_| content_hash(path)) {
+            Ok(h) => h,
+            Err(e) => {
+                return self.keep_previous(
+                    path,
+                    report,
+                    format!("cannot read {}: {e}", path.display()),
+                );
+            }
+        };
+        let fingerprint = Fingerprint {
+            size,
+            modified,
+            hash,
+        };
+        if let Some(c) = self
+            .cache
+            .get_mut(path)
+            .filter(|_| same_settings && !expired)
+            && c.fingerprint.hash == hash
+        {
+            c.fingerprint = fingerprint;
+            report.format = Some(c.feed.source.format);
+            report.parse = c.feed.report.clone();
+            return (Some(Arc::clone(&c.feed)), report);
+        }
+        report.parsed = true;
+        let parsed = parse_feed(
+            path,
+            |f| FeedSource {
+                format: f,
+                ..source
+            },
+            format,
+            max_entries,
+        );
+        let feed = match parsed {
+            Ok(feed) => feed,
+            Err(error) => return self.keep_previous(path, report, error),
+        };
+        report.format = Some(feed.source.format);
+        report.parse = feed.report.clone();
+        let previous = self.cache.get(path).map(|c| c.feed.len()).unwrap_or(0);
+        let max_shrink = self.config.blocklist.max_shrink;
+        if previous > 0 && (feed.len() as f64) < previous as f64 * (1.0 - max_shrink) {
+            let error = format!(
+                "feed {} shrank from {previous} to {} entries, more than max_shrink {:.0}% at once (a truncated download?); \
+                 keeping the previous contents",
+                path.display(),
+                feed.len(),
+                max_shrink * 100.0
+            );
+            return self.keep_previous(path, report, error);
+        }
+        let feed = Arc::new(feed);
+        self.cache.insert(
+            path.to_path_buf(),
+            Cached {
+                feed: Arc::clone(&feed),
+                fingerprint,
+            },
+        );
+        (Some(feed), report)
+    }
+
+    fn keep_previous(
+        &self,
+        path: &Path,
+        mut report: FeedReport,
+        error: String,
+    ) -> (Option<Arc<ParsedFeed>>, FeedReport) {
+        let previous = self.cache.get(path).map(|c| Arc::clone(&c.feed));
+        report.kept_previous = previous.is_some();
+        if let Some(feed) = &previous {
+            report.format = Some(feed.source.format);
+            report.parse = feed.report.clone();
+            tracing::warn!(feed = %report.name, %error, "feed not updated; serving its last good contents");
+        } else {
+            tracing::error!(feed = %report.name, %error, "feed not loaded");
+        }
+        report.error = Some(error);
+        (previous, report)
+    }
+}
+
+/// Compile once (the `compile` and `check` commands, and tests).
+pub fn compile(config: &Config) -> Result<(Blocklist, CompileReport), CompileError> {
+    Compiler::new(Arc::new(config.clone())).compile()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_and_doc_files_are_not_feeds() {
+        for name in [
+            ".hidden",
+            "x.tmp",
+            "x.part",
+            "x~",
+            "README.md",
+            "README",
+            "notes.md",
+        ] {
+            assert!(!is_feed_file_name(name), "{name}");
+        }
+        for name in ["threats.txt", "list.tsv.gz", "hosts"] {
+            assert!(is_feed_file_name(name), "{name}");
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, Compiler) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("feeds")).unwrap();
+        let text = "[blocklist]\nfeeds_dir = \"feeds\"\nmax_shrink = 0.5\n";
+        let config = Config::from_str(text, &dir.path().join("p.toml")).unwrap();
+        (dir, Compiler::new(Arc::new(config)))
+    }
+
+    fn names(n: usize, prefix: &str) -> String {
+        (0..n).map(|i| format!("{prefix}{i}.example\n")).collect()
+    }
+
+    #[test]
+    fn unchanged_feeds_are_not_reparsed() {
+        let (dir, mut c) = setup();
+        std::fs::write(dir.path().join("feeds/a.txt"), names(10, "a")).unwrap();
+        std::fs::write(dir.path().join("feeds/b.txt"), names(10, "b")).unwrap();
+        let (_, r) = c.compile().unwrap();
+        assert!(r.feeds.iter().all(|f| f.parsed));
+        std::fs::write(dir.path().join("feeds/b.txt"), names(12, "b")).unwrap();
+        let (list, r) = c.compile().unwrap();
+        let parsed: Vec<(&str, bool)> = r
+            .feeds
+            .iter()
+            .map(|f| (f.name.as_str(), f.parsed))
+            .collect();
+        assert_eq!(parsed, [("a.txt", false), ("b.txt", true)]);
+        assert_eq!(list.entries(), 22);
+        // Same bytes rewritten (new mtime): the hash says unchanged.
+        std::fs::write(dir.path().join("feeds/a.txt"), names(10, "a")).unwrap();
+        let (_, r) = c.compile().unwrap();
+        assert!(!r.feeds[0].parsed);
+    }
+
+    #[test]
+    fn broken_and_truncated_feeds_keep_their_last_good_contents() {
+        let (dir, mut c) = setup();
+        let a = dir.path().join("feeds/a.txt");
+        std::fs::write(&a, names(10, "a")).unwrap();
+        std::fs::write(dir.path().join("feeds/b.txt"), names(4, "b")).unwrap();
+        c.compile().unwrap();
+        // Truncated to 3 of 10 entries: held back.
+        std::fs::write(&a, names(3, "a")).unwrap();
+        std::fs::write(dir.path().join("feeds/b.txt"), names(5, "b")).unwrap();
+        let (list, r) = c.compile().unwrap();
+        assert!(r.feeds[0].kept_previous);
+        assert!(
+            r.feeds[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("shrank from 10 to 3"),
+            "{:?}",
+            r.feeds[0].error
+        );
+        assert!(list.lookup_str("a9.example").is_some());
+        assert!(
+            list.lookup_str("b4.example").is_some(),
+            "the other feed still updated"
+        );
+        // Garbage: no format detected; previous contents kept.
+        std::fs::write(&a, "<html>502 Bad Gateway</html>\n").unwrap();
+        let (list, r) = c.compile().unwrap();
+        assert!(
+            r.feeds[0].kept_previous
+                && r.feeds[0]
+                    .error
+                    .as_deref()
+                    .unwrap()
+                    .contains("no known format")
+        );
+        assert!(list.lookup_str("a9.example").is_some());
+        // A real shrink within the limit goes through.
+        std::fs::write(&a, names(6, "a")).unwrap();
+        let (list, r) = c.compile().unwrap();
+        assert!(r.feeds[0].error.is_none());
+        assert!(list.lookup_str("a9.example").is_none() && list.lookup_str("a5.example").is_some());
+        // Deletion is deliberate: the entries go.
+        std::fs::remove_file(&a).unwrap();
+        let (list, r) = c.compile().unwrap();
+        assert_eq!(r.feeds.len(), 1);
+        assert!(list.lookup_str("a5.example").is_none());
+    }
+
+    #[test]
+    fn a_broken_feed_without_a_previous_parse_is_just_missing() {
+        let (dir, mut c) = setup();
+        std::fs::write(dir.path().join("feeds/junk"), "<html></html>\n").unwrap();
+        let (list, r) = c.compile().unwrap();
+        assert_eq!(list.entries(), 0);
+        assert_eq!((r.feeds_loaded(), r.feeds_failed()), (0, 1));
+    }
+}

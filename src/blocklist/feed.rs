@@ -1,0 +1,310 @@
+//! One feed, parsed: its entries as sorted reversed-label keys with
+//! feed-local metadata. This is what the compiler caches per feed file, so
+//! a rebuild re-parses only the feeds that changed and merges the rest as
+//! they are.
+//!
+//! Keys live back to back in one arena: a million small boxes would cost
+//! time to make and leave a fragmented heap the process cannot give back.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use crate::domain;
+use crate::feeds::{Format, Indicator, ParseReport, Scope, Verdict};
+use crate::policy::Action;
+
+/// Where a feed's entries come from and what its config says about them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedSource {
+    /// File name in feeds_dir, or `allow:<file>` for an exception list.
+    pub name: String,
+    pub format: Format,
+    /// Overrides the feed's own categories.
+    pub category: Option<String>,
+    /// Overrides the format's and the category's action.
+    pub action: Option<Action>,
+    /// May list protected names (`[[feed]] trusted = true`).
+    pub trusted: bool,
+    /// An exception list: every entry becomes an allow.
+    pub allow_only: bool,
+}
+
+/// Metadata of an entry as the feed gave it (indexes are feed-local).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LocalMeta {
+    pub verdict: Verdict,
+    pub scope: Scope,
+    pub category: Option<u32>,
+    pub detail: Option<u32>,
+    /// The format's own action, if any.
+    pub action: Option<Action>,
+    pub answer: Option<u32>,
+}
+
+/// One entry waiting for the merge: its key is `arena[start..start+len]`.
+#[derive(Debug, Clone, Copy)]
+pub struct RawEntry {
+    pub start: u32,
+    pub len: u8,
+    pub meta: u32,
+}
+
+/// A parsed feed, entries sorted by key (ties in file order).
+#[derive(Debug)]
+pub struct ParsedFeed {
+    pub source: FeedSource,
+    pub report: ParseReport,
+    arena: Vec<u8>,
+    entries: Vec<RawEntry>,
+    metas: Vec<LocalMeta>,
+    strings: Vec<Box<str>>,
+    answers: Vec<Box<[IpAddr]>>,
+}
+
+impl ParsedFeed {
+    pub fn entries(&self) -> &[RawEntry] {
+        &self.entries
+    }
+
+    pub fn key(&self, e: &RawEntry) -> &[u8] {
+        &self.arena[e.start as usize..e.start as usize + usize::from(e.len)]
+    }
+
+    pub fn metas(&self) -> &[LocalMeta] {
+        &self.metas
+    }
+
+    pub fn string(&self, id: u32) -> &str {
+        &self.strings[id as usize]
+    }
+
+    pub fn answer(&self, id: u32) -> &[IpAddr] {
+        &self.answers[id as usize]
+    }
+
+    /// Number of entries (for the shrink check).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// When the feed's contents change by the clock alone (STIX validity).
+    pub fn next_change(&self) -> Option<SystemTime> {
+        self.report.next_change
+    }
+
+    /// Approximate heap bytes held, for the operator's memory figures.
+    pub fn heap_bytes(&self) -> usize {
+        self.arena.capacity() + self.entries.capacity() * std::mem::size_of::<RawEntry>()
+    }
+}
+
+/// Collects a feed's indicators into a [`ParsedFeed`].
+pub struct FeedBuilder {
+    source: FeedSource,
+    arena: Vec<u8>,
+    entries: Vec<RawEntry>,
+    metas: Vec<LocalMeta>,
+    meta_ids: HashMap<LocalMeta, u32>,
+    strings: Vec<Box<str>>,
+    string_ids: HashMap<Box<str>, u32>,
+    answers: Vec<Box<[IpAddr]>>,
+    answer_ids: HashMap<Box<[IpAddr]>, u32>,
+}
+
+impl FeedBuilder {
+    pub fn new(source: FeedSource) -> FeedBuilder {
+        FeedBuilder {
+            source,
+            arena: Vec::new(),
+            entries: Vec::new(),
+            metas: Vec::new(),
+            meta_ids: HashMap::new(),
+            strings: Vec::new(),
+            string_ids: HashMap::new(),
+            answers: Vec::new(),
+            answer_ids: HashMap::new(),
+        }
+    }
+
+    fn intern_string(&mut self, s: &str) -> u32 {
+        if let Some(id) = self.string_ids.get(s) {
+            return *id;
+        }
+        let id = self.strings.len() as u32;
+        self.strings.push(s.into());
+        self.string_ids.insert(s.into(), id);
+        id
+    }
+
+    fn intern_answer(&mut self, mut addrs: Vec<IpAddr>) -> u32 {
+        addrs.sort();
+        addrs.dedup();
+        let addrs = addrs.into_boxed_slice();
+        if let Some(id) = self.answer_ids.get(&addrs) {
+            return *id;
+        }
+        let id = self.answers.len() as u32;
+        self.answers.push(addrs.clone());
+        self.answer_ids.insert(addrs, id);
+        id
+    }
+
+    /// Add one indicator. Names are normalised by the parsers, so a key is
+    /// at most 254 bytes and the arena offset fits in u32 for any feed
+    /// under 4 GiB of names.
+    pub fn add(&mut self, indicator: Indicator<'_>) {
+        let verdict = if self.source.allow_only {
+            Verdict::Allow
+        } else {
+            indicator.verdict
+        };
+        let category = indicator.category.map(|c| self.intern_string(c));
+        let detail = indicator.detail.map(|d| self.intern_string(d));
+        let answer = (!indicator.local.is_empty()).then(|| self.intern_answer(indicator.local));
+        let meta = LocalMeta {
+            verdict,
+            scope: indicator.scope,
+            category,
+            detail,
+            action: indicator.action,
+            answer,
+        };
+        let meta = match self.meta_ids.get(&meta) {
+            Some(id) => *id,
+            None => {
+                let id = self.metas.len() as u32;
+                self.metas.push(meta);
+                self.meta_ids.insert(meta, id);
+                id
+            }
+        };
+        let Ok(start) = u32::try_from(self.arena.len()) else {
+            return;
+        };
+        for label in indicator.name.rsplit('.') {
+            self.arena.extend_from_slice(label.as_bytes());
+            self.arena.push(domain::KEY_SEPARATOR);
+        }
+        let len = u8::try_from(self.arena.len() - start as usize).unwrap_or(u8::MAX);
+        self.entries.push(RawEntry { start, len, meta });
+    }
+
+    /// Sort and seal. Ties keep file order (the arena offset is the order).
+    pub fn finish(mut self, report: ParseReport) -> ParsedFeed {
+        let arena = &self.arena;
+        let key = |e: &RawEntry| &arena[e.start as usize..e.start as usize + usize::from(e.len)];
+        self.entries
+            .sort_unstable_by(|a, b| key(a).cmp(key(b)).then(a.start.cmp(&b.start)));
+        self.arena.shrink_to_fit();
+        self.entries.shrink_to_fit();
+        ParsedFeed {
+            source: self.source,
+            report,
+            arena: self.arena,
+            entries: self.entries,
+            metas: self.metas,
+            strings: self.strings,
+            answers: self.answers,
+        }
+    }
+}
+
+/// Names no feed may take down (DESIGN.md "Protected names"), held as
+/// reversed-label keys so the merge can test keys directly.
+#[derive(Debug, Default, Clone)]
+pub struct Protected {
+    names: std::collections::HashSet<Vec<u8>>,
+    /// Every name strictly above a protected one (`google.com`, `com` for
+    /// `mail.google.com`).
+    ancestors: std::collections::HashSet<Vec<u8>>,
+    /// The files it was read from, for messages.
+    pub sources: Vec<PathBuf>,
+}
+
+impl Protected {
+    pub fn insert(&mut self, name: &str) {
+        let key = domain::reversed_key(name);
+        // Every proper prefix of the key that ends on a label boundary is
+        // an ancestor.
+        for (i, b) in key.iter().enumerate().take(key.len() - 1) {
+            if *b == domain::KEY_SEPARATOR && !self.ancestors.insert(key[..=i].to_vec()) {
+                // Already there: so are all shorter ones.
+            }
+        }
+        self.names.insert(key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Would a block entry at `key` with `scope` cover a protected name?
+    pub fn suppresses_key(&self, key: &[u8], scope: Scope) -> bool {
+        match scope {
+            Scope::Exact => self.names.contains(key),
+            Scope::Subtree => self.names.contains(key) || self.ancestors.contains(key),
+            Scope::Below => self.ancestors.contains(key),
+        }
+    }
+
+    /// The same test on a presentation-form name.
+    pub fn suppresses(&self, name: &str, scope: Scope) -> bool {
+        self.suppresses_key(&domain::reversed_key(name), scope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protected_names_suppress_equal_and_above_but_not_below() {
+        let mut p = Protected::default();
+        p.insert("mail.google.com");
+        assert!(p.suppresses("mail.google.com", Scope::Subtree));
+        assert!(p.suppresses("google.com", Scope::Subtree));
+        assert!(p.suppresses("com", Scope::Subtree));
+        assert!(!p.suppresses("evil.mail.google.com", Scope::Subtree));
+        assert!(!p.suppresses("docs.google.com", Scope::Subtree));
+        // An exact entry only takes down its own name.
+        assert!(p.suppresses("mail.google.com", Scope::Exact));
+        assert!(!p.suppresses("google.com", Scope::Exact));
+        // `*.google.com` covers mail.google.com; `*.mail.google.com` does not.
+        assert!(p.suppresses("google.com", Scope::Below));
+        assert!(!p.suppresses("mail.google.com", Scope::Below));
+    }
+
+    #[test]
+    fn entries_come_out_sorted_with_file_order_for_ties() {
+        let source = FeedSource {
+            name: "f".into(),
+            format: Format::Plain,
+            category: None,
+            action: None,
+            trusted: false,
+            allow_only: false,
+        };
+        let mut b = FeedBuilder::new(source);
+        b.add(Indicator::block("b.example".into(), Scope::Subtree));
+        b.add(Indicator::block("a.example".into(), Scope::Subtree));
+        b.add(Indicator {
+            detail: Some("second"),
+            ..Indicator::block("a.example".into(), Scope::Subtree)
+        });
+        let feed = b.finish(ParseReport::default());
+        let keys: Vec<&[u8]> = feed.entries().iter().map(|e| feed.key(e)).collect();
+        assert_eq!(keys, [&b"example.a."[..], b"example.a.", b"example.b."]);
+        let second = feed.metas()[feed.entries()[1].meta as usize];
+        assert_eq!(second.detail.map(|d| feed.string(d)), Some("second"));
+    }
+}

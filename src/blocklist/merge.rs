@@ -1,0 +1,442 @@
+//! Merge parsed feeds into one [`Blocklist`].
+//!
+//! Each feed's entries are already sorted, so the merge is a k-way merge
+//! of sorted runs (no global sort), folding every group of equal keys into
+//! its two slots by the precedence rules and streaming the result into an
+//! in-memory `fst::MapBuilder`. Protected names are applied here, so a
+//! change to the protected lists needs no re-parse; so are the category
+//! and default actions, which depend on the config rather than the feed.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::feed::{LocalMeta, ParsedFeed, Protected};
+use super::{Blocklist, EntryMeta, FeedInfo};
+use crate::domain;
+use crate::feeds::{Scope, Verdict};
+use crate::policy::{Action, choose_action};
+
+/// Category of entries whose feed gives none and whose config sets none.
+pub const DEFAULT_CATEGORY: &str = "uncategorised";
+/// How many suppressed names a feed report keeps verbatim.
+const SUPPRESSED_KEPT: usize = 5;
+pub(super) const CONTESTED: u32 = 1 << 31;
+
+/// Per-feed suppression tally.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Suppressed {
+    pub count: usize,
+    pub first: Vec<String>,
+}
+
+/// A merge that could not produce a list.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("building the automaton failed: {0}")]
+    Fst(#[from] fst::Error),
+    #[error("too many distinct {what} (at most {max})")]
+    TooMany { what: &'static str, max: usize },
+}
+
+/// Config the merge applies.
+#[derive(Debug, Clone, Default)]
+pub struct MergeSettings {
+    pub by_category: BTreeMap<String, Action>,
+    pub default_action: Action,
+}
+
+/// Global tables being filled while feeds are merged.
+#[derive(Default)]
+struct Tables {
+    categories: Vec<Box<str>>,
+    category_ids: HashMap<Box<str>, u16>,
+    details: Vec<Box<str>>,
+    detail_ids: HashMap<Box<str>, u32>,
+    answers: Vec<Box<[IpAddr]>>,
+    answer_ids: HashMap<Box<[IpAddr]>, u32>,
+    metas: Vec<EntryMeta>,
+    meta_ids: HashMap<EntryMeta, u32>,
+}
+
+impl Tables {
+    fn category(&mut self, name: &str) -> Result<u16, MergeError> {
+        if let Some(id) = self.category_ids.get(name) {
+            return Ok(*id);
+        }
+        let id = u16::try_from(self.categories.len()).map_err(|_| MergeError::TooMany {
+            what: "categories",
+            max: usize::from(u16::MAX),
+        })?;
+        self.categories.push(name.into());
+        self.category_ids.insert(name.into(), id);
+        Ok(id)
+    }
+
+    fn detail(&mut self, text: &str) -> u32 {
+        if let Some(id) = self.detail_ids.get(text) {
+            return *id;
+        }
+        let id = self.details.len() as u32;
+        self.details.push(text.into());
+        self.detail_ids.insert(text.into(), id);
+        id
+    }
+
+    fn answer(&mut self, addrs: &[IpAddr]) -> u32 {
+        if let Some(id) = self.answer_ids.get(addrs) {
+            return *id;
+        }
+        let id = self.answers.len() as u32;
+        self.answers.push(addrs.into());
+        self.answer_ids.insert(addrs.into(), id);
+        id
+    }
+
+    fn meta(&mut self, meta: EntryMeta) -> Result<u32, MergeError> {
+        if let Some(id) = self.meta_ids.get(&meta) {
+            return Ok(*id);
+        }
+        let id = self.metas.len() as u32;
+        if id >= CONTESTED - 1 {
+            return Err(MergeError::TooMany {
+                what: "metadata entries",
+                max: (CONTESTED - 2) as usize,
+            });
+        }
+        self.metas.push(meta);
+        self.meta_ids.insert(meta, id);
+        Ok(id)
+    }
+
+    /// Global metadata for one feed-local entry kind.
+    fn global(
+        &mut self,
+        feed: &ParsedFeed,
+        feed_id: u16,
+        local: &LocalMeta,
+        settings: &MergeSettings,
+    ) -> Result<u32, MergeError> {
+        let source = &feed.source;
+        let category_name = source
+            .category
+            .as_deref()
+            .or(local.category.map(|c| feed.string(c)))
+            .unwrap_or(DEFAULT_CATEGORY);
+        // The operator's per-feed setting, then the format's own meaning,
+        // then the category's action, then the default.
+        let action = choose_action(
+            source.action.or(local.action),
+            category_name,
+            &settings.by_category,
+            settings.default_action,
+        );
+        let category = self.category(category_name)?;
+        let detail = local.detail.map(|d| self.detail(feed.string(d)));
+        let answer = local.answer.map(|a| self.answer(feed.answer(a)));
+        self.meta(EntryMeta {
+            verdict: local.verdict,
+            scope: local.scope,
+            feed: feed_id,
+            category,
+            detail,
+            action,
+            answer,
+        })
+    }
+}
+
+/// Rank of an entry for a query at exactly its name; 0 = does not apply.
+fn exact_rank(e: &EntryMeta) -> u8 {
+    match (e.scope, e.verdict) {
+        (Scope::Exact, Verdict::Allow) => 4,
+        (Scope::Exact, Verdict::Block) => 3,
+        (Scope::Subtree, Verdict::Allow) => 2,
+        (Scope::Subtree, Verdict::Block) => 1,
+        (Scope::Below, _) => 0,
+    }
+}
+
+/// Rank of an entry for a query below its name; 0 = does not apply.
+fn below_rank(e: &EntryMeta) -> u8 {
+    match (e.scope, e.verdict) {
+        (Scope::Exact, _) => 0,
+        (_, Verdict::Allow) => 2,
+        (_, Verdict::Block) => 1,
+    }
+}
+
+/// The winning entry of a group for one slot, encoded (see the module doc
+/// of `blocklist`). The group is in feed order, so the first of equal
+/// ranks wins.
+fn fold_slot(group: &[u32], metas: &[EntryMeta], rank: fn(&EntryMeta) -> u8) -> u32 {
+    let rank_of = |m: &u32| rank(&metas[*m as usize]);
+    let mut winner: Option<&u32> = None;
+    for m in group {
+        if rank_of(m) > winner.map_or(0, rank_of) {
+            winner = Some(m);
+        }
+    }
+    let Some(w) = winner else { return 0 };
+    let contested = group.iter().any(|m| rank_of(m) > 0 && m != w);
+    (w + 1) | if contested { CONTESTED } else { 0 }
+}
+
+/// Merge `feeds` (in precedence order for ties) into a blocklist. Returns
+/// the list and, per feed, what protected names suppressed.
+pub fn merge(
+    feeds: &[Arc<ParsedFeed>],
+    protected: &Protected,
+    settings: &MergeSettings,
+) -> Result<(Blocklist, Vec<Suppressed>), MergeError> {
+    let started = Instant::now();
+    let mut tables = Tables::default();
+    let mut remap: Vec<Vec<u32>> = Vec::with_capacity(feeds.len());
+    let mut infos = Vec::with_capacity(feeds.len());
+    for (i, feed) in feeds.iter().enumerate() {
+        let feed_id = u16::try_from(i).map_err(|_| MergeError::TooMany {
+            what: "feeds",
+            max: usize::from(u16::MAX),
+        })?;
+        let ids = feed
+            .metas()
+            .iter()
+            .map(|local| tables.global(feed, feed_id, local, settings))
+            .collect::<Result<Vec<u32>, MergeError>>()?;
+        remap.push(ids);
+        infos.push(FeedInfo {
+            name: feed.source.name.clone(),
+            format: feed.source.format,
+        });
+    }
+
+    let mut suppressed = vec![Suppressed::default(); feeds.len()];
+    let mut heap: BinaryHeap<Reverse<(&[u8], usize, usize)>> =
+        BinaryHeap::with_capacity(feeds.len());
+    for (f, feed) in feeds.iter().enumerate() {
+        if let Some(e) = feed.entries().first() {
+            heap.push(Reverse((feed.key(e), f, 0)));
+        }
+    }
+    let mut builder = fst::MapBuilder::memory();
+    let mut names = 0;
+    let mut group: Vec<u32> = Vec::new();
+    while let Some(Reverse((key, _, _))) = heap.peek().copied() {
+        group.clear();
+        while let Some(Reverse((k, f, pos))) = heap.peek().copied() {
+            if k != key {
+                break;
+            }
+            heap.pop();
+            let feed = &feeds[f];
+            let entry = feed.entries()[pos];
+            let meta = remap[f][entry.meta as usize];
+            let m = &tables.metas[meta as usize];
+            if m.verdict == Verdict::Block
+                && !feed.source.trusted
+                && protected.suppresses_key(key, m.scope)
+            {
+                let s = &mut suppressed[f];
+                s.count += 1;
+                if s.first.len() < SUPPRESSED_KEPT {
+                    s.first.push(domain::name_from_key(key));
+                }
+            } else {
+                group.push(meta);
+            }
+            if let Some(next) = feed.entries().get(pos + 1) {
+                heap.push(Reverse((feed.key(next), f, pos + 1)));
+            }
+        }
+        if group.is_empty() {
+            continue;
+        }
+        let exact = fold_slot(&group, &tables.metas, exact_rank);
+        let below = fold_slot(&group, &tables.metas, below_rank);
+        if exact | below == 0 {
+            continue;
+        }
+        builder.insert(key, (u64::from(exact) << 32) | u64::from(below))?;
+        names += 1;
+    }
+    let mut bytes = builder.into_inner()?;
+    bytes.shrink_to_fit();
+    let map = fst::Map::new(super::Bytes::Owned(bytes))?;
+    tracing::debug!(
+        names,
+        took_ms = started.elapsed().as_millis() as u64,
+        "feeds merged"
+    );
+    let list = Blocklist {
+        map,
+        metas: tables.metas,
+        feeds: infos,
+        categories: tables.categories,
+        details: tables.details,
+        answers: tables.answers,
+        entries: names,
+        generation: 0,
+    };
+    Ok((list, suppressed))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::super::feed::{FeedBuilder, FeedSource};
+    use super::*;
+    use crate::feeds::{Format, Indicator, ParseReport};
+
+    pub(crate) fn source(name: &str) -> FeedSource {
+        FeedSource {
+            name: name.into(),
+            format: Format::Plain,
+            category: None,
+            action: None,
+            trusted: false,
+            allow_only: false,
+        }
+    }
+
+    pub(crate) fn feed(source: FeedSource, indicators: Vec<Indicator<'_>>) -> Arc<ParsedFeed> {
+        let mut b = FeedBuilder::new(source);
+        for i in indicators {
+            b.add(i);
+        }
+        Arc::new(b.finish(ParseReport::default()))
+    }
+
+    #[test]
+    fn suppressed_indicators_are_counted_per_feed() {
+        let mut p = Protected::default();
+        p.insert("blogspot.com");
+        let f = feed(
+            source("f"),
+            vec![
+                Indicator::block("blogspot.com".into(), Scope::Subtree),
+                Indicator::block("evil.blogspot.com".into(), Scope::Subtree),
+            ],
+        );
+        let mut trusted = source("cert");
+        trusted.trusted = true;
+        let cert = feed(
+            trusted,
+            vec![Indicator::block("blogspot.com".into(), Scope::Exact)],
+        );
+        let (list, suppressed) = merge(&[f, cert], &p, &MergeSettings::default()).unwrap();
+        assert_eq!(
+            suppressed[0],
+            Suppressed {
+                count: 1,
+                first: vec!["blogspot.com".into()]
+            }
+        );
+        assert_eq!(
+            suppressed[1].count, 0,
+            "a trusted feed may list protected names"
+        );
+        assert!(list.lookup_str("evil.blogspot.com").is_some());
+        let m = list.lookup_str("blogspot.com").unwrap();
+        assert_eq!(list.feed(list.meta(&m)).name, "cert");
+        assert!(list.lookup_str("www.blogspot.com").is_none());
+    }
+
+    #[test]
+    fn actions_follow_feed_then_format_then_category_then_default() {
+        let settings = MergeSettings {
+            by_category: [
+                ("phishing".to_owned(), Action::Nodata),
+                ("malware".to_owned(), Action::Refused),
+            ]
+            .into(),
+            default_action: Action::Nxdomain,
+        };
+        let cat = |n: &str, c| Indicator {
+            category: Some(c),
+            ..Indicator::block(n.into(), Scope::Subtree)
+        };
+        let tsv = feed(
+            source("t"),
+            vec![
+                cat("phish.example", "phishing"),
+                cat("other.example", "spam"),
+            ],
+        );
+        let mut forced = source("f");
+        forced.action = Some(Action::Log);
+        let native = |n: &str| Indicator {
+            action: Some(Action::Nodata),
+            ..Indicator::block(n.into(), Scope::Exact)
+        };
+        let forced = feed(forced, vec![native("forced.example")]);
+        let mut rpz = source("r");
+        rpz.category = Some("malware".into());
+        let sink = Indicator {
+            action: Some(Action::Sinkhole),
+            local: vec!["192.0.2.1".parse().unwrap()],
+            ..Indicator::block("sink.example".into(), Scope::Exact)
+        };
+        let rpz = feed(
+            rpz,
+            vec![
+                native("native.example"),
+                Indicator::block("plain.example".into(), Scope::Exact),
+                sink,
+            ],
+        );
+        let (list, _) = merge(&[tsv, forced, rpz], &Protected::default(), &settings).unwrap();
+        let meta = |n: &str| *list.meta(&list.lookup_str(n).unwrap());
+        assert_eq!(meta("phish.example").action, Action::Nodata);
+        assert_eq!(meta("other.example").action, Action::Nxdomain);
+        assert_eq!(meta("forced.example").action, Action::Log);
+        assert_eq!(meta("native.example").action, Action::Nodata);
+        assert_eq!(meta("plain.example").action, Action::Refused);
+        assert_eq!(meta("sink.example").action, Action::Sinkhole);
+        assert_eq!(
+            list.answer(&meta("sink.example")),
+            ["192.0.2.1".parse::<IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn earlier_feeds_win_ties_and_exceptions_from_any_feed_win() {
+        let a = feed(
+            source("a"),
+            vec![Indicator {
+                detail: Some("from a"),
+                ..Indicator::block("x.example".into(), Scope::Subtree)
+            }],
+        );
+        let b = feed(
+            source("b"),
+            vec![Indicator {
+                detail: Some("from b"),
+                ..Indicator::block("x.example".into(), Scope::Subtree)
+            }],
+        );
+        let (list, _) = merge(
+            &[a.clone(), b.clone()],
+            &Protected::default(),
+            &MergeSettings::default(),
+        )
+        .unwrap();
+        let m = list.lookup_str("x.example").unwrap();
+        assert_eq!(list.detail(list.meta(&m)), Some("from a"));
+        assert!(m.contested);
+        let mut allow = source("allow:ok");
+        allow.allow_only = true;
+        let ok = feed(
+            allow,
+            vec![Indicator::block("x.example".into(), Scope::Subtree)],
+        );
+        let (list, _) = merge(
+            &[a, b, ok],
+            &Protected::default(),
+            &MergeSettings::default(),
+        )
+        .unwrap();
+        let m = list.lookup_str("y.x.example").unwrap();
+        assert_eq!(list.meta(&m).verdict, Verdict::Allow);
+    }
+}

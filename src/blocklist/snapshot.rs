@@ -1,0 +1,430 @@
+//! The compiled blocklist on disk, so a restart serves at once.
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! 0   8  magic "PCULSNAP"
+//! 8   4  format version
+//! 12  4  CRC-32 of everything from byte 32 to the end
+//! 16  8  length of the metadata (JSON)
+//! 24  8  length of the fst bytes
+//! 32  .. metadata, zero padding to a multiple of 8, fst bytes
+//! ```
+//!
+//! The file is written to a temporary name, synced and renamed, so a crash
+//! leaves the old snapshot or the new one, never half of one. On load the
+//! header, the lengths, the checksum and the automaton are all checked; a
+//! snapshot that fails any check is ignored with a warning, never trusted.
+//! The fst part is memory-mapped: the kernel pages it in on demand and
+//! can drop it under pressure, and a restart costs no parse.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Blocklist, Bytes, EntryMeta, FeedInfo, Fingerprint};
+use crate::feeds::{Format, Scope, Verdict};
+use crate::policy::Action;
+
+const MAGIC: &[u8; 8] = b"PCULSNAP";
+/// Bump when the layout or the meaning of the metadata changes.
+pub const VERSION: u32 = 1;
+const HEADER: usize = 32;
+pub const FILE_NAME: &str = "blocklist.snapshot";
+
+/// Why a snapshot was not used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("cannot read snapshot {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("snapshot {path} is not a Portcullis snapshot (bad magic)")]
+    Magic { path: PathBuf },
+    #[error(
+        "snapshot {path} has format version {got}, this build reads {expected}; it will be rebuilt from the feeds"
+    )]
+    Version {
+        path: PathBuf,
+        expected: u32,
+        got: u32,
+    },
+    #[error("snapshot {path} is truncated or its lengths are inconsistent")]
+    Truncated { path: PathBuf },
+    #[error("snapshot {path} fails its checksum (corrupted on disk?)")]
+    Checksum { path: PathBuf },
+    #[error("snapshot {path} metadata is unreadable: {message}")]
+    Metadata { path: PathBuf, message: String },
+    #[error("snapshot {path} automaton is invalid: {source}")]
+    Fst { path: PathBuf, source: fst::Error },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    generation: u64,
+    entries: usize,
+    feeds: Vec<(String, Format)>,
+    categories: Vec<String>,
+    details: Vec<String>,
+    answers: Vec<Vec<IpAddr>>,
+    metas: Vec<(bool, u8, u16, u16, Option<u32>, Action, Option<u32>)>,
+    /// The feed files the list was built from (path -> size, mtime ns, hash).
+    fingerprints: BTreeMap<String, (u64, Option<u128>, u64)>,
+}
+
+fn scope_code(s: Scope) -> u8 {
+    match s {
+        Scope::Exact => 0,
+        Scope::Subtree => 1,
+        Scope::Below => 2,
+    }
+}
+
+fn scope_from(code: u8) -> Option<Scope> {
+    Some(match code {
+        0 => Scope::Exact,
+        1 => Scope::Subtree,
+        2 => Scope::Below,
+        _ => return None,
+    })
+}
+
+fn nanos(t: std::time::SystemTime) -> Option<u128> {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_nanos())
+}
+
+/// Write the list (and the fingerprints of the feeds it came from).
+pub fn save(
+    dir: &Path,
+    list: &Blocklist,
+    fingerprints: &BTreeMap<String, Fingerprint>,
+) -> io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let meta = Meta {
+        generation: list.generation,
+        entries: list.entries,
+        feeds: list
+            .feeds
+            .iter()
+            .map(|f| (f.name.clone(), f.format))
+            .collect(),
+        categories: list.categories.iter().map(|c| c.to_string()).collect(),
+        details: list.details.iter().map(|d| d.to_string()).collect(),
+        answers: list.answers.iter().map(|a| a.to_vec()).collect(),
+        metas: list
+            .metas
+            .iter()
+            .map(|m| {
+                (
+                    m.verdict == Verdict::Allow,
+                    scope_code(m.scope),
+                    m.feed,
+                    m.category,
+                    m.detail,
+                    m.action,
+                    m.answer,
+                )
+            })
+            .collect(),
+        fingerprints: fingerprints
+            .iter()
+            .map(|(p, f)| (p.clone(), (f.size, f.modified.and_then(nanos), f.hash)))
+            .collect(),
+    };
+    let meta = serde_json::to_vec(&meta).map_err(io::Error::other)?;
+    let fst = list.map.as_fst().as_bytes();
+    let pad = (8 - meta.len() % 8) % 8;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&meta);
+    crc.update(&[0u8; 8][..pad]);
+    crc.update(fst);
+    let mut header = Vec::with_capacity(HEADER);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&VERSION.to_le_bytes());
+    header.extend_from_slice(&crc.finalize().to_le_bytes());
+    header.extend_from_slice(&(meta.len() as u64).to_le_bytes());
+    header.extend_from_slice(&(fst.len() as u64).to_le_bytes());
+
+    let path = dir.join(FILE_NAME);
+    let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
+    let mut file = io::BufWriter::new(File::create(&tmp)?);
+    file.write_all(&header)?;
+    file.write_all(&meta)?;
+    file.write_all(&[0u8; 8][..pad])?;
+    file.write_all(fst)?;
+    let file = file.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// Map the file read-only.
+#[allow(unsafe_code)]
+fn map(file: &File) -> io::Result<memmap2::Mmap> {
+    // SAFETY: the snapshot is only ever replaced by rename, never written
+    // in place, so the mapped pages do not change under us; a file that
+    // another process truncates would fault, which the snapshot's owner
+    // (this service's StateDirectory) does not do.
+    unsafe { memmap2::Mmap::map(file) }
+}
+
+/// A snapshot as loaded: the list and the fingerprints it was built from.
+pub struct Loaded {
+    pub list: Blocklist,
+    pub fingerprints: BTreeMap<String, Fingerprint>,
+}
+
+/// Load and check a snapshot.
+pub fn load(dir: &Path) -> Result<Loaded, SnapshotError> {
+    let path = dir.join(FILE_NAME);
+    let io_err = |source| SnapshotError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = File::open(&path).map_err(io_err)?;
+    let mapped = map(&file).map_err(io_err)?;
+    let bytes: &[u8] = &mapped;
+    if bytes.len() < HEADER {
+        return Err(SnapshotError::Truncated { path });
+    }
+    if &bytes[..8] != MAGIC {
+        return Err(SnapshotError::Magic { path });
+    }
+    let u32_at =
+        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let u64_at = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    let version = u32_at(8);
+    if version != VERSION {
+        return Err(SnapshotError::Version {
+            path,
+            expected: VERSION,
+            got: version,
+        });
+    }
+    let crc = u32_at(12);
+    let meta_len =
+        usize::try_from(u64_at(16)).map_err(|_| SnapshotError::Truncated { path: path.clone() })?;
+    let fst_len =
+        usize::try_from(u64_at(24)).map_err(|_| SnapshotError::Truncated { path: path.clone() })?;
+    let pad = (8 - meta_len % 8) % 8;
+    let fst_start = HEADER
+        .checked_add(meta_len)
+        .and_then(|n| n.checked_add(pad));
+    if fst_start.and_then(|s| s.checked_add(fst_len)) != Some(bytes.len()) {
+        return Err(SnapshotError::Truncated { path });
+    }
+    let fst_start = fst_start.unwrap_or(bytes.len());
+    if crc32fast::hash(&bytes[HEADER..]) != crc {
+        return Err(SnapshotError::Checksum { path });
+    }
+    let bad = |message: String| SnapshotError::Metadata {
+        path: path.clone(),
+        message,
+    };
+    let meta: Meta = serde_json::from_slice(&bytes[HEADER..HEADER + meta_len])
+        .map_err(|e| bad(e.to_string()))?;
+    let mut metas = Vec::with_capacity(meta.metas.len());
+    for (allow, scope, feed, category, detail, action, answer) in meta.metas {
+        let scope = scope_from(scope).ok_or_else(|| bad(format!("scope code {scope}")))?;
+        let in_range = usize::from(feed) < meta.feeds.len()
+            && usize::from(category) < meta.categories.len()
+            && detail.is_none_or(|d| (d as usize) < meta.details.len())
+            && answer.is_none_or(|a| (a as usize) < meta.answers.len());
+        if !in_range {
+            return Err(bad("an entry points past a table".into()));
+        }
+        let verdict = if allow {
+            Verdict::Allow
+        } else {
+            Verdict::Block
+        };
+        metas.push(EntryMeta {
+            verdict,
+            scope,
+            feed,
+            category,
+            detail,
+            action,
+            answer,
+        });
+    }
+    drop(file);
+    // The fst must be its own mapping: slice it out by copying the region
+    // into place is what we avoid, so re-map with an offset.
+    let fst_map = map_range(&path, fst_start, fst_len).map_err(|source| SnapshotError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let map = fst::Map::new(Bytes::Mapped(fst_map)).map_err(|source| SnapshotError::Fst {
+        path: path.clone(),
+        source,
+    })?;
+    // Every value must point into the metadata table.
+    let limit = metas.len() as u64;
+    let mut stream = map.stream();
+    use fst::Streamer;
+    while let Some((_, v)) = stream.next() {
+        for slot in [(v >> 32) as u32, v as u32] {
+            let index = slot & !super::merge::CONTESTED;
+            if index != 0 && u64::from(index - 1) >= limit {
+                return Err(bad(
+                    "an automaton value points past the metadata table".into()
+                ));
+            }
+        }
+    }
+    let fingerprints = meta
+        .fingerprints
+        .into_iter()
+        .map(|(p, (size, modified, hash))| {
+            let modified = modified.and_then(|n| {
+                let secs = u64::try_from(n / 1_000_000_000).ok()?;
+                Some(
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::new(secs, (n % 1_000_000_000) as u32),
+                )
+            });
+            (
+                p,
+                Fingerprint {
+                    size,
+                    modified,
+                    hash,
+                },
+            )
+        })
+        .collect();
+    let list = Blocklist {
+        map,
+        metas,
+        feeds: meta
+            .feeds
+            .into_iter()
+            .map(|(name, format)| FeedInfo { name, format })
+            .collect(),
+        categories: meta.categories.into_iter().map(Into::into).collect(),
+        details: meta.details.into_iter().map(Into::into).collect(),
+        answers: meta.answers.into_iter().map(Into::into).collect(),
+        entries: meta.entries,
+        generation: meta.generation,
+    };
+    Ok(Loaded { list, fingerprints })
+}
+
+/// Map `len` bytes of a file from `offset` (which is a multiple of 8; the
+/// mapping itself starts on a page boundary and is trimmed by memmap2).
+#[allow(unsafe_code)]
+fn map_range(path: &Path, offset: usize, len: usize) -> io::Result<memmap2::Mmap> {
+    let file = File::open(path)?;
+    // SAFETY: as in `map`: the file is replaced by rename, never rewritten.
+    unsafe {
+        memmap2::MmapOptions::new()
+            .offset(offset as u64)
+            .len(len)
+            .map(&file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blocklist::merge::tests::{feed, source};
+    use crate::blocklist::{MergeSettings, Protected, merge};
+    use crate::feeds::Indicator;
+
+    fn sample() -> Blocklist {
+        let local = Indicator {
+            action: Some(Action::Sinkhole),
+            local: vec!["192.0.2.1".parse().unwrap()],
+            detail: Some("indicator--1"),
+            ..Indicator::block("sink.example".into(), Scope::Exact)
+        };
+        let f = feed(
+            source("f.txt"),
+            vec![
+                Indicator::block("evil.example".into(), Scope::Subtree),
+                local,
+            ],
+        );
+        let (mut list, _) = merge(&[f], &Protected::default(), &MergeSettings::default()).unwrap();
+        list.set_generation(7);
+        list
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let fp = BTreeMap::from([(
+            "/x/f.txt".to_owned(),
+            Fingerprint {
+                size: 3,
+                modified: Some(std::time::UNIX_EPOCH),
+                hash: 9,
+            },
+        )]);
+        save(dir.path(), &sample(), &fp).unwrap();
+        let loaded = load(dir.path()).unwrap();
+        let list = loaded.list;
+        assert_eq!(loaded.fingerprints, fp);
+        assert_eq!(list.generation(), 7);
+        assert_eq!(list.entries(), 2);
+        let m = list.lookup_str("a.evil.example").unwrap();
+        assert_eq!(list.feed(list.meta(&m)).name, "f.txt");
+        let m = list.lookup_str("sink.example").unwrap();
+        let meta = list.meta(&m);
+        assert_eq!(list.detail(meta), Some("indicator--1"));
+        assert_eq!(list.answer(meta), ["192.0.2.1".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn corruption_is_detected_and_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = save(dir.path(), &sample(), &BTreeMap::new()).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        // A flipped byte anywhere after the header.
+        for at in [HEADER + 3, good.len() - 5] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            std::fs::write(&path, &bad).unwrap();
+            assert!(
+                matches!(load(dir.path()), Err(SnapshotError::Checksum { .. })),
+                "flip at {at}"
+            );
+        }
+        // Truncated.
+        std::fs::write(&path, &good[..good.len() - 10]).unwrap();
+        assert!(matches!(
+            load(dir.path()),
+            Err(SnapshotError::Truncated { .. })
+        ));
+        std::fs::write(&path, &good[..10]).unwrap();
+        assert!(matches!(
+            load(dir.path()),
+            Err(SnapshotError::Truncated { .. })
+        ));
+        // Wrong version.
+        let mut other = good.clone();
+        other[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
+        std::fs::write(&path, &other).unwrap();
+        assert!(
+            matches!(load(dir.path()), Err(SnapshotError::Version { got, .. }) if got == VERSION + 1)
+        );
+        // Not a snapshot at all.
+        std::fs::write(&path, b"hello, this is not a snapshot file at all").unwrap();
+        assert!(matches!(load(dir.path()), Err(SnapshotError::Magic { .. })));
+        // Missing.
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(load(dir.path()), Err(SnapshotError::Io { .. })));
+        // And the good one still loads.
+        std::fs::write(&path, &good).unwrap();
+        assert!(load(dir.path()).is_ok());
+    }
+}

@@ -1,0 +1,358 @@
+//! Reload: file drops, SIGHUP, periodic rescans and STIX expiry turn into
+//! debounced rebuilds whose result replaces the blocklist with one
+//! `ArcSwap::store` (DESIGN.md "Feeds and reload").
+//!
+//! The compiler lives on its own thread at the lowest scheduling priority,
+//! so a rebuild only takes CPU the query path leaves over. Queries never
+//! wait for it: they keep `load()`ing the old list until the store, and a
+//! query in flight finishes on the list it started with (the old one is
+//! freed when its last reader drops it). A rebuild that fails leaves the
+//! old list serving. After every successful rebuild the snapshot in
+//! state_dir is rewritten, so a restart serves at once.
+//!
+//! [`ReloadStatus`] is the one place the rest of the program (metrics, the
+//! admin API) learns what the reloader is doing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::time::{Duration, Instant, SystemTime};
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::{mpsc as tmpsc, oneshot};
+
+use crate::blocklist::{self, BlocklistHandle, CompileReport, Compiler, Fingerprint, snapshot};
+use crate::config::Config;
+
+/// Why a rebuild was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A file in feeds_dir was created, changed, renamed into place or deleted.
+    Files,
+    /// SIGHUP (`systemctl reload`): rebuild even if nothing looks changed.
+    Signal,
+    /// The periodic rescan.
+    Rescan,
+    /// A STIX validity edge passed.
+    Expiry,
+    /// Start-up from a snapshot: rebuild only if the feeds differ.
+    Startup,
+}
+
+/// One feed as the status reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedStatus {
+    pub format: Option<String>,
+    pub entries: usize,
+    pub rejected: usize,
+    /// The last error, if the last attempt failed.
+    pub error: Option<String>,
+    pub kept_previous: bool,
+    /// Failures since start.
+    pub errors_total: u64,
+}
+
+/// What the reloader has done, for metrics and health checks.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    pub generation: u64,
+    pub entries: usize,
+    pub last_success: Option<SystemTime>,
+    pub last_duration: Option<Duration>,
+    pub rebuilds_ok: u64,
+    pub rebuilds_failed: u64,
+    pub feeds: BTreeMap<String, FeedStatus>,
+    pub next_change: Option<SystemTime>,
+    /// Whether the list being served came from the snapshot.
+    pub from_snapshot: bool,
+}
+
+/// Shared status; read rarely, written once per rebuild.
+pub type StatusHandle = Arc<Mutex<ReloadStatus>>;
+
+/// Record a successful compile in the status.
+pub fn record_success(status: &StatusHandle, generation: u64, report: &CompileReport) {
+    let mut s = status.lock().unwrap_or_else(PoisonError::into_inner);
+    s.generation = generation;
+    s.entries = report.entries;
+    s.last_success = Some(SystemTime::now());
+    s.last_duration = Some(report.elapsed);
+    s.rebuilds_ok += 1;
+    s.next_change = report.next_change;
+    s.from_snapshot = false;
+    let mut feeds = BTreeMap::new();
+    for f in &report.feeds {
+        let previous = s.feeds.get(&f.name).map_or(0, |p| p.errors_total);
+        feeds.insert(
+            f.name.clone(),
+            FeedStatus {
+                format: f.format.map(|x| x.to_string()),
+                entries: f.parse.loaded,
+                rejected: f.parse.rejected,
+                error: f.error.clone(),
+                kept_previous: f.kept_previous,
+                errors_total: previous + u64::from(f.error.is_some()),
+            },
+        );
+    }
+    s.feeds = feeds;
+}
+
+/// Every file the blocklist depends on: feeds, allow and protected lists.
+pub fn inputs(config: &Config) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = blocklist::feed_files(&config.blocklist.feeds_dir)?;
+    files.extend(config.blocklist.allow.iter().cloned());
+    files.extend(config.blocklist.protected.iter().cloned());
+    Ok(files)
+}
+
+/// Fingerprint every input (hashing each; used when writing a snapshot).
+pub fn fingerprint_inputs(config: &Config) -> BTreeMap<String, Fingerprint> {
+    let mut out = BTreeMap::new();
+    for path in inputs(config).unwrap_or_default() {
+        if let Some(fp) = fingerprint(&path, None) {
+            out.insert(path.display().to_string(), fp);
+        }
+    }
+    out.insert(CONFIG_KEY.to_owned(), config_fingerprint(config));
+    out
+}
+
+/// A pseudo-input: the config settings the compiled list depends on.
+const CONFIG_KEY: &str = "<config>";
+
+fn config_fingerprint(config: &Config) -> Fingerprint {
+    let text = format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}",
+        config.actions,
+        config.feeds,
+        config.blocklist.default_action,
+        config.blocklist.allow,
+        config.blocklist.protected
+    );
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    Fingerprint {
+        size: 0,
+        modified: None,
+        hash,
+    }
+}
+
+/// Size and mtime always; the content hash only when `known` does not
+/// already match on size and mtime.
+fn fingerprint(path: &Path, known: Option<&Fingerprint>) -> Option<Fingerprint> {
+    let meta = std::fs::metadata(path).ok()?;
+    let (size, modified) = (meta.len(), meta.modified().ok());
+    if let Some(k) = known.filter(|k| k.size == size && k.modified == modified) {
+        return Some(*k);
+    }
+    let bytes = std::fs::read(path).ok()?;
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    Some(Fingerprint {
+        size,
+        modified,
+        hash,
+    })
+}
+
+/// Do the inputs still match the fingerprints a snapshot was built from?
+pub fn inputs_match(config: &Config, known: &BTreeMap<String, Fingerprint>) -> bool {
+    let Ok(files) = inputs(config) else {
+        return false;
+    };
+    if files.len() + 1 != known.len() {
+        return false;
+    }
+    if known.get(CONFIG_KEY).map(|f| f.hash) != Some(config_fingerprint(config).hash) {
+        return false;
+    }
+    files.iter().all(|path| {
+        let key = path.display().to_string();
+        let Some(k) = known.get(&key) else {
+            return false;
+        };
+        fingerprint(path, Some(k)).is_some_and(|now| now.size == k.size && now.hash == k.hash)
+    })
+}
+
+/// A request to the compiler thread.
+struct Job {
+    reply: oneshot::Sender<Result<(blocklist::Blocklist, CompileReport), String>>,
+}
+
+/// Start the compiler thread (lowest priority) owning `compiler`.
+fn spawn_compiler(mut compiler: Compiler) -> std::io::Result<mpsc::Sender<Job>> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("portcullis-compiler".into())
+        .spawn(move || {
+            if let Err(error) =
+                thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
+            {
+                tracing::debug!(?error, "could not lower the compiler thread's priority");
+            }
+            for job in rx {
+                let result = compiler.compile().map_err(|e| e.to_string());
+                let _ = job.reply.send(result);
+            }
+        })?;
+    Ok(tx)
+}
+
+/// Everything the reload loop needs.
+pub struct Reloader {
+    pub config: Arc<Config>,
+    pub handle: BlocklistHandle,
+    pub status: StatusHandle,
+}
+
+impl Reloader {
+    /// Run until the process ends: watch, debounce, rebuild, swap.
+    /// `triggers` also receives SIGHUP and start-up requests from main.
+    ///
+    /// `compiler` may already hold parsed feeds (from the start-up compile);
+    /// `known` are the fingerprints of the inputs the serving list was
+    /// built from (from the snapshot, or from the start-up compile).
+    pub async fn run(
+        self,
+        compiler: Compiler,
+        mut known: BTreeMap<String, Fingerprint>,
+        mut triggers: tmpsc::Receiver<Trigger>,
+        trigger_tx: tmpsc::Sender<Trigger>,
+    ) {
+        let compiler = match spawn_compiler(compiler) {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the compiler thread; the blocklist will not reload");
+                return;
+            }
+        };
+        let _watcher = watch_dir(&self.config.blocklist.feeds_dir, trigger_tx);
+        let debounce = Duration::from_millis(self.config.blocklist.debounce_ms);
+        let rescan = Duration::from_secs(self.config.blocklist.rescan_secs);
+        let mut next_rescan = tokio::time::Instant::now() + rescan;
+        loop {
+            let next_change = self
+                .status
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .next_change;
+            // Wake for a validity edge at most a day ahead (and re-check).
+            let expiry_in = next_change
+                .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
+                .unwrap_or(Duration::from_secs(86_400))
+                .min(Duration::from_secs(86_400));
+            let mut trigger = tokio::select! {
+                t = triggers.recv() => match t {
+                    Some(t) => t,
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(next_rescan) => Trigger::Rescan,
+                _ = tokio::time::sleep(expiry_in), if next_change.is_some() => Trigger::Expiry,
+            };
+            if trigger == Trigger::Rescan {
+                next_rescan = tokio::time::Instant::now() + rescan;
+            }
+            if trigger == Trigger::Files {
+                // Debounce: wait for `debounce` without further events.
+                loop {
+                    match tokio::time::timeout(debounce, triggers.recv()).await {
+                        Ok(Some(Trigger::Files)) => continue,
+                        Ok(Some(other)) => {
+                            trigger = other;
+                            break;
+                        }
+                        Err(_) => break,
+                        Ok(None) => return,
+                    }
+                }
+            }
+            if matches!(trigger, Trigger::Rescan | Trigger::Startup | Trigger::Files)
+                && inputs_match(&self.config, &known)
+            {
+                tracing::debug!(?trigger, "feeds unchanged; no rebuild");
+                continue;
+            }
+            tracing::info!(?trigger, "rebuilding the blocklist");
+            let (reply, result) = oneshot::channel();
+            if compiler.send(Job { reply }).is_err() {
+                tracing::error!("the compiler thread has stopped; the blocklist will not reload");
+                return;
+            }
+            let started = Instant::now();
+            match result.await {
+                Ok(Ok((mut list, report))) => {
+                    let generation = self.handle.load().generation() + 1;
+                    list.set_generation(generation);
+                    let entries = list.entries();
+                    let list = Arc::new(list);
+                    self.handle.store(Arc::clone(&list));
+                    record_success(&self.status, generation, &report);
+                    for f in report.feeds.iter().filter(|f| f.error.is_some()) {
+                        tracing::warn!(feed = %f.name, error = f.error.as_deref().unwrap_or(""), kept_previous = f.kept_previous, "feed error");
+                    }
+                    tracing::info!(
+                        generation,
+                        entries,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "blocklist swapped in"
+                    );
+                    known = fingerprint_inputs(&self.config);
+                    let state_dir = self.config.blocklist.state_dir.clone();
+                    let fingerprints = known.clone();
+                    // Writing 15 MB is not query-path work either.
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(error) = snapshot::save(&state_dir, &list, &fingerprints) {
+                            tracing::warn!(%error, dir = %state_dir.display(), "cannot write the blocklist snapshot");
+                        }
+                    });
+                }
+                Ok(Err(error)) => {
+                    let mut s = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+                    s.rebuilds_failed += 1;
+                    tracing::error!(%error, "rebuild failed; the previous blocklist keeps serving");
+                }
+                Err(_) => {
+                    tracing::error!("the compiler thread died; the blocklist will not reload");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Watch feeds_dir; relevant events become `Trigger::Files`.
+fn watch_dir(dir: &Path, tx: tmpsc::Sender<Trigger>) -> Option<notify::RecommendedWatcher> {
+    let handler = move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        let relevant_kind = matches!(
+            event.kind,
+            EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
+        );
+        let relevant_name = event.paths.iter().any(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(blocklist::is_feed_file_name)
+        });
+        if relevant_kind && relevant_name {
+            // A full channel already holds a pending rebuild.
+            let _ = tx.try_send(Trigger::Files);
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch feeds_dir; relying on the periodic rescan and SIGHUP");
+            return None;
+        }
+    };
+    if let Err(error) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(%error, dir = %dir.display(), "cannot watch feeds_dir; relying on the periodic rescan and SIGHUP");
+        return None;
+    }
+    Some(watcher)
+}
