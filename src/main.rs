@@ -19,7 +19,7 @@ use portcullis::config::Config;
 use portcullis::orgs::OrgMap;
 use portcullis::resolve::Upstream;
 use portcullis::server::{self, Handler, response::BlockSettings};
-use portcullis::watch::{Reloader, StatusHandle, Trigger, fingerprint_inputs, record_success};
+use portcullis::watch::{Reloader, StatusHandle, Trigger, record_success};
 
 const EX_USAGE: u8 = 64;
 
@@ -299,7 +299,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                     took_ms = report.elapsed.as_millis() as u64,
                     "blocklist generation 1 live"
                 );
-                (list, fingerprint_inputs(&config))
+                (list, report.inputs)
             }
         };
         let handle: blocklist::BlocklistHandle = Arc::new(ArcSwap::from_pointee(list));
@@ -331,9 +331,6 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         tracing::info!(startup_ms = started.elapsed().as_millis() as u64, "serving");
 
         let (trigger_tx, triggers) = tokio::sync::mpsc::channel(8);
-        if status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).from_snapshot {
-            let _ = trigger_tx.try_send(Trigger::Startup);
-        }
         let reloader = Reloader { config: Arc::clone(&config), handle, status: Arc::clone(&status) };
         tokio::spawn(reloader.run(compiler, known, triggers, trigger_tx.clone()));
         spawn_sighup(trigger_tx)?;

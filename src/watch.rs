@@ -14,14 +14,16 @@
 //! admin API) learns what the reloader is doing.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
-use crate::blocklist::{self, BlocklistHandle, CompileReport, Compiler, Fingerprint, snapshot};
+use crate::blocklist::{
+    self, BlocklistHandle, CompileReport, Compiler, Fingerprint, inputs_match, snapshot,
+};
 use crate::config::Config;
 
 /// Why a rebuild was asked for.
@@ -98,87 +100,6 @@ pub fn record_success(status: &StatusHandle, generation: u64, report: &CompileRe
     s.feeds = feeds;
 }
 
-/// Every file the blocklist depends on: feeds, allow and protected lists.
-pub fn inputs(config: &Config) -> std::io::Result<Vec<PathBuf>> {
-    let mut files = blocklist::feed_files(&config.blocklist.feeds_dir)?;
-    files.extend(config.blocklist.allow.iter().cloned());
-    files.extend(config.blocklist.protected.iter().cloned());
-    Ok(files)
-}
-
-/// Fingerprint every input (hashing each; used when writing a snapshot).
-pub fn fingerprint_inputs(config: &Config) -> BTreeMap<String, Fingerprint> {
-    let mut out = BTreeMap::new();
-    for path in inputs(config).unwrap_or_default() {
-        if let Some(fp) = fingerprint(&path, None) {
-            out.insert(path.display().to_string(), fp);
-        }
-    }
-    out.insert(CONFIG_KEY.to_owned(), config_fingerprint(config));
-    out
-}
-
-/// A pseudo-input: the config settings the compiled list depends on.
-const CONFIG_KEY: &str = "<config>";
-
-fn config_fingerprint(config: &Config) -> Fingerprint {
-    let text = format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}",
-        config.actions,
-        config.feeds,
-        config.blocklist.default_action,
-        config.blocklist.allow,
-        config.blocklist.protected
-    );
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    Fingerprint {
-        size: 0,
-        modified: None,
-        hash,
-    }
-}
-
-/// Size and mtime always; the content hash only when `known` does not
-/// already match on size and mtime.
-fn fingerprint(path: &Path, known: Option<&Fingerprint>) -> Option<Fingerprint> {
-    let meta = std::fs::metadata(path).ok()?;
-    let (size, modified) = (meta.len(), meta.modified().ok());
-    if let Some(k) = known.filter(|k| k.size == size && k.modified == modified) {
-        return Some(*k);
-    }
-    let bytes = std::fs::read(path).ok()?;
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    Some(Fingerprint {
-        size,
-        modified,
-        hash,
-    })
-}
-
-/// Do the inputs still match the fingerprints a snapshot was built from?
-pub fn inputs_match(config: &Config, known: &BTreeMap<String, Fingerprint>) -> bool {
-    let Ok(files) = inputs(config) else {
-        return false;
-    };
-    if files.len() + 1 != known.len() {
-        return false;
-    }
-    if known.get(CONFIG_KEY).map(|f| f.hash) != Some(config_fingerprint(config).hash) {
-        return false;
-    }
-    files.iter().all(|path| {
-        let key = path.display().to_string();
-        let Some(k) = known.get(&key) else {
-            return false;
-        };
-        fingerprint(path, Some(k)).is_some_and(|now| now.size == k.size && now.hash == k.hash)
-    })
-}
-
 /// A request to the compiler thread.
 struct Job {
     reply: oneshot::Sender<Result<(blocklist::Blocklist, CompileReport), String>>,
@@ -231,7 +152,10 @@ impl Reloader {
                 return;
             }
         };
-        let _watcher = watch_dir(&self.config.blocklist.feeds_dir, trigger_tx);
+        let _watcher = watch_dir(&self.config.blocklist.feeds_dir, trigger_tx.clone());
+        // Files may have changed between the compile (or the snapshot) and
+        // the watch starting: check once now that events cannot be missed.
+        let _ = trigger_tx.try_send(Trigger::Startup);
         let debounce = Duration::from_millis(self.config.blocklist.debounce_ms);
         let rescan = Duration::from_secs(self.config.blocklist.rescan_secs);
         let mut next_rescan = tokio::time::Instant::now() + rescan;
@@ -301,7 +225,7 @@ impl Reloader {
                         took_ms = started.elapsed().as_millis() as u64,
                         "blocklist swapped in"
                     );
-                    known = fingerprint_inputs(&self.config);
+                    known = report.inputs.clone();
                     let state_dir = self.config.blocklist.state_dir.clone();
                     let fingerprints = known.clone();
                     // Writing 15 MB is not query-path work either.

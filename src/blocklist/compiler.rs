@@ -72,6 +72,10 @@ pub struct CompileReport {
     pub elapsed: Duration,
     /// When the contents change by the clock (earliest STIX validity edge).
     pub next_change: Option<SystemTime>,
+    /// Fingerprints of every input, taken before any was read: a file
+    /// that changes during the compile no longer matches and triggers the
+    /// next rebuild.
+    pub inputs: BTreeMap<String, Fingerprint>,
 }
 
 impl CompileReport {
@@ -216,6 +220,7 @@ impl Compiler {
     pub fn compile(&mut self) -> Result<(Blocklist, CompileReport), CompileError> {
         let started = Instant::now();
         let config = Arc::clone(&self.config);
+        let inputs = fingerprint_inputs(&config);
         let protected =
             load_protected(&config.blocklist.protected).map_err(CompileError::Protected)?;
         let dir = &config.blocklist.feeds_dir;
@@ -288,6 +293,7 @@ impl Compiler {
             fst_bytes: list.fst_bytes(),
             elapsed: started.elapsed(),
             next_change,
+            inputs,
         };
         Ok((list, report))
     }
@@ -411,6 +417,87 @@ impl Compiler {
         report.error = Some(error);
         (previous, report)
     }
+}
+
+/// Every file the blocklist depends on: feeds, allow and protected lists.
+pub fn inputs(config: &Config) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = feed_files(&config.blocklist.feeds_dir)?;
+    files.extend(config.blocklist.allow.iter().cloned());
+    files.extend(config.blocklist.protected.iter().cloned());
+    Ok(files)
+}
+
+/// Fingerprint every input (hashing each; used when writing a snapshot).
+pub fn fingerprint_inputs(config: &Config) -> BTreeMap<String, Fingerprint> {
+    let mut out = BTreeMap::new();
+    for path in inputs(config).unwrap_or_default() {
+        if let Some(fp) = fingerprint(&path, None) {
+            out.insert(path.display().to_string(), fp);
+        }
+    }
+    out.insert(CONFIG_KEY.to_owned(), config_fingerprint(config));
+    out
+}
+
+/// A pseudo-input: the config settings the compiled list depends on.
+const CONFIG_KEY: &str = "<config>";
+
+fn config_fingerprint(config: &Config) -> Fingerprint {
+    let text = format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}",
+        config.actions,
+        config.feeds,
+        config.blocklist.default_action,
+        config.blocklist.allow,
+        config.blocklist.protected
+    );
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    Fingerprint {
+        size: 0,
+        modified: None,
+        hash,
+    }
+}
+
+/// Size and mtime always; the content hash only when `known` does not
+/// already match on size and mtime.
+fn fingerprint(path: &Path, known: Option<&Fingerprint>) -> Option<Fingerprint> {
+    let meta = std::fs::metadata(path).ok()?;
+    let (size, modified) = (meta.len(), meta.modified().ok());
+    if let Some(k) = known.filter(|k| k.size == size && k.modified == modified) {
+        return Some(*k);
+    }
+    let bytes = std::fs::read(path).ok()?;
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    Some(Fingerprint {
+        size,
+        modified,
+        hash,
+    })
+}
+
+/// Do the inputs still match the fingerprints a snapshot was built from?
+pub fn inputs_match(config: &Config, known: &BTreeMap<String, Fingerprint>) -> bool {
+    let Ok(files) = inputs(config) else {
+        return false;
+    };
+    if files.len() + 1 != known.len() {
+        return false;
+    }
+    if known.get(CONFIG_KEY).map(|f| f.hash) != Some(config_fingerprint(config).hash) {
+        return false;
+    }
+    files.iter().all(|path| {
+        let key = path.display().to_string();
+        let Some(k) = known.get(&key) else {
+            return false;
+        };
+        fingerprint(path, Some(k)).is_some_and(|now| now.size == k.size && now.hash == k.hash)
+    })
 }
 
 /// Compile once (the `compile` and `check` commands, and tests).

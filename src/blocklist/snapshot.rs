@@ -61,6 +61,10 @@ pub enum SnapshotError {
     Fst { path: PathBuf, source: fst::Error },
 }
 
+/// An [`EntryMeta`] as stored: (allow?, scope code, feed, category,
+/// detail, action, answer).
+type StoredMeta = (bool, u8, u16, u16, Option<u32>, Action, Option<u32>);
+
 #[derive(Serialize, Deserialize)]
 struct Meta {
     generation: u64,
@@ -69,7 +73,7 @@ struct Meta {
     categories: Vec<String>,
     details: Vec<String>,
     answers: Vec<Vec<IpAddr>>,
-    metas: Vec<(bool, u8, u16, u16, Option<u32>, Action, Option<u32>)>,
+    metas: Vec<StoredMeta>,
     /// The feed files the list was built from (path -> size, mtime ns, hash).
     fingerprints: BTreeMap<String, (u64, Option<u128>, u64)>,
 }

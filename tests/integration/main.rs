@@ -20,4 +20,5 @@ mod formats;
 mod forward;
 mod real_data;
 mod recursive;
+mod reload;
 mod taxii;

@@ -193,3 +193,70 @@ fn all_shared_stix_bundles_parse_with_the_expected_counts() {
         ]
     );
 }
+
+#[test]
+fn restart_serves_the_full_list_from_the_snapshot_before_parsing_feeds() {
+    let Some(data) = shared_data() else { return };
+    let setup = Setup::new();
+    std::os::unix::fs::symlink(
+        data.join("threat-domains.tsv.gz"),
+        setup.path("feeds/threat-domains.tsv.gz"),
+    )
+    .unwrap();
+    let config = setup.config("[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\n");
+    let server = Server::start(&config);
+    let snapshot = setup.path("state/blocklist.snapshot");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !snapshot.exists() {
+        assert!(std::time::Instant::now() < deadline, "snapshot written");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(server.terminate().success());
+
+    let server = Server::start(&config);
+    assert!(
+        server.log_contains("blocklist loaded from the snapshot"),
+        "{}",
+        server.log()
+    );
+    assert!(
+        server.log_contains("entries=1062258"),
+        "the full list: {}",
+        server.log()
+    );
+    assert!(
+        !server.log_contains("feed loaded"),
+        "no feed was parsed before serving:\n{}",
+        server.log()
+    );
+    // Every 1000th listed name (sorted) answers NXDOMAIN with EDE 15.
+    let gz = flate2::read::MultiGzDecoder::new(
+        std::fs::File::open(data.join("threat-domains.tsv.gz")).unwrap(),
+    );
+    let mut listed: Vec<String> = BufReader::new(gz)
+        .lines()
+        .map(|l| l.unwrap())
+        .filter_map(|l| l.split('\t').next().map(str::to_owned))
+        .filter(|d| !d.starts_with('#') && !d.is_empty())
+        .collect();
+    listed.sort();
+    for name in listed.iter().step_by(1000) {
+        if hickory_proto::rr::Name::from_ascii(name.as_str()).is_err() {
+            continue;
+        }
+        let reply = query(
+            server.addr,
+            &format!("{name}."),
+            RecordType::A,
+            Transport::Udp,
+            true,
+        );
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NXDomain,
+            "{name}"
+        );
+        assert_eq!(crate::harness::ede(&reply).map(|e| e.0), Some(15), "{name}");
+    }
+}
