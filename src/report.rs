@@ -117,7 +117,7 @@ pub fn explanation(list: &Blocklist, e: &Explanation) -> String {
     let _ = writeln!(out);
     for step in &e.steps {
         let decides = step.applies && step.found == winner;
-        let feed = list.feed(&step.meta);
+        let feed = list.feed(&step.found);
         let _ = write!(
             out,
             "  {} {:<10} {:<5} {} (feed {}, {} format, category {}",
@@ -127,9 +127,9 @@ pub fn explanation(list: &Blocklist, e: &Explanation) -> String {
             step.listed,
             feed.name,
             feed.format,
-            list.category(&step.meta),
+            list.category(&step.found),
         );
-        if let Some(detail) = list.detail(&step.meta) {
+        if let Some(detail) = list.detail(&step.found) {
             let _ = write!(out, ", {detail}");
         }
         let _ = writeln!(

@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::Blocklist;
 use super::feed::{FeedBuilder, FeedSource, ParsedFeed, Protected};
 use super::merge::{MergeError, MergeSettings, Suppressed, merge};
+use super::{Blocklist, Layer, OWN_LAYER_MIN};
 use crate::config::Config;
 use crate::feeds::{self, FeedError, Format, ParseReport};
 
@@ -190,10 +190,21 @@ fn parse_feed(
     Ok(builder.finish(report))
 }
 
-/// Turns feeds_dir into blocklists, keeping each feed's last good parse.
+/// A big feed's own layer, reusable while the feed and the settings that
+/// shaped it are unchanged.
+struct CachedLayer {
+    feed: Arc<ParsedFeed>,
+    settings: u64,
+    layer: Arc<Layer>,
+    suppressed: Suppressed,
+}
+
+/// Turns feeds_dir into blocklists, keeping each feed's last good parse
+/// and each big feed's layer.
 pub struct Compiler {
     config: Arc<Config>,
     cache: HashMap<PathBuf, Cached>,
+    layers: HashMap<String, CachedLayer>,
 }
 
 impl Compiler {
@@ -201,6 +212,7 @@ impl Compiler {
         Compiler {
             config,
             cache: HashMap::new(),
+            layers: HashMap::new(),
         }
     }
 
@@ -279,9 +291,55 @@ impl Compiler {
             by_category: config.actions.clone(),
             default_action: config.blocklist.default_action,
         };
-        let (list, suppressed) = merge(&feeds, &protected, &settings)?;
-        for (feed, s) in feeds.iter().zip(suppressed) {
-            if let Some(r) = reports.iter_mut().find(|r| r.name == feed.source.name) {
+        // What a layer's contents depend on besides its feed: the actions
+        // and the protected names.
+        let settings_key = {
+            let mut text = format!("{:?}|{:?}", settings.by_category, settings.default_action);
+            for path in &config.blocklist.protected {
+                let hash = inputs.get(&path.display().to_string()).map(|f| f.hash);
+                text.push_str(&format!("|{hash:?}"));
+            }
+            text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
+        };
+        let (big, small): (Vec<_>, Vec<_>) = feeds
+            .iter()
+            .cloned()
+            .partition(|f| f.len() >= OWN_LAYER_MIN);
+        self.layers
+            .retain(|name, _| big.iter().any(|f| &f.source.name == name));
+        let mut layers = Vec::new();
+        let mut suppressed_by_feed: Vec<(String, Suppressed)> = Vec::new();
+        for feed in &big {
+            let reusable = self
+                .layers
+                .get(&feed.source.name)
+                .is_some_and(|c| Arc::ptr_eq(&c.feed, feed) && c.settings == settings_key);
+            if !reusable {
+                let (layer, mut suppressed) =
+                    merge(std::slice::from_ref(feed), &protected, &settings)?;
+                let entry = CachedLayer {
+                    feed: Arc::clone(feed),
+                    settings: settings_key,
+                    layer: Arc::new(layer),
+                    suppressed: suppressed.pop().unwrap_or_default(),
+                };
+                self.layers.insert(feed.source.name.clone(), entry);
+            }
+            if let Some(cached) = self.layers.get(&feed.source.name) {
+                layers.push(Arc::clone(&cached.layer));
+                suppressed_by_feed.push((feed.source.name.clone(), cached.suppressed.clone()));
+            }
+        }
+        if !small.is_empty() {
+            let (layer, suppressed) = merge(&small, &protected, &settings)?;
+            layers.push(Arc::new(layer));
+            suppressed_by_feed.extend(small.iter().map(|f| f.source.name.clone()).zip(suppressed));
+        }
+        let list = Blocklist::from_layers(layers);
+        for (name, s) in suppressed_by_feed {
+            if let Some(r) = reports.iter_mut().find(|r| r.name == name) {
                 r.suppressed = s;
             }
         }

@@ -1,16 +1,23 @@
-//! The query-time walk through the automaton, and its verbose twin for
+//! The query-time walk through the automata, and its verbose twin for
 //! `portcullis check`.
+//!
+//! Each layer is walked once; each walk yields its most specific
+//! applicable entry. Across layers the deeper entry wins; at the same
+//! depth the higher rank (exact before subtree, allow before block), then
+//! the earlier layer. That is the same order the merge uses inside a
+//! layer, so splitting feeds into layers never changes a decision.
 
 use fst::raw::Output;
 
-use super::{Blocklist, EntryMeta};
+use super::merge::{CONTESTED, below_rank, exact_rank};
+use super::{Blocklist, EntryMeta, Layer};
 use crate::domain::{self, KEY_SEPARATOR};
-
-const CONTESTED: u32 = 1 << 31;
 
 /// The entry that decides a query, as indexes into the blocklist's tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Match {
+    /// Which layer holds the entry.
+    pub layer: u8,
     pub(super) meta: u32,
     /// How many labels (from the right) of the query name the entry's name has.
     pub depth: u8,
@@ -28,9 +35,12 @@ fn slot(value: u64, exact: bool) -> u32 {
     }
 }
 
-fn decode(slot: u32, depth: u8, at_name: bool) -> Option<Match> {
+fn decode(slot: u32, layer: u8, metas: usize, depth: u8, at_name: bool) -> Option<Match> {
     let index = slot & !CONTESTED;
-    (index != 0).then(|| Match {
+    // An index past the table can only come from a damaged snapshot that
+    // passed its checksum; it is ignored rather than trusted.
+    (index != 0 && (index as usize) <= metas).then(|| Match {
+        layer,
         meta: index - 1,
         depth,
         contested: slot & CONTESTED != 0,
@@ -38,12 +48,9 @@ fn decode(slot: u32, depth: u8, at_name: bool) -> Option<Match> {
     })
 }
 
-impl Blocklist {
-    /// The entry that decides `labels` (given right to left: TLD first, no
-    /// root label), or `None` when no listed name covers it.
-    ///
-    /// Bytes are lower-cased on the way in, so a raw wire name works too.
-    pub fn lookup<'l, I>(&self, labels: I) -> Option<Match>
+impl Layer {
+    /// The most specific applicable entry in this layer.
+    fn walk<'l, I>(&self, labels: I, layer: u8) -> Option<Match>
     where
         I: Iterator<Item = &'l [u8]>,
     {
@@ -72,10 +79,59 @@ impl Blocklist {
             if node.is_final() {
                 let value = out.cat(node.final_output()).value();
                 let at_name = labels.peek().is_none();
-                if let Some(m) = decode(slot(value, at_name), depth, at_name) {
+                if let Some(m) = decode(
+                    slot(value, at_name),
+                    layer,
+                    self.metas.len(),
+                    depth,
+                    at_name,
+                ) {
                     best = Some(m);
                 }
             }
+        }
+        best
+    }
+}
+
+impl Blocklist {
+    fn rank(&self, m: &Match) -> u8 {
+        let meta = self.meta(m);
+        if m.at_name {
+            exact_rank(meta)
+        } else {
+            below_rank(meta)
+        }
+    }
+
+    /// The entry that decides `labels` (given right to left: TLD first, no
+    /// root label), or `None` when no listed name covers it.
+    ///
+    /// Bytes are lower-cased on the way in, so a raw wire name works too.
+    pub fn lookup<'l, I>(&self, labels: I) -> Option<Match>
+    where
+        I: Iterator<Item = &'l [u8]> + Clone,
+    {
+        let mut best: Option<Match> = None;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let Some(found) = layer.walk(labels.clone(), i as u8) else {
+                continue;
+            };
+            best = Some(match best {
+                None => found,
+                Some(b) if found.depth > b.depth => found,
+                Some(b) if found.depth < b.depth => b,
+                Some(b) => {
+                    // Same name: the merge's order decides.
+                    let mut winner = if self.rank(&found) > self.rank(&b) {
+                        found
+                    } else {
+                        b
+                    };
+                    winner.contested = true;
+                    winner
+                }
+            });
         }
         best
     }
@@ -97,27 +153,30 @@ impl Blocklist {
         for (i, label) in labels.iter().enumerate() {
             key.extend_from_slice(label.as_bytes());
             key.push(KEY_SEPARATOR);
-            let Some(value) = self.map.get(&key) else {
-                continue;
-            };
             let listed = domain::name_from_key(&key);
             let depth = u8::try_from(i + 1).unwrap_or(u8::MAX);
-            // The slot that applies here first; the other only when it holds
-            // a different entry (a subtree entry fills both with the same).
             let is_name = i + 1 == labels.len();
-            let applying = decode(slot(value, is_name), depth, is_name);
-            let other = decode(slot(value, !is_name), depth, !is_name);
-            for (found, applies) in [(applying, true), (other, false)] {
-                let Some(m) = found else { continue };
-                if !applies && applying.is_some_and(|a| a.meta == m.meta) {
+            for (li, layer) in self.layers.iter().enumerate() {
+                let Some(value) = layer.map.get(&key) else {
                     continue;
+                };
+                // The slot that applies here first; the other only when it
+                // holds a different entry (a subtree entry fills both).
+                let n = layer.metas.len();
+                let applying = decode(slot(value, is_name), li as u8, n, depth, is_name);
+                let other = decode(slot(value, !is_name), li as u8, n, depth, !is_name);
+                for (found, applies) in [(applying, true), (other, false)] {
+                    let Some(m) = found else { continue };
+                    if !applies && applying.is_some_and(|a| a.meta == m.meta) {
+                        continue;
+                    }
+                    steps.push(Step {
+                        listed: listed.clone(),
+                        found: m,
+                        meta: *self.meta(&m),
+                        applies,
+                    });
                 }
-                steps.push(Step {
-                    listed: listed.clone(),
-                    found: m,
-                    meta: *self.meta(&m),
-                    applies,
-                });
             }
         }
         let winner = self.lookup(labels.iter().map(|l| l.as_bytes()));
@@ -167,9 +226,10 @@ mod tests {
     fn list(entries: &[(&str, Scope, Verdict)]) -> Blocklist {
         let indicators = entries.iter().map(|(n, s, v)| ind(n, *s, *v)).collect();
         let f = feed(source("test.txt"), indicators);
-        merge(&[f], &Protected::default(), &MergeSettings::default())
+        let layer = merge(&[f], &Protected::default(), &MergeSettings::default())
             .unwrap()
-            .0
+            .0;
+        Blocklist::from_layers(vec![std::sync::Arc::new(layer)])
     }
 
     fn verdict(list: &Blocklist, name: &str) -> Option<(Verdict, Scope, u8)> {
@@ -274,6 +334,59 @@ mod tests {
         ]);
         assert_eq!(verdict(&l, "www.example.com"), Some((Allow, Exact, 3)));
         assert_eq!(verdict(&l, "a.www.example.com"), Some((Block, Subtree, 2)));
+    }
+
+    #[test]
+    fn layers_combine_as_one_list_would() {
+        use std::sync::Arc;
+        let entries = [
+            ("example.com", Subtree, Block),
+            ("good.example.com", Subtree, Allow),
+            ("host.example.com", Exact, Block),
+            ("example.com", Exact, Allow),
+            ("wild.example.com", Below, Block),
+        ];
+        let one = list(&entries);
+        // Every way of splitting the entries over two layers, both orders.
+        for mask in 0u32..(1 << entries.len()) {
+            let (a, b): (Vec<_>, Vec<_>) = entries
+                .iter()
+                .enumerate()
+                .partition(|(i, _)| mask & (1 << i) != 0);
+            let layer = |part: Vec<(usize, &(&str, Scope, Verdict))>| {
+                let indicators = part.iter().map(|(_, (n, s, v))| ind(n, *s, *v)).collect();
+                Arc::new(
+                    merge(
+                        &[feed(source("x"), indicators)],
+                        &Protected::default(),
+                        &MergeSettings::default(),
+                    )
+                    .unwrap()
+                    .0,
+                )
+            };
+            let (la, lb) = (layer(a), layer(b));
+            for layers in [vec![la.clone(), lb.clone()], vec![lb, la]] {
+                let split = Blocklist::from_layers(layers);
+                for q in [
+                    "example.com",
+                    "a.example.com",
+                    "good.example.com",
+                    "x.good.example.com",
+                    "host.example.com",
+                    "a.host.example.com",
+                    "wild.example.com",
+                    "a.wild.example.com",
+                    "other.com",
+                ] {
+                    assert_eq!(
+                        verdict(&split, q),
+                        verdict(&one, q),
+                        "{q} with mask {mask:05b}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::feed::{LocalMeta, ParsedFeed, Protected};
-use super::{Blocklist, EntryMeta, FeedInfo};
+use super::{EntryMeta, FeedInfo, Layer};
 use crate::domain;
 use crate::feeds::{Scope, Verdict};
 use crate::policy::{Action, choose_action};
@@ -149,7 +149,7 @@ impl Tables {
 }
 
 /// Rank of an entry for a query at exactly its name; 0 = does not apply.
-fn exact_rank(e: &EntryMeta) -> u8 {
+pub(super) fn exact_rank(e: &EntryMeta) -> u8 {
     match (e.scope, e.verdict) {
         (Scope::Exact, Verdict::Allow) => 4,
         (Scope::Exact, Verdict::Block) => 3,
@@ -160,7 +160,7 @@ fn exact_rank(e: &EntryMeta) -> u8 {
 }
 
 /// Rank of an entry for a query below its name; 0 = does not apply.
-fn below_rank(e: &EntryMeta) -> u8 {
+pub(super) fn below_rank(e: &EntryMeta) -> u8 {
     match (e.scope, e.verdict) {
         (Scope::Exact, _) => 0,
         (_, Verdict::Allow) => 2,
@@ -184,13 +184,13 @@ fn fold_slot(group: &[u32], metas: &[EntryMeta], rank: fn(&EntryMeta) -> u8) -> 
     (w + 1) | if contested { CONTESTED } else { 0 }
 }
 
-/// Merge `feeds` (in precedence order for ties) into a blocklist. Returns
-/// the list and, per feed, what protected names suppressed.
+/// Merge `feeds` (in precedence order for ties) into one layer. Returns
+/// the layer and, per feed, what protected names suppressed.
 pub fn merge(
     feeds: &[Arc<ParsedFeed>],
     protected: &Protected,
     settings: &MergeSettings,
-) -> Result<(Blocklist, Vec<Suppressed>), MergeError> {
+) -> Result<(Layer, Vec<Suppressed>), MergeError> {
     let started = Instant::now();
     let mut tables = Tables::default();
     let mut remap: Vec<Vec<u32>> = Vec::with_capacity(feeds.len());
@@ -269,7 +269,7 @@ pub fn merge(
         took_ms = started.elapsed().as_millis() as u64,
         "feeds merged"
     );
-    let list = Blocklist {
+    let list = Layer {
         map,
         metas: tables.metas,
         feeds: infos,
@@ -277,7 +277,6 @@ pub fn merge(
         details: tables.details,
         answers: tables.answers,
         entries: names,
-        generation: 0,
     };
     Ok((list, suppressed))
 }
@@ -297,6 +296,10 @@ pub(crate) mod tests {
             trusted: false,
             allow_only: false,
         }
+    }
+
+    pub(crate) fn one(layer: Layer) -> super::super::Blocklist {
+        super::super::Blocklist::from_layers(vec![Arc::new(layer)])
     }
 
     pub(crate) fn feed(source: FeedSource, indicators: Vec<Indicator<'_>>) -> Arc<ParsedFeed> {
@@ -324,7 +327,8 @@ pub(crate) mod tests {
             trusted,
             vec![Indicator::block("blogspot.com".into(), Scope::Exact)],
         );
-        let (list, suppressed) = merge(&[f, cert], &p, &MergeSettings::default()).unwrap();
+        let (layer, suppressed) = merge(&[f, cert], &p, &MergeSettings::default()).unwrap();
+        let list = one(layer);
         assert_eq!(
             suppressed[0],
             Suppressed {
@@ -338,7 +342,7 @@ pub(crate) mod tests {
         );
         assert!(list.lookup_str("evil.blogspot.com").is_some());
         let m = list.lookup_str("blogspot.com").unwrap();
-        assert_eq!(list.feed(list.meta(&m)).name, "cert");
+        assert_eq!(list.feed(&m).name, "cert");
         assert!(list.lookup_str("www.blogspot.com").is_none());
     }
 
@@ -385,7 +389,9 @@ pub(crate) mod tests {
                 sink,
             ],
         );
-        let (list, _) = merge(&[tsv, forced, rpz], &Protected::default(), &settings).unwrap();
+        let list = one(merge(&[tsv, forced, rpz], &Protected::default(), &settings)
+            .unwrap()
+            .0);
         let meta = |n: &str| *list.meta(&list.lookup_str(n).unwrap());
         assert_eq!(meta("phish.example").action, Action::Nodata);
         assert_eq!(meta("other.example").action, Action::Nxdomain);
@@ -394,7 +400,7 @@ pub(crate) mod tests {
         assert_eq!(meta("plain.example").action, Action::Refused);
         assert_eq!(meta("sink.example").action, Action::Sinkhole);
         assert_eq!(
-            list.answer(&meta("sink.example")),
+            list.answer(&list.lookup_str("sink.example").unwrap()),
             ["192.0.2.1".parse::<IpAddr>().unwrap()]
         );
     }
@@ -415,14 +421,15 @@ pub(crate) mod tests {
                 ..Indicator::block("x.example".into(), Scope::Subtree)
             }],
         );
-        let (list, _) = merge(
+        let list = one(merge(
             &[a.clone(), b.clone()],
             &Protected::default(),
             &MergeSettings::default(),
         )
-        .unwrap();
+        .unwrap()
+        .0);
         let m = list.lookup_str("x.example").unwrap();
-        assert_eq!(list.detail(list.meta(&m)), Some("from a"));
+        assert_eq!(list.detail(&m), Some("from a"));
         assert!(m.contested);
         let mut allow = source("allow:ok");
         allow.allow_only = true;
@@ -430,12 +437,13 @@ pub(crate) mod tests {
             allow,
             vec![Indicator::block("x.example".into(), Scope::Subtree)],
         );
-        let (list, _) = merge(
+        let list = one(merge(
             &[a, b, ok],
             &Protected::default(),
             &MergeSettings::default(),
         )
-        .unwrap();
+        .unwrap()
+        .0);
         let m = list.lookup_str("y.x.example").unwrap();
         assert_eq!(list.meta(&m).verdict, Verdict::Allow);
     }

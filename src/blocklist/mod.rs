@@ -59,6 +59,9 @@ pub use feed::{FeedBuilder, FeedSource, ParsedFeed, Protected};
 pub use lookup::{Explanation, Match, Step};
 pub use merge::{DEFAULT_CATEGORY, MergeError, MergeSettings, Suppressed, merge};
 
+/// Feeds with at least this many entries get a layer of their own.
+pub const OWN_LAYER_MIN: usize = 50_000;
+
 /// The automaton's bytes: built in memory, or mapped from a snapshot file.
 pub enum Bytes {
     Owned(Vec<u8>),
@@ -84,7 +87,7 @@ pub type BlocklistHandle = Arc<ArcSwap<Blocklist>>;
 pub struct EntryMeta {
     pub verdict: Verdict,
     pub scope: Scope,
-    /// Index into [`Blocklist::feed`].
+    /// Index into its layer's feeds.
     pub feed: u16,
     /// Index into the category names.
     pub category: u16,
@@ -106,8 +109,10 @@ pub struct FeedInfo {
     pub format: Format,
 }
 
-/// A compiled, immutable blocklist.
-pub struct Blocklist {
+/// One automaton with its own metadata tables. A big feed gets a layer of
+/// its own, built when that feed changes and reused otherwise; all other
+/// feeds share one layer that is cheap to rebuild (see `compiler`).
+pub struct Layer {
     map: fst::Map<Bytes>,
     metas: Vec<EntryMeta>,
     feeds: Vec<FeedInfo>,
@@ -116,14 +121,12 @@ pub struct Blocklist {
     answers: Vec<Box<[IpAddr]>>,
     /// Distinct names in the map.
     entries: usize,
-    /// Increases by one with every swap; 0 is the empty list at start-up.
-    generation: u64,
 }
 
-impl Blocklist {
-    /// A list with nothing in it (before the first compile finishes).
-    pub fn empty() -> Blocklist {
-        Blocklist {
+impl Layer {
+    /// A layer with nothing in it.
+    pub fn empty() -> Layer {
+        Layer {
             map: fst::Map::new(Bytes::Owned(fst::Map::default().into_fst().into_inner()))
                 .unwrap_or_else(|_| unreachable_empty()),
             metas: Vec::new(),
@@ -132,12 +135,52 @@ impl Blocklist {
             details: Vec::new(),
             answers: Vec::new(),
             entries: 0,
-            generation: 0,
         }
     }
 
     pub fn entries(&self) -> usize {
         self.entries
+    }
+
+    pub fn feeds(&self) -> &[FeedInfo] {
+        &self.feeds
+    }
+
+    pub fn fst_bytes(&self) -> usize {
+        self.map.as_fst().as_bytes().len()
+    }
+}
+
+/// A compiled, immutable blocklist: its layers, consulted together.
+pub struct Blocklist {
+    layers: Vec<Arc<Layer>>,
+    /// Increases by one with every swap; 0 is the empty list at start-up.
+    generation: u64,
+}
+
+impl Blocklist {
+    /// A list with nothing in it (before the first compile finishes).
+    pub fn empty() -> Blocklist {
+        Blocklist {
+            layers: Vec::new(),
+            generation: 0,
+        }
+    }
+
+    pub fn from_layers(layers: Vec<Arc<Layer>>) -> Blocklist {
+        Blocklist {
+            layers,
+            generation: 0,
+        }
+    }
+
+    pub fn layers(&self) -> &[Arc<Layer>] {
+        &self.layers
+    }
+
+    /// Distinct names over all layers (a name in two layers counts twice).
+    pub fn entries(&self) -> usize {
+        self.layers.iter().map(|l| l.entries).sum()
     }
 
     pub fn generation(&self) -> u64 {
@@ -148,35 +191,44 @@ impl Blocklist {
         self.generation = generation;
     }
 
-    /// Size of the automaton in bytes.
+    /// Size of the automata in bytes.
     pub fn fst_bytes(&self) -> usize {
-        self.map.as_fst().as_bytes().len()
+        self.layers.iter().map(|l| l.fst_bytes()).sum()
+    }
+
+    fn layer(&self, m: &Match) -> &Layer {
+        &self.layers[usize::from(m.layer)]
     }
 
     pub fn meta(&self, m: &Match) -> &EntryMeta {
-        &self.metas[m.meta as usize]
+        &self.layer(m).metas[m.meta as usize]
     }
 
-    pub fn feed(&self, meta: &EntryMeta) -> &FeedInfo {
-        &self.feeds[usize::from(meta.feed)]
+    pub fn feed(&self, m: &Match) -> &FeedInfo {
+        &self.layer(m).feeds[usize::from(self.meta(m).feed)]
     }
 
-    pub fn category(&self, meta: &EntryMeta) -> &str {
-        &self.categories[usize::from(meta.category)]
+    pub fn category(&self, m: &Match) -> &str {
+        &self.layer(m).categories[usize::from(self.meta(m).category)]
     }
 
-    pub fn detail(&self, meta: &EntryMeta) -> Option<&str> {
-        meta.detail.map(|d| &*self.details[d as usize])
+    pub fn detail(&self, m: &Match) -> Option<&str> {
+        self.meta(m)
+            .detail
+            .map(|d| &*self.layer(m).details[d as usize])
     }
 
     /// The feed's own answer addresses for an entry (RPZ local data,
     /// hosts lines with a real address).
-    pub fn answer(&self, meta: &EntryMeta) -> &[IpAddr] {
-        meta.answer.map_or(&[], |a| &self.answers[a as usize])
+    pub fn answer(&self, m: &Match) -> &[IpAddr] {
+        self.meta(m)
+            .answer
+            .map_or(&[], |a| &self.layer(m).answers[a as usize])
     }
 
-    pub fn feeds(&self) -> &[FeedInfo] {
-        &self.feeds
+    /// Every feed in every layer.
+    pub fn feeds(&self) -> impl Iterator<Item = &FeedInfo> {
+        self.layers.iter().flat_map(|l| l.feeds.iter())
     }
 }
 

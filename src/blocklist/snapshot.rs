@@ -7,8 +7,9 @@
 //! 8   4  format version
 //! 12  4  CRC-32 of everything from byte 32 to the end
 //! 16  8  length of the metadata (JSON)
-//! 24  8  length of the fst bytes
-//! 32  .. metadata, zero padding to a multiple of 8, fst bytes
+//! 24  8  length of the fst region
+//! 32  .. metadata, zero padding to a multiple of 8, then the fst region:
+//!        each layer's automaton, each padded to a multiple of 8
 //! ```
 //!
 //! The file is written to a temporary name, synced and renamed, so a crash
@@ -26,13 +27,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Blocklist, Bytes, EntryMeta, FeedInfo, Fingerprint};
+use super::{Blocklist, Bytes, EntryMeta, FeedInfo, Fingerprint, Layer};
 use crate::feeds::{Format, Scope, Verdict};
 use crate::policy::Action;
+use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"PCULSNAP";
 /// Bump when the layout or the meaning of the metadata changes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 const HEADER: usize = 32;
 pub const FILE_NAME: &str = "blocklist.snapshot";
 
@@ -66,15 +68,23 @@ pub enum SnapshotError {
 type StoredMeta = (bool, u8, u16, u16, Option<u32>, Action, Option<u32>);
 
 #[derive(Serialize, Deserialize)]
-struct Meta {
-    generation: u64,
+struct LayerMeta {
     entries: usize,
     feeds: Vec<(String, Format)>,
     categories: Vec<String>,
     details: Vec<String>,
     answers: Vec<Vec<IpAddr>>,
     metas: Vec<StoredMeta>,
-    /// The feed files the list was built from (path -> size, mtime ns, hash).
+    /// Where the layer's automaton sits in the fst region.
+    fst_offset: u64,
+    fst_len: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    generation: u64,
+    layers: Vec<LayerMeta>,
+    /// The inputs the list was built from (path -> size, mtime ns, hash).
     fingerprints: BTreeMap<String, (u64, Option<u128>, u64)>,
 }
 
@@ -108,58 +118,76 @@ pub fn save(
     fingerprints: &BTreeMap<String, Fingerprint>,
 ) -> io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
+    let mut region_len = 0u64;
+    let mut layers = Vec::new();
+    for layer in list.layers() {
+        let fst_len = layer.fst_bytes() as u64;
+        layers.push(LayerMeta {
+            entries: layer.entries,
+            feeds: layer
+                .feeds
+                .iter()
+                .map(|f| (f.name.clone(), f.format))
+                .collect(),
+            categories: layer.categories.iter().map(|c| c.to_string()).collect(),
+            details: layer.details.iter().map(|d| d.to_string()).collect(),
+            answers: layer.answers.iter().map(|a| a.to_vec()).collect(),
+            metas: layer
+                .metas
+                .iter()
+                .map(|m| {
+                    (
+                        m.verdict == Verdict::Allow,
+                        scope_code(m.scope),
+                        m.feed,
+                        m.category,
+                        m.detail,
+                        m.action,
+                        m.answer,
+                    )
+                })
+                .collect(),
+            fst_offset: region_len,
+            fst_len,
+        });
+        region_len += fst_len.div_ceil(8) * 8;
+    }
     let meta = Meta {
-        generation: list.generation,
-        entries: list.entries,
-        feeds: list
-            .feeds
-            .iter()
-            .map(|f| (f.name.clone(), f.format))
-            .collect(),
-        categories: list.categories.iter().map(|c| c.to_string()).collect(),
-        details: list.details.iter().map(|d| d.to_string()).collect(),
-        answers: list.answers.iter().map(|a| a.to_vec()).collect(),
-        metas: list
-            .metas
-            .iter()
-            .map(|m| {
-                (
-                    m.verdict == Verdict::Allow,
-                    scope_code(m.scope),
-                    m.feed,
-                    m.category,
-                    m.detail,
-                    m.action,
-                    m.answer,
-                )
-            })
-            .collect(),
+        generation: list.generation(),
+        layers,
         fingerprints: fingerprints
             .iter()
             .map(|(p, f)| (p.clone(), (f.size, f.modified.and_then(nanos), f.hash)))
             .collect(),
     };
     let meta = serde_json::to_vec(&meta).map_err(io::Error::other)?;
-    let fst = list.map.as_fst().as_bytes();
-    let pad = (8 - meta.len() % 8) % 8;
+    let pad = |n: usize| (8 - n % 8) % 8;
     let mut crc = crc32fast::Hasher::new();
     crc.update(&meta);
-    crc.update(&[0u8; 8][..pad]);
-    crc.update(fst);
+    crc.update(&[0u8; 8][..pad(meta.len())]);
+    for layer in list.layers() {
+        let bytes = layer.map.as_fst().as_bytes();
+        crc.update(bytes);
+        crc.update(&[0u8; 8][..pad(bytes.len())]);
+    }
     let mut header = Vec::with_capacity(HEADER);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&VERSION.to_le_bytes());
     header.extend_from_slice(&crc.finalize().to_le_bytes());
     header.extend_from_slice(&(meta.len() as u64).to_le_bytes());
-    header.extend_from_slice(&(fst.len() as u64).to_le_bytes());
+    header.extend_from_slice(&region_len.to_le_bytes());
 
     let path = dir.join(FILE_NAME);
     let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
     let mut file = io::BufWriter::new(File::create(&tmp)?);
     file.write_all(&header)?;
     file.write_all(&meta)?;
-    file.write_all(&[0u8; 8][..pad])?;
-    file.write_all(fst)?;
+    file.write_all(&[0u8; 8][..pad(meta.len())])?;
+    for layer in list.layers() {
+        let bytes = layer.map.as_fst().as_bytes();
+        file.write_all(bytes)?;
+        file.write_all(&[0u8; 8][..pad(bytes.len())])?;
+    }
     let file = file.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     std::fs::rename(&tmp, &path)?;
@@ -216,16 +244,16 @@ pub fn load(dir: &Path) -> Result<Loaded, SnapshotError> {
     let crc = u32_at(12);
     let meta_len =
         usize::try_from(u64_at(16)).map_err(|_| SnapshotError::Truncated { path: path.clone() })?;
-    let fst_len =
+    let region_len =
         usize::try_from(u64_at(24)).map_err(|_| SnapshotError::Truncated { path: path.clone() })?;
     let pad = (8 - meta_len % 8) % 8;
-    let fst_start = HEADER
+    let region_start = HEADER
         .checked_add(meta_len)
         .and_then(|n| n.checked_add(pad));
-    if fst_start.and_then(|s| s.checked_add(fst_len)) != Some(bytes.len()) {
+    if region_start.and_then(|s| s.checked_add(region_len)) != Some(bytes.len()) {
         return Err(SnapshotError::Truncated { path });
     }
-    let fst_start = fst_start.unwrap_or(bytes.len());
+    let region_start = region_start.unwrap_or(bytes.len());
     if crc32fast::hash(&bytes[HEADER..]) != crc {
         return Err(SnapshotError::Checksum { path });
     }
@@ -235,55 +263,66 @@ pub fn load(dir: &Path) -> Result<Loaded, SnapshotError> {
     };
     let meta: Meta = serde_json::from_slice(&bytes[HEADER..HEADER + meta_len])
         .map_err(|e| bad(e.to_string()))?;
-    let mut metas = Vec::with_capacity(meta.metas.len());
-    for (allow, scope, feed, category, detail, action, answer) in meta.metas {
-        let scope = scope_from(scope).ok_or_else(|| bad(format!("scope code {scope}")))?;
-        let in_range = usize::from(feed) < meta.feeds.len()
-            && usize::from(category) < meta.categories.len()
-            && detail.is_none_or(|d| (d as usize) < meta.details.len())
-            && answer.is_none_or(|a| (a as usize) < meta.answers.len());
-        if !in_range {
-            return Err(bad("an entry points past a table".into()));
-        }
-        let verdict = if allow {
-            Verdict::Allow
-        } else {
-            Verdict::Block
-        };
-        metas.push(EntryMeta {
-            verdict,
-            scope,
-            feed,
-            category,
-            detail,
-            action,
-            answer,
-        });
-    }
     drop(file);
-    // The fst must be its own mapping: slice it out by copying the region
-    // into place is what we avoid, so re-map with an offset.
-    let fst_map = map_range(&path, fst_start, fst_len).map_err(|source| SnapshotError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    let map = fst::Map::new(Bytes::Mapped(fst_map)).map_err(|source| SnapshotError::Fst {
-        path: path.clone(),
-        source,
-    })?;
-    // Every value must point into the metadata table.
-    let limit = metas.len() as u64;
-    let mut stream = map.stream();
-    use fst::Streamer;
-    while let Some((_, v)) = stream.next() {
-        for slot in [(v >> 32) as u32, v as u32] {
-            let index = slot & !super::merge::CONTESTED;
-            if index != 0 && u64::from(index - 1) >= limit {
-                return Err(bad(
-                    "an automaton value points past the metadata table".into()
-                ));
+    let mut layers = Vec::with_capacity(meta.layers.len());
+    for layer in meta.layers {
+        let mut metas = Vec::with_capacity(layer.metas.len());
+        for (allow, scope, feed, category, detail, action, answer) in layer.metas {
+            let scope = scope_from(scope).ok_or_else(|| bad(format!("scope code {scope}")))?;
+            let in_range = usize::from(feed) < layer.feeds.len()
+                && usize::from(category) < layer.categories.len()
+                && detail.is_none_or(|d| (d as usize) < layer.details.len())
+                && answer.is_none_or(|a| (a as usize) < layer.answers.len());
+            if !in_range {
+                return Err(bad("an entry points past a table".into()));
             }
+            let verdict = if allow {
+                Verdict::Allow
+            } else {
+                Verdict::Block
+            };
+            metas.push(EntryMeta {
+                verdict,
+                scope,
+                feed,
+                category,
+                detail,
+                action,
+                answer,
+            });
         }
+        let (offset, len) = (
+            usize::try_from(layer.fst_offset),
+            usize::try_from(layer.fst_len),
+        );
+        let (Ok(offset), Ok(len)) = (offset, len) else {
+            return Err(bad("layer offsets out of range".into()));
+        };
+        if offset.checked_add(len).is_none_or(|end| end > region_len) {
+            return Err(bad("a layer lies outside the fst region".into()));
+        }
+        let mapped =
+            map_range(&path, region_start + offset, len).map_err(|source| SnapshotError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let map = fst::Map::new(Bytes::Mapped(mapped)).map_err(|source| SnapshotError::Fst {
+            path: path.clone(),
+            source,
+        })?;
+        layers.push(Arc::new(Layer {
+            map,
+            metas,
+            feeds: layer
+                .feeds
+                .into_iter()
+                .map(|(name, format)| FeedInfo { name, format })
+                .collect(),
+            categories: layer.categories.into_iter().map(Into::into).collect(),
+            details: layer.details.into_iter().map(Into::into).collect(),
+            answers: layer.answers.into_iter().map(Into::into).collect(),
+            entries: layer.entries,
+        }));
     }
     let fingerprints = meta
         .fingerprints
@@ -306,20 +345,8 @@ pub fn load(dir: &Path) -> Result<Loaded, SnapshotError> {
             )
         })
         .collect();
-    let list = Blocklist {
-        map,
-        metas,
-        feeds: meta
-            .feeds
-            .into_iter()
-            .map(|(name, format)| FeedInfo { name, format })
-            .collect(),
-        categories: meta.categories.into_iter().map(Into::into).collect(),
-        details: meta.details.into_iter().map(Into::into).collect(),
-        answers: meta.answers.into_iter().map(Into::into).collect(),
-        entries: meta.entries,
-        generation: meta.generation,
-    };
+    let mut list = Blocklist::from_layers(layers);
+    list.set_generation(meta.generation);
     Ok(Loaded { list, fingerprints })
 }
 
@@ -358,7 +385,18 @@ mod tests {
                 local,
             ],
         );
-        let (mut list, _) = merge(&[f], &Protected::default(), &MergeSettings::default()).unwrap();
+        let g = feed(
+            source("g.txt"),
+            vec![Indicator::block("second.example".into(), Scope::Exact)],
+        );
+        let layer = |f| {
+            Arc::new(
+                merge(&[f], &Protected::default(), &MergeSettings::default())
+                    .unwrap()
+                    .0,
+            )
+        };
+        let mut list = Blocklist::from_layers(vec![layer(f), layer(g)]);
         list.set_generation(7);
         list
     }
@@ -379,13 +417,15 @@ mod tests {
         let list = loaded.list;
         assert_eq!(loaded.fingerprints, fp);
         assert_eq!(list.generation(), 7);
-        assert_eq!(list.entries(), 2);
+        assert_eq!(list.entries(), 3);
+        assert_eq!(list.layers().len(), 2);
         let m = list.lookup_str("a.evil.example").unwrap();
-        assert_eq!(list.feed(list.meta(&m)).name, "f.txt");
+        assert_eq!(list.feed(&m).name, "f.txt");
         let m = list.lookup_str("sink.example").unwrap();
-        let meta = list.meta(&m);
-        assert_eq!(list.detail(meta), Some("indicator--1"));
-        assert_eq!(list.answer(meta), ["192.0.2.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(list.detail(&m), Some("indicator--1"));
+        assert_eq!(list.answer(&m), ["192.0.2.1".parse::<IpAddr>().unwrap()]);
+        let m = list.lookup_str("second.example").unwrap();
+        assert_eq!((m.layer, list.feed(&m).name.as_str()), (1, "g.txt"));
     }
 
     #[test]

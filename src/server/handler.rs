@@ -52,7 +52,15 @@ struct Blocked {
 impl Handler {
     fn check(&self, qname: &Name) -> Option<Blocked> {
         let list = self.blocklist.load();
-        let found = list.lookup(qname.iter().rev())?;
+        // The labels on the stack (a name has at most 127), so each layer
+        // can walk them without an allocation.
+        let mut labels: [&[u8]; 128] = [&[]; 128];
+        let mut n = 0;
+        for label in qname.iter().take(labels.len()) {
+            labels[n] = label;
+            n += 1;
+        }
+        let found = list.lookup(labels[..n].iter().rev().copied())?;
         let meta = list.meta(&found);
         if meta.verdict == Verdict::Allow {
             return None;
@@ -60,13 +68,13 @@ impl Handler {
         let feed = self
             .block
             .ede_names_feed
-            .then(|| list.feed(meta).name.as_str());
+            .then(|| list.feed(&found).name.as_str());
         Some(Blocked {
             action: meta.action,
             listed: qname.trim_to(usize::from(found.depth)),
-            local: list.answer(meta).to_vec(),
+            local: list.answer(&found).to_vec(),
             generation: list.generation(),
-            ede: blocked_ede(list.category(meta), feed),
+            ede: blocked_ede(list.category(&found), feed),
         })
     }
 }
