@@ -275,7 +275,12 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                     took_ms = started.elapsed().as_millis() as u64,
                     "blocklist loaded from the snapshot"
                 );
-                status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).from_snapshot = true;
+                                status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).from_snapshot = true;
+                // Big feeds whose files are unchanged keep their layers, so
+                // the first reload after a restart is as fast as any other.
+                if blocklist::settings_match(&config, &loaded.fingerprints) {
+                    compiler.adopt(&loaded.list, &loaded.fingerprints);
+                }
                 (loaded.list, loaded.fingerprints)
             }
             Err(error) => {

@@ -199,12 +199,28 @@ struct CachedLayer {
     suppressed: Suppressed,
 }
 
+/// A big feed's layer taken over from the snapshot at start-up: used as
+/// it is while the file is unchanged, so the first reload after a restart
+/// need not re-parse and rebuild it.
+struct Adopted {
+    fingerprint: Fingerprint,
+    layer: Arc<Layer>,
+    format: Format,
+}
+
+/// What one input contributes to the merge.
+enum Unit {
+    Feed(Arc<ParsedFeed>),
+    Layer(Arc<Layer>),
+}
+
 /// Turns feeds_dir into blocklists, keeping each feed's last good parse
 /// and each big feed's layer.
 pub struct Compiler {
     config: Arc<Config>,
     cache: HashMap<PathBuf, Cached>,
     layers: HashMap<String, CachedLayer>,
+    adopted: HashMap<PathBuf, Adopted>,
 }
 
 impl Compiler {
@@ -213,6 +229,27 @@ impl Compiler {
             config,
             cache: HashMap::new(),
             layers: HashMap::new(),
+            adopted: HashMap::new(),
+        }
+    }
+
+    /// Take over the big-feed layers of a snapshot whose inputs still match
+    /// (the caller checks that with [`inputs_match`]).
+    pub fn adopt(&mut self, list: &Blocklist, fingerprints: &BTreeMap<String, Fingerprint>) {
+        for layer in list.layers() {
+            let [feed] = layer.feeds() else { continue };
+            if layer.entries() < OWN_LAYER_MIN {
+                continue;
+            }
+            let path = self.config.blocklist.feeds_dir.join(&feed.name);
+            if let Some(fp) = fingerprints.get(&path.display().to_string()) {
+                let adopted = Adopted {
+                    fingerprint: *fp,
+                    layer: Arc::clone(layer),
+                    format: feed.format,
+                };
+                self.adopted.insert(path, adopted);
+            }
         }
     }
 
@@ -277,15 +314,51 @@ impl Compiler {
             .retain(|path, _| jobs.iter().any(|(p, ..)| p == path));
 
         let now = SystemTime::now();
-        let mut feeds = Vec::new();
+        self.adopted
+            .retain(|path, _| jobs.iter().any(|(p, ..)| p == path));
+        let mut units = Vec::new();
         let mut reports = Vec::new();
         for (path, source, format, max_entries) in jobs {
-            let (feed, report) = self.refresh(&path, source, format, max_entries, now);
-            if let Some(feed) = feed {
-                feeds.push(feed);
+            if let Some(a) = self.adopted.get(&path)
+                && fingerprint(&path, Some(&a.fingerprint))
+                    .is_some_and(|now| now.hash == a.fingerprint.hash)
+            {
+                reports.push(FeedReport {
+                    name: source.name.clone(),
+                    path: path.clone(),
+                    format: Some(a.format),
+                    parse: ParseReport {
+                        loaded: a.layer.entries(),
+                        ..ParseReport::default()
+                    },
+                    ..FeedReport::default()
+                });
+                units.push(Unit::Layer(Arc::clone(&a.layer)));
+                continue;
+            }
+            let (feed, mut report) = self.refresh(&path, source, format, max_entries, now);
+            match feed {
+                Some(feed) => {
+                    self.adopted.remove(&path);
+                    units.push(Unit::Feed(feed));
+                }
+                None => {
+                    // Last good for an adopted feed is its adopted layer.
+                    if let Some(a) = self.adopted.get(&path) {
+                        report.kept_previous = true;
+                        units.push(Unit::Layer(Arc::clone(&a.layer)));
+                    }
+                }
             }
             reports.push(report);
         }
+        let feeds: Vec<Arc<ParsedFeed>> = units
+            .iter()
+            .filter_map(|u| match u {
+                Unit::Feed(f) => Some(Arc::clone(f)),
+                Unit::Layer(_) => None,
+            })
+            .collect();
 
         let settings = MergeSettings {
             by_category: config.actions.clone(),
@@ -303,15 +376,27 @@ impl Compiler {
                 (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
             })
         };
-        let (big, small): (Vec<_>, Vec<_>) = feeds
+        let small: Vec<Arc<ParsedFeed>> = feeds
             .iter()
+            .filter(|f| f.len() < OWN_LAYER_MIN)
             .cloned()
-            .partition(|f| f.len() >= OWN_LAYER_MIN);
-        self.layers
-            .retain(|name, _| big.iter().any(|f| &f.source.name == name));
+            .collect();
+        self.layers.retain(|name, _| {
+            feeds
+                .iter()
+                .any(|f| &f.source.name == name && f.len() >= OWN_LAYER_MIN)
+        });
         let mut layers = Vec::new();
         let mut suppressed_by_feed: Vec<(String, Suppressed)> = Vec::new();
-        for feed in &big {
+        for unit in &units {
+            let feed = match unit {
+                Unit::Layer(layer) => {
+                    layers.push(Arc::clone(layer));
+                    continue;
+                }
+                Unit::Feed(feed) if feed.len() >= OWN_LAYER_MIN => feed,
+                Unit::Feed(_) => continue,
+            };
             let reusable = self
                 .layers
                 .get(&feed.source.name)
@@ -434,7 +519,12 @@ impl Compiler {
         };
         report.format = Some(feed.source.format);
         report.parse = feed.report.clone();
-        let previous = self.cache.get(path).map(|c| c.feed.len()).unwrap_or(0);
+        let previous = self
+            .cache
+            .get(path)
+            .map(|c| c.feed.len())
+            .or_else(|| self.adopted.get(path).map(|a| a.layer.entries()))
+            .unwrap_or(0);
         let max_shrink = self.config.blocklist.max_shrink;
         if previous > 0 && (feed.len() as f64) < previous as f64 * (1.0 - max_shrink) {
             let error = format!(
@@ -536,6 +626,18 @@ fn fingerprint(path: &Path, known: Option<&Fingerprint>) -> Option<Fingerprint> 
         modified,
         hash,
     })
+}
+
+/// Do the settings a big-feed layer depends on (the config and the
+/// protected lists) still match the fingerprints a snapshot was built from?
+pub fn settings_match(config: &Config, known: &BTreeMap<String, Fingerprint>) -> bool {
+    known.get(CONFIG_KEY).map(|f| f.hash) == Some(config_fingerprint(config).hash)
+        && config.blocklist.protected.iter().all(|path| {
+            let key = path.display().to_string();
+            known
+                .get(&key)
+                .is_some_and(|k| fingerprint(path, Some(k)).is_some_and(|now| now.hash == k.hash))
+        })
 }
 
 /// Do the inputs still match the fingerprints a snapshot was built from?
@@ -667,6 +769,52 @@ mod tests {
         let (list, r) = c.compile().unwrap();
         assert_eq!(r.feeds.len(), 1);
         assert!(list.lookup_str("a5.example").is_none());
+    }
+
+    #[test]
+    fn a_restart_adopts_big_layers_from_the_snapshot() {
+        let (dir, mut c) = setup();
+        let big = dir.path().join("feeds/big.txt");
+        std::fs::write(&big, names(OWN_LAYER_MIN + 10, "big")).unwrap();
+        std::fs::write(dir.path().join("feeds/small.txt"), names(5, "s")).unwrap();
+        let (mut list, report) = c.compile().unwrap();
+        assert_eq!(list.layers().len(), 2, "the big feed has its own layer");
+        list.set_generation(1);
+        let state = dir.path().join("state");
+        super::super::snapshot::save(&state, &list, &report.inputs).unwrap();
+        let loaded = super::super::snapshot::load(&state).unwrap();
+        // A new process: adopt, then a small feed changes.
+        let mut c = Compiler::new(Arc::clone(&c.config));
+        assert!(settings_match(c.config(), &loaded.fingerprints));
+        c.adopt(&loaded.list, &loaded.fingerprints);
+        std::fs::write(dir.path().join("feeds/small.txt"), names(6, "s")).unwrap();
+        let (list, report) = c.compile().unwrap();
+        let parsed: Vec<(&str, bool)> = report
+            .feeds
+            .iter()
+            .map(|f| (f.name.as_str(), f.parsed))
+            .collect();
+        assert_eq!(
+            parsed,
+            [("big.txt", false), ("small.txt", true)],
+            "the big feed was not re-parsed"
+        );
+        assert!(
+            list.lookup_str("big0.example").is_some() && list.lookup_str("s5.example").is_some()
+        );
+        // A broken big feed keeps its adopted layer as its last good.
+        std::fs::write(&big, "<html>oops</html>\n").unwrap();
+        let (list, report) = c.compile().unwrap();
+        assert!(report.feeds[0].kept_previous);
+        assert!(list.lookup_str("big7.example").is_some());
+        // A real change is parsed.
+        std::fs::write(&big, names(OWN_LAYER_MIN + 20, "big")).unwrap();
+        let (list, report) = c.compile().unwrap();
+        assert!(report.feeds[0].parsed && report.feeds[0].error.is_none());
+        assert!(
+            list.lookup_str(&format!("big{}.example", OWN_LAYER_MIN + 15))
+                .is_some()
+        );
     }
 
     #[test]

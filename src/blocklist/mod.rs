@@ -53,7 +53,7 @@ use crate::policy::Action;
 
 pub use compiler::{
     CompileError, CompileReport, Compiler, FeedReport, Fingerprint, compile, feed_files,
-    fingerprint_inputs, inputs_match, is_feed_file_name, load_protected,
+    fingerprint_inputs, inputs_match, is_feed_file_name, load_protected, settings_match,
 };
 pub use feed::{FeedBuilder, FeedSource, ParsedFeed, Protected};
 pub use lookup::{Explanation, Match, Step};
