@@ -30,27 +30,30 @@ struct Cli {
     command: Command,
 }
 
+/// The config file every subcommand takes.
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The TOML config file.
+    #[arg(
+        long = "config",
+        short = 'c',
+        env = "PORTCULLIS_CONFIG",
+        default_value = "/etc/portcullis/portcullis.toml"
+    )]
+    path: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the resolver.
     Serve {
-        #[arg(
-            long,
-            short,
-            env = "PORTCULLIS_CONFIG",
-            default_value = "/etc/portcullis/portcullis.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Compile the blocklist and report what each feed contributed.
     Compile {
-        #[arg(
-            long,
-            short,
-            env = "PORTCULLIS_CONFIG",
-            default_value = "/etc/portcullis/portcullis.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// TAXII 2.1 collections.
     Taxii {
@@ -61,13 +64,8 @@ enum Command {
     Check {
         /// The name to look up.
         name: String,
-        #[arg(
-            long,
-            short,
-            env = "PORTCULLIS_CONFIG",
-            default_value = "/etc/portcullis/portcullis.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 
@@ -78,13 +76,8 @@ enum TaxiiCommand {
         /// Only the `[[taxii]]` entry with this name.
         #[arg(long)]
         name: Option<String>,
-        #[arg(
-            long,
-            short,
-            env = "PORTCULLIS_CONFIG",
-            default_value = "/etc/portcullis/portcullis.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 
@@ -96,12 +89,12 @@ struct UsageError(anyhow::Error);
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config } => serve(&config),
-        Command::Compile { config } => compile(&config),
-        Command::Check { name, config } => check(&name, &config),
+        Command::Serve { config } => serve(&config.path),
+        Command::Compile { config } => compile(&config.path),
+        Command::Check { name, config } => check(&name, &config.path),
         Command::Taxii {
             command: TaxiiCommand::Pull { name, config },
-        } => taxii_pull(name.as_deref(), &config),
+        } => taxii_pull(name.as_deref(), &config.path),
     };
     match result {
         Ok(code) => code,

@@ -139,19 +139,26 @@ pub fn load_protected(paths: &[PathBuf]) -> Result<Protected, FeedError> {
     Ok(protected)
 }
 
-/// FNV-1a over the file's bytes: a change detector, not a security check.
+/// FNV-1a: a change detector for files and settings, not a security check.
+fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(seed, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+const FNV_SEED: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a over a file's bytes, read in blocks.
 fn content_hash(path: &Path) -> io::Result<u64> {
     let mut file = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 1 << 16];
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = FNV_SEED;
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {
             return Ok(h);
         }
-        for b in &buf[..n] {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        h = fnv1a(h, &buf[..n]);
     }
 }
 
@@ -255,14 +262,6 @@ impl Compiler {
 
     pub fn config(&self) -> &Config {
         &self.config
-    }
-
-    /// Fingerprints of the cached feeds (for the snapshot).
-    pub fn fingerprints(&self) -> BTreeMap<String, Fingerprint> {
-        self.cache
-            .iter()
-            .map(|(p, c)| (p.display().to_string(), c.fingerprint))
-            .collect()
     }
 
     /// Compile now. Unchanged feeds are reused from the cache.
@@ -372,9 +371,7 @@ impl Compiler {
                 let hash = inputs.get(&path.display().to_string()).map(|f| f.hash);
                 text.push_str(&format!("|{hash:?}"));
             }
-            text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            })
+            fnv1a(FNV_SEED, text.as_bytes())
         };
         let small: Vec<Arc<ParsedFeed>> = feeds
             .iter()
@@ -599,13 +596,10 @@ fn config_fingerprint(config: &Config) -> Fingerprint {
         config.blocklist.allow,
         config.blocklist.protected
     );
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
     Fingerprint {
         size: 0,
         modified: None,
-        hash,
+        hash: fnv1a(FNV_SEED, text.as_bytes()),
     }
 }
 
@@ -617,10 +611,7 @@ fn fingerprint(path: &Path, known: Option<&Fingerprint>) -> Option<Fingerprint> 
     if let Some(k) = known.filter(|k| k.size == size && k.modified == modified) {
         return Some(*k);
     }
-    let bytes = std::fs::read(path).ok()?;
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = content_hash(path).ok()?;
     Some(Fingerprint {
         size,
         modified,

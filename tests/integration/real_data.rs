@@ -22,19 +22,23 @@ fn shared_data() -> Option<PathBuf> {
     }
 }
 
+/// Every listed name in the gzip TSV, lower case, read independently of
+/// the parsers under test.
+fn listed_names(path: &std::path::Path) -> Vec<String> {
+    let gz = flate2::read::MultiGzDecoder::new(std::fs::File::open(path).unwrap());
+    BufReader::new(gz)
+        .lines()
+        .map(|l| l.unwrap())
+        .filter_map(|l| l.split('\t').next().map(|d| d.trim().to_ascii_lowercase()))
+        .filter(|d| !d.is_empty() && !d.starts_with('#'))
+        .collect()
+}
+
 #[test]
 fn full_threat_list_blocks_listed_names_and_passes_popular_ones() {
     let Some(data) = shared_data() else { return };
     let threats = data.join("threat-domains.tsv.gz");
-    let listed: HashSet<String> = {
-        let gz = flate2::read::MultiGzDecoder::new(std::fs::File::open(&threats).unwrap());
-        BufReader::new(gz)
-            .lines()
-            .map(|l| l.unwrap())
-            .filter_map(|l| l.split('\t').next().map(|d| d.trim().to_ascii_lowercase()))
-            .filter(|d| !d.is_empty() && !d.starts_with('#'))
-            .collect()
-    };
+    let listed: HashSet<String> = listed_names(&threats).into_iter().collect();
     assert!(listed.len() > 1_000_000, "the full list: {}", listed.len());
 
     // A wildcard root: every name that reaches the upstream resolves.
@@ -231,15 +235,7 @@ fn restart_serves_the_full_list_from_the_snapshot_before_parsing_feeds() {
         server.log()
     );
     // Every 1000th listed name (sorted) answers NXDOMAIN with EDE 15.
-    let gz = flate2::read::MultiGzDecoder::new(
-        std::fs::File::open(data.join("threat-domains.tsv.gz")).unwrap(),
-    );
-    let mut listed: Vec<String> = BufReader::new(gz)
-        .lines()
-        .map(|l| l.unwrap())
-        .filter_map(|l| l.split('\t').next().map(str::to_owned))
-        .filter(|d| !d.starts_with('#') && !d.is_empty())
-        .collect();
+    let mut listed = listed_names(&data.join("threat-domains.tsv.gz"));
     listed.sort();
     for name in listed.iter().step_by(1000) {
         if hickory_proto::rr::Name::from_ascii(name.as_str()).is_err() {
