@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::feed::{FeedBuilder, FeedSource, ParsedFeed, Protected};
-use super::merge::{MergeError, MergeSettings, Suppressed, merge};
+use super::merge::{MergeError, MergeSettings, Suppressed, merge, merge_ranges, shard_ranges};
 use super::{Blocklist, Layer, OWN_LAYER_MIN};
 use crate::config::Config;
 use crate::feeds::{self, FeedError, Format, ParseReport};
@@ -202,7 +202,8 @@ fn parse_feed(
 struct CachedLayer {
     feed: Arc<ParsedFeed>,
     settings: u64,
-    layer: Arc<Layer>,
+    /// One layer per TLD range (see [`shard_ranges`]).
+    layers: Vec<Arc<Layer>>,
     suppressed: Suppressed,
 }
 
@@ -211,14 +212,64 @@ struct CachedLayer {
 /// need not re-parse and rebuild it.
 struct Adopted {
     fingerprint: Fingerprint,
-    layer: Arc<Layer>,
+    layers: Vec<Arc<Layer>>,
     format: Format,
+}
+
+impl Adopted {
+    fn entries(&self) -> usize {
+        self.layers.iter().map(|l| l.entries()).sum()
+    }
 }
 
 /// What one input contributes to the merge.
 enum Unit {
     Feed(Arc<ParsedFeed>),
-    Layer(Arc<Layer>),
+    Layers(Vec<Arc<Layer>>),
+}
+
+/// Build a big feed's layers, one per TLD range, in parallel (the fst
+/// build is the slow part of a compile, and it is sequential per automaton).
+fn build_own_layers(
+    feed: &Arc<ParsedFeed>,
+    protected: &Protected,
+    settings: &MergeSettings,
+    settings_key: u64,
+) -> Result<CachedLayer, MergeError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let ranges = shard_ranges(feed, threads);
+    let feeds = std::slice::from_ref(feed);
+    let results: Vec<Result<(Layer, Vec<Suppressed>), MergeError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ranges
+            .iter()
+            .map(|range| {
+                let range = std::slice::from_ref(range);
+                scope.spawn(move || merge_ranges(feeds, range, protected, settings, true))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(MergeError::Panicked)))
+            .collect()
+    });
+    let mut layers = Vec::with_capacity(results.len());
+    let mut suppressed = Suppressed::default();
+    for result in results {
+        let (layer, mut s) = result?;
+        layers.push(Arc::new(layer));
+        let s = s.pop().unwrap_or_default();
+        suppressed.count += s.count;
+        suppressed.first.extend(s.first);
+    }
+    suppressed.first.truncate(5);
+    Ok(CachedLayer {
+        feed: Arc::clone(feed),
+        settings: settings_key,
+        layers,
+        suppressed,
+    })
 }
 
 /// Turns feeds_dir into blocklists, keeping each feed's last good parse
@@ -245,18 +296,19 @@ impl Compiler {
     pub fn adopt(&mut self, list: &Blocklist, fingerprints: &BTreeMap<String, Fingerprint>) {
         for layer in list.layers() {
             let [feed] = layer.feeds() else { continue };
-            if layer.entries() < OWN_LAYER_MIN {
+            if !layer.is_own() {
                 continue;
             }
             let path = self.config.blocklist.feeds_dir.join(&feed.name);
-            if let Some(fp) = fingerprints.get(&path.display().to_string()) {
-                let adopted = Adopted {
-                    fingerprint: *fp,
-                    layer: Arc::clone(layer),
-                    format: feed.format,
-                };
-                self.adopted.insert(path, adopted);
-            }
+            let Some(fp) = fingerprints.get(&path.display().to_string()) else {
+                continue;
+            };
+            let adopted = self.adopted.entry(path).or_insert_with(|| Adopted {
+                fingerprint: *fp,
+                layers: Vec::new(),
+                format: feed.format,
+            });
+            adopted.layers.push(Arc::clone(layer));
         }
     }
 
@@ -327,12 +379,12 @@ impl Compiler {
                     path: path.clone(),
                     format: Some(a.format),
                     parse: ParseReport {
-                        loaded: a.layer.entries(),
+                        loaded: a.entries(),
                         ..ParseReport::default()
                     },
                     ..FeedReport::default()
                 });
-                units.push(Unit::Layer(Arc::clone(&a.layer)));
+                units.push(Unit::Layers(a.layers.clone()));
                 continue;
             }
             let (feed, mut report) = self.refresh(&path, source, format, max_entries, now);
@@ -345,7 +397,7 @@ impl Compiler {
                     // Last good for an adopted feed is its adopted layer.
                     if let Some(a) = self.adopted.get(&path) {
                         report.kept_previous = true;
-                        units.push(Unit::Layer(Arc::clone(&a.layer)));
+                        units.push(Unit::Layers(a.layers.clone()));
                     }
                 }
             }
@@ -355,7 +407,7 @@ impl Compiler {
             .iter()
             .filter_map(|u| match u {
                 Unit::Feed(f) => Some(Arc::clone(f)),
-                Unit::Layer(_) => None,
+                Unit::Layers(_) => None,
             })
             .collect();
 
@@ -387,8 +439,8 @@ impl Compiler {
         let mut suppressed_by_feed: Vec<(String, Suppressed)> = Vec::new();
         for unit in &units {
             let feed = match unit {
-                Unit::Layer(layer) => {
-                    layers.push(Arc::clone(layer));
+                Unit::Layers(adopted) => {
+                    layers.extend(adopted.iter().cloned());
                     continue;
                 }
                 Unit::Feed(feed) if feed.len() >= OWN_LAYER_MIN => feed,
@@ -399,18 +451,11 @@ impl Compiler {
                 .get(&feed.source.name)
                 .is_some_and(|c| Arc::ptr_eq(&c.feed, feed) && c.settings == settings_key);
             if !reusable {
-                let (layer, mut suppressed) =
-                    merge(std::slice::from_ref(feed), &protected, &settings)?;
-                let entry = CachedLayer {
-                    feed: Arc::clone(feed),
-                    settings: settings_key,
-                    layer: Arc::new(layer),
-                    suppressed: suppressed.pop().unwrap_or_default(),
-                };
+                let entry = build_own_layers(feed, &protected, &settings, settings_key)?;
                 self.layers.insert(feed.source.name.clone(), entry);
             }
             if let Some(cached) = self.layers.get(&feed.source.name) {
-                layers.push(Arc::clone(&cached.layer));
+                layers.extend(cached.layers.iter().cloned());
                 suppressed_by_feed.push((feed.source.name.clone(), cached.suppressed.clone()));
             }
         }
@@ -520,7 +565,7 @@ impl Compiler {
             .cache
             .get(path)
             .map(|c| c.feed.len())
-            .or_else(|| self.adopted.get(path).map(|a| a.layer.entries()))
+            .or_else(|| self.adopted.get(path).map(Adopted::entries))
             .unwrap_or(0);
         let max_shrink = self.config.blocklist.max_shrink;
         if previous > 0 && (feed.len() as f64) < previous as f64 * (1.0 - max_shrink) {
@@ -769,7 +814,11 @@ mod tests {
         std::fs::write(&big, names(OWN_LAYER_MIN + 10, "big")).unwrap();
         std::fs::write(dir.path().join("feeds/small.txt"), names(5, "s")).unwrap();
         let (mut list, report) = c.compile().unwrap();
-        assert_eq!(list.layers().len(), 2, "the big feed has its own layer");
+        let own = list.layers().iter().filter(|l| l.is_own()).count();
+        assert!(
+            own >= 1 && own + 1 == list.layers().len(),
+            "the big feed has its own layers"
+        );
         list.set_generation(1);
         let state = dir.path().join("state");
         super::super::snapshot::save(&state, &list, &report.inputs).unwrap();

@@ -10,6 +10,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,6 +40,8 @@ pub enum MergeError {
     Fst(#[from] fst::Error),
     #[error("too many distinct {what} (at most {max})")]
     TooMany { what: &'static str, max: usize },
+    #[error("a layer-building thread panicked")]
+    Panicked,
 }
 
 /// Config the merge applies.
@@ -191,6 +194,48 @@ pub fn merge(
     protected: &Protected,
     settings: &MergeSettings,
 ) -> Result<(Layer, Vec<Suppressed>), MergeError> {
+    let ranges: Vec<Range<usize>> = feeds.iter().map(|f| 0..f.len()).collect();
+    merge_ranges(feeds, &ranges, protected, settings, false)
+}
+
+/// Split one big feed at first-label (TLD) boundaries into up to `n`
+/// ranges of about equal size. Every ancestor of a name shares its TLD, so
+/// each range can become a layer of its own and be built in parallel.
+pub fn shard_ranges(feed: &ParsedFeed, n: usize) -> Vec<Range<usize>> {
+    let entries = feed.entries();
+    let first_label = |i: usize| {
+        let key = feed.key(&entries[i]);
+        let end = key
+            .iter()
+            .position(|b| *b == domain::KEY_SEPARATOR)
+            .unwrap_or(key.len());
+        &key[..end]
+    };
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    for part in 1..n.max(1) {
+        let mut cut = (entries.len() * part / n).max(start);
+        while cut < entries.len() && cut > 0 && first_label(cut) == first_label(cut - 1) {
+            cut += 1;
+        }
+        if cut > start && cut < entries.len() {
+            ranges.push(start..cut);
+            start = cut;
+        }
+    }
+    ranges.push(start..entries.len());
+    ranges
+}
+
+/// Merge the given entry ranges of `feeds` into one layer; `own` marks a
+/// layer that holds (part of) one big feed.
+pub fn merge_ranges(
+    feeds: &[Arc<ParsedFeed>],
+    ranges: &[Range<usize>],
+    protected: &Protected,
+    settings: &MergeSettings,
+    own: bool,
+) -> Result<(Layer, Vec<Suppressed>), MergeError> {
     let started = Instant::now();
     let mut tables = Tables::default();
     let mut remap: Vec<Vec<u32>> = Vec::with_capacity(feeds.len());
@@ -216,8 +261,9 @@ pub fn merge(
     let mut heap: BinaryHeap<Reverse<(&[u8], usize, usize)>> =
         BinaryHeap::with_capacity(feeds.len());
     for (f, feed) in feeds.iter().enumerate() {
-        if let Some(e) = feed.entries().first() {
-            heap.push(Reverse((feed.key(e), f, 0)));
+        let start = ranges[f].start;
+        if let Some(e) = feed.entries().get(start).filter(|_| start < ranges[f].end) {
+            heap.push(Reverse((feed.key(e), f, start)));
         }
     }
     let mut builder = fst::MapBuilder::memory();
@@ -246,7 +292,11 @@ pub fn merge(
             } else {
                 group.push(meta);
             }
-            if let Some(next) = feed.entries().get(pos + 1) {
+            if let Some(next) = feed
+                .entries()
+                .get(pos + 1)
+                .filter(|_| pos + 1 < ranges[f].end)
+            {
                 heap.push(Reverse((feed.key(next), f, pos + 1)));
             }
         }
@@ -277,6 +327,7 @@ pub fn merge(
         details: tables.details,
         answers: tables.answers,
         entries: names,
+        own,
     };
     Ok((list, suppressed))
 }
@@ -308,6 +359,78 @@ pub(crate) mod tests {
             b.add(i);
         }
         Arc::new(b.finish(ParseReport::default()))
+    }
+
+    #[test]
+    fn shards_split_at_tld_boundaries() {
+        let mut indicators = Vec::new();
+        for tld in ["com", "net", "org", "ru", "xyz"] {
+            for i in 0..20 {
+                indicators.push(Indicator::block(
+                    format!("n{i}.example.{tld}"),
+                    Scope::Subtree,
+                ));
+            }
+        }
+        indicators.push(Indicator::block("com".into(), Scope::Subtree));
+        let f = feed(source("f"), indicators);
+        for n in 1..8 {
+            let ranges = shard_ranges(&f, n);
+            assert!(ranges.len() <= n.max(1));
+            assert_eq!(ranges.first().map(|r| r.start), Some(0));
+            assert_eq!(ranges.last().map(|r| r.end), Some(f.len()));
+            for w in ranges.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+                let before = f.key(&f.entries()[w[0].end - 1]);
+                let after = f.key(&f.entries()[w[1].start]);
+                let tld = |k: &[u8]| k.split(|b| *b == b'.').next().map(<[u8]>::to_vec);
+                assert_ne!(tld(before), tld(after), "a TLD is never split");
+            }
+            // The shards as layers answer exactly as one layer does.
+            let layers: Vec<Arc<Layer>> = ranges
+                .iter()
+                .map(|r| {
+                    let range = std::slice::from_ref(r);
+                    Arc::new(
+                        merge_ranges(
+                            std::slice::from_ref(&f),
+                            range,
+                            &Protected::default(),
+                            &MergeSettings::default(),
+                            true,
+                        )
+                        .unwrap()
+                        .0,
+                    )
+                })
+                .collect();
+            let split = super::super::Blocklist::from_layers(layers);
+            let whole = one(merge(
+                std::slice::from_ref(&f),
+                &Protected::default(),
+                &MergeSettings::default(),
+            )
+            .unwrap()
+            .0);
+            for q in [
+                "n3.example.net",
+                "x.n19.example.xyz",
+                "other.com",
+                "example.org",
+                "zzz.zz",
+            ] {
+                assert_eq!(
+                    split.lookup_str(q).map(|m| split.meta(&m).scope),
+                    whole.lookup_str(q).map(|m| whole.meta(&m).scope),
+                    "{q} n={n}"
+                );
+                assert_eq!(
+                    split.lookup_str(q).map(|m| m.depth),
+                    whole.lookup_str(q).map(|m| m.depth),
+                    "{q} n={n}"
+                );
+            }
+        }
     }
 
     #[test]

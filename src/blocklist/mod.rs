@@ -57,7 +57,9 @@ pub use compiler::{
 };
 pub use feed::{FeedBuilder, FeedSource, ParsedFeed, Protected};
 pub use lookup::{Explanation, Match, Step};
-pub use merge::{DEFAULT_CATEGORY, MergeError, MergeSettings, Suppressed, merge};
+pub use merge::{
+    DEFAULT_CATEGORY, MergeError, MergeSettings, Suppressed, merge, merge_ranges, shard_ranges,
+};
 
 /// Feeds with at least this many entries get a layer of their own.
 pub const OWN_LAYER_MIN: usize = 50_000;
@@ -121,6 +123,9 @@ pub struct Layer {
     answers: Vec<Box<[IpAddr]>>,
     /// Distinct names in the map.
     entries: usize,
+    /// Holds (a TLD range of) one big feed, rather than the shared layer
+    /// of the small feeds.
+    own: bool,
 }
 
 impl Layer {
@@ -135,11 +140,17 @@ impl Layer {
             details: Vec::new(),
             answers: Vec::new(),
             entries: 0,
+            own: false,
         }
     }
 
     pub fn entries(&self) -> usize {
         self.entries
+    }
+
+    /// Whether the layer holds (part of) one big feed.
+    pub fn is_own(&self) -> bool {
+        self.own
     }
 
     pub fn feeds(&self) -> &[FeedInfo] {

@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"PCULSNAP";
 /// Bump when the layout or the meaning of the metadata changes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 const HEADER: usize = 32;
 pub const FILE_NAME: &str = "blocklist.snapshot";
 
@@ -78,6 +78,8 @@ struct LayerMeta {
     /// Where the layer's automaton sits in the fst region.
     fst_offset: u64,
     fst_len: u64,
+    /// A big feed's own layer (or one TLD range of it).
+    own: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -149,6 +151,7 @@ pub fn save(
                 .collect(),
             fst_offset: region_len,
             fst_len,
+            own: layer.own,
         });
         region_len += fst_len.div_ceil(8) * 8;
     }
@@ -322,6 +325,7 @@ pub fn load(dir: &Path) -> Result<Loaded, SnapshotError> {
             details: layer.details.into_iter().map(Into::into).collect(),
             answers: layer.answers.into_iter().map(Into::into).collect(),
             entries: layer.entries,
+            own: layer.own,
         }));
     }
     let fingerprints = meta
