@@ -79,7 +79,12 @@ pub fn normalize(input: &str) -> Result<String, NameError> {
     if trimmed.is_empty() {
         return Err(NameError::Empty);
     }
-    if trimmed.parse::<std::net::IpAddr>().is_ok() {
+    // Only text that could be an address is tried as one (most names have
+    // a letter outside a-f, and this runs for every feed line).
+    let could_be_ip = trimmed
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':');
+    if could_be_ip && trimmed.parse::<std::net::IpAddr>().is_ok() {
         return Err(NameError::IpAddress);
     }
     let unescaped;

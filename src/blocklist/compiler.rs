@@ -179,9 +179,11 @@ fn parse_feed(
         Some(f) => f,
         None => feeds::detect(path).map_err(|e| e.to_string())?,
     };
+    let started = Instant::now();
     let mut builder = FeedBuilder::new(source(format));
     let report =
         feeds::parse_file(path, format, &mut |i| builder.add(i)).map_err(|e| e.to_string())?;
+    tracing::debug!(feed = %path.display(), lines = report.lines, parse_ms = started.elapsed().as_millis() as u64, "feed parsed");
     if let Some(max) = max_entries
         && report.loaded > max
     {

@@ -197,12 +197,14 @@ impl FeedBuilder {
 
     /// Sort and seal. Ties keep file order (the arena offset is the order).
     pub fn finish(mut self, report: ParseReport) -> ParsedFeed {
+        let started = std::time::Instant::now();
         let arena = &self.arena;
         let key = |e: &RawEntry| &arena[e.start as usize..e.start as usize + usize::from(e.len)];
-        self.entries
-            .sort_unstable_by(|a, b| key(a).cmp(key(b)).then(a.start.cmp(&b.start)));
+        let order = |a: &RawEntry, b: &RawEntry| key(a).cmp(key(b)).then(a.start.cmp(&b.start));
+        self.entries = sort_in_two(std::mem::take(&mut self.entries), order);
         self.arena.shrink_to_fit();
         self.entries.shrink_to_fit();
+        tracing::debug!(feed = %self.source.name, entries = self.entries.len(), sort_ms = started.elapsed().as_millis() as u64, "feed sorted");
         ParsedFeed {
             source: self.source,
             report,
@@ -213,6 +215,38 @@ impl FeedBuilder {
             answers: self.answers,
         }
     }
+}
+
+/// Sort, using a second thread for half of a large input and merging the
+/// halves: the sort is a quarter of a big feed's compile time.
+fn sort_in_two(
+    mut entries: Vec<RawEntry>,
+    order: impl Fn(&RawEntry, &RawEntry) -> std::cmp::Ordering + Sync,
+) -> Vec<RawEntry> {
+    if entries.len() < 100_000 {
+        entries.sort_unstable_by(&order);
+        return entries;
+    }
+    let mid = entries.len() / 2;
+    let (left, right) = entries.split_at_mut(mid);
+    std::thread::scope(|s| {
+        s.spawn(|| left.sort_unstable_by(&order));
+        right.sort_unstable_by(&order);
+    });
+    let mut merged = Vec::with_capacity(entries.len());
+    let (mut i, mut j) = (0, mid);
+    while i < mid && j < entries.len() {
+        if order(&entries[i], &entries[j]) != std::cmp::Ordering::Greater {
+            merged.push(entries[i]);
+            i += 1;
+        } else {
+            merged.push(entries[j]);
+            j += 1;
+        }
+    }
+    merged.extend_from_slice(&entries[i..mid]);
+    merged.extend_from_slice(&entries[j..]);
+    merged
 }
 
 /// Names no feed may take down (DESIGN.md "Protected names"), held as

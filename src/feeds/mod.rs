@@ -288,9 +288,70 @@ fn open(path: &Path) -> io::Result<Box<dyn BufRead>> {
     let magic = file.fill_buf()?;
     if magic.starts_with(&[0x1f, 0x8b]) {
         let gz = flate2::bufread::MultiGzDecoder::new(file);
-        Ok(Box::new(BufReader::with_capacity(1 << 16, gz)))
+        Ok(Box::new(BufReader::with_capacity(
+            1 << 16,
+            Prefetch::spawn(gz),
+        )))
     } else {
         Ok(Box::new(file))
+    }
+}
+
+/// A reader fed by a background thread through a small bounded channel:
+/// decompression runs a block ahead of the parser, on another core.
+struct Prefetch {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl Prefetch {
+    fn spawn(mut inner: impl Read + Send + 'static) -> Prefetch {
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        std::thread::spawn(move || {
+            loop {
+                let mut block = vec![0u8; 1 << 18];
+                match inner.read(&mut block) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        block.truncate(n);
+                        if tx.send(Ok(block)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        Prefetch {
+            rx,
+            current: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl Read for Prefetch {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.current.len() {
+            match self.rx.recv() {
+                Ok(Ok(block)) => {
+                    self.current = block;
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The sender is gone: the stream has ended.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 
