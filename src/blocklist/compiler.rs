@@ -548,6 +548,12 @@ impl Compiler {
             return (Some(Arc::clone(&c.feed)), report);
         }
         report.parsed = true;
+        // Same bytes, re-parsed because validity times passed: entries that
+        // expired are meant to go, so the shrink guard does not apply.
+        let clock_only = self
+            .cache
+            .get(path)
+            .is_some_and(|c| c.fingerprint.hash == hash);
         let parsed = parse_feed(
             path,
             |f| FeedSource {
@@ -570,7 +576,8 @@ impl Compiler {
             .or_else(|| self.adopted.get(path).map(Adopted::entries))
             .unwrap_or(0);
         let max_shrink = self.config.blocklist.max_shrink;
-        if previous > 0 && (feed.len() as f64) < previous as f64 * (1.0 - max_shrink) {
+        if !clock_only && previous > 0 && (feed.len() as f64) < previous as f64 * (1.0 - max_shrink)
+        {
             let error = format!(
                 "feed {} shrank from {previous} to {} entries, more than max_shrink {:.0}% at once (a truncated download?); \
                  keeping the previous contents",
@@ -857,6 +864,36 @@ mod tests {
             list.lookup_str(&format!("big{}.example", OWN_LAYER_MIN + 15))
                 .is_some()
         );
+    }
+
+    #[test]
+    fn an_expired_stix_indicator_leaves_at_the_next_compile_without_a_file_change() {
+        let (dir, mut c) = setup();
+        let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+        let until = until
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let bundle = format!(
+            r#"{{"type": "bundle", "objects": [{{"type": "indicator", "id": "indicator--x",
+            "pattern": "[domain-name:value = 'short-lived.example']", "valid_from": "2020-01-01T00:00:00Z",
+            "valid_until": "{until}"}}]}}"#
+        );
+        std::fs::write(dir.path().join("feeds/cti.json"), bundle).unwrap();
+        let (list, report) = c.compile().unwrap();
+        assert!(list.lookup_str("short-lived.example").is_some());
+        let due = report
+            .next_change
+            .expect("a rebuild is scheduled for the expiry");
+        std::thread::sleep(
+            due.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_millis(50),
+        );
+        let (list, report) = c.compile().unwrap();
+        assert!(
+            report.feeds[0].parsed,
+            "re-parsed because its contents changed by the clock"
+        );
+        assert_eq!(report.feeds[0].parse.expired, 1, "{:?}", report.feeds[0]);
+        assert!(list.lookup_str("short-lived.example").is_none());
     }
 
     #[test]
