@@ -171,7 +171,6 @@ impl RequestHandler for Handler {
         let qname: &Name = query.name();
         let qtype = query.query_type();
         let blocked = self.check(qname);
-        let mut log_only = false;
         if let Some(blocked) = blocked {
             tracing::debug!(client = %info.src, %qname, %qtype, listed = %blocked.listed, action = %blocked.action, "blocked");
             match blocked.action {
@@ -183,7 +182,11 @@ impl RequestHandler for Handler {
                         counts: HeaderCounts::default(),
                     });
                 }
-                Action::Log => log_only = true,
+                // Monitor mode: answer as if unlisted. The hit record that
+                // makes this useful comes with the hit log (issue #5).
+                Action::Log => {
+                    tracing::info!(client = %info.src, %qname, listed = %blocked.listed, "monitor-mode hit (action log)")
+                }
                 action => {
                     let answer = block_answer(
                         action,
@@ -211,7 +214,6 @@ impl RequestHandler for Handler {
                 }
             }
         }
-        let _ = log_only;
 
         let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
         match self.upstream.resolve(query.name(), qtype, dnssec_ok).await {
