@@ -185,7 +185,7 @@ impl RequestHandler for Handler {
                 // Monitor mode: answer as if unlisted. The hit record that
                 // makes this useful comes with the hit log (issue #5).
                 Action::Log => {
-                    tracing::info!(client = %info.src, %qname, listed = %blocked.listed, "monitor-mode hit (action log)")
+                    tracing::debug!(client = %info.src, %qname, listed = %blocked.listed, "monitor-mode hit (action log)")
                 }
                 action => {
                     let answer = block_answer(
