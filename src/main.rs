@@ -55,6 +55,11 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// TAXII 2.1 collections.
     Taxii {
         #[command(subcommand)]
@@ -64,6 +69,18 @@ enum Command {
     Check {
         /// The name to look up.
         name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the config and every feed it names, without serving: for
+    /// deployment pipelines. Exit 0 when all is well, 64 for a bad config,
+    /// 1 when a feed, an allow or protected list, or a credential file has
+    /// a problem.
+    Check {
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -92,6 +109,9 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(&config.path),
         Command::Compile { config } => compile(&config.path),
         Command::Check { name, config } => check(&name, &config.path),
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => config_check(&config.path),
         Command::Taxii {
             command: TaxiiCommand::Pull { name, config },
         } => taxii_pull(name.as_deref(), &config.path),
@@ -228,6 +248,45 @@ fn spawn_taxii_pollers(config: &Config) {
             }
         });
     }
+}
+
+fn config_check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    OrgMap::new(&config.organisations).map_err(|e| UsageError(e.into()))?;
+    init_tracing("error");
+    let (_, report) = blocklist::compile(&config).context("compiling the blocklist")?;
+    let mut problems: Vec<String> = report
+        .feeds
+        .iter()
+        .filter_map(|f| f.error.as_ref().map(|e| format!("feed {}: {e}", f.name)))
+        .collect();
+    for t in &config.taxii {
+        for file in [&t.password_file, &t.token_file].into_iter().flatten() {
+            if let Err(e) = std::fs::metadata(file) {
+                problems.push(format!(
+                    "taxii {}: credential file {}: {e}",
+                    t.name,
+                    file.display()
+                ));
+            }
+        }
+    }
+    println!(
+        "{}: {} feeds, {} names, {} organisations, {} TAXII sources",
+        path.display(),
+        report.feeds.len(),
+        report.entries,
+        config.organisations.len(),
+        config.taxii.len()
+    );
+    if problems.is_empty() {
+        println!("config OK");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for p in &problems {
+        println!("problem: {p}");
+    }
+    Ok(ExitCode::FAILURE)
 }
 
 fn check(name: &str, path: &std::path::Path) -> anyhow::Result<ExitCode> {

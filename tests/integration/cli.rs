@@ -109,3 +109,27 @@ fn check_explains_hits_misses_and_precedence() {
     assert_eq!(code, 64);
     assert!(err.contains("not a domain name"), "{err}");
 }
+
+#[test]
+fn config_check_validates_without_serving() {
+    let (setup, config) = setup_with_feeds();
+    let (code, out, err) = run(&["config", "check", "--config", &config]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("config OK") && out.contains("4 names"),
+        "{out}"
+    );
+    // A feed that cannot be read in any format is a problem (exit 1).
+    setup.write("feeds/junk.bin", "<html></html>\n");
+    let (code, out, _) = run(&["config", "check", "--config", &config]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("problem: feed junk.bin") && out.contains("no known format"),
+        "{out}"
+    );
+    // A bad config exits 64 and names the key.
+    let bad = setup.write("bad.toml", "[server]\nlisten = []\n");
+    let (code, _, err) = run(&["config", "check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("server.listen"), "{err}");
+}
