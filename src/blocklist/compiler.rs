@@ -216,6 +216,10 @@ struct Adopted {
     fingerprint: Fingerprint,
     layers: Vec<Arc<Layer>>,
     format: Format,
+    /// The settings the layers were built with (see `settings_key`).
+    settings: u64,
+    report: ParseReport,
+    suppressed: Suppressed,
 }
 
 impl Adopted {
@@ -228,6 +232,17 @@ impl Adopted {
 enum Unit {
     Feed(Arc<ParsedFeed>),
     Layers(Vec<Arc<Layer>>),
+}
+
+/// What a big feed's layers depend on besides the feed itself: the
+/// actions and the protected names.
+fn settings_key(config: &Config, inputs: &BTreeMap<String, Fingerprint>) -> u64 {
+    let mut text = format!("{:?}|{:?}", config.actions, config.blocklist.default_action);
+    for path in &config.blocklist.protected {
+        let hash = inputs.get(&path.display().to_string()).map(|f| f.hash);
+        text.push_str(&format!("|{hash:?}"));
+    }
+    fnv1a(FNV_SEED, text.as_bytes())
 }
 
 /// Build a big feed's layers, one per TLD range, in parallel (the fst
@@ -305,12 +320,17 @@ impl Compiler {
             let Some(fp) = fingerprints.get(&path.display().to_string()) else {
                 continue;
             };
+            let settings = settings_key(&self.config, fingerprints);
             let adopted = self.adopted.entry(path).or_insert_with(|| Adopted {
                 fingerprint: *fp,
                 layers: Vec::new(),
                 format: feed.format,
+                settings,
+                report: ParseReport::default(),
+                suppressed: Suppressed::default(),
             });
             adopted.layers.push(Arc::clone(layer));
+            adopted.report.loaded += layer.entries();
         }
     }
 
@@ -367,12 +387,21 @@ impl Compiler {
             .retain(|path, _| jobs.iter().any(|(p, ..)| p == path));
 
         let now = SystemTime::now();
+        let settings = MergeSettings {
+            by_category: config.actions.clone(),
+            default_action: config.blocklist.default_action,
+        };
+        // What a layer's contents depend on besides its feed: the actions
+        // and the protected names.
+        let settings_key = settings_key(&config, &inputs);
         self.adopted
             .retain(|path, _| jobs.iter().any(|(p, ..)| p == path));
         let mut units = Vec::new();
         let mut reports = Vec::new();
         for (path, source, format, max_entries) in jobs {
             if let Some(a) = self.adopted.get(&path)
+                && a.settings == settings_key
+                && a.report.next_change.is_none_or(|t| t > now)
                 && fingerprint(&path, Some(&a.fingerprint))
                     .is_some_and(|now| now.hash == a.fingerprint.hash)
             {
@@ -380,10 +409,8 @@ impl Compiler {
                     name: source.name.clone(),
                     path: path.clone(),
                     format: Some(a.format),
-                    parse: ParseReport {
-                        loaded: a.entries(),
-                        ..ParseReport::default()
-                    },
+                    parse: a.report.clone(),
+                    suppressed: a.suppressed.clone(),
                     ..FeedReport::default()
                 });
                 units.push(Unit::Layers(a.layers.clone()));
@@ -413,20 +440,6 @@ impl Compiler {
             })
             .collect();
 
-        let settings = MergeSettings {
-            by_category: config.actions.clone(),
-            default_action: config.blocklist.default_action,
-        };
-        // What a layer's contents depend on besides its feed: the actions
-        // and the protected names.
-        let settings_key = {
-            let mut text = format!("{:?}|{:?}", settings.by_category, settings.default_action);
-            for path in &config.blocklist.protected {
-                let hash = inputs.get(&path.display().to_string()).map(|f| f.hash);
-                text.push_str(&format!("|{hash:?}"));
-            }
-            fnv1a(FNV_SEED, text.as_bytes())
-        };
         let small: Vec<Arc<ParsedFeed>> = feeds
             .iter()
             .filter(|f| f.len() < OWN_LAYER_MIN)
@@ -456,9 +469,28 @@ impl Compiler {
                 let entry = build_own_layers(feed, &protected, &settings, settings_key)?;
                 self.layers.insert(feed.source.name.clone(), entry);
             }
-            if let Some(cached) = self.layers.get(&feed.source.name) {
+            if let Some(cached) = self.layers.remove(&feed.source.name) {
                 layers.extend(cached.layers.iter().cloned());
                 suppressed_by_feed.push((feed.source.name.clone(), cached.suppressed.clone()));
+                // From now on the layers are this feed's cached (and last
+                // good) contents; the parse is let go, which returns the
+                // big feed's keys to the system.
+                if !feed.source.allow_only {
+                    let path = config.blocklist.feeds_dir.join(&feed.source.name);
+                    if let Some(parsed) = self.cache.remove(&path) {
+                        self.adopted.insert(
+                            path,
+                            Adopted {
+                                fingerprint: parsed.fingerprint,
+                                layers: cached.layers,
+                                format: feed.source.format,
+                                settings: settings_key,
+                                report: feed.report.clone(),
+                                suppressed: cached.suppressed,
+                            },
+                        );
+                    }
+                }
             }
         }
         if !small.is_empty() {
@@ -550,10 +582,12 @@ impl Compiler {
         report.parsed = true;
         // Same bytes, re-parsed because validity times passed: entries that
         // expired are meant to go, so the shrink guard does not apply.
-        let clock_only = self
+        let known_hash = self
             .cache
             .get(path)
-            .is_some_and(|c| c.fingerprint.hash == hash);
+            .map(|c| c.fingerprint.hash)
+            .or_else(|| self.adopted.get(path).map(|a| a.fingerprint.hash));
+        let clock_only = known_hash == Some(hash);
         let parsed = parse_feed(
             path,
             |f| FeedSource {
@@ -609,6 +643,11 @@ impl Compiler {
         if let Some(feed) = &previous {
             report.format = Some(feed.source.format);
             report.parse = feed.report.clone();
+            tracing::warn!(feed = %report.name, %error, "feed not updated; serving its last good contents");
+        } else if let Some(a) = self.adopted.get(path) {
+            // The caller serves the adopted layers as the last good copy.
+            report.format = Some(a.format);
+            report.parse = a.report.clone();
             tracing::warn!(feed = %report.name, %error, "feed not updated; serving its last good contents");
         } else {
             tracing::error!(feed = %report.name, %error, "feed not loaded");
@@ -814,6 +853,31 @@ mod tests {
         let (list, r) = c.compile().unwrap();
         assert_eq!(r.feeds.len(), 1);
         assert!(list.lookup_str("a5.example").is_none());
+    }
+
+    #[test]
+    fn a_big_feed_keeps_its_layers_not_its_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("feeds")).unwrap();
+        std::fs::write(dir.path().join("protected.txt"), "").unwrap();
+        let text = "[blocklist]\nfeeds_dir = \"feeds\"\nprotected = [\"protected.txt\"]\n";
+        let config = Config::from_str(text, &dir.path().join("p.toml")).unwrap();
+        let mut c = Compiler::new(Arc::new(config));
+        let big = dir.path().join("feeds/big.txt");
+        std::fs::write(&big, names(OWN_LAYER_MIN + 10, "big")).unwrap();
+        let (_, r) = c.compile().unwrap();
+        assert!(r.feeds[0].parsed);
+        assert!(c.cache.is_empty(), "the big feed's parse is not kept");
+        let (list, r) = c.compile().unwrap();
+        assert!(!r.feeds[0].parsed, "its layers are reused");
+        assert_eq!(r.feeds[0].parse.loaded, OWN_LAYER_MIN + 10);
+        assert!(list.lookup_str("big3.example").is_some());
+        // The protected names changed: the layers are rebuilt with them.
+        std::fs::write(dir.path().join("protected.txt"), "www.big3.example\n").unwrap();
+        let (list, r) = c.compile().unwrap();
+        assert!(r.feeds[0].parsed);
+        assert_eq!(r.feeds[0].suppressed.count, 1);
+        assert!(list.lookup_str("big3.example").is_none());
     }
 
     #[test]

@@ -382,11 +382,13 @@ pub fn detect_text(head: &str) -> Option<Format> {
         return first.contains("\"type\"").then_some(Format::Stix);
     }
     let mut saw_plain = false;
+    let mut saw_anything = false;
     for line in head.lines().take(500) {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
+        saw_anything = true;
         if line.starts_with('!')
             || line.starts_with("[Adblock")
             || line.starts_with("||")
@@ -422,7 +424,9 @@ pub fn detect_text(head: &str) -> Option<Format> {
             saw_plain = true;
         }
     }
-    saw_plain.then_some(Format::Plain)
+    // An empty list (or one of comments only) is a valid plain list with
+    // no entries; the shrink guard decides whether to believe it.
+    (saw_plain || !saw_anything).then_some(Format::Plain)
 }
 
 /// Parse a whole feed file, handing every indicator to `sink`.
@@ -576,7 +580,15 @@ mod tests {
         }
         assert_eq!(detect_text("<html><body>404</body></html>\n"), None);
         assert_eq!(detect_text("{\"error\": 1}"), None);
-        assert_eq!(detect_text(""), None);
+        assert_eq!(
+            detect_text(""),
+            Some(Format::Plain),
+            "an empty list is an empty plain list"
+        );
+        assert_eq!(
+            detect_text("# nothing listed today\n\n"),
+            Some(Format::Plain)
+        );
     }
 
     #[test]
