@@ -18,35 +18,11 @@ fn blocking_server() -> (
 ) {
     let extra = "[blocklist]\nallow = [\"allow.txt\"]\nprotected = [\"protected.txt\"]\npolicy_ttl = 300\n\
                  [actions]\nphishing = \"nodata\"\nsuspicious = \"refused\"\n";
-    forwarder_with_lists(&[("threats.tsv", THREATS)], extra)
-}
-
-fn forwarder_with_lists(
-    feeds: &[(&str, &str)],
-    extra: &str,
-) -> (
-    crate::harness::Setup,
-    crate::upstream::Authority,
-    crate::harness::Server,
-) {
-    use crate::harness::{Server, Setup};
-    use crate::upstream::{Authority, example_zone};
-    let auth = Authority::start(
-        "127.0.0.1:0".parse().unwrap(),
-        &[("example.test.", example_zone("example.test.", "127.0.0.1"))],
-    );
-    let setup = Setup::new();
-    for (name, text) in feeds {
-        setup.write(&format!("feeds/{name}"), text);
-    }
-    setup.write("allow.txt", "good.evil.example.test\n");
-    setup.write("protected.txt", "protected.example.test\n");
-    let config = setup.config(&format!(
-        "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\n{extra}",
-        auth.addr
-    ));
-    let server = Server::start(&config);
-    (setup, auth, server)
+    let lists = [
+        ("allow.txt", "good.evil.example.test\n"),
+        ("protected.txt", "protected.example.test\n"),
+    ];
+    crate::forward::forwarder_with(&[("threats.tsv", THREATS)], &lists, extra)
 }
 
 #[test]

@@ -9,6 +9,15 @@ use crate::upstream::{Authority, example_zone};
 /// A forwarder in front of one authority for `example.test.`, with the
 /// given feed files.
 pub fn forwarder(feeds: &[(&str, &str)], extra: &str) -> (Setup, Authority, Server) {
+    forwarder_with(feeds, &[], extra)
+}
+
+/// The same, with other files (allow and protected lists) beside the config.
+pub fn forwarder_with(
+    feeds: &[(&str, &str)],
+    files: &[(&str, &str)],
+    extra: &str,
+) -> (Setup, Authority, Server) {
     let auth = Authority::start(
         "127.0.0.1:0".parse().unwrap(),
         &[("example.test.", example_zone("example.test.", "127.0.0.1"))],
@@ -16,6 +25,9 @@ pub fn forwarder(feeds: &[(&str, &str)], extra: &str) -> (Setup, Authority, Serv
     let setup = Setup::new();
     for (name, text) in feeds {
         setup.write(&format!("feeds/{name}"), text);
+    }
+    for (name, text) in files {
+        setup.write(name, text);
     }
     let config = setup.config(&format!(
         "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ntimeout_ms = 2000\n{extra}",
