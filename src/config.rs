@@ -315,6 +315,14 @@ pub struct RawOrganisation {
     pub networks: Vec<IpNet>,
     #[serde(default)]
     pub token_sha256: Option<String>,
+    /// Names (and everything below them) this organisation never has
+    /// blocked: its own intranet, a supplier a feed wrongly lists.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Category -> action for this organisation's clients only; beats the
+    /// global `[actions]` and the feed's own action.
+    #[serde(default)]
+    pub actions: BTreeMap<String, Action>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -345,8 +353,24 @@ fn default_admin_listen() -> Option<SocketAddr> {
 pub struct RawHitlog {
     #[serde(default = "default_retention")]
     pub retention_days: u32,
+    /// Also stream every record as a JSON line to this file (rotated daily
+    /// to `NAME-YYYY-MM-DD.jsonl`), for SIEM shippers.
     #[serde(default)]
     pub jsonl: Option<PathBuf>,
+    /// The SQLite database; default `state_dir/hits.sqlite`.
+    #[serde(default)]
+    pub database: Option<PathBuf>,
+    /// Record queries that an allow entry let through, too.
+    #[serde(default)]
+    pub log_allowed: bool,
+    /// Records that may wait for the writer; beyond this they are dropped
+    /// and counted, never waited for.
+    #[serde(default = "default_channel_capacity")]
+    pub channel_capacity: usize,
+    /// Cap on the database file; at the cap writes fail as on a full disk
+    /// (logged, counted, records dropped) until retention frees space.
+    #[serde(default)]
+    pub max_db_mib: Option<u64>,
 }
 
 impl Default for RawHitlog {
@@ -354,12 +378,20 @@ impl Default for RawHitlog {
         RawHitlog {
             retention_days: default_retention(),
             jsonl: None,
+            database: None,
+            log_allowed: false,
+            channel_capacity: default_channel_capacity(),
+            max_db_mib: None,
         }
     }
 }
 
 fn default_retention() -> u32 {
     90
+}
+
+fn default_channel_capacity() -> usize {
+    65_536
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -416,6 +448,9 @@ pub struct Organisation {
     pub name: String,
     pub networks: Vec<IpNet>,
     pub token_sha256: Option<String>,
+    /// Normalised names.
+    pub allow: Vec<String>,
+    pub actions: BTreeMap<String, Action>,
 }
 
 impl Config {
@@ -564,11 +599,22 @@ impl Config {
                 check_sha256(token)
                     .map_err(|m| invalid(&format!("organisation[{i}].token_sha256"), m))?;
             }
+            let mut allow = Vec::new();
+            for (j, name) in org.allow.iter().enumerate() {
+                allow.push(crate::domain::normalize(name).map_err(|e| {
+                    invalid(
+                        &format!("organisation[{i}].allow[{j}]"),
+                        format!("{name:?}: {e}"),
+                    )
+                })?);
+            }
             organisations.push(Organisation {
                 name: org.name.unwrap_or_else(|| org.id.clone()),
                 id: org.id,
                 networks: org.networks.iter().map(IpNet::trunc).collect(),
                 token_sha256: org.token_sha256.map(|t| t.to_ascii_lowercase()),
+                allow,
+                actions: org.actions,
             });
         }
         if let Some(token) = &raw.admin.operator_token_sha256 {
@@ -580,8 +626,20 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        if raw.hitlog.channel_capacity == 0 {
+            return Err(invalid(
+                "hitlog.channel_capacity",
+                "must be at least 1".into(),
+            ));
+        }
         let mut hitlog = raw.hitlog;
         hitlog.jsonl = hitlog.jsonl.map(|p| rel(&p));
+        hitlog.database = Some(
+            hitlog
+                .database
+                .map(|p| rel(&p))
+                .unwrap_or_else(|| blocklist.state_dir.join("hits.sqlite")),
+        );
         if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
             return Err(invalid(
                 "log.level",

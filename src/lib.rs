@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //!
-//! Data flows one way: feeds -> compiler -> blocklist -> lookup -> handler.
+//! Data flows one way: feeds -> compiler -> blocklist -> lookup -> handler
+//! -> hit log.
 //!
 //! * [`config`]: the TOML file, defaults and validation.
 //! * [`domain`]: the one name normaliser and the reversed-label key.
@@ -18,21 +19,31 @@
 //! * [`orgs`]: client address -> member organisation.
 //! * [`resolve`]: forward and recursive upstream resolution.
 //! * [`server`]: the hickory request handler and block responses.
-//! * [`report`]: the human-readable output of `compile` and `check`.
+//! * [`hitlog`]: hit records, the writer thread, the SQLite store.
+//! * [`report`]: organisation reports rendered as text, CSV, JSON, HTML.
+//! * [`summary`]: the human-readable output of `compile` and `check`.
+//! * [`metrics`]: metric names and the Prometheus recorder.
+//! * [`admin`]: the admin HTTP listener: metrics, health, review API, web page.
+//! * [`health`]: what makes the resolver ready to take traffic.
 //! * [`taxii`]: pulls TAXII 2.1 collections into feeds_dir.
 //! * [`watch`]: file drops, SIGHUP, rescans -> debounced rebuild -> swap.
 
 #![deny(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod admin;
 pub mod blocklist;
 pub mod config;
 pub mod domain;
 pub mod feeds;
+pub mod health;
+pub mod hitlog;
+pub mod metrics;
 pub mod orgs;
 pub mod policy;
 pub mod report;
 pub mod resolve;
 pub mod server;
+pub mod summary;
 pub mod taxii;
 pub mod watch;

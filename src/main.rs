@@ -16,6 +16,9 @@ use clap::{Parser, Subcommand};
 
 use portcullis::blocklist::{self, Compiler, snapshot};
 use portcullis::config::Config;
+use portcullis::health::Health;
+use portcullis::hitlog::store::{Cursor, Filter, Store};
+use portcullis::hitlog::{now_ms, parse_time};
 use portcullis::orgs::OrgMap;
 use portcullis::resolve::Upstream;
 use portcullis::server::{self, Handler, response::BlockSettings};
@@ -65,6 +68,34 @@ enum Command {
         #[command(subcommand)]
         command: TaxiiCommand,
     },
+    /// List blocked queries from the hit log, newest first.
+    Logs {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Records to show; 0 for all.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Summarise blocked queries: totals, categories and feeds, top names,
+    /// top clients, a per-day timeline.
+    Report {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Rows in each ranking.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+        /// Write to this file instead of standard output.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Show the decision for a name and why.
     Check {
         /// The name to look up.
@@ -98,6 +129,50 @@ enum TaxiiCommand {
     },
 }
 
+/// Which records `logs` and `report` look at.
+#[derive(clap::Args)]
+struct FilterArgs {
+    /// One organisation's records (default: every organisation).
+    #[arg(long)]
+    org: Option<String>,
+    /// From this time: a duration back from now (24h, 7d), an RFC 3339
+    /// time or a date (2026-11-01). `report` defaults to 30d.
+    #[arg(long)]
+    since: Option<String>,
+    /// Up to this time (same forms); default now.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this client address.
+    #[arg(long)]
+    client: Option<std::net::IpAddr>,
+    /// Only queries for this name or names below it (query or listed name).
+    #[arg(long)]
+    domain: Option<String>,
+    /// Only this category.
+    #[arg(long)]
+    category: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
+    Csv,
+    Html,
+}
+
+impl From<OutputFormat> for portcullis::report::Format {
+    fn from(f: OutputFormat) -> Self {
+        use portcullis::report::Format;
+        match f {
+            OutputFormat::Table => Format::Table,
+            OutputFormat::Json => Format::Json,
+            OutputFormat::Csv => Format::Csv,
+            OutputFormat::Html => Format::Html,
+        }
+    }
+}
+
 /// An error that should exit with EX_USAGE.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
@@ -109,6 +184,19 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(&config.path),
         Command::Compile { config } => compile(&config.path),
         Command::Check { name, config } => check(&name, &config.path),
+        Command::Logs {
+            filter,
+            limit,
+            format,
+            config,
+        } => logs(&filter, limit, format, &config.path),
+        Command::Report {
+            filter,
+            top,
+            format,
+            output,
+            config,
+        } => report(&filter, top, format, output.as_deref(), &config.path),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => config_check(&config.path),
@@ -155,7 +243,7 @@ fn compile(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = load_config(path)?;
     init_tracing(&std::env::var("PORTCULLIS_LOG").unwrap_or_else(|_| "warn".to_owned()));
     let (_list, report) = blocklist::compile(&config).context("compiling the blocklist")?;
-    print!("{}", portcullis::report::compile_summary(&report));
+    print!("{}", portcullis::summary::compile_summary(&report));
     if report.feeds_loaded() == 0 && !report.feeds.is_empty() {
         anyhow::bail!("no feed could be loaded");
     }
@@ -289,6 +377,112 @@ fn config_check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
+impl FilterArgs {
+    fn to_filter(&self, config: &Config) -> anyhow::Result<Filter> {
+        if let Some(org) = &self.org
+            && !config.organisations.iter().any(|o| &o.id == org)
+        {
+            let ids: Vec<&str> = config.organisations.iter().map(|o| o.id.as_str()).collect();
+            return Err(UsageError(anyhow::anyhow!(
+                "no organisation {org:?} in {} (known: {})",
+                config.path.display(),
+                if ids.is_empty() {
+                    "none".to_owned()
+                } else {
+                    ids.join(", ")
+                }
+            ))
+            .into());
+        }
+        let now = now_ms();
+        let time = |t: &Option<String>, what: &str| {
+            t.as_deref()
+                .map(|s| parse_time(s, now))
+                .transpose()
+                .map_err(|e| UsageError(anyhow::anyhow!("--{what}: {e}")))
+        };
+        let domain = self
+            .domain
+            .as_deref()
+            .map(portcullis::domain::normalize)
+            .transpose()
+            .map_err(|e| UsageError(anyhow::anyhow!("--domain: {e}")))?;
+        Ok(Filter {
+            org: self.org.clone(),
+            since: time(&self.since, "since")?,
+            until: time(&self.until, "until")?,
+            client: self.client.map(|c| c.to_canonical()),
+            domain,
+            category: self.category.clone(),
+        })
+    }
+}
+
+fn open_hits(config: &Config) -> anyhow::Result<Store> {
+    let database = portcullis::hitlog::writer::Settings::from_config(config).database;
+    Ok(Store::open_reader(&database)?)
+}
+
+fn logs(
+    args: &FilterArgs,
+    limit: usize,
+    format: OutputFormat,
+    path: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    let filter = args.to_filter(&config)?;
+    if matches!(format, OutputFormat::Html) {
+        return Err(UsageError(anyhow::anyhow!(
+            "logs: use --format table, json or csv (html is for report)"
+        ))
+        .into());
+    }
+    let store = open_hits(&config)?;
+    let mut hits = Vec::new();
+    let mut after = None;
+    loop {
+        let want = if limit == 0 {
+            10_000
+        } else {
+            (limit - hits.len()).min(10_000)
+        };
+        let page = store.hits(&filter, after, want)?;
+        hits.extend(page.hits);
+        after = page.next.as_deref().and_then(Cursor::parse);
+        if after.is_none() || (limit != 0 && hits.len() >= limit) {
+            break;
+        }
+    }
+    print!("{}", portcullis::report::hits(&hits, format.into())?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(
+    args: &FilterArgs,
+    top: usize,
+    format: OutputFormat,
+    output: Option<&std::path::Path>,
+    path: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    let mut filter = args.to_filter(&config)?;
+    let now = now_ms();
+    let since = filter.since.take().unwrap_or(now - 30 * 86_400_000);
+    let until = filter.until.take().unwrap_or(now + 1);
+    if since >= until {
+        return Err(UsageError(anyhow::anyhow!("--since must be before --until")).into());
+    }
+    let store = open_hits(&config)?;
+    let r = store.report(&filter, since, until, top.max(1))?;
+    let text = portcullis::report::report(&r, format.into())?;
+    match output {
+        Some(file) => std::fs::write(file, text)
+            .with_context(|| format!("writing the report to {}", file.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn check(name: &str, path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = load_config(path)?;
     init_tracing("error");
@@ -296,7 +490,7 @@ fn check(name: &str, path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let explanation = list
         .explain(name)
         .map_err(|e| UsageError(anyhow::anyhow!("{name:?} is not a domain name: {e}")))?;
-    print!("{}", portcullis::report::explanation(&list, &explanation));
+    print!("{}", portcullis::summary::explanation(&list, &explanation));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -306,6 +500,11 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let orgs = OrgMap::new(&config.organisations).map_err(|e| UsageError(e.into()))?;
     init_tracing(&config.log.level);
     tracing::info!(config = %config.path.display(), version = env!("CARGO_PKG_VERSION"), "starting portcullis");
+    // Before anything records: handles taken earlier would be no-ops.
+    let prometheus = match config.admin.listen {
+        Some(_) => Some(portcullis::metrics::install().context("installing the metrics recorder")?),
+        None => None,
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -369,12 +568,17 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             });
         }
 
-        let upstream = Upstream::new(&config.resolver)
-            .map_err(|e| anyhow::anyhow!("configuring the {:?} resolver: {e}", config.resolver.mode))?;
+        let upstream = Arc::new(
+            Upstream::new(&config.resolver)
+                .map_err(|e| anyhow::anyhow!("configuring the {:?} resolver: {e}", config.resolver.mode))?,
+        );
+        let health = Arc::new(Health::new(Arc::clone(&handle)));
+        let hitlog = portcullis::hitlog::spawn(portcullis::hitlog::writer::Settings::from_config(&config))
+            .context("starting the hit log writer")?;
         let handler = Handler {
             blocklist: Arc::clone(&handle),
             orgs: Arc::new(orgs),
-            upstream: Arc::new(upstream),
+            upstream: Arc::clone(&upstream),
             block: BlockSettings {
                 policy_ttl: config.blocklist.policy_ttl,
                 sinkhole_ipv4: config.blocklist.sinkhole_ipv4,
@@ -382,10 +586,29 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                 ede_names_feed: config.blocklist.ede_names_feed,
             },
             allow_unknown_clients: config.server.allow_unknown_clients,
+            hits: hitlog.sender(),
+            log_allowed: config.hitlog.log_allowed,
+            metrics: server::QueryMetrics::new(),
+            health: Arc::clone(&health),
         };
         let sockets = server::bind(&config.server.listen).await?;
+        let admin = match config.admin.listen {
+            Some(addr) => Some(portcullis::admin::bind(addr).await?),
+            None => None,
+        };
         let mut dns = server::serve(handler, sockets, Duration::from_secs(config.server.tcp_timeout_secs));
+        health.dns_bound.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(startup_ms = started.elapsed().as_millis() as u64, "serving");
+        if let Some(listener) = admin {
+            let state = Arc::new(portcullis::admin::AdminState::new(&config, prometheus, Arc::clone(&health)));
+            let app = portcullis::admin::router(state);
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, app).await {
+                    tracing::error!(%error, "admin listener failed");
+                }
+            });
+        }
+        spawn_upstream_probe(Arc::clone(&upstream), Arc::clone(&health));
 
         let (trigger_tx, triggers) = tokio::sync::mpsc::channel(8);
         let reloader = Reloader { config: Arc::clone(&config), handle, status: Arc::clone(&status) };
@@ -396,6 +619,17 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         shutdown_signal().await?;
         tracing::info!("shutting down");
         dns.shutdown_gracefully().await.context("stopping the DNS listeners")?;
+        drop(dns);
+        let counters = Arc::clone(hitlog.counters());
+        let flushed = tokio::task::spawn_blocking(move || hitlog.close(Duration::from_secs(10)))
+            .await
+            .unwrap_or(false);
+        tracing::info!(
+            written = counters.written.load(std::sync::atomic::Ordering::Relaxed),
+            dropped = counters.dropped(),
+            flushed,
+            "hit log closed"
+        );
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -414,6 +648,30 @@ fn log_feeds(report: &blocklist::CompileReport) {
             ),
         }
     }
+}
+
+/// Keep the readiness check's view of the upstream fresh when no query
+/// does: resolve `. NS` whenever the last answer is getting old.
+fn spawn_upstream_probe(upstream: Arc<Upstream>, health: Arc<Health>) {
+    use portcullis::health::{PROBE_EVERY, UPSTREAM_FRESH};
+    tokio::spawn(async move {
+        let root = hickory_proto::rr::LowerName::from(hickory_proto::rr::Name::root());
+        loop {
+            if !health.upstream_fresh(UPSTREAM_FRESH / 2) {
+                match upstream
+                    .resolve(&root, hickory_proto::rr::RecordType::NS, false)
+                    .await
+                {
+                    Ok(_) => health.upstream_answered(),
+                    Err(error) => {
+                        health.upstream_failed();
+                        tracing::debug!(%error, "upstream probe failed");
+                    }
+                }
+            }
+            tokio::time::sleep(PROBE_EVERY).await;
+        }
+    });
 }
 
 /// SIGHUP (systemctl reload) forces a rebuild.

@@ -5,13 +5,18 @@
 //! 129 for IPv6, in practice a handful), however many organisations and
 //! networks are configured. IPv4-mapped IPv6 clients (`::ffff:10.1.2.3`,
 //! as a dual-stack socket reports them) are matched as IPv4.
+//!
+//! Each organisation also carries its own policy: names it never has
+//! blocked and per-category action overrides. Both are consulted only
+//! after the blocklist matched, so they cost nothing on a clean query.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
 use crate::config::Organisation;
+use crate::policy::Action;
 
 /// Index of an organisation in the config order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,16 +28,57 @@ pub struct OrgMap {
     /// (prefix length, network address bits -> org), longest length first.
     v4: Vec<(u8, HashMap<u32, OrgId>)>,
     v6: Vec<(u8, HashMap<u128, OrgId>)>,
-    ids: Vec<String>,
+    policies: Vec<OrgPolicy>,
 }
 
-/// Two organisations claiming the same network.
+/// One organisation's identity and its own exceptions to the global policy.
+#[derive(Debug, Default)]
+pub struct OrgPolicy {
+    pub id: String,
+    pub name: String,
+    /// Normalised names; each covers its subtree.
+    allow: HashSet<String>,
+    actions: BTreeMap<String, Action>,
+}
+
+impl OrgPolicy {
+    /// The allow entry covering `name` (normalised, no trailing dot), if any.
+    pub fn allowed(&self, name: &str) -> Option<&str> {
+        if self.allow.is_empty() {
+            return None;
+        }
+        let mut rest = name;
+        loop {
+            if let Some(hit) = self.allow.get(rest) {
+                return Some(hit);
+            }
+            rest = rest.split_once('.')?.1;
+        }
+    }
+
+    /// This organisation's action for a category, when it overrides one.
+    pub fn action(&self, category: &str) -> Option<Action> {
+        self.actions.get(category).copied()
+    }
+}
+
+/// An organisation table that cannot be built.
 #[derive(Debug, thiserror::Error)]
-#[error("network {network} is claimed by both organisation {first:?} and {second:?}")]
-pub struct DuplicateNetwork {
-    pub network: IpNet,
-    pub first: String,
-    pub second: String,
+pub enum OrgMapError {
+    #[error("network {network} is claimed by both organisation {first:?} and {second:?}")]
+    Claimed {
+        network: IpNet,
+        first: String,
+        second: String,
+    },
+    #[error("{0} organisations configured; at most 65535 are supported")]
+    TooMany(usize),
+}
+
+impl OrgMapError {
+    fn too_many(n: usize) -> Self {
+        OrgMapError::TooMany(n)
+    }
 }
 
 fn mask4(bits: u32, len: u8) -> u32 {
@@ -54,13 +100,18 @@ fn mask6(bits: u128, len: u8) -> u128 {
 impl OrgMap {
     /// Build the map. Overlapping prefixes are fine (longest wins); the same
     /// prefix in two organisations is a config error.
-    pub fn new(orgs: &[Organisation]) -> Result<OrgMap, DuplicateNetwork> {
+    pub fn new(orgs: &[Organisation]) -> Result<OrgMap, OrgMapError> {
         let mut v4: HashMap<u8, HashMap<u32, OrgId>> = HashMap::new();
         let mut v6: HashMap<u8, HashMap<u128, OrgId>> = HashMap::new();
-        let mut ids = Vec::new();
+        let mut policies = Vec::new();
         for (i, org) in orgs.iter().enumerate() {
-            let id = OrgId(u16::try_from(i).unwrap_or(u16::MAX));
-            ids.push(org.id.clone());
+            let id = OrgId(u16::try_from(i).map_err(|_| OrgMapError::too_many(orgs.len()))?);
+            policies.push(OrgPolicy {
+                id: org.id.clone(),
+                name: org.name.clone(),
+                allow: org.allow.iter().cloned().collect(),
+                actions: org.actions.clone(),
+            });
             for net in &org.networks {
                 let previous = match net {
                     IpNet::V4(n) => {
@@ -73,7 +124,7 @@ impl OrgMap {
                     }
                 };
                 if let Some(prev) = previous.filter(|p| *p != id) {
-                    return Err(DuplicateNetwork {
+                    return Err(OrgMapError::Claimed {
                         network: *net,
                         first: orgs[usize::from(prev.0)].id.clone(),
                         second: org.id.clone(),
@@ -85,7 +136,7 @@ impl OrgMap {
         let mut v6: Vec<_> = v6.into_iter().collect();
         v4.sort_by_key(|e| std::cmp::Reverse(e.0));
         v6.sort_by_key(|e| std::cmp::Reverse(e.0));
-        Ok(OrgMap { v4, v6, ids })
+        Ok(OrgMap { v4, v6, policies })
     }
 
     /// The organisation whose most specific network holds `ip`.
@@ -107,11 +158,15 @@ impl OrgMap {
     }
 
     pub fn id(&self, org: OrgId) -> &str {
-        &self.ids[usize::from(org.0)]
+        &self.policy(org).id
     }
 
-    pub fn ids(&self) -> &[String] {
-        &self.ids
+    pub fn policy(&self, org: OrgId) -> &OrgPolicy {
+        &self.policies[usize::from(org.0)]
+    }
+
+    pub fn policies(&self) -> &[OrgPolicy] {
+        &self.policies
     }
 }
 
@@ -125,6 +180,8 @@ mod tests {
             name: id.into(),
             networks: nets.iter().map(|n| n.parse().unwrap()).collect(),
             token_sha256: None,
+            allow: Vec::new(),
+            actions: BTreeMap::new(),
         }
     }
 
@@ -155,6 +212,24 @@ mod tests {
         let map = OrgMap::new(&[org("all", &["0.0.0.0/0", "::/0"])]).unwrap();
         assert!(map.lookup("203.0.113.9".parse().unwrap()).is_some());
         assert!(map.lookup("2001:db8::9".parse().unwrap()).is_some());
+    }
+
+    #[test]
+    fn an_allow_entry_covers_its_subtree_only() {
+        let mut school = org("school", &["10.0.0.0/8"]);
+        school.allow = vec!["intranet.example".into()];
+        school.actions.insert("adware".into(), Action::Log);
+        let map = OrgMap::new(&[school]).unwrap();
+        let policy = map.policy(map.lookup("10.1.1.1".parse().unwrap()).unwrap());
+        assert_eq!(policy.allowed("intranet.example"), Some("intranet.example"));
+        assert_eq!(
+            policy.allowed("a.b.intranet.example"),
+            Some("intranet.example")
+        );
+        assert_eq!(policy.allowed("badintranet.example"), None);
+        assert_eq!(policy.allowed("example"), None);
+        assert_eq!(policy.action("adware"), Some(Action::Log));
+        assert_eq!(policy.action("malware"), None);
     }
 
     #[test]

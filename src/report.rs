@@ -1,158 +1,531 @@
-//! Text output of `portcullis compile` and `portcullis check`.
+//! Hit records and organisation reports rendered for people and tools:
+//! an aligned text table, CSV, JSON, and a self-contained HTML report.
 //!
-//! Kept apart from the compiler so the compiler returns data and the CLI
-//! decides how to show it.
+//! The data comes from [`crate::hitlog::store`]; this module only formats
+//! it, so the CLI and the admin API show the same numbers.
 
-use std::fmt::Write;
+use std::fmt::Write as _;
 
-use crate::blocklist::{Blocklist, CompileReport, Explanation};
-use crate::feeds::{Scope, Verdict};
+use crate::hitlog::store::Report;
+use crate::hitlog::{Hit, format_ts};
 
-/// The compile summary: one row per feed, its rejects and suppressions.
-pub fn compile_summary(report: &CompileReport) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<32} {:<7} {:>10} {:>9} {:>10}",
-        "feed", "format", "loaded", "rejected", "suppressed"
-    );
-    for feed in &report.feeds {
-        let format = feed.format.map_or("?", |f| f.as_str());
-        let _ = writeln!(
-            out,
-            "{:<32} {:<7} {:>10} {:>9} {:>10}",
-            feed.name, format, feed.parse.loaded, feed.parse.rejected, feed.suppressed.count
-        );
-        if let Some(error) = &feed.error {
-            let _ = writeln!(out, "  error: {error} (feed not loaded)");
-        }
-        for r in &feed.parse.first_rejects {
-            let _ = writeln!(out, "  line {}: {}", r.line, r.error);
-        }
-        if feed.parse.rejected > feed.parse.first_rejects.len() {
-            let _ = writeln!(
-                out,
-                "  ... and {} more rejected lines",
-                feed.parse.rejected - feed.parse.first_rejects.len()
-            );
-        }
-        if feed.suppressed.count > 0 {
-            let _ = writeln!(
-                out,
-                "  suppressed by protected names: {}{}",
-                feed.suppressed.first.join(", "),
-                if feed.suppressed.count > feed.suppressed.first.len() {
-                    ", ..."
-                } else {
-                    ""
-                }
-            );
-        }
-        if !feed.parse.skipped.is_empty() {
-            let kinds: Vec<String> = feed
-                .parse
-                .skipped
-                .iter()
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect();
-            let _ = writeln!(out, "  skipped: {}", kinds.join(", "));
-        }
-        let p = &feed.parse;
-        if p.revoked + p.expired + p.not_yet_valid > 0 {
-            let _ = writeln!(
-                out,
-                "  not loaded: {} revoked, {} expired, {} not yet valid",
-                p.revoked, p.expired, p.not_yet_valid
-            );
-        }
-        if let Some(next) = p.next_change {
-            let when = time::OffsetDateTime::from(next)
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default();
-            let _ = writeln!(out, "  contents change by validity at {when}");
-        }
-    }
-    let per_entry = if report.entries == 0 {
-        0.0
-    } else {
-        report.fst_bytes as f64 / report.entries as f64
-    };
-    let _ = writeln!(out, "protected names: {}", report.protected_names);
-    let _ = writeln!(
-        out,
-        "compiled {} names into {} bytes ({per_entry:.1} bytes/name) in {} ms",
-        report.entries,
-        report.fst_bytes,
-        report.elapsed.as_millis()
-    );
-    out
+/// Output formats of `portcullis logs` and `portcullis report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+    Html,
 }
 
-fn verdict_word(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Block => "BLOCKED",
-        Verdict::Allow => "ALLOWED (exception)",
+/// An aligned text table; the last column is not padded.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
     }
-}
-
-/// The decision for one name and the story behind it.
-pub fn explanation(list: &Blocklist, e: &Explanation) -> String {
     let mut out = String::new();
-    let Some(winner) = e.winner else {
-        let _ = writeln!(out, "{}: not listed (resolves normally)", e.name);
-        for step in &e.steps {
-            let _ = writeln!(
-                out,
-                "  {} is listed ({} {}) but does not cover this name",
-                step.listed, step.meta.scope, step.meta.verdict
-            );
-        }
-        return out;
-    };
-    let meta = list.meta(&winner);
-    let _ = write!(out, "{}: {}", e.name, verdict_word(meta.verdict));
-    if meta.verdict == Verdict::Block {
-        let _ = write!(out, ", action {}", meta.action);
-    }
-    let _ = writeln!(out);
-    for step in &e.steps {
-        let decides = step.applies && step.found == winner;
-        let feed = list.feed(&step.found);
-        let _ = write!(
-            out,
-            "  {} {:<10} {:<5} {} (feed {}, {} format, category {}",
-            if decides { "=>" } else { "  " },
-            step.meta.scope.to_string(),
-            step.meta.verdict.to_string(),
-            step.listed,
-            feed.name,
-            feed.format,
-            list.category(&step.found),
-        );
-        if let Some(detail) = list.detail(&step.found) {
-            let _ = write!(out, ", {detail}");
-        }
-        let _ = writeln!(
-            out,
-            "){}",
-            if step.applies {
-                ""
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let cells: Vec<&str> = cells.collect();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
             } else {
-                " - does not apply to this name"
+                let _ = write!(out, "{cell:<w$}  ", w = widths[i]);
             }
+        }
+        out.push('\n');
+    };
+    line(&mut headers.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+const HIT_COLUMNS: [&str; 13] = [
+    "ref",
+    "ts",
+    "org",
+    "client",
+    "transport",
+    "qname",
+    "qtype",
+    "stage",
+    "matched",
+    "feed",
+    "category",
+    "indicator",
+    "action",
+];
+
+fn hit_cells(h: &Hit) -> Vec<String> {
+    vec![
+        h.id.map(|i| i.to_string()).unwrap_or_default(),
+        format_ts(h.ts),
+        h.org.clone().unwrap_or_default(),
+        h.client.to_string(),
+        h.transport.as_str().to_owned(),
+        h.qname.clone(),
+        h.qtype.clone(),
+        h.stage.as_str().to_owned(),
+        h.matched.clone(),
+        h.feed.clone(),
+        h.category.clone(),
+        h.indicator.clone().unwrap_or_default(),
+        h.action.clone(),
+    ]
+}
+
+/// Hit records in `format` (`Html` is not offered for records). JSON is
+/// one object per line, like the hit stream.
+pub fn hits(records: &[Hit], format: Format) -> Result<String, csv::Error> {
+    Ok(match format {
+        Format::Json | Format::Html => {
+            let mut out = String::new();
+            for h in records {
+                out.push_str(&serde_json::to_string(h).map_err(std::io::Error::from)?);
+                out.push('\n');
+            }
+            out
+        }
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.write_record(HIT_COLUMNS)?;
+            for h in records {
+                w.write_record(hit_cells(h))?;
+            }
+            csv_string(w)?
+        }
+        Format::Table => {
+            let short = [0, 1, 2, 3, 5, 6, 7, 8, 10, 12];
+            let headers: Vec<&str> = short.iter().map(|i| HIT_COLUMNS[*i]).collect();
+            let rows: Vec<Vec<String>> = records
+                .iter()
+                .map(|h| {
+                    let cells = hit_cells(h);
+                    short.iter().map(|i| cells[*i].clone()).collect()
+                })
+                .collect();
+            table(&headers, &rows)
+        }
+    })
+}
+
+fn csv_string(w: csv::Writer<Vec<u8>>) -> Result<String, csv::Error> {
+    let bytes = w
+        .into_inner()
+        .map_err(|e| csv::Error::from(std::io::Error::other(e.to_string())))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A report in `format`.
+pub fn report(r: &Report, format: Format) -> Result<String, csv::Error> {
+    Ok(match format {
+        Format::Json => {
+            let mut s = serde_json::to_string_pretty(r).map_err(std::io::Error::from)?;
+            s.push('\n');
+            s
+        }
+        Format::Csv => report_csv(r)?,
+        Format::Table => report_text(r),
+        Format::Html => report_html(r),
+    })
+}
+
+fn scope(r: &Report) -> String {
+    match &r.org {
+        Some(org) => format!("organisation {org}"),
+        None => "all organisations".to_owned(),
+    }
+}
+
+fn report_text(r: &Report) -> String {
+    let mut out = format!(
+        "Blocked queries for {}, {} to {}\n\n{} hits, {} names, {} clients\n",
+        scope(r),
+        format_ts(r.since),
+        format_ts(r.until),
+        r.total,
+        r.distinct_names,
+        r.distinct_clients
+    );
+    if !r.by_org.is_empty() {
+        out.push_str("\nBy organisation\n");
+        let rows: Vec<_> = r
+            .by_org
+            .iter()
+            .map(|c| vec![c.key.clone(), c.hits.to_string()])
+            .collect();
+        out.push_str(&table(&["org", "hits"], &rows));
+    }
+    out.push_str("\nBy category and feed\n");
+    let rows: Vec<_> = r
+        .by_category
+        .iter()
+        .map(|c| vec![c.category.clone(), c.feed.clone(), c.hits.to_string()])
+        .collect();
+    out.push_str(&table(&["category", "feed", "hits"], &rows));
+    out.push_str("\nBy action\n");
+    let rows: Vec<_> = r
+        .by_action
+        .iter()
+        .map(|c| vec![c.key.clone(), c.hits.to_string()])
+        .collect();
+    out.push_str(&table(&["action", "hits"], &rows));
+    out.push_str("\nTop blocked names\n");
+    let rows: Vec<_> = r
+        .top_names
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.category.clone(),
+                n.hits.to_string(),
+                n.clients.to_string(),
+                format_ts(n.first_seen),
+                format_ts(n.last_seen),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "name",
+            "category",
+            "hits",
+            "clients",
+            "first seen",
+            "last seen",
+        ],
+        &rows,
+    ));
+    out.push_str("\nTop clients (the machines to clean up)\n");
+    let rows: Vec<_> = r
+        .top_clients
+        .iter()
+        .map(|c| {
+            vec![
+                c.client.clone(),
+                c.org.clone().unwrap_or_default(),
+                c.hits.to_string(),
+                c.names.to_string(),
+                format_ts(c.first_seen),
+                format_ts(c.last_seen),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["client", "org", "hits", "names", "first seen", "last seen"],
+        &rows,
+    ));
+    out.push_str("\nPer day\n");
+    let rows: Vec<_> = r
+        .timeline
+        .iter()
+        .map(|d| vec![d.day.clone(), d.hits.to_string()])
+        .collect();
+    out.push_str(&table(&["day", "hits"], &rows));
+    out
+}
+
+/// One CSV with a `section` column, so a spreadsheet can filter by it.
+fn report_csv(r: &Report) -> Result<String, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "section",
+        "key",
+        "detail",
+        "hits",
+        "count",
+        "first_seen",
+        "last_seen",
+    ])?;
+    let no = String::new;
+    w.write_record([
+        "total".into(),
+        scope(r),
+        no(),
+        r.total.to_string(),
+        no(),
+        format_ts(r.since),
+        format_ts(r.until),
+    ])?;
+    for c in &r.by_org {
+        w.write_record(["org", &c.key, "", &c.hits.to_string(), "", "", ""])?;
+    }
+    for c in &r.by_category {
+        w.write_record([
+            "category",
+            &c.category,
+            &c.feed,
+            &c.hits.to_string(),
+            "",
+            "",
+            "",
+        ])?;
+    }
+    for c in &r.by_action {
+        w.write_record(["action", &c.key, "", &c.hits.to_string(), "", "", ""])?;
+    }
+    for n in &r.top_names {
+        w.write_record([
+            "name",
+            &n.name,
+            &n.category,
+            &n.hits.to_string(),
+            &n.clients.to_string(),
+            &format_ts(n.first_seen),
+            &format_ts(n.last_seen),
+        ])?;
+    }
+    for c in &r.top_clients {
+        w.write_record([
+            "client",
+            &c.client,
+            c.org.as_deref().unwrap_or(""),
+            &c.hits.to_string(),
+            &c.names.to_string(),
+            &format_ts(c.first_seen),
+            &format_ts(c.last_seen),
+        ])?;
+    }
+    for d in &r.timeline {
+        w.write_record(["day", &d.day, "", &d.hits.to_string(), "", "", ""])?;
+    }
+    csv_string(w)
+}
+
+/// Escape text for HTML content and attribute values.
+pub fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The per-day timeline as an inline SVG bar chart.
+pub fn timeline_svg(r: &Report) -> String {
+    let (w, h, pad) = (720.0_f64, 200.0_f64, 30.0_f64);
+    let max = r.timeline.iter().map(|d| d.hits).max().unwrap_or(0).max(1) as f64;
+    let n = r.timeline.len().max(1) as f64;
+    let bar = (w - 2.0 * pad) / n;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {h}\" role=\"img\" \
+         aria-label=\"Blocked queries per day\" class=\"chart\">\
+         <line x1=\"{pad}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y0}\" stroke=\"#888\"/>\
+         <text x=\"2\" y=\"14\" font-size=\"11\">{max}</text>",
+        y0 = h - pad,
+        x1 = w - pad,
+        max = max as u64
+    );
+    for (i, d) in r.timeline.iter().enumerate() {
+        let bh = (d.hits as f64 / max) * (h - 2.0 * pad);
+        let x = pad + i as f64 * bar;
+        let _ = write!(
+            svg,
+            "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"{bh:.1}\" fill=\"#b03a2e\">\
+             <title>{day}: {hits}</title></rect>",
+            y = h - pad - bh,
+            bw = (bar * 0.8).max(1.0),
+            day = esc(&d.day),
+            hits = d.hits
         );
     }
-    let mut rules = vec!["the most specific listed name decides"];
-    if winner.at_name && meta.scope == Scope::Exact {
-        rules.push("an exact entry beats a subtree entry at the same name");
+    if let (Some(first), Some(last)) = (r.timeline.first(), r.timeline.last()) {
+        let _ = write!(
+            svg,
+            "<text x=\"{pad}\" y=\"{y}\" font-size=\"11\">{}</text>\
+             <text x=\"{x}\" y=\"{y}\" font-size=\"11\" text-anchor=\"end\">{}</text>",
+            esc(&first.day),
+            esc(&last.day),
+            y = h - 8.0,
+            x = w - pad
+        );
     }
-    if winner.contested {
-        rules.push(if meta.verdict == Verdict::Allow {
-            "an allow (exception) entry beats a block entry at the same name"
-        } else {
-            "other entries at the same name lost by precedence (exact before subtree, then allow before block, then feed order)"
-        });
+    svg.push_str("</svg>");
+    svg
+}
+
+fn html_table(out: &mut String, caption: &str, headers: &[&str], rows: Vec<Vec<String>>) {
+    let _ = write!(out, "<h2>{}</h2><table><thead><tr>", esc(caption));
+    for h in headers {
+        let _ = write!(out, "<th>{}</th>", esc(h));
     }
-    let _ = writeln!(out, "  rule: {}", rules.join("; "));
+    out.push_str("</tr></thead><tbody>");
+    if rows.is_empty() {
+        let _ = write!(out, "<tr><td colspan=\"{}\">none</td></tr>", headers.len());
+    }
+    for row in rows {
+        out.push_str("<tr>");
+        for cell in row {
+            let _ = write!(out, "<td>{}</td>", esc(&cell));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table>");
+}
+
+/// A single self-contained HTML file: inline style and SVG, no scripts,
+/// nothing fetched, so it can be mailed and opened anywhere.
+fn report_html(r: &Report) -> String {
+    let title = format!("Portcullis: blocked queries for {}", scope(r));
+    let mut out = format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
+         <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}\
+         table{{border-collapse:collapse;margin-bottom:1.5em}}\
+         td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}\
+         th{{background:#f3f3f3}}.chart{{max-width:720px;width:100%}}</style></head><body>\
+         <h1>{t}</h1><p>{since} to {until}</p>\
+         <p><strong>{total}</strong> blocked queries, {names} names, {clients} clients.</p>\
+         <h2>Per day</h2>{svg}",
+        t = esc(&title),
+        since = esc(&format_ts(r.since)),
+        until = esc(&format_ts(r.until)),
+        total = r.total,
+        names = r.distinct_names,
+        clients = r.distinct_clients,
+        svg = timeline_svg(r),
+    );
+    if !r.by_org.is_empty() {
+        let rows = r
+            .by_org
+            .iter()
+            .map(|c| vec![c.key.clone(), c.hits.to_string()])
+            .collect();
+        html_table(&mut out, "By organisation", &["org", "hits"], rows);
+    }
+    let rows = r
+        .by_category
+        .iter()
+        .map(|c| vec![c.category.clone(), c.feed.clone(), c.hits.to_string()])
+        .collect();
+    html_table(
+        &mut out,
+        "By category and feed",
+        &["category", "feed", "hits"],
+        rows,
+    );
+    let rows = r
+        .top_names
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.category.clone(),
+                n.hits.to_string(),
+                n.clients.to_string(),
+                format_ts(n.first_seen),
+                format_ts(n.last_seen),
+            ]
+        })
+        .collect();
+    html_table(
+        &mut out,
+        "Top blocked names",
+        &[
+            "name",
+            "category",
+            "hits",
+            "clients",
+            "first seen",
+            "last seen",
+        ],
+        rows,
+    );
+    let rows = r
+        .top_clients
+        .iter()
+        .map(|c| {
+            vec![
+                c.client.clone(),
+                c.org.clone().unwrap_or_default(),
+                c.hits.to_string(),
+                c.names.to_string(),
+                format_ts(c.first_seen),
+                format_ts(c.last_seen),
+            ]
+        })
+        .collect();
+    html_table(
+        &mut out,
+        "Top clients (the machines to clean up)",
+        &["client", "org", "hits", "names", "first seen", "last seen"],
+        rows,
+    );
+    out.push_str("</body></html>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hitlog::store::{DayCount, NameRow};
+
+    fn sample() -> Report {
+        Report {
+            org: Some("council-a".into()),
+            since: 0,
+            until: 2 * 86_400_000,
+            total: 3,
+            distinct_names: 1,
+            distinct_clients: 1,
+            by_org: vec![],
+            by_category: vec![],
+            by_action: vec![],
+            top_names: vec![NameRow {
+                name: "<script>.evil.example".into(),
+                category: "malware".into(),
+                hits: 3,
+                clients: 1,
+                first_seen: 0,
+                last_seen: 1,
+            }],
+            top_clients: vec![],
+            timeline: vec![
+                DayCount {
+                    day: "1970-01-01".into(),
+                    hits: 3,
+                },
+                DayCount {
+                    day: "1970-01-02".into(),
+                    hits: 0,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_html_report_is_self_contained_and_escaped() {
+        let html = report(&sample(), Format::Html).unwrap();
+        assert!(html.contains("<svg"));
+        assert_eq!(html.matches("<rect").count(), 2);
+        assert!(!html.contains("<script"), "names are escaped");
+        assert!(html.contains("&lt;script&gt;.evil.example"));
+        assert!(!html.contains("src="), "nothing is fetched");
+        assert!(!html.contains("href="), "nothing is linked");
+    }
+
+    #[test]
+    fn csv_quotes_and_sections() {
+        let csv = report(&sample(), Format::Csv).unwrap();
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+        assert_eq!(&rows[0][0], "total");
+        assert_eq!(&rows[0][3], "3");
+        assert!(
+            rows.iter()
+                .any(|r| &r[0] == "name" && &r[1] == "<script>.evil.example")
+        );
+        assert_eq!(rows.iter().filter(|r| &r[0] == "day").count(), 2);
+    }
 }

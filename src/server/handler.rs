@@ -5,25 +5,31 @@
 //!    the config allows them;
 //! 3. the blocklist walk on the question name (a `load()` guard, dropped
 //!    before any `.await`);
-//! 4. a block response, or the upstream's answer.
+//! 4. the organisation's own exceptions (allow list, action overrides);
+//! 5. a block response and a hit record, or the upstream's answer.
 //!
 //! Nothing here takes a lock or blocks: the blocklist is behind an
-//! `ArcSwap`, the org map is immutable. A failure to resolve becomes
-//! SERVFAIL, never an error out of the handler.
+//! `ArcSwap`, the org map is immutable, and hit records go into a bounded
+//! channel that drops (and counts) rather than waits. A failure to resolve
+//! becomes SERVFAIL, never an error out of the handler.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::EdnsOption;
-use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+use hickory_proto::rr::{DNSClass, LowerName, Name, Record, RecordType};
 use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
 use super::response::{BlockSettings, block_answer, blocked_ede};
 use crate::blocklist::BlocklistHandle;
 use crate::feeds::Verdict;
-use crate::orgs::OrgMap;
+use crate::hitlog::{Hit, HitSender, Stage, Transport, now_ms};
+use crate::metrics;
+use crate::orgs::{OrgId, OrgMap};
 use crate::policy::Action;
 use crate::resolve::Upstream;
 
@@ -37,20 +43,104 @@ pub struct Handler {
     pub upstream: Arc<Upstream>,
     pub block: BlockSettings,
     pub allow_unknown_clients: bool,
+    pub hits: HitSender,
+    /// Record queries an allow entry let through.
+    pub log_allowed: bool,
+    pub metrics: QueryMetrics,
+    pub health: Arc<crate::health::Health>,
 }
 
-/// What the blocklist decided, copied out of the guard.
-struct Blocked {
+/// What the blocklist matched, copied out of the guard.
+struct Listed {
+    verdict: Verdict,
     action: Action,
     listed: Name,
     /// The feed's own answer addresses (empty for most entries).
     local: Vec<std::net::IpAddr>,
     generation: u64,
+    feed: String,
+    category: String,
+    indicator: Option<String>,
     ede: EdnsOption,
 }
 
+/// How a query ended, for `portcullis_queries_total{outcome}`.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    /// Answered from upstream (any rcode but SERVFAIL).
+    Answered,
+    /// A block response, or none for `drop`.
+    Blocked,
+    /// The client is in no organisation.
+    Refused,
+    /// The upstream failed.
+    Servfail,
+    /// Not a query we serve: bad opcode, class, EDNS version, form.
+    Rejected,
+}
+
+const OUTCOMES: [&str; 5] = ["answered", "blocked", "refused", "servfail", "rejected"];
+
+/// Counter handles made once, so the query path is an atomic add.
+pub struct QueryMetrics {
+    /// [transport][outcome]; transport 0 = udp, 1 = tcp, 2 = other.
+    queries: [[::metrics::Counter; 5]; 3],
+    duration: ::metrics::Histogram,
+    refused_clients: ::metrics::Counter,
+    upstream_errors: ::metrics::Counter,
+}
+
+impl QueryMetrics {
+    /// Take the handles from the installed recorder (no-ops without one).
+    pub fn new() -> QueryMetrics {
+        let per = |t: &'static str| {
+            OUTCOMES
+                .map(|o| ::metrics::counter!(metrics::QUERIES, "transport" => t, "outcome" => o))
+        };
+        QueryMetrics {
+            queries: [per("udp"), per("tcp"), per("other")],
+            duration: ::metrics::histogram!(metrics::QUERY_DURATION),
+            refused_clients: ::metrics::counter!(metrics::REFUSED_CLIENTS),
+            upstream_errors: ::metrics::counter!(metrics::UPSTREAM_ERRORS),
+        }
+    }
+
+    fn record(&self, transport: Transport, outcome: Outcome, started: Instant) {
+        let t = match transport {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+            Transport::Other => 2,
+        };
+        self.queries[t][outcome as usize].increment(1);
+        self.duration.record(started.elapsed().as_secs_f64());
+    }
+}
+
+impl Default for QueryMetrics {
+    fn default() -> Self {
+        QueryMetrics::new()
+    }
+}
+
+fn transport(protocol: Protocol) -> Transport {
+    match protocol {
+        Protocol::Udp => Transport::Udp,
+        Protocol::Tcp => Transport::Tcp,
+        _ => Transport::Other,
+    }
+}
+
+/// A name as the hit log stores it: lower case, no trailing dot.
+fn plain(name: &Name) -> String {
+    let mut text = name.to_lowercase().to_ascii();
+    if text.len() > 1 && text.ends_with('.') {
+        text.pop();
+    }
+    text
+}
+
 impl Handler {
-    fn check(&self, qname: &Name) -> Option<Blocked> {
+    fn check(&self, qname: &Name) -> Option<Listed> {
         let list = self.blocklist.load();
         // The labels on the stack (a name has at most 127), so each layer
         // can walk them without an allocation.
@@ -62,20 +152,54 @@ impl Handler {
         }
         let found = list.lookup(labels[..n].iter().rev().copied())?;
         let meta = list.meta(&found);
-        if meta.verdict == Verdict::Allow {
+        if meta.verdict == Verdict::Allow && !self.log_allowed {
             return None;
         }
-        let feed = self
-            .block
-            .ede_names_feed
-            .then(|| list.feed(&found).name.as_str());
-        Some(Blocked {
+        let feed = list.feed(&found).name.as_str();
+        let category = list.category(&found);
+        Some(Listed {
+            verdict: meta.verdict,
             action: meta.action,
             listed: qname.trim_to(usize::from(found.depth)),
             local: list.answer(&found).to_vec(),
             generation: list.generation(),
-            ede: blocked_ede(list.category(&found), feed),
+            ede: blocked_ede(category, self.block.ede_names_feed.then_some(feed)),
+            feed: feed.to_owned(),
+            category: category.to_owned(),
+            indicator: list.detail(&found).map(str::to_owned),
         })
+    }
+
+    /// Hand a hit record to the writer (never waits).
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        org: Option<OrgId>,
+        request: &Request,
+        qname: &str,
+        qtype: RecordType,
+        listed: &Listed,
+        matched: String,
+        action: &str,
+    ) {
+        if !self.hits.is_enabled() {
+            return;
+        }
+        self.hits.send(Hit {
+            id: None,
+            ts: now_ms(),
+            org: org.map(|o| self.orgs.id(o).to_owned()),
+            client: request.src().ip().to_canonical(),
+            transport: transport(request.protocol()),
+            qname: qname.to_owned(),
+            qtype: qtype.to_string(),
+            stage: Stage::Qname,
+            matched,
+            feed: listed.feed.clone(),
+            category: listed.category.clone(),
+            indicator: listed.indicator.clone(),
+            action: action.to_owned(),
+        });
     }
 }
 
@@ -138,6 +262,17 @@ async fn send_code<R: ResponseHandler>(
     send(request, handle, metadata, edns, &[], &[]).await
 }
 
+/// A query we do not serve, answered with `code`.
+async fn reject<R: ResponseHandler>(
+    request: &Request,
+    handle: R,
+    code: ResponseCode,
+) -> (ResponseInfo, Outcome) {
+    let edns = response_edns(request);
+    let info = send_code(request, handle, code, edns.as_ref()).await;
+    (info, Outcome::Rejected)
+}
+
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(
@@ -145,82 +280,132 @@ impl RequestHandler for Handler {
         request: &Request,
         handle: R,
     ) -> ResponseInfo {
+        let started = Instant::now();
+        let (info, outcome) = self.answer(request, handle).await;
+        self.metrics
+            .record(transport(request.protocol()), outcome, started);
+        info
+    }
+}
+
+impl Handler {
+    async fn answer<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        handle: R,
+    ) -> (ResponseInfo, Outcome) {
         let mut edns = response_edns(request);
         if request.metadata.op_code != OpCode::Query {
-            return send_code(request, handle, ResponseCode::NotImp, edns.as_ref()).await;
+            return reject(request, handle, ResponseCode::NotImp).await;
         }
         // RFC 6891 6.1.3: we speak EDNS version 0 only.
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            return send_code(request, handle, ResponseCode::BADVERS, edns.as_ref()).await;
+            return reject(request, handle, ResponseCode::BADVERS).await;
         }
         let Ok(info) = request.request_info() else {
-            return send_code(request, handle, ResponseCode::FormErr, edns.as_ref()).await;
+            return reject(request, handle, ResponseCode::FormErr).await;
         };
         let query = info.query;
         if query.query_class() != DNSClass::IN
             || matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR)
         {
-            return send_code(request, handle, ResponseCode::Refused, edns.as_ref()).await;
+            return reject(request, handle, ResponseCode::Refused).await;
         }
         let org = self.orgs.lookup(info.src.ip());
         if org.is_none() && !self.allow_unknown_clients {
             tracing::debug!(client = %info.src, "refused: client in no organisation");
-            return send_code(request, handle, ResponseCode::Refused, edns.as_ref()).await;
+            self.metrics.refused_clients.increment(1);
+            let info = send_code(request, handle, ResponseCode::Refused, edns.as_ref()).await;
+            return (info, Outcome::Refused);
         }
 
         let qname: &Name = query.name();
         let qtype = query.query_type();
-        let blocked = self.check(qname);
-        if let Some(blocked) = blocked {
-            tracing::debug!(client = %info.src, %qname, %qtype, listed = %blocked.listed, action = %blocked.action, "blocked");
-            match blocked.action {
-                Action::Drop => {
-                    let mut metadata = Metadata::response_from_request(&request.metadata);
-                    metadata.response_code = ResponseCode::NoError;
-                    return ResponseInfo::from(Header {
-                        metadata,
-                        counts: HeaderCounts::default(),
-                    });
+        if let Some(listed) = self.check(qname) {
+            let name = plain(qname);
+            let matched = plain(&listed.listed);
+            let policy = org.map(|o| self.orgs.policy(o));
+            let org_allow = policy.and_then(|p| p.allowed(&name));
+            if listed.verdict == Verdict::Allow || org_allow.is_some() {
+                // An exception let it through; with log_allowed, say so.
+                if self.log_allowed {
+                    let matched = org_allow.map_or(matched, str::to_owned);
+                    self.record(org, request, &name, qtype, &listed, matched, "allow");
                 }
-                // Monitor mode: answer as if unlisted. The hit record that
-                // makes this useful comes with the hit log (issue #5).
-                Action::Log => {
-                    tracing::debug!(client = %info.src, %qname, listed = %blocked.listed, "monitor-mode hit (action log)")
-                }
-                action => {
-                    let answer = block_answer(
-                        action,
-                        qname,
-                        qtype,
-                        blocked.listed,
-                        &blocked.local,
-                        &self.block,
-                        blocked.generation,
-                    );
-                    if let Some(edns) = edns.as_mut() {
-                        edns.options_mut().insert(blocked.ede);
+            } else {
+                let action = policy
+                    .and_then(|p| p.action(&listed.category))
+                    .unwrap_or(listed.action);
+                ::metrics::counter!(metrics::BLOCKS, "category" => listed.category.clone(), "action" => action.as_str())
+                    .increment(1);
+                self.record(
+                    org,
+                    request,
+                    &name,
+                    qtype,
+                    &listed,
+                    matched,
+                    action.as_str(),
+                );
+                tracing::debug!(client = %info.src, %qname, %qtype, listed = %listed.listed, %action, "blocked");
+                match self
+                    .block_response(request, handle, qname, qtype, listed, action, &mut edns)
+                    .await
+                {
+                    Ok(info) => return (info, Outcome::Blocked),
+                    // Monitor mode: answered as if unlisted (no EDE).
+                    Err(handle) => {
+                        let (info, _) = self
+                            .resolve(request, handle, query.name(), qtype, edns)
+                            .await;
+                        return (info, Outcome::Blocked);
                     }
-                    let mut metadata = Metadata::response_from_request(&request.metadata);
-                    metadata.response_code = answer.rcode;
-                    return send(
-                        request,
-                        handle,
-                        metadata,
-                        edns.as_ref(),
-                        &answer.answers,
-                        &answer.authorities,
-                    )
-                    .await;
                 }
             }
         }
+        self.resolve(request, handle, query.name(), qtype, edns)
+            .await
+    }
 
-        let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
-        match self.upstream.resolve(query.name(), qtype, dnssec_ok).await {
-            Ok(answer) => {
+    /// Send the block response for `action`; hands the response handle
+    /// back for `log` (monitor mode), which the caller answers normally.
+    #[allow(clippy::too_many_arguments)]
+    async fn block_response<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        handle: R,
+        qname: &Name,
+        qtype: RecordType,
+        listed: Listed,
+        action: Action,
+        edns: &mut Option<Edns>,
+    ) -> Result<ResponseInfo, R> {
+        match action {
+            Action::Drop => {
+                let mut metadata = Metadata::response_from_request(&request.metadata);
+                metadata.response_code = ResponseCode::NoError;
+                Ok(ResponseInfo::from(Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                }))
+            }
+            Action::Log => Err(handle),
+            action => {
+                let answer = block_answer(
+                    action,
+                    qname,
+                    qtype,
+                    listed.listed,
+                    &listed.local,
+                    &self.block,
+                    listed.generation,
+                );
+                if let Some(edns) = edns.as_mut() {
+                    edns.options_mut().insert(listed.ede);
+                }
                 let mut metadata = Metadata::response_from_request(&request.metadata);
                 metadata.response_code = answer.rcode;
-                send(
+                Ok(send(
                     request,
                     handle,
                     metadata,
@@ -228,11 +413,43 @@ impl RequestHandler for Handler {
                     &answer.answers,
                     &answer.authorities,
                 )
-                .await
+                .await)
+            }
+        }
+    }
+
+    /// The upstream's answer, or SERVFAIL.
+    async fn resolve<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        handle: R,
+        qname: &LowerName,
+        qtype: RecordType,
+        edns: Option<Edns>,
+    ) -> (ResponseInfo, Outcome) {
+        let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        match self.upstream.resolve(qname, qtype, dnssec_ok).await {
+            Ok(answer) => {
+                self.health.upstream_answered();
+                let mut metadata = Metadata::response_from_request(&request.metadata);
+                metadata.response_code = answer.rcode;
+                let info = send(
+                    request,
+                    handle,
+                    metadata,
+                    edns.as_ref(),
+                    &answer.answers,
+                    &answer.authorities,
+                )
+                .await;
+                (info, Outcome::Answered)
             }
             Err(error) => {
                 tracing::debug!(%qname, %qtype, %error, "upstream failed");
-                send_code(request, handle, ResponseCode::ServFail, edns.as_ref()).await
+                self.metrics.upstream_errors.increment(1);
+                self.health.upstream_failed();
+                let info = send_code(request, handle, ResponseCode::ServFail, edns.as_ref()).await;
+                (info, Outcome::Servfail)
             }
         }
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 
-pub use handler::Handler;
+pub use handler::{Handler, QueryMetrics};
 
 /// Bound sockets, one UDP and one TCP per configured address.
 pub struct Sockets {

@@ -1,0 +1,108 @@
+//! Liveness and readiness: what `/healthz` and `/readyz` report.
+//!
+//! Ready means all three of: the DNS listeners are bound, a blocklist is
+//! loaded (a protective resolver without its list must not take traffic),
+//! and the upstream answered within the last [`UPSTREAM_FRESH`]. Queries
+//! keep the upstream time fresh; when there are none, a probe (`. NS`)
+//! every [`PROBE_EVERY`] does.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::blocklist::BlocklistHandle;
+use crate::hitlog::now_ms;
+
+/// How recent an upstream answer must be for `/readyz`.
+pub const UPSTREAM_FRESH: Duration = Duration::from_secs(60);
+/// How often the prober checks when no query has.
+pub const PROBE_EVERY: Duration = Duration::from_secs(15);
+
+/// Shared health state; every field is an atomic, so the query path only
+/// does a relaxed load (and a store at most once a second).
+pub struct Health {
+    pub dns_bound: AtomicBool,
+    pub blocklist: BlocklistHandle,
+    /// ms since the epoch of the last upstream answer (0: none yet).
+    upstream_ok: AtomicI64,
+    upstream_error: AtomicI64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub dns_listeners: bool,
+    pub blocklist_generation: u64,
+    pub blocklist_entries: usize,
+    /// Seconds since the upstream last answered; `None`: never.
+    pub upstream_last_ok_secs: Option<f64>,
+    /// What is wrong, one line each; empty when ready.
+    pub problems: Vec<String>,
+}
+
+impl Health {
+    pub fn new(blocklist: BlocklistHandle) -> Health {
+        Health {
+            dns_bound: AtomicBool::new(false),
+            blocklist,
+            upstream_ok: AtomicI64::new(0),
+            upstream_error: AtomicI64::new(0),
+        }
+    }
+
+    pub fn upstream_answered(&self) {
+        touch(&self.upstream_ok);
+    }
+
+    pub fn upstream_failed(&self) {
+        touch(&self.upstream_error);
+    }
+
+    /// Whether the upstream answered recently enough that no probe is due.
+    pub fn upstream_fresh(&self, within: Duration) -> bool {
+        let ok = self.upstream_ok.load(Ordering::Relaxed);
+        ok > 0 && now_ms() - ok <= within.as_millis() as i64
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        let mut problems = Vec::new();
+        let bound = self.dns_bound.load(Ordering::Relaxed);
+        if !bound {
+            problems.push("DNS listeners are not bound yet".to_owned());
+        }
+        let list = self.blocklist.load();
+        let (generation, entries) = (list.generation(), list.entries());
+        if generation == 0 {
+            problems.push("no blocklist is loaded".to_owned());
+        }
+        let ok = self.upstream_ok.load(Ordering::Relaxed);
+        let now = now_ms();
+        let last_ok = (ok > 0).then(|| (now - ok) as f64 / 1000.0);
+        if !self.upstream_fresh(UPSTREAM_FRESH) {
+            let error = self.upstream_error.load(Ordering::Relaxed);
+            problems.push(match (last_ok, error > 0) {
+                (None, true) => "the upstream has not answered; queries to it fail".to_owned(),
+                (None, false) => "the upstream has not answered yet".to_owned(),
+                (Some(s), _) => format!("the upstream last answered {s:.0} s ago"),
+            });
+        }
+        Readiness {
+            ready: problems.is_empty(),
+            dns_listeners: bound,
+            blocklist_generation: generation,
+            blocklist_entries: entries,
+            upstream_last_ok_secs: last_ok,
+            problems,
+        }
+    }
+}
+
+/// Store now, unless the stored time is under a second old: under load
+/// this keeps the shared cache line read-mostly.
+fn touch(at: &AtomicI64) {
+    let now = now_ms();
+    if now - at.load(Ordering::Relaxed) >= 1000 {
+        at.store(now, Ordering::Relaxed);
+    }
+}

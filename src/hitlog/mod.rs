@@ -1,0 +1,307 @@
+//! Hit records: one per blocked (or allowed-by-exception) query, written
+//! to SQLite and optionally streamed as JSON lines.
+//!
+//! The query path builds a [`Hit`] and hands it to [`HitSender::send`],
+//! which never waits: the record goes into a bounded channel, and when the
+//! channel is full it is dropped and counted (`portcullis_hitlog_dropped_total`).
+//! One writer thread ([`writer`]) drains the channel in batches, one
+//! SQLite transaction per batch, so a burst costs one commit, not one per
+//! record. A record counts as written (`portcullis_hitlog_written_total`)
+//! once its transaction has committed; in WAL mode with
+//! `synchronous=NORMAL` that survives a crash of the process (not of the
+//! machine: the last transactions before a power cut may be lost).
+//!
+//! [`store`] owns the schema, retention and the review queries that the
+//! CLI and the admin API share.
+
+mod jsonl;
+pub mod store;
+pub mod writer;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+
+use serde::{Deserialize, Serialize};
+
+pub use writer::{HitLog, spawn};
+
+/// Where in the answer the listed name or address was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// The query name itself.
+    Qname,
+    /// A CNAME or DNAME target in the answer.
+    Cname,
+    /// An A or AAAA address in the answer.
+    AnswerIp,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Qname => "qname",
+            Stage::Cname => "cname",
+            Stage::AnswerIp => "answer_ip",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Stage> {
+        [Stage::Qname, Stage::Cname, Stage::AnswerIp]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+}
+
+/// The transport the query arrived over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Other,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Transport {
+        match s {
+            "udp" => Transport::Udp,
+            "tcp" => Transport::Tcp,
+            _ => Transport::Other,
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One hit record (DESIGN.md "Hit records").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hit {
+    /// The record's number in the store: the reference a security team
+    /// looks up. Absent until the record is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    /// Milliseconds since the Unix epoch (UTC); RFC 3339 in JSON.
+    #[serde(with = "rfc3339_ms")]
+    pub ts: i64,
+    /// The client's organisation; `None` for clients in no organisation
+    /// (served only with `allow_unknown_clients`).
+    pub org: Option<String>,
+    pub client: IpAddr,
+    pub transport: Transport,
+    /// The query name, normalised (lower case, no trailing dot).
+    pub qname: String,
+    pub qtype: String,
+    pub stage: Stage,
+    /// The listed name (or address) that matched.
+    pub matched: String,
+    pub feed: String,
+    pub category: String,
+    /// The feed's own id for the indicator (STIX id, RPZ detail), if any.
+    pub indicator: Option<String>,
+    /// The action taken: a block action, `log` (monitor mode) or `allow`
+    /// (an allow entry let the query through).
+    pub action: String,
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// RFC 3339 with milliseconds, UTC (`2026-11-26T10:15:00.123Z`).
+pub fn format_ts(ms: i64) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(FORMAT).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Parse RFC 3339 (any offset) to milliseconds since the epoch.
+pub fn parse_ts(text: &str) -> Option<i64> {
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// A point in time as an operator writes it: a duration back from `now`
+/// (`24h`, `7d`, `90min`), an RFC 3339 time, a UTC date (`2026-11-01`),
+/// or `now`.
+pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
+    let text = text.trim();
+    if text == "now" {
+        return Ok(now);
+    }
+    if let Ok(d) = humantime::parse_duration(text) {
+        return Ok(now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+    }
+    if let Some(ts) = parse_ts(text) {
+        return Ok(ts);
+    }
+    let date_format = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(date) = time::Date::parse(text, &date_format) {
+        let t = date.midnight().assume_utc();
+        return Ok(t.unix_timestamp() * 1000);
+    }
+    Err(format!(
+        "{text:?} is not a time: use a duration back from now (24h, 7d), \
+         an RFC 3339 time (2026-11-01T08:00:00Z) or a date (2026-11-01)"
+    ))
+}
+
+mod rfc3339_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_ts(*ms))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_ts(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not an RFC 3339 time")))
+    }
+}
+
+/// Counters shared by the senders, the writer and whoever reports on them.
+/// Plain atomics so that tests and `/readyz` can read them; the Prometheus
+/// series are fed from the same events.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Records committed to the database.
+    pub written: AtomicU64,
+    /// Records dropped because the channel was full.
+    pub dropped_full: AtomicU64,
+    /// Records lost because the database could not take them.
+    pub dropped_store: AtomicU64,
+    /// Failed database operations (open, write, retention).
+    pub errors: AtomicU64,
+}
+
+impl Counters {
+    pub fn dropped(&self) -> u64 {
+        self.dropped_full.load(Ordering::Relaxed) + self.dropped_store.load(Ordering::Relaxed)
+    }
+}
+
+/// The query path's end of the channel. Cheap to clone.
+#[derive(Clone)]
+pub struct HitSender {
+    tx: Option<SyncSender<Hit>>,
+    counters: Arc<Counters>,
+}
+
+impl HitSender {
+    /// A sender that records nothing (commands and tests without a log).
+    pub fn disabled() -> HitSender {
+        HitSender {
+            tx: None,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Queue a record; never waits. A full channel drops it and counts.
+    pub fn send(&self, hit: Hit) {
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(hit) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.counters.dropped_full.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::metrics::HITLOG_DROPPED, "reason" => "channel_full")
+                    .increment(1);
+            }
+            // The writer has stopped (shutdown): nothing can record it.
+            Err(TrySendError::Disconnected(_)) => {
+                self.counters.dropped_store.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::metrics::HITLOG_DROPPED, "reason" => "stopped")
+                    .increment(1);
+            }
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_with_milliseconds() {
+        let ms = 1_795_000_000_123;
+        let text = format_ts(ms);
+        assert!(text.ends_with(".123Z"), "{text}");
+        assert_eq!(parse_ts(&text), Some(ms));
+        assert_eq!(
+            parse_ts("2026-11-26T10:00:00+01:00"),
+            parse_ts("2026-11-26T09:00:00Z")
+        );
+        assert_eq!(parse_ts("yesterday"), None);
+    }
+
+    #[test]
+    fn times_parse_as_durations_dates_or_rfc3339() {
+        let now = 1_000_000_000_000;
+        assert_eq!(parse_time("24h", now), Ok(now - 86_400_000));
+        assert_eq!(parse_time("7d", now), Ok(now - 7 * 86_400_000));
+        assert_eq!(parse_time("now", now), Ok(now));
+        assert_eq!(parse_time("1970-01-02", now), Ok(86_400_000));
+        assert_eq!(parse_time("1970-01-01T00:00:01Z", now), Ok(1000));
+        assert!(
+            parse_time("last tuesday", now)
+                .unwrap_err()
+                .contains("not a time")
+        );
+    }
+
+    #[test]
+    fn a_hit_serialises_with_the_design_field_names() {
+        let hit = Hit {
+            id: None,
+            ts: 0,
+            org: Some("council-a".into()),
+            client: "10.1.2.3".parse().unwrap(),
+            transport: Transport::Udp,
+            qname: "www.evil.example".into(),
+            qtype: "A".into(),
+            stage: Stage::AnswerIp,
+            matched: "evil.example".into(),
+            feed: "urlhaus.txt".into(),
+            category: "malware".into(),
+            indicator: None,
+            action: "nxdomain".into(),
+        };
+        let json = serde_json::to_value(&hit).unwrap();
+        assert_eq!(json["ts"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(json["stage"], "answer_ip");
+        assert_eq!(json["transport"], "udp");
+        assert!(json.get("id").is_none());
+        let back: Hit = serde_json::from_value(json).unwrap();
+        assert_eq!(back, hit);
+    }
+}

@@ -1,0 +1,125 @@
+//! Metric names and their help texts, in one place (DESIGN.md "Metrics").
+//!
+//! Everything is recorded through the `metrics` facade; `serve` installs
+//! the Prometheus recorder before anything records, and the admin
+//! listener renders it at `/metrics`. Without a recorder (tests, the
+//! other commands) recording is a no-op. Label values come from fixed
+//! sets (transport, outcome, action, reason) or from the configuration
+//! (category, feed names): never from a query name or a client address.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const QUERIES: &str = "portcullis_queries_total";
+pub const QUERY_DURATION: &str = "portcullis_query_duration_seconds";
+pub const BLOCKS: &str = "portcullis_blocks_total";
+pub const REFUSED_CLIENTS: &str = "portcullis_refused_clients_total";
+pub const UPSTREAM_ERRORS: &str = "portcullis_upstream_errors_total";
+pub const CACHE_HITS: &str = "portcullis_cache_hits_total";
+pub const BLOCKLIST_ENTRIES: &str = "portcullis_blocklist_entries";
+pub const BLOCKLIST_FEED_ENTRIES: &str = "portcullis_blocklist_feed_entries";
+pub const BLOCKLIST_GENERATION: &str = "portcullis_blocklist_generation";
+pub const BLOCKLIST_BYTES: &str = "portcullis_blocklist_bytes";
+pub const RELOADS: &str = "portcullis_reloads_total";
+pub const LAST_RELOAD: &str = "portcullis_last_successful_reload_timestamp_seconds";
+pub const REBUILD_DURATION: &str = "portcullis_rebuild_duration_seconds";
+pub const FEED_ERRORS: &str = "portcullis_feed_errors_total";
+pub const HITLOG_WRITTEN: &str = "portcullis_hitlog_written_total";
+pub const HITLOG_DROPPED: &str = "portcullis_hitlog_dropped_total";
+pub const HITLOG_ERRORS: &str = "portcullis_hitlog_errors_total";
+pub const API_DENIED: &str = "portcullis_api_denied_total";
+
+/// Install the Prometheus recorder for this process and describe every
+/// series. Call before anything records: handles taken earlier are no-ops.
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    // Query latencies from 50 µs (a block answer) to 5 s (a slow
+    // recursion); rebuilds from 10 ms to 2 minutes.
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(QUERY_DURATION.into()),
+            &[
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                0.25, 0.5, 1.0, 2.5, 5.0,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(REBUILD_DURATION.into()),
+            &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0],
+        )?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    describe_counter!(
+        QUERIES,
+        "DNS queries answered (or dropped), by transport and outcome."
+    );
+    describe_histogram!(
+        QUERY_DURATION,
+        Unit::Seconds,
+        "Time from a query's arrival to its answer being handed to the socket."
+    );
+    describe_counter!(
+        BLOCKS,
+        "Queries that matched the blocklist, by category and action taken."
+    );
+    describe_counter!(
+        REFUSED_CLIENTS,
+        "Queries refused because the client is in no organisation."
+    );
+    describe_counter!(
+        UPSTREAM_ERRORS,
+        "Upstream resolutions that failed (answered SERVFAIL)."
+    );
+    describe_counter!(
+        CACHE_HITS,
+        "Allowed queries answered from the resolver's cache."
+    );
+    describe_gauge!(BLOCKLIST_ENTRIES, "Names in the live blocklist.");
+    describe_gauge!(
+        BLOCKLIST_FEED_ENTRIES,
+        "Entries each feed contributes to the live blocklist."
+    );
+    describe_gauge!(
+        BLOCKLIST_GENERATION,
+        "Generation number of the live blocklist."
+    );
+    describe_gauge!(
+        BLOCKLIST_BYTES,
+        Unit::Bytes,
+        "Size of the live blocklist's automata."
+    );
+    describe_counter!(RELOADS, "Blocklist rebuilds, by result (ok or error).");
+    describe_gauge!(
+        LAST_RELOAD,
+        Unit::Seconds,
+        "Unix time of the last successful blocklist build."
+    );
+    describe_histogram!(
+        REBUILD_DURATION,
+        Unit::Seconds,
+        "Time to rebuild the blocklist after a change."
+    );
+    describe_counter!(
+        FEED_ERRORS,
+        "Feed files that could not be used in a rebuild (the last good contents stay)."
+    );
+    describe_counter!(
+        HITLOG_WRITTEN,
+        "Hit records committed to the hit-log database."
+    );
+    describe_counter!(
+        HITLOG_DROPPED,
+        "Hit records lost, by reason (channel_full, store_error, stopped)."
+    );
+    describe_counter!(
+        HITLOG_ERRORS,
+        "Hit-log database operations that failed (open, write, retention)."
+    );
+    describe_counter!(
+        API_DENIED,
+        "Admin API requests refused, by reason (no_token, bad_token, other_org)."
+    );
+}
