@@ -328,8 +328,9 @@ pub struct RawOrganisation {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
-    /// Admin HTTP listener; `""` or absent disables it.
-    #[serde(default = "default_admin_listen")]
+    /// Admin HTTP listener (metrics, health, review API and page);
+    /// default 127.0.0.1:9153, `""` disables it.
+    #[serde(default = "default_admin_listen", deserialize_with = "optional_addr")]
     pub listen: Option<SocketAddr>,
     #[serde(default)]
     pub operator_token_sha256: Option<String>,
@@ -346,6 +347,19 @@ impl Default for RawAdmin {
 
 fn default_admin_listen() -> Option<SocketAddr> {
     Some(SocketAddr::from(([127, 0, 0, 1], 9153)))
+}
+
+/// `"ADDR:PORT"`, or `""` for off.
+fn optional_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.trim().parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not an address:port (e.g. \"127.0.0.1:9153\"; \"\" turns the listener off)"
+        ))
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]

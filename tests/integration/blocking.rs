@@ -142,7 +142,7 @@ fn unknown_clients_are_refused_by_default() {
     setup.write("feeds/list.txt", "evil.example.test\n");
     // No organisation holds 127.0.0.1 and unknown clients are not allowed.
     let text = "[server]\nlisten = [\"127.0.0.1:0\"]\n[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\n\
-                [blocklist]\nfeeds_dir = \"feeds\"\n[admin]\n\n[[organisation]]\nid = \"elsewhere\"\nnetworks = [\"10.0.0.0/8\"]\n";
+                [blocklist]\nfeeds_dir = \"feeds\"\n[admin]\nlisten = \"\"\n[[organisation]]\nid = \"elsewhere\"\nnetworks = [\"10.0.0.0/8\"]\n";
     let config = setup.write("portcullis.toml", text);
     let server = Server::start(&config);
     for transport in [Transport::Udp, Transport::Tcp] {

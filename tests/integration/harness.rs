@@ -34,12 +34,22 @@ impl Setup {
         path
     }
 
-    /// Write `portcullis.toml` with the listener on an ephemeral port and
-    /// the admin listener off, plus the extra TOML given.
+    /// Write `portcullis.toml` with the DNS and admin listeners on
+    /// ephemeral ports, plus the extra TOML given.
     pub fn config(&self, extra: &str) -> PathBuf {
         let text = format!(
             "[server]\nlisten = [\"127.0.0.1:0\"]\nallow_unknown_clients = true\n\
-             [admin]\n\n[log]\nlevel = \"info\"\n{extra}\n"
+             [admin]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info\"\n{extra}\n"
+        );
+        let text = merge_blocklist_section(&text);
+        self.write("portcullis.toml", &text)
+    }
+
+    /// Like [`Setup::config`], with keys for the `[admin]` section.
+    pub fn config_with_admin(&self, admin: &str, extra: &str) -> PathBuf {
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nallow_unknown_clients = true\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n{admin}\n[log]\nlevel = \"info\"\n{extra}\n"
         );
         let text = merge_blocklist_section(&text);
         self.write("portcullis.toml", &text)
@@ -72,6 +82,8 @@ fn merge_blocklist_section(text: &str) -> String {
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin listener, when the config has one.
+    pub admin: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -108,8 +120,21 @@ impl Server {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(addr) => {
                     let addr = addr.parse().expect("listening address parses");
-                    let server = Server { child, addr, log };
+                    let mut server = Server {
+                        child,
+                        addr,
+                        admin: None,
+                        log,
+                    };
                     server.wait_serving();
+                    // The admin listener binds before the "serving" line.
+                    server.admin = server
+                        .log
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .find_map(|l| l.split("admin listening on ").nth(1))
+                        .map(|a| a.trim().parse().expect("admin address parses"));
                     return Ok(server);
                 }
                 Err(_) => {
@@ -139,6 +164,29 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The admin listener's address (panics when the config has none).
+    pub fn admin(&self) -> SocketAddr {
+        self.admin.expect("the admin listener is on")
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill_hard(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Wait until a log line contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     pub fn log(&self) -> String {
@@ -238,6 +286,80 @@ pub fn query(
     let reply = Message::from_vec(&reply).expect("response parses");
     assert_eq!(reply.metadata.id, msg.metadata.id, "response id matches");
     reply
+}
+
+/// Send one UDP query from a chosen loopback source address.
+pub fn query_from(server: SocketAddr, source: &str, name: &str, rtype: RecordType) -> Message {
+    let msg = build_query(name, rtype, true);
+    let sock = UdpSocket::bind((source, 0)).expect("bind the source address");
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.send_to(&msg.to_vec().expect("encode"), server)
+        .unwrap();
+    let mut buf = vec![0u8; 65535];
+    let (n, _) = sock
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("no answer for {name} from {source}: {e}"));
+    let reply = Message::from_vec(&buf[..n]).expect("response parses");
+    assert_eq!(reply.metadata.id, msg.metadata.id);
+    reply
+}
+
+/// A plain HTTP/1.0 GET (the server then closes and sends no chunking).
+/// Returns status, headers (lower-case names) and body.
+pub fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Vec<(String, String)>, String) {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect admin");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+/// One sample's value from Prometheus text, by metric name and labels
+/// (`name{a="x"}` as written; labels in any order). Sums matching series.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut total = 0.0;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric_name, label_text) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric_name != name {
+            continue;
+        }
+        if labels
+            .iter()
+            .all(|(k, v)| label_text.split(',').any(|kv| kv == format!("{k}=\"{v}\"")))
+        {
+            total += value.parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    total
 }
 
 /// Send raw bytes, return raw reply bytes.

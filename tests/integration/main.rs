@@ -8,6 +8,8 @@
 //! * `blocking`: block responses, precedence, protected names.
 //! * `bad_input`: malformed packets, odd names, broken feeds and configs.
 //! * `cli`: `compile` and `check`.
+//! * `browser`: the review page in headless Chromium.
+//! * `hitlog`: organisations, the hit log, `logs`/`report`, the review API.
 //! * `real_data`: the full ../shared/data threat list (skipped without it).
 
 mod harness;
@@ -15,9 +17,11 @@ mod upstream;
 
 mod bad_input;
 mod blocking;
+mod browser;
 mod cli;
 mod formats;
 mod forward;
+mod hitlog;
 mod real_data;
 mod recursive;
 mod reload;

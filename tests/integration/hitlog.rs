@@ -1,0 +1,569 @@
+//! Organisations and the hit log end to end: records land with the right
+//! organisation, the CLI and the API show each organisation only its own,
+//! a crash keeps what was acknowledged, a burst drops and counts.
+
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use sha2::{Digest, Sha256};
+
+use crate::harness::{Server, Setup, Transport, ede, http_get, metric, query, query_from, run};
+use crate::upstream::{Authority, example_zone};
+
+pub const TOKEN_A: &str = "token-for-council-a";
+pub const TOKEN_B: &str = "token-for-school-b";
+pub const TOKEN_OPERATOR: &str = "token-for-the-operator";
+
+fn sha(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Two organisations on loopback: council-a holds 127.0.0.0/8, school-b
+/// the more specific 127.0.0.3/32. Unknown clients are refused.
+pub fn two_orgs(hitlog: &str) -> (Setup, Authority, Server) {
+    let auth = Authority::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &[("example.test.", example_zone("example.test.", "127.0.0.1"))],
+    );
+    let setup = Setup::new();
+    setup.write("feeds/malware.txt", "evil.example.test\nc2.example.test\n");
+    setup.write("feeds/phish.txt", "phish.example.test\n");
+    let extra = format!(
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ntimeout_ms = 2000\n\
+         [[feed]]\nfile = \"malware.txt\"\ncategory = \"malware\"\n\
+         [[feed]]\nfile = \"phish.txt\"\ncategory = \"phishing\"\n\
+         [[organisation]]\nid = \"council-a\"\nname = \"Council A\"\nnetworks = [\"127.0.0.0/8\"]\n\
+         token_sha256 = \"{}\"\n\
+         [[organisation]]\nid = \"school-b\"\nname = \"School B\"\nnetworks = [\"127.0.0.3/32\"]\n\
+         token_sha256 = \"{}\"\nallow = [\"trusted.evil.example.test\"]\n\
+         actions = {{ phishing = \"nodata\" }}\n\
+         [hitlog]\n{hitlog}\n",
+        auth.addr,
+        sha(TOKEN_A),
+        sha(TOKEN_B)
+    );
+    let config = setup.config_with_admin(
+        &format!("operator_token_sha256 = \"{}\"", sha(TOKEN_OPERATOR)),
+        &extra,
+    );
+    // The harness allows unknown clients; these tests want the default.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "allow_unknown_clients = true",
+        "allow_unknown_clients = false",
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(&config);
+    (setup, auth, server)
+}
+
+fn scrape(server: &Server) -> String {
+    let (status, _, body) = http_get(server.admin(), "/metrics", None);
+    assert_eq!(status, 200);
+    body
+}
+
+/// Wait until the writer has committed `n` records (from /metrics).
+fn wait_written(server: &Server, n: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let written = metric(&scrape(server), "portcullis_hitlog_written_total", &[]);
+        if written >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {written} of {n} records written"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn blocks_are_logged_against_the_right_organisation_and_shown_only_to_it() {
+    let (setup, _auth, server) = two_orgs("jsonl = \"hits.jsonl\"");
+    let config = setup.path("portcullis.toml");
+    let config = config.to_str().unwrap();
+
+    // council-a: 127.0.0.1 (UDP and TCP) and 127.0.0.2; school-b: 127.0.0.3.
+    let r = query(
+        server.addr,
+        "www.evil.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    let r = query(
+        server.addr,
+        "c2.example.test.",
+        RecordType::AAAA,
+        Transport::Tcp,
+        true,
+    );
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    let r = query_from(
+        server.addr,
+        "127.0.0.2",
+        "phish.example.test.",
+        RecordType::A,
+    );
+    assert_eq!(
+        r.metadata.response_code,
+        ResponseCode::NXDomain,
+        "council-a: default action"
+    );
+    let r = query_from(
+        server.addr,
+        "127.0.0.3",
+        "phish.example.test.",
+        RecordType::A,
+    );
+    assert_eq!(
+        r.metadata.response_code,
+        ResponseCode::NoError,
+        "school-b overrides phishing to nodata"
+    );
+    assert!(r.answers.is_empty());
+    let r = query_from(
+        server.addr,
+        "127.0.0.3",
+        "evil.example.test.",
+        RecordType::A,
+    );
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    // school-b's own allow entry: the upstream's own answer (the zone has
+    // no such name, so NXDOMAIN, but without the block's EDE);
+    // council-a still gets the block.
+    let r = query_from(
+        server.addr,
+        "127.0.0.3",
+        "www.trusted.evil.example.test.",
+        RecordType::A,
+    );
+    assert!(ede(&r).is_none(), "allowed for school-b: {r}");
+    let r = query_from(
+        server.addr,
+        "127.0.0.2",
+        "www.trusted.evil.example.test.",
+        RecordType::A,
+    );
+    assert_eq!(ede(&r).map(|e| e.0), Some(15), "blocked for council-a: {r}");
+    // A clean name is not logged.
+    let r = query(
+        server.addr,
+        "www.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    wait_written(&server, 6.0);
+
+    // The CLI, per organisation.
+    let (code, out, err) = run(&[
+        "logs",
+        "--org",
+        "council-a",
+        "--format",
+        "json",
+        "-c",
+        config,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let a = json_lines(&out);
+    assert_eq!(a.len(), 4, "{out}");
+    assert!(a.iter().all(|h| h["org"] == "council-a"));
+    let www = a
+        .iter()
+        .find(|h| h["qname"] == "www.evil.example.test")
+        .expect("the UDP block");
+    assert_eq!(www["matched"], "evil.example.test");
+    assert_eq!(www["feed"], "malware.txt");
+    assert_eq!(www["category"], "malware");
+    assert_eq!(www["client"], "127.0.0.1");
+    assert_eq!(www["transport"], "udp");
+    assert_eq!(www["stage"], "qname");
+    assert_eq!(www["action"], "nxdomain");
+    assert_eq!(www["qtype"], "A");
+    let c2 = a.iter().find(|h| h["qname"] == "c2.example.test").unwrap();
+    assert_eq!(
+        (c2["transport"].as_str(), c2["qtype"].as_str()),
+        (Some("tcp"), Some("AAAA"))
+    );
+    let (_, out, _) = run(&[
+        "logs", "--org", "school-b", "--format", "json", "-c", config,
+    ]);
+    let b = json_lines(&out);
+    assert_eq!(b.len(), 2, "{out}");
+    assert!(
+        b.iter()
+            .all(|h| h["org"] == "school-b" && h["client"] == "127.0.0.3")
+    );
+    let phish = b.iter().find(|h| h["category"] == "phishing").unwrap();
+    assert_eq!(phish["action"], "nodata");
+    // Filters.
+    let (_, out, _) = run(&[
+        "logs",
+        "--client",
+        "127.0.0.2",
+        "--domain",
+        "example.test",
+        "--format",
+        "csv",
+        "-c",
+        config,
+    ]);
+    assert_eq!(out.lines().count(), 3, "header + 2 rows: {out}");
+    let (_, out, _) = run(&[
+        "logs",
+        "--category",
+        "phishing",
+        "--since",
+        "1h",
+        "--format",
+        "json",
+        "-c",
+        config,
+    ]);
+    assert_eq!(json_lines(&out).len(), 2);
+    let (code, _, err) = run(&["logs", "--org", "nobody", "-c", config]);
+    assert_eq!(code, 64);
+    assert!(err.contains("council-a, school-b"), "{err}");
+
+    // Reports.
+    let (code, out, err) = run(&[
+        "report",
+        "--org",
+        "council-a",
+        "--format",
+        "json",
+        "-c",
+        config,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["total"], 4);
+    assert_eq!(report["top_names"][0]["name"], "evil.example.test");
+    assert_eq!(report["top_names"][0]["hits"], 2);
+    assert_eq!(report["top_clients"][0]["client"], "127.0.0.1");
+    let (_, out, _) = run(&["report", "-c", config]);
+    assert!(
+        out.contains("all organisations")
+            && out.contains("school-b")
+            && out.contains("Top clients"),
+        "{out}"
+    );
+    let html = setup.path("report.html");
+    let (code, _, err) = run(&[
+        "report",
+        "--org",
+        "school-b",
+        "--format",
+        "html",
+        "-o",
+        html.to_str().unwrap(),
+        "-c",
+        config,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let html = std::fs::read_to_string(html).unwrap();
+    assert!(
+        html.contains("<svg")
+            && html.contains("phish.example.test")
+            && !html.contains("c2.example.test")
+    );
+
+    // The JSON-lines stream has every record.
+    let stream = json_lines(&std::fs::read_to_string(setup.path("hits.jsonl")).unwrap());
+    assert_eq!(stream.len(), 6);
+
+    // The API: 401 without a token, 403 for the other organisation.
+    let admin = server.admin();
+    let (status, headers, _) = http_get(admin, "/api/v1/orgs/council-a/hits", None);
+    assert_eq!(status, 401);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "www-authenticate" && v.starts_with("Bearer"))
+    );
+    let (status, _, _) = http_get(admin, "/api/v1/orgs/council-a/hits", Some("wrong"));
+    assert_eq!(status, 401);
+    let (status, _, body) = http_get(admin, "/api/v1/orgs/council-a/hits", Some(TOKEN_B));
+    assert_eq!(status, 403, "{body}");
+    assert!(server.wait_log("asked for another organisation", Duration::from_secs(5)));
+    let (status, _, _) = http_get(admin, "/api/v1/report", Some(TOKEN_A));
+    assert_eq!(status, 403);
+    let (status, _, body) = http_get(admin, "/api/v1/orgs/council-a/hits?limit=3", Some(TOKEN_A));
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["hits"].as_array().unwrap().len(), 3);
+    let next = page["next"].as_str().expect("a second page");
+    let (_, _, body) = http_get(
+        admin,
+        &format!("/api/v1/orgs/council-a/hits?limit=3&after={next}"),
+        Some(TOKEN_A),
+    );
+    let page2: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page2["hits"].as_array().unwrap().len(), 1);
+    assert!(page2["next"].is_null());
+    // A record by reference, and not through the other organisation.
+    let id = page["hits"][0]["id"].as_i64().unwrap();
+    let (status, _, _) = http_get(
+        admin,
+        &format!("/api/v1/orgs/council-a/hits/{id}"),
+        Some(TOKEN_A),
+    );
+    assert_eq!(status, 200);
+    let (status, _, _) = http_get(
+        admin,
+        &format!("/api/v1/orgs/school-b/hits/{id}"),
+        Some(TOKEN_OPERATOR),
+    );
+    assert_eq!(status, 404, "record {id} is council-a's");
+    let (status, _, body) = http_get(admin, "/api/v1/orgs/school-b/report", Some(TOKEN_B));
+    assert_eq!(status, 200);
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["total"], 2);
+    let (status, _, body) = http_get(admin, "/api/v1/report", Some(TOKEN_OPERATOR));
+    assert_eq!(status, 200);
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["total"], 6);
+    let (status, _, body) = http_get(
+        admin,
+        "/api/v1/orgs/school-b/hits?since=yesterday-ish",
+        Some(TOKEN_B),
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("not a time"), "{body}");
+    let m = scrape(&server);
+    assert_eq!(
+        metric(
+            &m,
+            "portcullis_api_denied_total",
+            &[("reason", "other_org")]
+        ),
+        2.0
+    );
+}
+
+#[test]
+fn unknown_clients_are_refused_and_counted() {
+    let setup = Setup::new();
+    setup.write("feeds/list.txt", "evil.example.test\n");
+    let config = setup.config(
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\n\
+         [[organisation]]\nid = \"only-two\"\nnetworks = [\"127.0.0.2/32\"]\n",
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "allow_unknown_clients = true",
+        "allow_unknown_clients = false",
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(&config);
+    for _ in 0..3 {
+        let r = query(
+            server.addr,
+            "evil.example.test.",
+            RecordType::A,
+            Transport::Udp,
+            true,
+        );
+        assert_eq!(r.metadata.response_code, ResponseCode::Refused);
+    }
+    let r = query_from(
+        server.addr,
+        "127.0.0.2",
+        "evil.example.test.",
+        RecordType::A,
+    );
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    let m = scrape(&server);
+    assert_eq!(metric(&m, "portcullis_refused_clients_total", &[]), 3.0);
+    assert_eq!(
+        metric(&m, "portcullis_queries_total", &[("outcome", "refused")]),
+        3.0
+    );
+}
+
+/// Send blocked queries from `threads` threads until `stop`, each waiting
+/// for its answer; returns the number answered.
+fn stream_blocked(
+    server: std::net::SocketAddr,
+    threads: usize,
+    per_thread: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<usize>> {
+    (0..threads)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut answered = 0;
+                let mut buf = [0u8; 1500];
+                for i in 0..per_thread {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let name = format!("h{t}-{i}.evil.example.test.");
+                    let msg = crate::harness::build_query(&name, RecordType::A, false);
+                    if sock.send_to(&msg.to_vec().unwrap(), server).is_err() {
+                        break;
+                    }
+                    match sock.recv_from(&mut buf) {
+                        Ok(_) => answered += 1,
+                        Err(_) => break,
+                    }
+                }
+                answered
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn kill_9_keeps_every_acknowledged_record_and_the_database_opens_cleanly() {
+    let (setup, _auth, server) = two_orgs("");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers = stream_blocked(server.addr, 4, 50_000, stop.clone());
+    // Let records flow, read the acknowledged count, and kill at once.
+    wait_written(&server, 500.0);
+    let acknowledged = metric(&scrape(&server), "portcullis_hitlog_written_total", &[]);
+    server.kill_hard();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(sent as f64 >= acknowledged);
+
+    let db = setup.path("state/hits.sqlite");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let count: i64 = conn
+        .query_row("SELECT count(*) FROM hits", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        count as f64 >= acknowledged,
+        "{count} records after kill -9, {acknowledged} acknowledged before it"
+    );
+    drop(conn);
+    let config = setup.path("portcullis.toml");
+    let (code, out, err) = run(&["report", "--format", "json", "-c", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["total"].as_i64(), Some(count));
+}
+
+#[test]
+fn a_burst_larger_than_the_channel_is_answered_and_every_drop_counted() {
+    let (setup, _auth, server) = two_orgs("channel_capacity = 1");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers = stream_blocked(server.addr, 16, 250, stop);
+    let answered: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(answered, 4000, "every query answered");
+    // Everything is either written or counted as dropped.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (written, dropped) = loop {
+        let m = scrape(&server);
+        let written = metric(&m, "portcullis_hitlog_written_total", &[]);
+        let dropped = metric(
+            &m,
+            "portcullis_hitlog_dropped_total",
+            &[("reason", "channel_full")],
+        );
+        if written + dropped >= 4000.0 || Instant::now() > deadline {
+            break (written, dropped);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(written + dropped, 4000.0);
+    assert!(dropped > 0.0, "a one-record channel under 16 clients drops");
+    let blocked = metric(
+        &scrape(&server),
+        "portcullis_queries_total",
+        &[("outcome", "blocked")],
+    );
+    assert_eq!(blocked, 4000.0);
+    assert_eq!(server.terminate().code(), Some(0));
+    let conn = rusqlite::Connection::open(setup.path("state/hits.sqlite")).unwrap();
+    let count: i64 = conn
+        .query_row("SELECT count(*) FROM hits", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        count as f64, written,
+        "the records missing are exactly the drops"
+    );
+}
+
+#[test]
+fn sigterm_flushes_queued_records_before_exit() {
+    let (setup, _auth, server) = two_orgs("");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered: usize = stream_blocked(server.addr, 4, 500, stop)
+        .into_iter()
+        .map(|w| w.join().unwrap())
+        .sum();
+    assert_eq!(answered, 2000);
+    // No wait for the writer: whatever is queued must be written on exit.
+    assert_eq!(server.terminate().code(), Some(0));
+    let conn = rusqlite::Connection::open(setup.path("state/hits.sqlite")).unwrap();
+    let count: i64 = conn
+        .query_row("SELECT count(*) FROM hits", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 2000);
+}
+
+#[test]
+fn an_unusable_database_is_reported_and_queries_are_still_answered() {
+    // The database's folder would have to be inside a file: unusable.
+    let (_setup, _auth, server) = two_orgs("database = \"portcullis.toml/hits.sqlite\"");
+    for i in 0..20 {
+        let r = query(
+            server.addr,
+            &format!("n{i}.evil.example.test."),
+            RecordType::A,
+            Transport::Udp,
+            true,
+        );
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    }
+    let r = query(
+        server.addr,
+        "www.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert!(
+        server.wait_log("cannot open the hit log database", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = scrape(&server);
+        let lost = metric(
+            &m,
+            "portcullis_hitlog_dropped_total",
+            &[("reason", "store_error")],
+        );
+        if lost == 20.0 {
+            assert!(metric(&m, "portcullis_hitlog_errors_total", &[]) >= 1.0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "lost = {lost}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
