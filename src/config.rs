@@ -120,6 +120,9 @@ pub struct ServerConfig {
     /// Idle timeout of a TCP client connection, in seconds.
     #[serde(default = "default_tcp_timeout")]
     pub tcp_timeout_secs: u64,
+    /// On SIGTERM, how long queries already in flight may take to finish.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -128,6 +131,7 @@ impl Default for ServerConfig {
             listen: default_listen(),
             allow_unknown_clients: false,
             tcp_timeout_secs: default_tcp_timeout(),
+            shutdown_grace_secs: default_grace(),
         }
     }
 }
@@ -138,6 +142,10 @@ fn default_listen() -> Vec<SocketAddr> {
 
 fn default_tcp_timeout() -> u64 {
     10
+}
+
+fn default_grace() -> u64 {
+    5
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -334,6 +342,12 @@ pub struct RawAdmin {
     pub listen: Option<SocketAddr>,
     #[serde(default)]
     pub operator_token_sha256: Option<String>,
+    /// `/readyz` wants an upstream answer at most this old.
+    #[serde(default = "default_upstream_fresh")]
+    pub ready_upstream_secs: u64,
+    /// Without queries, probe the upstream (`. NS`) this often.
+    #[serde(default = "default_probe")]
+    pub upstream_probe_secs: u64,
 }
 
 impl Default for RawAdmin {
@@ -341,8 +355,18 @@ impl Default for RawAdmin {
         RawAdmin {
             listen: default_admin_listen(),
             operator_token_sha256: None,
+            ready_upstream_secs: default_upstream_fresh(),
+            upstream_probe_secs: default_probe(),
         }
     }
+}
+
+fn default_upstream_fresh() -> u64 {
+    60
+}
+
+fn default_probe() -> u64 {
+    15
 }
 
 fn default_admin_listen() -> Option<SocketAddr> {
@@ -414,12 +438,25 @@ pub struct LogConfig {
     /// A tracing filter: `info`, `debug`, `portcullis=debug,hickory=warn`.
     #[serde(default = "default_log_level")]
     pub level: String,
+    /// `text` (for the journal and terminals) or `json` (one object per
+    /// line, for log shippers).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: default_log_level(),
+            format: LogFormat::Text,
         }
     }
 }

@@ -1,32 +1,33 @@
 //! Liveness and readiness: what `/healthz` and `/readyz` report.
 //!
-//! Ready means all three of: the DNS listeners are bound, a blocklist is
-//! loaded (a protective resolver without its list must not take traffic),
-//! and the upstream answered within the last [`UPSTREAM_FRESH`]. Queries
-//! keep the upstream time fresh; when there are none, a probe (`. NS`)
-//! every [`PROBE_EVERY`] does.
+//! Ready means all of: the DNS listeners are bound, a blocklist is loaded
+//! (a protective resolver without its list must not take traffic), the
+//! upstream answered within `admin.ready_upstream_secs` (60), and no
+//! shutdown is under way. Queries keep the upstream time fresh; when there
+//! are none, a probe (`. NS`) every `admin.upstream_probe_secs` (15) does.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
 
+use std::sync::Arc;
+
 use crate::blocklist::BlocklistHandle;
 use crate::hitlog::now_ms;
-
-/// How recent an upstream answer must be for `/readyz`.
-pub const UPSTREAM_FRESH: Duration = Duration::from_secs(60);
-/// How often the prober checks when no query has.
-pub const PROBE_EVERY: Duration = Duration::from_secs(15);
+use crate::lifecycle::Lifecycle;
 
 /// Shared health state; every field is an atomic, so the query path only
 /// does a relaxed load (and a store at most once a second).
 pub struct Health {
     pub dns_bound: AtomicBool,
+    pub lifecycle: Arc<Lifecycle>,
     pub blocklist: BlocklistHandle,
     /// ms since the epoch of the last upstream answer (0: none yet).
     upstream_ok: AtomicI64,
     upstream_error: AtomicI64,
+    /// How recent an upstream answer must be to be ready.
+    pub upstream_fresh: Duration,
 }
 
 #[derive(Debug, Serialize)]
@@ -42,12 +43,14 @@ pub struct Readiness {
 }
 
 impl Health {
-    pub fn new(blocklist: BlocklistHandle) -> Health {
+    pub fn new(blocklist: BlocklistHandle, upstream_fresh: Duration) -> Health {
         Health {
             dns_bound: AtomicBool::new(false),
+            lifecycle: Arc::default(),
             blocklist,
             upstream_ok: AtomicI64::new(0),
             upstream_error: AtomicI64::new(0),
+            upstream_fresh,
         }
     }
 
@@ -71,6 +74,9 @@ impl Health {
         if !bound {
             problems.push("DNS listeners are not bound yet".to_owned());
         }
+        if self.lifecycle.is_draining() {
+            problems.push("shutting down: draining in-flight queries".to_owned());
+        }
         let list = self.blocklist.load();
         let (generation, entries) = (list.generation(), list.entries());
         if generation == 0 {
@@ -79,7 +85,7 @@ impl Health {
         let ok = self.upstream_ok.load(Ordering::Relaxed);
         let now = now_ms();
         let last_ok = (ok > 0).then(|| (now - ok) as f64 / 1000.0);
-        if !self.upstream_fresh(UPSTREAM_FRESH) {
+        if !self.upstream_fresh(self.upstream_fresh) {
             let error = self.upstream_error.load(Ordering::Relaxed);
             problems.push(match (last_ok, error > 0) {
                 (None, true) => "the upstream has not answered; queries to it fail".to_owned(),

@@ -25,6 +25,7 @@
 //! * [`metrics`]: metric names and the Prometheus recorder.
 //! * [`admin`]: the admin HTTP listener: metrics, health, review API, web page.
 //! * [`health`]: what makes the resolver ready to take traffic.
+//! * [`lifecycle`]: systemd notifications, signals, draining on shutdown.
 //! * [`taxii`]: pulls TAXII 2.1 collections into feeds_dir.
 //! * [`watch`]: file drops, SIGHUP, rescans -> debounced rebuild -> swap.
 
@@ -38,6 +39,7 @@ pub mod domain;
 pub mod feeds;
 pub mod health;
 pub mod hitlog;
+pub mod lifecycle;
 pub mod metrics;
 pub mod orgs;
 pub mod policy;

@@ -19,6 +19,7 @@ use portcullis::config::Config;
 use portcullis::health::Health;
 use portcullis::hitlog::store::{Cursor, Filter, Store};
 use portcullis::hitlog::{now_ms, parse_time};
+use portcullis::lifecycle;
 use portcullis::orgs::OrgMap;
 use portcullis::resolve::Upstream;
 use portcullis::server::{self, Handler, response::BlockSettings};
@@ -222,6 +223,10 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
 }
 
 fn init_tracing(level: &str) {
+    init_tracing_as(level, portcullis::config::LogFormat::Text)
+}
+
+fn init_tracing_as(level: &str, format: portcullis::config::LogFormat) {
     // hickory logs every request at info; an operator's "info" means ours.
     let mut filter = level.to_owned();
     if !filter.contains("hickory") {
@@ -232,11 +237,15 @@ fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        portcullis::config::LogFormat::Json => builder.json().init(),
+        portcullis::config::LogFormat::Text => {
+            builder.with_ansi(std::io::stderr().is_terminal()).init()
+        }
+    }
 }
 
 fn compile(path: &std::path::Path) -> anyhow::Result<ExitCode> {
@@ -498,7 +507,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let config = load_config(path)?;
     let orgs = OrgMap::new(&config.organisations).map_err(|e| UsageError(e.into()))?;
-    init_tracing(&config.log.level);
+    init_tracing_as(&config.log.level, config.log.format);
     tracing::info!(config = %config.path.display(), version = env!("CARGO_PKG_VERSION"), "starting portcullis");
     // Before anything records: handles taken earlier would be no-ops.
     let prometheus = match config.admin.listen {
@@ -558,6 +567,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                 (list, report.inputs)
             }
         };
+        portcullis::watch::publish_list(&list);
         let handle: blocklist::BlocklistHandle = Arc::new(ArcSwap::from_pointee(list));
         if !status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).from_snapshot {
             let (list, state_dir, fingerprints) = (handle.load_full(), config.blocklist.state_dir.clone(), known.clone());
@@ -572,7 +582,11 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             Upstream::new(&config.resolver)
                 .map_err(|e| anyhow::anyhow!("configuring the {:?} resolver: {e}", config.resolver.mode))?,
         );
-        let health = Arc::new(Health::new(Arc::clone(&handle)));
+        let health = Arc::new(Health::new(
+            Arc::clone(&handle),
+            Duration::from_secs(config.admin.ready_upstream_secs),
+        ));
+        let lifecycle = Arc::clone(&health.lifecycle);
         let hitlog = portcullis::hitlog::spawn(portcullis::hitlog::writer::Settings::from_config(&config))
             .context("starting the hit log writer")?;
         let handler = Handler {
@@ -599,6 +613,11 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         let mut dns = server::serve(handler, sockets, Duration::from_secs(config.server.tcp_timeout_secs));
         health.dns_bound.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(startup_ms = started.elapsed().as_millis() as u64, "serving");
+        {
+            let list = handle.load();
+            lifecycle::notify_ready(&format!("serving blocklist generation {}, {} names", list.generation(), list.entries()));
+        }
+        lifecycle::spawn_watchdog();
         if let Some(listener) = admin {
             let state = Arc::new(portcullis::admin::AdminState::new(&config, prometheus, Arc::clone(&health)));
             let app = portcullis::admin::router(state);
@@ -608,7 +627,11 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                 }
             });
         }
-        spawn_upstream_probe(Arc::clone(&upstream), Arc::clone(&health));
+        spawn_upstream_probe(
+            Arc::clone(&upstream),
+            Arc::clone(&health),
+            Duration::from_secs(config.admin.upstream_probe_secs.max(1)),
+        );
 
         let (trigger_tx, triggers) = tokio::sync::mpsc::channel(8);
         let reloader = Reloader { config: Arc::clone(&config), handle, status: Arc::clone(&status) };
@@ -616,9 +639,17 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         spawn_sighup(trigger_tx)?;
         spawn_taxii_pollers(&config);
 
-        shutdown_signal().await?;
-        tracing::info!("shutting down");
-        dns.shutdown_gracefully().await.context("stopping the DNS listeners")?;
+        lifecycle::shutdown_signal().await.context("installing the SIGTERM/SIGINT handlers")?;
+        let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+        tracing::info!(in_flight = lifecycle.in_flight(), grace_secs = grace.as_secs(), "shutting down: refusing new queries, draining");
+        lifecycle::notify_stopping();
+        let left = lifecycle.drain(grace).await;
+        if left > 0 {
+            tracing::warn!(in_flight = left, "grace period over; abandoning queries still in flight");
+        }
+        if tokio::time::timeout(Duration::from_secs(2), dns.shutdown_gracefully()).await.is_err() {
+            tracing::warn!("the DNS listeners did not stop within 2 s");
+        }
         drop(dns);
         let counters = Arc::clone(hitlog.counters());
         let flushed = tokio::task::spawn_blocking(move || hitlog.close(Duration::from_secs(10)))
@@ -652,12 +683,11 @@ fn log_feeds(report: &blocklist::CompileReport) {
 
 /// Keep the readiness check's view of the upstream fresh when no query
 /// does: resolve `. NS` whenever the last answer is getting old.
-fn spawn_upstream_probe(upstream: Arc<Upstream>, health: Arc<Health>) {
-    use portcullis::health::{PROBE_EVERY, UPSTREAM_FRESH};
+fn spawn_upstream_probe(upstream: Arc<Upstream>, health: Arc<Health>, every: Duration) {
     tokio::spawn(async move {
         let root = hickory_proto::rr::LowerName::from(hickory_proto::rr::Name::root());
         loop {
-            if !health.upstream_fresh(UPSTREAM_FRESH / 2) {
+            if !health.upstream_fresh(every) {
                 match upstream
                     .resolve(&root, hickory_proto::rr::RecordType::NS, false)
                     .await
@@ -669,7 +699,7 @@ fn spawn_upstream_probe(upstream: Arc<Upstream>, health: Arc<Health>) {
                     }
                 }
             }
-            tokio::time::sleep(PROBE_EVERY).await;
+            tokio::time::sleep(every).await;
         }
     });
 }
@@ -684,17 +714,5 @@ fn spawn_sighup(tx: tokio::sync::mpsc::Sender<Trigger>) -> anyhow::Result<()> {
             let _ = tx.send(Trigger::Signal).await;
         }
     });
-    Ok(())
-}
-
-/// Wait for SIGTERM (systemd stop) or SIGINT (Ctrl-C).
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }

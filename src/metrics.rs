@@ -15,7 +15,6 @@ pub const QUERY_DURATION: &str = "portcullis_query_duration_seconds";
 pub const BLOCKS: &str = "portcullis_blocks_total";
 pub const REFUSED_CLIENTS: &str = "portcullis_refused_clients_total";
 pub const UPSTREAM_ERRORS: &str = "portcullis_upstream_errors_total";
-pub const CACHE_HITS: &str = "portcullis_cache_hits_total";
 pub const BLOCKLIST_ENTRIES: &str = "portcullis_blocklist_entries";
 pub const BLOCKLIST_FEED_ENTRIES: &str = "portcullis_blocklist_feed_entries";
 pub const BLOCKLIST_GENERATION: &str = "portcullis_blocklist_generation";
@@ -28,6 +27,27 @@ pub const HITLOG_WRITTEN: &str = "portcullis_hitlog_written_total";
 pub const HITLOG_DROPPED: &str = "portcullis_hitlog_dropped_total";
 pub const HITLOG_ERRORS: &str = "portcullis_hitlog_errors_total";
 pub const API_DENIED: &str = "portcullis_api_denied_total";
+
+/// Every series name, for the checks on the shipped dashboard and rules.
+pub const ALL: &[&str] = &[
+    QUERIES,
+    QUERY_DURATION,
+    BLOCKS,
+    REFUSED_CLIENTS,
+    UPSTREAM_ERRORS,
+    BLOCKLIST_ENTRIES,
+    BLOCKLIST_FEED_ENTRIES,
+    BLOCKLIST_GENERATION,
+    BLOCKLIST_BYTES,
+    RELOADS,
+    LAST_RELOAD,
+    REBUILD_DURATION,
+    FEED_ERRORS,
+    HITLOG_WRITTEN,
+    HITLOG_DROPPED,
+    HITLOG_ERRORS,
+    API_DENIED,
+];
 
 /// Install the Prometheus recorder for this process and describe every
 /// series. Call before anything records: handles taken earlier are no-ops.
@@ -72,10 +92,6 @@ fn describe() {
     describe_counter!(
         UPSTREAM_ERRORS,
         "Upstream resolutions that failed (answered SERVFAIL)."
-    );
-    describe_counter!(
-        CACHE_HITS,
-        "Allowed queries answered from the resolver's cache."
     );
     describe_gauge!(BLOCKLIST_ENTRIES, "Names in the live blocklist.");
     describe_gauge!(
@@ -122,4 +138,63 @@ fn describe() {
         API_DENIED,
         "Admin API requests refused, by reason (no_token, bad_token, other_org)."
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Series names used in a text (histograms by their base name).
+    fn used(text: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("portcullis_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            names.push(base.to_owned());
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    #[test]
+    fn the_dashboard_and_alert_rules_use_only_series_we_export() {
+        let dashboard = include_str!("../monitoring/grafana-dashboard.json");
+        let alerts = include_str!("../monitoring/prometheus-alerts.yml");
+        for (file, text) in [("dashboard", dashboard), ("alerts", alerts)] {
+            let names = used(text);
+            assert!(names.len() > 5, "{file}");
+            for name in names {
+                assert!(
+                    ALL.contains(&name.as_str()),
+                    "{file} uses unknown series {name}"
+                );
+            }
+        }
+        let json: serde_json::Value = serde_json::from_str(dashboard).unwrap();
+        assert!(json["panels"].as_array().unwrap().len() >= 10);
+    }
+
+    #[test]
+    fn names_follow_the_prometheus_conventions() {
+        for name in ALL {
+            assert!(name.starts_with("portcullis_"), "{name}");
+            let counter = name.ends_with("_total");
+            let gauge_or_histogram = name.ends_with("_seconds")
+                || name.ends_with("_bytes")
+                || name.ends_with("_entries")
+                || name.ends_with("_generation");
+            assert!(
+                counter || gauge_or_histogram,
+                "{name}: unit or _total suffix"
+            );
+        }
+    }
 }

@@ -25,6 +25,7 @@ use crate::blocklist::{
     self, BlocklistHandle, CompileReport, Compiler, Fingerprint, inputs_match, snapshot,
 };
 use crate::config::Config;
+use crate::metrics;
 
 /// Why a rebuild was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,9 +73,37 @@ pub struct ReloadStatus {
 /// Shared status; read rarely, written once per rebuild.
 pub type StatusHandle = Arc<Mutex<ReloadStatus>>;
 
-/// Record a successful compile in the status.
+/// Publish the live list's size and generation as gauges.
+pub fn publish_list(list: &blocklist::Blocklist) {
+    ::metrics::gauge!(metrics::BLOCKLIST_ENTRIES).set(list.entries() as f64);
+    ::metrics::gauge!(metrics::BLOCKLIST_GENERATION).set(list.generation() as f64);
+    ::metrics::gauge!(metrics::BLOCKLIST_BYTES).set(list.fst_bytes() as f64);
+}
+
+/// Record a successful compile in the status and the metrics.
 pub fn record_success(status: &StatusHandle, generation: u64, report: &CompileReport) {
+    ::metrics::counter!(metrics::RELOADS, "result" => "ok").increment(1);
+    ::metrics::histogram!(metrics::REBUILD_DURATION).record(report.elapsed.as_secs_f64());
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    ::metrics::gauge!(metrics::LAST_RELOAD).set(now);
+    for f in &report.feeds {
+        ::metrics::gauge!(metrics::BLOCKLIST_FEED_ENTRIES, "feed" => f.name.clone())
+            .set(f.parse.loaded as f64);
+        if f.error.is_some() {
+            ::metrics::counter!(metrics::FEED_ERRORS, "feed" => f.name.clone()).increment(1);
+        }
+    }
     let mut s = status.lock().unwrap_or_else(PoisonError::into_inner);
+    // A deleted feed contributes nothing any more.
+    for gone in s
+        .feeds
+        .keys()
+        .filter(|n| !report.feeds.iter().any(|f| &f.name == *n))
+    {
+        ::metrics::gauge!(metrics::BLOCKLIST_FEED_ENTRIES, "feed" => gone.clone()).set(0.0);
+    }
     s.generation = generation;
     s.entries = report.entries;
     s.last_success = Some(SystemTime::now());
@@ -215,6 +244,7 @@ impl Reloader {
                     let entries = list.entries();
                     let list = Arc::new(list);
                     self.handle.store(Arc::clone(&list));
+                    publish_list(&list);
                     record_success(&self.status, generation, &report);
                     for f in report.feeds.iter().filter(|f| f.error.is_some()) {
                         tracing::warn!(feed = %f.name, error = f.error.as_deref().unwrap_or(""), kept_previous = f.kept_previous, "feed error");
@@ -225,6 +255,9 @@ impl Reloader {
                         took_ms = started.elapsed().as_millis() as u64,
                         "blocklist swapped in"
                     );
+                    crate::lifecycle::notify_status(&format!(
+                        "serving blocklist generation {generation}, {entries} names"
+                    ));
                     known = report.inputs.clone();
                     let state_dir = self.config.blocklist.state_dir.clone();
                     let fingerprints = known.clone();
@@ -238,6 +271,7 @@ impl Reloader {
                 Ok(Err(error)) => {
                     let mut s = self.status.lock().unwrap_or_else(PoisonError::into_inner);
                     s.rebuilds_failed += 1;
+                    ::metrics::counter!(metrics::RELOADS, "result" => "error").increment(1);
                     tracing::error!(%error, "rebuild failed; the previous blocklist keeps serving");
                 }
                 Err(_) => {

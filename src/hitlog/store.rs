@@ -597,10 +597,13 @@ fn push_filter(sql: &mut String, args: &mut Vec<rusqlite::types::Value>, filter:
 struct Aggregate {
     total: u64,
     by_org: HashMap<String, u64>,
-    by_category: HashMap<(String, String), u64>,
+    /// category -> feed -> hits.
+    by_category: HashMap<String, HashMap<String, u64>>,
     by_action: HashMap<String, u64>,
     names: HashMap<String, NameAgg>,
-    clients: HashMap<(String, String), ClientAgg>,
+    /// org -> client -> totals.
+    clients: HashMap<String, HashMap<String, ClientAgg>>,
+    client_count: u32,
     /// (name index, client index) pairs seen, for distinct counts.
     pairs: HashSet<(u32, u32)>,
     timeline: BTreeMap<i64, u64>,
@@ -639,42 +642,55 @@ impl Aggregate {
         self.total += n;
         bump(&mut self.by_org, org, n);
         bump(&mut self.by_action, action, n);
-        match self
-            .by_category
-            .get_mut(&(category.to_owned(), feed.to_owned()))
-        {
-            Some(c) => *c += n,
+        // Rows repeat their strings; look up by reference and allocate
+        // only for a key seen for the first time.
+        match self.by_category.get_mut(category) {
+            Some(feeds) => bump(feeds, feed, n),
             None => {
-                self.by_category
-                    .insert((category.to_owned(), feed.to_owned()), n);
+                let feeds = HashMap::from([(feed.to_owned(), n)]);
+                self.by_category.insert(category.to_owned(), feeds);
             }
         }
         *self.timeline.entry(day).or_default() += n;
-        let next = self.names.len() as u32;
-        let name = self
-            .names
-            .entry(matched.to_owned())
-            .or_insert_with(|| NameAgg {
-                index: next,
-                category: category.to_owned(),
+        let name_index = match self.names.get_mut(matched) {
+            Some(name) => {
+                name.hits += n;
+                name.first = name.first.min(first);
+                name.last = name.last.max(last);
+                name.index
+            }
+            None => {
+                let index = self.names.len() as u32;
+                let agg = NameAgg {
+                    index,
+                    category: category.to_owned(),
+                    hits: n,
+                    first,
+                    last,
+                };
+                self.names.insert(matched.to_owned(), agg);
+                index
+            }
+        };
+        if !self.clients.contains_key(org) {
+            self.clients.insert(org.to_owned(), HashMap::new());
+        }
+        let Some(org_clients) = self.clients.get_mut(org) else {
+            return;
+        };
+        if !org_clients.contains_key(client) {
+            let agg = ClientAgg {
+                index: self.client_count,
                 hits: 0,
                 first,
                 last,
-            });
-        name.hits += n;
-        name.first = name.first.min(first);
-        name.last = name.last.max(last);
-        let name_index = name.index;
-        let next = self.clients.len() as u32;
-        let client = self
-            .clients
-            .entry((org.to_owned(), client.to_owned()))
-            .or_insert_with(|| ClientAgg {
-                index: next,
-                hits: 0,
-                first,
-                last,
-            });
+            };
+            self.client_count += 1;
+            org_clients.insert(client.to_owned(), agg);
+        }
+        let Some(client) = org_clients.get_mut(client) else {
+            return;
+        };
         client.hits += n;
         client.first = client.first.min(first);
         client.last = client.last.max(last);
@@ -705,7 +721,8 @@ impl Aggregate {
         let mut top_clients: Vec<ClientRow> = self
             .clients
             .iter()
-            .map(|((org, client), a)| ClientRow {
+            .flat_map(|(org, clients)| clients.iter().map(move |(client, a)| (org, client, a)))
+            .map(|(org, client, a)| ClientRow {
                 client: client.clone(),
                 org: (!org.is_empty()).then(|| org.clone()),
                 hits: a.hits,
@@ -719,10 +736,12 @@ impl Aggregate {
         let mut by_category: Vec<CategoryCount> = self
             .by_category
             .into_iter()
-            .map(|((category, feed), hits)| CategoryCount {
-                category,
-                feed,
-                hits,
+            .flat_map(|(category, feeds)| {
+                feeds.into_iter().map(move |(feed, hits)| CategoryCount {
+                    category: category.clone(),
+                    feed,
+                    hits,
+                })
             })
             .collect();
         by_category.sort_by(|a, b| {
@@ -749,7 +768,7 @@ impl Aggregate {
             until,
             total: self.total,
             distinct_names: self.names.len() as u64,
-            distinct_clients: self.clients.len() as u64,
+            distinct_clients: u64::from(self.client_count),
             by_org,
             by_category,
             by_action: sorted_counts(self.by_action, ""),

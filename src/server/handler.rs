@@ -281,6 +281,14 @@ impl RequestHandler for Handler {
         handle: R,
     ) -> ResponseInfo {
         let started = Instant::now();
+        // Shutting down: new queries are refused so clients move on; the
+        // ones in flight finish (see lifecycle).
+        let Some(_in_flight) = self.health.lifecycle.enter() else {
+            let (info, outcome) = reject(request, handle, ResponseCode::Refused).await;
+            self.metrics
+                .record(transport(request.protocol()), outcome, started);
+            return info;
+        };
         let (info, outcome) = self.answer(request, handle).await;
         self.metrics
             .record(transport(request.protocol()), outcome, started);

@@ -92,11 +92,22 @@ impl Server {
         Self::try_start(config).unwrap_or_else(|log| panic!("portcullis did not start:\n{log}"))
     }
 
+    /// Start with extra environment variables.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Server {
+        Self::try_start_env(config, env)
+            .unwrap_or_else(|log| panic!("portcullis did not start:\n{log}"))
+    }
+
     /// Start and wait for the listening lines; Err(log) if it exits first.
     pub fn try_start(config: &Path) -> Result<Server, String> {
+        Self::try_start_env(config, &[])
+    }
+
+    fn try_start_env(config: &Path, env: &[(&str, &str)]) -> Result<Server, String> {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -110,7 +121,9 @@ impl Server {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.split("listening for UDP on ").nth(1) {
-                    let _ = tx.send(rest.trim().to_owned());
+                    // Text or JSON logs: the address ends at a quote or space.
+                    let addr = rest.split(['"', ' ']).next().unwrap_or("");
+                    let _ = tx.send(addr.trim().to_owned());
                 }
                 log_writer.lock().unwrap().push(line);
             }
@@ -134,6 +147,7 @@ impl Server {
                         .unwrap()
                         .iter()
                         .find_map(|l| l.split("admin listening on ").nth(1))
+                        .and_then(|a| a.split(['"', ' ']).next())
                         .map(|a| a.trim().parse().expect("admin address parses"));
                     return Ok(server);
                 }
@@ -197,11 +211,21 @@ impl Server {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
-    /// Send SIGTERM and wait for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    /// Send a signal (`"TERM"`, `"HUP"`) without waiting.
+    pub fn signal(&self, name: &str) {
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status();
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.wait_exit()
+    }
+
+    /// Wait (up to 10 s) for the process to exit.
+    pub fn wait_exit(mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {

@@ -9,6 +9,7 @@
 //! * `bad_input`: malformed packets, odd names, broken feeds and configs.
 //! * `cli`: `compile` and `check`.
 //! * `browser`: the review page in headless Chromium.
+//! * `operations`: metrics, health, systemd notify, JSON logs, draining.
 //! * `hitlog`: organisations, the hit log, `logs`/`report`, the review API.
 //! * `real_data`: the full ../shared/data threat list (skipped without it).
 
@@ -22,6 +23,7 @@ mod cli;
 mod formats;
 mod forward;
 mod hitlog;
+mod operations;
 mod real_data;
 mod recursive;
 mod reload;

@@ -121,3 +121,49 @@ pub fn example_records(origin: &str) -> String {
         long3 = "z".repeat(250),
     )
 }
+
+/// A UDP relay in front of an authority that holds every answer for
+/// `delay`: an upstream slow enough to have queries in flight on demand.
+pub struct SlowRelay {
+    pub addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SlowRelay {
+    pub fn start(target: SocketAddr, delay: Duration) -> SlowRelay {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind relay");
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((n, client)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let query = buf[..n].to_vec();
+                // One thread per query: answers are delayed, not serialised.
+                let reply_sock = sock.try_clone().expect("clone relay socket");
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    let up = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+                    up.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    up.send_to(&query, target).expect("forward");
+                    let mut answer = [0u8; 4096];
+                    if let Ok((m, _)) = up.recv_from(&mut answer) {
+                        let _ = reply_sock.send_to(&answer[..m], client);
+                    }
+                });
+            }
+        });
+        SlowRelay { addr, stop }
+    }
+}
+
+impl Drop for SlowRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

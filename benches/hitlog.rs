@@ -1,0 +1,195 @@
+//! The hit store at scale: ten million records, then the report and the
+//! log listing over them.
+//!
+//! The data set (deterministic, built once into
+//! `target/bench-hitlog/hits.sqlite` and reused; delete it to rebuild):
+//! 30 days, 100 organisations with 80 clients each. Every client beacons
+//! to 1-3 of 2,000 malware names about 20 times a day (an infected
+//! machine calling its C2): about 9.5 million records. On top, 500,000
+//! one-off lookups of 200,000 phishing names by random clients. Building
+//! it goes through `Store::insert` in the writer's batch size, so the
+//! build rate is the writer's sustained rate; it is printed.
+//!
+//! `cargo bench --bench hitlog`
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use portcullis::hitlog::store::{Filter, Store};
+use portcullis::hitlog::writer::MAX_BATCH;
+use portcullis::hitlog::{Hit, Stage, Transport};
+
+const DAY: i64 = 86_400_000;
+const DAYS: i64 = 30;
+const ORGS: u32 = 100;
+const CLIENTS_PER_ORG: u32 = 80;
+const BEACONS_PER_DAY: u32 = 20;
+const ONE_OFFS: usize = 500_000;
+
+fn path() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("bench-hitlog").join("hits.sqlite")
+}
+
+fn hit(ts: i64, org: u32, client: u32, matched: String, category: &str, feed: &str) -> Hit {
+    Hit {
+        id: None,
+        ts,
+        org: Some(format!("org-{org:03}")),
+        client: std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+            10,
+            org as u8,
+            (client / 250) as u8,
+            (client % 250) as u8 + 1,
+        )),
+        transport: Transport::Udp,
+        qname: format!("www.{matched}"),
+        qtype: "A".into(),
+        stage: Stage::Qname,
+        matched,
+        feed: feed.into(),
+        category: category.into(),
+        indicator: None,
+        action: "nxdomain".into(),
+    }
+}
+
+/// Build the data set unless it is there; returns (path, first day's ms).
+fn dataset() -> (PathBuf, i64) {
+    let path = path();
+    let start = 1_790_000_000_000 / DAY * DAY; // a fixed UTC midnight
+    if let Ok(store) = Store::open_reader(&path)
+        && store.count().unwrap_or(0) >= 10_000_000
+    {
+        return (path, start);
+    }
+    let _ = std::fs::remove_file(&path);
+    let mut store = Store::open_writer(&path, None).expect("create the bench database");
+    let mut rng = fastrand::Rng::with_seed(7);
+    // Each client's beacon names.
+    let infections: Vec<(u32, u32, Vec<u32>)> = (0..ORGS)
+        .flat_map(|o| (0..CLIENTS_PER_ORG).map(move |c| (o, c)))
+        .map(|(o, c)| {
+            let k = 1 + (o + c) % 3;
+            (o, c, (0..k).map(|_| rng.u32(0..2000)).collect())
+        })
+        .collect();
+    let feeds = ["urlhaus.txt", "threatfox.tsv", "partner-stix.json"];
+    let built = Instant::now();
+    let mut total = 0usize;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut flush = |batch: &mut Vec<Hit>, store: &mut Store| {
+        store.insert(batch).expect("insert");
+        total += batch.len();
+        batch.clear();
+    };
+    for day in 0..DAYS {
+        let mut today = Vec::new();
+        for (o, c, names) in &infections {
+            for n in names {
+                for _ in 0..BEACONS_PER_DAY {
+                    today.push((rng.i64(0..DAY), *o, *c, Some(*n)));
+                }
+            }
+        }
+        for _ in 0..ONE_OFFS / DAYS as usize {
+            today.push((
+                rng.i64(0..DAY),
+                rng.u32(0..ORGS),
+                rng.u32(0..CLIENTS_PER_ORG),
+                None,
+            ));
+        }
+        today.sort_unstable_by_key(|t| t.0);
+        for (t, o, c, n) in today {
+            let ts = start + day * DAY + t;
+            let h = match n {
+                Some(n) => hit(
+                    ts,
+                    o,
+                    c,
+                    format!("c2-{n}.malware{}.example", n % 97),
+                    "malware",
+                    feeds[(n % 3) as usize],
+                ),
+                None => hit(
+                    ts,
+                    o,
+                    c,
+                    format!("login-{}.phish.example", rng.u32(0..200_000)),
+                    "phishing",
+                    "phishtank.txt",
+                ),
+            };
+            batch.push(h);
+            if batch.len() == MAX_BATCH {
+                flush(&mut batch, &mut store);
+            }
+        }
+    }
+    flush(&mut batch, &mut store);
+    let secs = built.elapsed().as_secs_f64();
+    eprintln!(
+        "built {total} records in {secs:.1} s: {:.0} records/s through Store::insert (batches of {MAX_BATCH})",
+        total as f64 / secs
+    );
+    (path, start)
+}
+
+fn bench(c: &mut Criterion) {
+    let (path, start) = dataset();
+    let store = Store::open_reader(&path).expect("open");
+    let records = store.count().expect("count");
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "{records} records, {:.0} MiB database",
+        bytes as f64 / 1048576.0
+    );
+    // "The last 30 days" as seen at noon of the day after the last.
+    let until = start + DAYS * DAY + DAY / 2;
+    let since = until - 30 * DAY;
+    let all = Filter::default();
+    let one = Filter {
+        org: Some("org-042".into()),
+        ..Filter::default()
+    };
+    let r = store.report(&all, since, until, 20).expect("report");
+    eprintln!(
+        "operator report: {} hits, {} names, {} clients",
+        r.total, r.distinct_names, r.distinct_clients
+    );
+    let mut group = c.benchmark_group("hitlog");
+    group.sample_size(10);
+    group.bench_function("report_all_orgs_30d", |b| {
+        b.iter(|| {
+            store
+                .report(black_box(&all), since, until, 20)
+                .expect("report")
+        })
+    });
+    group.bench_function("report_one_org_30d", |b| {
+        b.iter(|| {
+            store
+                .report(black_box(&one), since, until, 20)
+                .expect("report")
+        })
+    });
+    group.bench_function("report_all_orgs_last_24h", |b| {
+        b.iter(|| {
+            store
+                .report(black_box(&all), until - DAY, until, 20)
+                .expect("report")
+        })
+    });
+    group.bench_function("logs_one_org_newest_100", |b| {
+        b.iter(|| store.hits(black_box(&one), None, 100).expect("hits"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
