@@ -443,7 +443,7 @@ async fn run_report(
     let since = filter
         .since
         .take()
-        .unwrap_or(now - DEFAULT_REPORT_DAYS * 86_400_000);
+        .unwrap_or_else(|| crate::hitlog::store::whole_days_since(now, DEFAULT_REPORT_DAYS));
     let until = filter.until.take().unwrap_or(now + 1);
     if since >= until {
         return Err(bad("since must be before until".into()));

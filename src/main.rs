@@ -137,7 +137,8 @@ struct FilterArgs {
     #[arg(long)]
     org: Option<String>,
     /// From this time: a duration back from now (24h, 7d), an RFC 3339
-    /// time or a date (2026-11-01). `report` defaults to 30d.
+    /// time or a date (2026-11-01). `report` defaults to the last 30 UTC
+    /// days (29 whole days and today).
     #[arg(long)]
     since: Option<String>,
     /// Up to this time (same forms); default now.
@@ -476,7 +477,10 @@ fn report(
     let config = load_config(path)?;
     let mut filter = args.to_filter(&config)?;
     let now = now_ms();
-    let since = filter.since.take().unwrap_or(now - 30 * 86_400_000);
+    let since = filter
+        .since
+        .take()
+        .unwrap_or_else(|| portcullis::hitlog::store::whole_days_since(now, 30));
     let until = filter.until.take().unwrap_or(now + 1);
     if since >= until {
         return Err(UsageError(anyhow::anyhow!("--since must be before --until")).into());
