@@ -50,7 +50,8 @@ for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$ADMIN/healthz" >/dev/null 
 zcat "$DATA/threat-domains.tsv.gz" | cut -f1 | grep -v '^#' | shuf -n 100000 --random-source=<(yes) | sed 's/$/ A/' > "$WORK/queries.txt"
 taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$WORK/queries.txt" -l "$SECONDS_RUN" -Q "$RATE" -c 8 > "$WORK/dnsperf.txt" 2>&1
 
-metric() { curl -s "http://127.0.0.1:$ADMIN/metrics" | grep -E "^$1" | awk '{s += $NF} END {printf "%d", s}'; }
+# Sum of a series' samples (0 when it has none yet).
+metric() { curl -s "http://127.0.0.1:$ADMIN/metrics" | { grep -E "^$1" || true; } | awk '{s += $NF} END {printf "%d", s}'; }
 # Let the writer finish what is queued.
 LAST=-1
 for _ in $(seq 1 100); do

@@ -36,6 +36,7 @@ feeds_dir = "feeds"
 state_dir = "state"
 debounce_ms = 200
 [admin]
+listen = ""
 TOML
 
 start() {  # sets PID and STARTUP_MS
