@@ -7,7 +7,10 @@
 //! sets (transport, outcome, action, reason) or from the configuration
 //! (category, feed names): never from a query name or a client address.
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
+    describe_counter, describe_gauge, describe_histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const QUERIES: &str = "portcullis_queries_total";
@@ -15,6 +18,8 @@ pub const QUERY_DURATION: &str = "portcullis_query_duration_seconds";
 pub const BLOCKS: &str = "portcullis_blocks_total";
 pub const REFUSED_CLIENTS: &str = "portcullis_refused_clients_total";
 pub const UPSTREAM_ERRORS: &str = "portcullis_upstream_errors_total";
+pub const CACHE_HITS: &str = "portcullis_cache_hits_total";
+pub const CACHE_MISSES: &str = "portcullis_cache_misses_total";
 pub const BLOCKLIST_ENTRIES: &str = "portcullis_blocklist_entries";
 pub const BLOCKLIST_FEED_ENTRIES: &str = "portcullis_blocklist_feed_entries";
 pub const BLOCKLIST_GENERATION: &str = "portcullis_blocklist_generation";
@@ -35,6 +40,8 @@ pub const ALL: &[&str] = &[
     BLOCKS,
     REFUSED_CLIENTS,
     UPSTREAM_ERRORS,
+    CACHE_HITS,
+    CACHE_MISSES,
     BLOCKLIST_ENTRIES,
     BLOCKLIST_FEED_ENTRIES,
     BLOCKLIST_GENERATION,
@@ -51,10 +58,10 @@ pub const ALL: &[&str] = &[
 
 /// Install the Prometheus recorder for this process and describe every
 /// series. Call before anything records: handles taken earlier are no-ops.
-pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+pub fn install() -> Result<PrometheusHandle, InstallError> {
     // Query latencies from 50 µs (a block answer) to 5 s (a slow
     // recursion); rebuilds from 10 ms to 2 minutes.
-    let handle = PrometheusBuilder::new()
+    let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(QUERY_DURATION.into()),
             &[
@@ -66,9 +73,66 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
             Matcher::Full(REBUILD_DURATION.into()),
             &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0],
         )?
-        .install_recorder()?;
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(HickoryNames(recorder)).map_err(|_| InstallError::AlreadySet)?;
     describe();
     Ok(handle)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Build(#[from] metrics_exporter_prometheus::BuildError),
+    #[error("a metrics recorder is already installed in this process")]
+    AlreadySet,
+}
+
+/// Passes everything through, except that hickory-resolver's answer-cache
+/// counters (it records them through the same facade) are given our
+/// names, with a `resolver` label saying which resolver's cache.
+struct HickoryNames<R>(R);
+
+fn renamed(key: &Key) -> Option<Key> {
+    let (name, resolver) = match key.name() {
+        "hickory_resolver_cache_hit_total" => (CACHE_HITS, "forward"),
+        "hickory_resolver_cache_miss_total" => (CACHE_MISSES, "forward"),
+        "hickory_recursor_cache_hit_total" => (CACHE_HITS, "recursive"),
+        "hickory_recursor_cache_miss_total" => (CACHE_MISSES, "recursive"),
+        _ => return None,
+    };
+    let mut labels: Vec<Label> = key.labels().cloned().collect();
+    labels.push(Label::new("resolver", resolver));
+    Some(Key::from_parts(name, labels))
+}
+
+impl<R: Recorder> Recorder for HickoryNames<R> {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.0.describe_counter(key, unit, description)
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.0.describe_gauge(key, unit, description)
+    }
+
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.0.describe_histogram(key, unit, description)
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        match renamed(key) {
+            Some(ours) => self.0.register_counter(&ours, metadata),
+            None => self.0.register_counter(key, metadata),
+        }
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.0.register_gauge(key, metadata)
+    }
+
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        self.0.register_histogram(key, metadata)
+    }
 }
 
 fn describe() {
@@ -80,6 +144,14 @@ fn describe() {
         QUERY_DURATION,
         Unit::Seconds,
         "Time from a query's arrival to its answer being handed to the socket."
+    );
+    describe_counter!(
+        CACHE_HITS,
+        "Upstream lookups answered from the resolver's answer cache, by resolver (forward, recursive)."
+    );
+    describe_counter!(
+        CACHE_MISSES,
+        "Upstream lookups the answer cache could not answer, by resolver."
     );
     describe_counter!(
         BLOCKS,

@@ -567,3 +567,48 @@ fn an_unusable_database_is_reported_and_queries_are_still_answered() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn queries_an_allow_entry_let_through_are_logged_when_enabled() {
+    let (setup, _auth, server) = crate::forward::forwarder_with(
+        &[("list.txt", "evil.example.test\n")],
+        &[("allow.txt", "good.evil.example.test\n")],
+        "[blocklist]\nallow = [\"allow.txt\"]\n[hitlog]\nlog_allowed = true\n",
+    );
+    let r = query(
+        server.addr,
+        "good.evil.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
+    assert_eq!(
+        r.metadata.response_code,
+        ResponseCode::NoError,
+        "allowed: {r}"
+    );
+    let r = query(
+        server.addr,
+        "evil.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    wait_written(&server, 2.0);
+    let config = setup.path("portcullis.toml");
+    let (_, out, _) = run(&["logs", "--format", "json", "-c", config.to_str().unwrap()]);
+    let records = json_lines(&out);
+    assert_eq!(records.len(), 2, "{out}");
+    let allowed = records
+        .iter()
+        .find(|h| h["action"] == "allow")
+        .expect("an allow record");
+    assert_eq!(allowed["qname"], "good.evil.example.test");
+    assert_eq!(allowed["matched"], "good.evil.example.test");
+    assert!(
+        records
+            .iter()
+            .any(|h| h["action"] == "nxdomain" && h["qname"] == "evil.example.test")
+    );
+}

@@ -103,6 +103,9 @@ fn metrics_move_by_exactly_the_queries_and_reloads_the_test_caused() {
         )
     };
     assert_eq!(blocks(&after) - blocks(&before), 4.0);
+    // The second lookup of the same name came from the forwarder's cache.
+    let hits = |t: &str| metric(t, "portcullis_cache_hits_total", &[("resolver", "forward")]);
+    assert!(hits(&after) - hits(&before) >= 1.0, "{after}");
     let count = |t: &str| metric(t, "portcullis_query_duration_seconds_count", &[]);
     assert_eq!(count(&after) - count(&before), 6.0);
     assert_eq!(metric(&after, "portcullis_blocklist_entries", &[]), 1.0);
