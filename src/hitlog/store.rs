@@ -392,11 +392,13 @@ impl Store {
         Ok(ids)
     }
 
-    /// Delete records older than `cutoff` (ms), a chunk at a time so the
-    /// writer never holds the database for long. Returns rows deleted.
-    pub fn expire(&mut self, cutoff: i64) -> Result<u64, StoreError> {
+    /// Delete records older than `cutoff` (ms), at most `limit` of them,
+    /// in chunks of 10,000. Returns rows deleted; `limit` deleted means
+    /// there may be more, and the caller comes back for them soon (the
+    /// writer is not writing while it deletes).
+    pub fn expire(&mut self, cutoff: i64, limit: u64) -> Result<u64, StoreError> {
         let mut total = 0u64;
-        loop {
+        while total < limit {
             let n = self
                 .conn
                 .execute(
@@ -1180,7 +1182,14 @@ mod tests {
             hit(2 * DAY_MS + 10, "a", "10.0.0.1", "a.example", "a.example"),
         ])
         .unwrap();
-        assert_eq!(s.expire(DAY_MS).unwrap(), 1);
+        assert_eq!(s.expire(DAY_MS, 100).unwrap(), 1);
+        // A backlog goes a bounded amount at a time.
+        let old: Vec<Hit> = (0..12_000)
+            .map(|i| hit(i, "a", "10.0.0.1", "a.example", "a.example"))
+            .collect();
+        s.insert(&old).unwrap();
+        assert_eq!(s.expire(DAY_MS, 5).unwrap(), 10_000, "one chunk");
+        assert_eq!(s.expire(DAY_MS, 50_000).unwrap(), 2_000, "the rest");
         assert_eq!(s.count().unwrap(), 1);
         let r = s.report(&Filter::default(), 0, 3 * DAY_MS, 5).unwrap();
         assert_eq!(r.total, 1);
@@ -1223,54 +1232,5 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("has the resolver run"), "{err}");
-    }
-}
-
-#[cfg(test)]
-mod speed {
-    use super::*;
-
-    fn hit(i: u64) -> Hit {
-        Hit {
-            id: None,
-            ts: 1_790_000_000_000 + i as i64 * 3,
-            org: Some(format!("org-{:03}", i % 100)),
-            client: std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0A00_0000 + (i % 8000) as u32)),
-            transport: Transport::Udp,
-            qname: format!("www.c2-{}.example", i % 2000),
-            qtype: "A".into(),
-            stage: Stage::Qname,
-            matched: format!("c2-{}.example", (i * 7) % 2000),
-            feed: "urlhaus.txt".into(),
-            category: "malware".into(),
-            indicator: None,
-            action: "nxdomain".into(),
-        }
-    }
-
-    #[test]
-    #[ignore]
-    fn insert_speed() {
-        for variant in ["full", "sync_off", "no_indexes"] {
-            let dir = tempfile::tempdir().unwrap();
-            let mut s = Store::open_writer(&dir.path().join("h.sqlite"), None).unwrap();
-            match variant {
-                "sync_off" => s.conn.pragma_update(None, "synchronous", "OFF").unwrap(),
-                "no_indexes" => s
-                    .conn
-                    .execute_batch("DROP INDEX hits_org_ts; DROP INDEX hits_ts;")
-                    .unwrap(),
-                _ => {}
-            }
-            let batches: Vec<Vec<Hit>> = (0..50)
-                .map(|b| (0..4096).map(|i| hit(b * 4096 + i)).collect())
-                .collect();
-            let t = std::time::Instant::now();
-            for b in &batches {
-                s.insert(b).unwrap();
-            }
-            let n = 50.0 * 4096.0;
-            eprintln!("{variant}: {:.0} records/s", n / t.elapsed().as_secs_f64());
-        }
     }
 }

@@ -29,6 +29,11 @@ use crate::metrics;
 pub const MAX_BATCH: usize = 4096;
 const REOPEN_AFTER: Duration = Duration::from_secs(5);
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// Records retention deletes in one go (a fraction of a second); with
+/// more to delete it comes back after [`RETENTION_CATCH_UP`], so the
+/// channel never waits long for the writer.
+const RETENTION_CHUNK: u64 = 50_000;
+const RETENTION_CATCH_UP: Duration = Duration::from_secs(1);
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// What the writer needs from the config.
@@ -162,8 +167,13 @@ impl Writer {
                 return;
             }
             if Instant::now() >= next_retention {
-                self.expire();
-                next_retention = Instant::now() + RETENTION_EVERY;
+                let more = self.expire();
+                next_retention = Instant::now()
+                    + if more {
+                        RETENTION_CATCH_UP
+                    } else {
+                        RETENTION_EVERY
+                    };
             }
         }
     }
@@ -223,19 +233,26 @@ impl Writer {
         ::metrics::counter!(metrics::HITLOG_DROPPED, "reason" => "store_error").increment(n);
     }
 
-    fn expire(&mut self) {
+    /// One round of retention; true when there may be more to delete.
+    fn expire(&mut self) -> bool {
         let cutoff = now_ms() - i64::from(self.settings.retention_days) * 86_400_000;
         let Some(store) = self.store.as_mut() else {
-            return;
+            return false;
         };
-        match store.expire(cutoff) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                deleted = n,
-                days = self.settings.retention_days,
-                "hit log retention"
-            ),
-            Err(error) => self.failed("hit log retention failed", &error),
+        match store.expire(cutoff, RETENTION_CHUNK) {
+            Ok(0) => false,
+            Ok(n) => {
+                tracing::info!(
+                    deleted = n,
+                    days = self.settings.retention_days,
+                    "hit log retention"
+                );
+                n >= RETENTION_CHUNK
+            }
+            Err(error) => {
+                self.failed("hit log retention failed", &error);
+                false
+            }
         }
     }
 
