@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::EdnsOption;
-use hickory_proto::rr::{DNSClass, LowerName, Name, Record, RecordType};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -178,6 +178,7 @@ impl Handler {
         request: &Request,
         qname: &str,
         qtype: RecordType,
+        stage: Stage,
         listed: &Listed,
         matched: String,
         action: &str,
@@ -193,13 +194,100 @@ impl Handler {
             transport: transport(request.protocol()),
             qname: qname.to_owned(),
             qtype: qtype.to_string(),
-            stage: Stage::Qname,
+            stage,
             matched,
             feed: listed.feed.clone(),
             category: listed.category.clone(),
             indicator: listed.indicator.clone(),
             action: action.to_owned(),
         });
+    }
+
+    /// What this client's organisation does with a listed name found at
+    /// `stage` (the query name, or a CNAME target `checked`): `None` when
+    /// an exception lets it through, else the action. Records the hit.
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        org: Option<OrgId>,
+        request: &Request,
+        stage: Stage,
+        qname: &str,
+        checked: &str,
+        qtype: RecordType,
+        listed: &Listed,
+    ) -> Option<Action> {
+        let matched = plain(&listed.listed);
+        let policy = org.map(|o| self.orgs.policy(o));
+        let org_allow = policy.and_then(|p| p.allowed(checked));
+        if listed.verdict == Verdict::Allow || org_allow.is_some() {
+            // An exception let it through; with log_allowed, say so.
+            if self.log_allowed {
+                let matched = org_allow.map_or(matched, str::to_owned);
+                self.record(org, request, qname, qtype, stage, listed, matched, "allow");
+            }
+            return None;
+        }
+        let action = policy
+            .and_then(|p| p.action(&listed.category))
+            .unwrap_or(listed.action);
+        ::metrics::counter!(metrics::BLOCKS, "category" => listed.category.clone(), "action" => action.as_str())
+            .increment(1);
+        self.record(
+            org,
+            request,
+            qname,
+            qtype,
+            stage,
+            listed,
+            matched,
+            action.as_str(),
+        );
+        Some(action)
+    }
+
+    /// The first CNAME target in an answer that this client must not
+    /// reach, walking the chain from the query name: the chain's records up
+    /// to that target, the target, and the action. (A DNAME answer carries
+    /// the CNAME synthesised from it, which is what gets walked.) Listed
+    /// targets in monitor mode are recorded on the way.
+    fn inspect_chain(
+        &self,
+        org: Option<OrgId>,
+        request: &Request,
+        qname: &Name,
+        qtype: RecordType,
+        answers: &[Record],
+    ) -> Option<(Vec<Record>, Name, Listed, Action)> {
+        // No CNAME, no cost beyond this scan.
+        if !answers
+            .iter()
+            .any(|r| matches!(r.record_type(), RecordType::CNAME | RecordType::DNAME))
+        {
+            return None;
+        }
+        let query = plain(qname);
+        let mut chain = Vec::new();
+        let mut current = qname.clone();
+        // A chain is at most as long as the answer; this bounds a loop.
+        for _ in 0..answers.len() {
+            let next = answers.iter().find_map(|r| match &r.data {
+                RData::CNAME(c) if r.name == current => Some((r, c.0.clone())),
+                _ => None,
+            });
+            let Some((record, target)) = next else { break };
+            chain.push(record.clone());
+            if let Some(listed) = self.check(&target) {
+                let checked = plain(&target);
+                match self.decide(org, request, Stage::Cname, &query, &checked, qtype, &listed) {
+                    // Monitor mode is recorded; a later link may still block.
+                    Some(Action::Log) | None => {}
+                    Some(action) => return Some((chain, target, listed, action)),
+                }
+            }
+            current = target;
+        }
+        None
     }
 }
 
@@ -331,30 +419,9 @@ impl Handler {
         let qtype = query.query_type();
         if let Some(listed) = self.check(qname) {
             let name = plain(qname);
-            let matched = plain(&listed.listed);
-            let policy = org.map(|o| self.orgs.policy(o));
-            let org_allow = policy.and_then(|p| p.allowed(&name));
-            if listed.verdict == Verdict::Allow || org_allow.is_some() {
-                // An exception let it through; with log_allowed, say so.
-                if self.log_allowed {
-                    let matched = org_allow.map_or(matched, str::to_owned);
-                    self.record(org, request, &name, qtype, &listed, matched, "allow");
-                }
-            } else {
-                let action = policy
-                    .and_then(|p| p.action(&listed.category))
-                    .unwrap_or(listed.action);
-                ::metrics::counter!(metrics::BLOCKS, "category" => listed.category.clone(), "action" => action.as_str())
-                    .increment(1);
-                self.record(
-                    org,
-                    request,
-                    &name,
-                    qtype,
-                    &listed,
-                    matched,
-                    action.as_str(),
-                );
+            if let Some(action) =
+                self.decide(org, request, Stage::Qname, &name, &name, qtype, &listed)
+            {
                 tracing::debug!(client = %info.src, %qname, %qtype, listed = %listed.listed, %action, "blocked");
                 match self
                     .block_response(request, handle, qname, qtype, listed, action, &mut edns)
@@ -364,14 +431,14 @@ impl Handler {
                     // Monitor mode: answered as if unlisted (no EDE).
                     Err(handle) => {
                         let (info, _) = self
-                            .resolve(request, handle, query.name(), qtype, edns)
+                            .resolve(request, handle, org, query.name(), qtype, edns)
                             .await;
                         return (info, Outcome::Blocked);
                     }
                 }
             }
         }
-        self.resolve(request, handle, query.name(), qtype, edns)
+        self.resolve(request, handle, org, query.name(), qtype, edns)
             .await
     }
 
@@ -382,6 +449,24 @@ impl Handler {
         &self,
         request: &Request,
         handle: R,
+        qname: &Name,
+        qtype: RecordType,
+        listed: Listed,
+        action: Action,
+        edns: &mut Option<Edns>,
+    ) -> Result<ResponseInfo, R> {
+        self.block_response_after(request, handle, &[], qname, qtype, listed, action, edns)
+            .await
+    }
+
+    /// The block response for `name`, after `chain` (the CNAMEs that led
+    /// from the query name to it; empty for a query-name block).
+    #[allow(clippy::too_many_arguments)]
+    async fn block_response_after<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        handle: R,
+        chain: &[Record],
         qname: &Name,
         qtype: RecordType,
         listed: Listed,
@@ -413,12 +498,17 @@ impl Handler {
                 }
                 let mut metadata = Metadata::response_from_request(&request.metadata);
                 metadata.response_code = answer.rcode;
+                let answers: Vec<Record> = if chain.is_empty() {
+                    answer.answers
+                } else {
+                    chain.iter().cloned().chain(answer.answers).collect()
+                };
                 Ok(send(
                     request,
                     handle,
                     metadata,
                     edns.as_ref(),
-                    &answer.answers,
+                    &answers,
                     &answer.authorities,
                 )
                 .await)
@@ -431,14 +521,34 @@ impl Handler {
         &self,
         request: &Request,
         handle: R,
+        org: Option<OrgId>,
         qname: &LowerName,
         qtype: RecordType,
-        edns: Option<Edns>,
+        mut edns: Option<Edns>,
     ) -> (ResponseInfo, Outcome) {
         let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
         match self.upstream.resolve(qname, qtype, dnssec_ok).await {
             Ok(answer) => {
                 self.health.upstream_answered();
+                // A clean name that CNAMEs to a listed one is blocked as the
+                // listed one would be, after the chain that led there (RPZ's
+                // CNAME-target rule; the rcode speaks for the last name).
+                let handle = match self.inspect_chain(org, request, qname, qtype, &answer.answers) {
+                    Some((chain, target, listed, action)) => {
+                        tracing::debug!(%qname, %target, listed = %listed.listed, %action, "blocked at a CNAME target");
+                        match self
+                            .block_response_after(
+                                request, handle, &chain, &target, qtype, listed, action, &mut edns,
+                            )
+                            .await
+                        {
+                            Ok(info) => return (info, Outcome::Blocked),
+                            // Monitor mode: recorded; the answer goes out as is.
+                            Err(handle) => handle,
+                        }
+                    }
+                    None => handle,
+                };
                 let mut metadata = Metadata::response_from_request(&request.metadata);
                 metadata.response_code = answer.rcode;
                 let info = send(

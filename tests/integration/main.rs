@@ -10,6 +10,7 @@
 //! * `cli`: `compile` and `check`.
 //! * `browser`: the review page in headless Chromium.
 //! * `operations`: metrics, health, systemd notify, JSON logs, draining.
+//! * `policy`: CNAME-target blocking.
 //! * `hitlog`: organisations, the hit log, `logs`/`report`, the review API.
 //! * `real_data`: the full ../shared/data threat list (skipped without it).
 
@@ -24,6 +25,7 @@ mod formats;
 mod forward;
 mod hitlog;
 mod operations;
+mod policy;
 mod real_data;
 mod recursive;
 mod reload;
