@@ -142,6 +142,92 @@ fn scope(r: &Report) -> String {
     }
 }
 
+/// One titled table of a report.
+struct Section {
+    caption: &'static str,
+    headers: &'static [&'static str],
+    rows: Vec<Vec<String>>,
+}
+
+/// A report's tables, in order, shared by the text and HTML forms. The
+/// per-organisation table is there only in operator-wide reports.
+fn sections(r: &Report) -> Vec<Section> {
+    let mut out = Vec::new();
+    if !r.by_org.is_empty() {
+        out.push(Section {
+            caption: "By organisation",
+            headers: &["org", "hits"],
+            rows: r
+                .by_org
+                .iter()
+                .map(|c| vec![c.key.clone(), c.hits.to_string()])
+                .collect(),
+        });
+    }
+    out.push(Section {
+        caption: "By category and feed",
+        headers: &["category", "feed", "hits"],
+        rows: r
+            .by_category
+            .iter()
+            .map(|c| vec![c.category.clone(), c.feed.clone(), c.hits.to_string()])
+            .collect(),
+    });
+    out.push(Section {
+        caption: "By action",
+        headers: &["action", "hits"],
+        rows: r
+            .by_action
+            .iter()
+            .map(|c| vec![c.key.clone(), c.hits.to_string()])
+            .collect(),
+    });
+    out.push(Section {
+        caption: "Top blocked names",
+        headers: &[
+            "name",
+            "category",
+            "hits",
+            "clients",
+            "first seen",
+            "last seen",
+        ],
+        rows: r
+            .top_names
+            .iter()
+            .map(|n| {
+                vec![
+                    n.name.clone(),
+                    n.category.clone(),
+                    n.hits.to_string(),
+                    n.clients.to_string(),
+                    format_ts(n.first_seen),
+                    format_ts(n.last_seen),
+                ]
+            })
+            .collect(),
+    });
+    out.push(Section {
+        caption: "Top clients (the machines to clean up)",
+        headers: &["client", "org", "hits", "names", "first seen", "last seen"],
+        rows: r
+            .top_clients
+            .iter()
+            .map(|c| {
+                vec![
+                    c.client.clone(),
+                    c.org.clone().unwrap_or_default(),
+                    c.hits.to_string(),
+                    c.names.to_string(),
+                    format_ts(c.first_seen),
+                    format_ts(c.last_seen),
+                ]
+            })
+            .collect(),
+    });
+    out
+}
+
 fn report_text(r: &Report) -> String {
     let mut out = format!(
         "Blocked queries for {}, {} to {}\n\n{} hits, {} names, {} clients\n",
@@ -152,74 +238,10 @@ fn report_text(r: &Report) -> String {
         r.distinct_names,
         r.distinct_clients
     );
-    if !r.by_org.is_empty() {
-        out.push_str("\nBy organisation\n");
-        let rows: Vec<_> = r
-            .by_org
-            .iter()
-            .map(|c| vec![c.key.clone(), c.hits.to_string()])
-            .collect();
-        out.push_str(&table(&["org", "hits"], &rows));
+    for section in sections(r) {
+        let _ = write!(out, "\n{}\n", section.caption);
+        out.push_str(&table(section.headers, &section.rows));
     }
-    out.push_str("\nBy category and feed\n");
-    let rows: Vec<_> = r
-        .by_category
-        .iter()
-        .map(|c| vec![c.category.clone(), c.feed.clone(), c.hits.to_string()])
-        .collect();
-    out.push_str(&table(&["category", "feed", "hits"], &rows));
-    out.push_str("\nBy action\n");
-    let rows: Vec<_> = r
-        .by_action
-        .iter()
-        .map(|c| vec![c.key.clone(), c.hits.to_string()])
-        .collect();
-    out.push_str(&table(&["action", "hits"], &rows));
-    out.push_str("\nTop blocked names\n");
-    let rows: Vec<_> = r
-        .top_names
-        .iter()
-        .map(|n| {
-            vec![
-                n.name.clone(),
-                n.category.clone(),
-                n.hits.to_string(),
-                n.clients.to_string(),
-                format_ts(n.first_seen),
-                format_ts(n.last_seen),
-            ]
-        })
-        .collect();
-    out.push_str(&table(
-        &[
-            "name",
-            "category",
-            "hits",
-            "clients",
-            "first seen",
-            "last seen",
-        ],
-        &rows,
-    ));
-    out.push_str("\nTop clients (the machines to clean up)\n");
-    let rows: Vec<_> = r
-        .top_clients
-        .iter()
-        .map(|c| {
-            vec![
-                c.client.clone(),
-                c.org.clone().unwrap_or_default(),
-                c.hits.to_string(),
-                c.names.to_string(),
-                format_ts(c.first_seen),
-                format_ts(c.last_seen),
-            ]
-        })
-        .collect();
-    out.push_str(&table(
-        &["client", "org", "hits", "names", "first seen", "last seen"],
-        &rows,
-    ));
     out.push_str("\nPer day\n");
     let rows: Vec<_> = r
         .timeline
@@ -396,72 +418,9 @@ fn report_html(r: &Report) -> String {
         clients = r.distinct_clients,
         svg = timeline_svg(r),
     );
-    if !r.by_org.is_empty() {
-        let rows = r
-            .by_org
-            .iter()
-            .map(|c| vec![c.key.clone(), c.hits.to_string()])
-            .collect();
-        html_table(&mut out, "By organisation", &["org", "hits"], rows);
+    for section in sections(r) {
+        html_table(&mut out, section.caption, section.headers, section.rows);
     }
-    let rows = r
-        .by_category
-        .iter()
-        .map(|c| vec![c.category.clone(), c.feed.clone(), c.hits.to_string()])
-        .collect();
-    html_table(
-        &mut out,
-        "By category and feed",
-        &["category", "feed", "hits"],
-        rows,
-    );
-    let rows = r
-        .top_names
-        .iter()
-        .map(|n| {
-            vec![
-                n.name.clone(),
-                n.category.clone(),
-                n.hits.to_string(),
-                n.clients.to_string(),
-                format_ts(n.first_seen),
-                format_ts(n.last_seen),
-            ]
-        })
-        .collect();
-    html_table(
-        &mut out,
-        "Top blocked names",
-        &[
-            "name",
-            "category",
-            "hits",
-            "clients",
-            "first seen",
-            "last seen",
-        ],
-        rows,
-    );
-    let rows = r
-        .top_clients
-        .iter()
-        .map(|c| {
-            vec![
-                c.client.clone(),
-                c.org.clone().unwrap_or_default(),
-                c.hits.to_string(),
-                c.names.to_string(),
-                format_ts(c.first_seen),
-                format_ts(c.last_seen),
-            ]
-        })
-        .collect();
-    html_table(
-        &mut out,
-        "Top clients (the machines to clean up)",
-        &["client", "org", "hits", "names", "first seen", "last seen"],
-        rows,
-    );
     out.push_str("</body></html>\n");
     out
 }

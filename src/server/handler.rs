@@ -424,7 +424,16 @@ impl Handler {
             {
                 tracing::debug!(client = %info.src, %qname, %qtype, listed = %listed.listed, %action, "blocked");
                 match self
-                    .block_response(request, handle, qname, qtype, listed, action, &mut edns)
+                    .block_response(
+                        request,
+                        handle,
+                        &[],
+                        qname,
+                        qtype,
+                        listed,
+                        action,
+                        &mut edns,
+                    )
                     .await
                 {
                     Ok(info) => return (info, Outcome::Blocked),
@@ -442,27 +451,12 @@ impl Handler {
             .await
     }
 
-    /// Send the block response for `action`; hands the response handle
-    /// back for `log` (monitor mode), which the caller answers normally.
+    /// The block response for `qname`, after `chain` (the CNAMEs that led
+    /// from the query name to it; empty for a query-name block). Hands the
+    /// response handle back for `log` (monitor mode): the caller answers
+    /// normally.
     #[allow(clippy::too_many_arguments)]
     async fn block_response<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        handle: R,
-        qname: &Name,
-        qtype: RecordType,
-        listed: Listed,
-        action: Action,
-        edns: &mut Option<Edns>,
-    ) -> Result<ResponseInfo, R> {
-        self.block_response_after(request, handle, &[], qname, qtype, listed, action, edns)
-            .await
-    }
-
-    /// The block response for `name`, after `chain` (the CNAMEs that led
-    /// from the query name to it; empty for a query-name block).
-    #[allow(clippy::too_many_arguments)]
-    async fn block_response_after<R: ResponseHandler>(
         &self,
         request: &Request,
         handle: R,
@@ -537,13 +531,13 @@ impl Handler {
                     Some((chain, target, listed, action)) => {
                         tracing::debug!(%qname, %target, listed = %listed.listed, %action, "blocked at a CNAME target");
                         match self
-                            .block_response_after(
+                            .block_response(
                                 request, handle, &chain, &target, qtype, listed, action, &mut edns,
                             )
                             .await
                         {
                             Ok(info) => return (info, Outcome::Blocked),
-                            // Monitor mode: recorded; the answer goes out as is.
+                            // `log` is not returned by inspect_chain; kept total.
                             Err(handle) => handle,
                         }
                     }

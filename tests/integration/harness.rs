@@ -56,6 +56,17 @@ impl Setup {
     }
 }
 
+impl Setup {
+    /// Change one thing in the written `portcullis.toml` (a harness
+    /// default the test wants otherwise); panics if `from` is not there.
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let path = self.path("portcullis.toml");
+        let text = std::fs::read_to_string(&path).expect("read config");
+        assert!(text.contains(from), "{from:?} not in the config:\n{text}");
+        std::fs::write(&path, text.replacen(from, to, 1)).expect("write config");
+    }
+}
+
 /// Tests give `[blocklist]` keys via `extra`; default feeds_dir/state_dir
 /// to the temp folder unless given.
 fn merge_blocklist_section(text: &str) -> String {
@@ -359,6 +370,27 @@ pub fn http_get(
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     (status, headers, body.to_owned())
+}
+
+/// GET /metrics from the admin listener (200, Prometheus text).
+pub fn scrape(server: &Server) -> String {
+    let (status, headers, body) = http_get(server.admin(), "/metrics", None);
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v.starts_with("text/plain"))
+    );
+    body
+}
+
+/// Poll `ok` every 50 ms until it holds; panic after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// One sample's value from Prometheus text, by metric name and labels

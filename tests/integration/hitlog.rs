@@ -8,7 +8,9 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use sha2::{Digest, Sha256};
 
-use crate::harness::{Server, Setup, Transport, ede, http_get, metric, query, query_from, run};
+use crate::harness::{
+    Server, Setup, Transport, ede, http_get, metric, query, query_from, run, scrape, wait_for,
+};
 use crate::upstream::{Authority, example_zone};
 
 pub const TOKEN_A: &str = "token-for-council-a";
@@ -51,35 +53,21 @@ pub fn two_orgs(hitlog: &str) -> (Setup, Authority, Server) {
         &extra,
     );
     // The harness allows unknown clients; these tests want the default.
-    let text = std::fs::read_to_string(&config).unwrap().replace(
+    setup.edit_config(
         "allow_unknown_clients = true",
         "allow_unknown_clients = false",
     );
-    std::fs::write(&config, text).unwrap();
     let server = Server::start(&config);
     (setup, auth, server)
 }
 
-fn scrape(server: &Server) -> String {
-    let (status, _, body) = http_get(server.admin(), "/metrics", None);
-    assert_eq!(status, 200);
-    body
-}
-
 /// Wait until the writer has committed `n` records (from /metrics).
 fn wait_written(server: &Server, n: f64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let written = metric(&scrape(server), "portcullis_hitlog_written_total", &[]);
-        if written >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {written} of {n} records written"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(
+        &format!("{n} records written"),
+        Duration::from_secs(20),
+        || metric(&scrape(server), "portcullis_hitlog_written_total", &[]) >= n,
+    );
 }
 
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
@@ -364,11 +352,10 @@ fn unknown_clients_are_refused_and_counted() {
         "[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\n\
          [[organisation]]\nid = \"only-two\"\nnetworks = [\"127.0.0.2/32\"]\n",
     );
-    let text = std::fs::read_to_string(&config).unwrap().replace(
+    setup.edit_config(
         "allow_unknown_clients = true",
         "allow_unknown_clients = false",
     );
-    std::fs::write(&config, text).unwrap();
     let server = Server::start(&config);
     for _ in 0..3 {
         let r = query(

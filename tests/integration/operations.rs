@@ -3,25 +3,14 @@
 //! notify socket, JSON logs, and SIGTERM draining queries in flight.
 
 use std::os::unix::net::UnixDatagram;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::forward::forwarder;
-use crate::harness::{Server, Setup, Transport, http_get, metric, query};
+use crate::harness::{Server, Setup, Transport, http_get, metric, query, scrape, wait_for};
 use crate::upstream::{Authority, SlowRelay, example_zone};
-
-fn scrape(server: &Server) -> String {
-    let (status, headers, body) = http_get(server.admin(), "/metrics", None);
-    assert_eq!(status, 200);
-    assert!(
-        headers
-            .iter()
-            .any(|(k, v)| k == "content-type" && v.starts_with("text/plain"))
-    );
-    body
-}
 
 /// Parse with an independent Prometheus text parser: the exposition must
 /// be valid, and every series must have HELP text.
@@ -40,14 +29,6 @@ fn parsed(text: &str) -> prometheus_parse::Scrape {
         );
     }
     scrape
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -225,21 +206,14 @@ fn sigterm_under_load_answers_in_flight_queries_flushes_the_log_and_exits_zero()
     let config = setup.config_with_admin(
         "",
         &format!(
-            "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ntimeout_ms = 5000\n\
-             [server]\nshutdown_grace_secs = 10\n",
+            "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ntimeout_ms = 5000\n",
             relay.addr
         ),
     );
-    // [server] is given twice by the harness and here: merge it.
-    let text = std::fs::read_to_string(&config).unwrap();
-    let text = text
-        .replacen("\n[server]\nshutdown_grace_secs = 10\n", "\n", 1)
-        .replacen(
-            "allow_unknown_clients = true\n",
-            "allow_unknown_clients = true\nshutdown_grace_secs = 10\n",
-            1,
-        );
-    std::fs::write(&config, text).unwrap();
+    setup.edit_config(
+        "allow_unknown_clients = true\n",
+        "allow_unknown_clients = true\nshutdown_grace_secs = 10\n",
+    );
     let server = Server::start(&config);
     let addr = server.addr;
     // Blocked queries (records queued for the log), then slow ones.
@@ -348,10 +322,7 @@ fn json_logs_are_one_object_per_line() {
     let setup = Setup::new();
     setup.write("feeds/list.txt", "evil.example.test\n");
     let config = setup.config("[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\n");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("level = \"info\"", "level = \"info\"\nformat = \"json\"");
-    std::fs::write(&config, text).unwrap();
+    setup.edit_config("level = \"info\"", "level = \"info\"\nformat = \"json\"");
     let server = Server::start(&config);
     let log = server.log();
     let status = server.terminate();

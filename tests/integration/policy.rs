@@ -3,7 +3,7 @@
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 
-use crate::harness::{Transport, a_records, ede, query, run};
+use crate::harness::{Transport, a_records, ede, query, run, wait_for};
 
 fn cnames(msg: &hickory_proto::op::Message) -> Vec<String> {
     msg.answers
@@ -77,18 +77,16 @@ fn a_clean_name_that_cnames_to_a_listed_one_is_blocked_after_the_chain() {
     assert!(ede(&r).is_none());
 
     let config = setup.path("portcullis.toml");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let records = loop {
+    let logs = || {
         let (_, out, _) = run(&["logs", "--format", "json", "-c", config.to_str().unwrap()]);
-        let records: Vec<serde_json::Value> = out
-            .lines()
+        out.lines()
             .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if records.len() >= 4 || std::time::Instant::now() > deadline {
-            break records;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+            .collect::<Vec<serde_json::Value>>()
     };
+    wait_for("four records", std::time::Duration::from_secs(10), || {
+        logs().len() >= 4
+    });
+    let records = logs();
     assert_eq!(records.len(), 4, "{records:?}");
     let alias: Vec<_> = records
         .iter()
