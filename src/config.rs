@@ -228,6 +228,11 @@ pub struct RawBlocklist {
     /// rather not tell clients which partner listed a name.
     #[serde(default = "default_true")]
     pub ede_names_feed: bool,
+    /// Categories whose address indicators take part in the answer-IP
+    /// policy, in every feed (a feed can also opt in with `answer_ip`).
+    /// Off by default: one address often serves many unrelated names.
+    #[serde(default)]
+    pub answer_ip_categories: Vec<String>,
     /// A feed that loses more than this fraction of its entries at once
     /// keeps its previous contents (truncated downloads are the common
     /// cause of a protective DNS losing its protection).
@@ -266,6 +271,7 @@ impl Default for RawBlocklist {
             sinkhole_ipv4: None,
             sinkhole_ipv6: None,
             ede_names_feed: true,
+            answer_ip_categories: Vec::new(),
             max_shrink: default_max_shrink(),
             debounce_ms: default_debounce_ms(),
             rescan_secs: default_rescan_secs(),
@@ -307,6 +313,11 @@ pub struct FeedConfig {
     /// Trusted enough to list protected names (a national CERT's own feed).
     #[serde(default)]
     pub trusted: bool,
+    /// Its address indicators block answers that resolve into them
+    /// (answer-IP policy). Off by default: shared hosting makes one
+    /// address stand for many unrelated names.
+    #[serde(default)]
+    pub answer_ip: bool,
     /// Refuse the feed when it holds more entries than this (a runaway or
     /// wrong file is more likely than a real tenfold growth).
     #[serde(default)]

@@ -17,6 +17,7 @@
 //!   `ArcSwap` handle queries read through.
 //! * [`policy`]: block actions and how one is chosen.
 //! * [`orgs`]: client address -> member organisation.
+//! * [`prefix`]: longest-prefix match over IP networks (orgs, answer IPs).
 //! * [`resolve`]: forward and recursive upstream resolution.
 //! * [`server`]: the hickory request handler and block responses.
 //! * [`hitlog`]: hit records, the writer thread, the SQLite store.
@@ -43,6 +44,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod orgs;
 pub mod policy;
+pub mod prefix;
 pub mod report;
 pub mod resolve;
 pub mod server;

@@ -1,22 +1,19 @@
-//! Client address -> member organisation, by longest prefix.
-//!
-//! One hash map per prefix length in use, probed from the longest length
-//! down: a lookup costs at most one probe per distinct length (33 for IPv4,
-//! 129 for IPv6, in practice a handful), however many organisations and
-//! networks are configured. IPv4-mapped IPv6 clients (`::ffff:10.1.2.3`,
-//! as a dual-stack socket reports them) are matched as IPv4.
+//! Client address -> member organisation, by longest prefix
+//! ([`crate::prefix`]: the cost depends on the number of distinct prefix
+//! lengths, not on how many organisations and networks are configured).
 //!
 //! Each organisation also carries its own policy: names it never has
 //! blocked and per-category action overrides. Both are consulted only
 //! after the blocklist matched, so they cost nothing on a clean query.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
 use crate::config::Organisation;
 use crate::policy::Action;
+use crate::prefix::PrefixMap;
 
 /// Index of an organisation in the config order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,9 +22,7 @@ pub struct OrgId(pub u16);
 /// The immutable map built from config.
 #[derive(Debug, Default)]
 pub struct OrgMap {
-    /// (prefix length, network address bits -> org), longest length first.
-    v4: Vec<(u8, HashMap<u32, OrgId>)>,
-    v6: Vec<(u8, HashMap<u128, OrgId>)>,
+    networks: PrefixMap<OrgId>,
     policies: Vec<OrgPolicy>,
 }
 
@@ -81,28 +76,11 @@ impl OrgMapError {
     }
 }
 
-fn mask4(bits: u32, len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        bits & (u32::MAX << (32 - u32::from(len)))
-    }
-}
-
-fn mask6(bits: u128, len: u8) -> u128 {
-    if len == 0 {
-        0
-    } else {
-        bits & (u128::MAX << (128 - u32::from(len)))
-    }
-}
-
 impl OrgMap {
     /// Build the map. Overlapping prefixes are fine (longest wins); the same
     /// prefix in two organisations is a config error.
     pub fn new(orgs: &[Organisation]) -> Result<OrgMap, OrgMapError> {
-        let mut v4: HashMap<u8, HashMap<u32, OrgId>> = HashMap::new();
-        let mut v6: HashMap<u8, HashMap<u128, OrgId>> = HashMap::new();
+        let mut networks = PrefixMap::default();
         let mut policies = Vec::new();
         for (i, org) in orgs.iter().enumerate() {
             let id = OrgId(u16::try_from(i).map_err(|_| OrgMapError::too_many(orgs.len()))?);
@@ -113,16 +91,8 @@ impl OrgMap {
                 actions: org.actions.clone(),
             });
             for net in &org.networks {
-                let previous = match net {
-                    IpNet::V4(n) => {
-                        let key = mask4(u32::from(n.network()), n.prefix_len());
-                        v4.entry(n.prefix_len()).or_default().insert(key, id)
-                    }
-                    IpNet::V6(n) => {
-                        let key = mask6(u128::from(n.network()), n.prefix_len());
-                        v6.entry(n.prefix_len()).or_default().insert(key, id)
-                    }
-                };
+                // Keep the newcomer: what comes back is the earlier claimant.
+                let previous = networks.insert_with(*net, id, |_, _| true);
                 if let Some(prev) = previous.filter(|p| *p != id) {
                     return Err(OrgMapError::Claimed {
                         network: *net,
@@ -132,29 +102,12 @@ impl OrgMap {
                 }
             }
         }
-        let mut v4: Vec<_> = v4.into_iter().collect();
-        let mut v6: Vec<_> = v6.into_iter().collect();
-        v4.sort_by_key(|e| std::cmp::Reverse(e.0));
-        v6.sort_by_key(|e| std::cmp::Reverse(e.0));
-        Ok(OrgMap { v4, v6, policies })
+        Ok(OrgMap { networks, policies })
     }
 
     /// The organisation whose most specific network holds `ip`.
     pub fn lookup(&self, ip: IpAddr) -> Option<OrgId> {
-        match ip.to_canonical() {
-            IpAddr::V4(a) => {
-                let bits = u32::from(a);
-                self.v4
-                    .iter()
-                    .find_map(|(len, map)| map.get(&mask4(bits, *len)).copied())
-            }
-            IpAddr::V6(a) => {
-                let bits = u128::from(a);
-                self.v6
-                    .iter()
-                    .find_map(|(len, map)| map.get(&mask6(bits, *len)).copied())
-            }
-        }
+        self.networks.longest(ip).map(|(_, id)| *id)
     }
 
     pub fn id(&self, org: OrgId) -> &str {

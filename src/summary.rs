@@ -48,6 +48,19 @@ pub fn compile_summary(report: &CompileReport) -> String {
                 }
             );
         }
+        if feed.parse.addresses > 0 {
+            let _ = writeln!(
+                out,
+                "  addresses: {} listed, {} in the answer-IP policy{}",
+                feed.parse.addresses,
+                feed.addresses_used,
+                if feed.addresses_used == 0 {
+                    " (off: set answer_ip = true in its [[feed]] or list its category in blocklist.answer_ip_categories)"
+                } else {
+                    ""
+                }
+            );
+        }
         if !feed.parse.skipped.is_empty() {
             let kinds: Vec<String> = feed
                 .parse
@@ -85,6 +98,13 @@ pub fn compile_summary(report: &CompileReport) -> String {
         report.fst_bytes,
         report.elapsed.as_millis()
     );
+    if report.addresses > 0 {
+        let _ = writeln!(
+            out,
+            "answer-IP policy: {} addresses and ranges",
+            report.addresses
+        );
+    }
     out
 }
 

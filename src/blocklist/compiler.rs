@@ -60,6 +60,8 @@ pub struct FeedReport {
     pub kept_previous: bool,
     /// Whether this compile re-parsed the feed (false: cache reused).
     pub parsed: bool,
+    /// Its addresses in the answer-IP policy (of `parse.addresses`).
+    pub addresses_used: usize,
 }
 
 /// Everything `portcullis compile` prints.
@@ -68,6 +70,8 @@ pub struct CompileReport {
     pub feeds: Vec<FeedReport>,
     pub protected_names: usize,
     pub entries: usize,
+    /// Addresses and ranges in the answer-IP policy.
+    pub addresses: usize,
     pub fst_bytes: usize,
     pub elapsed: Duration,
     /// When the contents change by the clock (earliest STIX validity edge).
@@ -223,8 +227,10 @@ struct Adopted {
 }
 
 impl Adopted {
-    fn entries(&self) -> usize {
-        self.layers.iter().map(|l| l.entries()).sum()
+    /// Names in its layers and addresses in its parse (the shrink guard
+    /// compares both together).
+    fn indicators(&self) -> usize {
+        self.layers.iter().map(|l| l.entries()).sum::<usize>() + self.report.addresses
     }
 }
 
@@ -235,9 +241,16 @@ enum Unit {
 }
 
 /// What a big feed's layers depend on besides the feed itself: the
-/// actions and the protected names.
+/// actions, the per-feed settings, the answer-IP categories and the
+/// protected names.
 fn settings_key(config: &Config, inputs: &BTreeMap<String, Fingerprint>) -> u64 {
-    let mut text = format!("{:?}|{:?}", config.actions, config.blocklist.default_action);
+    let mut text = format!(
+        "{:?}|{:?}|{:?}|{:?}",
+        config.actions,
+        config.blocklist.default_action,
+        config.feeds,
+        config.blocklist.answer_ip_categories
+    );
     for path in &config.blocklist.protected {
         let hash = inputs.get(&path.display().to_string()).map(|f| f.hash);
         text.push_str(&format!("|{hash:?}"));
@@ -362,6 +375,7 @@ impl Compiler {
                 action: settings.and_then(|s| s.action),
                 trusted: settings.is_some_and(|s| s.trusted),
                 allow_only: false,
+                answer_ip: settings.is_some_and(|s| s.answer_ip),
             };
             jobs.push((
                 path,
@@ -378,6 +392,9 @@ impl Compiler {
                 action: None,
                 trusted: false,
                 allow_only: true,
+                // An exception never hurts; addresses in an allow list
+                // always exempt answers.
+                answer_ip: true,
             };
             jobs.push((path.clone(), source, None, None));
         }
@@ -390,6 +407,12 @@ impl Compiler {
         let settings = MergeSettings {
             by_category: config.actions.clone(),
             default_action: config.blocklist.default_action,
+            answer_ip_categories: config
+                .blocklist
+                .answer_ip_categories
+                .iter()
+                .cloned()
+                .collect(),
         };
         // What a layer's contents depend on besides its feed: the actions
         // and the protected names.
@@ -504,11 +527,16 @@ impl Compiler {
                 r.suppressed = s;
             }
         }
+        let used = list.addresses_by_feed();
+        for r in &mut reports {
+            r.addresses_used = used.get(r.name.as_str()).copied().unwrap_or(0);
+        }
         let next_change = feeds.iter().filter_map(|f| f.next_change()).min();
         let report = CompileReport {
             feeds: reports,
             protected_names: protected.len(),
             entries: list.entries(),
+            addresses: list.addresses(),
             fst_bytes: list.fst_bytes(),
             elapsed: started.elapsed(),
             next_change,
@@ -544,6 +572,7 @@ impl Compiler {
             s.category == source.category
                 && s.action == source.action
                 && s.trusted == source.trusted
+                && s.answer_ip == source.answer_ip
         });
         if let Some(c) = cached.filter(|_| same_settings && !expired)
             && c.fingerprint.size == size
@@ -606,17 +635,19 @@ impl Compiler {
         let previous = self
             .cache
             .get(path)
-            .map(|c| c.feed.len())
-            .or_else(|| self.adopted.get(path).map(Adopted::entries))
+            .map(|c| c.feed.indicators())
+            .or_else(|| self.adopted.get(path).map(Adopted::indicators))
             .unwrap_or(0);
         let max_shrink = self.config.blocklist.max_shrink;
-        if !clock_only && previous > 0 && (feed.len() as f64) < previous as f64 * (1.0 - max_shrink)
+        if !clock_only
+            && previous > 0
+            && (feed.indicators() as f64) < previous as f64 * (1.0 - max_shrink)
         {
             let error = format!(
                 "feed {} shrank from {previous} to {} entries, more than max_shrink {:.0}% at once (a truncated download?); \
                  keeping the previous contents",
                 path.display(),
-                feed.len(),
+                feed.indicators(),
                 max_shrink * 100.0
             );
             return self.keep_previous(path, report, error);

@@ -11,6 +11,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+use ipnet::IpNet;
+
 use crate::domain;
 use crate::feeds::{Format, Indicator, ParseReport, Scope, Verdict};
 use crate::policy::Action;
@@ -29,6 +31,9 @@ pub struct FeedSource {
     pub trusted: bool,
     /// An exception list: every entry becomes an allow.
     pub allow_only: bool,
+    /// Its address indicators take part in the answer-IP policy
+    /// (`[[feed]] answer_ip = true`); off by default.
+    pub answer_ip: bool,
 }
 
 /// Metadata of an entry as the feed gave it (indexes are feed-local).
@@ -61,6 +66,8 @@ pub struct ParsedFeed {
     metas: Vec<LocalMeta>,
     strings: Vec<Box<str>>,
     answers: Vec<Box<[IpAddr]>>,
+    /// Address indicators with their local metadata, in file order.
+    nets: Vec<(IpNet, u32)>,
 }
 
 impl ParsedFeed {
@@ -84,9 +91,19 @@ impl ParsedFeed {
         &self.answers[id as usize]
     }
 
-    /// Number of entries (for the shrink check).
+    /// Address indicators (answer-IP policy) with their local metadata.
+    pub fn nets(&self) -> &[(IpNet, u32)] {
+        &self.nets
+    }
+
+    /// Number of name entries (what sizes a layer).
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Names and addresses together (for the shrink and size guards).
+    pub fn indicators(&self) -> usize {
+        self.entries.len() + self.nets.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -100,7 +117,9 @@ impl ParsedFeed {
 
     /// Approximate heap bytes held, for the operator's memory figures.
     pub fn heap_bytes(&self) -> usize {
-        self.arena.capacity() + self.entries.capacity() * std::mem::size_of::<RawEntry>()
+        self.arena.capacity()
+            + self.entries.capacity() * std::mem::size_of::<RawEntry>()
+            + self.nets.capacity() * std::mem::size_of::<(IpNet, u32)>()
     }
 }
 
@@ -115,6 +134,7 @@ pub struct FeedBuilder {
     string_ids: HashMap<Box<str>, u32>,
     answers: Vec<Box<[IpAddr]>>,
     answer_ids: HashMap<Box<[IpAddr]>, u32>,
+    nets: Vec<(IpNet, u32)>,
 }
 
 impl FeedBuilder {
@@ -129,6 +149,7 @@ impl FeedBuilder {
             string_ids: HashMap::new(),
             answers: Vec::new(),
             answer_ids: HashMap::new(),
+            nets: Vec::new(),
         }
     }
 
@@ -184,6 +205,10 @@ impl FeedBuilder {
                 id
             }
         };
+        if let Some(net) = indicator.net {
+            self.nets.push((net, meta));
+            return;
+        }
         let Ok(start) = u32::try_from(self.arena.len()) else {
             return;
         };
@@ -196,7 +221,9 @@ impl FeedBuilder {
     }
 
     /// Sort and seal. Ties keep file order (the arena offset is the order).
-    pub fn finish(mut self, report: ParseReport) -> ParsedFeed {
+    pub fn finish(mut self, mut report: ParseReport) -> ParsedFeed {
+        report.addresses = self.nets.len();
+        self.nets.shrink_to_fit();
         let started = std::time::Instant::now();
         let arena = &self.arena;
         let key = |e: &RawEntry| &arena[e.start as usize..e.start as usize + usize::from(e.len)];
@@ -213,6 +240,7 @@ impl FeedBuilder {
             metas: self.metas,
             strings: self.strings,
             answers: self.answers,
+            nets: self.nets,
         }
     }
 }
@@ -327,11 +355,13 @@ mod tests {
             action: None,
             trusted: false,
             allow_only: false,
+            answer_ip: false,
         };
         let mut b = FeedBuilder::new(source);
         b.add(Indicator::block("b.example".into(), Scope::Subtree));
         b.add(Indicator::block("a.example".into(), Scope::Subtree));
         b.add(Indicator {
+            net: None,
             detail: Some("second"),
             ..Indicator::block("a.example".into(), Scope::Subtree)
         });

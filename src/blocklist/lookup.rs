@@ -218,6 +218,7 @@ mod tests {
 
     fn ind(name: &str, scope: Scope, verdict: Verdict) -> Indicator<'static> {
         Indicator {
+            net: None,
             verdict,
             ..Indicator::block(name.into(), scope)
         }

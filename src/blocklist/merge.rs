@@ -8,7 +8,7 @@
 //! and default actions, which depend on the config rather than the feed.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::IpAddr;
 use std::ops::Range;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use super::{EntryMeta, FeedInfo, Layer};
 use crate::domain;
 use crate::feeds::{Scope, Verdict};
 use crate::policy::{Action, choose_action};
+use crate::prefix::PrefixMap;
 
 /// Category of entries whose feed gives none and whose config sets none.
 pub const DEFAULT_CATEGORY: &str = "uncategorised";
@@ -49,6 +50,8 @@ pub enum MergeError {
 pub struct MergeSettings {
     pub by_category: BTreeMap<String, Action>,
     pub default_action: Action,
+    /// Categories whose address indicators are used in every feed.
+    pub answer_ip_categories: BTreeSet<String>,
 }
 
 /// Global tables being filled while feeds are merged.
@@ -257,6 +260,8 @@ pub fn merge_ranges(
         });
     }
 
+    let addresses = merge_addresses(feeds, ranges, &remap, &tables, settings);
+
     let mut suppressed = vec![Suppressed::default(); feeds.len()];
     let mut heap: BinaryHeap<Reverse<(&[u8], usize, usize)>> =
         BinaryHeap::with_capacity(feeds.len());
@@ -326,10 +331,46 @@ pub fn merge_ranges(
         categories: tables.categories,
         details: tables.details,
         answers: tables.answers,
+        addresses,
         entries: names,
         own,
     };
     Ok((list, suppressed))
+}
+
+/// The address indicators of `feeds` that take part in the answer-IP
+/// policy: those of feeds that opted in, of enabled categories, and of
+/// exception lists. A big feed's addresses go with its first shard only.
+/// At one network allow beats block, then the first feed wins.
+fn merge_addresses(
+    feeds: &[Arc<ParsedFeed>],
+    ranges: &[Range<usize>],
+    remap: &[Vec<u32>],
+    tables: &Tables,
+    settings: &MergeSettings,
+) -> PrefixMap<u32> {
+    let mut addresses = PrefixMap::default();
+    let metas = &tables.metas;
+    for (f, feed) in feeds.iter().enumerate() {
+        if ranges[f].start != 0 {
+            continue;
+        }
+        for (net, local) in feed.nets() {
+            let meta = remap[f][*local as usize];
+            let m = &metas[meta as usize];
+            let category = &tables.categories[usize::from(m.category)];
+            let enabled = feed.source.answer_ip
+                || feed.source.allow_only
+                || settings.answer_ip_categories.contains(&**category);
+            if enabled {
+                addresses.insert_with(*net, meta, |old, new| {
+                    metas[*old as usize].verdict == Verdict::Block
+                        && metas[*new as usize].verdict == Verdict::Allow
+                });
+            }
+        }
+    }
+    addresses
 }
 
 #[cfg(test)]
@@ -346,6 +387,7 @@ pub(crate) mod tests {
             action: None,
             trusted: false,
             allow_only: false,
+            answer_ip: false,
         }
     }
 
@@ -470,6 +512,64 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn addresses_need_an_opt_in_and_the_longest_network_decides() {
+        let net = |t: &str| Indicator::address(crate::feeds::parse_net(t).unwrap());
+        let mut opted = source("opted.txt");
+        opted.answer_ip = true;
+        let opted = feed(opted, vec![net("192.0.2.0/24"), net("192.0.2.128/25")]);
+        let c2 = feed(
+            source("c2.tsv"),
+            vec![Indicator {
+                category: Some("c2"),
+                ..net("198.51.100.1")
+            }],
+        );
+        let other = feed(source("other.txt"), vec![net("203.0.113.1")]);
+        let mut allow = source("allow:a.txt");
+        allow.allow_only = true;
+        let allow = feed(allow, vec![net("192.0.2.200")]);
+        let settings = MergeSettings {
+            answer_ip_categories: ["c2".to_owned()].into(),
+            ..MergeSettings::default()
+        };
+        let (layer, _) =
+            merge(&[opted, c2, other, allow], &Protected::default(), &settings).unwrap();
+        assert_eq!(layer.addresses(), 4, "other.txt did not opt in");
+        let list = one(layer);
+        let decide = |ip: &str| {
+            list.lookup_address(ip.parse().unwrap()).map(|(m, net)| {
+                (
+                    net.to_string(),
+                    list.feed(&m).name.clone(),
+                    list.meta(&m).verdict,
+                )
+            })
+        };
+        assert_eq!(
+            decide("192.0.2.5"),
+            Some(("192.0.2.0/24".into(), "opted.txt".into(), Verdict::Block))
+        );
+        assert_eq!(
+            decide("192.0.2.129"),
+            Some(("192.0.2.128/25".into(), "opted.txt".into(), Verdict::Block))
+        );
+        assert_eq!(
+            decide("192.0.2.200"),
+            Some((
+                "192.0.2.200/32".into(),
+                "allow:a.txt".into(),
+                Verdict::Allow
+            ))
+        );
+        assert_eq!(
+            decide("198.51.100.1"),
+            Some(("198.51.100.1/32".into(), "c2.tsv".into(), Verdict::Block))
+        );
+        assert_eq!(decide("203.0.113.1"), None);
+        assert_eq!(decide("2001:db8::1"), None);
+    }
+
+    #[test]
     fn actions_follow_feed_then_format_then_category_then_default() {
         let settings = MergeSettings {
             by_category: [
@@ -478,8 +578,10 @@ pub(crate) mod tests {
             ]
             .into(),
             default_action: Action::Nxdomain,
+            answer_ip_categories: Default::default(),
         };
         let cat = |n: &str, c| Indicator {
+            net: None,
             category: Some(c),
             ..Indicator::block(n.into(), Scope::Subtree)
         };
@@ -493,6 +595,7 @@ pub(crate) mod tests {
         let mut forced = source("f");
         forced.action = Some(Action::Log);
         let native = |n: &str| Indicator {
+            net: None,
             action: Some(Action::Nodata),
             ..Indicator::block(n.into(), Scope::Exact)
         };
@@ -500,6 +603,7 @@ pub(crate) mod tests {
         let mut rpz = source("r");
         rpz.category = Some("malware".into());
         let sink = Indicator {
+            net: None,
             action: Some(Action::Sinkhole),
             local: vec!["192.0.2.1".parse().unwrap()],
             ..Indicator::block("sink.example".into(), Scope::Exact)
@@ -533,6 +637,7 @@ pub(crate) mod tests {
         let a = feed(
             source("a"),
             vec![Indicator {
+                net: None,
                 detail: Some("from a"),
                 ..Indicator::block("x.example".into(), Scope::Subtree)
             }],
@@ -540,6 +645,7 @@ pub(crate) mod tests {
         let b = feed(
             source("b"),
             vec![Indicator {
+                net: None,
                 detail: Some("from b"),
                 ..Indicator::block("x.example".into(), Scope::Subtree)
             }],

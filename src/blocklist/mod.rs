@@ -47,9 +47,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use ipnet::IpNet;
 
 use crate::feeds::{Format, Scope, Verdict};
 use crate::policy::Action;
+use crate::prefix::PrefixMap;
 
 pub use compiler::{
     CompileError, CompileReport, Compiler, FeedReport, Fingerprint, compile, feed_files,
@@ -121,6 +123,8 @@ pub struct Layer {
     categories: Vec<Box<str>>,
     details: Vec<Box<str>>,
     answers: Vec<Box<[IpAddr]>>,
+    /// Listed addresses and ranges (answer-IP policy) -> metadata index.
+    addresses: PrefixMap<u32>,
     /// Distinct names in the map.
     entries: usize,
     /// Holds (a TLD range of) one big feed, rather than the shared layer
@@ -139,6 +143,7 @@ impl Layer {
             categories: Vec::new(),
             details: Vec::new(),
             answers: Vec::new(),
+            addresses: PrefixMap::default(),
             entries: 0,
             own: false,
         }
@@ -159,6 +164,11 @@ impl Layer {
 
     pub fn fst_bytes(&self) -> usize {
         self.map.as_fst().as_bytes().len()
+    }
+
+    /// Addresses and ranges in the answer-IP policy.
+    pub fn addresses(&self) -> usize {
+        self.addresses.len()
     }
 }
 
@@ -192,6 +202,63 @@ impl Blocklist {
     /// Distinct names over all layers (a name in two layers counts twice).
     pub fn entries(&self) -> usize {
         self.layers.iter().map(|l| l.entries).sum()
+    }
+
+    /// Addresses and ranges in the answer-IP policy, over all layers.
+    pub fn addresses(&self) -> usize {
+        self.layers.iter().map(|l| l.addresses.len()).sum()
+    }
+
+    /// Addresses in use per feed name (for the compile report).
+    pub fn addresses_by_feed(&self) -> std::collections::HashMap<&str, usize> {
+        let mut out = std::collections::HashMap::new();
+        for layer in &self.layers {
+            for (_, meta) in layer.addresses.iter() {
+                if let Some(m) = layer.metas.get(*meta as usize)
+                    && let Some(feed) = layer.feeds.get(usize::from(m.feed))
+                {
+                    *out.entry(feed.name.as_str()).or_default() += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// The entry that decides an answer address: the most specific listed
+    /// network holding it over all layers; at one network allow beats
+    /// block, then the earlier layer. Costs one hash probe per distinct
+    /// prefix length per layer, whatever the number of entries.
+    /// [`Match::depth`] is the network's prefix length.
+    pub fn lookup_address(&self, ip: IpAddr) -> Option<(Match, IpNet)> {
+        let mut best: Option<(Match, IpNet)> = None;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let Some((net, meta)) = layer.addresses.longest(ip) else {
+                continue;
+            };
+            if *meta as usize >= layer.metas.len() {
+                continue;
+            }
+            let found = Match {
+                layer: i as u8,
+                meta: *meta,
+                depth: net.prefix_len(),
+                contested: false,
+                at_name: true,
+            };
+            let better = match &best {
+                None => true,
+                Some((b, _)) => {
+                    found.depth > b.depth
+                        || found.depth == b.depth
+                            && self.meta(&found).verdict == Verdict::Allow
+                            && self.meta(b).verdict == Verdict::Block
+                }
+            };
+            if better {
+                best = Some((found, net));
+            }
+        }
+        best
     }
 
     pub fn generation(&self) -> u64 {

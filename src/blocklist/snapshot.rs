@@ -25,16 +25,18 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::{Blocklist, Bytes, EntryMeta, FeedInfo, Fingerprint, Layer};
 use crate::feeds::{Format, Scope, Verdict};
 use crate::policy::Action;
+use crate::prefix::PrefixMap;
 use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"PCULSNAP";
 /// Bump when the layout or the meaning of the metadata changes.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 const HEADER: usize = 32;
 pub const FILE_NAME: &str = "blocklist.snapshot";
 
@@ -80,6 +82,9 @@ struct LayerMeta {
     fst_len: u64,
     /// A big feed's own layer (or one TLD range of it).
     own: bool,
+    /// Answer-IP policy: (network, metadata index).
+    #[serde(default)]
+    addresses: Vec<(IpNet, u32)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -152,6 +157,7 @@ pub fn save(
             fst_offset: region_len,
             fst_len,
             own: layer.own,
+            addresses: layer.addresses.iter().map(|(n, m)| (n, *m)).collect(),
         });
         region_len += fst_len.div_ceil(8) * 8;
     }
@@ -313,8 +319,16 @@ pub fn load(dir: &Path) -> Result<Loaded, SnapshotError> {
             path: path.clone(),
             source,
         })?;
+        let mut addresses = PrefixMap::default();
+        for (net, meta) in layer.addresses {
+            if meta as usize >= metas.len() {
+                return Err(bad("an address points past a table".into()));
+            }
+            addresses.insert_with(net, meta, |_, _| false);
+        }
         layers.push(Arc::new(Layer {
             map,
+            addresses,
             metas,
             feeds: layer
                 .feeds
@@ -377,6 +391,7 @@ mod tests {
 
     fn sample() -> Blocklist {
         let local = Indicator {
+            net: None,
             action: Some(Action::Sinkhole),
             local: vec!["192.0.2.1".parse().unwrap()],
             detail: Some("indicator--1"),

@@ -31,6 +31,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::domain::NameError;
@@ -79,8 +80,13 @@ impl fmt::Display for Verdict {
 /// One entry from a feed, borrowing what it can from the line it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Indicator<'a> {
-    /// Normalised name (see [`crate::domain::normalize`]).
+    /// Normalised name (see [`crate::domain::normalize`]); empty for an
+    /// address indicator.
     pub name: String,
+    /// An address indicator: the listed address or range, for the
+    /// answer-IP policy (TSV/plain IP lines, STIX `ipv4-addr`/`ipv6-addr`,
+    /// RPZ `rpz-ip` triggers). Its `scope` means nothing.
+    pub net: Option<IpNet>,
     pub scope: Scope,
     pub verdict: Verdict,
     /// The feed's own category for this entry, if the format carries one.
@@ -100,6 +106,7 @@ impl<'a> Indicator<'a> {
     pub fn block(name: String, scope: Scope) -> Indicator<'a> {
         Indicator {
             name,
+            net: None,
             scope,
             verdict: Verdict::Block,
             category: None,
@@ -108,6 +115,23 @@ impl<'a> Indicator<'a> {
             local: Vec::new(),
         }
     }
+
+    /// A block of an address or range (host bits cleared).
+    pub fn address(net: IpNet) -> Indicator<'a> {
+        Indicator {
+            net: Some(crate::prefix::canonical(net)),
+            ..Indicator::block(String::new(), Scope::Exact)
+        }
+    }
+}
+
+/// An address (`192.0.2.1`, `2001:db8::1`) or a range in CIDR form
+/// (`192.0.2.0/24`), as IP feeds write them.
+pub fn parse_net(text: &str) -> Option<IpNet> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(IpNet::from(ip));
+    }
+    text.parse::<IpNet>().ok()
 }
 
 /// A feed file format.
@@ -199,6 +223,8 @@ pub struct ParseReport {
     pub rejected: usize,
     /// The first [`REJECTS_KEPT`] rejected lines.
     pub first_rejects: Vec<Reject>,
+    /// Of `loaded`, how many are address indicators (answer-IP policy).
+    pub addresses: usize,
     /// Valid entries not turned into blocklist entries, by kind.
     pub skipped: BTreeMap<String, usize>,
     /// STIX indicators marked `revoked`.
@@ -420,7 +446,7 @@ pub fn detect_text(head: &str) -> Option<Format> {
         if first.parse::<IpAddr>().is_ok() && tokens.next().is_some() {
             return Some(Format::Hosts);
         }
-        if plain::looks_like_name(first) {
+        if plain::looks_like_name(first) || parse_net(first).is_some() {
             saw_plain = true;
         }
     }
@@ -535,7 +561,7 @@ pub(crate) fn parse_full(text: &str, format: Format) -> (Vec<FullIndicator>, Par
     let report = parse_reader(text.as_bytes(), format, &mut |i| {
         out.push((
             (
-                i.name,
+                i.net.map_or(i.name, |n| n.to_string()),
                 i.scope,
                 i.verdict,
                 i.category.map(str::to_owned),
@@ -558,6 +584,7 @@ mod tests {
         let cases = [
             ("# c\nevil.com\tmalware\temotet\n", Format::Tsv),
             ("# c\n\nevil.com\nbad.org # x\n", Format::Plain),
+            ("192.0.2.1\n203.0.113.0/24\n", Format::Plain),
             ("*.evil.com\n", Format::Plain),
             (
                 "# hosts\n127.0.0.1 localhost\n0.0.0.0 evil.com\n",
@@ -703,8 +730,12 @@ mod proptests {
         fn no_input_makes_any_parser_panic(bytes in feedish()) {
             for format in FORMATS {
                 let _ = parse_reader(&bytes[..], format, &mut |indicator| {
-                    // Whatever a parser emits is a valid, normalised name.
-                    assert_eq!(crate::domain::normalize(&indicator.name).as_deref(), Ok(indicator.name.as_str()));
+                    // Whatever a parser emits is a valid, normalised name,
+                    // or a network with its host bits cleared.
+                    match indicator.net {
+                        Some(net) => assert_eq!(net, crate::prefix::canonical(net)),
+                        None => assert_eq!(crate::domain::normalize(&indicator.name).as_deref(), Ok(indicator.name.as_str())),
+                    }
                 });
             }
             let _ = detect_text(&String::from_utf8_lossy(&bytes));

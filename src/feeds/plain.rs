@@ -1,6 +1,7 @@
 //! Plain domain lists: one name a line, `#` starts a comment (whole line or
 //! after the name). A threat list entry covers the name and everything below
-//! it (subtree); `*.name` covers only the names below `name`.
+//! it (subtree); `*.name` covers only the names below `name`. A line that
+//! is an address or a CIDR range is an address indicator (answer-IP policy).
 
 use super::{Indicator, LineError, Outcome, Scope};
 use crate::domain;
@@ -16,6 +17,10 @@ pub(super) fn parse_line(
     let text = text.trim();
     if text.is_empty() {
         return Ok(Outcome::Empty);
+    }
+    if let Some(net) = super::parse_net(text) {
+        sink(Indicator::address(net));
+        return Ok(Outcome::Loaded(1));
     }
     let (scope, name) = match text.strip_prefix("*.") {
         Some(rest) => (Scope::Below, rest),
@@ -52,23 +57,27 @@ mod tests {
                 ("wild.example", Scope::Below),
                 ("_sip._tcp.example", Scope::Subtree),
                 ("xn--bcher-kva.example", Scope::Subtree),
+                ("192.0.2.1/32", Scope::Exact),
                 ("truncated.exa", Scope::Subtree),
             ]
         );
         assert_eq!(report.lines, 11);
-        assert_eq!(report.rejected, 3);
+        assert_eq!(
+            report.addresses, 0,
+            "counted when the builder seals the feed"
+        );
+        assert_eq!(report.rejected, 2);
         let reasons: Vec<(usize, &LineError)> = report
             .first_rejects
             .iter()
             .map(|r| (r.line, &r.error))
             .collect();
-        assert_eq!(reasons[0], (8, &LineError::Name(NameError::IpAddress)));
         assert_eq!(
-            reasons[1],
+            reasons[0],
             (9, &LineError::Name(NameError::BadCharacter { ch: ' ' }))
         );
         assert_eq!(
-            reasons[2],
+            reasons[1],
             (10, &LineError::Name(NameError::LabelTooLong { len: 64 }))
         );
     }

@@ -3,8 +3,11 @@
 //! continuations, owner names relative to the origin or absolute under it,
 //! a blank owner repeating the previous one.
 //!
-//! QNAME triggers only: `name` is an exact entry, `*.name` covers the
-//! names below `name`. Policy actions:
+//! QNAME triggers: `name` is an exact entry, `*.name` covers the names below
+//! `name`. Response IP triggers (`32.1.2.0.192.rpz-ip` = 192.0.2.1/32,
+//! `48.zz.db8.2001.rpz-ip` = 2001:db8::/48) become address indicators for
+//! the answer-IP policy, with the same actions (their local data is not
+//! supported and is skipped). Policy actions:
 //!
 //! | record | meaning here |
 //! |---|---|
@@ -16,12 +19,15 @@
 //!
 //! Consecutive A/AAAA records of one owner make one answer set; records of
 //! one owner that are not consecutive are separate entries and the first
-//! wins. `rpz-ip`, `rpz-nsdname`, `rpz-nsip` and `rpz-client-ip` triggers,
-//! `CNAME` redirects to other names, `rpz-tcp-only`, and other local-data
-//! types are skipped and counted by kind until the response-policy work
-//! acts on them. SOA and NS at the apex are the zone's own records.
+//! wins. `rpz-nsdname`, `rpz-nsip` and `rpz-client-ip` triggers, `CNAME`
+//! redirects to other names, `rpz-tcp-only`, and other local-data types
+//! are skipped and counted by kind (organisations take the place of
+//! client-IP triggers; NS triggers need the delegation path, which a
+//! forwarder never sees). SOA and NS at the apex are the zone's own records.
 
 use std::net::IpAddr;
+
+use ipnet::IpNet;
 
 use super::{Indicator, LineError, LineParser, Outcome, Scope, Verdict};
 use crate::domain;
@@ -127,8 +133,29 @@ impl RpzParser {
             // The zone's own SOA and NS.
             return Ok(Outcome::Empty);
         };
+        if let Some(address) = trigger.strip_suffix(".rpz-ip") {
+            let flushed = self.flush(sink);
+            let net = rpz_ip(address)?;
+            let target = match (rtype.as_str(), rdata.first()) {
+                ("CNAME", Some(t)) => t.to_ascii_lowercase(),
+                ("CNAME", None) => return Err(LineError::MissingColumn("CNAME target")),
+                _ => return Ok(Outcome::Skipped("rpz-ip local data")),
+            };
+            let (verdict, action) = match target.as_str() {
+                "." => (Verdict::Block, Action::Nxdomain),
+                "*." => (Verdict::Block, Action::Nodata),
+                "rpz-passthru." => (Verdict::Allow, Action::Nxdomain),
+                "rpz-drop." => (Verdict::Block, Action::Drop),
+                "rpz-tcp-only." => return Ok(Outcome::Skipped("rpz-tcp-only action")),
+                _ => return Ok(Outcome::Skipped("rpz CNAME redirect")),
+            };
+            let mut indicator = Indicator::address(net);
+            indicator.verdict = verdict;
+            indicator.action = (verdict == Verdict::Block).then_some(action);
+            sink(indicator);
+            return Ok(Outcome::Loaded(flushed + 1));
+        }
         for (suffix, kind) in [
-            (".rpz-ip", "rpz-ip trigger"),
             (".rpz-nsdname", "rpz-nsdname trigger"),
             (".rpz-nsip", "rpz-nsip trigger"),
             (".rpz-client-ip", "rpz-client-ip trigger"),
@@ -195,6 +222,33 @@ impl RpzParser {
             other => Err(LineError::Syntax(format!("unknown record type {other:?}"))),
         }
     }
+}
+
+/// The network of an `rpz-ip` trigger (without `.rpz-ip`): the prefix
+/// length, then the address's octets (IPv4) or 16-bit words (IPv6, `zz`
+/// for the `::` run) in reverse order.
+fn rpz_ip(text: &str) -> Result<IpNet, LineError> {
+    let bad = || LineError::Syntax(format!("{text:?} is not an rpz-ip trigger"));
+    let (len, rest) = text.split_once('.').ok_or_else(bad)?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    let mut parts: Vec<&str> = rest.split('.').collect();
+    parts.reverse();
+    let addr: IpAddr = if parts.len() == 4 && len <= 32 {
+        parts.join(".").parse().map_err(|_| bad())?
+    } else {
+        let mut v6 = parts.join(":").replace("zz", "");
+        if v6.is_empty() {
+            v6.push_str("::");
+        }
+        if v6.starts_with(':') && !v6.starts_with("::") {
+            v6.insert(0, ':');
+        }
+        if v6.ends_with(':') && !v6.ends_with("::") {
+            v6.push(':');
+        }
+        v6.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?.into()
+    };
+    IpNet::new(addr, len).map_err(|_| bad())
 }
 
 /// Remove a `;` comment (outside double quotes).
@@ -347,10 +401,16 @@ mod tests {
                     Some(Action::Nxdomain),
                     0
                 ),
+                (
+                    "192.0.2.1/32",
+                    Scope::Exact,
+                    Verdict::Block,
+                    Some(Action::Nxdomain),
+                    0
+                ),
             ]
         );
-        assert_eq!(report.loaded, 9);
-        assert_eq!(report.skipped.get("rpz-ip trigger"), Some(&1));
+        assert_eq!(report.loaded, 10);
         assert_eq!(report.skipped.get("rpz-nsdname trigger"), Some(&1));
         assert_eq!(report.skipped.get("rpz CNAME redirect"), Some(&1));
         assert_eq!(
@@ -359,6 +419,34 @@ mod tests {
         );
         let rejected: Vec<usize> = report.first_rejects.iter().map(|r| r.line).collect();
         assert_eq!(rejected, [21, 22, 23]);
+    }
+
+    #[test]
+    fn rpz_ip_triggers_are_address_indicators() {
+        let text = "$ORIGIN rpz.test.\n24.0.2.0.192.rpz-ip CNAME *.\n\
+                    128.1.zz.db8.2001.rpz-ip CNAME rpz-passthru.\n\
+                    48.zz.db8.2001.rpz-ip CNAME rpz-drop.\n\
+                    64.zz.rpz-ip CNAME .\n\
+                    32.9.9.9.9.rpz-ip A 192.0.2.9\n\
+                    40.1.2.0.192.rpz-ip CNAME .\n\
+                    x.1.2.3.rpz-ip CNAME .\n";
+        let (got, report) = parse_full(text, Format::Rpz);
+        let rows: Vec<(&str, Verdict, Option<Action>)> = got
+            .iter()
+            .map(|((n, _, v, ..), a, _)| (n.as_str(), *v, *a))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("192.0.2.0/24", Verdict::Block, Some(Action::Nodata)),
+                ("2001:db8::1/128", Verdict::Allow, None),
+                ("2001:db8::/48", Verdict::Block, Some(Action::Drop)),
+                ("::/64", Verdict::Block, Some(Action::Nxdomain)),
+            ]
+        );
+        assert_eq!(report.skipped.get("rpz-ip local data"), Some(&1));
+        let rejected: Vec<usize> = report.first_rejects.iter().map(|r| r.line).collect();
+        assert_eq!(rejected, [7, 8]);
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //!   (`http://evil.example/` or `evil.example`). A URL with a path names
 //!   one resource, often on a shared host (`dropbox.com/s/...`); blocking
 //!   the whole host for it would take down the hoster, so it is skipped;
-//! * `ipv4-addr:value`, `ipv6-addr:value`: kept for the answer-IP policy
-//!   (counted as skipped until that policy is built).
+//! * `ipv4-addr:value`, `ipv6-addr:value`: an address or CIDR range, an
+//!   address indicator for the answer-IP policy.
 //!
 //! Patterns with AND, FOLLOWEDBY, qualifiers (WITHIN, REPEATS, START/STOP),
 //! other operators, or other object types are skipped and counted by kind.
@@ -208,7 +208,19 @@ pub fn parse(
                     }
                 },
                 "ipv4-addr:value" | "ipv6-addr:value" => {
-                    report.skip("ip address (answer-IP policy)");
+                    match super::parse_net(&value) {
+                        Some(net) => {
+                            let mut indicator = Indicator::address(net);
+                            indicator.category = category;
+                            indicator.detail = object.id.as_deref();
+                            sink(indicator);
+                            report.loaded += 1;
+                        }
+                        None => report.reject(
+                            position,
+                            LineError::Syntax(format!("{value:?} is not an address or range")),
+                        ),
+                    }
                     continue;
                 }
                 p if p.starts_with("file:hashes") => {
@@ -437,7 +449,7 @@ mod tests {
         let mut out = Vec::new();
         let report = parse(json.as_bytes(), now, &mut |i| {
             out.push((
-                i.name,
+                i.net.map_or(i.name, |n| n.to_string()),
                 i.category.map(str::to_owned),
                 i.detail.map(str::to_owned),
             ))
@@ -543,6 +555,10 @@ mod tests {
        "valid_from": "2024-01-01T00:00:00Z"},
       {"type": "indicator", "id": "indicator--ip", "pattern": "[ipv4-addr:value = '192.0.2.1']",
        "valid_from": "2024-01-01T00:00:00Z"},
+      {"type": "indicator", "id": "indicator--net", "pattern": "[ipv6-addr:value = '2001:db8:5::/48']",
+       "labels": ["c2"], "valid_from": "2024-01-01T00:00:00Z"},
+      {"type": "indicator", "id": "indicator--badip", "pattern": "[ipv4-addr:value = '300.1.1.1']",
+       "valid_from": "2024-01-01T00:00:00Z"},
       {"type": "indicator", "id": "indicator--bad", "pattern": "[domain-name:value = 'not a name']",
        "valid_from": "2024-01-01T00:00:00Z"},
       {"type": "observed-data", "id": "observed-data--1", "objects": {"0": {"type": "domain-name", "value": "observed.example"}}},
@@ -566,20 +582,22 @@ mod tests {
                     Some("indicator--soon".into())
                 ),
                 ("v2.example".into(), None, Some("indicator--v".into())),
+                ("192.0.2.1/32".into(), None, Some("indicator--ip".into())),
+                (
+                    "2001:db8:5::/48".into(),
+                    Some("c2".into()),
+                    Some("indicator--net".into())
+                ),
             ]
         );
-        assert_eq!(report.lines, 12);
+        assert_eq!(report.lines, 14);
         assert_eq!(
             (report.revoked, report.expired, report.not_yet_valid),
             (1, 1, 1)
         );
         assert_eq!(report.skipped.get("superseded version"), Some(&1));
         assert_eq!(report.skipped.get("pattern type yara"), Some(&1));
-        assert_eq!(
-            report.skipped.get("ip address (answer-IP policy)"),
-            Some(&1)
-        );
-        assert_eq!(report.rejected, 1);
+        assert_eq!(report.rejected, 2);
         // The next change is the earliest of the future valid_until (2027-06)
         // and valid_from (2030-01).
         let next = OffsetDateTime::from(report.next_change.unwrap());
@@ -590,7 +608,16 @@ mod tests {
         // Later, the 2027 indicator has expired and the 2030 one is live.
         let (got, report) = collect(BUNDLE, "2031-01-01T00:00:00Z");
         let names: Vec<&str> = got.iter().map(|(n, ..)| n.as_str()).collect();
-        assert_eq!(names, ["evil.example", "later.example", "v2.example"]);
+        assert_eq!(
+            names,
+            [
+                "evil.example",
+                "later.example",
+                "v2.example",
+                "192.0.2.1/32",
+                "2001:db8:5::/48"
+            ]
+        );
         assert_eq!(report.expired, 2);
     }
 

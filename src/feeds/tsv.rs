@@ -2,7 +2,9 @@
 //! ../shared/data/threat-domains.tsv.gz (maltrail-derived). Category and
 //! family columns are optional; extra columns are ignored. A header line
 //! (`domain<TAB>category...` on line 1) is skipped. Entries are subtrees,
-//! like every threat feed.
+//! like every threat feed. A first column that is an address or a CIDR
+//! range (../shared/data/threat-ips.tsv.gz) is an address indicator for
+//! the answer-IP policy.
 
 use super::{Indicator, LineError, Outcome, Scope};
 use crate::domain;
@@ -22,11 +24,16 @@ pub(super) fn parse_line(
         .ok_or(LineError::MissingColumn("domain"))?;
     let category = cols.next().filter(|c| !c.is_empty());
     let detail = cols.next().filter(|c| !c.is_empty());
-    let (scope, name) = match name.strip_prefix("*.") {
-        Some(rest) => (Scope::Below, rest),
-        None => (Scope::Subtree, name),
+    let mut indicator = match super::parse_net(name) {
+        Some(net) => Indicator::address(net),
+        None => {
+            let (scope, name) = match name.strip_prefix("*.") {
+                Some(rest) => (Scope::Below, rest),
+                None => (Scope::Subtree, name),
+            };
+            Indicator::block(domain::normalize(name)?, scope)
+        }
     };
-    let mut indicator = Indicator::block(domain::normalize(name)?, scope);
     indicator.category = category;
     indicator.detail = detail;
     sink(indicator);
@@ -68,14 +75,20 @@ mod tests {
                     Some("phishing".into()),
                     None
                 ),
+                (
+                    "1.2.3.4/32".into(),
+                    Scope::Exact,
+                    Verdict::Block,
+                    Some("malware".into()),
+                    Some("x".into())
+                ),
             ]
         );
-        assert_eq!(report.rejected, 2);
+        assert_eq!(report.rejected, 1);
         assert_eq!(report.first_rejects[0].line, 5);
         assert_eq!(
             report.first_rejects[0].error,
             LineError::MissingColumn("domain")
         );
-        assert_eq!(report.first_rejects[1].line, 7);
     }
 }

@@ -13,8 +13,11 @@
 //! channel that drops (and counts) rather than waits. A failure to resolve
 //! becomes SERVFAIL, never an error out of the handler.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
+
+use ipnet::IpNet;
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::EdnsOption;
@@ -54,7 +57,11 @@ pub struct Handler {
 struct Listed {
     verdict: Verdict,
     action: Action,
+    /// The listed name; for an address entry, the name that resolved into
+    /// the listed network (it owns the block answer's SOA).
     listed: Name,
+    /// The listed network, for an address entry.
+    address: Option<IpNet>,
     /// The feed's own answer addresses (empty for most entries).
     local: Vec<std::net::IpAddr>,
     generation: u64,
@@ -152,15 +159,35 @@ impl Handler {
         }
         let found = list.lookup(labels[..n].iter().rev().copied())?;
         let meta = list.meta(&found);
-        if meta.verdict == Verdict::Allow && !self.log_allowed {
-            return None;
-        }
         let feed = list.feed(&found).name.as_str();
         let category = list.category(&found);
         Some(Listed {
             verdict: meta.verdict,
             action: meta.action,
             listed: qname.trim_to(usize::from(found.depth)),
+            address: None,
+            local: list.answer(&found).to_vec(),
+            generation: list.generation(),
+            ede: blocked_ede(category, self.block.ede_names_feed.then_some(feed)),
+            feed: feed.to_owned(),
+            category: category.to_owned(),
+            indicator: list.detail(&found).map(str::to_owned),
+        })
+    }
+
+    /// The answer-IP policy's entry for an address in the answer, owned by
+    /// `owner`.
+    fn check_address(&self, ip: IpAddr, owner: &Name) -> Option<Listed> {
+        let list = self.blocklist.load();
+        let (found, net) = list.lookup_address(ip)?;
+        let meta = list.meta(&found);
+        let feed = list.feed(&found).name.as_str();
+        let category = list.category(&found);
+        Some(Listed {
+            verdict: meta.verdict,
+            action: meta.action,
+            listed: owner.clone(),
+            address: Some(net),
             local: list.answer(&found).to_vec(),
             generation: list.generation(),
             ede: blocked_ede(category, self.block.ede_names_feed.then_some(feed)),
@@ -217,7 +244,12 @@ impl Handler {
         qtype: RecordType,
         listed: &Listed,
     ) -> Option<Action> {
-        let matched = plain(&listed.listed);
+        let matched = match listed.address {
+            // A single address reads as itself, a range in CIDR form.
+            Some(net) if net.prefix_len() == net.max_prefix_len() => net.addr().to_string(),
+            Some(net) => net.to_string(),
+            None => plain(&listed.listed),
+        };
         let policy = org.map(|o| self.orgs.policy(o));
         let org_allow = policy.and_then(|p| p.allowed(checked));
         if listed.verdict == Verdict::Allow || org_allow.is_some() {
@@ -286,6 +318,56 @@ impl Handler {
                 }
             }
             current = target;
+        }
+        None
+    }
+
+    /// The first address in an answer that falls in a listed network this
+    /// client must not reach: the CNAMEs that led to its owner, the owner,
+    /// and the action (RPZ's response-IP trigger; the whole answer is
+    /// replaced by the owner's block response). Monitor-mode hits are
+    /// recorded on the way. Costs nothing while no address is listed.
+    fn inspect_addresses(
+        &self,
+        org: Option<OrgId>,
+        request: &Request,
+        qname: &Name,
+        qtype: RecordType,
+        answers: &[Record],
+    ) -> Option<(Vec<Record>, Name, Listed, Action)> {
+        if self.blocklist.load().addresses() == 0 {
+            return None;
+        }
+        let query = plain(qname);
+        for record in answers {
+            let ip = match &record.data {
+                RData::A(a) => IpAddr::V4(a.0),
+                RData::AAAA(a) => IpAddr::V6(a.0),
+                _ => continue,
+            };
+            let Some(listed) = self.check_address(ip, &record.name) else {
+                continue;
+            };
+            let checked = plain(&record.name);
+            match self.decide(
+                org,
+                request,
+                Stage::AnswerIp,
+                &query,
+                &checked,
+                qtype,
+                &listed,
+            ) {
+                Some(Action::Log) | None => {}
+                Some(action) => {
+                    let chain = answers
+                        .iter()
+                        .filter(|r| r.record_type() == RecordType::CNAME)
+                        .cloned()
+                        .collect();
+                    return Some((chain, record.name.clone(), listed, action));
+                }
+            }
         }
         None
     }
@@ -419,35 +501,40 @@ impl Handler {
         let qtype = query.query_type();
         if let Some(listed) = self.check(qname) {
             let name = plain(qname);
-            if let Some(action) =
+            let Some(action) =
                 self.decide(org, request, Stage::Qname, &name, &name, qtype, &listed)
+            else {
+                // An exception for the query name covers its whole answer
+                // (RPZ: PASSTHRU ends policy evaluation).
+                return self
+                    .resolve(request, handle, org, query.name(), qtype, edns, false)
+                    .await;
+            };
+            tracing::debug!(client = %info.src, %qname, %qtype, listed = %listed.listed, %action, "blocked");
+            match self
+                .block_response(
+                    request,
+                    handle,
+                    &[],
+                    qname,
+                    qtype,
+                    listed,
+                    action,
+                    &mut edns,
+                )
+                .await
             {
-                tracing::debug!(client = %info.src, %qname, %qtype, listed = %listed.listed, %action, "blocked");
-                match self
-                    .block_response(
-                        request,
-                        handle,
-                        &[],
-                        qname,
-                        qtype,
-                        listed,
-                        action,
-                        &mut edns,
-                    )
-                    .await
-                {
-                    Ok(info) => return (info, Outcome::Blocked),
-                    // Monitor mode: answered as if unlisted (no EDE).
-                    Err(handle) => {
-                        let (info, _) = self
-                            .resolve(request, handle, org, query.name(), qtype, edns)
-                            .await;
-                        return (info, Outcome::Blocked);
-                    }
+                Ok(info) => return (info, Outcome::Blocked),
+                // Monitor mode: answered as if unlisted (no EDE).
+                Err(handle) => {
+                    let (info, _) = self
+                        .resolve(request, handle, org, query.name(), qtype, edns, true)
+                        .await;
+                    return (info, Outcome::Blocked);
                 }
             }
         }
-        self.resolve(request, handle, org, query.name(), qtype, edns)
+        self.resolve(request, handle, org, query.name(), qtype, edns, true)
             .await
     }
 
@@ -510,7 +597,9 @@ impl Handler {
         }
     }
 
-    /// The upstream's answer, or SERVFAIL.
+    /// The upstream's answer, or SERVFAIL. With `inspect`, a CNAME target
+    /// or an address in the answer can still block it.
+    #[allow(clippy::too_many_arguments)]
     async fn resolve<R: ResponseHandler>(
         &self,
         request: &Request,
@@ -519,6 +608,7 @@ impl Handler {
         qname: &LowerName,
         qtype: RecordType,
         mut edns: Option<Edns>,
+        inspect: bool,
     ) -> (ResponseInfo, Outcome) {
         let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
         match self.upstream.resolve(qname, qtype, dnssec_ok).await {
@@ -527,9 +617,18 @@ impl Handler {
                 // A clean name that CNAMEs to a listed one is blocked as the
                 // listed one would be, after the chain that led there (RPZ's
                 // CNAME-target rule; the rcode speaks for the last name).
-                let handle = match self.inspect_chain(org, request, qname, qtype, &answer.answers) {
+                // Then the addresses it resolved to (RPZ's response-IP rule).
+                let blocked = if inspect {
+                    self.inspect_chain(org, request, qname, qtype, &answer.answers)
+                        .or_else(|| {
+                            self.inspect_addresses(org, request, qname, qtype, &answer.answers)
+                        })
+                } else {
+                    None
+                };
+                let handle = match blocked {
                     Some((chain, target, listed, action)) => {
-                        tracing::debug!(%qname, %target, listed = %listed.listed, %action, "blocked at a CNAME target");
+                        tracing::debug!(%qname, %target, listed = %listed.listed, address = ?listed.address, %action, "blocked in the answer");
                         match self
                             .block_response(
                                 request, handle, &chain, &target, qtype, listed, action, &mut edns,

@@ -109,3 +109,155 @@ fn a_clean_name_that_cnames_to_a_listed_one_is_blocked_after_the_chain() {
             .any(|h| h["matched"] == "www.example.test" && h["action"] == "nxdomain")
     );
 }
+
+/// A zone whose names resolve into listed and unlisted addresses.
+fn address_zone() -> String {
+    crate::upstream::zone_head("ip.test.", "127.0.0.1")
+        + "single.ip.test. IN A 198.51.100.7\n\
+           single.ip.test. IN A 192.0.2.1\n\
+           ranged.ip.test. IN A 203.0.113.50\n\
+           v6.ip.test. IN AAAA 2001:db8:bad::1\n\
+           cdn.ip.test. IN CNAME edge.cdn.ip.test.\n\
+           edge.cdn.ip.test. IN A 203.0.113.9\n\
+           shared.ip.test. IN A 192.0.2.200\n\
+           watched.ip.test. IN A 192.0.2.201\n\
+           excepted.ip.test. IN A 192.0.2.202\n\
+           allowed.ip.test. IN A 198.51.100.7\n\
+           clean.ip.test. IN A 192.0.2.1\n"
+}
+
+#[test]
+fn answers_resolving_into_listed_addresses_are_blocked_only_where_enabled() {
+    let auth = crate::upstream::Authority::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &[("ip.test.", address_zone())],
+    );
+    let setup = crate::harness::Setup::new();
+    // One opted-in IP feed (TSV, as threat-ips.tsv.gz), one range list
+    // enabled through its category, one STIX bundle, one feed nobody
+    // enabled, one in monitor mode, and an exception list.
+    setup.write("feeds/bad-ips.tsv", "198.51.100.7\tmalware\tfam\n");
+    setup.write("feeds/c2-ranges.txt", "203.0.113.0/24\n");
+    setup.write(
+        "feeds/intel.json",
+        r#"{"type": "bundle", "id": "bundle--1", "objects": [
+            {"type": "indicator", "id": "indicator--v6", "pattern": "[ipv6-addr:value = '2001:db8:bad::/48']",
+             "labels": ["c2"], "valid_from": "2024-01-01T00:00:00Z"}]}"#,
+    );
+    setup.write("feeds/shared.tsv", "192.0.2.200\tmalware\tx\n");
+    setup.write("feeds/watch.txt", "192.0.2.201\n");
+    setup.write("allow.txt", "192.0.2.202\nallowed.ip.test\n");
+    let config = setup.config(&format!(
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ntimeout_ms = 2000\n\
+         [blocklist]\nanswer_ip_categories = [\"c2\"]\nallow = [\"allow.txt\"]\n\
+         [[feed]]\nfile = \"bad-ips.tsv\"\nanswer_ip = true\n\
+         [[feed]]\nfile = \"c2-ranges.txt\"\ncategory = \"c2\"\n\
+         [[feed]]\nfile = \"watch.txt\"\ncategory = \"watch\"\naction = \"log\"\nanswer_ip = true\n",
+        auth.addr
+    ));
+    let (code, out, err) = run(&["compile", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("addresses: 1 listed, 0 in the answer-IP policy (off"),
+        "the feed nobody enabled says so:\n{out}"
+    );
+    assert!(
+        out.contains("answer-IP policy: 5 addresses and ranges"),
+        "{out}"
+    );
+
+    let server = crate::harness::Server::start(&config);
+    let blocked = |server: &crate::harness::Server, name: &str, rtype, owner: &str| {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let r = query(server.addr, name, rtype, transport, true);
+            assert_eq!(
+                r.metadata.response_code,
+                ResponseCode::NXDomain,
+                "{name} {transport:?}: {r}"
+            );
+            assert!(a_records(&r).is_empty(), "{r}");
+            let soa = r
+                .authorities
+                .iter()
+                .find(|x| x.record_type() == RecordType::SOA)
+                .expect("SOA");
+            assert_eq!(soa.name.to_ascii(), owner, "{r}");
+            assert_eq!(ede(&r).map(|e| e.0), Some(15), "{r}");
+        }
+    };
+    let answered = |server: &crate::harness::Server, name: &str, want: &str| {
+        let r = query(server.addr, name, RecordType::A, Transport::Udp, true);
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{r}");
+        assert!(a_records(&r).contains(&want.to_owned()), "{name}: {r}");
+        assert!(ede(&r).is_none(), "{r}");
+    };
+    // A listed address among clean ones blocks the whole answer.
+    blocked(&server, "single.ip.test.", RecordType::A, "single.ip.test.");
+    // An address inside a listed range.
+    blocked(&server, "ranged.ip.test.", RecordType::A, "ranged.ip.test.");
+    blocked(&server, "v6.ip.test.", RecordType::AAAA, "v6.ip.test.");
+    // Behind a CNAME: the chain, then the owner's block answer.
+    let r = query(
+        server.addr,
+        "cdn.ip.test.",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain, "{r}");
+    assert_eq!(cnames(&r), ["cdn.ip.test. -> edge.cdn.ip.test."]);
+    // Off by default: an address in a feed nobody enabled.
+    answered(&server, "shared.ip.test.", "192.0.2.200");
+    // Monitor mode: answered, recorded.
+    answered(&server, "watched.ip.test.", "192.0.2.201");
+    // Exceptions: an allowed address, and an allowed name whose answer
+    // holds a listed address (PASSTHRU ends policy evaluation).
+    answered(&server, "excepted.ip.test.", "192.0.2.202");
+    answered(&server, "allowed.ip.test.", "198.51.100.7");
+    answered(&server, "clean.ip.test.", "192.0.2.1");
+
+    let logs = || {
+        let (_, out, _) = run(&["logs", "--format", "json", "-c", config.to_str().unwrap()]);
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect::<Vec<serde_json::Value>>()
+    };
+    wait_for("eight records", std::time::Duration::from_secs(10), || {
+        logs().len() >= 8
+    });
+    let records = logs();
+    let find = |qname: &str| -> Vec<&serde_json::Value> {
+        records.iter().filter(|h| h["qname"] == qname).collect()
+    };
+    for (qname, matched, feed, action) in [
+        ("single.ip.test", "198.51.100.7", "bad-ips.tsv", "nxdomain"),
+        (
+            "ranged.ip.test",
+            "203.0.113.0/24",
+            "c2-ranges.txt",
+            "nxdomain",
+        ),
+        ("v6.ip.test", "2001:db8:bad::/48", "intel.json", "nxdomain"),
+        ("cdn.ip.test", "203.0.113.0/24", "c2-ranges.txt", "nxdomain"),
+        ("watched.ip.test", "192.0.2.201", "watch.txt", "log"),
+    ] {
+        let hits = find(qname);
+        assert!(!hits.is_empty(), "{qname}: {records:?}");
+        assert!(
+            hits.iter().all(|h| h["stage"] == "answer_ip"
+                && h["matched"] == matched
+                && h["feed"] == feed
+                && h["action"] == action),
+            "{qname}: {hits:?}"
+        );
+    }
+    assert_eq!(find("v6.ip.test")[0]["indicator"], "indicator--v6");
+    assert_eq!(records.len(), 8, "{records:?}");
+
+    // The policy survives a restart from the snapshot.
+    assert!(server.terminate().success());
+    let server = crate::harness::Server::start(&config);
+    blocked(&server, "ranged.ip.test.", RecordType::A, "ranged.ip.test.");
+    answered(&server, "shared.ip.test.", "192.0.2.200");
+    drop(server);
+}
