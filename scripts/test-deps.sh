@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Install what the test suite needs beyond Rust, then nothing else:
-#   * Chromium (Debian's package), for the review-page browser test;
+#   * Chromium (Debian's package), for the review-page and block-page
+#     browser tests;
+#   * Unbound (Debian's package), for the RPZ differential test; the
+#     package's own service is kept from starting (policy-rc.d), the test
+#     runs its own Unbound on loopback;
 #   * OASIS medallion and stix2 (PyPI), for the TAXII test.
 # Safe to re-run; uses sudo when not root.
 set -euo pipefail
@@ -12,6 +16,19 @@ if [ -z "${PORTCULLIS_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 \
     echo "test-deps: installing chromium"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+if ! [ -x /usr/sbin/unbound ]; then
+    echo "test-deps: installing unbound"
+    created_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+        as_root chmod +x /usr/sbin/policy-rc.d
+        created_policy=1
+    fi
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq unbound >/dev/null
+    if [ -n "$created_policy" ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 if ! python3 -c 'import medallion, stix2' >/dev/null 2>&1; then

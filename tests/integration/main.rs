@@ -10,7 +10,8 @@
 //! * `cli`: `compile` and `check`.
 //! * `browser`: the review page in headless Chromium.
 //! * `operations`: metrics, health, systemd notify, JSON logs, draining.
-//! * `policy`: CNAME-target blocking.
+//! * `policy`: CNAME-target and answer-IP blocking.
+//! * `differential`: the same RPZ through Unbound and Portcullis.
 //! * `hitlog`: organisations, the hit log, `logs`/`report`, the review API.
 //! * `real_data`: the full ../shared/data threat list (skipped without it).
 
@@ -21,6 +22,7 @@ mod bad_input;
 mod blocking;
 mod browser;
 mod cli;
+mod differential;
 mod formats;
 mod forward;
 mod hitlog;

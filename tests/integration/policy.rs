@@ -261,3 +261,163 @@ fn answers_resolving_into_listed_addresses_are_blocked_only_where_enabled() {
     answered(&server, "shared.ip.test.", "192.0.2.200");
     drop(server);
 }
+
+/// Send a query and wait `wait` for any reply (for `drop`).
+fn reply_within(
+    server: std::net::SocketAddr,
+    name: &str,
+    transport: Transport,
+    edns: bool,
+    wait: std::time::Duration,
+) -> Option<hickory_proto::op::Message> {
+    use std::io::{Read, Write};
+    let bytes = crate::harness::build_query(name, RecordType::A, edns)
+        .to_vec()
+        .unwrap();
+    let mut buf = vec![0u8; 65535];
+    let n = match transport {
+        Transport::Udp => {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_read_timeout(Some(wait)).unwrap();
+            sock.send_to(&bytes, server).unwrap();
+            sock.recv_from(&mut buf).ok()?.0
+        }
+        Transport::Tcp => {
+            let mut stream = std::net::TcpStream::connect(server).unwrap();
+            stream.set_read_timeout(Some(wait)).unwrap();
+            stream
+                .write_all(&(bytes.len() as u16).to_be_bytes())
+                .unwrap();
+            stream.write_all(&bytes).unwrap();
+            let mut len = [0u8; 2];
+            stream.read_exact(&mut len).ok()?;
+            let n = usize::from(u16::from_be_bytes(len));
+            stream.read_exact(&mut buf[..n]).ok()?;
+            n
+        }
+    };
+    Some(hickory_proto::op::Message::from_vec(&buf[..n]).unwrap())
+}
+
+#[test]
+fn every_action_over_udp_and_tcp_with_and_without_edns() {
+    use hickory_proto::rr::RData;
+    let feed = "evil.example.test\tc-nx\tf\nwww.example.test\tc-nodata\tf\n\
+                chain1.example.test\tc-refused\tf\nchain2.example.test\tc-sink\tf\n\
+                alias.example.test\tc-drop\tf\nnotevil.example.test\tc-log\tf\n";
+    let (setup, _auth, server) = crate::forward::forwarder(
+        &[("partner-feed.tsv", feed)],
+        "[blocklist]\npolicy_ttl = 120\nede_names_feed = false\n\
+         sinkhole_ipv4 = \"127.0.0.1\"\nsinkhole_ipv6 = \"::1\"\n\
+         [actions]\nc-nx = \"nxdomain\"\nc-nodata = \"nodata\"\nc-refused = \"refused\"\n\
+         c-sink = \"sinkhole\"\nc-drop = \"drop\"\nc-log = \"log\"\n",
+    );
+    let soa_of = |r: &hickory_proto::op::Message| {
+        r.authorities.iter().find_map(|x| match &x.data {
+            RData::SOA(soa) => Some((x.name.to_ascii(), x.ttl, soa.minimum)),
+            _ => None,
+        })
+    };
+    let wait = std::time::Duration::from_millis(1500);
+    for transport in [Transport::Udp, Transport::Tcp] {
+        for edns in [true, false] {
+            let case = format!("{transport:?} edns={edns}");
+            let get = |name: &str| {
+                reply_within(server.addr, name, transport, edns, wait)
+                    .unwrap_or_else(|| panic!("{name} {case}: no reply"))
+            };
+            let blocked_ede = |r: &hickory_proto::op::Message, category: &str| {
+                if edns {
+                    let (code, text) = ede(r).unwrap_or_else(|| panic!("EDE {case}: {r}"));
+                    assert_eq!(code, 15);
+                    assert!(text.contains(category), "{text}");
+                    assert!(!text.contains("partner-feed"), "feed name left out: {text}");
+                } else {
+                    assert!(r.edns.is_none(), "{case}: {r}");
+                }
+            };
+
+            let r = get("evil.example.test.");
+            assert_eq!(r.metadata.response_code, ResponseCode::NXDomain, "{case}");
+            assert!(r.answers.is_empty());
+            assert_eq!(
+                soa_of(&r),
+                Some(("evil.example.test.".into(), 120, 120)),
+                "{case}"
+            );
+            blocked_ede(&r, "c-nx");
+
+            let r = get("www.example.test.");
+            assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{case}");
+            assert!(r.answers.is_empty(), "{case}: {r}");
+            assert_eq!(
+                soa_of(&r),
+                Some(("www.example.test.".into(), 120, 120)),
+                "{case}"
+            );
+            blocked_ede(&r, "c-nodata");
+
+            let r = get("chain1.example.test.");
+            assert_eq!(r.metadata.response_code, ResponseCode::Refused, "{case}");
+            assert!(r.answers.is_empty() && soa_of(&r).is_none(), "{case}: {r}");
+            blocked_ede(&r, "c-refused");
+
+            let r = get("chain2.example.test.");
+            assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{case}");
+            assert_eq!(a_records(&r), ["127.0.0.1"], "{case}");
+            assert_eq!(r.answers[0].ttl, 120, "{case}");
+            blocked_ede(&r, "c-sink");
+
+            assert!(
+                reply_within(server.addr, "alias.example.test.", transport, edns, wait).is_none(),
+                "drop sends nothing ({case})"
+            );
+
+            let r = get("notevil.example.test.");
+            assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{case}");
+            assert_eq!(
+                a_records(&r),
+                ["192.0.2.69"],
+                "monitor mode answers ({case})"
+            );
+            assert!(ede(&r).is_none(), "no EDE in monitor mode ({case})");
+        }
+    }
+    // The sinkhole answers AAAA with the IPv6 address and other types
+    // with NODATA and the policy SOA.
+    let r = query(
+        server.addr,
+        "chain2.example.test.",
+        RecordType::AAAA,
+        Transport::Udp,
+        true,
+    );
+    assert_eq!(a_records(&r), ["::1"]);
+    let r = query(
+        server.addr,
+        "chain2.example.test.",
+        RecordType::TXT,
+        Transport::Udp,
+        true,
+    );
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert!(r.answers.is_empty());
+    assert_eq!(soa_of(&r), Some(("chain2.example.test.".into(), 120, 120)));
+    // Every one of them is in the hit log with its action.
+    let config = setup.path("portcullis.toml");
+    let logs = || {
+        let (_, out, _) = run(&["logs", "--format", "json", "-c", config.to_str().unwrap()]);
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect::<Vec<serde_json::Value>>()
+    };
+    wait_for("26 records", std::time::Duration::from_secs(10), || {
+        logs().len() >= 26
+    });
+    let records = logs();
+    for action in ["nxdomain", "nodata", "refused", "sinkhole", "drop", "log"] {
+        let n = records.iter().filter(|h| h["action"] == action).count();
+        let want = if action == "sinkhole" { 6 } else { 4 };
+        assert_eq!(n, want, "{action}: {records:?}");
+    }
+}
