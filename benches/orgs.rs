@@ -46,6 +46,7 @@ fn organisations(n: usize) -> Vec<Organisation> {
                 token_sha256: None,
                 allow: Vec::new(),
                 actions: BTreeMap::new(),
+                contact: None,
             }
         })
         .collect()

@@ -61,6 +61,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub admin: RawAdmin,
     #[serde(default)]
+    pub block_page: BlockPageConfig,
+    #[serde(default)]
     pub hitlog: RawHitlog,
     #[serde(default)]
     pub log: LogConfig,
@@ -342,6 +344,23 @@ pub struct RawOrganisation {
     /// global `[actions]` and the feed's own action.
     #[serde(default)]
     pub actions: BTreeMap<String, Action>,
+    /// Who this organisation's users should ask about a block (the block
+    /// page shows it instead of `block_page.contact`).
+    #[serde(default)]
+    pub contact: Option<String>,
+}
+
+/// The page a browser sees when a sinkholed name brings it here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockPageConfig {
+    /// HTTP listener for the block page, e.g. "0.0.0.0:80"; off (`""`)
+    /// by default. Point `sinkhole_ipv4`/`sinkhole_ipv6` at this host.
+    #[serde(default, deserialize_with = "optional_addr")]
+    pub listen: Option<SocketAddr>,
+    /// Who to contact about a block, shown on the page.
+    #[serde(default)]
+    pub contact: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -488,6 +507,7 @@ pub struct Config {
     pub feeds: Vec<FeedConfig>,
     pub organisations: Vec<Organisation>,
     pub admin: RawAdmin,
+    pub block_page: BlockPageConfig,
     pub hitlog: RawHitlog,
     pub log: LogConfig,
     pub taxii: Vec<TaxiiConfig>,
@@ -513,6 +533,7 @@ pub struct Organisation {
     /// Normalised names.
     pub allow: Vec<String>,
     pub actions: BTreeMap<String, Action>,
+    pub contact: Option<String>,
 }
 
 impl Config {
@@ -677,6 +698,7 @@ impl Config {
                 token_sha256: org.token_sha256.map(|t| t.to_ascii_lowercase()),
                 allow,
                 actions: org.actions,
+                contact: org.contact,
             });
         }
         if let Some(token) = &raw.admin.operator_token_sha256 {
@@ -783,6 +805,7 @@ impl Config {
             feeds: raw.feeds,
             organisations,
             admin: raw.admin,
+            block_page: raw.block_page,
             hitlog,
             log: raw.log,
             taxii,

@@ -25,6 +25,7 @@
 //! * [`summary`]: the human-readable output of `compile` and `check`.
 //! * [`metrics`]: metric names and the Prometheus recorder.
 //! * [`admin`]: the admin HTTP listener: metrics, health, review API, web page.
+//! * [`blockpage`]: the page a sinkholed browser lands on.
 //! * [`health`]: what makes the resolver ready to take traffic.
 //! * [`lifecycle`]: systemd notifications, signals, draining on shutdown.
 //! * [`taxii`]: pulls TAXII 2.1 collections into feeds_dir.
@@ -35,6 +36,7 @@
 
 pub mod admin;
 pub mod blocklist;
+pub mod blockpage;
 pub mod config;
 pub mod domain;
 pub mod feeds;

@@ -593,9 +593,10 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         let lifecycle = Arc::clone(&health.lifecycle);
         let hitlog = portcullis::hitlog::spawn(portcullis::hitlog::writer::Settings::from_config(&config))
             .context("starting the hit log writer")?;
+        let orgs = Arc::new(orgs);
         let handler = Handler {
             blocklist: Arc::clone(&handle),
-            orgs: Arc::new(orgs),
+            orgs: Arc::clone(&orgs),
             upstream: Arc::clone(&upstream),
             block: BlockSettings {
                 policy_ttl: config.blocklist.policy_ttl,
@@ -614,6 +615,10 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             Some(addr) => Some(portcullis::admin::bind(addr).await?),
             None => None,
         };
+        let block_page = match config.block_page.listen {
+            Some(addr) => Some(portcullis::blockpage::bind(addr).await?),
+            None => None,
+        };
         let mut dns = server::serve(handler, sockets, Duration::from_secs(config.server.tcp_timeout_secs));
         health.dns_bound.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(startup_ms = started.elapsed().as_millis() as u64, "serving");
@@ -630,6 +635,10 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                     tracing::error!(%error, "admin listener failed");
                 }
             });
+        }
+        if let Some(listener) = block_page {
+            let state = Arc::new(portcullis::blockpage::BlockPage::new(&config, Arc::clone(&orgs)));
+            tokio::spawn(portcullis::blockpage::serve(listener, state));
         }
         spawn_upstream_probe(
             Arc::clone(&upstream),

@@ -32,6 +32,7 @@ pub const HITLOG_WRITTEN: &str = "portcullis_hitlog_written_total";
 pub const HITLOG_DROPPED: &str = "portcullis_hitlog_dropped_total";
 pub const HITLOG_ERRORS: &str = "portcullis_hitlog_errors_total";
 pub const API_DENIED: &str = "portcullis_api_denied_total";
+pub const BLOCK_PAGE_VIEWS: &str = "portcullis_block_page_views_total";
 
 /// Every series name, for the checks on the shipped dashboard and rules.
 pub const ALL: &[&str] = &[
@@ -54,6 +55,7 @@ pub const ALL: &[&str] = &[
     HITLOG_DROPPED,
     HITLOG_ERRORS,
     API_DENIED,
+    BLOCK_PAGE_VIEWS,
 ];
 
 /// Install the Prometheus recorder for this process and describe every
@@ -209,6 +211,10 @@ fn describe() {
     describe_counter!(
         API_DENIED,
         "Admin API requests refused, by reason (no_token, bad_token, other_org)."
+    );
+    describe_counter!(
+        BLOCK_PAGE_VIEWS,
+        "Block pages served, by whether the hit record was found (found, not_found)."
     );
 }
 

@@ -34,6 +34,8 @@ pub struct OrgPolicy {
     /// Normalised names; each covers its subtree.
     allow: HashSet<String>,
     actions: BTreeMap<String, Action>,
+    /// Shown on the block page instead of the global contact.
+    pub contact: Option<String>,
 }
 
 impl OrgPolicy {
@@ -89,6 +91,7 @@ impl OrgMap {
                 name: org.name.clone(),
                 allow: org.allow.iter().cloned().collect(),
                 actions: org.actions.clone(),
+                contact: org.contact.clone(),
             });
             for net in &org.networks {
                 // Keep the newcomer: what comes back is the earlier claimant.
@@ -135,6 +138,7 @@ mod tests {
             token_sha256: None,
             allow: Vec::new(),
             actions: BTreeMap::new(),
+            contact: None,
         }
     }
 

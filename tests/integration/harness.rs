@@ -196,6 +196,20 @@ impl Server {
         self.admin.expect("the admin listener is on")
     }
 
+    /// The address a listener logged as `<what> listening on ADDR`
+    /// (e.g. "block page").
+    pub fn listener(&self, what: &str) -> SocketAddr {
+        let needle = format!("{what} listening on ");
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|l| l.split(needle.as_str()).nth(1))
+            .and_then(|a| a.split(['"', ' ']).next())
+            .map(|a| a.trim().parse().expect("listener address parses"))
+            .unwrap_or_else(|| panic!("no {what} listener in the log"))
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill_hard(mut self) {
         let _ = self.child.kill();
