@@ -9,6 +9,11 @@
 //! per layer) and, as the baseline, a `HashSet<String>` probed with every
 //! suffix of the (already lower-case) name.
 //!
+//! The `inspect` groups measure what the answer policy adds after
+//! resolution, per answer: following the CNAME chain and looking up each
+//! target, and looking up each A/AAAA address in the answer-IP policy
+//! (here the 173,000 addresses of threat-ips.tsv.gz, opted in).
+//!
 //! `cargo bench --bench lookup`
 
 use std::collections::HashSet;
@@ -16,9 +21,11 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use hickory_proto::rr::Name;
+use hickory_proto::rr::rdata::{A, CNAME};
+use hickory_proto::rr::{Name, RData, Record};
 use portcullis::blocklist::{self, Blocklist};
 use portcullis::config::Config;
+use portcullis::server::inspect;
 
 const QUERIES: usize = 10_000;
 
@@ -35,6 +42,8 @@ fn list(work: &Path) -> (Vec<String>, Blocklist) {
         Some(dir) => {
             let file = dir.join("threat-domains.tsv.gz");
             let _ = std::os::unix::fs::symlink(&file, feeds.join("threat-domains.tsv.gz"));
+            let ips = dir.join("threat-ips.tsv.gz");
+            let _ = std::os::unix::fs::symlink(&ips, feeds.join("threat-ips.tsv.gz"));
             let mut text = String::new();
             use std::io::Read;
             flate2::read::GzDecoder::new(std::fs::File::open(&file).expect("open list"))
@@ -52,16 +61,22 @@ fn list(work: &Path) -> (Vec<String>, Blocklist) {
                 .map(|i| format!("h{i:x}.d{}.example{}", i % 9973, i % 7))
                 .collect();
             std::fs::write(feeds.join("generated.txt"), names.join("\n")).expect("write list");
+            let ips: Vec<String> = (0..173_212u32)
+                .map(|i| std::net::Ipv4Addr::from(0x0b00_0000 + i * 97).to_string())
+                .collect();
+            std::fs::write(feeds.join("threat-ips.tsv.gz"), ips.join("\n")).expect("write ips");
             names
         }
     };
-    let toml = "[blocklist]\nfeeds_dir = \"feeds\"\nstate_dir = \"state\"\n";
+    let toml = "[blocklist]\nfeeds_dir = \"feeds\"\nstate_dir = \"state\"\n\
+                [[feed]]\nfile = \"threat-ips.tsv.gz\"\nanswer_ip = true\n";
     let config = Config::from_str(toml, &work.join("portcullis.toml")).expect("config");
     let (list, report) = blocklist::compile(&config).expect("compile");
     eprintln!(
-        "{} names compiled into {} bytes",
+        "{} names compiled into {} bytes, {} addresses in the answer-IP policy",
         report.entries,
-        list.fst_bytes()
+        list.fst_bytes(),
+        list.addresses()
     );
     (names, list)
 }
@@ -158,6 +173,102 @@ fn bench(c: &mut Criterion) {
                 queries
                     .iter()
                     .filter(|n| baseline(&set, black_box(n)))
+                    .count()
+            })
+        });
+        g.finish();
+    }
+    bench_inspect(c, &list, &hits, &misses);
+}
+
+/// What the handler does with an answer after resolution: follow the
+/// CNAME chain, look up each target, then look up each address.
+fn inspect_answer(list: &Blocklist, qname: &Name, answers: &[Record]) -> bool {
+    for (_, target) in inspect::cname_chain(qname, answers) {
+        if inspect::lookup_name(list, target).is_some() {
+            return true;
+        }
+    }
+    if list.addresses() == 0 {
+        return false;
+    }
+    inspect::addresses(answers).any(|(ip, _)| list.lookup_address(ip).is_some())
+}
+
+fn bench_inspect(c: &mut Criterion, list: &Blocklist, hits: &[String], misses: &[String]) {
+    let name = |s: &str| Name::from_ascii(format!("{s}.")).ok();
+    let a = |owner: &Name, ip: [u8; 4]| {
+        Record::from_rdata(
+            owner.clone(),
+            60,
+            RData::A(A::from(std::net::Ipv4Addr::from(ip))),
+        )
+    };
+    let cname = |owner: &Name, target: &Name| {
+        Record::from_rdata(owner.clone(), 60, RData::CNAME(CNAME(target.clone())))
+    };
+    let clean_ip = [192, 0, 2, 1];
+    let listed_ip: [u8; 4] = match data() {
+        Some(_) => [95, 129, 236, 208],
+        None => [11, 0, 0, 0],
+    };
+    let mut cases: Vec<(&str, Vec<(Name, Vec<Record>)>, bool)> = Vec::new();
+    let pairs: Vec<(Name, Name)> = misses
+        .iter()
+        .zip(misses.iter().skip(1))
+        .filter_map(|(q, t)| Some((name(q)?, name(t)?)))
+        .take(QUERIES)
+        .collect();
+    cases.push((
+        "no_cname",
+        pairs
+            .iter()
+            .map(|(q, _)| (q.clone(), vec![a(q, clean_ip)]))
+            .collect(),
+        false,
+    ));
+    cases.push((
+        "cname_clean",
+        pairs
+            .iter()
+            .map(|(q, t)| (q.clone(), vec![cname(q, t), a(t, clean_ip)]))
+            .collect(),
+        false,
+    ));
+    cases.push((
+        "cname_listed_target",
+        pairs
+            .iter()
+            .zip(hits.iter().filter_map(|h| name(h)))
+            .map(|((q, _), t)| (q.clone(), vec![cname(q, &t), a(&t, clean_ip)]))
+            .collect(),
+        true,
+    ));
+    cases.push((
+        "listed_address",
+        pairs
+            .iter()
+            .map(|(q, _)| (q.clone(), vec![a(q, listed_ip)]))
+            .collect(),
+        true,
+    ));
+    for (group, answers, blocked) in cases {
+        let found = answers
+            .iter()
+            .filter(|(q, r)| inspect_answer(list, q, r))
+            .count();
+        eprintln!(
+            "inspect/{group}: {} answers, {found} blocked",
+            answers.len()
+        );
+        assert_eq!(found == answers.len(), blocked, "{group}");
+        let mut g = c.benchmark_group(format!("inspect/{group}"));
+        g.throughput(Throughput::Elements(answers.len() as u64));
+        g.bench_function("answer", |b| {
+            b.iter(|| {
+                answers
+                    .iter()
+                    .filter(|(q, r)| inspect_answer(list, black_box(q), black_box(r)))
                     .count()
             })
         });

@@ -21,12 +21,13 @@ use ipnet::IpNet;
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::EdnsOption;
-use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, LowerName, Name, Record, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
+use super::inspect;
 use super::response::{BlockSettings, block_answer, blocked_ede};
 use crate::blocklist::BlocklistHandle;
 use crate::feeds::Verdict;
@@ -149,15 +150,7 @@ fn plain(name: &Name) -> String {
 impl Handler {
     fn check(&self, qname: &Name) -> Option<Listed> {
         let list = self.blocklist.load();
-        // The labels on the stack (a name has at most 127), so each layer
-        // can walk them without an allocation.
-        let mut labels: [&[u8]; 128] = [&[]; 128];
-        let mut n = 0;
-        for label in qname.iter().take(labels.len()) {
-            labels[n] = label;
-            n += 1;
-        }
-        let found = list.lookup(labels[..n].iter().rev().copied())?;
+        let found = inspect::lookup_name(&list, qname)?;
         let meta = list.meta(&found);
         let feed = list.feed(&found).name.as_str();
         let category = list.category(&found);
@@ -291,33 +284,23 @@ impl Handler {
         qtype: RecordType,
         answers: &[Record],
     ) -> Option<(Vec<Record>, Name, Listed, Action)> {
-        // No CNAME, no cost beyond this scan.
-        if !answers
-            .iter()
-            .any(|r| matches!(r.record_type(), RecordType::CNAME | RecordType::DNAME))
-        {
-            return None;
-        }
-        let query = plain(qname);
-        let mut chain = Vec::new();
-        let mut current = qname.clone();
-        // A chain is at most as long as the answer; this bounds a loop.
-        for _ in 0..answers.len() {
-            let next = answers.iter().find_map(|r| match &r.data {
-                RData::CNAME(c) if r.name == current => Some((r, c.0.clone())),
-                _ => None,
-            });
-            let Some((record, target)) = next else { break };
-            chain.push(record.clone());
-            if let Some(listed) = self.check(&target) {
-                let checked = plain(&target);
+        for (link, (_, target)) in inspect::cname_chain(qname, answers).enumerate() {
+            if let Some(listed) = self.check(target) {
+                let (query, checked) = (plain(qname), plain(target));
                 match self.decide(org, request, Stage::Cname, &query, &checked, qtype, &listed) {
                     // Monitor mode is recorded; a later link may still block.
                     Some(Action::Log) | None => {}
-                    Some(action) => return Some((chain, target, listed, action)),
+                    Some(action) => {
+                        // The links up to the listed target (copied only now:
+                        // an answer that passes costs no allocation).
+                        let chain = inspect::cname_chain(qname, answers)
+                            .take(link + 1)
+                            .map(|(record, _)| record.clone())
+                            .collect();
+                        return Some((chain, target.clone(), listed, action));
+                    }
                 }
             }
-            current = target;
         }
         None
     }
@@ -338,17 +321,11 @@ impl Handler {
         if self.blocklist.load().addresses() == 0 {
             return None;
         }
-        let query = plain(qname);
-        for record in answers {
-            let ip = match &record.data {
-                RData::A(a) => IpAddr::V4(a.0),
-                RData::AAAA(a) => IpAddr::V6(a.0),
-                _ => continue,
-            };
-            let Some(listed) = self.check_address(ip, &record.name) else {
+        for (ip, owner) in inspect::addresses(answers) {
+            let Some(listed) = self.check_address(ip, owner) else {
                 continue;
             };
-            let checked = plain(&record.name);
+            let (query, checked) = (plain(qname), plain(owner));
             match self.decide(
                 org,
                 request,
@@ -365,7 +342,7 @@ impl Handler {
                         .filter(|r| r.record_type() == RecordType::CNAME)
                         .cloned()
                         .collect();
-                    return Some((chain, record.name.clone(), listed, action));
+                    return Some((chain, owner.clone(), listed, action));
                 }
             }
         }

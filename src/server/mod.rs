@@ -7,6 +7,7 @@
 //! `listening for TCP on ADDR`; the test harness reads those lines.
 
 mod handler;
+pub mod inspect;
 pub mod response;
 
 use std::io;
