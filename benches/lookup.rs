@@ -195,6 +195,9 @@ fn inspect_answer(list: &Blocklist, qname: &Name, answers: &[Record]) -> bool {
     inspect::addresses(answers).any(|(ip, _)| list.lookup_address(ip).is_some())
 }
 
+/// A query name and the answer records it got.
+type Answer = (Name, Vec<Record>);
+
 fn bench_inspect(c: &mut Criterion, list: &Blocklist, hits: &[String], misses: &[String]) {
     let name = |s: &str| Name::from_ascii(format!("{s}.")).ok();
     let a = |owner: &Name, ip: [u8; 4]| {
@@ -212,7 +215,7 @@ fn bench_inspect(c: &mut Criterion, list: &Blocklist, hits: &[String], misses: &
         Some(_) => [95, 129, 236, 208],
         None => [11, 0, 0, 0],
     };
-    let mut cases: Vec<(&str, Vec<(Name, Vec<Record>)>, bool)> = Vec::new();
+    let mut cases: Vec<(&str, Vec<Answer>, bool)> = Vec::new();
     let pairs: Vec<(Name, Name)> = misses
         .iter()
         .zip(misses.iter().skip(1))
