@@ -136,7 +136,10 @@ fn each_format_blocks_what_it_says() {
             .unwrap_or_else(|| panic!("{file}:\n{out}"));
         assert_eq!(row.split_whitespace().nth(1), Some(format), "{row}");
     }
-    assert!(out.contains("skipped: rpz-ip trigger 1"), "{out}");
+    assert!(
+        out.contains("addresses: 1 listed, 0 in the answer-IP policy (off"),
+        "the rpz-ip trigger is an address indicator, unused until enabled: {out}"
+    );
     assert!(out.contains("skipped: url-with-path 1"), "{out}");
     assert!(
         out.contains("not loaded: 0 revoked, 1 expired, 0 not yet valid"),
