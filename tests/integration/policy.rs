@@ -48,10 +48,11 @@ fn a_clean_name_that_cnames_to_a_listed_one_is_blocked_after_the_chain() {
         );
         assert_eq!(ede(&r).map(|e| e.0), Some(15));
     }
-    // Three links; the watched middle one is recorded, the last one blocks.
+    // Three CNAMEs; the watched one in the middle is recorded, the last
+    // target blocks.
     let r = query(
         server.addr,
-        "chain1.example.test.",
+        "chain0.example.test.",
         RecordType::A,
         Transport::Udp,
         true,
@@ -60,6 +61,7 @@ fn a_clean_name_that_cnames_to_a_listed_one_is_blocked_after_the_chain() {
     assert_eq!(
         cnames(&r),
         [
+            "chain0.example.test. -> chain1.example.test.",
             "chain1.example.test. -> chain2.example.test.",
             "chain2.example.test. -> www.example.test."
         ]
@@ -98,7 +100,7 @@ fn a_clean_name_that_cnames_to_a_listed_one_is_blocked_after_the_chain() {
         && h["action"] == "nxdomain"));
     let chain: Vec<_> = records
         .iter()
-        .filter(|h| h["qname"] == "chain1.example.test")
+        .filter(|h| h["qname"] == "chain0.example.test")
         .collect();
     assert!(chain.iter().any(|h| h["matched"] == "chain2.example.test"
         && h["action"] == "log"

@@ -106,6 +106,7 @@ pub fn example_records(origin: &str) -> String {
         "www.{origin} IN A 192.0.2.10\n\
          www.{origin} IN AAAA 2001:db8::10\n\
          alias.{origin} IN CNAME www.{origin}\n\
+         chain0.{origin} IN CNAME chain1.{origin}\n\
          chain1.{origin} IN CNAME chain2.{origin}\n\
          chain2.{origin} IN CNAME www.{origin}\n\
          evil.{origin} IN A 192.0.2.66\n\
