@@ -97,13 +97,7 @@ fn misses(list: &Blocklist) -> Vec<String> {
 
 /// Our lookup, as the handler does it.
 fn ours(list: &Blocklist, name: &Name) -> bool {
-    let mut labels: [&[u8]; 128] = [&[]; 128];
-    let mut n = 0;
-    for label in name.iter().take(labels.len()) {
-        labels[n] = label;
-        n += 1;
-    }
-    list.lookup(labels[..n].iter().rev().copied()).is_some()
+    inspect::lookup_name(list, name).is_some()
 }
 
 /// The baseline: every suffix at a label boundary in a hash set.

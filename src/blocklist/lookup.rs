@@ -112,8 +112,31 @@ impl Blocklist {
     where
         I: Iterator<Item = &'l [u8]> + Clone,
     {
+        // Most names are in no layer: a layer of other TLDs, or its
+        // filter, says so without a walk.
+        let mut tld = [0u8; 64];
+        let tld_len = match labels.clone().next() {
+            Some(label) if label.len() < tld.len() => {
+                for (d, b) in tld.iter_mut().zip(label) {
+                    *d = b.to_ascii_lowercase();
+                }
+                tld[label.len()] = KEY_SEPARATOR;
+                label.len() + 1
+            }
+            // No label (the root), or one too long to be stored.
+            _ => return None,
+        };
+        let tld = &tld[..tld_len];
         let mut best: Option<Match> = None;
         for (i, layer) in self.layers.iter().enumerate() {
+            if !layer.holds_tld(tld)
+                || layer
+                    .filter
+                    .as_ref()
+                    .is_some_and(|f| !f.may_match(labels.clone()))
+            {
+                continue;
+            }
             let Some(found) = layer.walk(labels.clone(), i as u8) else {
                 continue;
             };

@@ -272,6 +272,7 @@ pub fn merge_ranges(
         }
     }
     let mut builder = fst::MapBuilder::memory();
+    let mut hashes = Vec::new();
     let mut names = 0;
     let mut group: Vec<u32> = Vec::new();
     while let Some(Reverse((key, _, _))) = heap.peek().copied() {
@@ -314,6 +315,7 @@ pub fn merge_ranges(
             continue;
         }
         builder.insert(key, (u64::from(exact) << 32) | u64::from(below))?;
+        hashes.push(super::filter::key_hash(key));
         names += 1;
     }
     let mut bytes = builder.into_inner()?;
@@ -324,6 +326,7 @@ pub fn merge_ranges(
         took_ms = started.elapsed().as_millis() as u64,
         "feeds merged"
     );
+    let tlds = Layer::tld_bounds(&map);
     let list = Layer {
         map,
         metas: tables.metas,
@@ -332,6 +335,8 @@ pub fn merge_ranges(
         details: tables.details,
         answers: tables.answers,
         addresses,
+        filter: super::filter::KeyFilter::build(hashes),
+        tlds,
         entries: names,
         own,
     };

@@ -39,6 +39,7 @@
 
 mod compiler;
 mod feed;
+mod filter;
 mod lookup;
 mod merge;
 pub mod snapshot;
@@ -58,6 +59,7 @@ pub use compiler::{
     fingerprint_inputs, inputs_match, is_feed_file_name, load_protected, settings_match,
 };
 pub use feed::{FeedBuilder, FeedSource, ParsedFeed, Protected};
+use filter::KeyFilter;
 pub use lookup::{Explanation, Match, Step};
 pub use merge::{
     DEFAULT_CATEGORY, MergeError, MergeSettings, Suppressed, merge, merge_ranges, shard_ranges,
@@ -125,6 +127,13 @@ pub struct Layer {
     answers: Vec<Box<[IpAddr]>>,
     /// Listed addresses and ranges (answer-IP policy) -> metadata index.
     addresses: PrefixMap<u32>,
+    /// "Certainly not here" for most unlisted names, before the walk;
+    /// `None` (an empty layer) means always walk.
+    filter: Option<KeyFilter>,
+    /// The smallest and largest first label (with its separator) of the
+    /// keys: a big feed's layers each hold a TLD range, so a query whose
+    /// TLD is outside it skips the layer. Empty for an empty layer.
+    tlds: (Box<[u8]>, Box<[u8]>),
     /// Distinct names in the map.
     entries: usize,
     /// Holds (a TLD range of) one big feed, rather than the shared layer
@@ -144,6 +153,8 @@ impl Layer {
             details: Vec::new(),
             answers: Vec::new(),
             addresses: PrefixMap::default(),
+            filter: None,
+            tlds: (Box::default(), Box::default()),
             entries: 0,
             own: false,
         }
@@ -169,6 +180,39 @@ impl Layer {
     /// Addresses and ranges in the answer-IP policy.
     pub fn addresses(&self) -> usize {
         self.addresses.len()
+    }
+
+    /// The first label range of an automaton's keys (see `tlds`): follow
+    /// the smallest (largest) transition from the root to the first
+    /// separator.
+    fn tld_bounds(map: &fst::Map<Bytes>) -> (Box<[u8]>, Box<[u8]>) {
+        let fst = map.as_fst();
+        let edge = |last: bool| {
+            let mut node = fst.root();
+            let mut out = Vec::new();
+            while !node.is_empty() && out.len() < 64 {
+                let t = node.transition(if last { node.len() - 1 } else { 0 });
+                out.push(t.inp);
+                if t.inp == crate::domain::KEY_SEPARATOR {
+                    break;
+                }
+                node = fst.node(t.addr);
+            }
+            out.into_boxed_slice()
+        };
+        (edge(false), edge(true))
+    }
+
+    /// Whether a query with this first label (lower case, separator
+    /// included) can have a key in this layer.
+    #[inline]
+    fn holds_tld(&self, tld: &[u8]) -> bool {
+        !self.tlds.0.is_empty() && *self.tlds.0 <= *tld && *tld <= *self.tlds.1
+    }
+
+    /// Bytes of the negative filter's fingerprints.
+    pub fn filter_bytes(&self) -> usize {
+        self.filter.as_ref().map_or(0, KeyFilter::bytes)
     }
 }
 
@@ -272,6 +316,11 @@ impl Blocklist {
     /// Size of the automata in bytes.
     pub fn fst_bytes(&self) -> usize {
         self.layers.iter().map(|l| l.fst_bytes()).sum()
+    }
+
+    /// Size of the negative filters in bytes.
+    pub fn filter_bytes(&self) -> usize {
+        self.layers.iter().map(|l| l.filter_bytes()).sum()
     }
 
     fn layer(&self, m: &Match) -> &Layer {

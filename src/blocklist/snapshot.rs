@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::filter::{FilterParts, KeyFilter};
 use super::{Blocklist, Bytes, EntryMeta, FeedInfo, Fingerprint, Layer};
 use crate::feeds::{Format, Scope, Verdict};
 use crate::policy::Action;
@@ -36,7 +37,7 @@ use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"PCULSNAP";
 /// Bump when the layout or the meaning of the metadata changes.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 const HEADER: usize = 32;
 pub const FILE_NAME: &str = "blocklist.snapshot";
 
@@ -85,6 +86,20 @@ struct LayerMeta {
     /// Answer-IP policy: (network, metadata index).
     #[serde(default)]
     addresses: Vec<(IpNet, u32)>,
+    /// The negative filter: its descriptor (seed, segment length, mask,
+    /// segment count length) and where its fingerprints sit in the region.
+    #[serde(default)]
+    filter: Option<StoredFilter>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredFilter {
+    seed: u64,
+    segment_length: u32,
+    segment_length_mask: u32,
+    segment_count_length: u32,
+    offset: u64,
+    len: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -129,6 +144,21 @@ pub fn save(
     let mut layers = Vec::new();
     for layer in list.layers() {
         let fst_len = layer.fst_bytes() as u64;
+        let fst_offset = region_len;
+        region_len += fst_len.div_ceil(8) * 8;
+        let filter = layer.filter.as_ref().map(|f| {
+            let (parts, fingerprints) = f.parts();
+            let stored = StoredFilter {
+                seed: parts.seed,
+                segment_length: parts.segment_length,
+                segment_length_mask: parts.segment_length_mask,
+                segment_count_length: parts.segment_count_length,
+                offset: region_len,
+                len: fingerprints.len() as u64,
+            };
+            region_len += (fingerprints.len() as u64).div_ceil(8) * 8;
+            stored
+        });
         layers.push(LayerMeta {
             entries: layer.entries,
             feeds: layer
@@ -154,12 +184,12 @@ pub fn save(
                     )
                 })
                 .collect(),
-            fst_offset: region_len,
+            fst_offset,
             fst_len,
             own: layer.own,
             addresses: layer.addresses.iter().map(|(n, m)| (n, *m)).collect(),
+            filter,
         });
-        region_len += fst_len.div_ceil(8) * 8;
     }
     let meta = Meta {
         generation: list.generation(),
@@ -175,9 +205,10 @@ pub fn save(
     crc.update(&meta);
     crc.update(&[0u8; 8][..pad(meta.len())]);
     for layer in list.layers() {
-        let bytes = layer.map.as_fst().as_bytes();
-        crc.update(bytes);
-        crc.update(&[0u8; 8][..pad(bytes.len())]);
+        for bytes in region_parts(layer) {
+            crc.update(bytes);
+            crc.update(&[0u8; 8][..pad(bytes.len())]);
+        }
     }
     let mut header = Vec::with_capacity(HEADER);
     header.extend_from_slice(MAGIC);
@@ -193,14 +224,21 @@ pub fn save(
     file.write_all(&meta)?;
     file.write_all(&[0u8; 8][..pad(meta.len())])?;
     for layer in list.layers() {
-        let bytes = layer.map.as_fst().as_bytes();
-        file.write_all(bytes)?;
-        file.write_all(&[0u8; 8][..pad(bytes.len())])?;
+        for bytes in region_parts(layer) {
+            file.write_all(bytes)?;
+            file.write_all(&[0u8; 8][..pad(bytes.len())])?;
+        }
     }
     let file = file.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     std::fs::rename(&tmp, &path)?;
     Ok(path)
+}
+
+/// A layer's parts of the region, in order: the automaton, then the
+/// filter's fingerprints (when it has a filter).
+fn region_parts(layer: &Layer) -> impl Iterator<Item = &[u8]> {
+    std::iter::once(layer.map.as_fst().as_bytes()).chain(layer.filter.as_ref().map(|f| f.parts().1))
 }
 
 /// Map the file read-only.
@@ -319,6 +357,27 @@ pub fn load(dir: &Path) -> Result<Loaded, SnapshotError> {
             path: path.clone(),
             source,
         })?;
+        let filter = match layer.filter {
+            None => None,
+            Some(f) => {
+                let start = usize::try_from(f.offset).ok().filter(|o| *o <= region_len);
+                let end = start.and_then(|s| s.checked_add(usize::try_from(f.len).ok()?));
+                let (Some(start), Some(end)) = (start, end.filter(|e| *e <= region_len)) else {
+                    return Err(bad("a filter lies outside the region".into()));
+                };
+                let parts = FilterParts {
+                    seed: f.seed,
+                    segment_length: f.segment_length,
+                    segment_length_mask: f.segment_length_mask,
+                    segment_count_length: f.segment_count_length,
+                };
+                let fingerprints = &bytes[region_start + start..region_start + end];
+                Some(
+                    KeyFilter::from_parts(parts, fingerprints)
+                        .ok_or_else(|| bad("a filter's descriptor does not fit it".into()))?,
+                )
+            }
+        };
         let mut addresses = PrefixMap::default();
         for (net, meta) in layer.addresses {
             if meta as usize >= metas.len() {
@@ -327,8 +386,10 @@ pub fn load(dir: &Path) -> Result<Loaded, SnapshotError> {
             addresses.insert_with(net, meta, |_, _| false);
         }
         layers.push(Arc::new(Layer {
+            tlds: Layer::tld_bounds(&map),
             map,
             addresses,
+            filter,
             metas,
             feeds: layer
                 .feeds

@@ -13,19 +13,17 @@
 use std::net::IpAddr;
 
 use hickory_proto::rr::{Name, RData, Record};
+use smallvec::SmallVec;
 
 use crate::blocklist::{Blocklist, Match};
 
 /// The entry that decides `name`, if any.
 pub fn lookup_name(list: &Blocklist, name: &Name) -> Option<Match> {
-    // A name has at most 127 labels; the walk takes them right to left.
-    let mut labels: [&[u8]; 128] = [&[]; 128];
-    let mut n = 0;
-    for label in name.iter().take(labels.len()) {
-        labels[n] = label;
-        n += 1;
-    }
-    list.lookup(labels[..n].iter().rev().copied())
+    // The walk takes labels right to left, more than once (one walk per
+    // layer). On the stack up to 40 labels (an ip6.arpa name has 34),
+    // without initialising the space; beyond that on the heap.
+    let labels: SmallVec<[&[u8]; 40]> = name.iter().collect();
+    list.lookup(labels.iter().rev().copied())
 }
 
 /// The CNAME links from `qname` through `answers`: each link's record and
