@@ -125,6 +125,10 @@ pub struct ServerConfig {
     /// On SIGTERM, how long queries already in flight may take to finish.
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
+    /// Worker threads, and UDP sockets per listen address (SO_REUSEPORT:
+    /// the kernel spreads clients over them); 0 = one per CPU.
+    #[serde(default)]
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -134,6 +138,7 @@ impl Default for ServerConfig {
             allow_unknown_clients: false,
             tcp_timeout_secs: default_tcp_timeout(),
             shutdown_grace_secs: default_grace(),
+            workers: 0,
         }
     }
 }
@@ -536,6 +541,16 @@ pub struct Organisation {
     pub contact: Option<String>,
 }
 
+impl ServerConfig {
+    /// Worker threads to run: the configured number, or one per CPU.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
 impl Config {
     /// Read, parse and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -570,6 +585,15 @@ impl Config {
             }
         };
 
+        if raw.server.workers > 1024 {
+            return Err(invalid(
+                "server.workers",
+                format!(
+                    "{} is too many; at most 1024 (0 = one per CPU)",
+                    raw.server.workers
+                ),
+            ));
+        }
         if raw.server.listen.is_empty() {
             return Err(invalid(
                 "server.listen",

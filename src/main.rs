@@ -521,6 +521,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .worker_threads(config.server.worker_count())
         .thread_name("portcullis-worker")
         .build()
         .context("starting the async runtime")?;
@@ -610,7 +611,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             metrics: server::QueryMetrics::new(),
             health: Arc::clone(&health),
         };
-        let sockets = server::bind(&config.server.listen).await?;
+        let sockets = server::bind(&config.server.listen, config.server.worker_count()).await?;
         let admin = match config.admin.listen {
             Some(addr) => Some(portcullis::admin::bind(addr).await?),
             None => None,

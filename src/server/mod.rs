@@ -5,6 +5,11 @@
 //! port, so a client (or a test) has one port for both transports. The
 //! bound addresses are logged as `listening for UDP on ADDR` and
 //! `listening for TCP on ADDR`; the test harness reads those lines.
+//!
+//! Each address gets one UDP socket per worker, all bound with
+//! SO_REUSEPORT: the kernel spreads clients over them by address and port,
+//! so each worker thread reads its own socket instead of all contending
+//! for one. TCP has one listener; connections are spread as tasks.
 
 mod handler;
 pub mod inspect;
@@ -25,32 +30,48 @@ pub struct Sockets {
     pub tcp: Vec<TcpListener>,
 }
 
-/// Bind every address, or fail naming the one that could not be bound.
-pub async fn bind(addrs: &[SocketAddr]) -> io::Result<Sockets> {
+/// Bind every address (`per_address` UDP sockets each), or fail naming
+/// the one that could not be bound.
+pub async fn bind(addrs: &[SocketAddr], per_address: usize) -> io::Result<Sockets> {
     let mut sockets = Sockets {
         udp: Vec::new(),
         tcp: Vec::new(),
     };
     for addr in addrs {
-        let (udp, tcp) = bind_pair(*addr)
-            .await
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        tracing::info!("listening for UDP on {}", udp.local_addr()?);
+        let named =
+            |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+        let (udp, tcp) = bind_pair(*addr).await.map_err(named)?;
+        let bound = udp.local_addr()?;
+        tracing::info!("listening for UDP on {bound}");
         tracing::info!("listening for TCP on {}", tcp.local_addr()?);
         sockets.udp.push(udp);
         sockets.tcp.push(tcp);
+        for _ in 1..per_address.max(1) {
+            sockets.udp.push(reuse_port_udp(bound).map_err(named)?);
+        }
     }
     Ok(sockets)
 }
 
+/// A UDP socket with SO_REUSEPORT set before the bind, so that more can
+/// join it on the same address.
+fn reuse_port_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
 async fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
     if addr.port() != 0 {
-        return Ok((UdpSocket::bind(addr).await?, TcpListener::bind(addr).await?));
+        return Ok((reuse_port_udp(addr)?, TcpListener::bind(addr).await?));
     }
     // An ephemeral UDP port may be taken for TCP; try a few.
     let mut last = None;
     for _ in 0..16 {
-        let udp = UdpSocket::bind(addr).await?;
+        let udp = reuse_port_udp(addr)?;
         match TcpListener::bind(udp.local_addr()?).await {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(e) => last = Some(e),

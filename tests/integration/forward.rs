@@ -169,3 +169,50 @@ fn sigterm_stops_the_server_with_exit_code_zero() {
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[test]
+fn each_worker_reads_its_own_udp_socket_on_the_one_port() {
+    let auth = Authority::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &[("example.test.", example_zone("example.test.", "127.0.0.1"))],
+    );
+    let setup = Setup::new();
+    setup.write("feeds/threats.txt", "evil.example.test\n");
+    let config = setup.config(&format!(
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\n",
+        auth.addr
+    ));
+    setup.edit_config(
+        "allow_unknown_clients = true",
+        "allow_unknown_clients = true\nworkers = 3",
+    );
+    let server = Server::start(&config);
+    // Three UDP sockets bound to the listening port (SO_REUSEPORT).
+    let port = format!(":{:04X} ", server.addr.port());
+    let udp = std::fs::read_to_string("/proc/net/udp").unwrap();
+    let bound = udp
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|local| format!("{local} ").ends_with(&port))
+        })
+        .count();
+    assert_eq!(bound, 3, "{udp}");
+    // Clients on many source ports land on all of them; every one is
+    // answered, blocked or resolved.
+    for i in 0..60 {
+        let (name, blocked) = if i % 2 == 0 {
+            ("www.example.test.", false)
+        } else {
+            ("evil.example.test.", true)
+        };
+        let r = query(server.addr, name, RecordType::A, Transport::Udp, true);
+        let want = if blocked {
+            ResponseCode::NXDomain
+        } else {
+            ResponseCode::NoError
+        };
+        assert_eq!(r.metadata.response_code, want, "{name}");
+    }
+}
