@@ -141,13 +141,9 @@ impl RpzParser {
                 ("CNAME", None) => return Err(LineError::MissingColumn("CNAME target")),
                 _ => return Ok(Outcome::Skipped("rpz-ip local data")),
             };
-            let (verdict, action) = match target.as_str() {
-                "." => (Verdict::Block, Action::Nxdomain),
-                "*." => (Verdict::Block, Action::Nodata),
-                "rpz-passthru." => (Verdict::Allow, Action::Nxdomain),
-                "rpz-drop." => (Verdict::Block, Action::Drop),
-                "rpz-tcp-only." => return Ok(Outcome::Skipped("rpz-tcp-only action")),
-                _ => return Ok(Outcome::Skipped("rpz CNAME redirect")),
+            let (verdict, action) = match policy_action(&target, None) {
+                Ok(found) => found,
+                Err(skipped) => return Ok(Outcome::Skipped(skipped)),
             };
             let mut indicator = Indicator::address(net);
             indicator.verdict = verdict;
@@ -199,14 +195,9 @@ impl RpzParser {
                     .first()
                     .ok_or(LineError::MissingColumn("CNAME target"))?
                     .to_ascii_lowercase();
-                let (verdict, action) = match target.as_str() {
-                    "." => (Verdict::Block, Action::Nxdomain),
-                    "*." => (Verdict::Block, Action::Nodata),
-                    "rpz-passthru." => (Verdict::Allow, Action::Nxdomain),
-                    "rpz-drop." => (Verdict::Block, Action::Drop),
-                    "rpz-tcp-only." => return Ok(Outcome::Skipped("rpz-tcp-only action")),
-                    t if t.trim_end_matches('.') == name => (Verdict::Allow, Action::Nxdomain),
-                    _ => return Ok(Outcome::Skipped("rpz CNAME redirect")),
+                let (verdict, action) = match policy_action(&target, Some(&name)) {
+                    Ok(found) => found,
+                    Err(skipped) => return Ok(Outcome::Skipped(skipped)),
                 };
                 let mut indicator = Indicator::block(name, scope);
                 indicator.verdict = verdict;
@@ -222,6 +213,23 @@ impl RpzParser {
             other => Err(LineError::Syntax(format!("unknown record type {other:?}"))),
         }
     }
+}
+
+/// The policy a `CNAME` target (lower case) stands for; `Err` names what
+/// is skipped. `owner` is the trigger's name: the old-style PASSTHRU is a
+/// CNAME to the name itself (QNAME triggers only).
+fn policy_action(target: &str, owner: Option<&str>) -> Result<(Verdict, Action), &'static str> {
+    Ok(match target {
+        "." => (Verdict::Block, Action::Nxdomain),
+        "*." => (Verdict::Block, Action::Nodata),
+        "rpz-passthru." => (Verdict::Allow, Action::Nxdomain),
+        "rpz-drop." => (Verdict::Block, Action::Drop),
+        "rpz-tcp-only." => return Err("rpz-tcp-only action"),
+        t if owner.is_some_and(|o| t.trim_end_matches('.') == o) => {
+            (Verdict::Allow, Action::Nxdomain)
+        }
+        _ => return Err("rpz CNAME redirect"),
+    })
 }
 
 /// The network of an `rpz-ip` trigger (without `.rpz-ip`): the prefix

@@ -29,7 +29,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 
 use super::inspect;
 use super::response::{BlockSettings, block_answer, blocked_ede};
-use crate::blocklist::BlocklistHandle;
+use crate::blocklist::{Blocklist, BlocklistHandle, Match};
 use crate::feeds::Verdict;
 use crate::hitlog::{Hit, HitSender, Stage, Transport, now_ms};
 use crate::metrics;
@@ -151,21 +151,32 @@ impl Handler {
     fn check(&self, qname: &Name) -> Option<Listed> {
         let list = self.blocklist.load();
         let found = inspect::lookup_name(&list, qname)?;
-        let meta = list.meta(&found);
-        let feed = list.feed(&found).name.as_str();
-        let category = list.category(&found);
-        Some(Listed {
+        Some(self.listed(&list, &found, qname.trim_to(usize::from(found.depth)), None))
+    }
+
+    /// What the blocklist says about a match, copied out of the guard.
+    fn listed(
+        &self,
+        list: &Blocklist,
+        found: &Match,
+        listed: Name,
+        address: Option<IpNet>,
+    ) -> Listed {
+        let meta = list.meta(found);
+        let feed = list.feed(found).name.as_str();
+        let category = list.category(found);
+        Listed {
             verdict: meta.verdict,
             action: meta.action,
-            listed: qname.trim_to(usize::from(found.depth)),
-            address: None,
-            local: list.answer(&found).to_vec(),
+            listed,
+            address,
+            local: list.answer(found).to_vec(),
             generation: list.generation(),
             ede: blocked_ede(category, self.block.ede_names_feed.then_some(feed)),
             feed: feed.to_owned(),
             category: category.to_owned(),
-            indicator: list.detail(&found).map(str::to_owned),
-        })
+            indicator: list.detail(found).map(str::to_owned),
+        }
     }
 
     /// The answer-IP policy's entry for an address in the answer, owned by
@@ -173,21 +184,7 @@ impl Handler {
     fn check_address(&self, ip: IpAddr, owner: &Name) -> Option<Listed> {
         let list = self.blocklist.load();
         let (found, net) = list.lookup_address(ip)?;
-        let meta = list.meta(&found);
-        let feed = list.feed(&found).name.as_str();
-        let category = list.category(&found);
-        Some(Listed {
-            verdict: meta.verdict,
-            action: meta.action,
-            listed: owner.clone(),
-            address: Some(net),
-            local: list.answer(&found).to_vec(),
-            generation: list.generation(),
-            ede: blocked_ede(category, self.block.ede_names_feed.then_some(feed)),
-            feed: feed.to_owned(),
-            category: category.to_owned(),
-            indicator: list.detail(&found).map(str::to_owned),
-        })
+        Some(self.listed(&list, &found, owner.clone(), Some(net)))
     }
 
     /// Hand a hit record to the writer (never waits).

@@ -5,6 +5,15 @@ use hickory_proto::rr::{RData, RecordType};
 
 use crate::harness::{Transport, a_records, ede, query, run, wait_for};
 
+/// Every record in the hit log, newest first (`portcullis logs`).
+fn hit_records(config: &std::path::Path) -> Vec<serde_json::Value> {
+    let (code, out, err) = run(&["logs", "--format", "json", "-c", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn cnames(msg: &hickory_proto::op::Message) -> Vec<String> {
     msg.answers
         .iter()
@@ -79,12 +88,7 @@ fn a_clean_name_that_cnames_to_a_listed_one_is_blocked_after_the_chain() {
     assert!(ede(&r).is_none());
 
     let config = setup.path("portcullis.toml");
-    let logs = || {
-        let (_, out, _) = run(&["logs", "--format", "json", "-c", config.to_str().unwrap()]);
-        out.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect::<Vec<serde_json::Value>>()
-    };
+    let logs = || hit_records(&config);
     wait_for("four records", std::time::Duration::from_secs(10), || {
         logs().len() >= 4
     });
@@ -218,12 +222,7 @@ fn answers_resolving_into_listed_addresses_are_blocked_only_where_enabled() {
     answered(&server, "allowed.ip.test.", "198.51.100.7");
     answered(&server, "clean.ip.test.", "192.0.2.1");
 
-    let logs = || {
-        let (_, out, _) = run(&["logs", "--format", "json", "-c", config.to_str().unwrap()]);
-        out.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect::<Vec<serde_json::Value>>()
-    };
+    let logs = || hit_records(&config);
     wait_for("eight records", std::time::Duration::from_secs(10), || {
         logs().len() >= 8
     });
@@ -407,12 +406,7 @@ fn every_action_over_udp_and_tcp_with_and_without_edns() {
     assert_eq!(soa_of(&r), Some(("chain2.example.test.".into(), 120, 120)));
     // Every one of them is in the hit log with its action.
     let config = setup.path("portcullis.toml");
-    let logs = || {
-        let (_, out, _) = run(&["logs", "--format", "json", "-c", config.to_str().unwrap()]);
-        out.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect::<Vec<serde_json::Value>>()
-    };
+    let logs = || hit_records(&config);
     wait_for("26 records", std::time::Duration::from_secs(10), || {
         logs().len() >= 26
     });
