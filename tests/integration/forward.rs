@@ -188,14 +188,16 @@ fn each_worker_reads_its_own_udp_socket_on_the_one_port() {
     );
     let server = Server::start(&config);
     // Three UDP sockets bound to the listening port (SO_REUSEPORT).
-    let port = format!(":{:04X} ", server.addr.port());
+    // 127.0.0.1 in /proc's little-endian hex, and the port: other tests'
+    // sockets may hold the same port number on another address.
+    let local = format!("0100007F:{:04X}", server.addr.port());
     let udp = std::fs::read_to_string("/proc/net/udp").unwrap();
     let bound = udp
         .lines()
         .filter(|l| {
             l.split_whitespace()
                 .nth(1)
-                .is_some_and(|local| format!("{local} ").ends_with(&port))
+                .is_some_and(|addr| addr == local)
         })
         .count();
     assert_eq!(bound, 3, "{udp}");
