@@ -268,12 +268,14 @@ impl Handler {
         Some(action)
     }
 
-    /// The first CNAME target in an answer that this client must not
-    /// reach, walking the chain from the query name: the chain's records up
-    /// to that target, the target, and the action. (A DNAME answer carries
-    /// the CNAME synthesised from it, which is what gets walked.) Listed
-    /// targets in monitor mode are recorded on the way.
-    fn inspect_chain(
+    /// The first name in an answer that this client must not reach, in
+    /// RPZ's order: each CNAME target along the chain from the query name
+    /// (stage `cname`), then each A/AAAA address (stage `answer_ip`; no
+    /// cost while no address is listed). Returns the chain's records up to
+    /// the name that blocks, that name, and the action: the response is
+    /// that name's block response after them. Monitor-mode hits are
+    /// recorded on the way and the inspection goes on.
+    fn inspect_answer(
         &self,
         org: Option<OrgId>,
         request: &Request,
@@ -281,40 +283,22 @@ impl Handler {
         qtype: RecordType,
         answers: &[Record],
     ) -> Option<(Vec<Record>, Name, Listed, Action)> {
-        for (link, (_, target)) in inspect::cname_chain(qname, answers).enumerate() {
-            if let Some(listed) = self.check(target) {
-                let (query, checked) = (plain(qname), plain(target));
-                match self.decide(org, request, Stage::Cname, &query, &checked, qtype, &listed) {
-                    // Monitor mode is recorded; a later link may still block.
-                    Some(Action::Log) | None => {}
-                    Some(action) => {
-                        // The links up to the listed target (copied only now:
-                        // an answer that passes costs no allocation).
-                        let chain = inspect::cname_chain(qname, answers)
-                            .take(link + 1)
-                            .map(|(record, _)| record.clone())
-                            .collect();
-                        return Some((chain, target.clone(), listed, action));
-                    }
-                }
+        let blocks = |stage, name: &Name, listed: &Listed| {
+            let (query, checked) = (plain(qname), plain(name));
+            match self.decide(org, request, stage, &query, &checked, qtype, listed) {
+                Some(Action::Log) | None => None,
+                action => action,
+            }
+        };
+        for (_, target) in inspect::cname_chain(qname, answers) {
+            let Some(listed) = self.check(target) else {
+                continue;
+            };
+            if let Some(action) = blocks(Stage::Cname, target, &listed) {
+                let chain = inspect::chain_to(qname, answers, target);
+                return Some((chain, target.clone(), listed, action));
             }
         }
-        None
-    }
-
-    /// The first address in an answer that falls in a listed network this
-    /// client must not reach: the CNAMEs that led to its owner, the owner,
-    /// and the action (RPZ's response-IP trigger; the whole answer is
-    /// replaced by the owner's block response). Monitor-mode hits are
-    /// recorded on the way. Costs nothing while no address is listed.
-    fn inspect_addresses(
-        &self,
-        org: Option<OrgId>,
-        request: &Request,
-        qname: &Name,
-        qtype: RecordType,
-        answers: &[Record],
-    ) -> Option<(Vec<Record>, Name, Listed, Action)> {
         if self.blocklist.load().addresses() == 0 {
             return None;
         }
@@ -322,25 +306,9 @@ impl Handler {
             let Some(listed) = self.check_address(ip, owner) else {
                 continue;
             };
-            let (query, checked) = (plain(qname), plain(owner));
-            match self.decide(
-                org,
-                request,
-                Stage::AnswerIp,
-                &query,
-                &checked,
-                qtype,
-                &listed,
-            ) {
-                Some(Action::Log) | None => {}
-                Some(action) => {
-                    let chain = answers
-                        .iter()
-                        .filter(|r| r.record_type() == RecordType::CNAME)
-                        .cloned()
-                        .collect();
-                    return Some((chain, owner.clone(), listed, action));
-                }
+            if let Some(action) = blocks(Stage::AnswerIp, owner, &listed) {
+                let chain = inspect::chain_to(qname, answers, owner);
+                return Some((chain, owner.clone(), listed, action));
             }
         }
         None
@@ -593,10 +561,7 @@ impl Handler {
                 // CNAME-target rule; the rcode speaks for the last name).
                 // Then the addresses it resolved to (RPZ's response-IP rule).
                 let blocked = if inspect {
-                    self.inspect_chain(org, request, qname, qtype, &answer.answers)
-                        .or_else(|| {
-                            self.inspect_addresses(org, request, qname, qtype, &answer.answers)
-                        })
+                    self.inspect_answer(org, request, qname, qtype, &answer.answers)
                 } else {
                     None
                 };
@@ -610,7 +575,7 @@ impl Handler {
                             .await
                         {
                             Ok(info) => return (info, Outcome::Blocked),
-                            // `log` is not returned by inspect_chain; kept total.
+                            // `log` is not returned by inspect_answer; kept total.
                             Err(handle) => handle,
                         }
                     }

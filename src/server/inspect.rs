@@ -53,6 +53,23 @@ pub fn cname_chain<'a>(
     })
 }
 
+/// The chain's records from `qname` up to the link that points at
+/// `name` (all of them if none does); none when `name` is the query name.
+/// Copied only when an answer is blocked.
+pub fn chain_to(qname: &Name, answers: &[Record], name: &Name) -> Vec<Record> {
+    let mut chain = Vec::new();
+    if qname == name {
+        return chain;
+    }
+    for (record, target) in cname_chain(qname, answers) {
+        chain.push(record.clone());
+        if target == name {
+            break;
+        }
+    }
+    chain
+}
+
 /// The addresses in an answer, with the name that owns each.
 pub fn addresses(answers: &[Record]) -> impl Iterator<Item = (IpAddr, &Name)> {
     answers.iter().filter_map(|r| match &r.data {
@@ -91,6 +108,15 @@ mod tests {
             .map(|(_, t)| t.to_string())
             .collect();
         assert_eq!(targets, ["b.example.", "c.example."]);
+        let owners = |to: &str| -> Vec<String> {
+            chain_to(&q, &answers, &name(to))
+                .iter()
+                .map(|r| r.name.to_string())
+                .collect()
+        };
+        assert_eq!(owners("b.example."), ["a.example."]);
+        assert_eq!(owners("c.example."), ["a.example.", "b.example."]);
+        assert!(owners("a.example.").is_empty());
         let addrs: Vec<String> = addresses(&answers)
             .map(|(ip, owner)| format!("{owner} {ip}"))
             .collect();
