@@ -184,6 +184,11 @@ pub struct RawResolver {
     /// Answer cache entries.
     #[serde(default = "default_cache_size")]
     pub cache_size: u64,
+    /// Whole UDP responses kept for clean names (answers no blocklist
+    /// entry touched), so a repeated question is answered without
+    /// decoding it; 0 turns the packet cache off.
+    #[serde(default = "default_packet_cache_size")]
+    pub packet_cache_size: usize,
 }
 
 impl Default for RawResolver {
@@ -195,6 +200,7 @@ impl Default for RawResolver {
             allow_server_networks: Vec::new(),
             timeout_ms: default_upstream_timeout(),
             cache_size: default_cache_size(),
+            packet_cache_size: default_packet_cache_size(),
         }
     }
 }
@@ -205,6 +211,10 @@ fn default_upstream_timeout() -> u64 {
 
 fn default_cache_size() -> u64 {
     1 << 20
+}
+
+fn default_packet_cache_size() -> usize {
+    100_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -527,6 +537,7 @@ pub struct ResolverConfig {
     pub allow_server_networks: Vec<IpNet>,
     pub timeout_ms: u64,
     pub cache_size: u64,
+    pub packet_cache_size: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -823,6 +834,7 @@ impl Config {
                 allow_server_networks: raw.resolver.allow_server_networks,
                 timeout_ms: raw.resolver.timeout_ms,
                 cache_size: raw.resolver.cache_size,
+                packet_cache_size: raw.resolver.packet_cache_size,
             },
             blocklist,
             actions: raw.actions,

@@ -644,7 +644,12 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             Some(addr) => Some(portcullis::blockpage::bind(addr).await?),
             None => None,
         };
-        let mut dns = server::serve(handler, sockets, Duration::from_secs(config.server.tcp_timeout_secs));
+        let mut dns = server::serve(
+            handler,
+            sockets,
+            Duration::from_secs(config.server.tcp_timeout_secs),
+            config.resolver.packet_cache_size,
+        );
         health.dns_bound.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(startup_ms = started.elapsed().as_millis() as u64, "serving");
         {
@@ -685,7 +690,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         if left > 0 {
             tracing::warn!(in_flight = left, "grace period over; abandoning queries still in flight");
         }
-        if tokio::time::timeout(Duration::from_secs(2), dns.shutdown_gracefully()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), dns.shutdown()).await.is_err() {
             tracing::warn!("the DNS listeners did not stop within 2 s");
         }
         drop(dns);

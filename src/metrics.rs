@@ -20,6 +20,7 @@ pub const REFUSED_CLIENTS: &str = "portcullis_refused_clients_total";
 pub const UPSTREAM_ERRORS: &str = "portcullis_upstream_errors_total";
 pub const CACHE_HITS: &str = "portcullis_cache_hits_total";
 pub const CACHE_MISSES: &str = "portcullis_cache_misses_total";
+pub const PACKET_CACHE: &str = "portcullis_packet_cache_lookups_total";
 pub const BLOCKLIST_ENTRIES: &str = "portcullis_blocklist_entries";
 pub const BLOCKLIST_FEED_ENTRIES: &str = "portcullis_blocklist_feed_entries";
 pub const BLOCKLIST_GENERATION: &str = "portcullis_blocklist_generation";
@@ -43,6 +44,7 @@ pub const ALL: &[&str] = &[
     UPSTREAM_ERRORS,
     CACHE_HITS,
     CACHE_MISSES,
+    PACKET_CACHE,
     BLOCKLIST_ENTRIES,
     BLOCKLIST_FEED_ENTRIES,
     BLOCKLIST_GENERATION,
@@ -154,6 +156,10 @@ fn describe() {
     describe_counter!(
         CACHE_MISSES,
         "Upstream lookups the answer cache could not answer, by resolver."
+    );
+    describe_counter!(
+        PACKET_CACHE,
+        "UDP queries looked up in the packet cache of whole responses, by result (hit, miss); queries it cannot hold (EDNS options, unusual headers) are not counted."
     );
     describe_counter!(
         BLOCKS,

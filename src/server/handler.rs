@@ -13,7 +13,7 @@
 //! channel that drops (and counts) rather than waits. A failure to resolve
 //! becomes SERVFAIL, never an error out of the handler.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,6 +28,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 
 use super::inspect;
+use super::packet_cache::{MAX_UDP_PAYLOAD, PacketCache, Question};
 use super::response::{BlockSettings, block_answer, blocked_ede};
 use crate::blocklist::{Blocklist, BlocklistHandle, Match};
 use crate::feeds::Verdict;
@@ -36,9 +37,6 @@ use crate::metrics;
 use crate::orgs::{OrgId, OrgMap};
 use crate::policy::Action;
 use crate::resolve::Upstream;
-
-/// Largest UDP response we offer (the DNS flag day 2020 figure).
-const MAX_UDP_PAYLOAD: u16 = 1232;
 
 /// Everything a query needs, shared by all tasks.
 pub struct Handler {
@@ -73,10 +71,13 @@ struct Listed {
 }
 
 /// How a query ended, for `portcullis_queries_total{outcome}`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     /// Answered from upstream (any rcode but SERVFAIL).
     Answered,
+    /// Answered from upstream, and no blocklist entry matched anything in
+    /// it: the response may go in the packet cache. Counted as answered.
+    Clean,
     /// A block response, or none for `drop`.
     Blocked,
     /// The client is in no organisation.
@@ -89,6 +90,29 @@ enum Outcome {
 
 const OUTCOMES: [&str; 5] = ["answered", "blocked", "refused", "servfail", "rejected"];
 
+impl Outcome {
+    /// Its index in [`OUTCOMES`].
+    fn label(self) -> usize {
+        match self {
+            Outcome::Answered | Outcome::Clean => 0,
+            Outcome::Blocked => 1,
+            Outcome::Refused => 2,
+            Outcome::Servfail => 3,
+            Outcome::Rejected => 4,
+        }
+    }
+}
+
+/// What the query name's own check decided before resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueryName {
+    /// No entry matched it.
+    Unlisted,
+    /// A monitor-mode entry matched it: answered as if unlisted, recorded.
+    Monitored,
+    /// An exception matched it: its whole answer passes uninspected.
+    Excepted,
+}
 /// Counter handles made once, so the query path is an atomic add.
 pub struct QueryMetrics {
     /// [transport][outcome]; transport 0 = udp, 1 = tcp, 2 = other.
@@ -96,6 +120,8 @@ pub struct QueryMetrics {
     duration: ::metrics::Histogram,
     refused_clients: ::metrics::Counter,
     upstream_errors: ::metrics::Counter,
+    /// Packet cache lookups: [hit, miss].
+    packet_cache: [::metrics::Counter; 2],
 }
 
 impl QueryMetrics {
@@ -110,6 +136,8 @@ impl QueryMetrics {
             duration: ::metrics::histogram!(metrics::QUERY_DURATION),
             refused_clients: ::metrics::counter!(metrics::REFUSED_CLIENTS),
             upstream_errors: ::metrics::counter!(metrics::UPSTREAM_ERRORS),
+            packet_cache: ["hit", "miss"]
+                .map(|r| ::metrics::counter!(metrics::PACKET_CACHE, "result" => r)),
         }
     }
 
@@ -119,8 +147,18 @@ impl QueryMetrics {
             Transport::Tcp => 1,
             Transport::Other => 2,
         };
-        self.queries[t][outcome as usize].increment(1);
+        self.queries[t][outcome.label()].increment(1);
         self.duration.record(started.elapsed().as_secs_f64());
+    }
+
+    /// A datagram that is not a query we can decode.
+    pub(super) fn rejected(&self, protocol: Protocol) {
+        let t = match transport(protocol) {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+            Transport::Other => 2,
+        };
+        self.queries[t][Outcome::Rejected.label()].increment(1);
     }
 }
 
@@ -275,6 +313,7 @@ impl Handler {
     /// the name that blocks, that name, and the action: the response is
     /// that name's block response after them. Monitor-mode hits are
     /// recorded on the way and the inspection goes on.
+    /// `touched` is set when any entry matched, blocking or not.
     fn inspect_answer(
         &self,
         org: Option<OrgId>,
@@ -282,6 +321,7 @@ impl Handler {
         qname: &Name,
         qtype: RecordType,
         answers: &[Record],
+        touched: &mut bool,
     ) -> Option<(Vec<Record>, Name, Listed, Action)> {
         let blocks = |stage, name: &Name, listed: &Listed| {
             let (query, checked) = (plain(qname), plain(name));
@@ -294,6 +334,7 @@ impl Handler {
             let Some(listed) = self.check(target) else {
                 continue;
             };
+            *touched = true;
             if let Some(action) = blocks(Stage::Cname, target, &listed) {
                 let chain = inspect::chain_to(qname, answers, target);
                 return Some((chain, target.clone(), listed, action));
@@ -306,6 +347,7 @@ impl Handler {
             let Some(listed) = self.check_address(ip, owner) else {
                 continue;
             };
+            *touched = true;
             if let Some(action) = blocks(Stage::AnswerIp, owner, &listed) {
                 let chain = inspect::chain_to(qname, answers, owner);
                 return Some((chain, owner.clone(), listed, action));
@@ -392,6 +434,32 @@ impl RequestHandler for Handler {
         request: &Request,
         handle: R,
     ) -> ResponseInfo {
+        self.serve(request, handle).await.0
+    }
+}
+
+/// Hickory's TCP listener takes its handler by value; this shares ours
+/// with the UDP loops.
+pub struct Shared(pub Arc<Handler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for Shared {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        handle: R,
+    ) -> ResponseInfo {
+        self.0.serve(request, handle).await.0
+    }
+}
+
+impl Handler {
+    /// Answer one decoded query, counted in the metrics.
+    async fn serve<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        handle: R,
+    ) -> (ResponseInfo, Outcome) {
         let started = Instant::now();
         // Shutting down: new queries are refused so clients move on; the
         // ones in flight finish (see lifecycle).
@@ -399,16 +467,50 @@ impl RequestHandler for Handler {
             let (info, outcome) = reject(request, handle, ResponseCode::Refused).await;
             self.metrics
                 .record(transport(request.protocol()), outcome, started);
-            return info;
+            return (info, outcome);
         };
         let (info, outcome) = self.answer(request, handle).await;
         self.metrics
             .record(transport(request.protocol()), outcome, started);
-        info
+        (info, outcome)
     }
-}
 
-impl Handler {
+    /// Answer a UDP query; true when the response may go in the packet
+    /// cache (see [`Outcome::Clean`]).
+    pub(super) async fn handle_udp<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        handle: R,
+    ) -> bool {
+        self.serve(request, handle).await.1 == Outcome::Clean
+    }
+
+    /// The packet cache's answer to `packet` from `src`, written to `out`:
+    /// its length, or `None` when the full path must answer (a miss, an
+    /// unusual query, a client that is to be refused, shutting down).
+    pub(super) fn answer_cached(
+        &self,
+        cache: &PacketCache,
+        packet: &[u8],
+        src: SocketAddr,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let question = Question::parse(packet)?;
+        if !self.allow_unknown_clients && self.orgs.lookup(src.ip()).is_none() {
+            return None;
+        }
+        let _in_flight = self.health.lifecycle.enter()?;
+        let started = Instant::now();
+        let generation = self.blocklist.load().generation();
+        let Some(len) = cache.answer(&question, packet, generation, started, out) else {
+            self.metrics.packet_cache[1].increment(1);
+            return None;
+        };
+        self.metrics.packet_cache[0].increment(1);
+        self.metrics.record(Transport::Udp, Outcome::Clean, started);
+        Some(len)
+    }
+
     async fn answer<R: ResponseHandler>(
         &self,
         request: &Request,
@@ -449,7 +551,15 @@ impl Handler {
                 // An exception for the query name covers its whole answer
                 // (RPZ: PASSTHRU ends policy evaluation).
                 return self
-                    .resolve(request, handle, org, query.name(), qtype, edns, false)
+                    .resolve(
+                        request,
+                        handle,
+                        org,
+                        query.name(),
+                        qtype,
+                        edns,
+                        QueryName::Excepted,
+                    )
                     .await;
             };
             tracing::debug!(client = %info.src, %qname, %qtype, listed = %listed.listed, %action, "blocked");
@@ -470,14 +580,30 @@ impl Handler {
                 // Monitor mode: answered as if unlisted (no EDE).
                 Err(handle) => {
                     let (info, _) = self
-                        .resolve(request, handle, org, query.name(), qtype, edns, true)
+                        .resolve(
+                            request,
+                            handle,
+                            org,
+                            query.name(),
+                            qtype,
+                            edns,
+                            QueryName::Monitored,
+                        )
                         .await;
                     return (info, Outcome::Blocked);
                 }
             }
         }
-        self.resolve(request, handle, org, query.name(), qtype, edns, true)
-            .await
+        self.resolve(
+            request,
+            handle,
+            org,
+            query.name(),
+            qtype,
+            edns,
+            QueryName::Unlisted,
+        )
+        .await
     }
 
     /// The block response for `qname`, after `chain` (the CNAMEs that led
@@ -539,8 +665,9 @@ impl Handler {
         }
     }
 
-    /// The upstream's answer, or SERVFAIL. With `inspect`, a CNAME target
-    /// or an address in the answer can still block it.
+    /// The upstream's answer, or SERVFAIL. Unless the query name was
+    /// excepted, a CNAME target or an address in the answer can still
+    /// block it.
     #[allow(clippy::too_many_arguments)]
     async fn resolve<R: ResponseHandler>(
         &self,
@@ -550,7 +677,7 @@ impl Handler {
         qname: &LowerName,
         qtype: RecordType,
         mut edns: Option<Edns>,
-        inspect: bool,
+        query_name: QueryName,
     ) -> (ResponseInfo, Outcome) {
         let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
         match self.upstream.resolve(qname, qtype, dnssec_ok).await {
@@ -560,10 +687,11 @@ impl Handler {
                 // listed one would be, after the chain that led there (RPZ's
                 // CNAME-target rule; the rcode speaks for the last name).
                 // Then the addresses it resolved to (RPZ's response-IP rule).
-                let blocked = if inspect {
-                    self.inspect_answer(org, request, qname, qtype, &answer.answers)
-                } else {
+                let mut touched = query_name != QueryName::Unlisted;
+                let blocked = if query_name == QueryName::Excepted {
                     None
+                } else {
+                    self.inspect_answer(org, request, qname, qtype, &answer.answers, &mut touched)
                 };
                 let handle = match blocked {
                     Some((chain, target, listed, action)) => {
@@ -592,7 +720,14 @@ impl Handler {
                     &answer.authorities,
                 )
                 .await;
-                (info, Outcome::Answered)
+                (
+                    info,
+                    if touched {
+                        Outcome::Answered
+                    } else {
+                        Outcome::Clean
+                    },
+                )
             }
             Err(error) => {
                 tracing::debug!(%qname, %qtype, %error, "upstream failed");

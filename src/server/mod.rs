@@ -9,20 +9,27 @@
 //! Each address gets one UDP socket per worker, all bound with
 //! SO_REUSEPORT: the kernel spreads clients over them by address and port,
 //! so each worker thread reads its own socket instead of all contending
-//! for one. TCP has one listener; connections are spread as tasks.
+//! for one. UDP is served by our own loop ([`udp`]); TCP by hickory's
+//! listener, one per address, connections spread as tasks.
 
 mod handler;
 pub mod inspect;
+pub mod packet_cache;
 pub mod response;
+mod udp;
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinSet;
 
-pub use handler::{Handler, QueryMetrics};
+pub use handler::{Handler, QueryMetrics, Shared};
+use packet_cache::PacketCache;
 
 /// Bound sockets, one UDP and one TCP per configured address.
 pub struct Sockets {
@@ -80,15 +87,40 @@ async fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
     Err(last.unwrap_or_else(|| io::Error::other("no free port")))
 }
 
-/// Start serving; the returned server stops on `shutdown_gracefully`.
-pub fn serve(handler: Handler, sockets: Sockets, tcp_timeout: Duration) -> Server<Handler> {
-    let mut server = Server::new(handler);
-    for udp in sockets.udp {
-        server.register_socket(udp);
+/// The running listeners.
+pub struct Listeners {
+    tcp: Server<Shared>,
+    udp: JoinSet<()>,
+}
+
+impl Listeners {
+    /// Stop receiving; queries already in flight were drained before.
+    pub async fn shutdown(&mut self) {
+        self.udp.abort_all();
+        while self.udp.join_next().await.is_some() {}
+        if let Err(error) = self.tcp.shutdown_gracefully().await {
+            tracing::warn!(%error, "stopping the TCP listeners");
+        }
     }
-    for tcp in sockets.tcp {
+}
+
+/// Start serving, with a packet cache of `packet_cache` responses (0: none).
+pub fn serve(
+    handler: Handler,
+    sockets: Sockets,
+    tcp_timeout: Duration,
+    packet_cache: usize,
+) -> Listeners {
+    let handler = Arc::new(handler);
+    let cache = PacketCache::new(packet_cache).map(Arc::new);
+    let mut udp = JoinSet::new();
+    for socket in sockets.udp {
+        udp.spawn(udp::serve(socket, Arc::clone(&handler), cache.clone()));
+    }
+    let mut tcp = Server::new(Shared(handler));
+    for listener in sockets.tcp {
         // 64 KiB of queued responses per TCP connection.
-        server.register_listener(tcp, tcp_timeout, 64 * 1024);
+        tcp.register_listener(listener, tcp_timeout, 64 * 1024);
     }
-    server
+    Listeners { tcp, udp }
 }

@@ -11,6 +11,7 @@
 //! * `browser`: the review page in headless Chromium.
 //! * `operations`: metrics, health, systemd notify, JSON logs, draining.
 //! * `policy`: CNAME-target and answer-IP blocking.
+//! * `packet_cache`: whole UDP responses answered again.
 //! * `differential`: the same RPZ through Unbound and Portcullis.
 //! * `hitlog`: organisations, the hit log, `logs`/`report`, the review API.
 //! * `real_data`: the full ../shared/data threat list (skipped without it).
@@ -27,6 +28,7 @@ mod formats;
 mod forward;
 mod hitlog;
 mod operations;
+mod packet_cache;
 mod policy;
 mod real_data;
 mod recursive;

@@ -69,12 +69,22 @@ fn metrics_move_by_exactly_the_queries_and_reloads_the_test_caused() {
         );
         assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     }
+    // TCP does not use the packet cache: the resolver's cache answers.
+    let r = query(
+        server.addr,
+        "www.example.test.",
+        RecordType::A,
+        Transport::Tcp,
+        true,
+    );
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     let after = scrape(&server);
     let scrape_after = parsed(&after);
     let delta = |labels: &[(&str, &str)]| q(labels, &after) - q(labels, &before);
     assert_eq!(delta(&[("transport", "udp"), ("outcome", "blocked")]), 3.0);
     assert_eq!(delta(&[("transport", "tcp"), ("outcome", "blocked")]), 1.0);
     assert_eq!(delta(&[("transport", "udp"), ("outcome", "answered")]), 2.0);
+    assert_eq!(delta(&[("transport", "tcp"), ("outcome", "answered")]), 1.0);
     assert_eq!(delta(&[("outcome", "servfail")]), 0.0);
     let blocks = |t: &str| {
         metric(
@@ -84,11 +94,20 @@ fn metrics_move_by_exactly_the_queries_and_reloads_the_test_caused() {
         )
     };
     assert_eq!(blocks(&after) - blocks(&before), 4.0);
-    // The second lookup of the same name came from the forwarder's cache.
+    // The second UDP query for the same name came from the packet cache,
+    // the TCP one from the forwarder's cache.
+    let packet = |t: &str| {
+        metric(
+            t,
+            "portcullis_packet_cache_lookups_total",
+            &[("result", "hit")],
+        )
+    };
+    assert_eq!(packet(&after) - packet(&before), 1.0, "{after}");
     let hits = |t: &str| metric(t, "portcullis_cache_hits_total", &[("resolver", "forward")]);
     assert!(hits(&after) - hits(&before) >= 1.0, "{after}");
     let count = |t: &str| metric(t, "portcullis_query_duration_seconds_count", &[]);
-    assert_eq!(count(&after) - count(&before), 6.0);
+    assert_eq!(count(&after) - count(&before), 7.0);
     assert_eq!(metric(&after, "portcullis_blocklist_entries", &[]), 1.0);
     assert_eq!(metric(&after, "portcullis_blocklist_generation", &[]), 1.0);
     assert_eq!(

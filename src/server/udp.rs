@@ -1,0 +1,208 @@
+//! The UDP listener: one receive loop per socket, answering in the loop
+//! whatever can be answered without waiting.
+//!
+//! Each datagram goes, in order, to:
+//! 1. the packet cache ([`super::packet_cache`]): a clean name asked
+//!    again is answered from the bytes sent last time;
+//! 2. the [`Handler`], run in the loop itself: a blocked name, a refusal
+//!    or an answer from the resolver's own cache completes without
+//!    waiting, so it costs no task and no channel;
+//! 3. only a query that must wait for an upstream becomes a task of its
+//!    own, from where the handler had got to.
+//!
+//! hickory-server's UDP path spawns a task per datagram and sends every
+//! response through a channel back to the receive loop; on one core that
+//! machinery cost more than the lookup and the answer together.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use hickory_proto::rr::Record;
+use hickory_proto::serialize::binary::BinEncoder;
+use hickory_server::net::NetError;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponse;
+use tokio::net::UdpSocket;
+
+use super::Handler;
+use super::packet_cache::{MAX_UDP_PAYLOAD, PacketCache};
+
+/// Largest datagram read; a query is rarely over 512 octets, and one
+/// longer than this is not a query we could parse anyway.
+const RECV_BUFFER: usize = 4096;
+
+/// Serve `socket` until the task is aborted.
+pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, cache: Option<Arc<PacketCache>>) {
+    let socket = Arc::new(socket);
+    let mut buf = vec![0u8; RECV_BUFFER];
+    let mut out = vec![0u8; usize::from(MAX_UDP_PAYLOAD)];
+    loop {
+        let (len, src) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(error) => {
+                // ICMP errors from earlier sends surface here on some
+                // systems; they are about another client, not this socket.
+                tracing::debug!(%error, "receiving on a UDP socket");
+                continue;
+            }
+        };
+        // Nothing can be sent back to port 0 (and it is not a resolver's
+        // client); a datagram too short for a header has no ID to answer.
+        if src.port() == 0 || len < 12 {
+            continue;
+        }
+        let packet = &buf[..len];
+        if let Some(cache) = &cache
+            && let Some(n) = handler.answer_cached(cache, packet, src, &mut out)
+        {
+            send(&socket, &out[..n], src).await;
+            continue;
+        }
+        // A response sent to us is never answered (reflection).
+        if packet[2] & 0x80 != 0 {
+            continue;
+        }
+        let request = match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::debug!(%error, client = %src, "malformed query");
+                let n = form_error(packet, &mut out);
+                send(&socket, &out[..n], src).await;
+                handler.metrics.rejected(Protocol::Udp);
+                continue;
+            }
+        };
+        run_or_spawn(answer(
+            request,
+            Arc::clone(&socket),
+            Arc::clone(&handler),
+            cache.clone(),
+        ));
+    }
+}
+
+/// Answer one decoded query, and hold the response when the handler says
+/// it may be held.
+async fn answer(
+    request: Request,
+    socket: Arc<UdpSocket>,
+    handler: Arc<Handler>,
+    cache: Option<Arc<PacketCache>>,
+) {
+    let generation = handler.blocklist.load().generation();
+    let sent = Arc::new(OnceLock::new());
+    let responder = Responder {
+        socket,
+        dst: request.src(),
+        sent: cache.as_ref().map(|_| Arc::clone(&sent)),
+    };
+    let clean = handler.handle_udp(&request, responder).await;
+    if let (true, Some(cache), Some(wire)) = (clean, cache, sent.get()) {
+        cache.insert(request.as_slice(), wire, generation, Instant::now());
+    }
+}
+
+/// Poll `task` once here; only if it has to wait does it become a task.
+/// (The waker it saw is replaced by the runtime's on the spawned task's
+/// first poll, as the `Future` contract requires.)
+fn run_or_spawn(task: impl Future<Output = ()> + Send + 'static) {
+    let mut task = Box::pin(task);
+    let mut cx = Context::from_waker(Waker::noop());
+    if task.as_mut().poll(&mut cx) == Poll::Pending {
+        tokio::spawn(task);
+    }
+}
+
+async fn send(socket: &UdpSocket, wire: &[u8], dst: SocketAddr) {
+    let result = match socket.try_send_to(wire, dst) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(wire, dst).await,
+        other => other,
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, client = %dst, "failed to send a UDP response");
+    }
+}
+
+/// A FORMERR for a query whose header could be read but not the rest.
+fn form_error(packet: &[u8], out: &mut [u8]) -> usize {
+    out[..12].fill(0);
+    out[..2].copy_from_slice(&packet[..2]);
+    // QR, the query's opcode and RD; RA; rcode 1.
+    out[2] = 0x80 | (packet[2] & 0x79);
+    out[3] = 0x80 | 1;
+    12
+}
+
+/// Sends the handler's response on the socket it came in on, and keeps a
+/// copy for the packet cache.
+#[derive(Clone)]
+struct Responder {
+    socket: Arc<UdpSocket>,
+    dst: SocketAddr,
+    sent: Option<Arc<OnceLock<Vec<u8>>>>,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for Responder {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        // As hickory-server encodes for UDP: at most the payload the
+        // client offered (512 without EDNS), truncated (TC) beyond it.
+        let limit = response.edns().map_or(512, |e| e.max_payload());
+        let mut wire = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut wire);
+        encoder.set_max_size(limit);
+        let info = response.destructive_emit(&mut encoder)?;
+        send(&self.socket, &wire, self.dst).await;
+        if let Some(sent) = &self.sent {
+            let _ = sent.set(wire);
+        }
+        Ok(info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_form_error_keeps_the_id_opcode_and_rd() {
+        let query = [0xAB, 0xCD, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 9];
+        let mut out = [0xFFu8; 64];
+        assert_eq!(form_error(&query, &mut out), 12);
+        let reply = hickory_proto::op::Message::from_vec(&out[..12]).unwrap();
+        assert_eq!(reply.metadata.id, 0xABCD);
+        assert!(reply.metadata.recursion_desired);
+        assert_eq!(
+            reply.metadata.response_code,
+            hickory_proto::op::ResponseCode::FormErr
+        );
+        assert!(reply.queries.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_task_that_waits_is_spawned_and_finishes() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        run_or_spawn(async move {
+            let value: u32 = rx.await.unwrap_or(0);
+            let _ = done_tx.send(value);
+        });
+        tx.send(7).unwrap();
+        assert_eq!(done_rx.await.unwrap(), 7);
+    }
+}
