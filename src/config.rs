@@ -214,7 +214,10 @@ fn default_cache_size() -> u64 {
 }
 
 fn default_packet_cache_size() -> usize {
-    100_000
+    // PowerDNS Recursor's default (packetcache-max-entries). About 250
+    // bytes an entry when full: 120 MiB at most, only on a resolver that
+    // has seen half a million distinct questions within their TTLs.
+    500_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -434,6 +437,11 @@ fn optional_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Socket
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHitlog {
+    /// Off: no hit records at all (no database, no stream); blocking is
+    /// unchanged. For a resolver whose hits are recorded elsewhere, and to
+    /// measure what recording costs.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
     #[serde(default = "default_retention")]
     pub retention_days: u32,
     /// Also stream every record as a JSON line to this file (rotated daily
@@ -459,6 +467,7 @@ pub struct RawHitlog {
 impl Default for RawHitlog {
     fn default() -> Self {
         RawHitlog {
+            enabled: true,
             retention_days: default_retention(),
             jsonl: None,
             database: None,

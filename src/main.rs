@@ -616,8 +616,15 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             Duration::from_secs(config.admin.ready_upstream_secs),
         ));
         let lifecycle = Arc::clone(&health.lifecycle);
-        let hitlog = portcullis::hitlog::spawn(portcullis::hitlog::writer::Settings::from_config(&config))
-            .context("starting the hit log writer")?;
+        let hitlog = if config.hitlog.enabled {
+            Some(
+                portcullis::hitlog::spawn(portcullis::hitlog::writer::Settings::from_config(&config))
+                    .context("starting the hit log writer")?,
+            )
+        } else {
+            tracing::info!("hit log off (hitlog.enabled = false): no hit is recorded");
+            None
+        };
         let orgs = Arc::new(orgs);
         let handler = Handler {
             blocklist: Arc::clone(&handle),
@@ -630,7 +637,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                 ede_names_feed: config.blocklist.ede_names_feed,
             },
             allow_unknown_clients: config.server.allow_unknown_clients,
-            hits: hitlog.sender(),
+            hits: hitlog.as_ref().map_or_else(portcullis::hitlog::HitSender::disabled, |h| h.sender()),
             log_allowed: config.hitlog.log_allowed,
             metrics: server::QueryMetrics::new(),
             health: Arc::clone(&health),
@@ -694,16 +701,18 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             tracing::warn!("the DNS listeners did not stop within 2 s");
         }
         drop(dns);
-        let counters = Arc::clone(hitlog.counters());
-        let flushed = tokio::task::spawn_blocking(move || hitlog.close(Duration::from_secs(10)))
-            .await
-            .unwrap_or(false);
-        tracing::info!(
-            written = counters.written.load(std::sync::atomic::Ordering::Relaxed),
-            dropped = counters.dropped(),
-            flushed,
-            "hit log closed"
-        );
+        if let Some(hitlog) = hitlog {
+            let counters = Arc::clone(hitlog.counters());
+            let flushed = tokio::task::spawn_blocking(move || hitlog.close(Duration::from_secs(10)))
+                .await
+                .unwrap_or(false);
+            tracing::info!(
+                written = counters.written.load(std::sync::atomic::Ordering::Relaxed),
+                dropped = counters.dropped(),
+                flushed,
+                "hit log closed"
+            );
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

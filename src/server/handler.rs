@@ -477,18 +477,14 @@ impl Handler {
 
     /// Answer a UDP query; true when the response may go in the packet
     /// cache (see [`Outcome::Clean`]).
-    pub(super) async fn handle_udp<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        handle: R,
-    ) -> bool {
+    pub async fn handle_udp<R: ResponseHandler>(&self, request: &Request, handle: R) -> bool {
         self.serve(request, handle).await.1 == Outcome::Clean
     }
 
     /// The packet cache's answer to `packet` from `src`, written to `out`:
     /// its length, or `None` when the full path must answer (a miss, an
     /// unusual query, a client that is to be refused, shutting down).
-    pub(super) fn answer_cached(
+    pub fn answer_cached(
         &self,
         cache: &PacketCache,
         packet: &[u8],

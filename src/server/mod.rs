@@ -60,11 +60,20 @@ pub async fn bind(addrs: &[SocketAddr], per_address: usize) -> io::Result<Socket
     Ok(sockets)
 }
 
+/// Receive buffer asked for each UDP socket. The kernel default (208 KiB,
+/// a few hundred queries) overflows, and drops queries, when the worker
+/// is off the CPU for a few milliseconds under load (the hit-log writer
+/// sharing its core); the kernel caps it at net.core.rmem_max.
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
 /// A UDP socket with SO_REUSEPORT set before the bind, so that more can
 /// join it on the same address.
 fn reuse_port_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(error) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+        tracing::debug!(%error, "keeping the default UDP receive buffer");
+    }
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;

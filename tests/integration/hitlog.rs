@@ -512,6 +512,32 @@ fn sigterm_flushes_queued_records_before_exit() {
 }
 
 #[test]
+fn with_the_hit_log_off_blocks_are_answered_and_nothing_is_recorded() {
+    let (setup, _auth, server) = two_orgs("enabled = false\njsonl = \"hits.jsonl\"");
+    for _ in 0..3 {
+        let reply = query_from(
+            server.addr,
+            "127.0.0.2",
+            "evil.example.test.",
+            RecordType::A,
+        );
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(ede(&reply).map(|(code, _)| code), Some(15));
+    }
+    let text = scrape(&server);
+    assert_eq!(
+        metric(&text, "portcullis_blocks_total", &[("category", "malware")]),
+        3.0
+    );
+    assert_eq!(metric(&text, "portcullis_hitlog_written_total", &[]), 0.0);
+    assert_eq!(metric(&text, "portcullis_hitlog_dropped_total", &[]), 0.0);
+    assert!(server.log_contains("hit log off"), "{}", server.log());
+    assert_eq!(server.terminate().code(), Some(0));
+    assert!(!setup.path("state/hits.sqlite").exists());
+    assert!(!setup.path("hits.jsonl").exists());
+}
+
+#[test]
 fn an_unusable_database_is_reported_and_queries_are_still_answered() {
     // The database's folder would have to be inside a file: unusable.
     let (_setup, _auth, server) = two_orgs("database = \"portcullis.toml/hits.sqlite\"");
