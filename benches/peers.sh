@@ -16,6 +16,7 @@
 # minutes. Loopback only; every daemon is stopped by its PID at the end.
 #   bash benches/peers.sh            # unbound pdns knot + portcullis
 #   PEERS="pdns" bash benches/peers.sh
+#   PEERS="pdns" HITLOG=off bash benches/peers.sh   # without the hit log
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -34,6 +35,13 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
 fi
+
+# HITLOG=off runs Portcullis without its hit log (what recording costs).
+case "${HITLOG:-on}" in
+    on) HITLOG_ENABLED=true ;;
+    off) HITLOG_ENABLED=false ;;
+    *) echo "HITLOG must be on or off" >&2; exit 1 ;;
+esac
 
 cargo build --release --quiet
 WORK=$(mktemp -d /tmp/portcullis-peers.XXXXXX)
@@ -54,6 +62,8 @@ feeds_dir = "feeds"
 state_dir = "state"
 [admin]
 listen = ""
+[hitlog]
+enabled = ${HITLOG_ENABLED}
 [log]
 level = "warn"
 TOML

@@ -22,7 +22,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use serde::{Deserialize, Serialize};
 
@@ -217,6 +217,17 @@ impl HitSender {
             tx: None,
             counters: Arc::default(),
         }
+    }
+
+    /// A sender and the receiving end of its channel of `capacity`
+    /// records (the writer's; tests read it directly).
+    pub fn channel(capacity: usize) -> (HitSender, Receiver<Hit>) {
+        let (tx, rx) = sync_channel(capacity);
+        let sender = HitSender {
+            tx: Some(tx),
+            counters: Arc::default(),
+        };
+        (sender, rx)
     }
 
     /// Queue a record; never waits. A full channel drops it and counts.

@@ -74,8 +74,8 @@ pub struct HitLog {
 /// bad path shows as logged errors, not as a failure to start: the
 /// resolver's job is answering queries.
 pub fn spawn(settings: Settings) -> std::io::Result<HitLog> {
-    let (tx, rx) = sync_channel(settings.capacity);
-    let counters = Arc::new(Counters::default());
+    let (sender, rx) = HitSender::channel(settings.capacity);
+    let counters = Arc::clone(sender.counters());
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done) = sync_channel(1);
     let mut writer = Writer {
@@ -94,10 +94,7 @@ pub fn spawn(settings: Settings) -> std::io::Result<HitLog> {
             let _ = done_tx.send(());
         })?;
     Ok(HitLog {
-        sender: HitSender {
-            tx: Some(tx),
-            counters,
-        },
+        sender,
         stop,
         thread: Some(thread),
         done,

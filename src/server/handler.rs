@@ -22,6 +22,7 @@ use ipnet::IpNet;
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::{DNSClass, LowerName, Name, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -29,7 +30,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 
 use super::inspect;
 use super::packet_cache::{MAX_UDP_PAYLOAD, PacketCache, Question};
-use super::response::{BlockSettings, block_answer, blocked_ede};
+use super::response::{BlockSettings, block_answer, blocked_ede, write_block};
 use crate::blocklist::{Blocklist, BlocklistHandle, Match};
 use crate::feeds::Verdict;
 use crate::hitlog::{Hit, HitSender, Stage, Transport, now_ms};
@@ -176,6 +177,38 @@ fn transport(protocol: Protocol) -> Transport {
     }
 }
 
+/// Who asked, for the hit record.
+#[derive(Debug, Clone, Copy)]
+struct Client {
+    ip: IpAddr,
+    transport: Transport,
+}
+
+fn client(request: &Request) -> Client {
+    Client {
+        ip: request.src().ip().to_canonical(),
+        transport: transport(request.protocol()),
+    }
+}
+
+/// An organisation's view of a listed entry.
+enum Judgement<'a> {
+    /// An exception lets it through: the global allow list, or this
+    /// organisation's own entry (given).
+    Excepted(Option<&'a str>),
+    Blocks(Action),
+}
+
+/// The hit record's `matched`: the listed name, or for an address entry
+/// the address (a single one as itself, a range in CIDR form).
+fn matched_text(listed: &Listed) -> String {
+    match listed.address {
+        Some(net) if net.prefix_len() == net.max_prefix_len() => net.addr().to_string(),
+        Some(net) => net.to_string(),
+        None => plain(&listed.listed),
+    }
+}
+
 /// A name as the hit log stores it: lower case, no trailing dot.
 fn plain(name: &Name) -> String {
     let mut text = name.to_lowercase().to_ascii();
@@ -230,7 +263,7 @@ impl Handler {
     fn record(
         &self,
         org: Option<OrgId>,
-        request: &Request,
+        client: Client,
         qname: &str,
         qtype: RecordType,
         stage: Stage,
@@ -245,8 +278,8 @@ impl Handler {
             id: None,
             ts: now_ms(),
             org: org.map(|o| self.orgs.id(o).to_owned()),
-            client: request.src().ip().to_canonical(),
-            transport: transport(request.protocol()),
+            client: client.ip,
+            transport: client.transport,
             qname: qname.to_owned(),
             qtype: qtype.to_string(),
             stage,
@@ -258,44 +291,39 @@ impl Handler {
         });
     }
 
-    /// What this client's organisation does with a listed name found at
-    /// `stage` (the query name, or a CNAME target `checked`): `None` when
-    /// an exception lets it through, else the action. Records the hit.
-    #[allow(clippy::too_many_arguments)]
-    fn decide(
-        &self,
-        org: Option<OrgId>,
-        request: &Request,
-        stage: Stage,
-        qname: &str,
-        checked: &str,
-        qtype: RecordType,
-        listed: &Listed,
-    ) -> Option<Action> {
-        let matched = match listed.address {
-            // A single address reads as itself, a range in CIDR form.
-            Some(net) if net.prefix_len() == net.max_prefix_len() => net.addr().to_string(),
-            Some(net) => net.to_string(),
-            None => plain(&listed.listed),
-        };
+    /// What this client's organisation makes of a listed entry found at
+    /// `checked` (no side effects).
+    fn judge(&self, org: Option<OrgId>, checked: &str, listed: &Listed) -> Judgement<'_> {
         let policy = org.map(|o| self.orgs.policy(o));
         let org_allow = policy.and_then(|p| p.allowed(checked));
         if listed.verdict == Verdict::Allow || org_allow.is_some() {
-            // An exception let it through; with log_allowed, say so.
-            if self.log_allowed {
-                let matched = org_allow.map_or(matched, str::to_owned);
-                self.record(org, request, qname, qtype, stage, listed, matched, "allow");
-            }
-            return None;
+            return Judgement::Excepted(org_allow);
         }
-        let action = policy
-            .and_then(|p| p.action(&listed.category))
-            .unwrap_or(listed.action);
+        Judgement::Blocks(
+            policy
+                .and_then(|p| p.action(&listed.category))
+                .unwrap_or(listed.action),
+        )
+    }
+
+    /// Count a block and record its hit.
+    #[allow(clippy::too_many_arguments)]
+    fn count_block(
+        &self,
+        org: Option<OrgId>,
+        client: Client,
+        stage: Stage,
+        qname: &str,
+        qtype: RecordType,
+        listed: &Listed,
+        action: Action,
+    ) {
         ::metrics::counter!(metrics::BLOCKS, "category" => listed.category.clone(), "action" => action.as_str())
             .increment(1);
+        let matched = matched_text(listed);
         self.record(
             org,
-            request,
+            client,
             qname,
             qtype,
             stage,
@@ -303,7 +331,36 @@ impl Handler {
             matched,
             action.as_str(),
         );
-        Some(action)
+    }
+
+    /// What this client's organisation does with a listed name found at
+    /// `stage` (the query name, or a CNAME target `checked`): `None` when
+    /// an exception lets it through, else the action. Records the hit.
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        org: Option<OrgId>,
+        client: Client,
+        stage: Stage,
+        qname: &str,
+        checked: &str,
+        qtype: RecordType,
+        listed: &Listed,
+    ) -> Option<Action> {
+        match self.judge(org, checked, listed) {
+            Judgement::Excepted(org_allow) => {
+                // An exception let it through; with log_allowed, say so.
+                if self.log_allowed {
+                    let matched = org_allow.map_or_else(|| matched_text(listed), str::to_owned);
+                    self.record(org, client, qname, qtype, stage, listed, matched, "allow");
+                }
+                None
+            }
+            Judgement::Blocks(action) => {
+                self.count_block(org, client, stage, qname, qtype, listed, action);
+                Some(action)
+            }
+        }
     }
 
     /// The first name in an answer that this client must not reach, in
@@ -325,7 +382,7 @@ impl Handler {
     ) -> Option<(Vec<Record>, Name, Listed, Action)> {
         let blocks = |stage, name: &Name, listed: &Listed| {
             let (query, checked) = (plain(qname), plain(name));
-            match self.decide(org, request, stage, &query, &checked, qtype, listed) {
+            match self.decide(org, client(request), stage, &query, &checked, qtype, listed) {
                 Some(Action::Log) | None => None,
                 action => action,
             }
@@ -481,6 +538,68 @@ impl Handler {
         self.serve(request, handle).await.1 == Outcome::Clean
     }
 
+    /// The block response to `packet` from `src`, written to `out` from
+    /// the bytes when its query name is listed and blocks for this client
+    /// with a plain action (nxdomain, nodata, refused, sinkhole, drop):
+    /// the hit is counted and recorded as on the full path. Returns the
+    /// length (0 for `drop`: send nothing), or `None` for the full path: a
+    /// name not listed, an exception, monitor mode, an unusual query, a
+    /// client to be refused, or shutting down. Nothing is counted or
+    /// recorded before it is sure to answer.
+    pub fn answer_blocked(&self, packet: &[u8], src: SocketAddr, out: &mut [u8]) -> Option<usize> {
+        let question = Question::parse(packet)?;
+        let qtype = RecordType::from(question.qtype());
+        if DNSClass::from(question.qclass()) != DNSClass::IN
+            || matches!(qtype, RecordType::AXFR | RecordType::IXFR)
+        {
+            return None;
+        }
+        let org = self.orgs.lookup(src.ip());
+        if org.is_none() && !self.allow_unknown_clients {
+            return None;
+        }
+        let started = Instant::now();
+        let list = self.blocklist.load();
+        let found = list.lookup(question.labels(packet).rev())?;
+        let _in_flight = self.health.lifecycle.enter()?;
+        let qname = Name::read(&mut BinDecoder::new(&packet[12..])).ok()?;
+        let listed = self.listed(&list, &found, qname.trim_to(usize::from(found.depth)), None);
+        drop(list);
+        let name = plain(&qname);
+        let action = match self.judge(org, &name, &listed) {
+            Judgement::Blocks(Action::Log) | Judgement::Excepted(_) => return None,
+            Judgement::Blocks(action) => action,
+        };
+        let len = match action {
+            Action::Drop => 0,
+            _ => {
+                let ede = match &listed.ede {
+                    EdnsOption::Unknown(_, payload) => payload.as_slice(),
+                    _ => &[],
+                };
+                write_block(
+                    out,
+                    packet,
+                    &question,
+                    action,
+                    found.depth,
+                    &listed.local,
+                    &self.block,
+                    listed.generation,
+                    ede,
+                )?
+            }
+        };
+        let client = Client {
+            ip: src.ip().to_canonical(),
+            transport: Transport::Udp,
+        };
+        self.count_block(org, client, Stage::Qname, &name, qtype, &listed, action);
+        self.metrics
+            .record(Transport::Udp, Outcome::Blocked, started);
+        Some(len)
+    }
+
     /// The packet cache's answer to `packet` from `src`, written to `out`:
     /// its length, or `None` when the full path must answer (a miss, an
     /// unusual query, a client that is to be refused, shutting down).
@@ -541,9 +660,15 @@ impl Handler {
         let qtype = query.query_type();
         if let Some(listed) = self.check(qname) {
             let name = plain(qname);
-            let Some(action) =
-                self.decide(org, request, Stage::Qname, &name, &name, qtype, &listed)
-            else {
+            let Some(action) = self.decide(
+                org,
+                client(request),
+                Stage::Qname,
+                &name,
+                &name,
+                qtype,
+                &listed,
+            ) else {
                 // An exception for the query name covers its whole answer
                 // (RPZ: PASSTHRU ends policy evaluation).
                 return self
@@ -733,5 +858,267 @@ impl Handler {
                 (info, Outcome::Servfail)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The blocked-name fast path gives the bytes' worth of the full path:
+    //! the same response and the same hit record, for every action, type,
+    //! EDNS or not, spelling and client; and it stands aside exactly where
+    //! the full path must judge (exceptions, monitor mode, unlisted).
+
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use arc_swap::ArcSwap;
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::serialize::binary::BinEncoder;
+    use hickory_server::net::NetError;
+    use hickory_server::zone_handler::MessageResponse;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// Keeps the bytes the full path would send.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Option<Vec<u8>>>>);
+
+    #[async_trait::async_trait]
+    impl ResponseHandler for Capture {
+        async fn send_response<'a>(
+            &mut self,
+            response: MessageResponse<
+                '_,
+                'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+            >,
+        ) -> Result<ResponseInfo, NetError> {
+            let limit = response.edns().map_or(512, |e| e.max_payload());
+            let mut wire = Vec::new();
+            let mut encoder = BinEncoder::new(&mut wire);
+            encoder.set_max_size(limit);
+            let info = response.destructive_emit(&mut encoder)?;
+            *self.0.lock().unwrap() = Some(wire);
+            Ok(info)
+        }
+    }
+
+    const CONFIG: &str = r#"
+[server]
+allow_unknown_clients = true
+[resolver]
+mode = "forward"
+upstreams = ["127.0.0.1:9"]
+[blocklist]
+feeds_dir = "feeds"
+state_dir = "state"
+allow = ["allow.txt"]
+sinkhole_ipv4 = "192.0.2.53"
+sinkhole_ipv6 = "2001:db8::53"
+[actions]
+phishing = "nodata"
+ads = "sinkhole"
+spam = "refused"
+botnet = "drop"
+watch = "log"
+[[feed]]
+file = "malware.txt"
+category = "malware"
+[[feed]]
+file = "phish.txt"
+category = "phishing"
+[[feed]]
+file = "ads.txt"
+category = "ads"
+[[feed]]
+file = "hosts.txt"
+category = "ads"
+[[feed]]
+file = "spam.txt"
+category = "spam"
+[[feed]]
+file = "botnet.txt"
+category = "botnet"
+[[feed]]
+file = "watch.txt"
+category = "watch"
+[[organisation]]
+id = "council"
+name = "Council"
+networks = ["127.0.0.0/8"]
+allow = ["trusted.evil.example.test"]
+actions = { spam = "nxdomain" }
+"#;
+
+    fn handler(dir: &std::path::Path, hits: HitSender) -> Handler {
+        let feeds = dir.join("feeds");
+        std::fs::create_dir_all(&feeds).unwrap();
+        for (file, text) in [
+            ("malware.txt", "evil.example.test\n"),
+            ("phish.txt", "phish.example.test\n"),
+            ("ads.txt", "ads.example.test\n"),
+            (
+                "hosts.txt",
+                "10.1.2.3 local.example.test\n::1:2 local.example.test\n",
+            ),
+            ("spam.txt", "spam.example.test\n"),
+            ("botnet.txt", "c2.example.test\n"),
+            ("watch.txt", "watched.example.test\n"),
+        ] {
+            std::fs::write(feeds.join(file), text).unwrap();
+        }
+        std::fs::write(dir.join("allow.txt"), "ok.evil.example.test\n").unwrap();
+        let config = Config::from_str(CONFIG, &dir.join("portcullis.toml")).unwrap();
+        let (list, _) = crate::blocklist::compile(&config).unwrap();
+        let list: BlocklistHandle = Arc::new(ArcSwap::from_pointee(list));
+        Handler {
+            blocklist: Arc::clone(&list),
+            orgs: Arc::new(OrgMap::new(&config.organisations).unwrap()),
+            upstream: Arc::new(Upstream::new(&config.resolver).unwrap()),
+            block: BlockSettings {
+                policy_ttl: config.blocklist.policy_ttl,
+                sinkhole_ipv4: config.blocklist.sinkhole_ipv4,
+                sinkhole_ipv6: config.blocklist.sinkhole_ipv6,
+                ede_names_feed: true,
+            },
+            allow_unknown_clients: true,
+            hits,
+            log_allowed: true,
+            metrics: QueryMetrics::new(),
+            health: Arc::new(crate::health::Health::new(list, Duration::from_secs(30))),
+        }
+    }
+
+    fn packet(name: &str, qtype: RecordType, edns: bool, id: u16) -> Vec<u8> {
+        let mut msg = Message::query();
+        msg.metadata.id = id;
+        msg.metadata.recursion_desired = true;
+        msg.metadata.checking_disabled = id.is_multiple_of(2);
+        msg.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        if edns {
+            let mut e = Edns::new();
+            e.set_max_payload(4096);
+            msg.edns = Some(e);
+        }
+        msg.to_vec().unwrap()
+    }
+
+    fn without_time(mut hit: Hit) -> Hit {
+        hit.ts = 0;
+        hit
+    }
+
+    #[tokio::test]
+    async fn the_fast_path_answers_and_records_as_the_full_path_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hits, received) = HitSender::channel(1024);
+        let handler = handler(dir.path(), hits);
+        let names = [
+            ("evil.example.test.", true),
+            ("Deep.SUB.Evil.Example.Test.", true),
+            ("phish.example.test.", true),
+            ("ads.example.test.", true),
+            ("local.example.test.", true),
+            ("spam.example.test.", true),
+            ("c2.example.test.", true),
+            // The full path's: exceptions, monitor mode, unlisted.
+            ("ok.evil.example.test.", false),
+            ("trusted.evil.example.test.", false),
+            ("watched.example.test.", false),
+            ("clean.example.test.", false),
+        ];
+        let clients: [SocketAddr; 2] = [
+            "127.0.0.1:5353".parse().unwrap(),
+            "[2001:db8::9]:53".parse().unwrap(),
+        ];
+        let mut id = 1u16;
+        let mut compared = 0;
+        for (name, fast_expected) in names {
+            for qtype in [
+                RecordType::A,
+                RecordType::AAAA,
+                RecordType::TXT,
+                RecordType::MX,
+            ] {
+                for edns in [false, true] {
+                    for src in clients {
+                        id += 1;
+                        let wire = packet(name, qtype, edns, id);
+                        let what = format!("{name} {qtype} edns={edns} from {src}");
+                        let mut out = [0u8; 1232];
+                        let fast = handler.answer_blocked(&wire, src, &mut out);
+                        // trusted.evil is an exception for the council only.
+                        let expected = fast_expected
+                            || (name.starts_with("trusted") && !src.ip().is_loopback());
+                        assert_eq!(fast.is_some(), expected, "{what}");
+                        let Some(len) = fast else { continue };
+                        let fast_hit = received.try_recv().map(without_time);
+
+                        let request =
+                            Request::from_bytes(wire.clone(), src, Protocol::Udp).unwrap();
+                        let capture = Capture::default();
+                        handler.serve(&request, capture.clone()).await;
+                        let slow = capture.0.lock().unwrap().take();
+                        let slow_hit = received.try_recv().map(without_time);
+                        assert_eq!(fast_hit.ok(), slow_hit.ok(), "{what}: hit record");
+                        let Some(slow) = slow else {
+                            assert_eq!(len, 0, "{what}: only drop sends nothing");
+                            continue;
+                        };
+                        let (fast, slow) = (
+                            Message::from_vec(&out[..len]).unwrap(),
+                            Message::from_vec(&slow).unwrap(),
+                        );
+                        assert_eq!(fast.metadata, slow.metadata, "{what}");
+                        assert_eq!(fast.queries, slow.queries, "{what}");
+                        assert_eq!(fast.answers, slow.answers, "{what}");
+                        assert_eq!(fast.authorities, slow.authorities, "{what}");
+                        assert_eq!(fast.additionals, slow.additionals, "{what}");
+                        assert_eq!(fast.edns, slow.edns, "{what}");
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert!(received.try_recv().is_err(), "no hit left over");
+        // 7 listed names (one with drop) x 4 types x 2 x 2, and the
+        // trusted name from outside the council (x 4 x 2).
+        assert_eq!(compared, 6 * 4 * 2 * 2 + 4 * 2, "responses compared");
+    }
+
+    #[test]
+    fn the_fast_path_stands_aside_for_unusual_queries() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let handler = handler(dir.path(), HitSender::disabled());
+        let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+        let mut out = [0u8; 1232];
+        let good = packet("evil.example.test.", RecordType::A, true, 7);
+        assert!(handler.answer_blocked(&good, src, &mut out).is_some());
+        let mut chaos = Message::from_vec(&good).unwrap();
+        chaos.queries[0].set_query_class(DNSClass::CH);
+        assert!(
+            handler
+                .answer_blocked(&chaos.to_vec().unwrap(), src, &mut out)
+                .is_none()
+        );
+        let axfr = packet("evil.example.test.", RecordType::AXFR, false, 8);
+        assert!(handler.answer_blocked(&axfr, src, &mut out).is_none());
+        // No room for the response: the full path answers (and truncates).
+        assert!(handler.answer_blocked(&good, src, &mut out[..40]).is_none());
+        // Shutting down: the full path refuses.
+        assert_eq!(
+            rt.block_on(handler.health.lifecycle.drain(Duration::ZERO)),
+            0
+        );
+        assert!(handler.answer_blocked(&good, src, &mut out).is_none());
     }
 }

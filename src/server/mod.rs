@@ -15,6 +15,7 @@
 mod handler;
 pub mod inspect;
 pub mod packet_cache;
+pub mod question;
 pub mod response;
 mod udp;
 

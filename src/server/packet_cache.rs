@@ -31,108 +31,10 @@ use std::time::Instant;
 
 use rustc_hash::FxBuildHasher;
 
+use super::question::OPT;
+pub use super::question::{MAX_UDP_PAYLOAD, Question};
+
 const SHARDS: usize = 64;
-/// Longest key: a 255-octet name, type, class, flags, EDNS.
-const MAX_KEY: usize = 255 + 4 + 1 + 1 + 2;
-const OPT: u16 = 41;
-/// Header flag bits a response copies from the query (RD, AD, CD).
-const ECHOED_FLAGS: u16 = 0x0100 | 0x0020 | 0x0010;
-
-/// Largest UDP response offered (the DNS flag day 2020 figure); the
-/// handler uses the same.
-pub const MAX_UDP_PAYLOAD: u16 = 1232;
-
-/// A query this cache can answer: one question, opcode QUERY, at most an
-/// OPT record without options. Borrowed from the packet.
-#[derive(Debug)]
-pub struct Question {
-    /// The name's wire form, as the client spelt it.
-    name: std::ops::Range<usize>,
-    key: [u8; MAX_KEY],
-    key_len: usize,
-    /// The most a response to it may carry.
-    pub limit: usize,
-}
-
-impl Question {
-    /// Parse the common query shape, or `None` for anything else (which
-    /// the full path then handles, errors included).
-    pub fn parse(packet: &[u8]) -> Option<Question> {
-        let header = packet.get(..12)?;
-        let flags = u16::from_be_bytes([header[2], header[3]]);
-        let count = |i: usize| u16::from_be_bytes([header[i], header[i + 1]]);
-        // A query (QR 0), opcode QUERY, one question, no answers or
-        // authorities, at most one additional (the OPT).
-        if flags & 0x8000 != 0 || flags & 0x7800 != 0 {
-            return None;
-        }
-        if count(4) != 1 || count(6) != 0 || count(8) != 0 || count(10) > 1 {
-            return None;
-        }
-        let mut key = [0u8; MAX_KEY];
-        let mut pos = 12;
-        loop {
-            let len = usize::from(*packet.get(pos)?);
-            if len & 0xC0 != 0 {
-                return None;
-            }
-            let label = packet.get(pos..pos + 1 + len)?;
-            if pos - 12 + label.len() > 255 {
-                return None;
-            }
-            for (k, b) in key[pos - 12..].iter_mut().zip(label) {
-                *k = b.to_ascii_lowercase();
-            }
-            pos += 1 + len;
-            if len == 0 {
-                break;
-            }
-        }
-        let name = 12..pos;
-        let type_class = packet.get(pos..pos + 4)?;
-        let mut k = pos - 12;
-        key[k..k + 4].copy_from_slice(type_class);
-        k += 4;
-        pos += 4;
-        let [hi, lo] = (flags & ECHOED_FLAGS).to_be_bytes();
-        key[k] = hi | lo;
-        k += 1;
-        let limit = if count(10) == 1 {
-            // The OPT: root owner, type 41, no options, version 0.
-            let opt = packet.get(pos..pos + 11)?;
-            if opt[0] != 0 || u16::from_be_bytes([opt[1], opt[2]]) != OPT {
-                return None;
-            }
-            let payload = u16::from_be_bytes([opt[3], opt[4]]).clamp(512, MAX_UDP_PAYLOAD);
-            let (version, dnssec_ok) = (opt[6], opt[7] & 0x80 != 0);
-            if version != 0 || u16::from_be_bytes([opt[9], opt[10]]) != 0 {
-                return None;
-            }
-            pos += 11;
-            key[k] = 1 | if dnssec_ok { 2 } else { 0 };
-            key[k + 1..k + 3].copy_from_slice(&payload.to_be_bytes());
-            k += 3;
-            usize::from(payload)
-        } else {
-            key[k] = 0;
-            k += 1;
-            512
-        };
-        if pos != packet.len() {
-            return None;
-        }
-        Some(Question {
-            name,
-            key,
-            key_len: k,
-            limit,
-        })
-    }
-
-    fn key(&self) -> &[u8] {
-        &self.key[..self.key_len]
-    }
-}
 
 struct Entry {
     key: Box<[u8]>,
@@ -190,6 +92,7 @@ impl PacketCache {
     ) -> Option<usize> {
         let key = question.key();
         let hash = hash(key);
+        let name = question.name();
         let (len, ttls, age) = {
             let shard = self.shard(hash);
             let entry = &shard.slots[*shard.index.get(&hash)?];
@@ -210,7 +113,7 @@ impl PacketCache {
             (len, (ttls, n), u32::try_from(age).unwrap_or(u32::MAX))
         };
         out[..2].copy_from_slice(&packet[..2]);
-        out[question.name.clone()].copy_from_slice(&packet[question.name.clone()]);
+        out[name.clone()].copy_from_slice(&packet[name]);
         for &at in &ttls.0[..ttls.1] {
             let at = usize::from(at);
             let ttl = u32::from_be_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]);

@@ -14,7 +14,9 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, AAAA, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use smallvec::SmallVec;
 
+use super::question::{OPT, Question};
 use crate::policy::Action;
 
 /// RFC 8914 4.16: "Blocked".
@@ -96,30 +98,7 @@ pub fn block_answer(
             authorities: Vec::new(),
         },
         Action::Sinkhole => {
-            let data: Vec<RData> = if local.is_empty() {
-                match qtype {
-                    RecordType::A => settings
-                        .sinkhole_ipv4
-                        .map(|a| RData::A(A(a)))
-                        .into_iter()
-                        .collect(),
-                    RecordType::AAAA => settings
-                        .sinkhole_ipv6
-                        .map(|a| RData::AAAA(AAAA(a)))
-                        .into_iter()
-                        .collect(),
-                    _ => Vec::new(),
-                }
-            } else {
-                local
-                    .iter()
-                    .filter_map(|ip| match (qtype, ip) {
-                        (RecordType::A, IpAddr::V4(a)) => Some(RData::A(A(*a))),
-                        (RecordType::AAAA, IpAddr::V6(a)) => Some(RData::AAAA(AAAA(*a))),
-                        _ => None,
-                    })
-                    .collect()
-            };
+            let data = sinkhole_addresses(qtype, local, settings);
             if data.is_empty() {
                 return negative(ResponseCode::NoError);
             }
@@ -127,11 +106,157 @@ pub fn block_answer(
                 rcode: ResponseCode::NoError,
                 answers: data
                     .into_iter()
-                    .map(|d| Record::from_rdata(qname.clone(), ttl, d))
+                    .map(|ip| {
+                        let data = match ip {
+                            IpAddr::V4(a) => RData::A(A(a)),
+                            IpAddr::V6(a) => RData::AAAA(AAAA(a)),
+                        };
+                        Record::from_rdata(qname.clone(), ttl, data)
+                    })
                     .collect(),
                 authorities: Vec::new(),
             }
         }
+    }
+}
+
+/// The addresses a sinkhole answer to `qtype` carries: the feed's own
+/// (`local`) of that family when it has any, else the configured sinkhole
+/// of that family; none for other types (the answer is then NODATA).
+fn sinkhole_addresses(
+    qtype: RecordType,
+    local: &[IpAddr],
+    settings: &BlockSettings,
+) -> SmallVec<[IpAddr; 2]> {
+    if local.is_empty() {
+        let configured = match qtype {
+            RecordType::A => settings.sinkhole_ipv4.map(IpAddr::V4),
+            RecordType::AAAA => settings.sinkhole_ipv6.map(IpAddr::V6),
+            _ => None,
+        };
+        return configured.into_iter().collect();
+    }
+    local
+        .iter()
+        .filter(|ip| match qtype {
+            RecordType::A => ip.is_ipv4(),
+            RecordType::AAAA => ip.is_ipv6(),
+            _ => false,
+        })
+        .copied()
+        .collect()
+}
+
+/// Write the block response to `packet` (read as `question`) into `out`,
+/// the same response [`block_answer`] and the handler give, from the bytes:
+/// the question copied, the SOA's owner a pointer to the listed name's
+/// labels within it (the last `depth`), a sinkhole address's owner a
+/// pointer to the question. `ede` is the option's payload, sent when the
+/// query had EDNS. Returns the length, or `None` when the response would
+/// not fit the client's limit (the full path then truncates it).
+#[allow(clippy::too_many_arguments)]
+pub fn write_block(
+    out: &mut [u8],
+    packet: &[u8],
+    question: &Question,
+    action: Action,
+    depth: u8,
+    local: &[IpAddr],
+    settings: &BlockSettings,
+    generation: u64,
+    ede: &[u8],
+) -> Option<usize> {
+    let qtype = RecordType::from(question.qtype());
+    let addresses = match action {
+        Action::Sinkhole => sinkhole_addresses(qtype, local, settings),
+        _ => SmallVec::new(),
+    };
+    let (rcode, soa) = match action {
+        Action::Nodata => (ResponseCode::NoError, true),
+        Action::Refused => (ResponseCode::Refused, false),
+        Action::Sinkhole => (ResponseCode::NoError, addresses.is_empty()),
+        Action::Nxdomain | Action::Drop | Action::Log => (ResponseCode::NXDomain, true),
+    };
+    let ttl = settings.policy_ttl.to_be_bytes();
+    let mut w = Writer { out, at: 0 };
+    // Header: the query's ID, QR, opcode QUERY, RD and CD as asked, RA.
+    w.put(&packet[..2])?;
+    w.put(&[
+        0x80 | (packet[2] & 0x01),
+        0x80 | (packet[3] & 0x10) | rcode.low(),
+    ])?;
+    w.u16(1)?;
+    w.u16(addresses.len() as u16)?;
+    w.u16(u16::from(soa))?;
+    w.u16(u16::from(question.edns_payload().is_some()))?;
+    // The question as asked; its end is the type and class.
+    w.put(&packet[12..question.name().end + 4])?;
+    for ip in &addresses {
+        w.u16(0xC00C)?;
+        let (rtype, data): (RecordType, &[u8]) = match ip {
+            IpAddr::V4(a) => (RecordType::A, &a.octets()),
+            IpAddr::V6(a) => (RecordType::AAAA, &a.octets()),
+        };
+        w.u16(rtype.into())?;
+        w.u16(1)?;
+        w.put(&ttl)?;
+        w.u16(data.len() as u16)?;
+        w.put(data)?;
+    }
+    if soa {
+        // The listed name is the question's last `depth` labels.
+        let mut owner = 12;
+        for _ in 0..question.label_count().saturating_sub(depth) {
+            owner += 1 + usize::from(packet[owner]);
+        }
+        w.u16(0xC000 | owner as u16)?;
+        w.u16(RecordType::SOA.into())?;
+        w.u16(1)?;
+        w.put(&ttl)?;
+        let rdlength = w.at;
+        w.u16(0)?;
+        let mname = w.at;
+        w.put(b"\x0aportcullis\x07invalid\x00")?;
+        w.put(b"\x0ahostmaster")?;
+        w.u16(0xC000 | mname as u16)?;
+        let serial = (generation % u64::from(u32::MAX)) as u32;
+        for value in [serial, 3600, 600, 86_400, settings.policy_ttl] {
+            w.put(&value.to_be_bytes())?;
+        }
+        let len = (w.at - rdlength - 2) as u16;
+        w.out[rdlength..rdlength + 2].copy_from_slice(&len.to_be_bytes());
+    }
+    if let Some(payload) = question.edns_payload() {
+        // OPT: root owner, our payload size, version 0, no flags, the EDE.
+        w.put(&[0])?;
+        w.u16(OPT)?;
+        w.u16(payload)?;
+        w.put(&[rcode.high(), 0, 0, 0])?;
+        w.u16(4 + ede.len() as u16)?;
+        w.u16(EDE_OPTION_CODE)?;
+        w.u16(ede.len() as u16)?;
+        w.put(ede)?;
+    }
+    (w.at <= question.limit).then_some(w.at)
+}
+
+/// Bounds-checked appends to a response buffer.
+struct Writer<'a> {
+    out: &'a mut [u8],
+    at: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, bytes: &[u8]) -> Option<()> {
+        self.out
+            .get_mut(self.at..self.at + bytes.len())?
+            .copy_from_slice(bytes);
+        self.at += bytes.len();
+        Some(())
+    }
+
+    fn u16(&mut self, value: u16) -> Option<()> {
+        self.put(&value.to_be_bytes())
     }
 }
 

@@ -4,10 +4,12 @@
 //! Each datagram goes, in order, to:
 //! 1. the packet cache ([`super::packet_cache`]): a clean name asked
 //!    again is answered from the bytes sent last time;
-//! 2. the [`Handler`], run in the loop itself: a blocked name, a refusal
-//!    or an answer from the resolver's own cache completes without
-//!    waiting, so it costs no task and no channel;
-//! 3. only a query that must wait for an upstream becomes a task of its
+//! 2. the blocked-name path ([`Handler::answer_blocked`]): a listed query
+//!    name is answered from the bytes, without decoding the message;
+//! 3. the [`Handler`], run in the loop itself: a refusal, an exception or
+//!    an answer from the resolver's own cache completes without waiting,
+//!    so it costs no task and no channel;
+//! 4. only a query that must wait for an upstream becomes a task of its
 //!    own, from where the handler had got to.
 //!
 //! hickory-server's UDP path spawns a task per datagram and sends every
@@ -61,6 +63,12 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, cache: Option<Arc<P
             && let Some(n) = handler.answer_cached(cache, packet, src, &mut out)
         {
             send(&socket, &out[..n], src).await;
+            continue;
+        }
+        if let Some(n) = handler.answer_blocked(packet, src, &mut out) {
+            if n > 0 {
+                send(&socket, &out[..n], src).await;
+            }
             continue;
         }
         // A response sent to us is never answered (reflection).

@@ -94,8 +94,9 @@ fn metrics_move_by_exactly_the_queries_and_reloads_the_test_caused() {
         )
     };
     assert_eq!(blocks(&after) - blocks(&before), 4.0);
-    // The second UDP query for the same name came from the packet cache,
-    // the TCP one from the forwarder's cache.
+    // The TCP query came from the forwarder's cache; the second UDP one
+    // from the packet cache, or from the forwarder's when it came on the
+    // heels of the first (the response is held just after it is sent).
     let packet = |t: &str| {
         metric(
             t,
@@ -103,9 +104,13 @@ fn metrics_move_by_exactly_the_queries_and_reloads_the_test_caused() {
             &[("result", "hit")],
         )
     };
-    assert_eq!(packet(&after) - packet(&before), 1.0, "{after}");
     let hits = |t: &str| metric(t, "portcullis_cache_hits_total", &[("resolver", "forward")]);
-    assert!(hits(&after) - hits(&before) >= 1.0, "{after}");
+    let (packet_hits, cache_hits) = (
+        packet(&after) - packet(&before),
+        hits(&after) - hits(&before),
+    );
+    assert!(packet_hits <= 1.0 && cache_hits >= 1.0, "{after}");
+    assert_eq!(packet_hits + cache_hits, 2.0, "{after}");
     let count = |t: &str| metric(t, "portcullis_query_duration_seconds_count", &[]);
     assert_eq!(count(&after) - count(&before), 7.0);
     assert_eq!(metric(&after, "portcullis_blocklist_entries", &[]), 1.0);
