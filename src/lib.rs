@@ -43,6 +43,7 @@ pub mod feeds;
 pub mod health;
 pub mod hitlog;
 pub mod lifecycle;
+pub mod memory;
 pub mod metrics;
 pub mod orgs;
 pub mod policy;

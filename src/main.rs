@@ -507,31 +507,8 @@ fn check(name: &str, path: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serve large allocations from mmap, always. glibc raises its mmap
-/// threshold after the first large free, and serves the next large
-/// allocations from the heap, which keeps them resident after they are
-/// freed: the compile's scratch (the parse arena, sort buffers, the
-/// filter's construction arrays) then stays in the process for good.
-/// With the threshold fixed at glibc's default it goes back to the
-/// system: 78 -> 47 MiB after loading the full list.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn return_large_frees_to_the_system() {
-    // SAFETY: mallopt only sets an allocator parameter; it is called
-    // before any other thread exists.
-    let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
-    if ok != 1 {
-        eprintln!(
-            "portcullis: mallopt(M_MMAP_THRESHOLD) failed; memory after a compile may stay high"
-        );
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn return_large_frees_to_the_system() {}
-
 fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    return_large_frees_to_the_system();
+    portcullis::memory::return_large_frees();
     let started = Instant::now();
     let config = load_config(path)?;
     let orgs = OrgMap::new(&config.organisations).map_err(|e| UsageError(e.into()))?;
@@ -578,6 +555,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                 }
                 let (c, result) = tokio::task::spawn_blocking(move || {
                     let result = compiler.compile();
+                    portcullis::memory::trim();
                     (compiler, result)
                 })
                 .await

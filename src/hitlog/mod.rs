@@ -206,7 +206,10 @@ impl Counters {
 /// The query path's end of the channel. Cheap to clone.
 #[derive(Clone)]
 pub struct HitSender {
-    tx: Option<SyncSender<Hit>>,
+    /// Boxed: the channel allocates (and touches) every slot up front,
+    /// so a slot of a whole record would hold 16 MB of a 65,536-record
+    /// channel resident for good; a box is 8 bytes.
+    tx: Option<SyncSender<Box<Hit>>>,
     counters: Arc<Counters>,
 }
 
@@ -221,7 +224,7 @@ impl HitSender {
 
     /// A sender and the receiving end of its channel of `capacity`
     /// records (the writer's; tests read it directly).
-    pub fn channel(capacity: usize) -> (HitSender, Receiver<Hit>) {
+    pub fn channel(capacity: usize) -> (HitSender, Receiver<Box<Hit>>) {
         let (tx, rx) = sync_channel(capacity);
         let sender = HitSender {
             tx: Some(tx),
@@ -233,7 +236,7 @@ impl HitSender {
     /// Queue a record; never waits. A full channel drops it and counts.
     pub fn send(&self, hit: Hit) {
         let Some(tx) = &self.tx else { return };
-        match tx.try_send(hit) {
+        match tx.try_send(Box::new(hit)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.counters.dropped_full.fetch_add(1, Ordering::Relaxed);

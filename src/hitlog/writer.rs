@@ -132,7 +132,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(&mut self, rx: &Receiver<Hit>, stop: &AtomicBool) {
+    fn run(&mut self, rx: &Receiver<Box<Hit>>, stop: &AtomicBool) {
         self.jsonl = self.settings.jsonl.clone().map(JsonLines::new);
         self.open_store();
         let mut next_retention = Instant::now();
@@ -140,7 +140,7 @@ impl Writer {
         loop {
             let stopping = stop.load(Ordering::Acquire);
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(hit) => batch.push(hit),
+                Ok(hit) => batch.push(*hit),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.write(&mut batch);
@@ -150,7 +150,7 @@ impl Writer {
             let mut empty = batch.is_empty();
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(hit) => batch.push(hit),
+                    Ok(hit) => batch.push(*hit),
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
                         empty = true;
                         break;

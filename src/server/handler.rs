@@ -1007,9 +1007,9 @@ actions = { spam = "nxdomain" }
         msg.to_vec().unwrap()
     }
 
-    fn without_time(mut hit: Hit) -> Hit {
+    fn without_time(mut hit: Box<Hit>) -> Hit {
         hit.ts = 0;
-        hit
+        *hit
     }
 
     #[tokio::test]

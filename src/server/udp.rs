@@ -46,10 +46,14 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, cache: Option<Arc<P
     loop {
         let (len, src) = match socket.recv_from(&mut buf).await {
             Ok(received) => received,
+            // ICMP errors from earlier sends surface here; they are about
+            // another client, not this socket.
+            Err(error) if transient(&error) => continue,
             Err(error) => {
-                // ICMP errors from earlier sends surface here on some
-                // systems; they are about another client, not this socket.
-                tracing::debug!(%error, "receiving on a UDP socket");
+                // Anything else (out of memory, a socket in a bad state):
+                // keep serving, without spinning on the error.
+                tracing::warn!(%error, "receiving on a UDP socket");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
         };
@@ -92,6 +96,14 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, cache: Option<Arc<P
             cache.clone(),
         ));
     }
+}
+
+fn transient(error: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        error.kind(),
+        ConnectionRefused | ConnectionReset | Interrupted | WouldBlock | TimedOut
+    )
 }
 
 /// Answer one decoded query, and hold the response when the handler says
