@@ -209,6 +209,32 @@ fn matched_text(listed: &Listed) -> String {
     }
 }
 
+/// The query name and its last `depth` labels as [`plain`] spells them,
+/// straight from the wire; `None` when a label needs escaping (anything
+/// but letters, digits, `_`, and `-` after a label's first byte), which
+/// only hickory's `Name` spells.
+fn plain_from_wire(question: &Question, packet: &[u8], depth: u8) -> Option<(String, String)> {
+    let mut text = String::with_capacity(question.name().len());
+    let skip = usize::from(question.label_count().saturating_sub(depth));
+    let mut listed_at = 0;
+    for (i, label) in question.labels(packet).enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if i == skip {
+            listed_at = text.len();
+        }
+        for (j, &b) in label.iter().enumerate() {
+            if !(b.is_ascii_alphanumeric() || b == b'_' || (b == b'-' && j > 0)) {
+                return None;
+            }
+            text.push(char::from(b.to_ascii_lowercase()));
+        }
+    }
+    let matched = text[listed_at..].to_owned();
+    Some((text, matched))
+}
+
 /// A name as the hit log stores it: lower case, no trailing dot.
 fn plain(name: &Name) -> String {
     let mut text = name.to_lowercase().to_ascii();
@@ -317,10 +343,10 @@ impl Handler {
         qtype: RecordType,
         listed: &Listed,
         action: Action,
+        matched: String,
     ) {
         ::metrics::counter!(metrics::BLOCKS, "category" => listed.category.clone(), "action" => action.as_str())
             .increment(1);
-        let matched = matched_text(listed);
         self.record(
             org,
             client,
@@ -357,7 +383,8 @@ impl Handler {
                 None
             }
             Judgement::Blocks(action) => {
-                self.count_block(org, client, stage, qname, qtype, listed, action);
+                let matched = matched_text(listed);
+                self.count_block(org, client, stage, qname, qtype, listed, action, matched);
                 Some(action)
             }
         }
@@ -562,10 +589,19 @@ impl Handler {
         let list = self.blocklist.load();
         let found = list.lookup(question.labels(packet).rev())?;
         let _in_flight = self.health.lifecycle.enter()?;
-        let qname = Name::read(&mut BinDecoder::new(&packet[12..])).ok()?;
-        let listed = self.listed(&list, &found, qname.trim_to(usize::from(found.depth)), None);
+        // The hit log's spellings of the query and listed names; the
+        // response itself is written from the bytes, so the entry's name
+        // is not needed as a `Name`.
+        let (name, matched) = match plain_from_wire(&question, packet, found.depth) {
+            Some(names) => names,
+            None => {
+                let qname = Name::read(&mut BinDecoder::new(&packet[12..])).ok()?;
+                let listed = qname.trim_to(usize::from(found.depth));
+                (plain(&qname), plain(&listed))
+            }
+        };
+        let listed = self.listed(&list, &found, Name::root(), None);
         drop(list);
-        let name = plain(&qname);
         let action = match self.judge(org, &name, &listed) {
             Judgement::Blocks(Action::Log) | Judgement::Excepted(_) => return None,
             Judgement::Blocks(action) => action,
@@ -594,7 +630,16 @@ impl Handler {
             ip: src.ip().to_canonical(),
             transport: Transport::Udp,
         };
-        self.count_block(org, client, Stage::Qname, &name, qtype, &listed, action);
+        self.count_block(
+            org,
+            client,
+            Stage::Qname,
+            &name,
+            qtype,
+            &listed,
+            action,
+            matched,
+        );
         self.metrics
             .record(Transport::Udp, Outcome::Blocked, started);
         Some(len)
@@ -998,7 +1043,10 @@ actions = { spam = "nxdomain" }
         msg.metadata.id = id;
         msg.metadata.recursion_desired = true;
         msg.metadata.checking_disabled = id.is_multiple_of(2);
-        msg.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        // From raw labels: a name may hold bytes no presentation form
+        // would let through.
+        let labels = name.trim_end_matches('.').split('.').map(str::as_bytes);
+        msg.add_query(Query::query(Name::from_labels(labels).unwrap(), qtype));
         if edns {
             let mut e = Edns::new();
             e.set_max_payload(4096);
@@ -1025,6 +1073,10 @@ actions = { spam = "nxdomain" }
             ("local.example.test.", true),
             ("spam.example.test.", true),
             ("c2.example.test.", true),
+            // Labels hickory escapes: the hit record's spelling from `Name`.
+            ("*.evil.example.test.", true),
+            ("a b.evil.example.test.", true),
+            ("-x.evil.example.test.", true),
             // The full path's: exceptions, monitor mode, unlisted.
             ("ok.evil.example.test.", false),
             ("trusted.evil.example.test.", false),
@@ -1085,9 +1137,9 @@ actions = { spam = "nxdomain" }
             }
         }
         assert!(received.try_recv().is_err(), "no hit left over");
-        // 7 listed names (one with drop) x 4 types x 2 x 2, and the
+        // 10 listed names (one with drop) x 4 types x 2 x 2, and the
         // trusted name from outside the council (x 4 x 2).
-        assert_eq!(compared, 6 * 4 * 2 * 2 + 4 * 2, "responses compared");
+        assert_eq!(compared, 9 * 4 * 2 * 2 + 4 * 2, "responses compared");
     }
 
     #[test]
