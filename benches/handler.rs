@@ -31,17 +31,15 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hickory_proto::op::{Edns, Message, MessageType, Query};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::BinEncoder;
-use hickory_server::net::NetError;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponse;
+use hickory_server::server::Request;
 use portcullis::blocklist;
 use portcullis::config::Config;
 use portcullis::health::Health;
 use portcullis::hitlog::HitSender;
 use portcullis::orgs::OrgMap;
 use portcullis::resolve::Upstream;
+use portcullis::server::capture::Capture;
 use portcullis::server::packet_cache::PacketCache;
 use portcullis::server::response::BlockSettings;
 use portcullis::server::{Handler, QueryMetrics};
@@ -92,32 +90,6 @@ fn packet(name: &str) -> Vec<u8> {
     msg.to_vec().expect("encode")
 }
 
-/// Encodes the response as the UDP listener does, and drops it.
-#[derive(Clone)]
-struct Encode;
-
-#[async_trait::async_trait]
-impl ResponseHandler for Encode {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let mut wire = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut wire);
-        encoder.set_max_size(1232);
-        let info = response.destructive_emit(&mut encoder)?;
-        black_box(&wire);
-        Ok(info)
-    }
-}
-
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -160,7 +132,7 @@ fn bench(c: &mut Criterion) {
     let client: SocketAddr = "127.0.0.1:5300".parse().expect("addr");
     let run = |wire: &[u8]| -> bool {
         let request = Request::from_bytes(wire.to_vec(), client, Protocol::Udp).expect("decode");
-        rt.block_on(handler.handle_udp(&request, Encode))
+        rt.block_on(handler.handle_udp(&request, Capture::default()))
     };
     let blocked = packet("www.evil.example.test.");
     let clean = packet("www.example.test.");
@@ -208,31 +180,10 @@ fn encoded(
     wire: &[u8],
     client: SocketAddr,
 ) -> Vec<u8> {
-    #[derive(Clone)]
-    struct Keep(Arc<std::sync::Mutex<Vec<u8>>>);
-    #[async_trait::async_trait]
-    impl ResponseHandler for Keep {
-        async fn send_response<'a>(
-            &mut self,
-            response: MessageResponse<
-                '_,
-                'a,
-                impl Iterator<Item = &'a Record> + Send + 'a,
-                impl Iterator<Item = &'a Record> + Send + 'a,
-                impl Iterator<Item = &'a Record> + Send + 'a,
-                impl Iterator<Item = &'a Record> + Send + 'a,
-            >,
-        ) -> Result<ResponseInfo, NetError> {
-            let mut wire = self.0.lock().expect("not poisoned");
-            let mut encoder = BinEncoder::new(&mut wire);
-            encoder.set_max_size(1232);
-            response.destructive_emit(&mut encoder).map_err(Into::into)
-        }
-    }
-    let keep = Keep(Arc::default());
+    let capture = Capture::default();
     let request = Request::from_bytes(wire.to_vec(), client, Protocol::Udp).expect("decode");
-    rt.block_on(handler.handle_udp(&request, keep.clone()));
-    keep.0.lock().expect("not poisoned").clone()
+    rt.block_on(handler.handle_udp(&request, capture.clone()));
+    capture.take().expect("a response")
 }
 
 criterion_group!(benches, bench);

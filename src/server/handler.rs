@@ -913,44 +913,14 @@ mod tests {
     //! EDNS or not, spelling and client; and it stands aside exactly where
     //! the full path must judge (exceptions, monitor mode, unlisted).
 
-    use std::sync::Mutex;
     use std::time::Duration;
 
     use arc_swap::ArcSwap;
     use hickory_proto::op::{Message, Query};
-    use hickory_proto::serialize::binary::BinEncoder;
-    use hickory_server::net::NetError;
-    use hickory_server::zone_handler::MessageResponse;
 
     use super::*;
     use crate::config::Config;
-
-    /// Keeps the bytes the full path would send.
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Option<Vec<u8>>>>);
-
-    #[async_trait::async_trait]
-    impl ResponseHandler for Capture {
-        async fn send_response<'a>(
-            &mut self,
-            response: MessageResponse<
-                '_,
-                'a,
-                impl Iterator<Item = &'a Record> + Send + 'a,
-                impl Iterator<Item = &'a Record> + Send + 'a,
-                impl Iterator<Item = &'a Record> + Send + 'a,
-                impl Iterator<Item = &'a Record> + Send + 'a,
-            >,
-        ) -> Result<ResponseInfo, NetError> {
-            let limit = response.edns().map_or(512, |e| e.max_payload());
-            let mut wire = Vec::new();
-            let mut encoder = BinEncoder::new(&mut wire);
-            encoder.set_max_size(limit);
-            let info = response.destructive_emit(&mut encoder)?;
-            *self.0.lock().unwrap() = Some(wire);
-            Ok(info)
-        }
-    }
+    use crate::server::capture::Capture;
 
     const CONFIG: &str = r#"
 [server]
@@ -1114,7 +1084,7 @@ actions = { spam = "nxdomain" }
                             Request::from_bytes(wire.clone(), src, Protocol::Udp).unwrap();
                         let capture = Capture::default();
                         handler.serve(&request, capture.clone()).await;
-                        let slow = capture.0.lock().unwrap().take();
+                        let slow = capture.take();
                         let slow_hit = received.try_recv().map(without_time);
                         assert_eq!(fast_hit.ok(), slow_hit.ok(), "{what}: hit record");
                         let Some(slow) = slow else {

@@ -12,6 +12,7 @@
 //! for one. UDP is served by our own loop ([`udp`]); TCP by hickory's
 //! listener, one per address, connections spread as tasks.
 
+pub mod capture;
 mod handler;
 pub mod inspect;
 pub mod packet_cache;

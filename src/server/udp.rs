@@ -24,7 +24,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use hickory_proto::rr::Record;
-use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::NetError;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
@@ -32,6 +31,7 @@ use hickory_server::zone_handler::MessageResponse;
 use tokio::net::UdpSocket;
 
 use super::Handler;
+use super::capture::encode_udp;
 use super::packet_cache::{MAX_UDP_PAYLOAD, PacketCache};
 
 /// Largest datagram read; a query is rarely over 512 octets, and one
@@ -180,13 +180,7 @@ impl ResponseHandler for Responder {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        // As hickory-server encodes for UDP: at most the payload the
-        // client offered (512 without EDNS), truncated (TC) beyond it.
-        let limit = response.edns().map_or(512, |e| e.max_payload());
-        let mut wire = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut wire);
-        encoder.set_max_size(limit);
-        let info = response.destructive_emit(&mut encoder)?;
+        let (info, wire) = encode_udp(response)?;
         send(&self.socket, &wire, self.dst).await;
         if let Some(sent) = &self.sent {
             let _ = sent.set(wire);
