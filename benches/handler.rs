@@ -2,8 +2,9 @@
 //! the handler, in process, with no socket.
 //!
 //! - `blocked_from_bytes`: a blocked UDP query as the listener answers it
-//!   (`Handler::answer_blocked`: the question read in place, lookup,
-//!   organisation policy, the response written from the bytes);
+//!   (`Handler::answer_from_bytes`: the question read in place, a
+//!   packet-cache miss, lookup, organisation policy, the response written
+//!   from the bytes);
 //! - `blocked_full_path`: the same through the general handler (decode,
 //!   lookup, block response records, encode), as TCP and unusual queries
 //!   take it. The hit log is off in both; a hit record is a channel send
@@ -150,24 +151,26 @@ fn bench(c: &mut Criterion) {
     );
     assert!(
         handler
-            .answer_cached(&cache, &clean, client, &mut out)
+            .answer_from_bytes(Some(&cache), &clean, client, &mut out)
             .is_some(),
         "held"
     );
     assert!(
-        handler.answer_blocked(&blocked, client, &mut out).is_some(),
+        handler
+            .answer_from_bytes(Some(&cache), &blocked, client, &mut out)
+            .is_some(),
         "blocked from the bytes"
     );
 
     let mut group = c.benchmark_group("handler");
     group.throughput(Throughput::Elements(1));
     group.bench_function("blocked_from_bytes", |b| {
-        b.iter(|| handler.answer_blocked(black_box(&blocked), client, &mut out))
+        b.iter(|| handler.answer_from_bytes(Some(&cache), black_box(&blocked), client, &mut out))
     });
     group.bench_function("blocked_full_path", |b| b.iter(|| run(black_box(&blocked))));
     group.bench_function("resolver_cache", |b| b.iter(|| run(black_box(&clean))));
     group.bench_function("packet_cache", |b| {
-        b.iter(|| handler.answer_cached(&cache, black_box(&clean), client, &mut out))
+        b.iter(|| handler.answer_from_bytes(Some(&cache), black_box(&clean), client, &mut out))
     });
     group.finish();
     stop.store(true, Ordering::Relaxed);

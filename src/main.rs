@@ -555,7 +555,6 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                 }
                 let (c, result) = tokio::task::spawn_blocking(move || {
                     let result = compiler.compile();
-                    portcullis::memory::trim();
                     (compiler, result)
                 })
                 .await

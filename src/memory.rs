@@ -2,7 +2,7 @@
 //!
 //! A compile allocates far more than the list it leaves (the parse, sort
 //! buffers, the filter's construction arrays). glibc keeps freed memory in
-//! its heap for reuse, so without these the resolver's resident size after
+//! its heap for reuse, so without this the resolver's resident size after
 //! loading the full list would be the compile's peak, not the list's.
 
 /// Serve large allocations from their own mappings, returned on free.
@@ -20,20 +20,5 @@ pub fn return_large_frees() {
     }
 }
 
-/// Release the free pages inside the heap (the compile's many small
-/// allocations, freed) after a compile.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-pub fn trim() {
-    // SAFETY: malloc_trim only returns free heap pages to the kernel; it
-    // is thread-safe and touches no live allocation.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn return_large_frees() {}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn trim() {}

@@ -147,7 +147,6 @@ fn spawn_compiler(mut compiler: Compiler) -> std::io::Result<mpsc::Sender<Job>> 
             }
             for job in rx {
                 let result = compiler.compile().map_err(|e| e.to_string());
-                crate::memory::trim();
                 let _ = job.reply.send(result);
             }
         })?;

@@ -142,24 +142,23 @@ impl QueryMetrics {
         }
     }
 
-    fn record(&self, transport: Transport, outcome: Outcome, started: Instant) {
+    fn counter(&self, transport: Transport, outcome: Outcome) -> &::metrics::Counter {
         let t = match transport {
             Transport::Udp => 0,
             Transport::Tcp => 1,
             Transport::Other => 2,
         };
-        self.queries[t][outcome.label()].increment(1);
+        &self.queries[t][outcome.label()]
+    }
+
+    fn record(&self, transport: Transport, outcome: Outcome, started: Instant) {
+        self.counter(transport, outcome).increment(1);
         self.duration.record(started.elapsed().as_secs_f64());
     }
 
-    /// A datagram that is not a query we can decode.
-    pub(super) fn rejected(&self, protocol: Protocol) {
-        let t = match transport(protocol) {
-            Transport::Udp => 0,
-            Transport::Tcp => 1,
-            Transport::Other => 2,
-        };
-        self.queries[t][Outcome::Rejected.label()].increment(1);
+    /// A UDP datagram that is not a query we can decode.
+    pub(super) fn rejected_udp(&self) {
+        self.counter(Transport::Udp, Outcome::Rejected).increment(1);
     }
 }
 
@@ -565,24 +564,50 @@ impl Handler {
         self.serve(request, handle).await.1 == Outcome::Clean
     }
 
-    /// The block response to `packet` from `src`, written to `out` from
-    /// the bytes when its query name is listed and blocks for this client
-    /// with a plain action (nxdomain, nodata, refused, sinkhole, drop):
-    /// the hit is counted and recorded as on the full path. Returns the
-    /// length (0 for `drop`: send nothing), or `None` for the full path: a
-    /// name not listed, an exception, monitor mode, an unusual query, a
-    /// client to be refused, or shutting down. Nothing is counted or
-    /// recorded before it is sure to answer.
-    pub fn answer_blocked(&self, packet: &[u8], src: SocketAddr, out: &mut [u8]) -> Option<usize> {
+    /// The answer to a UDP query written to `out` straight from its bytes,
+    /// when one can be: from the packet `cache`, or a block response. The
+    /// query is read once ([`Question`]) and the client's organisation
+    /// looked up once for both. Returns the length (0 for `drop`: send
+    /// nothing), or `None` for the full path: an unusual query, a client
+    /// to be refused, shutting down, or neither path applies.
+    pub fn answer_from_bytes(
+        &self,
+        cache: Option<&PacketCache>,
+        packet: &[u8],
+        src: SocketAddr,
+        out: &mut [u8],
+    ) -> Option<usize> {
         let question = Question::parse(packet)?;
+        let org = self.orgs.lookup(src.ip());
+        if org.is_none() && !self.allow_unknown_clients {
+            return None;
+        }
+        if let Some(cache) = cache
+            && let Some(len) = self.answer_cached(cache, &question, packet, out)
+        {
+            return Some(len);
+        }
+        self.answer_blocked(&question, org, packet, src, out)
+    }
+
+    /// The block response, when the query name is listed and blocks for
+    /// this client with a plain action (nxdomain, nodata, refused,
+    /// sinkhole, drop): the hit is counted and recorded as on the full
+    /// path. `None` for a name not listed, an exception, monitor mode, a
+    /// non-IN class or a zone transfer. Nothing is counted or recorded
+    /// before it is sure to answer.
+    fn answer_blocked(
+        &self,
+        question: &Question,
+        org: Option<OrgId>,
+        packet: &[u8],
+        src: SocketAddr,
+        out: &mut [u8],
+    ) -> Option<usize> {
         let qtype = RecordType::from(question.qtype());
         if DNSClass::from(question.qclass()) != DNSClass::IN
             || matches!(qtype, RecordType::AXFR | RecordType::IXFR)
         {
-            return None;
-        }
-        let org = self.orgs.lookup(src.ip());
-        if org.is_none() && !self.allow_unknown_clients {
             return None;
         }
         let started = Instant::now();
@@ -592,7 +617,7 @@ impl Handler {
         // The hit log's spellings of the query and listed names; the
         // response itself is written from the bytes, so the entry's name
         // is not needed as a `Name`.
-        let (name, matched) = match plain_from_wire(&question, packet, found.depth) {
+        let (name, matched) = match plain_from_wire(question, packet, found.depth) {
             Some(names) => names,
             None => {
                 let qname = Name::read(&mut BinDecoder::new(&packet[12..])).ok()?;
@@ -616,7 +641,7 @@ impl Handler {
                 write_block(
                     out,
                     packet,
-                    &question,
+                    question,
                     action,
                     found.depth,
                     &listed.local,
@@ -645,24 +670,19 @@ impl Handler {
         Some(len)
     }
 
-    /// The packet cache's answer to `packet` from `src`, written to `out`:
-    /// its length, or `None` when the full path must answer (a miss, an
-    /// unusual query, a client that is to be refused, shutting down).
-    pub fn answer_cached(
+    /// The packet cache's answer: its length, or `None` on a miss (or
+    /// when shutting down).
+    fn answer_cached(
         &self,
         cache: &PacketCache,
+        question: &Question,
         packet: &[u8],
-        src: SocketAddr,
         out: &mut [u8],
     ) -> Option<usize> {
-        let question = Question::parse(packet)?;
-        if !self.allow_unknown_clients && self.orgs.lookup(src.ip()).is_none() {
-            return None;
-        }
         let _in_flight = self.health.lifecycle.enter()?;
         let started = Instant::now();
         let generation = self.blocklist.load().generation();
-        let Some(len) = cache.answer(&question, packet, generation, started, out) else {
+        let Some(len) = cache.answer(question, packet, generation, started, out) else {
             self.metrics.packet_cache[1].increment(1);
             return None;
         };
@@ -1072,7 +1092,7 @@ actions = { spam = "nxdomain" }
                         let wire = packet(name, qtype, edns, id);
                         let what = format!("{name} {qtype} edns={edns} from {src}");
                         let mut out = [0u8; 1232];
-                        let fast = handler.answer_blocked(&wire, src, &mut out);
+                        let fast = handler.answer_from_bytes(None, &wire, src, &mut out);
                         // trusted.evil is an exception for the council only.
                         let expected = fast_expected
                             || (name.starts_with("trusted") && !src.ip().is_loopback());
@@ -1124,23 +1144,39 @@ actions = { spam = "nxdomain" }
         let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();
         let mut out = [0u8; 1232];
         let good = packet("evil.example.test.", RecordType::A, true, 7);
-        assert!(handler.answer_blocked(&good, src, &mut out).is_some());
+        assert!(
+            handler
+                .answer_from_bytes(None, &good, src, &mut out)
+                .is_some()
+        );
         let mut chaos = Message::from_vec(&good).unwrap();
         chaos.queries[0].set_query_class(DNSClass::CH);
         assert!(
             handler
-                .answer_blocked(&chaos.to_vec().unwrap(), src, &mut out)
+                .answer_from_bytes(None, &chaos.to_vec().unwrap(), src, &mut out)
                 .is_none()
         );
         let axfr = packet("evil.example.test.", RecordType::AXFR, false, 8);
-        assert!(handler.answer_blocked(&axfr, src, &mut out).is_none());
+        assert!(
+            handler
+                .answer_from_bytes(None, &axfr, src, &mut out)
+                .is_none()
+        );
         // No room for the response: the full path answers (and truncates).
-        assert!(handler.answer_blocked(&good, src, &mut out[..40]).is_none());
+        assert!(
+            handler
+                .answer_from_bytes(None, &good, src, &mut out[..40])
+                .is_none()
+        );
         // Shutting down: the full path refuses.
         assert_eq!(
             rt.block_on(handler.health.lifecycle.drain(Duration::ZERO)),
             0
         );
-        assert!(handler.answer_blocked(&good, src, &mut out).is_none());
+        assert!(
+            handler
+                .answer_from_bytes(None, &good, src, &mut out)
+                .is_none()
+        );
     }
 }

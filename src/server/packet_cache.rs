@@ -92,29 +92,22 @@ impl PacketCache {
     ) -> Option<usize> {
         let key = question.key();
         let hash = hash(key);
-        let name = question.name();
-        let (len, ttls, age) = {
-            let shard = self.shard(hash);
-            let entry = &shard.slots[*shard.index.get(&hash)?];
-            if *entry.key != *key
-                || entry.generation != generation
-                || entry.expires <= now
-                || entry.wire.len() > question.limit.min(out.len())
-            {
-                return None;
-            }
-            let len = entry.wire.len();
-            out[..len].copy_from_slice(&entry.wire);
-            // Copied out so the lock is not held while patching.
-            let mut ttls = [0u16; 32];
-            let n = entry.ttls.len();
-            ttls[..n].copy_from_slice(&entry.ttls);
-            let age = now.duration_since(entry.stored).as_secs();
-            (len, (ttls, n), u32::try_from(age).unwrap_or(u32::MAX))
-        };
+        let shard = self.shard(hash);
+        let entry = &shard.slots[*shard.index.get(&hash)?];
+        if *entry.key != *key
+            || entry.generation != generation
+            || entry.expires <= now
+            || entry.wire.len() > question.limit.min(out.len())
+        {
+            return None;
+        }
+        let len = entry.wire.len();
+        out[..len].copy_from_slice(&entry.wire);
         out[..2].copy_from_slice(&packet[..2]);
+        let name = question.name();
         out[name.clone()].copy_from_slice(&packet[name]);
-        for &at in &ttls.0[..ttls.1] {
+        let age = u32::try_from(now.duration_since(entry.stored).as_secs()).unwrap_or(u32::MAX);
+        for &at in &entry.ttls {
             let at = usize::from(at);
             let ttl = u32::from_be_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]);
             out[at..at + 4].copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());

@@ -4,8 +4,9 @@
 //! Each datagram goes, in order, to:
 //! 1. the packet cache ([`super::packet_cache`]): a clean name asked
 //!    again is answered from the bytes sent last time;
-//! 2. the blocked-name path ([`Handler::answer_blocked`]): a listed query
-//!    name is answered from the bytes, without decoding the message;
+//! 2. the blocked-name path: a listed query name is answered from the
+//!    bytes, without decoding the message (both in
+//!    [`Handler::answer_from_bytes`]);
 //! 3. the [`Handler`], run in the loop itself: a refusal, an exception or
 //!    an answer from the resolver's own cache completes without waiting,
 //!    so it costs no task and no channel;
@@ -63,13 +64,7 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, cache: Option<Arc<P
             continue;
         }
         let packet = &buf[..len];
-        if let Some(cache) = &cache
-            && let Some(n) = handler.answer_cached(cache, packet, src, &mut out)
-        {
-            send(&socket, &out[..n], src).await;
-            continue;
-        }
-        if let Some(n) = handler.answer_blocked(packet, src, &mut out) {
+        if let Some(n) = handler.answer_from_bytes(cache.as_deref(), packet, src, &mut out) {
             if n > 0 {
                 send(&socket, &out[..n], src).await;
             }
@@ -85,7 +80,7 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, cache: Option<Arc<P
                 tracing::debug!(%error, client = %src, "malformed query");
                 let n = form_error(packet, &mut out);
                 send(&socket, &out[..n], src).await;
-                handler.metrics.rejected(Protocol::Udp);
+                handler.metrics.rejected_udp();
                 continue;
             }
         };
