@@ -2,10 +2,21 @@
 //! queries behind `portcullis logs`, `portcullis report` and the API.
 //!
 //! `hits` holds every record, indexed by (org, ts) and by ts, for listing
-//! and filtering. Two roll-ups are kept in the same transaction:
-//! `hits_daily` has one row per (UTC day, org, listed name, client) with a
-//! count and the first and last time seen, and `hits_daily_feeds` one per
-//! (day, org, category, feed, action) with a count.
+//! and filtering. Two roll-ups are built from it: `hits_daily` has one row
+//! per (UTC day, org, listed name, client) with a count and the first and
+//! last time seen, and `hits_daily_feeds` one per (day, org, category,
+//! feed, action) with a count.
+//!
+//! The roll-up runs behind the raw log, not in its transaction
+//! ([`Store::roll_up`], every few seconds from the writer): `rollup_state`
+//! holds the id of the last record rolled up, and a report adds the raw
+//! records after it to the roll-up rows it reads, in one read transaction,
+//! so a report is exact whatever the roll-up's lag, and a crash loses
+//! nothing (the next roll-up takes the records from where the last one
+//! stopped). Why behind: on a first pass over a threat list every record
+//! is a new name, so its roll-up row lands on a random page of the tree,
+//! and upserting per batch rewrote thousands of pages to the WAL each
+//! time; one roll-up of many batches, sorted by key, writes each page once.
 //! Blocked queries repeat (a machine beacons to its C2 every few minutes),
 //! so the roll-up is far smaller than the log, and a report reads it for
 //! the whole days in its range and the raw rows only for the partial days
@@ -30,7 +41,10 @@ use serde::Serialize;
 use super::{Hit, Stage, Transport};
 
 const DAY_MS: i64 = 86_400_000;
-const SCHEMA_VERSION: i64 = 1;
+/// 2: the roll-up runs behind the raw log (`rollup_state`). A version 1
+/// database is brought up to 2 by the writer: its roll-up was kept in the
+/// same transaction as its records, so all of them are rolled up.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS hits (
@@ -71,6 +85,11 @@ CREATE TABLE IF NOT EXISTS hits_daily_feeds (
     n        INTEGER NOT NULL,
     PRIMARY KEY (day, org, category, feed, action)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_state (
+    rolled_up INTEGER NOT NULL    -- id of the last record in the roll-ups
+);
+INSERT INTO rollup_state (rolled_up)
+    SELECT coalesce(max(id), 0) FROM hits WHERE NOT EXISTS (SELECT 1 FROM rollup_state);
 ";
 
 /// A hit-store failure, naming the database.
@@ -293,7 +312,8 @@ impl Store {
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| self.err(e))?;
-        if found == SCHEMA_VERSION || (creating && found == 0) {
+        // A reader takes version 1 as it is: all of it is rolled up.
+        if found == SCHEMA_VERSION || found == 1 || (creating && found == 0) {
             Ok(())
         } else {
             Err(StoreError::Version {
@@ -304,6 +324,7 @@ impl Store {
     }
 
     /// Write a batch in one transaction; returns the ids given, in order.
+    /// The roll-ups catch up in [`Store::roll_up`].
     pub fn insert(&mut self, hits: &[Hit]) -> Result<Vec<i64>, StoreError> {
         let path = self.path.clone();
         let wrap = |source| StoreError::Sqlite {
@@ -319,17 +340,15 @@ impl Store {
                      feed, category, indicator, action) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )
                 .map_err(wrap)?;
-            type PairKey<'a> = (i64, &'a str, &'a str, String);
-            type FeedKey<'a> = (i64, &'a str, &'a str, &'a str, &'a str);
-            let mut pairs: HashMap<PairKey<'_>, (&str, i64, i64, i64)> = HashMap::default();
-            let mut feeds: HashMap<FeedKey<'_>, i64> = HashMap::default();
+            let mut client = String::with_capacity(40);
             for h in hits {
-                let org = h.org.as_deref().unwrap_or("");
-                let client = h.client.to_string();
+                use std::fmt::Write as _;
+                client.clear();
+                let _ = write!(client, "{}", h.client);
                 insert
                     .execute(params![
                         h.ts,
-                        org,
+                        h.org.as_deref().unwrap_or(""),
                         client,
                         h.transport.as_str(),
                         h.qname,
@@ -343,53 +362,64 @@ impl Store {
                     ])
                     .map_err(wrap)?;
                 ids.push(tx.last_insert_rowid());
-                let day = h.ts.div_euclid(DAY_MS);
-                let e = pairs
-                    .entry((day, org, h.matched.as_str(), client))
-                    .or_insert((h.category.as_str(), 0, h.ts, h.ts));
-                e.0 = h.category.as_str();
-                e.1 += 1;
-                e.2 = e.2.min(h.ts);
-                e.3 = e.3.max(h.ts);
-                *feeds
-                    .entry((
-                        day,
-                        org,
-                        h.category.as_str(),
-                        h.feed.as_str(),
-                        h.action.as_str(),
-                    ))
-                    .or_default() += 1;
-            }
-            let mut upsert = tx
-                .prepare_cached(
-                    "INSERT INTO hits_daily (day, org, matched, client, category, n, first_ts, last_ts) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-                     ON CONFLICT (day, org, matched, client) DO UPDATE SET \
-                     category = excluded.category, n = n + excluded.n, \
-                     first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)",
-                )
-                .map_err(wrap)?;
-            for ((day, org, matched, client), (category, n, first, last)) in &pairs {
-                upsert
-                    .execute(params![day, org, matched, client, category, n, first, last])
-                    .map_err(wrap)?;
-            }
-            let mut upsert = tx
-                .prepare_cached(
-                    "INSERT INTO hits_daily_feeds (day, org, category, feed, action, n) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-                     ON CONFLICT (day, org, category, feed, action) DO UPDATE SET n = n + excluded.n",
-                )
-                .map_err(wrap)?;
-            for ((day, org, category, feed, action), n) in &feeds {
-                upsert
-                    .execute(params![day, org, category, feed, action, n])
-                    .map_err(wrap)?;
             }
         }
         tx.commit().map_err(wrap)?;
         Ok(ids)
+    }
+
+    /// Fold the records written since the last roll-up into `hits_daily`
+    /// and `hits_daily_feeds`, in one transaction that also moves the
+    /// mark. Returns how many records it took. Sorting by the roll-up's
+    /// key first means each page of the tree is written once.
+    pub fn roll_up(&mut self) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let wrap = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(wrap)?;
+        let from: i64 = tx
+            .query_row("SELECT rolled_up FROM rollup_state", [], |r| r.get(0))
+            .map_err(wrap)?;
+        let to: i64 = tx
+            .query_row("SELECT coalesce(max(id), 0) FROM hits", [], |r| r.get(0))
+            .map_err(wrap)?;
+        if to <= from {
+            return Ok(0);
+        }
+        // The category is the latest seen for the name: the one on the
+        // group's newest record.
+        tx.execute(
+            &format!(
+                "INSERT INTO hits_daily (day, org, matched, client, category, n, first_ts, last_ts) \
+                 SELECT g.day, g.org, g.matched, g.client, h.category, g.n, g.first_ts, g.last_ts \
+                 FROM (SELECT ts / {DAY_MS} AS day, org, matched, client, count(*) AS n, \
+                       min(ts) AS first_ts, max(ts) AS last_ts, max(id) AS last_id \
+                       FROM hits WHERE id > ?1 AND id <= ?2 GROUP BY 1, 2, 3, 4) AS g \
+                 JOIN hits AS h ON h.id = g.last_id \
+                 WHERE true ORDER BY 1, 2, 3, 4 \
+                 ON CONFLICT (day, org, matched, client) DO UPDATE SET \
+                 category = excluded.category, n = n + excluded.n, \
+                 first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)"
+            ),
+            [from, to],
+        )
+        .map_err(wrap)?;
+        tx.execute(
+            &format!(
+                "INSERT INTO hits_daily_feeds (day, org, category, feed, action, n) \
+                 SELECT ts / {DAY_MS}, org, category, feed, action, count(*) \
+                 FROM hits WHERE id > ?1 AND id <= ?2 GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 \
+                 ON CONFLICT (day, org, category, feed, action) DO UPDATE SET n = n + excluded.n"
+            ),
+            [from, to],
+        )
+        .map_err(wrap)?;
+        tx.execute("UPDATE rollup_state SET rolled_up = ?1", [to])
+            .map_err(wrap)?;
+        tx.commit().map_err(wrap)?;
+        Ok((to - from) as u64)
     }
 
     /// Delete records older than `cutoff` (ms), at most `limit` of them,
@@ -421,6 +451,13 @@ impl Store {
                 .map_err(|e| self.err(e))?;
         }
         Ok(total)
+    }
+
+    /// The id of the last record in the roll-ups.
+    pub fn rolled_up(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("SELECT rolled_up FROM rollup_state", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
     }
 
     /// Records in the store (all organisations).
@@ -544,48 +581,60 @@ impl Store {
             }
         }
         for (from, to) in raw_ranges {
-            if from >= to {
-                continue;
+            if from < to {
+                self.add_raw(
+                    &Filter {
+                        since: Some(from),
+                        until: Some(to),
+                        ..filter.clone()
+                    },
+                    0,
+                    &mut agg,
+                )?;
             }
-            let mut sql = String::from(
-                "SELECT org, ts, matched, client, category, feed, action FROM hits WHERE 1 = 1",
-            );
-            let mut args = Vec::new();
-            push_filter(
-                &mut sql,
-                &mut args,
-                &Filter {
-                    since: Some(from),
-                    until: Some(to),
-                    ..filter.clone()
-                },
-            );
-            self.scan(&sql, args, |row| {
-                let ts: i64 = row.get(1)?;
-                let category = row.get_ref(4)?.as_str()?;
-                agg.add_pair(
-                    row.get_ref(0)?.as_str()?,
-                    ts.div_euclid(DAY_MS),
-                    row.get_ref(2)?.as_str()?,
-                    row.get_ref(3)?.as_str()?,
-                    category,
-                    1,
-                    ts,
-                    ts,
-                );
-                agg.add_feed(
-                    category,
-                    row.get_ref(5)?.as_str()?,
-                    row.get_ref(6)?.as_str()?,
-                    1,
-                );
-                Ok(())
-            })?;
         }
         Ok(agg.finish(filter.org.clone(), top))
     }
 
-    /// Add the roll-up rows of days [from, to) to `agg`.
+    /// Add the raw records matching `filter` with an id above `after` to
+    /// `agg`.
+    fn add_raw(&self, filter: &Filter, after: i64, agg: &mut Aggregate) -> Result<(), StoreError> {
+        // Records after a mark are the newest, a range of ids: read them
+        // by id, not through an index on (org, ts) or ts that would walk
+        // the whole range of days the filter names.
+        let mut sql = String::from(if after > 0 {
+            "SELECT org, ts, matched, client, category, feed, action FROM hits NOT INDEXED WHERE id > ?1"
+        } else {
+            "SELECT org, ts, matched, client, category, feed, action FROM hits WHERE id > ?1"
+        });
+        let mut args = vec![after.into()];
+        push_filter(&mut sql, &mut args, filter);
+        self.scan(&sql, args, |row| {
+            let ts: i64 = row.get(1)?;
+            let category = row.get_ref(4)?.as_str()?;
+            agg.add_pair(
+                row.get_ref(0)?.as_str()?,
+                ts.div_euclid(DAY_MS),
+                row.get_ref(2)?.as_str()?,
+                row.get_ref(3)?.as_str()?,
+                category,
+                1,
+                ts,
+                ts,
+            );
+            agg.add_feed(
+                category,
+                row.get_ref(5)?.as_str()?,
+                row.get_ref(6)?.as_str()?,
+                1,
+            );
+            Ok(())
+        })
+    }
+
+    /// Add days [from, to) to `agg`: their roll-up rows, and the records
+    /// the roll-up has not taken yet, read in one transaction so that the
+    /// writer's roll-up cannot move between the two.
     fn rollup(
         &self,
         filter: &Filter,
@@ -593,6 +642,19 @@ impl Store {
         to: i64,
         agg: &mut Aggregate,
     ) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        // A version 1 database has no mark: its roll-up is complete.
+        let rolled_up: i64 = tx
+            .query_row("SELECT rolled_up FROM rollup_state", [], |r| r.get(0))
+            .optional()
+            .or_else(|e| match e {
+                rusqlite::Error::SqliteFailure(_, Some(ref m)) if m.contains("no such table") => {
+                    Ok(None)
+                }
+                e => Err(e),
+            })
+            .map_err(|e| self.err(e))?
+            .unwrap_or(i64::MAX);
         let days = Filter {
             since: None,
             until: None,
@@ -630,7 +692,16 @@ impl Store {
                 row.get::<_, i64>(3)? as u64,
             );
             Ok(())
-        })
+        })?;
+        if rolled_up < i64::MAX {
+            let tail = Filter {
+                since: Some(from * DAY_MS),
+                until: Some(to * DAY_MS),
+                ..filter.clone()
+            };
+            self.add_raw(&tail, rolled_up, agg)?;
+        }
+        tx.finish().map_err(|e| self.err(e))
     }
 
     /// Run `sql` and hand each row to `f`.
@@ -1133,10 +1204,6 @@ mod tests {
             }
         }
         batch.push(hit(day + 5, "b", "10.9.9.9", "bad.example", "bad.example"));
-        // Two batches, so the roll-up's upsert path is used.
-        let (x, y) = batch.split_at(17);
-        s.insert(x).unwrap();
-        s.insert(y).unwrap();
         let org_a = Filter {
             org: Some("a".into()),
             ..Filter::default()
@@ -1144,9 +1211,8 @@ mod tests {
         // [00:30 day 0, 23:00 day 2): day 1 from the roll-up, the edges raw.
         let since = day / 48;
         let until = 2 * day + 23 * 3_600_000;
-        let fast = s.report(&org_a, since, until, 10).unwrap();
-        let exact = s
-            .report(
+        let exact = |s: &Store| {
+            s.report(
                 &Filter {
                     domain: Some("example".into()),
                     ..org_a.clone()
@@ -1155,9 +1221,30 @@ mod tests {
                 until,
                 10,
             )
-            .unwrap();
+            .unwrap()
+        };
+        // Two batches with a roll-up between, so its upsert path is used;
+        // a report is exact with nothing, part and all of it rolled up.
+        let (x, y) = batch.split_at(17);
+        s.insert(x).unwrap();
+        assert_eq!(s.report(&org_a, since, until, 10).unwrap(), exact(&s));
+        assert_eq!(s.roll_up().unwrap(), 17);
+        s.insert(y).unwrap();
+        assert_eq!(s.report(&org_a, since, until, 10).unwrap(), exact(&s));
+        assert_eq!(s.roll_up().unwrap(), 29);
+        assert_eq!(s.roll_up().unwrap(), 0, "nothing new");
+        let fast = s.report(&org_a, since, until, 10).unwrap();
         assert_eq!(fast.total, 45);
-        assert_eq!(fast, exact);
+        assert_eq!(fast, exact(&s));
+        let rolled: i64 = s
+            .conn
+            .query_row(
+                "SELECT sum(n) FROM hits_daily WHERE day = 1 AND org = 'a'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(rolled, 15, "day 1 is in the roll-up once");
         assert_eq!(fast.top_names[0].name, "evil.example");
         assert_eq!(fast.top_names[0].hits, 30);
         assert_eq!(fast.top_names[0].clients, 1);
@@ -1172,6 +1259,60 @@ mod tests {
         let all = s.report(&Filter::default(), 0, 3 * day, 10).unwrap();
         assert_eq!(all.total, 46);
         assert_eq!(all.by_org[1].key, "b");
+    }
+
+    #[test]
+    fn the_rollup_keeps_the_latest_category_and_the_first_and_last_time() {
+        let (_dir, mut s) = store();
+        let mut first = hit(100, "a", "10.0.0.1", "x.evil.example", "evil.example");
+        first.category = "phishing".into();
+        let second = hit(50, "a", "10.0.0.1", "x.evil.example", "evil.example");
+        s.insert(&[first, second]).unwrap();
+        s.roll_up().unwrap();
+        let mut third = hit(70, "a", "10.0.0.1", "y.evil.example", "evil.example");
+        third.category = "c2".into();
+        s.insert(&[third]).unwrap();
+        s.roll_up().unwrap();
+        let row: (String, i64, i64, i64) = s
+            .conn
+            .query_row(
+                "SELECT category, n, first_ts, last_ts FROM hits_daily",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(row, ("c2".into(), 3, 50, 100));
+        let feeds: i64 = s
+            .conn
+            .query_row("SELECT sum(n) FROM hits_daily_feeds", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(feeds, 3);
+    }
+
+    #[test]
+    fn a_version_1_database_is_taken_as_rolled_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hits.sqlite");
+        {
+            // Version 1: no mark; its roll-up was written with its records.
+            let mut s = Store::open_writer(&path, None).unwrap();
+            s.insert(&[hit(10, "a", "10.0.0.1", "x.evil.example", "evil.example")])
+                .unwrap();
+            s.roll_up().unwrap();
+            s.conn
+                .execute_batch("DROP TABLE rollup_state; PRAGMA user_version = 1;")
+                .unwrap();
+        }
+        let whole_day = |s: &Store| s.report(&Filter::default(), 0, DAY_MS, 5).unwrap().total;
+        assert_eq!(whole_day(&Store::open_reader(&path).unwrap()), 1);
+        let mut s = Store::open_writer(&path, None).unwrap();
+        assert_eq!(s.roll_up().unwrap(), 0, "the mark starts after its records");
+        assert_eq!(whole_day(&s), 1, "not counted twice");
+        s.insert(&[hit(20, "a", "10.0.0.1", "x.evil.example", "evil.example")])
+            .unwrap();
+        assert_eq!(whole_day(&s), 2);
+        assert_eq!(s.roll_up().unwrap(), 1);
+        assert_eq!(whole_day(&Store::open_reader(&path).unwrap()), 2);
     }
 
     #[test]

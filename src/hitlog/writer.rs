@@ -35,6 +35,10 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 const RETENTION_CHUNK: u64 = 50_000;
 const RETENTION_CATCH_UP: Duration = Duration::from_secs(1);
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(30);
+/// How far the roll-ups may lag the raw log. Reports are exact whatever
+/// the lag (they read the records not yet rolled up); a longer lag means
+/// fewer, larger roll-ups, each writing a page of the tree once.
+const ROLLUP_EVERY: Duration = Duration::from_secs(5);
 
 /// What the writer needs from the config.
 #[derive(Debug, Clone)]
@@ -85,6 +89,8 @@ pub fn spawn(settings: Settings) -> std::io::Result<HitLog> {
         jsonl: None,
         counters: Arc::clone(&counters),
         failures: Failures::default(),
+        rollup_pending: false,
+        last_rollup: Instant::now(),
     };
     let stop_flag = Arc::clone(&stop);
     let thread = std::thread::Builder::new()
@@ -129,6 +135,10 @@ struct Writer {
     jsonl: Option<JsonLines>,
     counters: Arc<Counters>,
     failures: Failures,
+    /// Records written since the last roll-up (or a store just opened,
+    /// which may hold some from a crash).
+    rollup_pending: bool,
+    last_rollup: Instant,
 }
 
 impl Writer {
@@ -144,6 +154,7 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.write(&mut batch);
+                    self.roll_up();
                     return;
                 }
             }
@@ -161,7 +172,11 @@ impl Writer {
             // Stop only once the channel is empty: a clean shutdown
             // flushes what the query path handed over.
             if stopping && empty {
+                self.roll_up();
                 return;
+            }
+            if self.rollup_pending && self.last_rollup.elapsed() >= ROLLUP_EVERY {
+                self.roll_up();
             }
             if Instant::now() >= next_retention {
                 let more = self.expire();
@@ -184,6 +199,7 @@ impl Writer {
                     tracing::info!("hit log database usable again");
                 }
                 self.store = Some(store);
+                self.rollup_pending = true;
             }
             Err(error) => self.failed("cannot open the hit log database", &error),
         }
@@ -202,6 +218,7 @@ impl Writer {
                 for (hit, id) in batch.iter_mut().zip(ids) {
                     hit.id = Some(id);
                 }
+                self.rollup_pending = true;
                 self.counters.written.fetch_add(n, Ordering::Relaxed);
                 ::metrics::counter!(metrics::HITLOG_WRITTEN).increment(n);
             }
@@ -223,6 +240,19 @@ impl Writer {
             self.failed(&format!("cannot write the hit stream {path}"), &error);
         }
         batch.clear();
+    }
+
+    /// Bring the roll-ups up to the raw log. On failure the records stay
+    /// in the raw log and the next round takes them.
+    fn roll_up(&mut self) {
+        self.last_rollup = Instant::now();
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        match store.roll_up() {
+            Ok(_) => self.rollup_pending = false,
+            Err(error) => self.failed("hit log roll-up failed", &error),
+        }
     }
 
     fn lost(&self, n: u64) {
@@ -342,6 +372,11 @@ mod tests {
         assert_eq!(counters.dropped(), 0);
         let store = Store::open_reader(&settings.database).unwrap();
         assert_eq!(store.count().unwrap(), 10_000);
+        assert_eq!(
+            store.rolled_up().unwrap(),
+            10_000,
+            "close brings the roll-up up to date"
+        );
         let lines = std::fs::read_to_string(dir.path().join("hits.jsonl")).unwrap();
         let first: Hit = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
         assert_eq!(
@@ -353,6 +388,29 @@ mod tests {
         // After close, nothing can be queued: it is counted, not lost silently.
         tx.send(hit(0));
         assert_eq!(counters.dropped(), 1);
+    }
+
+    #[test]
+    fn records_a_crash_left_out_of_the_rollup_are_rolled_up_on_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("hits.sqlite");
+        let mut store = Store::open_writer(&database, None).unwrap();
+        store.insert(&[hit(1), hit(2)]).unwrap();
+        // The process dies here, before its roll-up.
+        drop(store);
+        let log = spawn(Settings {
+            database: database.clone(),
+            jsonl: None,
+            retention_days: 1,
+            capacity: 100,
+            max_bytes: None,
+        })
+        .unwrap();
+        assert!(log.close(Duration::from_secs(30)));
+        assert_eq!(
+            Store::open_reader(&database).unwrap().rolled_up().unwrap(),
+            2
+        );
     }
 
     #[test]
