@@ -15,6 +15,7 @@
 pub mod capture;
 mod handler;
 pub mod inspect;
+mod mmsg;
 pub mod packet_cache;
 pub mod question;
 pub mod response;

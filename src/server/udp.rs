@@ -13,6 +13,10 @@
 //! 4. only a query that must wait for an upstream becomes a task of its
 //!    own, from where the handler had got to.
 //!
+//! The loop takes every datagram waiting (up to [`super::mmsg::BATCH`]) in
+//! one system call and sends the answers of steps 1 and 2 in one more
+//! ([`super::mmsg`]); a query of step 3 or 4 sends its own.
+//!
 //! hickory-server's UDP path spawns a task per datagram and sends every
 //! response through a channel back to the receive loop; on one core that
 //! machinery cost more than the lookup and the answer together.
@@ -33,6 +37,7 @@ use tokio::net::UdpSocket;
 
 use super::Handler;
 use super::capture::encode_udp;
+use super::mmsg::{Inbox, Outbox};
 use super::packet_cache::{MAX_UDP_PAYLOAD, PacketCache};
 
 /// Largest datagram read; a query is rarely over 512 octets, and one
@@ -42,10 +47,10 @@ const RECV_BUFFER: usize = 4096;
 /// Serve `socket` until the task is aborted.
 pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, cache: Option<Arc<PacketCache>>) {
     let socket = Arc::new(socket);
-    let mut buf = vec![0u8; RECV_BUFFER];
-    let mut out = vec![0u8; usize::from(MAX_UDP_PAYLOAD)];
+    let mut inbox = Inbox::new(RECV_BUFFER);
+    let mut outbox = Outbox::new(usize::from(MAX_UDP_PAYLOAD));
     loop {
-        let (len, src) = match socket.recv_from(&mut buf).await {
+        let received = match inbox.recv(&socket).await {
             Ok(received) => received,
             // ICMP errors from earlier sends surface here; they are about
             // another client, not this socket.
@@ -58,38 +63,46 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, cache: Option<Arc<P
                 continue;
             }
         };
-        // Nothing can be sent back to port 0 (and it is not a resolver's
-        // client); a datagram too short for a header has no ID to answer.
-        if src.port() == 0 || len < 12 {
-            continue;
-        }
-        let packet = &buf[..len];
-        if let Some(n) = handler.answer_from_bytes(cache.as_deref(), packet, src, &mut out) {
-            if n > 0 {
-                send(&socket, &out[..n], src).await;
-            }
-            continue;
-        }
-        // A response sent to us is never answered (reflection).
-        if packet[2] & 0x80 != 0 {
-            continue;
-        }
-        let request = match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
-            Ok(request) => request,
-            Err(error) => {
-                tracing::debug!(%error, client = %src, "malformed query");
-                let n = form_error(packet, &mut out);
-                send(&socket, &out[..n], src).await;
-                handler.metrics.rejected_udp();
+        for i in 0..received {
+            let (packet, src) = inbox.get(i);
+            // Nothing can be sent back to port 0 (and it is not a
+            // resolver's client); a datagram too short for a header has
+            // no ID to answer.
+            let Some(src) = src.filter(|s| s.port() != 0) else {
+                continue;
+            };
+            if packet.len() < 12 {
                 continue;
             }
-        };
-        run_or_spawn(answer(
-            request,
-            Arc::clone(&socket),
-            Arc::clone(&handler),
-            cache.clone(),
-        ));
+            let out = outbox.next_slot();
+            if let Some(n) = handler.answer_from_bytes(cache.as_deref(), packet, src, out) {
+                if n > 0 {
+                    outbox.push(n, src);
+                }
+                continue;
+            }
+            // A response sent to us is never answered (reflection).
+            if packet[2] & 0x80 != 0 {
+                continue;
+            }
+            let request = match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
+                Ok(request) => request,
+                Err(error) => {
+                    tracing::debug!(%error, client = %src, "malformed query");
+                    let n = form_error(packet, outbox.next_slot());
+                    outbox.push(n, src);
+                    handler.metrics.rejected_udp();
+                    continue;
+                }
+            };
+            run_or_spawn(answer(
+                request,
+                Arc::clone(&socket),
+                Arc::clone(&handler),
+                cache.clone(),
+            ));
+        }
+        outbox.flush(&socket).await;
     }
 }
 
