@@ -24,7 +24,7 @@
 //! of a few hundred bytes; nothing else (no reload, no log write) ever
 //! takes them. Each shard evicts in insertion order when full.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -36,23 +36,44 @@ pub use super::question::{MAX_UDP_PAYLOAD, Question};
 
 const SHARDS: usize = 64;
 
+/// One held response. The key, the response and its TTL offsets share
+/// one allocation, and the map holds the entry itself, so a hit touches
+/// two places in memory (the map's bucket and the bytes) rather than five:
+/// with a few hundred thousand names held, each is a likely cache miss.
 struct Entry {
-    key: Box<[u8]>,
-    wire: Box<[u8]>,
-    /// Offsets of the TTL fields (the OPT's is not a TTL).
-    ttls: Box<[u16]>,
+    /// The key, then the response, then the offsets of its TTL fields
+    /// (two bytes each, native order; the OPT's is not a TTL).
+    data: Box<[u8]>,
+    key_len: u16,
+    wire_len: u16,
     stored: Instant,
     expires: Instant,
     generation: u64,
 }
 
+impl Entry {
+    fn key(&self) -> &[u8] {
+        &self.data[..usize::from(self.key_len)]
+    }
+
+    fn wire(&self) -> &[u8] {
+        let start = usize::from(self.key_len);
+        &self.data[start..start + usize::from(self.wire_len)]
+    }
+
+    fn ttls(&self) -> impl Iterator<Item = usize> + '_ {
+        self.data[usize::from(self.key_len) + usize::from(self.wire_len)..]
+            .chunks_exact(2)
+            .map(|at| usize::from(u16::from_ne_bytes([at[0], at[1]])))
+    }
+}
+
 #[derive(Default)]
 struct Shard {
-    /// Key hash -> slot; a colliding key replaces the slot's entry.
-    index: HashMap<u64, usize, FxBuildHasher>,
-    slots: Vec<Entry>,
-    /// The next slot to reuse once full (insertion order).
-    hand: usize,
+    /// Key hash -> entry; a colliding key replaces the entry.
+    entries: HashMap<u64, Entry, FxBuildHasher>,
+    /// The hashes in `entries`, oldest first: once full, the oldest goes.
+    order: VecDeque<u64>,
 }
 
 /// The cache: `capacity` responses over [`SHARDS`] shards.
@@ -93,22 +114,22 @@ impl PacketCache {
         let key = question.key();
         let hash = hash(key);
         let shard = self.shard(hash);
-        let entry = &shard.slots[*shard.index.get(&hash)?];
-        if *entry.key != *key
+        let entry = shard.entries.get(&hash)?;
+        let wire = entry.wire();
+        if entry.key() != key
             || entry.generation != generation
             || entry.expires <= now
-            || entry.wire.len() > question.limit.min(out.len())
+            || wire.len() > question.limit.min(out.len())
         {
             return None;
         }
-        let len = entry.wire.len();
-        out[..len].copy_from_slice(&entry.wire);
+        let len = wire.len();
+        out[..len].copy_from_slice(wire);
         out[..2].copy_from_slice(&packet[..2]);
         let name = question.name();
         out[name.clone()].copy_from_slice(&packet[name]);
         let age = u32::try_from(now.duration_since(entry.stored).as_secs()).unwrap_or(u32::MAX);
-        for &at in &entry.ttls {
-            let at = usize::from(at);
+        for at in entry.ttls() {
             let ttl = u32::from_be_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]);
             out[at..at + 4].copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
         }
@@ -131,29 +152,38 @@ impl PacketCache {
             return;
         }
         let key = question.key();
+        let (Ok(key_len), Ok(wire_len)) = (u16::try_from(key.len()), u16::try_from(wire.len()))
+        else {
+            return;
+        };
+        let mut data = Vec::with_capacity(key.len() + wire.len() + 2 * ttls.len());
+        data.extend_from_slice(key);
+        data.extend_from_slice(wire);
+        for at in &ttls {
+            data.extend_from_slice(&at.to_ne_bytes());
+        }
         let hash = hash(key);
         let entry = Entry {
-            key: key.into(),
-            wire: wire.into(),
-            ttls,
+            data: data.into(),
+            key_len,
+            wire_len,
             stored: now,
             expires: now + std::time::Duration::from_secs(u64::from(lowest)),
             generation,
         };
         let mut shard = self.shard(hash);
         let shard = &mut *shard;
-        if let Some(&slot) = shard.index.get(&hash) {
-            shard.slots[slot] = entry;
-        } else if shard.slots.len() < self.per_shard {
-            shard.index.insert(hash, shard.slots.len());
-            shard.slots.push(entry);
-        } else {
-            let slot = shard.hand;
-            shard.hand = (shard.hand + 1) % self.per_shard;
-            shard.index.remove(&self::hash(&shard.slots[slot].key));
-            shard.index.insert(hash, slot);
-            shard.slots[slot] = entry;
+        if let Some(held) = shard.entries.get_mut(&hash) {
+            *held = entry;
+            return;
         }
+        if shard.entries.len() >= self.per_shard
+            && let Some(oldest) = shard.order.pop_front()
+        {
+            shard.entries.remove(&oldest);
+        }
+        shard.entries.insert(hash, entry);
+        shard.order.push_back(hash);
     }
 }
 
@@ -166,7 +196,7 @@ fn hash(key: &[u8]) -> u64 {
 /// The offsets of a response's TTL fields and the lowest TTL, or `None`
 /// when it is not one to hold: truncated, SERVFAIL, no records, more than
 /// 32 records, or not well formed.
-fn ttl_fields(wire: &[u8]) -> Option<(Box<[u16]>, u32)> {
+fn ttl_fields(wire: &[u8]) -> Option<(Vec<u16>, u32)> {
     let header = wire.get(..12)?;
     let flags = u16::from_be_bytes([header[2], header[3]]);
     let rcode = flags & 0x000F;
@@ -196,7 +226,7 @@ fn ttl_fields(wire: &[u8]) -> Option<(Box<[u16]>, u32)> {
     if pos != wire.len() || ttls.is_empty() || ttls.len() > 32 {
         return None;
     }
-    Some((ttls.into(), lowest))
+    Some((ttls, lowest))
 }
 
 /// The offset after the name at `pos` (labels, maybe ending in a pointer).
@@ -394,5 +424,15 @@ mod tests {
             })
             .count();
         assert!(held <= SHARDS && held > SHARDS / 2, "{held} held");
+        // The newest is always held; the oldest went first.
+        let newest = query(names.last().unwrap(), 1, false);
+        let parsed = Question::parse(&newest).unwrap();
+        assert!(cache.answer(&parsed, &newest, 1, t0, &mut out).is_some());
+        let total: usize = cache
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap().order.len())
+            .sum();
+        assert_eq!(total, held, "the eviction order holds exactly what is held");
     }
 }
