@@ -271,6 +271,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ipv6_senders_are_read_and_answered() {
+        // A machine without IPv6 on loopback cannot run this; say so.
+        let Ok(server) = UdpSocket::bind("[::1]:0").await else {
+            eprintln!("no IPv6 loopback here: ipv6_senders_are_read_and_answered not run");
+            return;
+        };
+        let client = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        client.send_to(b"q6", server.local_addr().unwrap()).unwrap();
+        let mut inbox = Inbox::new(16);
+        assert_eq!(inbox.recv(&server).await.unwrap(), 1);
+        let (packet, src) = inbox.get(0);
+        assert_eq!(packet, b"q6");
+        assert_eq!(src, Some(client.local_addr().unwrap()));
+        let mut outbox = Outbox::new(16);
+        outbox.next_slot()[..2].copy_from_slice(b"a6");
+        outbox.push(2, src.unwrap());
+        outbox.flush(&server).await;
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        let (len, from) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(
+            (&buf[..len], from),
+            (&b"a6"[..], server.local_addr().unwrap())
+        );
+    }
+
+    #[tokio::test]
     async fn a_long_datagram_is_cut_to_the_slot() {
         let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
