@@ -110,6 +110,8 @@ pub enum StoreError {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The schema version: 1 has no roll-up mark (see [`SCHEMA_VERSION`]).
+    version: i64,
 }
 
 /// Filters shared by the log listing and the report.
@@ -250,6 +252,7 @@ impl Store {
         let store = Store {
             conn,
             path: path.to_path_buf(),
+            version: SCHEMA_VERSION,
         };
         store.check_version(true)?;
         store.conn.execute_batch(SCHEMA).map_err(wrap)?;
@@ -288,11 +291,12 @@ impl Store {
         // Reports scan large ranges: map the file instead of copying pages.
         let _ = conn.pragma_update(None, "mmap_size", 1i64 << 30);
         let _ = conn.pragma_update(None, "cache_size", -65_536);
-        let store = Store {
+        let mut store = Store {
             conn,
             path: path.to_path_buf(),
+            version: SCHEMA_VERSION,
         };
-        store.check_version(false)?;
+        store.version = store.check_version(false)?;
         Ok(store)
     }
 
@@ -307,14 +311,15 @@ impl Store {
         }
     }
 
-    fn check_version(&self, creating: bool) -> Result<(), StoreError> {
+    /// The database's schema version, if this build can use it.
+    fn check_version(&self, creating: bool) -> Result<i64, StoreError> {
         let found: i64 = self
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| self.err(e))?;
         // A reader takes version 1 as it is: all of it is rolled up.
         if found == SCHEMA_VERSION || found == 1 || (creating && found == 0) {
-            Ok(())
+            Ok(found)
         } else {
             Err(StoreError::Version {
                 path: self.path.clone(),
@@ -453,10 +458,15 @@ impl Store {
         Ok(total)
     }
 
-    /// The id of the last record in the roll-ups.
-    pub fn rolled_up(&self) -> Result<i64, StoreError> {
+    /// The id of the last record in the roll-ups; `None` for a version 1
+    /// database, which has no mark because all of it is rolled up.
+    pub fn rolled_up(&self) -> Result<Option<i64>, StoreError> {
+        if self.version < 2 {
+            return Ok(None);
+        }
         self.conn
             .query_row("SELECT rolled_up FROM rollup_state", [], |r| r.get(0))
+            .map(Some)
             .map_err(|e| self.err(e))
     }
 
@@ -602,11 +612,14 @@ impl Store {
         // Records after a mark are the newest, a range of ids: read them
         // by id, not through an index on (org, ts) or ts that would walk
         // the whole range of days the filter names.
-        let mut sql = String::from(if after > 0 {
-            "SELECT org, ts, matched, client, category, feed, action FROM hits NOT INDEXED WHERE id > ?1"
+        let table = if after > 0 {
+            "hits NOT INDEXED"
         } else {
-            "SELECT org, ts, matched, client, category, feed, action FROM hits WHERE id > ?1"
-        });
+            "hits"
+        };
+        let mut sql = format!(
+            "SELECT org, ts, matched, client, category, feed, action FROM {table} WHERE id > ?1"
+        );
         let mut args = vec![after.into()];
         push_filter(&mut sql, &mut args, filter);
         self.scan(&sql, args, |row| {
@@ -643,18 +656,7 @@ impl Store {
         agg: &mut Aggregate,
     ) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
-        // A version 1 database has no mark: its roll-up is complete.
-        let rolled_up: i64 = tx
-            .query_row("SELECT rolled_up FROM rollup_state", [], |r| r.get(0))
-            .optional()
-            .or_else(|e| match e {
-                rusqlite::Error::SqliteFailure(_, Some(ref m)) if m.contains("no such table") => {
-                    Ok(None)
-                }
-                e => Err(e),
-            })
-            .map_err(|e| self.err(e))?
-            .unwrap_or(i64::MAX);
+        let rolled_up = self.rolled_up()?;
         let days = Filter {
             since: None,
             until: None,
@@ -693,7 +695,7 @@ impl Store {
             );
             Ok(())
         })?;
-        if rolled_up < i64::MAX {
+        if let Some(rolled_up) = rolled_up {
             let tail = Filter {
                 since: Some(from * DAY_MS),
                 until: Some(to * DAY_MS),

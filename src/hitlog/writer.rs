@@ -374,7 +374,7 @@ mod tests {
         assert_eq!(store.count().unwrap(), 10_000);
         assert_eq!(
             store.rolled_up().unwrap(),
-            10_000,
+            Some(10_000),
             "close brings the roll-up up to date"
         );
         let lines = std::fs::read_to_string(dir.path().join("hits.jsonl")).unwrap();
@@ -409,7 +409,7 @@ mod tests {
         assert!(log.close(Duration::from_secs(30)));
         assert_eq!(
             Store::open_reader(&database).unwrap().rolled_up().unwrap(),
-            2
+            Some(2)
         );
     }
 

@@ -80,13 +80,16 @@ impl Inbox {
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         let base = self.data.as_mut_ptr();
         for (i, (iov, msg)) in iovs.iter_mut().zip(msgs.iter_mut()).enumerate() {
-            // SAFETY: slot i lies inside `data` (BATCH slots long).
-            iov.iov_base = unsafe { base.add(i * self.slot) }.cast();
-            iov.iov_len = self.slot;
-            msg.msg_hdr.msg_name = (&raw mut self.names[i]).cast();
-            msg.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            msg.msg_hdr.msg_iov = iov;
-            msg.msg_hdr.msg_iovlen = 1;
+            point(
+                iov,
+                msg,
+                // SAFETY: slot i lies inside `data` (BATCH slots long).
+                (unsafe { base.add(i * self.slot) }, self.slot),
+                (
+                    (&raw mut self.names[i]).cast(),
+                    size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+                ),
+            );
         }
         // SAFETY: every header points at live buffers of the lengths it
         // states (the data slots, the address storage, its iovec), all
@@ -125,6 +128,23 @@ impl Inbox {
         self.sources[0] = Some(src);
         Ok(1)
     }
+}
+
+/// Point message header `msg` at one buffer (through `iov`) and one
+/// socket address: `(pointer, length)` each.
+#[cfg(target_os = "linux")]
+fn point(
+    iov: &mut libc::iovec,
+    msg: &mut libc::mmsghdr,
+    data: (*mut u8, usize),
+    name: (*mut libc::c_void, libc::socklen_t),
+) {
+    iov.iov_base = data.0.cast();
+    iov.iov_len = data.1;
+    msg.msg_hdr.msg_name = name.0;
+    msg.msg_hdr.msg_namelen = name.1;
+    msg.msg_hdr.msg_iov = iov;
+    msg.msg_hdr.msg_iovlen = 1;
 }
 
 /// Answers written in the loop, sent together by [`Outbox::flush`].
@@ -194,14 +214,15 @@ impl Outbox {
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for (k, (iov, msg)) in iovs.iter_mut().zip(msgs.iter_mut()).take(count).enumerate() {
             let i = from + k;
-            let start = i * self.slot;
-            iov.iov_base = self.data[start..start + self.lens[i]].as_ptr() as *mut libc::c_void;
-            iov.iov_len = self.lens[i];
             let to = &self.destinations[i];
-            msg.msg_hdr.msg_name = to.as_ptr() as *mut libc::c_void;
-            msg.msg_hdr.msg_namelen = to.len();
-            msg.msg_hdr.msg_iov = iov;
-            msg.msg_hdr.msg_iovlen = 1;
+            // The kernel only reads through these (sendmmsg's `*mut` is
+            // the shared header type's).
+            point(
+                iov,
+                msg,
+                (self.data[i * self.slot..].as_ptr().cast_mut(), self.lens[i]),
+                (to.as_ptr().cast_mut().cast(), to.len()),
+            );
         }
         // SAFETY: the headers point at `count` answers and addresses owned
         // by `self`, which the kernel only reads.
