@@ -4,8 +4,9 @@
 # path: lookup, metrics, hit record) with the metrics recorder off
 # (`[admin] listen = ""`: every handle is a no-op) and on, alternated
 # ROUNDS times. The resolver is pinned to CPU 0 and dnsperf to CPU 1,
-# unthrottled, SECONDS_RUN per run. Needs a release build, dnsperf and
-# ../shared/data.
+# unthrottled, SECONDS_RUN per run. The resident memory at the end of each
+# run shows whether recorded samples are let go of when nobody scrapes
+# /metrics. Needs a release build, dnsperf and ../shared/data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/portcullis}
@@ -21,7 +22,7 @@ mkdir -p "$WORK/feeds"
 ln -s "$(realpath "$DATA/threat-domains.tsv.gz")" "$WORK/feeds/threat-domains.tsv.gz"
 zcat "$DATA/threat-domains.tsv.gz" | cut -f1 | grep -v '^#' | shuf -n 100000 --random-source=<(yes) | sed 's/$/ A/' > "$WORK/queries.txt"
 
-run() {  # $1 = admin listen value; prints queries per second
+run() {  # $1 = admin listen value; prints "queries per second / MiB resident at the end"
   cat > "$WORK/portcullis.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$PORT"]
@@ -42,6 +43,7 @@ TOML
   for _ in $(seq 1 300); do dig +tries=1 +time=1 -p $PORT @127.0.0.1 x.invalid >/dev/null 2>&1 && break; sleep 0.1; done
   taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$WORK/queries.txt" -l "$SECONDS_RUN" -c 8 -q 200 2>&1 \
     | awk '/Queries per second/ {printf "%d", $4}'
+  awk '/^VmRSS/ {printf " / %d MiB", $2 / 1024}' "/proc/$PID/status"
   kill $PID; wait $PID 2>/dev/null || true
   PID=
 }
@@ -53,7 +55,7 @@ for _ in $(seq 1 "$ROUNDS"); do
 done
 echo "## Metrics cost ($(nproc) CPUs, $(uname -m); resolver on CPU 0, dnsperf on CPU 1, blocked names)"
 echo
-echo "| metrics | queries per second, $ROUNDS runs of $SECONDS_RUN s |"
+echo "| metrics | queries per second / resident MiB at the end, $ROUNDS runs of $SECONDS_RUN s |"
 echo "|---|---|"
-echo "| off (no recorder) | ${OFF[*]} |"
-echo "| on (Prometheus recorder) | ${ON[*]} |"
+printf '| off (no recorder) | %s |\n' "$(IFS=,; echo "${OFF[*]}")"
+printf '| on (Prometheus recorder) | %s |\n' "$(IFS=,; echo "${ON[*]}")"

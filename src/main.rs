@@ -527,6 +527,9 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        if let Some(prometheus) = &prometheus {
+            tokio::spawn(portcullis::metrics::upkeep(prometheus.clone()));
+        }
         let config = Arc::new(config);
         let status: StatusHandle = Arc::default();
         let mut compiler = Compiler::new(Arc::clone(&config));
