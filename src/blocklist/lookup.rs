@@ -9,6 +9,7 @@
 
 use fst::raw::Output;
 
+use super::filter::PrefixHashes;
 use super::merge::{CONTESTED, below_rank, exact_rank};
 use super::{Blocklist, EntryMeta, Layer};
 use crate::domain::{self, KEY_SEPARATOR};
@@ -112,10 +113,21 @@ impl Blocklist {
     where
         I: Iterator<Item = &'l [u8]> + Clone,
     {
+        self.lookup_by(|| labels.clone())
+    }
+
+    /// [`Blocklist::lookup`] for labels that can be listed again but not
+    /// cloned (hickory's label iterator): `labels` gives them, right to
+    /// left, each time it is called.
+    pub fn lookup_by<'l, F, I>(&self, labels: F) -> Option<Match>
+    where
+        F: Fn() -> I,
+        I: Iterator<Item = &'l [u8]>,
+    {
         // Most names are in no layer: a layer of other TLDs, or its
         // filter, says so without a walk.
         let mut tld = [0u8; 64];
-        let tld_len = match labels.clone().next() {
+        let tld_len = match labels().next() {
             Some(label) if label.len() < tld.len() => {
                 for (d, b) in tld.iter_mut().zip(label) {
                     *d = b.to_ascii_lowercase();
@@ -127,17 +139,21 @@ impl Blocklist {
             _ => return None,
         };
         let tld = &tld[..tld_len];
+        // Hashed once, when the first layer that may hold the name has a
+        // filter, and probed against every such layer's filter.
+        let mut prefixes: Option<PrefixHashes> = None;
         let mut best: Option<Match> = None;
         for (i, layer) in self.layers.iter().enumerate() {
-            if !layer.holds_tld(tld)
-                || layer
-                    .filter
-                    .as_ref()
-                    .is_some_and(|f| !f.may_match(labels.clone()))
-            {
+            if !layer.holds_tld(tld) {
                 continue;
             }
-            let Some(found) = layer.walk(labels.clone(), i as u8) else {
+            if let Some(filter) = &layer.filter {
+                let prefixes = prefixes.get_or_insert_with(|| PrefixHashes::new(labels()));
+                if !filter.may_match(prefixes, usize::from(!layer.tld_keys)) {
+                    continue;
+                }
+            }
+            let Some(found) = layer.walk(labels(), i as u8) else {
                 continue;
             };
             best = Some(match best {
@@ -281,6 +297,24 @@ mod tests {
             None,
             "the root is never listed here"
         );
+    }
+
+    #[test]
+    fn a_whole_tld_is_found_past_the_filter_and_only_then_probed() {
+        let without = list(&[("example.com", Subtree, Block)]);
+        assert!(!without.layers[0].tld_keys);
+        let l = list(&[("zip", Subtree, Block), ("example.com", Subtree, Block)]);
+        assert!(l.layers[0].tld_keys);
+        assert!(l.layers[0].filter.is_some());
+        assert_eq!(verdict(&l, "zip"), Some((Block, Subtree, 1)));
+        assert_eq!(verdict(&l, "a.b.ZIP"), Some((Block, Subtree, 1)));
+        assert_eq!(verdict(&l, "www.example.com"), Some((Block, Subtree, 2)));
+        assert_eq!(verdict(&l, "zipper"), None);
+        // Exact at the TLD: the TLD itself, not its children.
+        let l = list(&[("zip", Exact, Block), ("a.example", Exact, Block)]);
+        assert!(l.layers[0].tld_keys);
+        assert_eq!(verdict(&l, "zip"), Some((Block, Exact, 1)));
+        assert_eq!(verdict(&l, "x.zip"), None);
     }
 
     #[test]

@@ -327,6 +327,7 @@ pub fn merge_ranges(
         "feeds merged"
     );
     let tlds = Layer::tld_bounds(&map);
+    let tld_keys = Layer::lists_a_tld(&map);
     let list = Layer {
         map,
         metas: tables.metas,
@@ -337,6 +338,7 @@ pub fn merge_ranges(
         addresses,
         filter: super::filter::KeyFilter::build(hashes),
         tlds,
+        tld_keys,
         entries: names,
         own,
     };

@@ -134,6 +134,9 @@ pub struct Layer {
     /// keys: a big feed's layers each hold a TLD range, so a query whose
     /// TLD is outside it skips the layer. Empty for an empty layer.
     tlds: (Box<[u8]>, Box<[u8]>),
+    /// Whether some key is a first label alone (a TLD listed whole). Lists
+    /// rarely have one; without, a query's first prefix is not probed.
+    tld_keys: bool,
     /// Distinct names in the map.
     entries: usize,
     /// Holds (a TLD range of) one big feed, rather than the shared layer
@@ -155,6 +158,7 @@ impl Layer {
             addresses: PrefixMap::default(),
             filter: None,
             tlds: (Box::default(), Box::default()),
+            tld_keys: false,
             entries: 0,
             own: false,
         }
@@ -203,11 +207,40 @@ impl Layer {
         (edge(false), edge(true))
     }
 
+    /// Whether some key is a bare first label: each path from the root to
+    /// its first separator is one first label (a few thousand at most,
+    /// whatever the size of the list), and the node after it is final.
+    fn lists_a_tld(map: &fst::Map<Bytes>) -> bool {
+        let fst = map.as_fst();
+        let mut todo = vec![(fst.root(), 0usize)];
+        while let Some((node, depth)) = todo.pop() {
+            for t in node.transitions() {
+                let next = fst.node(t.addr);
+                if t.inp == crate::domain::KEY_SEPARATOR {
+                    if next.is_final() {
+                        return true;
+                    }
+                } else if depth < 64 {
+                    todo.push((next, depth + 1));
+                }
+            }
+        }
+        false
+    }
+
     /// Whether a query with this first label (lower case, separator
     /// included) can have a key in this layer.
     #[inline]
     fn holds_tld(&self, tld: &[u8]) -> bool {
-        !self.tlds.0.is_empty() && *self.tlds.0 <= *tld && *tld <= *self.tlds.1
+        let (low, high) = (&*self.tlds.0, &*self.tlds.1);
+        // Decided by the first byte for all but the bounds' own first
+        // letters, without a byte-string comparison.
+        match (low.first(), high.first(), tld.first()) {
+            (Some(&l), Some(&h), Some(&t)) if l < t && t < h => true,
+            (Some(&l), Some(&h), Some(&t)) if t < l || h < t => false,
+            (Some(_), Some(_), Some(_)) => low <= tld && tld <= high,
+            _ => false,
+        }
     }
 
     /// Bytes of the negative filter's fingerprints.

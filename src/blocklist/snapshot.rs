@@ -36,8 +36,9 @@ use crate::prefix::PrefixMap;
 use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"PCULSNAP";
-/// Bump when the layout or the meaning of the metadata changes.
-pub const VERSION: u32 = 5;
+/// Bump when the layout or the meaning of the metadata changes, or the
+/// filters' key hash (version 6: hashed a word at a time).
+pub const VERSION: u32 = 6;
 const HEADER: usize = 32;
 pub const FILE_NAME: &str = "blocklist.snapshot";
 
@@ -387,6 +388,7 @@ pub fn load(dir: &Path) -> Result<Loaded, SnapshotError> {
         }
         layers.push(Arc::new(Layer {
             tlds: Layer::tld_bounds(&map),
+            tld_keys: Layer::lists_a_tld(&map),
             map,
             addresses,
             filter,

@@ -13,17 +13,15 @@
 use std::net::IpAddr;
 
 use hickory_proto::rr::{Name, RData, Record};
-use smallvec::SmallVec;
 
 use crate::blocklist::{Blocklist, Match};
 
 /// The entry that decides `name`, if any.
 pub fn lookup_name(list: &Blocklist, name: &Name) -> Option<Match> {
-    // The walk takes labels right to left, more than once (one walk per
-    // layer). On the stack up to 40 labels (an ip6.arpa name has 34),
-    // without initialising the space; beyond that on the heap.
-    let labels: SmallVec<[&[u8]; 40]> = name.iter().collect();
-    list.lookup(labels.iter().rev().copied())
+    // The lookup takes labels right to left, more than once (hashing,
+    // then a walk per layer that may hold the name); hickory's iterator
+    // is cheap to make again but cannot be cloned.
+    list.lookup_by(|| name.iter().rev())
 }
 
 /// The CNAME links from `qname` through `answers`: each link's record and
