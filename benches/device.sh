@@ -10,6 +10,8 @@
 # docstring. Portcullis runs as an operator would: from the threat feed (so
 # the load time is a compile from the feed), hit log on, metrics off,
 # `workers = N` (one SO_REUSEPORT socket and one runtime thread per worker).
+# PORTCULLIS_ADMIN=127.0.0.1:9153 in the device command turns the admin
+# listener, and so the metrics recorder, on (nobody scrapes it).
 #
 #   bash benches/device.sh        # then run the printed command there
 set -euo pipefail
@@ -52,7 +54,7 @@ cache_size = 1048576
 feeds_dir = "feeds"
 state_dir = "state"
 [admin]
-listen = ""
+listen = "${PORTCULLIS_ADMIN:-}"
 [hitlog]
 enabled = true
 [log]
