@@ -139,8 +139,8 @@ impl Blocklist {
             _ => return None,
         };
         let tld = &tld[..tld_len];
-        // Hashed once, when the first layer that may hold the name has a
-        // filter, and probed against every such layer's filter.
+        // Hashed lazily, so a name outside every layer's TLD range is never
+        // hashed; then once, for every layer's filter.
         let mut prefixes: Option<PrefixHashes> = None;
         let mut best: Option<Match> = None;
         for (i, layer) in self.layers.iter().enumerate() {
@@ -300,16 +300,24 @@ mod tests {
     }
 
     #[test]
-    fn a_whole_tld_is_found_past_the_filter_and_only_then_probed() {
+    fn a_whole_tld_is_found_and_lists_without_one_probe_from_the_second_label() {
+        // No bare TLD: the filter is probed from the second label on.
         let without = list(&[("example.com", Subtree, Block)]);
         assert!(!without.layers[0].tld_keys);
+        assert_eq!(verdict(&without, "com"), None);
+        assert_eq!(
+            verdict(&without, "a.example.com"),
+            Some((Block, Subtree, 2))
+        );
         let l = list(&[("zip", Subtree, Block), ("example.com", Subtree, Block)]);
         assert!(l.layers[0].tld_keys);
         assert!(l.layers[0].filter.is_some());
         assert_eq!(verdict(&l, "zip"), Some((Block, Subtree, 1)));
         assert_eq!(verdict(&l, "a.b.ZIP"), Some((Block, Subtree, 1)));
         assert_eq!(verdict(&l, "www.example.com"), Some((Block, Subtree, 2)));
-        assert_eq!(verdict(&l, "zipper"), None);
+        // Inside the layer's TLD range (com. to zip.), so the filter decides.
+        assert_eq!(verdict(&l, "x.net"), None);
+        assert_eq!(verdict(&l, "zio"), None);
         // Exact at the TLD: the TLD itself, not its children.
         let l = list(&[("zip", Exact, Block), ("a.example", Exact, Block)]);
         assert!(l.layers[0].tld_keys);

@@ -208,8 +208,9 @@ impl Layer {
     }
 
     /// Whether some key is a bare first label: each path from the root to
-    /// its first separator is one first label (a few thousand at most,
-    /// whatever the size of the list), and the node after it is final.
+    /// its first separator is one first label, and the node after it is
+    /// final. The walk visits each distinct first-label prefix once: a few
+    /// thousand for real TLDs, whatever the size of the list.
     fn lists_a_tld(map: &fst::Map<Bytes>) -> bool {
         let fst = map.as_fst();
         let mut todo = vec![(fst.root(), 0usize)];
@@ -232,20 +233,25 @@ impl Layer {
     /// included) can have a key in this layer.
     #[inline]
     fn holds_tld(&self, tld: &[u8]) -> bool {
-        let (low, high) = (&*self.tlds.0, &*self.tlds.1);
-        // Decided by the first byte for all but the bounds' own first
-        // letters, without a byte-string comparison.
-        match (low.first(), high.first(), tld.first()) {
-            (Some(&l), Some(&h), Some(&t)) if l < t && t < h => true,
-            (Some(&l), Some(&h), Some(&t)) if t < l || h < t => false,
-            (Some(_), Some(_), Some(_)) => low <= tld && tld <= high,
-            _ => false,
-        }
+        tld_within(&self.tlds.0, &self.tlds.1, tld)
     }
 
     /// Bytes of the negative filter's fingerprints.
     pub fn filter_bytes(&self) -> usize {
         self.filter.as_ref().map_or(0, KeyFilter::bytes)
+    }
+}
+
+/// `low <= tld <= high`, false for empty bounds. It runs for every layer
+/// on every query, so the first byte decides wherever it can: a byte-string
+/// comparison is a memcmp call each side.
+#[inline]
+fn tld_within(low: &[u8], high: &[u8], tld: &[u8]) -> bool {
+    match (low.first(), high.first(), tld.first()) {
+        (Some(&l), Some(&h), Some(&t)) if l < t && t < h => true,
+        (Some(&l), Some(&h), Some(&t)) if t < l || h < t => false,
+        (Some(_), Some(_), Some(_)) => low <= tld && tld <= high,
+        _ => false,
     }
 }
 
@@ -400,4 +406,41 @@ fn unreachable_empty() -> fst::Map<Bytes> {
 /// Make a handle holding an empty list.
 pub fn empty_handle() -> BlocklistHandle {
     Arc::new(ArcSwap::from_pointee(Blocklist::empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tld_within;
+
+    fn reference(low: &[u8], high: &[u8], tld: &[u8]) -> bool {
+        !low.is_empty() && low <= tld && tld <= high
+    }
+
+    proptest::proptest! {
+        /// The first-byte shortcut decides as the byte-string comparison
+        /// does, bounds sharing the query's first byte and empty ones too.
+        #[test]
+        fn the_tld_range_check_is_the_byte_string_comparison(
+            low in proptest::collection::vec(b'a'..=b'e', 0..4),
+            high in proptest::collection::vec(b'a'..=b'e', 0..4),
+            tld in proptest::collection::vec(b'a'..=b'e', 0..4),
+        ) {
+            proptest::prop_assert_eq!(tld_within(&low, &high, &tld), reference(&low, &high, &tld));
+        }
+    }
+
+    #[test]
+    fn the_tld_range_check_at_its_edges() {
+        for (low, high, tld) in [
+            (&b"com."[..], &b"net."[..], &b"com."[..]),
+            (b"com.", b"net.", b"net."),
+            (b"com.", b"net.", b"co."),
+            (b"com.", b"net.", b"nets."),
+            (b"com.", b"com.", b"com."),
+            (b"", b"", b"com."),
+            (b"com.", b"net.", b""),
+        ] {
+            assert_eq!(tld_within(low, high, tld), reference(low, high, tld));
+        }
+    }
 }

@@ -37,8 +37,9 @@ use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"PCULSNAP";
 /// Bump when the layout or the meaning of the metadata changes, or the
-/// filters' key hash (version 6: hashed a word at a time).
-pub const VERSION: u32 = 6;
+/// filters' key hash (version 6: hashed a word at a time; 7: an odd
+/// multiplier per label length).
+pub const VERSION: u32 = 7;
 const HEADER: usize = 32;
 pub const FILE_NAME: &str = "blocklist.snapshot";
 
