@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use portcullis::hitlog::store::{Filter, Store};
-use portcullis::hitlog::writer::MAX_BATCH;
+use portcullis::hitlog::writer::{MAX_BATCH, ROLLUP_MAX_PENDING};
 use portcullis::hitlog::{Hit, Stage, Transport};
 
 const DAY: i64 = 86_400_000;
@@ -89,14 +89,17 @@ fn dataset() -> (PathBuf, i64) {
     let feeds = ["urlhaus.txt", "threatfox.tsv", "partner-stix.json"];
     let built = Instant::now();
     let mut total = 0usize;
+    let mut pending = 0u64;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut flush = |batch: &mut Vec<Hit>, store: &mut Store| {
         store.insert(batch).expect("insert");
         total += batch.len();
+        pending += batch.len() as u64;
         batch.clear();
-        // Roll up as the writer does at this rate: every 5 s.
-        if total.is_multiple_of(40 * MAX_BATCH) {
+        // Roll up as a busy writer does: when the backlog is at its bound.
+        if pending >= ROLLUP_MAX_PENDING {
             store.roll_up().expect("roll up");
+            pending = 0;
         }
     };
     for day in 0..days() {
@@ -182,9 +185,9 @@ fn first_pass() {
             inserting += t.elapsed();
             batch.clear();
         }
-        // The writer rolls up every 5 s: about 165,000 records at the
-        // blocked first-pass rate.
-        if (i + 1).is_multiple_of(165_000) || i + 1 == RECORDS {
+        // Under a steady burst the writer rolls up when the backlog
+        // reaches its bound (or the burst ends).
+        if (i + 1).is_multiple_of(ROLLUP_MAX_PENDING as usize) || i + 1 == RECORDS {
             let t = Instant::now();
             store.roll_up().expect("roll up");
             rolling_up += t.elapsed();

@@ -2,9 +2,11 @@
 //! JSON-lines stream, and runs retention.
 //!
 //! A plain OS thread, not a tokio task: SQLite calls block, and a blocked
-//! runtime worker would delay queries. The thread takes whatever is queued
-//! (up to [`MAX_BATCH`]) as one transaction, so under load batches grow and
-//! the per-record cost falls; when idle a single record is written at once.
+//! runtime worker would delay queries. When a record arrives the thread
+//! waits [`GATHER`] for more, then takes whatever is queued (up to
+//! [`MAX_BATCH`]) as one transaction: under load a batch holds hundreds of
+//! records, and each commit's fixed cost (rewriting the tail pages of the
+//! table and its indexes to the WAL, file locks) is shared by all of them.
 //!
 //! Failures never reach the query path. A database that cannot be opened
 //! or written (unwritable directory, full disk, the `max_db_mib` cap) is
@@ -27,6 +29,13 @@ use crate::metrics;
 
 /// Most records per transaction.
 pub const MAX_BATCH: usize = 4096;
+/// How long the writer lets records gather after the first one. Writing
+/// as soon as one arrived made batches of a few dozen under a burst of
+/// blocked queries, each commit writing the same tail pages again: the
+/// writer spent a third of its time committing. While it sleeps it is not
+/// waiting on the channel, so the query path hands records over without
+/// waking it.
+pub const GATHER: Duration = Duration::from_millis(50);
 const REOPEN_AFTER: Duration = Duration::from_secs(5);
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// Records retention deletes in one go (a fraction of a second); with
@@ -35,10 +44,20 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 const RETENTION_CHUNK: u64 = 50_000;
 const RETENTION_CATCH_UP: Duration = Duration::from_secs(1);
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(30);
-/// How far the roll-ups may lag the raw log. Reports are exact whatever
-/// the lag (they read the records not yet rolled up); a longer lag means
-/// fewer, larger roll-ups, each writing a page of the tree once.
-const ROLLUP_EVERY: Duration = Duration::from_secs(5);
+/// When the roll-ups catch up with the raw log (see [`rollup_due`]).
+/// Reports are exact whatever the lag (they read the records not yet
+/// rolled up), so the roll-up waits for a quiet moment: the writer shares
+/// the cores with the queries, and a burst of blocked queries (a first
+/// pass over a threat list, every name new) would otherwise pay for the
+/// roll-up's writes on top of the inserts. A longer lag also means fewer,
+/// larger roll-ups, each writing a page of the tree once.
+pub const ROLLUP_QUIET: Duration = Duration::from_secs(1);
+/// The longest the roll-up waits for a quiet moment: a report reads at
+/// most this much of the raw log on top of the roll-up.
+pub const ROLLUP_MAX_LAG: Duration = Duration::from_secs(60);
+/// Records that make a roll-up due, quiet or not (a few seconds of a
+/// saturated core; a report reads them in a fraction of a second).
+pub const ROLLUP_MAX_PENDING: u64 = 250_000;
 
 /// What the writer needs from the config.
 #[derive(Debug, Clone)]
@@ -89,8 +108,7 @@ pub fn spawn(settings: Settings) -> std::io::Result<HitLog> {
         jsonl: None,
         counters: Arc::clone(&counters),
         failures: Failures::default(),
-        rollup_pending: false,
-        last_rollup: Instant::now(),
+        pending: Pending::default(),
     };
     let stop_flag = Arc::clone(&stop);
     let thread = std::thread::Builder::new()
@@ -135,10 +153,45 @@ struct Writer {
     jsonl: Option<JsonLines>,
     counters: Arc<Counters>,
     failures: Failures,
-    /// Records written since the last roll-up (or a store just opened,
-    /// which may hold some from a crash).
-    rollup_pending: bool,
-    last_rollup: Instant,
+    pending: Pending,
+}
+
+/// What the roll-up has not yet taken.
+#[derive(Default)]
+struct Pending {
+    /// Records written since the last roll-up (a store just opened counts
+    /// one: it may hold records a crash left out).
+    records: u64,
+    /// When the first of them was written.
+    since: Option<Instant>,
+    /// When the writer last had a record to write.
+    last_record: Option<Instant>,
+    /// After a failed roll-up: not before then.
+    retry_at: Option<Instant>,
+}
+
+impl Pending {
+    fn add(&mut self, n: u64) {
+        self.records += n;
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        let Some(since) = self.since else {
+            return false;
+        };
+        if self.retry_at.is_some_and(|t| now < t) {
+            return false;
+        }
+        let quiet = self.last_record.map_or(Duration::MAX, |t| now - t);
+        rollup_due(self.records, now - since, quiet)
+    }
+}
+
+/// Whether to roll up now: `pending` records have waited `age` and the
+/// writer has had nothing to write for `quiet`.
+pub fn rollup_due(pending: u64, age: Duration, quiet: Duration) -> bool {
+    pending > 0 && (quiet >= ROLLUP_QUIET || age >= ROLLUP_MAX_LAG || pending >= ROLLUP_MAX_PENDING)
 }
 
 impl Writer {
@@ -158,6 +211,12 @@ impl Writer {
                     return;
                 }
             }
+            if !batch.is_empty() {
+                self.pending.last_record = Some(Instant::now());
+                if !stopping {
+                    std::thread::sleep(GATHER);
+                }
+            }
             let mut empty = batch.is_empty();
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -175,7 +234,7 @@ impl Writer {
                 self.roll_up();
                 return;
             }
-            if self.rollup_pending && self.last_rollup.elapsed() >= ROLLUP_EVERY {
+            if self.pending.due(Instant::now()) {
                 self.roll_up();
             }
             if Instant::now() >= next_retention {
@@ -199,7 +258,7 @@ impl Writer {
                     tracing::info!("hit log database usable again");
                 }
                 self.store = Some(store);
-                self.rollup_pending = true;
+                self.pending.add(1);
             }
             Err(error) => self.failed("cannot open the hit log database", &error),
         }
@@ -218,7 +277,7 @@ impl Writer {
                 for (hit, id) in batch.iter_mut().zip(ids) {
                     hit.id = Some(id);
                 }
-                self.rollup_pending = true;
+                self.pending.add(n);
                 self.counters.written.fetch_add(n, Ordering::Relaxed);
                 ::metrics::counter!(metrics::HITLOG_WRITTEN).increment(n);
             }
@@ -245,13 +304,15 @@ impl Writer {
     /// Bring the roll-ups up to the raw log. On failure the records stay
     /// in the raw log and the next round takes them.
     fn roll_up(&mut self) {
-        self.last_rollup = Instant::now();
         let Some(store) = self.store.as_mut() else {
             return;
         };
-        match store.roll_up() {
-            Ok(_) => self.rollup_pending = false,
-            Err(error) => self.failed("hit log roll-up failed", &error),
+        match store.roll_up().and_then(|_| store.checkpoint()) {
+            Ok(()) => self.pending = Pending::default(),
+            Err(error) => {
+                self.pending.retry_at = Some(Instant::now() + REOPEN_AFTER);
+                self.failed("hit log roll-up failed", &error);
+            }
         }
     }
 
@@ -388,6 +449,38 @@ mod tests {
         // After close, nothing can be queued: it is counted, not lost silently.
         tx.send(hit(0));
         assert_eq!(counters.dropped(), 1);
+    }
+
+    #[test]
+    fn the_rollup_waits_for_a_quiet_moment_within_bounds() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // Nothing to roll up.
+        assert!(!rollup_due(0, s(3600), s(3600)));
+        // Busy: records every few ms, young, few.
+        assert!(!rollup_due(1000, s(5), ms(10)));
+        assert!(!rollup_due(
+            ROLLUP_MAX_PENDING - 1,
+            ROLLUP_MAX_LAG - ms(1),
+            ms(99)
+        ));
+        // A quiet second.
+        assert!(rollup_due(1, ms(1), ROLLUP_QUIET));
+        // Busy, but the lag or the backlog is at its bound.
+        assert!(rollup_due(1, ROLLUP_MAX_LAG, ms(1)));
+        assert!(rollup_due(ROLLUP_MAX_PENDING, ms(1), ms(1)));
+    }
+
+    #[test]
+    fn a_failed_rollup_is_retried_later_not_on_every_batch() {
+        let now = Instant::now();
+        let mut pending = Pending::default();
+        pending.add(10);
+        pending.since = Some(now - ROLLUP_MAX_LAG);
+        assert!(pending.due(now));
+        pending.retry_at = Some(now + REOPEN_AFTER);
+        assert!(!pending.due(now));
+        assert!(pending.due(now + REOPEN_AFTER));
     }
 
     #[test]
