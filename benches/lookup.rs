@@ -4,9 +4,10 @@
 //! compiled by the real compiler (or, without ../shared, a generated list
 //! of the same size). Groups: misses (popular FQDNs that are not listed),
 //! hits (listed names), deep (four labels below a listed name) and a 99:1
-//! mix of misses and hits. Each group runs our lookup (labels taken from a
-//! parsed wire name onto the stack, as the handler does, then one walk
-//! per layer) and, as the baseline, a `HashSet<String>` probed with every
+//! mix of misses and hits. Each group runs our lookup (the labels of a
+//! parsed hickory name read in place, as the handler does: hashed once
+//! for every layer's filter, then one walk per layer the filter lets
+//! through) and, as the baseline, a `HashSet<String>` probed with every
 //! suffix of the (already lower-case) name.
 //!
 //! The `inspect` groups measure what the answer policy adds after
@@ -14,7 +15,8 @@
 //! target, and looking up each A/AAAA address in the answer-IP policy
 //! (here the 173,000 addresses of threat-ips.tsv.gz, opted in).
 //!
-//! `cargo bench --bench lookup`
+//! `cargo bench --bench lookup` (`PORTCULLIS_BENCH_DATA=DIR` reads the
+//! data from DIR instead of ../shared/data)
 
 use std::collections::HashSet;
 use std::hint::black_box;
@@ -29,8 +31,12 @@ use portcullis::server::inspect;
 
 const QUERIES: usize = 10_000;
 
+/// ../shared/data, or the folder `PORTCULLIS_BENCH_DATA` names (the
+/// device kit's copy, where the bench binary runs on another machine).
 fn data() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    let dir = std::env::var_os("PORTCULLIS_BENCH_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
     dir.join("threat-domains.tsv.gz").exists().then_some(dir)
 }
 
