@@ -2,18 +2,19 @@
 # Multi-core figures on a many-core x86 machine (the "device"), beside
 # PowerDNS Recursor in the same run. Packs ../shared/tools/peers' device kit
 # (pdns_recursor, NSD, dnsperf and their libraries) into .devkit/ with our
-# stripped release binary and a wrapper that writes one config per run, then
-# prints the command to run on the device with .devkit copied there.
+# stripped release binary, a wrapper that writes one config per run, the
+# lookup bench's binary and data, and .devkit/all.sh, which runs it all on
+# the device with .devkit copied there.
 #
 # On the device, device-bench.py pins each resolver to CPUs 0..N-1 and
 # dnsperf to the rest, for N in PDNS_THREADS and CUSTOM_THREADS; see its
 # docstring. Portcullis runs as an operator would: from the threat feed (so
 # the load time is a compile from the feed), hit log on, metrics off,
 # `workers = N` (one SO_REUSEPORT socket and one runtime thread per worker).
-# PORTCULLIS_ADMIN=127.0.0.1:9153 in the device command turns the admin
-# listener, and so the metrics recorder, on (nobody scrapes it).
+# PORTCULLIS_ADMIN=127.0.0.1:9153 before the device command turns the
+# admin listener, and so the metrics recorder, on (nobody scrapes it).
 #
-#   bash benches/device.sh        # then run the printed command there
+#   bash benches/device.sh        # then, there: bash .devkit/all.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -63,11 +64,36 @@ TOML
 exec "$here/portcullis" serve --config "$run/portcullis.toml"
 RUN
 chmod +x "$KIT/portcullis-run.sh"
+
+# The lookup micro-benchmark, to run on the same machine: its binary and
+# the data it reads (PORTCULLIS_BENCH_DATA).
+bench=$(cargo bench --bench lookup --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p')
+[ -x "$bench" ] || { echo "no lookup bench binary" >&2; exit 1; }
+strip -o "$KIT/lookup-bench" "$bench"
+mkdir -p "$KIT/benchdata"
+cp "$ROOT/../shared/data/threat-domains.tsv.gz" "$ROOT/../shared/data/threat-ips.tsv.gz" \
+    "$ROOT/../shared/data/popular-fqdns.txt" "$KIT/benchdata/"
+
+cat >"$KIT/all.sh" <<'ALL'
+#!/usr/bin/env bash
+# On the device: Portcullis beside PowerDNS Recursor for 1-8 workers, then
+# the lookup bench pinned to one CPU. Results under $OUT.
+cd "$(dirname "$0")/.."
+PDNS_THREADS="1 2 4 8" CUSTOM_NAME=portcullis CUSTOM_THREADS="1 2 4 8" CEILING=0 \
+  CUSTOM_CMD='{HERE}/portcullis-run.sh {THREADS} {RUN} {LISTEN} {UPSTREAM} {KIT}' \
+  BUDGET_S=400 MAX_S=420 bash .devkit/run-on-device.sh
+out=${OUT:-$PWD/devkit-out}
+mkdir -p "$out"
+kit=$(pwd)/.devkit
+(cd /tmp && PORTCULLIS_BENCH_DATA="$kit/benchdata" timeout 110 taskset -c 2 \
+    "$kit/lookup-bench" --bench --warm-up-time 1 --measurement-time 3 'lookup/') >"$out/lookup.txt" 2>&1
+echo "lookup bench rc $?"
+grep -E "time:|thrpt:|^lookup|compiled" "$out/lookup.txt"
+ALL
+chmod +x "$KIT/all.sh"
 du -sh "$KIT"
 
 cat <<'CMD'
-On the device (carry .devkit):
-  PDNS_THREADS="1 2 4 8" CUSTOM_NAME=portcullis CUSTOM_THREADS="1 2 4 8" CEILING=0 \
-  CUSTOM_CMD='{HERE}/portcullis-run.sh {THREADS} {RUN} {LISTEN} {UPSTREAM} {KIT}' \
-  BUDGET_S=420 MAX_S=440 bash .devkit/run-on-device.sh
+On the device (carry .devkit), about six minutes:
+  bash .devkit/all.sh
 CMD
