@@ -52,16 +52,18 @@ taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$WORK/queries.txt" -l "$SECONDS_R
 
 # Sum of a series' samples (0 when it has none yet).
 metric() { curl -s "http://127.0.0.1:$ADMIN/metrics" | { grep -E "^$1" || true; } | awk '{s += $NF} END {printf "%d", s}'; }
-# Let the writer finish what is queued.
-LAST=-1
-for _ in $(seq 1 100); do
-  NOW=$(metric portcullis_hitlog_written_total)
-  [ "$NOW" = "$LAST" ] && break
-  LAST=$NOW; sleep 0.2
+# Let the writer finish what is queued: until every blocked query is
+# written or dropped (a batch of up to 16,384 records can take a good
+# part of a second, so an unchanged count alone does not mean done), for
+# at most 30 s.
+BLOCKED=$(metric 'portcullis_queries_total\{.*outcome="blocked"')
+for _ in $(seq 1 150); do
+  DONE=$(( $(metric portcullis_hitlog_written_total) + $(metric portcullis_hitlog_dropped_total) ))
+  [ "$DONE" -ge "$BLOCKED" ] && break
+  sleep 0.2
 done
 WRITTEN=$(metric portcullis_hitlog_written_total)
 DROPPED=$(metric portcullis_hitlog_dropped_total)
-BLOCKED=$(metric 'portcullis_queries_total\{.*outcome="blocked"')
 ROWS=$(sqlite3 "$WORK/state/hits.sqlite" 'SELECT count(*) FROM hits')
 kill $PID; wait $PID 2>/dev/null || true
 
