@@ -38,7 +38,7 @@ pub const MAX_BATCH: usize = 16_384;
 /// writer spent a third of its time committing. While it sleeps it is not
 /// waiting on the channel, so the query path hands records over without
 /// waking it.
-pub const GATHER: Duration = Duration::from_millis(50);
+const GATHER: Duration = Duration::from_millis(50);
 const REOPEN_AFTER: Duration = Duration::from_secs(5);
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// Records retention deletes in one go (a fraction of a second); with
@@ -54,10 +54,10 @@ const ERROR_LOG_EVERY: Duration = Duration::from_secs(30);
 /// pass over a threat list, every name new) would otherwise pay for the
 /// roll-up's writes on top of the inserts. A longer lag also means fewer,
 /// larger roll-ups, each writing a page of the tree once.
-pub const ROLLUP_QUIET: Duration = Duration::from_secs(1);
+const ROLLUP_QUIET: Duration = Duration::from_secs(1);
 /// The longest the roll-up waits for a quiet moment: a report reads at
 /// most this much of the raw log on top of the roll-up.
-pub const ROLLUP_MAX_LAG: Duration = Duration::from_secs(60);
+const ROLLUP_MAX_LAG: Duration = Duration::from_secs(60);
 /// Records that make a roll-up due, quiet or not (a few seconds of a
 /// saturated core; a report reads them in a fraction of a second).
 pub const ROLLUP_MAX_PENDING: u64 = 250_000;
@@ -66,7 +66,7 @@ pub const ROLLUP_MAX_PENDING: u64 = 250_000;
 /// quarter of a second, which the channel (65,536 slots by default, over
 /// a second of a 50,000 q/s burst of blocked queries) absorbs. A larger
 /// backlog is taken in turns with the batches.
-pub const ROLLUP_CHUNK: u64 = 20_000;
+const ROLLUP_CHUNK: u64 = 20_000;
 
 /// What the writer needs from the config.
 #[derive(Debug, Clone)]
@@ -218,7 +218,7 @@ impl Pending {
 
 /// Whether to roll up now: `pending` records have waited `age` and the
 /// writer has had nothing to write for `quiet`.
-pub fn rollup_due(pending: u64, age: Duration, quiet: Duration) -> bool {
+fn rollup_due(pending: u64, age: Duration, quiet: Duration) -> bool {
     pending > 0 && (quiet >= ROLLUP_QUIET || age >= ROLLUP_MAX_LAG || pending >= ROLLUP_MAX_PENDING)
 }
 
