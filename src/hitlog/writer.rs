@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use super::jsonl::JsonLines;
 use super::store::{Store, StoreError};
-use super::{Counters, Hit, HitSender, now_ms};
+use super::{Counters, Hit, HitSender, PackedHit, now_ms};
 use crate::metrics;
 
 /// Most records per transaction: more than a [`GATHER`] brings at any
@@ -223,7 +223,7 @@ fn rollup_due(pending: u64, age: Duration, quiet: Duration) -> bool {
 }
 
 impl Writer {
-    fn run(&mut self, rx: &Receiver<Box<Hit>>, stop: &AtomicBool) {
+    fn run(&mut self, rx: &Receiver<Box<PackedHit>>, stop: &AtomicBool) {
         self.jsonl = self.settings.jsonl.clone().map(JsonLines::new);
         self.open_store();
         let mut next_retention = Instant::now();
@@ -236,7 +236,7 @@ impl Writer {
         loop {
             let stopping = stop.load(Ordering::Acquire);
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(hit) => batch.push(*hit),
+                Ok(hit) => batch.push(hit.unpack()),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.write(&mut batch);
@@ -253,7 +253,7 @@ impl Writer {
             let mut empty = false;
             while batch.len() < limit {
                 match rx.try_recv() {
-                    Ok(hit) => batch.push(*hit),
+                    Ok(hit) => batch.push(hit.unpack()),
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
                         empty = true;
                         break;
@@ -473,7 +473,7 @@ mod tests {
         let log = spawn(settings.clone()).unwrap();
         let tx = log.sender();
         for i in 0..10_000 {
-            tx.send(hit(i));
+            tx.send(hit(i).as_new());
         }
         let counters = Arc::clone(log.counters());
         assert!(log.close(Duration::from_secs(30)));
@@ -495,7 +495,7 @@ mod tests {
         );
         assert_eq!(lines.lines().count(), 10_000);
         // After close, nothing can be queued: it is counted, not lost silently.
-        tx.send(hit(0));
+        tx.send(hit(0).as_new());
         assert_eq!(counters.dropped(), 1);
     }
 
@@ -590,7 +590,7 @@ mod tests {
         let counters = Arc::clone(log.counters());
         for round in 0..3u64 {
             for i in 0..1000 {
-                sender.send(hit((round * 1000 + i) as i64));
+                sender.send(hit((round * 1000 + i) as i64).as_new());
             }
             let deadline = Instant::now() + Duration::from_secs(60);
             while counters.written.load(Ordering::Relaxed) < (round + 1) * 1000 {
@@ -679,7 +679,7 @@ mod tests {
         })
         .unwrap();
         for i in 0..50 {
-            log.sender().send(hit(i));
+            log.sender().send(hit(i).as_new());
         }
         let counters = Arc::clone(log.counters());
         assert!(log.close(Duration::from_secs(30)));

@@ -33,7 +33,7 @@ use super::packet_cache::{MAX_UDP_PAYLOAD, PacketCache, Question};
 use super::response::{BlockSettings, block_answer, blocked_ede, write_block};
 use crate::blocklist::{Blocklist, BlocklistHandle, Match};
 use crate::feeds::Verdict;
-use crate::hitlog::{Hit, HitSender, Stage, Transport, now_ms};
+use crate::hitlog::{HitSender, NewHit, Stage, Transport, now_ms};
 use crate::metrics;
 use crate::orgs::{OrgId, OrgMap};
 use crate::policy::Action;
@@ -293,26 +293,25 @@ impl Handler {
         qtype: RecordType,
         stage: Stage,
         listed: &Listed,
-        matched: String,
+        matched: &str,
         action: &str,
     ) {
         if !self.hits.is_enabled() {
             return;
         }
-        self.hits.send(Hit {
-            id: None,
+        self.hits.send(NewHit {
             ts: now_ms(),
-            org: org.map(|o| self.orgs.id(o).to_owned()),
+            org: org.map(|o| self.orgs.id(o)),
             client: client.ip,
             transport: client.transport,
-            qname: qname.to_owned(),
-            qtype: qtype.to_string(),
+            qname,
+            qtype: &qtype,
             stage,
             matched,
-            feed: listed.feed.clone(),
-            category: listed.category.clone(),
-            indicator: listed.indicator.clone(),
-            action: action.to_owned(),
+            feed: &listed.feed,
+            category: &listed.category,
+            indicator: listed.indicator.as_deref(),
+            action,
         });
     }
 
@@ -342,7 +341,7 @@ impl Handler {
         qtype: RecordType,
         listed: &Listed,
         action: Action,
-        matched: String,
+        matched: &str,
     ) {
         ::metrics::counter!(metrics::BLOCKS, "category" => listed.category.clone(), "action" => action.as_str())
             .increment(1);
@@ -377,13 +376,13 @@ impl Handler {
                 // An exception let it through; with log_allowed, say so.
                 if self.log_allowed {
                     let matched = org_allow.map_or_else(|| matched_text(listed), str::to_owned);
-                    self.record(org, client, qname, qtype, stage, listed, matched, "allow");
+                    self.record(org, client, qname, qtype, stage, listed, &matched, "allow");
                 }
                 None
             }
             Judgement::Blocks(action) => {
                 let matched = matched_text(listed);
-                self.count_block(org, client, stage, qname, qtype, listed, action, matched);
+                self.count_block(org, client, stage, qname, qtype, listed, action, &matched);
                 Some(action)
             }
         }
@@ -663,7 +662,7 @@ impl Handler {
             qtype,
             &listed,
             action,
-            matched,
+            &matched,
         );
         self.metrics
             .record(Transport::Udp, Outcome::Blocked, started);
@@ -940,6 +939,7 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
+    use crate::hitlog::{Hit, PackedHit};
     use crate::server::capture::Capture;
 
     const CONFIG: &str = r#"
@@ -1045,9 +1045,10 @@ actions = { spam = "nxdomain" }
         msg.to_vec().unwrap()
     }
 
-    fn without_time(mut hit: Box<Hit>) -> Hit {
+    fn without_time(packed: &PackedHit) -> Hit {
+        let mut hit = packed.unpack();
         hit.ts = 0;
-        *hit
+        hit
     }
 
     #[tokio::test]
@@ -1098,14 +1099,14 @@ actions = { spam = "nxdomain" }
                             || (name.starts_with("trusted") && !src.ip().is_loopback());
                         assert_eq!(fast.is_some(), expected, "{what}");
                         let Some(len) = fast else { continue };
-                        let fast_hit = received.try_recv().map(without_time);
+                        let fast_hit = received.try_recv().map(|p| without_time(&p));
 
                         let request =
                             Request::from_bytes(wire.clone(), src, Protocol::Udp).unwrap();
                         let capture = Capture::default();
                         handler.serve(&request, capture.clone()).await;
                         let slow = capture.take();
-                        let slow_hit = received.try_recv().map(without_time);
+                        let slow_hit = received.try_recv().map(|p| without_time(&p));
                         assert_eq!(fast_hit.ok(), slow_hit.ok(), "{what}: hit record");
                         let Some(slow) = slow else {
                             assert_eq!(len, 0, "{what}: only drop sends nothing");
