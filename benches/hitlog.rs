@@ -70,6 +70,11 @@ fn hit(ts: i64, org: u32, client: u32, matched: String, category: &str, feed: &s
 fn dataset() -> (PathBuf, i64) {
     let path = path();
     let start = 1_790_000_000_000 / DAY * DAY; // a fixed UTC midnight
+    // A data set an older schema wrote is brought up to date the way the
+    // writer does it.
+    if path.exists() {
+        let _ = Store::open_writer(&path, None);
+    }
     if let Ok(store) = Store::open_reader(&path)
         && store.count().unwrap_or(0) >= days() as u64 * 330_000
     {
@@ -205,6 +210,9 @@ fn first_pass() {
 
 fn bench(c: &mut Criterion) {
     first_pass();
+    if std::env::var_os("XX_ONLY_FIRST").is_some() {
+        std::process::exit(0);
+    }
     let (path, start) = dataset();
     let store = Store::open_reader(&path).expect("open");
     let records = store.count().expect("count");
