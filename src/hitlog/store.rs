@@ -49,7 +49,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::Serialize;
 
-use super::{Hit, Stage, Transport};
+use super::{AsHitRef, Hit, Stage, Transport};
 
 const DAY_MS: i64 = 86_400_000;
 /// 2: the roll-up runs behind the raw log (`rollup_state`). A version 1
@@ -387,7 +387,7 @@ impl Store {
 
     /// Write a batch in one transaction; returns the ids given, in order.
     /// The roll-ups catch up in [`Store::roll_up`].
-    pub fn insert(&mut self, hits: &[Hit]) -> Result<Vec<i64>, StoreError> {
+    pub fn insert<H: AsHitRef>(&mut self, hits: &[H]) -> Result<Vec<i64>, StoreError> {
         let path = self.path.clone();
         let wrap = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -403,14 +403,14 @@ impl Store {
                 )
                 .map_err(wrap)?;
             let mut client = String::with_capacity(40);
-            for h in hits {
+            for h in hits.iter().map(AsHitRef::as_hit_ref) {
                 use std::fmt::Write as _;
                 client.clear();
                 let _ = write!(client, "{}", h.client);
                 insert
                     .execute(params![
                         h.ts,
-                        h.org.as_deref().unwrap_or(""),
+                        h.org.unwrap_or(""),
                         client,
                         h.transport.as_str(),
                         h.qname,
@@ -429,7 +429,7 @@ impl Store {
             // one or two, unless the clock stepped.
             let mut minutes: Vec<(i64, i64, i64)> = Vec::new();
             for (h, &id) in hits.iter().zip(&ids) {
-                let m = minute(h.ts);
+                let m = minute(h.as_hit_ref().ts);
                 match minutes.iter_mut().find(|(k, _, _)| *k == m) {
                     Some((_, first, last)) => {
                         *first = (*first).min(id);

@@ -222,6 +222,19 @@ fn rollup_due(pending: u64, age: Duration, quiet: Duration) -> bool {
     pending > 0 && (quiet >= ROLLUP_QUIET || age >= ROLLUP_MAX_LAG || pending >= ROLLUP_MAX_PENDING)
 }
 
+/// The batch as records for the stream, with the ids the store gave
+/// them (none if it could not take them).
+fn with_ids(batch: &[Box<PackedHit>], ids: &[i64]) -> Vec<Hit> {
+    batch
+        .iter()
+        .enumerate()
+        .map(|(i, packed)| Hit {
+            id: ids.get(i).copied(),
+            ..packed.unpack()
+        })
+        .collect()
+}
+
 impl Writer {
     fn run(&mut self, rx: &Receiver<Box<PackedHit>>, stop: &AtomicBool) {
         self.jsonl = self.settings.jsonl.clone().map(JsonLines::new);
@@ -236,7 +249,7 @@ impl Writer {
         loop {
             let stopping = stop.load(Ordering::Acquire);
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(hit) => batch.push(hit.unpack()),
+                Ok(hit) => batch.push(hit),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.write(&mut batch);
@@ -253,7 +266,7 @@ impl Writer {
             let mut empty = false;
             while batch.len() < limit {
                 match rx.try_recv() {
-                    Ok(hit) => batch.push(hit.unpack()),
+                    Ok(hit) => batch.push(hit),
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
                         empty = true;
                         break;
@@ -301,7 +314,9 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, batch: &mut Vec<Hit>) {
+    // The boxes are the channel's: unboxing would copy every record.
+    #[allow(clippy::vec_box)]
+    fn write(&mut self, batch: &mut Vec<Box<PackedHit>>) {
         if batch.is_empty() {
             return;
         }
@@ -309,11 +324,10 @@ impl Writer {
             self.open_store();
         }
         let n = batch.len() as u64;
+        let mut ids = Vec::new();
         match self.store.as_mut().map(|s| s.insert(batch)) {
-            Some(Ok(ids)) => {
-                for (hit, id) in batch.iter_mut().zip(ids) {
-                    hit.id = Some(id);
-                }
+            Some(Ok(given)) => {
+                ids = given;
                 self.pending.add(n);
                 self.counters.written.fetch_add(n, Ordering::Relaxed);
                 ::metrics::counter!(metrics::HITLOG_WRITTEN).increment(n);
@@ -330,7 +344,7 @@ impl Writer {
             None => self.lost(n),
         }
         if let Some(jsonl) = self.jsonl.as_mut()
-            && let Err(error) = jsonl.write(batch, now_ms())
+            && let Err(error) = jsonl.write(&with_ids(batch, &ids), now_ms())
         {
             let path = jsonl.path().display().to_string();
             self.failed(&format!("cannot write the hit stream {path}"), &error);
@@ -440,7 +454,12 @@ impl Failures {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hitlog::AsHitRef;
     use crate::hitlog::{Stage, Transport};
+
+    fn packed(i: i64) -> Box<PackedHit> {
+        Box::new(PackedHit::pack(&hit(i).as_hit_ref()))
+    }
 
     fn hit(i: i64) -> Hit {
         Hit {
@@ -473,7 +492,7 @@ mod tests {
         let log = spawn(settings.clone()).unwrap();
         let tx = log.sender();
         for i in 0..10_000 {
-            tx.send(hit(i).as_new());
+            tx.send(hit(i).as_hit_ref());
         }
         let counters = Arc::clone(log.counters());
         assert!(log.close(Duration::from_secs(30)));
@@ -495,7 +514,7 @@ mod tests {
         );
         assert_eq!(lines.lines().count(), 10_000);
         // After close, nothing can be queued: it is counted, not lost silently.
-        tx.send(hit(0).as_new());
+        tx.send(hit(0).as_hit_ref());
         assert_eq!(counters.dropped(), 1);
     }
 
@@ -539,7 +558,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let database = dir.path().join("hits.sqlite");
         let mut w = writer(&database);
-        let mut batch: Vec<Hit> = (0..25).map(hit).collect();
+        let mut batch: Vec<_> = (0..25).map(packed).collect();
         w.write(&mut batch);
         assert!(w.pending.records >= 25);
         w.roll_up(10);
@@ -557,7 +576,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let database = dir.path().join("hits.sqlite");
         let mut w = writer(&database);
-        let mut batch = vec![hit(1)];
+        let mut batch = vec![packed(1)];
         w.write(&mut batch);
         // Break the roll-up from outside: its mark is gone.
         rusqlite::Connection::open(&database)
@@ -590,7 +609,7 @@ mod tests {
         let counters = Arc::clone(log.counters());
         for round in 0..3u64 {
             for i in 0..1000 {
-                sender.send(hit((round * 1000 + i) as i64).as_new());
+                sender.send(hit((round * 1000 + i) as i64).as_hit_ref());
             }
             let deadline = Instant::now() + Duration::from_secs(60);
             while counters.written.load(Ordering::Relaxed) < (round + 1) * 1000 {
@@ -679,7 +698,7 @@ mod tests {
         })
         .unwrap();
         for i in 0..50 {
-            log.sender().send(hit(i).as_new());
+            log.sender().send(hit(i).as_hit_ref());
         }
         let counters = Arc::clone(log.counters());
         assert!(log.close(Duration::from_secs(30)));

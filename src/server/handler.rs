@@ -33,7 +33,7 @@ use super::packet_cache::{MAX_UDP_PAYLOAD, PacketCache, Question};
 use super::response::{BlockSettings, block_answer, blocked_ede, write_block};
 use crate::blocklist::{Blocklist, BlocklistHandle, Match};
 use crate::feeds::Verdict;
-use crate::hitlog::{HitSender, NewHit, Stage, Transport, now_ms};
+use crate::hitlog::{HitRef, HitSender, Stage, Transport, now_ms};
 use crate::metrics;
 use crate::orgs::{OrgId, OrgMap};
 use crate::policy::Action;
@@ -299,13 +299,13 @@ impl Handler {
         if !self.hits.is_enabled() {
             return;
         }
-        self.hits.send(NewHit {
+        self.hits.send(HitRef {
             ts: now_ms(),
             org: org.map(|o| self.orgs.id(o)),
             client: client.ip,
             transport: client.transport,
             qname,
-            qtype: &qtype,
+            qtype: qtype.into(),
             stage,
             matched,
             feed: &listed.feed,
