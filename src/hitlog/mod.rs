@@ -3,9 +3,11 @@
 //!
 //! The query path describes a hit with borrowed fields ([`HitRef`]) and
 //! hands it to [`HitSender::send`], which copies the text into one
-//! allocation ([`PackedHit`]) and never waits: the record goes into a bounded channel, and when the
-//! channel is full it is dropped and counted (`portcullis_hitlog_dropped_total`).
-//! One writer thread ([`writer`]) drains the channel in batches, one
+//! allocation ([`PackedHit`]) and never waits: the record goes into a
+//! bounded channel, and when the channel is full it is dropped and
+//! counted (`portcullis_hitlog_dropped_total`). One writer thread
+//! ([`writer`]) binds each record straight from its packed form and
+//! drains the channel in batches, one
 //! SQLite transaction per batch, so a burst costs one commit, not one per
 //! record. A record counts as written (`portcullis_hitlog_written_total`)
 //! once its transaction has committed; in WAL mode with
