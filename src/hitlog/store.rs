@@ -571,16 +571,16 @@ impl Store {
             return Ok(0);
         }
         // The category is the latest seen for the name: the one on the
-        // group's newest record.
+        // group's newest record, carried through `max` behind its
+        // zero-padded id. Joining the groups back to their newest record
+        // made SQLite materialise them and sort them a second time: a
+        // quarter slower for a burst of new names.
         tx.execute(
             &format!(
                 "INSERT INTO hits_daily (day, org, matched, client, category, n, first_ts, last_ts) \
-                 SELECT g.day, g.org, g.matched, g.client, h.category, g.n, g.first_ts, g.last_ts \
-                 FROM (SELECT ts / {DAY_MS} AS day, org, matched, client, count(*) AS n, \
-                       min(ts) AS first_ts, max(ts) AS last_ts, max(id) AS last_id \
-                       FROM hits WHERE id > ?1 AND id <= ?2 GROUP BY 1, 2, 3, 4) AS g \
-                 JOIN hits AS h ON h.id = g.last_id \
-                 WHERE true ORDER BY 1, 2, 3, 4 \
+                 SELECT ts / {DAY_MS}, org, matched, client, \
+                 substr(max(format('%020d', id) || category), 21), count(*), min(ts), max(ts) \
+                 FROM hits WHERE id > ?1 AND id <= ?2 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 \
                  ON CONFLICT (day, org, matched, client) DO UPDATE SET \
                  category = excluded.category, n = n + excluded.n, \
                  first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)"
@@ -1519,6 +1519,28 @@ mod tests {
     }
 
     #[test]
+    fn the_newest_record_names_the_category_past_a_power_of_ten() {
+        let (_dir, mut s) = store();
+        // Ids 1 to 10 in one roll-up: 10 must count as newer than 9.
+        let batch: Vec<Hit> = (1..=10)
+            .map(|i| {
+                let mut h = hit(i, "a", "10.0.0.1", "x.evil.example", "evil.example");
+                h.category = if i == 10 { "c2" } else { "phishing" }.into();
+                h
+            })
+            .collect();
+        s.insert(&batch).unwrap();
+        s.roll_up().unwrap();
+        let row: (String, i64) = s
+            .conn
+            .query_row("SELECT category, n FROM hits_daily", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(row, ("c2".into(), 10));
+    }
+
+    #[test]
     fn the_rollup_keeps_the_latest_category_and_the_first_and_last_time() {
         let (_dir, mut s) = store();
         let mut first = hit(100, "a", "10.0.0.1", "x.evil.example", "evil.example");
@@ -1526,6 +1548,16 @@ mod tests {
         let second = hit(50, "a", "10.0.0.1", "x.evil.example", "evil.example");
         s.insert(&[first, second]).unwrap();
         s.roll_up().unwrap();
+        let category = |s: &Store| -> String {
+            s.conn
+                .query_row("SELECT category FROM hits_daily", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(
+            category(&s),
+            "malware",
+            "the newest record's, not the latest time's"
+        );
         let mut third = hit(70, "a", "10.0.0.1", "y.evil.example", "evil.example");
         third.category = "c2".into();
         s.insert(&[third]).unwrap();
