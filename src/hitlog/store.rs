@@ -403,6 +403,9 @@ impl Store {
                 )
                 .map_err(wrap)?;
             let mut client = String::with_capacity(40);
+            // The minutes of the batch, with their lowest and highest id:
+            // one or two, unless the clock stepped.
+            let mut minutes: Vec<(i64, i64, i64)> = Vec::new();
             for h in hits.iter().map(AsHitRef::as_hit_ref) {
                 use std::fmt::Write as _;
                 client.clear();
@@ -423,18 +426,12 @@ impl Store {
                         h.action,
                     ])
                     .map_err(wrap)?;
-                ids.push(tx.last_insert_rowid());
-            }
-            // The minutes of the batch, with their lowest and highest id:
-            // one or two, unless the clock stepped.
-            let mut minutes: Vec<(i64, i64, i64)> = Vec::new();
-            for (h, &id) in hits.iter().zip(&ids) {
-                let m = minute(h.as_hit_ref().ts);
+                let id = tx.last_insert_rowid();
+                ids.push(id);
+                let m = minute(h.ts);
                 match minutes.iter_mut().find(|(k, _, _)| *k == m) {
-                    Some((_, first, last)) => {
-                        *first = (*first).min(id);
-                        *last = (*last).max(id);
-                    }
+                    // Ids only grow within the transaction.
+                    Some((_, _, last)) => *last = id,
                     None => minutes.push((m, id, id)),
                 }
             }
