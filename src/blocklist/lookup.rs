@@ -9,7 +9,6 @@
 
 use fst::raw::Output;
 
-use super::filter::PrefixHashes;
 use super::merge::{CONTESTED, below_rank, exact_rank};
 use super::{Blocklist, EntryMeta, Layer};
 use crate::domain::{self, KEY_SEPARATOR};
@@ -139,19 +138,17 @@ impl Blocklist {
             _ => return None,
         };
         let tld = &tld[..tld_len];
-        // Hashed lazily, so a name outside every layer's TLD range is never
-        // hashed; then once, for every layer's filter.
-        let mut prefixes: Option<PrefixHashes> = None;
+        // Only a layer whose TLD range holds the name hashes it, as its
+        // filter probes.
         let mut best: Option<Match> = None;
         for (i, layer) in self.layers.iter().enumerate() {
             if !layer.holds_tld(tld) {
                 continue;
             }
-            if let Some(filter) = &layer.filter {
-                let prefixes = prefixes.get_or_insert_with(|| PrefixHashes::new(labels()));
-                if !filter.may_match(prefixes, usize::from(!layer.tld_keys)) {
-                    continue;
-                }
+            if let Some(filter) = &layer.filter
+                && !filter.may_match(labels(), usize::from(!layer.tld_keys))
+            {
+                continue;
             }
             let Some(found) = layer.walk(labels(), i as u8) else {
                 continue;
