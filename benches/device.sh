@@ -2,7 +2,8 @@
 # Multi-core figures on a many-core x86 machine (the "device"), beside
 # PowerDNS Recursor in the same run. Packs ../shared/tools/peers' device kit
 # (pdns_recursor, NSD, dnsperf and their libraries) into .devkit/ with our
-# stripped release binary, a wrapper that writes one config per run, the
+# stripped release binary, a wrapper that writes one config per run,
+# device-first-pass.py (the blocked first pass beside PowerDNS), the
 # lookup bench's binary and data, and .devkit/all.sh, which runs it all on
 # the device with .devkit copied there.
 #
@@ -12,7 +13,8 @@
 # the load time is a compile from the feed), hit log on, metrics off,
 # `workers = N` (one SO_REUSEPORT socket and one runtime thread per worker).
 # PORTCULLIS_ADMIN=127.0.0.1:9153 before the device command turns the
-# admin listener, and so the metrics recorder, on (nobody scrapes it).
+# admin listener, and so the metrics recorder, on (nobody scrapes it);
+# THREADS="1 2 4 8" BUDGET_S=400 MAX_S=420 adds 8 workers.
 #
 #   bash benches/device.sh        # then, there: bash .devkit/all.sh
 set -euo pipefail

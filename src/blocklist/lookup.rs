@@ -323,6 +323,21 @@ mod tests {
     }
 
     #[test]
+    fn names_of_any_depth_are_judged_through_the_filter() {
+        let l = list(&[("example.com", Subtree, Block), ("ip6.arpa", Exact, Block)]);
+        assert!(l.layers[0].filter.is_some());
+        // 60 labels below a listed name: past what the filter's old
+        // fixed array of prefixes held (40), and past an ip6.arpa name's 34.
+        let deep = format!("{}example.com", "a.".repeat(60));
+        assert_eq!(verdict(&l, &deep), Some((Block, Subtree, 2)));
+        let clean = format!("{}example.net", "a.".repeat(60));
+        assert_eq!(verdict(&l, &clean), None);
+        let reverse = format!("{}ip6.arpa", "0.".repeat(32));
+        assert_eq!(verdict(&l, &reverse), None, "exact: the name itself only");
+        assert_eq!(verdict(&l, "ip6.arpa"), Some((Block, Exact, 2)));
+    }
+
+    #[test]
     fn wire_labels_are_case_folded_and_dotted_labels_never_match() {
         let l = list(&[("example.com", Subtree, Block)]);
         let labels: [&[u8]; 3] = [b"COM", b"Example", b"www"];
