@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use portcullis::hitlog::store::{Filter, Store};
-use portcullis::hitlog::writer::{MAX_BATCH, ROLLUP_MAX_PENDING};
+use portcullis::hitlog::writer::{MAX_BATCH, ROLLUP_CHUNK, ROLLUP_MAX_PENDING};
 use portcullis::hitlog::{Hit, Stage, Transport};
 
 const DAY: i64 = 86_400_000;
@@ -208,8 +208,59 @@ fn first_pass() {
     );
 }
 
+/// The writer's rate on repeated blocked queries: 100,000 listed names
+/// asked four times over by one client, as `benches/peers.sh`'s blocked
+/// workload asks them. Each 20,000-record roll-up (the writer's chunk)
+/// holds 20,000 distinct names, so it adds to existing rows rather than
+/// new ones. Printed, like the first pass.
+fn repeated() {
+    const NAMES: usize = 100_000;
+    const ROUNDS: usize = 4;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = Store::open_writer(&dir.path().join("hits.sqlite"), None).expect("create");
+    let mut rng = fastrand::Rng::with_seed(13);
+    let names: Vec<String> = (0..NAMES)
+        .map(|i| format!("{:012x}.bad{}.example", rng.u64(..), i % 1000))
+        .collect();
+    let start = 1_790_000_000_000i64;
+    let (mut inserting, mut rolling_up) = (Duration::ZERO, Duration::ZERO);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut pending = 0u64;
+    for i in 0..NAMES * ROUNDS {
+        let name = names[i % NAMES].clone();
+        batch.push(hit(
+            start + i as i64 / 100,
+            1,
+            1,
+            name,
+            "malware",
+            "threat-domains.tsv",
+        ));
+        if batch.len() == MAX_BATCH || i + 1 == NAMES * ROUNDS {
+            let t = Instant::now();
+            store.insert(&batch).expect("insert");
+            inserting += t.elapsed();
+            pending += batch.len() as u64;
+            batch.clear();
+        }
+        if pending >= ROLLUP_MAX_PENDING || i + 1 == NAMES * ROUNDS {
+            let t = Instant::now();
+            while store.roll_up_at_most(ROLLUP_CHUNK).expect("roll up") == ROLLUP_CHUNK {}
+            rolling_up += t.elapsed();
+            pending = 0;
+        }
+    }
+    let records = (NAMES * ROUNDS) as f64;
+    eprintln!(
+        "repeated: {NAMES} names, {ROUNDS} times: {:.1} µs a record inserting, {:.1} µs rolling up",
+        inserting.as_secs_f64() * 1e6 / records,
+        rolling_up.as_secs_f64() * 1e6 / records,
+    );
+}
+
 fn bench(c: &mut Criterion) {
     first_pass();
+    repeated();
     if std::env::var_os("XX_ONLY_FIRST").is_some() {
         std::process::exit(0);
     }

@@ -66,7 +66,7 @@ pub const ROLLUP_MAX_PENDING: u64 = 250_000;
 /// quarter of a second, which the channel (65,536 slots by default, over
 /// a second of a 50,000 q/s burst of blocked queries) absorbs. A larger
 /// backlog is taken in turns with the batches.
-const ROLLUP_CHUNK: u64 = 20_000;
+pub const ROLLUP_CHUNK: u64 = 20_000;
 
 /// What the writer needs from the config.
 #[derive(Debug, Clone)]
