@@ -287,11 +287,12 @@ impl Store {
         let conn = Connection::open(path).map_err(wrap)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(wrap)?;
-        // WAL: readers (reports, the API) never block the writer. NORMAL:
-        // a committed transaction survives a crash of this process.
-        // Only a new, empty database takes it; it must come before WAL.
+        // Only a new, empty database takes the page size; it must come
+        // before WAL.
         conn.pragma_update(None, "page_size", PAGE_SIZE)
             .map_err(wrap)?;
+        // WAL: readers (reports, the API) never block the writer. NORMAL:
+        // a committed transaction survives a crash of this process.
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(wrap)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
