@@ -29,12 +29,12 @@ use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use maud::{DOCTYPE, PreEscaped, html};
 
 use crate::config::Config;
 use crate::hitlog::store::{Filter, Store};
 use crate::hitlog::{Hit, format_ts, now_ms};
 use crate::orgs::OrgMap;
-use crate::report::esc;
 
 /// How far back a hit record may be to explain this visit.
 const WINDOW_MS: i64 = 10 * 60 * 1000;
@@ -168,52 +168,60 @@ async fn page(
     response
 }
 
-/// The page itself. Every value is escaped.
+/// The page itself. maud escapes every value: the name comes from the
+/// request's Host header, the category from a feed.
 pub fn render(name: Option<&str>, hit: Option<&Hit>, organisation: &str, contact: &str) -> String {
     let shown = name.unwrap_or("this site");
-    let mut rows = String::new();
-    let mut row = |label: &str, id: &str, value: &str| {
-        rows.push_str(&format!(
-            "<dt>{}</dt><dd id=\"{id}\">{}</dd>",
-            esc(label),
-            esc(value)
-        ));
+    let row = |label: &str, id: &str, value: &str| {
+        html! { dt { (label) } dd id=(id) { (value) } }
     };
-    row("Site", "name", shown);
-    match hit {
-        Some(hit) => {
-            row("Category", "category", &hit.category);
-            row("Reference", "reference", &hit.id.unwrap_or(0).to_string());
-            row("Time (UTC)", "time", &format_ts(hit.ts));
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="robots" content="noindex";
+                title { "Blocked: " (shown) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body { main {
+                h1 { "This site has been blocked" }
+                p id="summary" {
+                    strong { (shown) } " was blocked by " (organisation) "'s protective DNS \
+                    because it appears in threat intelligence as dangerous: it may spread \
+                    malware, steal passwords or control infected computers."
+                }
+                dl {
+                    (row("Site", "name", shown))
+                    @match hit {
+                        Some(hit) => {
+                            (row("Category", "category", &hit.category))
+                            (row("Reference", "reference", &hit.id.unwrap_or(0).to_string()))
+                            (row("Time (UTC)", "time", &format_ts(hit.ts)))
+                        }
+                        None => (row("Reference", "reference",
+                            "none found (the block was not recorded for this device in the last ten minutes)")),
+                    }
+                }
+                p id="contact" {
+                    @if contact.trim().is_empty() {
+                        "If you need this site for your work, contact your IT or security team"
+                    } @else {
+                        (contact)
+                    }
+                    ". Quote the reference above."
+                }
+                p class="small" {
+                    "This page keeps nothing about your visit; the block was recorded when \
+                    the name was looked up."
+                }
+            } }
         }
-        None => row(
-            "Reference",
-            "reference",
-            "none found (the block was not recorded for this device in the last ten minutes)",
-        ),
-    }
-    let ask = if contact.trim().is_empty() {
-        "If you need this site for your work, contact your IT or security team".to_owned()
-    } else {
-        esc(contact)
     };
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"robots\" content=\"noindex\">\
-         <title>Blocked: {title}</title><style>{STYLE}</style></head><body><main>\
-         <h1>This site has been blocked</h1>\
-         <p id=\"summary\"><strong>{title}</strong> was blocked by {org}'s protective DNS \
-         because it appears in threat intelligence as dangerous: it may spread malware, \
-         steal passwords or control infected computers.</p>\
-         <dl>{rows}</dl>\
-         <p id=\"contact\">{ask}. Quote the reference above.</p>\
-         <p class=\"small\">This page keeps nothing about your visit; the block was \
-         recorded when the name was looked up.</p>\
-         </main></body></html>\n",
-        title = esc(shown),
-        org = esc(organisation),
-    )
+    let mut out = page.into_string();
+    out.push('\n');
+    out
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#f4f4f4;color:#222;margin:0}\

@@ -112,3 +112,30 @@ fn touch(at: &AtomicI64) {
         at.store(now, Ordering::Relaxed);
     }
 }
+
+/// Keep the readiness check's view of the upstream fresh when no query
+/// does: resolve `. NS` whenever the last answer is getting old.
+pub fn spawn_upstream_probe(
+    upstream: Arc<crate::resolve::Upstream>,
+    health: Arc<Health>,
+    every: Duration,
+) {
+    tokio::spawn(async move {
+        let root = hickory_proto::rr::LowerName::from(hickory_proto::rr::Name::root());
+        loop {
+            if !health.upstream_fresh(every) {
+                match upstream
+                    .resolve(&root, hickory_proto::rr::RecordType::NS, false)
+                    .await
+                {
+                    Ok(_) => health.upstream_answered(),
+                    Err(error) => {
+                        health.upstream_failed();
+                        tracing::debug!(%error, "upstream probe failed");
+                    }
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+}

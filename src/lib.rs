@@ -19,6 +19,7 @@
 //! * [`orgs`]: client address -> member organisation.
 //! * [`prefix`]: longest-prefix match over IP networks (orgs, answer IPs).
 //! * [`resolve`]: forward and recursive upstream resolution.
+//! * [`serve`]: the resolver's start-up phases, run and drain.
 //! * [`server`]: the hickory request handler and block responses.
 //! * [`hitlog`]: hit records, the writer thread, the SQLite store.
 //! * [`report`]: organisation reports rendered as text, CSV, JSON, HTML.
@@ -50,6 +51,7 @@ pub mod policy;
 pub mod prefix;
 pub mod report;
 pub mod resolve;
+pub mod serve;
 pub mod server;
 pub mod summary;
 pub mod taxii;

@@ -149,15 +149,41 @@ pub fn spawn_watchdog() {
     });
 }
 
-/// Wait for SIGTERM (systemd stop) or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM (systemd stop) and SIGINT (Ctrl-C), installed up front so a
+/// signal during start-up is not lost.
+pub struct ShutdownSignal {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    pub fn install() -> std::io::Result<ShutdownSignal> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignal {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
+
+    /// Wait for either signal.
+    pub async fn recv(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// SIGHUP (`systemctl reload`) forces a blocklist rebuild.
+pub fn spawn_sighup(tx: tokio::sync::mpsc::Sender<crate::watch::Trigger>) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: rebuilding the blocklist");
+            let _ = tx.send(crate::watch::Trigger::Signal).await;
+        }
+    });
     Ok(())
 }
 

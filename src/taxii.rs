@@ -25,6 +25,42 @@ use crate::config::TaxiiConfig;
 /// The TAXII 2.1 media type (TAXII 2.1 section 1.6.8).
 pub const TAXII_MEDIA_TYPE: &str = "application/taxii+json;version=2.1";
 
+/// Poll each configured TAXII source on its interval, in the background.
+/// A failed pull is logged and the previous bundle stays.
+pub fn spawn_pollers(config: &crate::config::Config) {
+    if config.taxii.is_empty() {
+        return;
+    }
+    let client = match client() {
+        Ok(c) => c,
+        Err(error) => {
+            tracing::error!(%error, "cannot build the TAXII HTTP client; TAXII pulls are off");
+            return;
+        }
+    };
+    for source in config.taxii.clone() {
+        let client = client.clone();
+        let feeds_dir = config.blocklist.feeds_dir.clone();
+        let state_dir = config.blocklist.state_dir.clone();
+        tokio::spawn(async move {
+            let mut interval =
+                tokio::time::interval(Duration::from_secs(source.poll_interval_secs));
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                match pull(&source, &client, &feeds_dir, &state_dir).await {
+                    Ok(r) => {
+                        tracing::info!(taxii = %source.name, received = r.received, total = r.total, "TAXII pull done")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "TAXII pull failed; the previous bundle stays")
+                    }
+                }
+            }
+        });
+    }
+}
+
 /// Why a pull failed; the previous bundle stays in place.
 #[derive(Debug, thiserror::Error)]
 pub enum TaxiiError {

@@ -129,6 +129,35 @@ pub fn record_success(status: &StatusHandle, generation: u64, report: &CompileRe
     s.feeds = feeds;
 }
 
+/// Put a compiled list live as the next generation: swap it into
+/// `handle`, publish its gauges, record the report in `status`, and write
+/// the snapshot in the background. The start-up compile and every reload
+/// take this one path, so a list is never live without its snapshot and
+/// status. Returns the list now serving.
+pub fn go_live(
+    handle: &BlocklistHandle,
+    status: &StatusHandle,
+    config: &Config,
+    mut list: blocklist::Blocklist,
+    report: &CompileReport,
+) -> Arc<blocklist::Blocklist> {
+    let generation = handle.load().generation() + 1;
+    list.set_generation(generation);
+    let list = Arc::new(list);
+    handle.store(Arc::clone(&list));
+    publish_list(&list);
+    record_success(status, generation, report);
+    let state_dir = config.blocklist.state_dir.clone();
+    let (snapshot_list, fingerprints) = (Arc::clone(&list), report.inputs.clone());
+    // Writing 15 MB is not query-path work.
+    tokio::task::spawn_blocking(move || {
+        if let Err(error) = snapshot::save(&state_dir, &snapshot_list, &fingerprints) {
+            tracing::warn!(%error, dir = %state_dir.display(), "cannot write the blocklist snapshot");
+        }
+    });
+    list
+}
+
 /// A request to the compiler thread.
 struct Job {
     reply: oneshot::Sender<Result<(blocklist::Blocklist, CompileReport), String>>,
@@ -238,17 +267,12 @@ impl Reloader {
             }
             let started = Instant::now();
             match result.await {
-                Ok(Ok((mut list, report))) => {
-                    let generation = self.handle.load().generation() + 1;
-                    list.set_generation(generation);
-                    let entries = list.entries();
-                    let list = Arc::new(list);
-                    self.handle.store(Arc::clone(&list));
-                    publish_list(&list);
-                    record_success(&self.status, generation, &report);
+                Ok(Ok((list, report))) => {
                     for f in report.feeds.iter().filter(|f| f.error.is_some()) {
                         tracing::warn!(feed = %f.name, error = f.error.as_deref().unwrap_or(""), kept_previous = f.kept_previous, "feed error");
                     }
+                    let list = go_live(&self.handle, &self.status, &self.config, list, &report);
+                    let (generation, entries) = (list.generation(), list.entries());
                     tracing::info!(
                         generation,
                         entries,
@@ -258,15 +282,7 @@ impl Reloader {
                     crate::lifecycle::notify_status(&format!(
                         "serving blocklist generation {generation}, {entries} names"
                     ));
-                    known = report.inputs.clone();
-                    let state_dir = self.config.blocklist.state_dir.clone();
-                    let fingerprints = known.clone();
-                    // Writing 15 MB is not query-path work either.
-                    tokio::task::spawn_blocking(move || {
-                        if let Err(error) = snapshot::save(&state_dir, &list, &fingerprints) {
-                            tracing::warn!(%error, dir = %state_dir.display(), "cannot write the blocklist snapshot");
-                        }
-                    });
+                    known = report.inputs;
                 }
                 Ok(Err(error)) => {
                     let mut s = self.status.lock().unwrap_or_else(PoisonError::into_inner);

@@ -1,20 +1,28 @@
 //! Integration tests: the real `portcullis` binary over real sockets, with
 //! real upstream DNS servers (hickory authorities in this process, on
-//! loopback).
+//! loopback). Every test module is listed here with what it covers.
 //!
+//! Helpers:
 //! * `harness`: start the binary on a temp config, a small DNS client.
 //! * `upstream`: in-process authoritative servers for test zones.
-//! * `forward`, `recursive`: the two resolution modes end to end.
-//! * `blocking`: block responses, precedence, protected names.
+//!
+//! Tests:
 //! * `bad_input`: malformed packets, odd names, broken feeds and configs.
-//! * `cli`: `compile` and `check`.
-//! * `browser`: the review page in headless Chromium.
-//! * `operations`: metrics, health, systemd notify, JSON logs, draining.
-//! * `policy`: CNAME-target and answer-IP blocking.
-//! * `packet_cache`: whole UDP responses answered again.
+//! * `blocking`: block responses, precedence, protected names.
+//! * `browser`: the review page and the block page in headless Chromium.
+//! * `cli`: `compile`, `check` and `config check`.
 //! * `differential`: the same RPZ through Unbound and Portcullis.
+//! * `formats`: every feed format end to end through the binary.
+//! * `forward`: forward mode against a local authority.
 //! * `hitlog`: organisations, the hit log, `logs`/`report`, the review API.
-//! * `real_data`: the full ../shared/data threat list (skipped without it).
+//! * `in_process`: `portcullis::serve` on the caller's sockets and shutdown.
+//! * `operations`: metrics, health, systemd notify, JSON logs, draining.
+//! * `packet_cache`: whole UDP responses answered again.
+//! * `policy`: CNAME-target and answer-IP blocking.
+//! * `real_data`: the full shared threat list (skipped without it).
+//! * `recursive`: recursive mode from a loopback root.
+//! * `reload`: file drops, SIGHUP, last good, the snapshot.
+//! * `taxii`: pulling a collection from a real TAXII 2.1 server.
 
 mod harness;
 mod upstream;
@@ -27,6 +35,7 @@ mod differential;
 mod formats;
 mod forward;
 mod hitlog;
+mod in_process;
 mod operations;
 mod packet_cache;
 mod policy;

@@ -4,6 +4,8 @@
 //! The data comes from [`crate::hitlog::store`]; this module only formats
 //! it, so the CLI and the admin API show the same numbers.
 
+mod html;
+
 use std::fmt::Write as _;
 
 use crate::hitlog::store::Report;
@@ -131,7 +133,7 @@ pub fn report(r: &Report, format: Format) -> Result<String, csv::Error> {
         }
         Format::Csv => report_csv(r)?,
         Format::Table => report_text(r),
-        Format::Html => report_html(r),
+        Format::Html => html::report(r),
     })
 }
 
@@ -317,112 +319,6 @@ fn report_csv(r: &Report) -> Result<String, csv::Error> {
         w.write_record(["day", &d.day, "", &d.hits.to_string(), "", "", ""])?;
     }
     csv_string(w)
-}
-
-/// Escape text for HTML content and attribute values.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The per-day timeline as an inline SVG bar chart.
-pub fn timeline_svg(r: &Report) -> String {
-    let (w, h, pad) = (720.0_f64, 200.0_f64, 30.0_f64);
-    let max = r.timeline.iter().map(|d| d.hits).max().unwrap_or(0).max(1) as f64;
-    let n = r.timeline.len().max(1) as f64;
-    let bar = (w - 2.0 * pad) / n;
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {h}\" role=\"img\" \
-         aria-label=\"Blocked queries per day\" class=\"chart\">\
-         <line x1=\"{pad}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y0}\" stroke=\"#888\"/>\
-         <text x=\"2\" y=\"14\" font-size=\"11\">{max}</text>",
-        y0 = h - pad,
-        x1 = w - pad,
-        max = max as u64
-    );
-    for (i, d) in r.timeline.iter().enumerate() {
-        let bh = (d.hits as f64 / max) * (h - 2.0 * pad);
-        let x = pad + i as f64 * bar;
-        let _ = write!(
-            svg,
-            "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"{bh:.1}\" fill=\"#b03a2e\">\
-             <title>{day}: {hits}</title></rect>",
-            y = h - pad - bh,
-            bw = (bar * 0.8).max(1.0),
-            day = esc(&d.day),
-            hits = d.hits
-        );
-    }
-    if let (Some(first), Some(last)) = (r.timeline.first(), r.timeline.last()) {
-        let _ = write!(
-            svg,
-            "<text x=\"{pad}\" y=\"{y}\" font-size=\"11\">{}</text>\
-             <text x=\"{x}\" y=\"{y}\" font-size=\"11\" text-anchor=\"end\">{}</text>",
-            esc(&first.day),
-            esc(&last.day),
-            y = h - 8.0,
-            x = w - pad
-        );
-    }
-    svg.push_str("</svg>");
-    svg
-}
-
-fn html_table(out: &mut String, caption: &str, headers: &[&str], rows: Vec<Vec<String>>) {
-    let _ = write!(out, "<h2>{}</h2><table><thead><tr>", esc(caption));
-    for h in headers {
-        let _ = write!(out, "<th>{}</th>", esc(h));
-    }
-    out.push_str("</tr></thead><tbody>");
-    if rows.is_empty() {
-        let _ = write!(out, "<tr><td colspan=\"{}\">none</td></tr>", headers.len());
-    }
-    for row in rows {
-        out.push_str("<tr>");
-        for cell in row {
-            let _ = write!(out, "<td>{}</td>", esc(&cell));
-        }
-        out.push_str("</tr>");
-    }
-    out.push_str("</tbody></table>");
-}
-
-/// A single self-contained HTML file: inline style and SVG, no scripts,
-/// nothing fetched, so it can be mailed and opened anywhere.
-fn report_html(r: &Report) -> String {
-    let title = format!("Portcullis: blocked queries for {}", scope(r));
-    let mut out = format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
-         <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}\
-         table{{border-collapse:collapse;margin-bottom:1.5em}}\
-         td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}\
-         th{{background:#f3f3f3}}.chart{{max-width:720px;width:100%}}</style></head><body>\
-         <h1>{t}</h1><p>{since} to {until}</p>\
-         <p><strong>{total}</strong> blocked queries, {names} names, {clients} clients.</p>\
-         <h2>Per day</h2>{svg}",
-        t = esc(&title),
-        since = esc(&format_ts(r.since)),
-        until = esc(&format_ts(r.until)),
-        total = r.total,
-        names = r.distinct_names,
-        clients = r.distinct_clients,
-        svg = timeline_svg(r),
-    );
-    for section in sections(r) {
-        html_table(&mut out, section.caption, section.headers, section.rows);
-    }
-    out.push_str("</body></html>\n");
-    out
 }
 
 #[cfg(test)]

@@ -1,0 +1,349 @@
+//! The resolver's life, as named phases: config (the caller's), blocklist,
+//! bind, spawn, signal (the caller's shutdown future), drain.
+//!
+//! [`serve`] runs them all in order, as `portcullis serve` does. Each
+//! phase is public, so a test can bind its own sockets and hand in its
+//! own shutdown: [`blocklist`], then [`Bound::bind`] (or a `Bound` built
+//! by hand), then [`run`]. The blocklist is loaded before anything is
+//! bound: a protective resolver that answered before its list was loaded
+//! would let listed names through (docs/architecture.md "Data flow of a
+//! reload").
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+use crate::blocklist::{self, BlocklistHandle, CompileReport, Compiler, Fingerprint, snapshot};
+use crate::config::Config;
+use crate::health::{self, Health};
+use crate::hitlog;
+use crate::lifecycle;
+use crate::orgs::OrgMap;
+use crate::resolve::Upstream;
+use crate::server::{self, Handler, response::BlockSettings};
+use crate::watch::{Reloader, StatusHandle, Trigger, go_live};
+
+/// Run the resolver until `shutdown` completes, then drain and stop.
+/// `started` is when the process started, for the start-up timings.
+pub async fn serve(
+    config: Config,
+    orgs: OrgMap,
+    prometheus: Option<PrometheusHandle>,
+    started: Instant,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let loaded = blocklist(&config, started).await?;
+    let bound = Bound::bind(&config).await?;
+    run(config, orgs, prometheus, loaded, bound, started, shutdown).await
+}
+
+/// The blocklist phase's result: the list serving from the first query,
+/// and the compiler and input fingerprints the reloader carries on from.
+pub struct Loaded {
+    pub handle: BlocklistHandle,
+    pub status: StatusHandle,
+    compiler: Compiler,
+    known: BTreeMap<String, Fingerprint>,
+}
+
+/// Phase "blocklist": serve the snapshot if it is valid (the feeds are
+/// checked after, by the reloader); otherwise compile the feeds now.
+pub async fn blocklist(config: &Arc<Config>, started: Instant) -> anyhow::Result<Loaded> {
+    let status: StatusHandle = Arc::default();
+    let handle = blocklist::empty_handle();
+    let mut compiler = Compiler::new(Arc::clone(config));
+    match snapshot::load(&config.blocklist.state_dir) {
+        Ok(loaded) => {
+            tracing::info!(
+                generation = loaded.list.generation(),
+                entries = loaded.list.entries(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "blocklist loaded from the snapshot"
+            );
+            status
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .from_snapshot = true;
+            // Big feeds whose files are unchanged keep their layers, so the
+            // first reload after a restart is as fast as any other.
+            if blocklist::settings_match(config, &loaded.fingerprints) {
+                compiler.adopt(&loaded.list, &loaded.fingerprints);
+            }
+            crate::watch::publish_list(&loaded.list);
+            handle.store(Arc::new(loaded.list));
+            Ok(Loaded {
+                handle,
+                status,
+                compiler,
+                known: loaded.fingerprints,
+            })
+        }
+        Err(error) => {
+            let missing = matches!(&error, snapshot::SnapshotError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound);
+            if !missing {
+                tracing::warn!(%error, "ignoring the snapshot; compiling the feeds");
+            }
+            let (compiler, result) = tokio::task::spawn_blocking(move || {
+                let result = compiler.compile();
+                (compiler, result)
+            })
+            .await
+            .context("blocklist compiler task")?;
+            let (list, report) = result.context("compiling the blocklist")?;
+            log_feeds(&report);
+            let list = go_live(&handle, &status, config, list, &report);
+            tracing::info!(
+                entries = list.entries(),
+                bytes = list.fst_bytes(),
+                took_ms = report.elapsed.as_millis() as u64,
+                "blocklist generation {} live",
+                list.generation()
+            );
+            Ok(Loaded {
+                handle,
+                status,
+                compiler,
+                known: report.inputs,
+            })
+        }
+    }
+}
+
+/// Every listener, bound and not yet serving.
+pub struct Bound {
+    pub dns: server::Sockets,
+    pub admin: Option<TcpListener>,
+    pub block_page: Option<TcpListener>,
+}
+
+impl Bound {
+    /// Phase "bind": the DNS, admin and block page addresses of `config`,
+    /// failing with the address that could not be bound.
+    pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
+        let dns = server::bind(&config.server.listen, config.server.worker_count()).await?;
+        let admin = match config.admin.listen {
+            Some(addr) => Some(crate::admin::bind(addr).await?),
+            None => None,
+        };
+        let block_page = match config.block_page.listen {
+            Some(addr) => Some(crate::blockpage::bind(addr).await?),
+            None => None,
+        };
+        Ok(Bound {
+            dns,
+            admin,
+            block_page,
+        })
+    }
+}
+
+/// Phases "spawn", "signal" and "drain": serve on `bound` until `shutdown`
+/// completes, then refuse new queries, drain those in flight and flush
+/// the hit log.
+pub async fn run(
+    config: Arc<Config>,
+    orgs: OrgMap,
+    prometheus: Option<PrometheusHandle>,
+    loaded: Loaded,
+    bound: Bound,
+    started: Instant,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let running = spawn(config, orgs, prometheus, loaded, bound, started)?;
+    shutdown.await;
+    running.drain().await;
+    Ok(())
+}
+
+/// What is running, for the drain.
+struct Running {
+    config: Arc<Config>,
+    health: Arc<Health>,
+    dns: server::Listeners,
+    hitlog: Option<hitlog::HitLog>,
+}
+
+/// Phase "spawn": the DNS listeners, the hit-log writer, the admin and
+/// block page listeners, the upstream probe, the reloader, SIGHUP and the
+/// TAXII pollers.
+fn spawn(
+    config: Arc<Config>,
+    orgs: OrgMap,
+    prometheus: Option<PrometheusHandle>,
+    loaded: Loaded,
+    bound: Bound,
+    started: Instant,
+) -> anyhow::Result<Running> {
+    if let Some(prometheus) = &prometheus {
+        tokio::spawn(crate::metrics::upkeep(prometheus.clone()));
+    }
+    let Loaded {
+        handle,
+        status,
+        compiler,
+        known,
+    } = loaded;
+    let upstream = Arc::new(Upstream::new(&config.resolver).map_err(|e| {
+        anyhow::anyhow!("configuring the {:?} resolver: {e}", config.resolver.mode)
+    })?);
+    let health = Arc::new(Health::new(
+        Arc::clone(&handle),
+        Duration::from_secs(config.admin.ready_upstream_secs),
+    ));
+    let hitlog = if config.hitlog.enabled {
+        Some(
+            hitlog::spawn(hitlog::writer::Settings::from_config(&config))
+                .context("starting the hit log writer")?,
+        )
+    } else {
+        tracing::info!("hit log off (hitlog.enabled = false): no hit is recorded");
+        None
+    };
+    let orgs = Arc::new(orgs);
+    let handler = Handler {
+        blocklist: Arc::clone(&handle),
+        orgs: Arc::clone(&orgs),
+        upstream: Arc::clone(&upstream),
+        block: BlockSettings {
+            policy_ttl: config.blocklist.policy_ttl,
+            sinkhole_ipv4: config.blocklist.sinkhole_ipv4,
+            sinkhole_ipv6: config.blocklist.sinkhole_ipv6,
+            ede_names_feed: config.blocklist.ede_names_feed,
+        },
+        allow_unknown_clients: config.server.allow_unknown_clients,
+        hits: hitlog
+            .as_ref()
+            .map_or_else(hitlog::HitSender::disabled, |h| h.sender()),
+        log_allowed: config.hitlog.log_allowed,
+        metrics: server::QueryMetrics::new(),
+        health: Arc::clone(&health),
+    };
+    let dns = server::serve(
+        handler,
+        bound.dns,
+        Duration::from_secs(config.server.tcp_timeout_secs),
+        config.resolver.packet_cache_size,
+    );
+    health.dns_bound.store(true, Ordering::Relaxed);
+    tracing::info!(startup_ms = started.elapsed().as_millis() as u64, "serving");
+    {
+        let list = handle.load();
+        lifecycle::notify_ready(&format!(
+            "serving blocklist generation {}, {} names",
+            list.generation(),
+            list.entries()
+        ));
+    }
+    lifecycle::spawn_watchdog();
+    if let Some(listener) = bound.admin {
+        let state = Arc::new(crate::admin::AdminState::new(
+            &config,
+            prometheus,
+            Arc::clone(&health),
+        ));
+        let app = crate::admin::router(state);
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "admin listener failed");
+            }
+        });
+    }
+    if let Some(listener) = bound.block_page {
+        let state = Arc::new(crate::blockpage::BlockPage::new(&config, Arc::clone(&orgs)));
+        tokio::spawn(crate::blockpage::serve(listener, state));
+    }
+    health::spawn_upstream_probe(
+        Arc::clone(&upstream),
+        Arc::clone(&health),
+        Duration::from_secs(config.admin.upstream_probe_secs.max(1)),
+    );
+
+    let (trigger_tx, triggers) = tokio::sync::mpsc::channel::<Trigger>(8);
+    let reloader = Reloader {
+        config: Arc::clone(&config),
+        handle,
+        status,
+    };
+    tokio::spawn(reloader.run(compiler, known, triggers, trigger_tx.clone()));
+    lifecycle::spawn_sighup(trigger_tx).context("installing the SIGHUP handler")?;
+    crate::taxii::spawn_pollers(&config);
+    Ok(Running {
+        config,
+        health,
+        dns,
+        hitlog,
+    })
+}
+
+impl Running {
+    /// Phase "drain": refuse new queries, wait up to the grace period for
+    /// those in flight, stop the listeners, flush the hit log.
+    async fn drain(self) {
+        let Running {
+            config,
+            health,
+            mut dns,
+            hitlog,
+        } = self;
+        let lifecycle = &health.lifecycle;
+        let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+        tracing::info!(
+            in_flight = lifecycle.in_flight(),
+            grace_secs = grace.as_secs(),
+            "shutting down: refusing new queries, draining"
+        );
+        lifecycle::notify_stopping();
+        let left = lifecycle.drain(grace).await;
+        if left > 0 {
+            tracing::warn!(
+                in_flight = left,
+                "grace period over; abandoning queries still in flight"
+            );
+        }
+        if tokio::time::timeout(Duration::from_secs(2), dns.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the DNS listeners did not stop within 2 s");
+        }
+        drop(dns);
+        if let Some(hitlog) = hitlog {
+            let counters = Arc::clone(hitlog.counters());
+            let flushed =
+                tokio::task::spawn_blocking(move || hitlog.close(Duration::from_secs(10)))
+                    .await
+                    .unwrap_or(false);
+            tracing::info!(
+                written = counters.written.load(Ordering::Relaxed),
+                dropped = counters.dropped(),
+                flushed,
+                "hit log closed"
+            );
+        }
+    }
+}
+
+/// One line per feed after the start-up compile.
+fn log_feeds(report: &CompileReport) {
+    for feed in &report.feeds {
+        match &feed.error {
+            Some(error) => tracing::error!(feed = %feed.name, %error, "feed not loaded"),
+            None => tracing::info!(
+                feed = %feed.name,
+                format = feed.format.map_or("?", |f| f.as_str()),
+                loaded = feed.parse.loaded,
+                rejected = feed.parse.rejected,
+                suppressed = feed.suppressed.count,
+                "feed loaded"
+            ),
+        }
+    }
+}
