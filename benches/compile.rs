@@ -2,12 +2,13 @@
 //! and the negative filters, as `serve` and `compile` do it (the goal is
 //! under 2 s). Prints the size per name: automata, filters and metadata.
 //!
-//! The list is ../shared/data/threat-domains.tsv.gz (1,062,258 names), or
-//! a generated list of the same size when ../shared is absent.
+//! The list is threat-domains.tsv.gz (1,062,258 names) from the folder
+//! `PORTCULLIS_BENCH_DATA` names (default ../shared/data), or a generated
+//! list of the same size when that file is absent.
 //!
 //! `cargo bench --bench compile`
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -17,11 +18,14 @@ use portcullis::config::Config;
 fn setup(work: &Path) -> Config {
     let feeds = work.join("feeds");
     std::fs::create_dir_all(&feeds).expect("feeds dir");
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/threat-domains.tsv.gz");
+    let shared = std::env::var_os("PORTCULLIS_BENCH_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
+        .join("threat-domains.tsv.gz");
     if shared.exists() {
         std::os::unix::fs::symlink(&shared, feeds.join("threat-domains.tsv.gz")).expect("link");
     } else {
-        eprintln!("../shared/data is absent: generating a list of the same size");
+        eprintln!("no shared threat list: generating a list of the same size");
         let names: Vec<String> = (0..1_062_258)
             .map(|i| format!("h{i:x}.d{}.example{}", i % 9973, i % 7))
             .collect();

@@ -8,7 +8,7 @@
 //! - `blocked_full_path`: the same through the general handler (decode,
 //!   lookup, block response records, encode), as TCP and unusual queries
 //!   take it. The hit log is off in both; a hit record is a channel send
-//!   (its writer is measured in `benches/hitlog-load.sh`);
+//!   (its writer is measured in `scripts/bench/hitlog-load.sh`);
 //! - `resolver_cache`: decode, lookup, the forwarder's answer cache,
 //!   answer inspection, encode (a clean name the packet cache does not
 //!   hold: off, or a query with EDNS options);

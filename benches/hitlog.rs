@@ -162,9 +162,10 @@ fn dataset() -> (PathBuf, i64) {
 }
 
 /// The writer's rate on a first pass over a threat list: every record a
-/// new listed name (the blocked-first-pass load of `benches/peers.sh`),
-/// in full batches, with the roll-up as the writer runs it. Printed, not
-/// sampled: the store grows as it runs, which is the point.
+/// new listed name (the blocked-first-pass load of
+/// `scripts/bench/peers.sh`), in full batches, with the roll-up as the
+/// writer runs it. Printed, not sampled: the store grows as it runs,
+/// which is the point.
 fn first_pass() {
     const RECORDS: usize = 400_000;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -209,10 +210,10 @@ fn first_pass() {
 }
 
 /// The writer's rate on repeated blocked queries: 100,000 listed names
-/// asked four times over by one client, as `benches/peers.sh`'s blocked
-/// workload asks them. Each 20,000-record roll-up (the writer's chunk)
-/// holds 20,000 distinct names, so it adds to existing rows rather than
-/// new ones. Printed, like the first pass.
+/// asked four times over by one client, as `scripts/bench/peers.sh`'s
+/// blocked workload asks them. Each 20,000-record roll-up (the writer's
+/// chunk) holds 20,000 distinct names, so it adds to existing rows rather
+/// than new ones. Printed, like the first pass.
 fn repeated() {
     const NAMES: usize = 100_000;
     const ROUNDS: usize = 4;

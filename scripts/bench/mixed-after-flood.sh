@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
-# What the mixed workload of benches/peers.sh measures besides itself: the
-# hit-log roll-up of the blocked workloads run just before it. Runs the
-# resolver pinned to CPU 0 (dnsperf on CPU 1, as bench.sh does) twice:
+# What the mixed workload of scripts/bench/peers.sh measures besides
+# itself: the hit-log roll-up of the blocked workloads run just before
+# it. Runs the resolver pinned to CPU 0 (dnsperf on CPU 1, as bench.sh
+# does) twice:
 #   quiet: 15 s benign, then 15 s mixed;
 #   flood: 15 s benign, a first pass of blocked names, 15 s of repeated
 #          blocked names, then 15 s mixed;
 # and prints mixed q/s and the hit-log writer's CPU during the mixed run.
-# Needs: a release build, dnsperf, dig, ../shared/data, and what one run
-# of benches/peers.sh leaves: the workloads in /tmp/peers-work/workloads
-# and the fake upstream (../shared/tools/peers/upstream.sh start).
+# Needs: a release build, dnsperf, dig, the shared data
+# (PORTCULLIS_BENCH_DATA, default ../shared/data beside the repository),
+# and what one run of scripts/bench/peers.sh leaves: the workloads in
+# /tmp/peers-work/workloads (WORKLOADS) and the fake upstream (upstream.sh
+# start in the peers harness, PORTCULLIS_PEERS_DIR).
 # Loopback only; every load is bounded in time.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
 BIN=${BIN:-target/release/portcullis}
-DATA=${DATA:-../shared/data}
+DATA=${PORTCULLIS_BENCH_DATA:-$ROOT/../shared/data}
+PEERS_DIR=${PORTCULLIS_PEERS_DIR:-$ROOT/../shared/tools/peers}
 W=${WORKLOADS:-/tmp/peers-work/workloads}
 ADDR=127.0.0.20
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-[ -f "$W/mixed.txt" ] || { echo "no workloads in $W: run benches/peers.sh once" >&2; exit 1; }
+[ -f "$DATA/threat-domains.tsv.gz" ] || { echo "no threat-domains.tsv.gz in $DATA (set PORTCULLIS_BENCH_DATA)" >&2; exit 1; }
+[ -f "$W/mixed.txt" ] || { echo "no workloads in $W: run scripts/bench/peers.sh once" >&2; exit 1; }
 dig +time=1 +tries=1 @127.0.0.2 example.com >/dev/null 2>&1 \
-  || { echo "no upstream on 127.0.0.2: ../shared/tools/peers/upstream.sh start" >&2; exit 1; }
+  || { echo "no upstream on 127.0.0.2: bash $PEERS_DIR/upstream.sh start" >&2; exit 1; }
 
 run() {
   local flood=$1 work pid a b

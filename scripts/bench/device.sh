@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Multi-core figures on a many-core x86 machine (the "device"), beside
-# PowerDNS Recursor in the same run. Packs ../shared/tools/peers' device kit
+# PowerDNS Recursor in the same run. Packs the peers harness's device kit
 # (pdns_recursor, NSD, dnsperf and their libraries) into .devkit/ with our
 # stripped release binary, a wrapper that writes one config per run,
 # device-first-pass.py (the blocked first pass beside PowerDNS), the
@@ -16,13 +16,19 @@
 # admin listener, and so the metrics recorder, on (nobody scrapes it);
 # THREADS="1 2 4 8" BUDGET_S=400 MAX_S=420 adds 8 workers.
 #
-#   bash benches/device.sh        # then, there: bash .devkit/all.sh
+#   bash scripts/bench/device.sh        # then, there: bash .devkit/all.sh
+#
+# PORTCULLIS_BENCH_DATA: the folder holding the threat list and the
+# popular names (default ../shared/data beside the repository);
+# PORTCULLIS_PEERS_DIR: the peers harness (default ../shared/tools/peers).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
-PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/tools/peers}
+PEERS_DIR=${PORTCULLIS_PEERS_DIR:-$ROOT/../shared/tools/peers}
+DATA=${PORTCULLIS_BENCH_DATA:-$ROOT/../shared/data}
 KIT=$ROOT/.devkit
-[ -d "$PEERS_DIR" ] || { echo "needs ../shared/tools/peers" >&2; exit 1; }
+[ -d "$PEERS_DIR" ] || { echo "no peers harness in $PEERS_DIR (set PORTCULLIS_PEERS_DIR)" >&2; exit 1; }
+[ -f "$DATA/threat-domains.tsv.gz" ] || { echo "no threat-domains.tsv.gz in $DATA (set PORTCULLIS_BENCH_DATA)" >&2; exit 1; }
 
 # .devkit is never committed: it holds binaries and a copy of the data.
 exclude=$(git rev-parse --git-path info/exclude)
@@ -69,7 +75,7 @@ chmod +x "$KIT/portcullis-run.sh"
 
 # The blocked first pass beside PowerDNS (device-bench.py measures cached
 # and mixed only).
-cp "$ROOT/benches/device-first-pass.py" "$KIT/"
+cp "$ROOT/scripts/bench/device-first-pass.py" "$KIT/"
 
 # The lookup micro-benchmark, to run on the same machine: its binary and
 # the data it reads (PORTCULLIS_BENCH_DATA).
@@ -77,8 +83,8 @@ bench=$(cargo bench --bench lookup --no-run 2>&1 | sed -n 's/.*Executable .*(\(.
 [ -x "$bench" ] || { echo "no lookup bench binary" >&2; exit 1; }
 strip -o "$KIT/lookup-bench" "$bench"
 mkdir -p "$KIT/benchdata"
-cp "$ROOT/../shared/data/threat-domains.tsv.gz" "$ROOT/../shared/data/threat-ips.tsv.gz" \
-    "$ROOT/../shared/data/popular-fqdns.txt" "$KIT/benchdata/"
+cp "$DATA/threat-domains.tsv.gz" "$DATA/threat-ips.tsv.gz" \
+    "$DATA/popular-fqdns.txt" "$KIT/benchdata/"
 
 cat >"$KIT/all.sh" <<'ALL'
 #!/usr/bin/env bash

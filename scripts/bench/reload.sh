@@ -6,16 +6,19 @@
 #     dropped, one every 3 s; time how long each takes to block;
 #  3. report lost queries and the rebuild times from the log.
 # Needs: a release build (cargo build --release), dnsperf and dig
-# (apt-get install dnsperf dnsutils), ../shared/data. Loopback only;
-# bounded in time (about a minute).
+# (apt-get install dnsperf dnsutils), and the shared data
+# (PORTCULLIS_BENCH_DATA, default ../shared/data beside the repository).
+# Loopback only; bounded in time (about a minute).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
 BIN=${BIN:-target/release/portcullis}
-DATA=${DATA:-../shared/data}
+DATA=${PORTCULLIS_BENCH_DATA:-$ROOT/../shared/data}
 PORT=${PORT:-5391}
 RATE=${RATE:-20000}
 RELOADS=${RELOADS:-10}
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+[ -f "$DATA/threat-domains.tsv.gz" ] || { echo "no threat-domains.tsv.gz in $DATA (set PORTCULLIS_BENCH_DATA)" >&2; exit 1; }
 command -v dnsperf >/dev/null || { echo "needs dnsperf (apt-get install dnsperf)" >&2; exit 1; }
 WORK=$(mktemp -d /tmp/portcullis-reload.XXXXXX)
 trap 'kill $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT

@@ -6,17 +6,20 @@
 # dnsperf is pinned to CPU 1; the resolver (DNS workers and the hit-log
 # writer thread) may use both CPUs. Prints dnsperf's counts, the metrics
 # (written, dropped), and the rows in the database.
-# Needs: a release build, dnsperf, curl, sqlite3, ../shared/data.
+# Needs: a release build, dnsperf, curl, sqlite3, and the shared data
+# (PORTCULLIS_BENCH_DATA, default ../shared/data beside the repository).
 # Loopback only; bounded in time.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
 BIN=${BIN:-target/release/portcullis}
-DATA=${DATA:-../shared/data}
+DATA=${PORTCULLIS_BENCH_DATA:-$ROOT/../shared/data}
 PORT=${PORT:-5392}
 ADMIN=${ADMIN:-9392}
 RATE=${RATE:-20000}
 SECONDS_RUN=${SECONDS_RUN:-30}
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+[ -f "$DATA/threat-domains.tsv.gz" ] || { echo "no threat-domains.tsv.gz in $DATA (set PORTCULLIS_BENCH_DATA)" >&2; exit 1; }
 for tool in dnsperf curl sqlite3; do
   command -v $tool >/dev/null || { echo "needs $tool (apt-get install dnsperf curl sqlite3)" >&2; exit 1; }
 done

@@ -6,15 +6,18 @@
 # ROUNDS times. The resolver is pinned to CPU 0 and dnsperf to CPU 1,
 # unthrottled, SECONDS_RUN per run. The resident memory at the end of each
 # run shows whether recorded samples are let go of when nobody scrapes
-# /metrics. Needs a release build, dnsperf and ../shared/data.
+# /metrics. Needs a release build, dnsperf and the shared data
+# (PORTCULLIS_BENCH_DATA, default ../shared/data beside the repository).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
 BIN=${BIN:-target/release/portcullis}
-DATA=${DATA:-../shared/data}
+DATA=${PORTCULLIS_BENCH_DATA:-$ROOT/../shared/data}
 PORT=${PORT:-5393}
 ROUNDS=${ROUNDS:-3}
 SECONDS_RUN=${SECONDS_RUN:-10}
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+[ -f "$DATA/threat-domains.tsv.gz" ] || { echo "no threat-domains.tsv.gz in $DATA (set PORTCULLIS_BENCH_DATA)" >&2; exit 1; }
 WORK=$(mktemp -d /tmp/portcullis-metrics.XXXXXX)
 PID=
 trap '[ -n "$PID" ] && kill $PID 2>/dev/null; rm -rf "$WORK"' EXIT

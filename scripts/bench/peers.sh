@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Portcullis side by side with the resolvers it replaces, in one run:
-# ../shared/tools/peers/bench.sh drives Unbound, PowerDNS Recursor and Knot
-# Resolver (hickory-dns too with PEERS="... hickory", once its install.sh
-# has built it) and Portcullis as its `custom` peer through the same
-# workloads: the same fake upstream (NSD on 127.0.0.2), the same
-# 1,062,258-name threat list (theirs as RPZ, ours as the TSV feed it was
-# made from), each resolver pinned to CPU 0 with one worker, dnsperf on
-# CPU 1. Prints the peers' table and the Portcullis/PowerDNS ratios.
+# the peers harness's bench.sh (PORTCULLIS_PEERS_DIR) drives Unbound,
+# PowerDNS Recursor and Knot Resolver (hickory-dns too with
+# PEERS="... hickory", once its install.sh has built it) and Portcullis
+# as its `custom` peer through the same workloads: the same fake upstream
+# (NSD on 127.0.0.2), the same 1,062,258-name threat list (theirs as RPZ,
+# ours as the TSV feed it was made from), each resolver pinned to CPU 0
+# with one worker, dnsperf on CPU 1. Prints the peers' table and the
+# Portcullis/PowerDNS ratios.
 #
 # Portcullis runs as an operator would: hit log on (every blocked query is
 # written to SQLite by a writer thread on the same pinned core), metrics
@@ -14,16 +15,21 @@
 #
 # Needs root (apt-get for the peers, port 53 on loopback) and about ten
 # minutes. Loopback only; every daemon is stopped by its PID at the end.
-#   bash benches/peers.sh            # unbound pdns knot + portcullis
-#   PEERS="pdns" bash benches/peers.sh
-#   PEERS="pdns" HITLOG=off bash benches/peers.sh   # without the hit log
+#   bash scripts/bench/peers.sh            # unbound pdns knot + portcullis
+#   PEERS="pdns" bash scripts/bench/peers.sh
+#   PEERS="pdns" HITLOG=off bash scripts/bench/peers.sh   # without the hit log
+#
+# PORTCULLIS_BENCH_DATA: the folder holding threat-domains.tsv.gz
+# (default ../shared/data beside the repository); PORTCULLIS_PEERS_DIR:
+# the peers harness (default ../shared/tools/peers).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
-PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/tools/peers}
-DATA=${DATA:-$ROOT/../shared/data}
+PEERS_DIR=${PORTCULLIS_PEERS_DIR:-$ROOT/../shared/tools/peers}
+DATA=${PORTCULLIS_BENCH_DATA:-$ROOT/../shared/data}
 read -r -a PEERS <<<"${PEERS:-unbound pdns knot}"
-[ -d "$PEERS_DIR" ] || { echo "needs ../shared/tools/peers" >&2; exit 1; }
+[ -d "$PEERS_DIR" ] || { echo "no peers harness in $PEERS_DIR (set PORTCULLIS_PEERS_DIR)" >&2; exit 1; }
+[ -f "$DATA/threat-domains.tsv.gz" ] || { echo "no threat-domains.tsv.gz in $DATA (set PORTCULLIS_BENCH_DATA)" >&2; exit 1; }
 
 need=()
 for p in nsd unbound pdns-recursor knot-resolver dnsperf dnsutils; do
