@@ -2,7 +2,7 @@
 //!
 //! One normaliser is shared by every feed parser, the allow and protected
 //! lists and the `check` command, so that a name is spelt the same way
-//! wherever it is stored or looked up (DESIGN.md "Names and matching"):
+//! wherever it is stored or looked up (docs/architecture.md "Matching and precedence"):
 //! ASCII lower case, no trailing dot, internationalised labels as A-labels
 //! (punycode), `\DDD` and `\X` escapes decoded, RFC 1035 lengths enforced.
 //!

@@ -3,7 +3,8 @@
 //! Networks point their DNS at it; every query is checked against a
 //! blocklist compiled from threat-intelligence feeds into an `fst`
 //! automaton, and listed names get a block response instead of being
-//! resolved. See DESIGN.md for the contracts and README.md for operation.
+//! resolved. docs/architecture.md describes the system as built; README.md
+//! is for operators.
 //!
 //! # Layout
 //!

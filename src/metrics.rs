@@ -1,4 +1,4 @@
-//! Metric names and their help texts, in one place (DESIGN.md "Metrics").
+//! Metric names and their help texts, in one place (docs/architecture.md "Metrics").
 //!
 //! Everything is recorded through the `metrics` facade; `serve` installs
 //! the Prometheus recorder before anything records, and the admin

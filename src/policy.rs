@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-/// A block response (DESIGN.md "Block responses").
+/// A block response (docs/architecture.md "Block responses").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {

@@ -1,6 +1,6 @@
 //! Reload: file drops, SIGHUP, periodic rescans and STIX expiry turn into
 //! debounced rebuilds whose result replaces the blocklist with one
-//! `ArcSwap::store` (DESIGN.md "Feeds and reload").
+//! `ArcSwap::store` (docs/architecture.md "Data flow of a reload").
 //!
 //! The compiler lives on its own thread at the lowest scheduling priority,
 //! so a rebuild only takes CPU the query path leaves over. Queries never

@@ -1,4 +1,4 @@
-//! Building block responses (DESIGN.md "Block responses").
+//! Building block responses (docs/architecture.md "Block responses").
 //!
 //! A negative block answer carries a synthesised SOA in the authority
 //! section, owned by the listed name, so that clients and downstream caches

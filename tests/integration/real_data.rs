@@ -1,6 +1,8 @@
-//! The national-scale list: all 1,062,258 threat domains from
-//! ../shared/data, served by the real binary. Skipped with a message when
-//! that folder is absent (the always-run paths use small fixtures).
+//! The national-scale list: all 1,062,258 threat domains from the data
+//! folder that `PORTCULLIS_BENCH_DATA` names (by default `shared/data`
+//! beside the checkout, as the benches use), served by the real binary.
+//! Skipped with a message when that folder is absent (the always-run
+//! paths use small fixtures).
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -13,7 +15,9 @@ use crate::harness::{Server, Setup, Transport, a_records, query};
 use crate::upstream::Authority;
 
 fn shared_data() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    let dir = std::env::var_os("PORTCULLIS_BENCH_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
     if dir.join("threat-domains.tsv.gz").is_file() && dir.join("popular-fqdns.txt").is_file() {
         Some(dir)
     } else {
