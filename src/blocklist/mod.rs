@@ -40,6 +40,7 @@
 mod compiler;
 mod feed;
 mod filter;
+mod fingerprint;
 mod lookup;
 mod merge;
 pub mod snapshot;
@@ -55,11 +56,12 @@ use crate::policy::Action;
 use crate::prefix::PrefixMap;
 
 pub use compiler::{
-    CompileError, CompileReport, Compiler, FeedReport, Fingerprint, compile, feed_files,
-    fingerprint_inputs, inputs_match, is_feed_file_name, load_protected, settings_match,
+    CompileError, CompileReport, Compiler, FeedReport, compile, feed_files, is_feed_file_name,
+    load_protected,
 };
 pub use feed::{FeedBuilder, FeedSource, ParsedFeed, Protected};
 use filter::KeyFilter;
+pub use fingerprint::{Fingerprint, fingerprint_inputs, inputs_match, settings_match};
 pub use lookup::{Explanation, Match, Step};
 pub use merge::{
     DEFAULT_CATEGORY, MergeError, MergeSettings, Suppressed, merge, merge_ranges, shard_ranges,
