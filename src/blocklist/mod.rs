@@ -25,7 +25,7 @@
 //! The deepest candidate is the most specific entry and wins. There is no
 //! per-suffix re-walk and no allocation.
 //!
-//! # Precedence (DESIGN.md "Names and matching")
+//! # Precedence (docs/architecture.md "Names and matching")
 //!
 //! Most specific name first; at the same name an exact entry beats a
 //! subtree entry; then allow beats block. The last two are settled when the
@@ -36,6 +36,9 @@
 //! * Metadata indexes are limited to 2^31 - 1, far above any real feed set.
 //! * The blocklist is immutable. A rebuild makes a new one and swaps it
 //!   into the [`BlocklistHandle`]; queries in flight keep the old one.
+//!
+//! Over 400 lines: this layout description and the `Layer` and
+//! `Blocklist` types it describes, which every sibling module reads.
 
 mod compiler;
 mod feed;
