@@ -277,8 +277,8 @@ fn sort_in_two(
     merged
 }
 
-/// Names no feed may take down (DESIGN.md "Protected names"), held as
-/// reversed-label keys so the merge can test keys directly.
+/// Names no feed may take down (docs/architecture.md "Protected names"),
+/// held as reversed-label keys so the merge can test keys directly.
 #[derive(Debug, Default, Clone)]
 pub struct Protected {
     names: std::collections::HashSet<Vec<u8>>,

@@ -25,7 +25,7 @@
 //! The deepest candidate is the most specific entry and wins. There is no
 //! per-suffix re-walk and no allocation.
 //!
-//! # Precedence (DESIGN.md "Names and matching")
+//! # Precedence (docs/architecture.md "Names and matching")
 //!
 //! Most specific name first; at the same name an exact entry beats a
 //! subtree entry; then allow beats block. The last two are settled when the
@@ -36,10 +36,14 @@
 //! * Metadata indexes are limited to 2^31 - 1, far above any real feed set.
 //! * The blocklist is immutable. A rebuild makes a new one and swaps it
 //!   into the [`BlocklistHandle`]; queries in flight keep the old one.
+//!
+//! Over 400 lines: this layout description and the `Layer` and
+//! `Blocklist` types it describes, which every sibling module reads.
 
 mod compiler;
 mod feed;
 mod filter;
+mod fingerprint;
 mod lookup;
 mod merge;
 pub mod snapshot;
@@ -55,11 +59,12 @@ use crate::policy::Action;
 use crate::prefix::PrefixMap;
 
 pub use compiler::{
-    CompileError, CompileReport, Compiler, FeedReport, Fingerprint, compile, feed_files,
-    fingerprint_inputs, inputs_match, is_feed_file_name, load_protected, settings_match,
+    CompileError, CompileReport, Compiler, FeedReport, compile, feed_files, is_feed_file_name,
+    load_protected,
 };
 pub use feed::{FeedBuilder, FeedSource, ParsedFeed, Protected};
 use filter::KeyFilter;
+pub use fingerprint::{Fingerprint, fingerprint_inputs, inputs_match, settings_match};
 pub use lookup::{Explanation, Match, Step};
 pub use merge::{
     DEFAULT_CATEGORY, MergeError, MergeSettings, Suppressed, merge, merge_ranges, shard_ranges,

@@ -18,6 +18,9 @@
 //! snapshot that fails any check is ignored with a warning, never trusted.
 //! The fst part is memory-mapped: the kernel pages it in on demand and
 //! can drop it under pressure, and a restart costs no parse.
+//!
+//! Over 400 lines because writing and loading share the layout above and
+//! must change together.
 
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -8,265 +8,40 @@
 //! IP trigger, a STIX file-hash pattern) is *skipped* and counted by kind.
 //! Neither stops the rest of the file from loading.
 //!
-//! This module owns reading the file (gzip or plain, BOM, CRLF, invalid
-//! UTF-8), detecting the format, and the shared types. Each format module
-//! owns one syntax and its native meaning (blocklists/README.md has the
-//! table). Nothing here decides what an entry finally *does*: the compiler
-//! combines the format's meaning with the config.
+//! This module owns the driver: it reads a file line by line (BOM, CRLF,
+//! invalid UTF-8) and hands each line to its format's parser. Opening the
+//! file (gzip or plain) is in `read`, detecting the format in `detect`,
+//! and the shared types in `types`. Each format module owns one syntax and
+//! its native meaning (blocklists/README.md has the table). Nothing here
+//! decides what an entry finally *does*: the compiler combines the
+//! format's meaning with the config.
 
 mod adblock;
+mod detect;
 mod dnsmasq;
 mod hosts;
 mod plain;
+mod read;
 mod rpz;
 pub mod stix;
 mod tsv;
+mod types;
 mod unbound;
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::BufRead;
+#[cfg(test)]
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
-use ipnet::IpNet;
-use serde::Deserialize;
-
-use crate::domain::NameError;
+#[cfg(test)]
 use crate::policy::Action;
-
-/// How many rejected lines a report keeps verbatim; the rest are counted.
-pub const REJECTS_KEPT: usize = 5;
-
-/// Whether an entry covers the names below it (DESIGN.md "Names and matching").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Scope {
-    /// The name only (hosts lines, RPZ `name`).
-    Exact,
-    /// The name and every name below it (threat feeds, AdBlock `||name^`).
-    Subtree,
-    /// Only the names below it (`*.name` wildcards, RPZ `*.name`).
-    Below,
-}
-
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Scope::Exact => "exact",
-            Scope::Subtree => "subtree",
-            Scope::Below => "below-only",
-        })
-    }
-}
-
-/// Whether an entry blocks or makes an exception.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Verdict {
-    Block,
-    Allow,
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Verdict::Block => "block",
-            Verdict::Allow => "allow",
-        })
-    }
-}
-
-/// One entry from a feed, borrowing what it can from the line it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Indicator<'a> {
-    /// Normalised name (see [`crate::domain::normalize`]); empty for an
-    /// address indicator.
-    pub name: String,
-    /// An address indicator: the listed address or range, for the
-    /// answer-IP policy (TSV/plain IP lines, STIX `ipv4-addr`/`ipv6-addr`,
-    /// RPZ `rpz-ip` triggers). Its `scope` means nothing.
-    pub net: Option<IpNet>,
-    pub scope: Scope,
-    pub verdict: Verdict,
-    /// The feed's own category for this entry, if the format carries one.
-    pub category: Option<&'a str>,
-    /// Family, indicator id or other detail the feed gives for the entry.
-    pub detail: Option<&'a str>,
-    /// The format's own action for the entry (RPZ `CNAME *.` = NODATA,
-    /// Unbound `refuse`, ...); `None` leaves it to the config.
-    pub action: Option<Action>,
-    /// Addresses to answer with (hosts `1.2.3.4 name`, RPZ local data,
-    /// dnsmasq `address=/name/1.2.3.4`); implies the sinkhole action.
-    pub local: Vec<IpAddr>,
-}
-
-impl<'a> Indicator<'a> {
-    /// A subtree block with nothing else set: what most threat feeds say.
-    pub fn block(name: String, scope: Scope) -> Indicator<'a> {
-        Indicator {
-            name,
-            net: None,
-            scope,
-            verdict: Verdict::Block,
-            category: None,
-            detail: None,
-            action: None,
-            local: Vec::new(),
-        }
-    }
-
-    /// A block of an address or range (host bits cleared).
-    pub fn address(net: IpNet) -> Indicator<'a> {
-        Indicator {
-            net: Some(crate::prefix::canonical(net)),
-            ..Indicator::block(String::new(), Scope::Exact)
-        }
-    }
-}
-
-/// An address (`192.0.2.1`, `2001:db8::1`) or a range in CIDR form
-/// (`192.0.2.0/24`), as IP feeds write them.
-pub fn parse_net(text: &str) -> Option<IpNet> {
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Some(IpNet::from(ip));
-    }
-    text.parse::<IpNet>().ok()
-}
-
-/// A feed file format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// One name a line, `#` comments; `*.name` means below-only.
-    Plain,
-    /// `domain<TAB>category<TAB>family`, as maltrail-derived lists use.
-    Tsv,
-    /// `/etc/hosts` style: `0.0.0.0 name [name...]`.
-    Hosts,
-    /// AdBlock-style DNS rules: `||name^`, `@@||name^`.
-    Adblock,
-    /// dnsmasq `address=/name/...`, `server=/name/`, `local=/name/`.
-    Dnsmasq,
-    /// Unbound `local-zone: "name." type`.
-    Unbound,
-    /// A Response Policy Zone in master-file syntax.
-    Rpz,
-    /// STIX 2.0/2.1 JSON: a bundle, one object, or an array of objects.
-    Stix,
-}
-
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Plain => "plain",
-            Format::Tsv => "tsv",
-            Format::Hosts => "hosts",
-            Format::Adblock => "adblock",
-            Format::Dnsmasq => "dnsmasq",
-            Format::Unbound => "unbound",
-            Format::Rpz => "rpz",
-            Format::Stix => "stix",
-        }
-    }
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Why one line was not loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LineError {
-    Name(NameError),
-    NotUtf8,
-    MissingColumn(&'static str),
-    /// The line is not valid syntax for the feed's format.
-    Syntax(String),
-    /// Valid syntax whose meaning we do not implement; never guessed at.
-    Unsupported(String),
-}
-
-impl fmt::Display for LineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LineError::Name(e) => write!(f, "not a valid domain name: {e}"),
-            LineError::NotUtf8 => write!(f, "line is not valid UTF-8"),
-            LineError::MissingColumn(c) => write!(f, "missing {c} column"),
-            LineError::Syntax(s) => write!(f, "syntax: {s}"),
-            LineError::Unsupported(s) => write!(f, "unsupported: {s}"),
-        }
-    }
-}
-
-impl From<NameError> for LineError {
-    fn from(e: NameError) -> Self {
-        LineError::Name(e)
-    }
-}
-
-/// A rejected line, kept for the operator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reject {
-    pub line: usize,
-    pub error: LineError,
-}
-
-/// What parsing one feed produced, apart from the indicators themselves.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ParseReport {
-    /// Lines read (for STIX: objects read).
-    pub lines: usize,
-    pub loaded: usize,
-    pub rejected: usize,
-    /// The first [`REJECTS_KEPT`] rejected lines.
-    pub first_rejects: Vec<Reject>,
-    /// Of `loaded`, how many are address indicators (answer-IP policy).
-    pub addresses: usize,
-    /// Valid entries not turned into blocklist entries, by kind.
-    pub skipped: BTreeMap<String, usize>,
-    /// STIX indicators marked `revoked`.
-    pub revoked: usize,
-    /// STIX indicators whose `valid_until` has passed.
-    pub expired: usize,
-    /// STIX indicators whose `valid_from` is still to come.
-    pub not_yet_valid: usize,
-    /// The next time the feed's contents change by the clock alone (the
-    /// earliest future `valid_until` or `valid_from`): a rebuild is due then.
-    pub next_change: Option<SystemTime>,
-}
-
-impl ParseReport {
-    pub fn reject(&mut self, line: usize, error: LineError) {
-        self.rejected += 1;
-        if self.first_rejects.len() < REJECTS_KEPT {
-            self.first_rejects.push(Reject { line, error });
-        }
-    }
-
-    pub fn skip(&mut self, kind: &str) {
-        *self.skipped.entry(kind.to_owned()).or_default() += 1;
-    }
-
-    fn note_change(&mut self, at: SystemTime) {
-        if self.next_change.is_none_or(|t| at < t) {
-            self.next_change = Some(at);
-        }
-    }
-}
-
-/// What a line parser made of one line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Comment, blank, header: nothing to count.
-    Empty,
-    /// This many indicators went to the sink.
-    Loaded(usize),
-    /// Valid, but not something the blocklist acts on.
-    Skipped(&'static str),
-}
+pub use detect::{detect, detect_text};
+use read::open;
+pub use types::{
+    FeedError, Format, Indicator, LineError, Outcome, ParseReport, REJECTS_KEPT, ReadError, Reject,
+    Scope, Verdict, parse_net,
+};
 
 /// A parser for a line-oriented format. Most are stateless; RPZ keeps the
 /// origin, TTL and owner of the lines before.
@@ -297,164 +72,6 @@ impl LineParser for Stateless {
     }
 }
 
-/// A feed that could not be read at all.
-#[derive(Debug, thiserror::Error)]
-pub enum FeedError {
-    #[error("cannot read feed {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("feed {path} matches no known format (looked at its first lines)")]
-    UnknownFormat { path: PathBuf },
-    #[error("feed {path} is not a STIX document: {message}")]
-    Stix { path: PathBuf, message: String },
-}
-
-/// Open a feed file, transparently un-gzipping it (by magic bytes, not name).
-fn open(path: &Path) -> io::Result<Box<dyn BufRead>> {
-    let mut file = BufReader::with_capacity(1 << 16, File::open(path)?);
-    let magic = file.fill_buf()?;
-    if magic.starts_with(&[0x1f, 0x8b]) {
-        let gz = flate2::bufread::MultiGzDecoder::new(file);
-        Ok(Box::new(BufReader::with_capacity(
-            1 << 16,
-            Prefetch::spawn(gz),
-        )))
-    } else {
-        Ok(Box::new(file))
-    }
-}
-
-/// A reader fed by a background thread through a small bounded channel:
-/// decompression runs a block ahead of the parser, on another core.
-struct Prefetch {
-    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
-    current: Vec<u8>,
-    at: usize,
-}
-
-impl Prefetch {
-    fn spawn(mut inner: impl Read + Send + 'static) -> Prefetch {
-        let (tx, rx) = std::sync::mpsc::sync_channel(4);
-        std::thread::spawn(move || {
-            loop {
-                let mut block = vec![0u8; 1 << 18];
-                match inner.read(&mut block) {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        block.truncate(n);
-                        if tx.send(Ok(block)).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                }
-            }
-        });
-        Prefetch {
-            rx,
-            current: Vec::new(),
-            at: 0,
-        }
-    }
-}
-
-impl Read for Prefetch {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.current.len() {
-            match self.rx.recv() {
-                Ok(Ok(block)) => {
-                    self.current = block;
-                    self.at = 0;
-                }
-                Ok(Err(e)) => return Err(e),
-                // The sender is gone: the stream has ended.
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len() - self.at);
-        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
-}
-
-/// Guess a format from the first meaningful lines of a file.
-pub fn detect(path: &Path) -> Result<Format, FeedError> {
-    let io_err = |source| FeedError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let reader = open(path).map_err(io_err)?;
-    let mut head = Vec::new();
-    reader
-        .take(64 * 1024)
-        .read_to_end(&mut head)
-        .map_err(io_err)?;
-    let head = String::from_utf8_lossy(&head);
-    detect_text(&head).ok_or_else(|| FeedError::UnknownFormat {
-        path: path.to_path_buf(),
-    })
-}
-
-/// Content sniffing. Distinctive syntax wins over the plain fallback; the
-/// first distinctive line decides.
-pub fn detect_text(head: &str) -> Option<Format> {
-    let head = head.trim_start_matches('\u{feff}');
-    let first = head.trim_start();
-    if first.starts_with('{') || first.starts_with('[') && !first.starts_with("[Adblock") {
-        return first.contains("\"type\"").then_some(Format::Stix);
-    }
-    let mut saw_plain = false;
-    let mut saw_anything = false;
-    for line in head.lines().take(500) {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        saw_anything = true;
-        if line.starts_with('!')
-            || line.starts_with("[Adblock")
-            || line.starts_with("||")
-            || line.starts_with("@@||")
-        {
-            return Some(Format::Adblock);
-        }
-        if ["address=/", "server=/", "local=/"]
-            .iter()
-            .any(|p| line.starts_with(p))
-        {
-            return Some(Format::Dnsmasq);
-        }
-        if line.starts_with("local-zone:") || line == "server:" || line.starts_with("local-data:") {
-            return Some(Format::Unbound);
-        }
-        if line.starts_with("$ORIGIN")
-            || line.starts_with("$TTL")
-            || line.starts_with(';')
-            || rpz::looks_like_record(line)
-        {
-            return Some(Format::Rpz);
-        }
-        if line.contains('\t') {
-            return Some(Format::Tsv);
-        }
-        let mut tokens = line.split_whitespace();
-        let first = tokens.next().unwrap_or("");
-        if first.parse::<IpAddr>().is_ok() && tokens.next().is_some() {
-            return Some(Format::Hosts);
-        }
-        if plain::looks_like_name(first) || parse_net(first).is_some() {
-            saw_plain = true;
-        }
-    }
-    // An empty list (or one of comments only) is a valid plain list with
-    // no entries; the shrink guard decides whether to believe it.
-    (saw_plain || !saw_anything).then_some(Format::Plain)
-}
-
 /// Parse a whole feed file, handing every indicator to `sink`.
 pub fn parse_file(
     path: &Path,
@@ -475,15 +92,6 @@ pub fn parse_file(
             message,
         },
     })
-}
-
-/// Why a reader could not be parsed at all.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("{0}")]
-    Io(#[from] io::Error),
-    #[error("{0}")]
-    Stix(String),
 }
 
 /// Parse feed text from any reader (tests and fuzzing use this directly).
@@ -578,60 +186,6 @@ pub(crate) fn parse_full(text: &str, format: Format) -> (Vec<FullIndicator>, Par
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn detects_every_format_by_content() {
-        let cases = [
-            ("# c\nevil.com\tmalware\temotet\n", Format::Tsv),
-            ("# c\n\nevil.com\nbad.org # x\n", Format::Plain),
-            ("192.0.2.1\n203.0.113.0/24\n", Format::Plain),
-            ("*.evil.com\n", Format::Plain),
-            (
-                "# hosts\n127.0.0.1 localhost\n0.0.0.0 evil.com\n",
-                Format::Hosts,
-            ),
-            ("! Title: list\n||evil.com^\n", Format::Adblock),
-            ("[Adblock Plus 2.0]\n||evil.com^\n", Format::Adblock),
-            ("address=/evil.com/#\n", Format::Dnsmasq),
-            (
-                "server:\n  local-zone: \"evil.com.\" always_nxdomain\n",
-                Format::Unbound,
-            ),
-            ("$ORIGIN rpz.local.\nevil.com CNAME .\n", Format::Rpz),
-            ("evil.com CNAME .\n", Format::Rpz),
-            ("{\"type\": \"bundle\", \"objects\": []}", Format::Stix),
-            ("[{\"type\": \"indicator\"}]", Format::Stix),
-        ];
-        for (text, format) in cases {
-            assert_eq!(detect_text(text), Some(format), "{text:?}");
-        }
-        assert_eq!(detect_text("<html><body>404</body></html>\n"), None);
-        assert_eq!(detect_text("{\"error\": 1}"), None);
-        assert_eq!(
-            detect_text(""),
-            Some(Format::Plain),
-            "an empty list is an empty plain list"
-        );
-        assert_eq!(
-            detect_text("# nothing listed today\n\n"),
-            Some(Format::Plain)
-        );
-    }
-
-    #[test]
-    fn reads_gzip_by_magic_bytes() {
-        use std::io::Write;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("list.txt");
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(b"evil.example\n").unwrap();
-        std::fs::write(&path, gz.finish().unwrap()).unwrap();
-        assert_eq!(detect(&path).unwrap(), Format::Plain);
-        let mut names = Vec::new();
-        let report = parse_file(&path, Format::Plain, &mut |i| names.push(i.name)).unwrap();
-        assert_eq!(names, ["evil.example"]);
-        assert_eq!(report.loaded, 1);
-    }
 
     #[test]
     fn bad_bytes_bom_and_crlf() {

@@ -1,0 +1,275 @@
+//! Each feed's cache between compiles: its last good parse, a big feed's
+//! built layers, and the layers adopted from a snapshot at start-up; and
+//! when a new parse may replace the last good one.
+//!
+//! **Last good** (docs/architecture.md "Feeds and reload"): a feed that
+//! fails to parse, or that shrinks by more than `max_shrink` at once, keeps
+//! its previous contents, and the error is reported for that feed; the
+//! other feeds still update.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use super::{Compiler, FeedReport};
+use crate::blocklist::Layer;
+use crate::blocklist::feed::{FeedBuilder, FeedSource, ParsedFeed, Protected};
+use crate::blocklist::fingerprint::{Fingerprint, content_hash};
+use crate::blocklist::merge::{MergeError, MergeSettings, Suppressed, merge_ranges, shard_ranges};
+use crate::feeds::{self, Format, ParseReport};
+
+/// A cached feed: its last good parse and the file it came from.
+pub(super) struct Cached {
+    pub(super) feed: Arc<ParsedFeed>,
+    pub(super) fingerprint: Fingerprint,
+}
+
+/// Parse one feed file.
+fn parse_feed(
+    path: &Path,
+    source: impl FnOnce(Format) -> FeedSource,
+    format: Option<Format>,
+    max_entries: Option<usize>,
+) -> Result<ParsedFeed, String> {
+    let format = match format {
+        Some(f) => f,
+        None => feeds::detect(path).map_err(|e| e.to_string())?,
+    };
+    let started = Instant::now();
+    let mut builder = FeedBuilder::new(source(format));
+    let report =
+        feeds::parse_file(path, format, &mut |i| builder.add(i)).map_err(|e| e.to_string())?;
+    tracing::debug!(feed = %path.display(), lines = report.lines, parse_ms = started.elapsed().as_millis() as u64, "feed parsed");
+    if let Some(max) = max_entries
+        && report.loaded > max
+    {
+        return Err(format!(
+            "feed {} has {} entries, more than its max_entries {max}",
+            path.display(),
+            report.loaded
+        ));
+    }
+    for r in &report.first_rejects {
+        tracing::warn!(feed = %path.display(), line = r.line, reason = %r.error, "feed line rejected");
+    }
+    Ok(builder.finish(report))
+}
+
+/// A big feed's own layer, reusable while the feed and the settings that
+/// shaped it are unchanged.
+pub(super) struct CachedLayer {
+    pub(super) feed: Arc<ParsedFeed>,
+    pub(super) settings: u64,
+    /// One layer per TLD range (see [`shard_ranges`]).
+    pub(super) layers: Vec<Arc<Layer>>,
+    pub(super) suppressed: Suppressed,
+}
+
+/// A big feed's layer taken over from the snapshot at start-up: used as
+/// it is while the file is unchanged, so the first reload after a restart
+/// need not re-parse and rebuild it.
+pub(super) struct Adopted {
+    pub(super) fingerprint: Fingerprint,
+    pub(super) layers: Vec<Arc<Layer>>,
+    pub(super) format: Format,
+    /// The settings the layers were built with (see `settings_key`).
+    pub(super) settings: u64,
+    pub(super) report: ParseReport,
+    pub(super) suppressed: Suppressed,
+}
+
+impl Adopted {
+    /// Names in its layers and addresses in its parse (the shrink guard
+    /// compares both together).
+    fn indicators(&self) -> usize {
+        self.layers.iter().map(|l| l.entries()).sum::<usize>() + self.report.addresses
+    }
+}
+
+/// Build a big feed's layers, one per TLD range, in parallel (the fst
+/// build is the slow part of a compile, and it is sequential per automaton).
+pub(super) fn build_own_layers(
+    feed: &Arc<ParsedFeed>,
+    protected: &Protected,
+    settings: &MergeSettings,
+    settings_key: u64,
+) -> Result<CachedLayer, MergeError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let ranges = shard_ranges(feed, threads);
+    let feeds = std::slice::from_ref(feed);
+    let results: Vec<Result<(Layer, Vec<Suppressed>), MergeError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ranges
+            .iter()
+            .map(|range| {
+                let range = std::slice::from_ref(range);
+                scope.spawn(move || merge_ranges(feeds, range, protected, settings, true))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(MergeError::Panicked)))
+            .collect()
+    });
+    let mut layers = Vec::with_capacity(results.len());
+    let mut suppressed = Suppressed::default();
+    for result in results {
+        let (layer, mut s) = result?;
+        layers.push(Arc::new(layer));
+        let s = s.pop().unwrap_or_default();
+        suppressed.count += s.count;
+        suppressed.first.extend(s.first);
+    }
+    suppressed.first.truncate(5);
+    Ok(CachedLayer {
+        feed: Arc::clone(feed),
+        settings: settings_key,
+        layers,
+        suppressed,
+    })
+}
+
+impl Compiler {
+    /// The feed to merge for one file: a fresh parse, the cached one, or
+    /// the last good one after a failure.
+    pub(super) fn refresh(
+        &mut self,
+        path: &Path,
+        source: FeedSource,
+        format: Option<Format>,
+        max_entries: Option<usize>,
+        now: SystemTime,
+    ) -> (Option<Arc<ParsedFeed>>, FeedReport) {
+        let mut report = FeedReport {
+            name: source.name.clone(),
+            path: path.to_path_buf(),
+            ..FeedReport::default()
+        };
+        let cached = self.cache.get(path);
+        let meta = std::fs::metadata(path);
+        let (size, modified) = match &meta {
+            Ok(m) => (m.len(), m.modified().ok()),
+            Err(_) => (0, None),
+        };
+        let expired = cached.is_some_and(|c| c.feed.next_change().is_some_and(|t| t <= now));
+        let same_settings = cached.is_some_and(|c| {
+            let s = &c.feed.source;
+            s.category == source.category
+                && s.action == source.action
+                && s.trusted == source.trusted
+                && s.answer_ip == source.answer_ip
+        });
+        if let Some(c) = cached.filter(|_| same_settings && !expired)
+            && c.fingerprint.size == size
+            && c.fingerprint.modified == modified
+        {
+            report.format = Some(c.feed.source.format);
+            report.parse = c.feed.report.clone();
+            return (Some(Arc::clone(&c.feed)), report);
+        }
+        let hash = match meta.and_then(|_| content_hash(path)) {
+            Ok(h) => h,
+            Err(e) => {
+                return self.keep_previous(
+                    path,
+                    report,
+                    format!("cannot read {}: {e}", path.display()),
+                );
+            }
+        };
+        let fingerprint = Fingerprint {
+            size,
+            modified,
+            hash,
+        };
+        if let Some(c) = self
+            .cache
+            .get_mut(path)
+            .filter(|_| same_settings && !expired)
+            && c.fingerprint.hash == hash
+        {
+            c.fingerprint = fingerprint;
+            report.format = Some(c.feed.source.format);
+            report.parse = c.feed.report.clone();
+            return (Some(Arc::clone(&c.feed)), report);
+        }
+        report.parsed = true;
+        // Same bytes, re-parsed because validity times passed: entries that
+        // expired are meant to go, so the shrink guard does not apply.
+        let known_hash = self
+            .cache
+            .get(path)
+            .map(|c| c.fingerprint.hash)
+            .or_else(|| self.adopted.get(path).map(|a| a.fingerprint.hash));
+        let clock_only = known_hash == Some(hash);
+        let parsed = parse_feed(
+            path,
+            |f| FeedSource {
+                format: f,
+                ..source
+            },
+            format,
+            max_entries,
+        );
+        let feed = match parsed {
+            Ok(feed) => feed,
+            Err(error) => return self.keep_previous(path, report, error),
+        };
+        report.format = Some(feed.source.format);
+        report.parse = feed.report.clone();
+        let previous = self
+            .cache
+            .get(path)
+            .map(|c| c.feed.indicators())
+            .or_else(|| self.adopted.get(path).map(Adopted::indicators))
+            .unwrap_or(0);
+        let max_shrink = self.config.blocklist.max_shrink;
+        if !clock_only
+            && previous > 0
+            && (feed.indicators() as f64) < previous as f64 * (1.0 - max_shrink)
+        {
+            let error = format!(
+                "feed {} shrank from {previous} to {} entries, more than max_shrink {:.0}% at once (a truncated download?); \
+                 keeping the previous contents",
+                path.display(),
+                feed.indicators(),
+                max_shrink * 100.0
+            );
+            return self.keep_previous(path, report, error);
+        }
+        let feed = Arc::new(feed);
+        self.cache.insert(
+            path.to_path_buf(),
+            Cached {
+                feed: Arc::clone(&feed),
+                fingerprint,
+            },
+        );
+        (Some(feed), report)
+    }
+
+    fn keep_previous(
+        &self,
+        path: &Path,
+        mut report: FeedReport,
+        error: String,
+    ) -> (Option<Arc<ParsedFeed>>, FeedReport) {
+        let previous = self.cache.get(path).map(|c| Arc::clone(&c.feed));
+        report.kept_previous = previous.is_some();
+        if let Some(feed) = &previous {
+            report.format = Some(feed.source.format);
+            report.parse = feed.report.clone();
+            tracing::warn!(feed = %report.name, %error, "feed not updated; serving its last good contents");
+        } else if let Some(a) = self.adopted.get(path) {
+            // The caller serves the adopted layers as the last good copy.
+            report.format = Some(a.format);
+            report.parse = a.report.clone();
+            tracing::warn!(feed = %report.name, %error, "feed not updated; serving its last good contents");
+        } else {
+            tracing::error!(feed = %report.name, %error, "feed not loaded");
+        }
+        report.error = Some(error);
+        (previous, report)
+    }
+}

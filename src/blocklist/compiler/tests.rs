@@ -1,0 +1,216 @@
+use super::*;
+use crate::blocklist::settings_match;
+
+#[test]
+fn temporary_and_doc_files_are_not_feeds() {
+    for name in [
+        ".hidden",
+        "x.tmp",
+        "x.part",
+        "x~",
+        "README.md",
+        "README",
+        "notes.md",
+    ] {
+        assert!(!is_feed_file_name(name), "{name}");
+    }
+    for name in ["threats.txt", "list.tsv.gz", "hosts"] {
+        assert!(is_feed_file_name(name), "{name}");
+    }
+}
+
+fn setup() -> (tempfile::TempDir, Compiler) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("feeds")).unwrap();
+    let text = "[blocklist]\nfeeds_dir = \"feeds\"\nmax_shrink = 0.5\n";
+    let config = Config::from_str(text, &dir.path().join("p.toml")).unwrap();
+    (dir, Compiler::new(Arc::new(config)))
+}
+
+fn names(n: usize, prefix: &str) -> String {
+    (0..n).map(|i| format!("{prefix}{i}.example\n")).collect()
+}
+
+#[test]
+fn unchanged_feeds_are_not_reparsed() {
+    let (dir, mut c) = setup();
+    std::fs::write(dir.path().join("feeds/a.txt"), names(10, "a")).unwrap();
+    std::fs::write(dir.path().join("feeds/b.txt"), names(10, "b")).unwrap();
+    let (_, r) = c.compile().unwrap();
+    assert!(r.feeds.iter().all(|f| f.parsed));
+    std::fs::write(dir.path().join("feeds/b.txt"), names(12, "b")).unwrap();
+    let (list, r) = c.compile().unwrap();
+    let parsed: Vec<(&str, bool)> = r
+        .feeds
+        .iter()
+        .map(|f| (f.name.as_str(), f.parsed))
+        .collect();
+    assert_eq!(parsed, [("a.txt", false), ("b.txt", true)]);
+    assert_eq!(list.entries(), 22);
+    // Same bytes rewritten (new mtime): the hash says unchanged.
+    std::fs::write(dir.path().join("feeds/a.txt"), names(10, "a")).unwrap();
+    let (_, r) = c.compile().unwrap();
+    assert!(!r.feeds[0].parsed);
+}
+
+#[test]
+fn broken_and_truncated_feeds_keep_their_last_good_contents() {
+    let (dir, mut c) = setup();
+    let a = dir.path().join("feeds/a.txt");
+    std::fs::write(&a, names(10, "a")).unwrap();
+    std::fs::write(dir.path().join("feeds/b.txt"), names(4, "b")).unwrap();
+    c.compile().unwrap();
+    // Truncated to 3 of 10 entries: held back.
+    std::fs::write(&a, names(3, "a")).unwrap();
+    std::fs::write(dir.path().join("feeds/b.txt"), names(5, "b")).unwrap();
+    let (list, r) = c.compile().unwrap();
+    assert!(r.feeds[0].kept_previous);
+    assert!(
+        r.feeds[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("shrank from 10 to 3"),
+        "{:?}",
+        r.feeds[0].error
+    );
+    assert!(list.lookup_str("a9.example").is_some());
+    assert!(
+        list.lookup_str("b4.example").is_some(),
+        "the other feed still updated"
+    );
+    // Garbage: no format detected; previous contents kept.
+    std::fs::write(&a, "<html>502 Bad Gateway</html>\n").unwrap();
+    let (list, r) = c.compile().unwrap();
+    assert!(
+        r.feeds[0].kept_previous
+            && r.feeds[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("no known format")
+    );
+    assert!(list.lookup_str("a9.example").is_some());
+    // A real shrink within the limit goes through.
+    std::fs::write(&a, names(6, "a")).unwrap();
+    let (list, r) = c.compile().unwrap();
+    assert!(r.feeds[0].error.is_none());
+    assert!(list.lookup_str("a9.example").is_none() && list.lookup_str("a5.example").is_some());
+    // Deletion is deliberate: the entries go.
+    std::fs::remove_file(&a).unwrap();
+    let (list, r) = c.compile().unwrap();
+    assert_eq!(r.feeds.len(), 1);
+    assert!(list.lookup_str("a5.example").is_none());
+}
+
+#[test]
+fn a_big_feed_keeps_its_layers_not_its_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("feeds")).unwrap();
+    std::fs::write(dir.path().join("protected.txt"), "").unwrap();
+    let text = "[blocklist]\nfeeds_dir = \"feeds\"\nprotected = [\"protected.txt\"]\n";
+    let config = Config::from_str(text, &dir.path().join("p.toml")).unwrap();
+    let mut c = Compiler::new(Arc::new(config));
+    let big = dir.path().join("feeds/big.txt");
+    std::fs::write(&big, names(OWN_LAYER_MIN + 10, "big")).unwrap();
+    let (_, r) = c.compile().unwrap();
+    assert!(r.feeds[0].parsed);
+    assert!(c.cache.is_empty(), "the big feed's parse is not kept");
+    let (list, r) = c.compile().unwrap();
+    assert!(!r.feeds[0].parsed, "its layers are reused");
+    assert_eq!(r.feeds[0].parse.loaded, OWN_LAYER_MIN + 10);
+    assert!(list.lookup_str("big3.example").is_some());
+    // The protected names changed: the layers are rebuilt with them.
+    std::fs::write(dir.path().join("protected.txt"), "www.big3.example\n").unwrap();
+    let (list, r) = c.compile().unwrap();
+    assert!(r.feeds[0].parsed);
+    assert_eq!(r.feeds[0].suppressed.count, 1);
+    assert!(list.lookup_str("big3.example").is_none());
+}
+
+#[test]
+fn a_restart_adopts_big_layers_from_the_snapshot() {
+    let (dir, mut c) = setup();
+    let big = dir.path().join("feeds/big.txt");
+    std::fs::write(&big, names(OWN_LAYER_MIN + 10, "big")).unwrap();
+    std::fs::write(dir.path().join("feeds/small.txt"), names(5, "s")).unwrap();
+    let (mut list, report) = c.compile().unwrap();
+    let own = list.layers().iter().filter(|l| l.is_own()).count();
+    assert!(
+        own >= 1 && own + 1 == list.layers().len(),
+        "the big feed has its own layers"
+    );
+    list.set_generation(1);
+    let state = dir.path().join("state");
+    super::super::snapshot::save(&state, &list, &report.inputs).unwrap();
+    let loaded = super::super::snapshot::load(&state).unwrap();
+    // A new process: adopt, then a small feed changes.
+    let mut c = Compiler::new(Arc::clone(&c.config));
+    assert!(settings_match(c.config(), &loaded.fingerprints));
+    c.adopt(&loaded.list, &loaded.fingerprints);
+    std::fs::write(dir.path().join("feeds/small.txt"), names(6, "s")).unwrap();
+    let (list, report) = c.compile().unwrap();
+    let parsed: Vec<(&str, bool)> = report
+        .feeds
+        .iter()
+        .map(|f| (f.name.as_str(), f.parsed))
+        .collect();
+    assert_eq!(
+        parsed,
+        [("big.txt", false), ("small.txt", true)],
+        "the big feed was not re-parsed"
+    );
+    assert!(list.lookup_str("big0.example").is_some() && list.lookup_str("s5.example").is_some());
+    // A broken big feed keeps its adopted layer as its last good.
+    std::fs::write(&big, "<html>oops</html>\n").unwrap();
+    let (list, report) = c.compile().unwrap();
+    assert!(report.feeds[0].kept_previous);
+    assert!(list.lookup_str("big7.example").is_some());
+    // A real change is parsed.
+    std::fs::write(&big, names(OWN_LAYER_MIN + 20, "big")).unwrap();
+    let (list, report) = c.compile().unwrap();
+    assert!(report.feeds[0].parsed && report.feeds[0].error.is_none());
+    assert!(
+        list.lookup_str(&format!("big{}.example", OWN_LAYER_MIN + 15))
+            .is_some()
+    );
+}
+
+#[test]
+fn an_expired_stix_indicator_leaves_at_the_next_compile_without_a_file_change() {
+    let (dir, mut c) = setup();
+    let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    let until = until
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let bundle = format!(
+        r#"{{"type": "bundle", "objects": [{{"type": "indicator", "id": "indicator--x",
+            "pattern": "[domain-name:value = 'short-lived.example']", "valid_from": "2020-01-01T00:00:00Z",
+            "valid_until": "{until}"}}]}}"#
+    );
+    std::fs::write(dir.path().join("feeds/cti.json"), bundle).unwrap();
+    let (list, report) = c.compile().unwrap();
+    assert!(list.lookup_str("short-lived.example").is_some());
+    let due = report
+        .next_change
+        .expect("a rebuild is scheduled for the expiry");
+    std::thread::sleep(
+        due.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_millis(50),
+    );
+    let (list, report) = c.compile().unwrap();
+    assert!(
+        report.feeds[0].parsed,
+        "re-parsed because its contents changed by the clock"
+    );
+    assert_eq!(report.feeds[0].parse.expired, 1, "{:?}", report.feeds[0]);
+    assert!(list.lookup_str("short-lived.example").is_none());
+}
+
+#[test]
+fn a_broken_feed_without_a_previous_parse_is_just_missing() {
+    let (dir, mut c) = setup();
+    std::fs::write(dir.path().join("feeds/junk"), "<html></html>\n").unwrap();
+    let (list, r) = c.compile().unwrap();
+    assert_eq!(list.entries(), 0);
+    assert_eq!((r.feeds_loaded(), r.feeds_failed()), (0, 1));
+}

@@ -1,0 +1,138 @@
+use super::super::{Format, parse_full};
+use super::*;
+
+#[test]
+fn golden_rpz() {
+    let text = "$ORIGIN rpz.example.\n$TTL 300\n\
+                @ IN SOA localhost. hostmaster.localhost. (\n  1 ; serial\n  3600 600 86400 300 )\n\
+                @ IN NS localhost.\n\
+                nx.example CNAME .\n*.nx.example CNAME .\n\
+                nodata.example 300 IN CNAME *.\n\
+                pass.nx.example CNAME rpz-passthru.\n\
+                drop.example CNAME rpz-drop.\n\
+                old-pass.example CNAME old-pass.example.\n\
+                sink.example A 192.0.2.1\n  AAAA 2001:db8::1\n\
+                abs.example.rpz.example. CNAME . ; absolute owner\n\
+                EVIL.Example CNAME .\n\
+                32.1.2.0.192.rpz-ip CNAME .\n\
+                ns.example.rpz-nsdname CNAME .\n\
+                redirect.example CNAME walled-garden.example.\n\
+                txt.example TXT \"hello\"\n\
+                outside.other. CNAME .\n\
+                bad_name!.example CNAME .\n\
+                odd.example WKS x\n";
+    let (got, report) = parse_full(text, Format::Rpz);
+    let rows: Vec<(&str, Scope, Verdict, Option<Action>, usize)> = got
+        .iter()
+        .map(|((n, s, v, ..), a, l)| (n.as_str(), *s, *v, *a, l.len()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "nx.example",
+                Scope::Exact,
+                Verdict::Block,
+                Some(Action::Nxdomain),
+                0
+            ),
+            (
+                "nx.example",
+                Scope::Below,
+                Verdict::Block,
+                Some(Action::Nxdomain),
+                0
+            ),
+            (
+                "nodata.example",
+                Scope::Exact,
+                Verdict::Block,
+                Some(Action::Nodata),
+                0
+            ),
+            ("pass.nx.example", Scope::Exact, Verdict::Allow, None, 0),
+            (
+                "drop.example",
+                Scope::Exact,
+                Verdict::Block,
+                Some(Action::Drop),
+                0
+            ),
+            ("old-pass.example", Scope::Exact, Verdict::Allow, None, 0),
+            (
+                "sink.example",
+                Scope::Exact,
+                Verdict::Block,
+                Some(Action::Sinkhole),
+                2
+            ),
+            (
+                "abs.example",
+                Scope::Exact,
+                Verdict::Block,
+                Some(Action::Nxdomain),
+                0
+            ),
+            (
+                "evil.example",
+                Scope::Exact,
+                Verdict::Block,
+                Some(Action::Nxdomain),
+                0
+            ),
+            (
+                "192.0.2.1/32",
+                Scope::Exact,
+                Verdict::Block,
+                Some(Action::Nxdomain),
+                0
+            ),
+        ]
+    );
+    assert_eq!(report.loaded, 10);
+    assert_eq!(report.skipped.get("rpz-nsdname trigger"), Some(&1));
+    assert_eq!(report.skipped.get("rpz CNAME redirect"), Some(&1));
+    assert_eq!(
+        report.skipped.get("rpz local data other than A/AAAA"),
+        Some(&1)
+    );
+    let rejected: Vec<usize> = report.first_rejects.iter().map(|r| r.line).collect();
+    assert_eq!(rejected, [21, 22, 23]);
+}
+
+#[test]
+fn rpz_ip_triggers_are_address_indicators() {
+    let text = "$ORIGIN rpz.test.\n24.0.2.0.192.rpz-ip CNAME *.\n\
+                128.1.zz.db8.2001.rpz-ip CNAME rpz-passthru.\n\
+                48.zz.db8.2001.rpz-ip CNAME rpz-drop.\n\
+                64.zz.rpz-ip CNAME .\n\
+                32.9.9.9.9.rpz-ip A 192.0.2.9\n\
+                40.1.2.0.192.rpz-ip CNAME .\n\
+                x.1.2.3.rpz-ip CNAME .\n";
+    let (got, report) = parse_full(text, Format::Rpz);
+    let rows: Vec<(&str, Verdict, Option<Action>)> = got
+        .iter()
+        .map(|((n, _, v, ..), a, _)| (n.as_str(), *v, *a))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("192.0.2.0/24", Verdict::Block, Some(Action::Nodata)),
+            ("2001:db8::1/128", Verdict::Allow, None),
+            ("2001:db8::/48", Verdict::Block, Some(Action::Drop)),
+            ("::/64", Verdict::Block, Some(Action::Nxdomain)),
+        ]
+    );
+    assert_eq!(report.skipped.get("rpz-ip local data"), Some(&1));
+    let rejected: Vec<usize> = report.first_rejects.iter().map(|r| r.line).collect();
+    assert_eq!(rejected, [7, 8]);
+}
+
+#[test]
+fn origin_comes_from_the_soa_when_there_is_no_origin_directive() {
+    let text = "rpz.test. 300 IN SOA ns. host. 1 1 1 1 1\nevil.example.rpz.test. CNAME .\nrel.example CNAME *.\n";
+    let (got, report) = parse_full(text, Format::Rpz);
+    let names: Vec<&str> = got.iter().map(|((n, ..), ..)| n.as_str()).collect();
+    assert_eq!(names, ["evil.example", "rel.example"]);
+    assert_eq!(report.rejected, 0);
+}
