@@ -25,7 +25,7 @@
 //! The deepest candidate is the most specific entry and wins. There is no
 //! per-suffix re-walk and no allocation.
 //!
-//! # Precedence (docs/architecture.md "Names and matching")
+//! # Precedence (docs/architecture.md "Matching and precedence")
 //!
 //! Most specific name first; at the same name an exact entry beats a
 //! subtree entry; then allow beats block. The last two are settled when the

@@ -1,9 +1,9 @@
 //! Tab-separated threat lists: `domain<TAB>category<TAB>family`, as in
-//! ../shared/data/threat-domains.tsv.gz (maltrail-derived). Category and
+//! the maltrail-derived threat-domains.tsv.gz the benches use. Category and
 //! family columns are optional; extra columns are ignored. A header line
 //! (`domain<TAB>category...` on line 1) is skipped. Entries are subtrees,
 //! like every threat feed. A first column that is an address or a CIDR
-//! range (../shared/data/threat-ips.tsv.gz) is an address indicator for
+//! range (as in threat-ips.tsv.gz) is an address indicator for
 //! the answer-IP policy.
 
 use super::{Indicator, LineError, Outcome, Scope};

@@ -2,7 +2,7 @@
 //! built layers, and the layers adopted from a snapshot at start-up; and
 //! when a new parse may replace the last good one.
 //!
-//! **Last good** (docs/architecture.md "Feeds and reload"): a feed that
+//! **Last good** (docs/architecture.md "Data flow of a reload"): a feed that
 //! fails to parse, or that shrinks by more than `max_shrink` at once, keeps
 //! its previous contents, and the error is reported for that feed; the
 //! other feeds still update.
