@@ -20,6 +20,7 @@
 //! * [`prefix`]: longest-prefix match over IP networks (orgs, answer IPs).
 //! * [`resolve`]: forward and recursive upstream resolution.
 //! * [`server`]: the hickory request handler and block responses.
+//! * [`clock`]: epoch milliseconds, RFC 3339, operator-typed times, UTC days.
 //! * [`hitlog`]: hit records, the writer thread, the SQLite store.
 //! * [`report`]: organisation reports rendered as text, CSV, JSON, HTML.
 //! * [`summary`]: the human-readable output of `compile` and `check`.
@@ -37,6 +38,7 @@
 pub mod admin;
 pub mod blocklist;
 pub mod blockpage;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod feeds;
