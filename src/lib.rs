@@ -22,6 +22,7 @@
 //! * [`resolve`]: forward and recursive upstream resolution.
 //! * [`serve`]: the resolver's start-up phases, run and drain.
 //! * [`server`]: the hickory request handler and block responses.
+//! * [`clock`]: epoch milliseconds, RFC 3339, operator-typed times, UTC days.
 //! * [`hitlog`]: hit records, the writer thread, the SQLite store.
 //! * [`report`]: organisation reports rendered as text, CSV, JSON, HTML.
 //! * [`summary`]: the human-readable output of `compile` and `check`.
@@ -39,6 +40,7 @@
 pub mod admin;
 pub mod blocklist;
 pub mod blockpage;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod feeds;

@@ -12,9 +12,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::Hit;
-use super::store::day_name;
-
-const DAY_MS: i64 = 86_400_000;
+use crate::clock::{DAY_MS, day_name};
 
 pub struct JsonLines {
     path: PathBuf,

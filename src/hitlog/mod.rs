@@ -18,6 +18,7 @@
 //! CLI and the admin API share.
 
 mod jsonl;
+mod record;
 pub mod store;
 pub mod writer;
 
@@ -29,6 +30,9 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use serde::{Deserialize, Serialize};
 
+// The clock helpers lived here; callers elsewhere still name them so.
+pub use crate::clock::{format_ts, now_ms, parse_time, parse_ts};
+pub use record::{AsHitRef, HitRef, PackedHit};
 pub use writer::{HitLog, spawn};
 
 /// Where in the answer the listed name or address was found.
@@ -92,7 +96,7 @@ impl fmt::Display for Transport {
     }
 }
 
-/// One hit record (DESIGN.md "Hit records").
+/// One hit record (docs/architecture.md "Hit records").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hit {
     /// The record's number in the store: the reference a security team
@@ -122,65 +126,16 @@ pub struct Hit {
     pub action: String,
 }
 
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> i64 {
-    let now = time::OffsetDateTime::now_utc();
-    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
-/// RFC 3339 with milliseconds, UTC (`2026-11-26T10:15:00.123Z`).
-pub fn format_ts(ms: i64) -> String {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(FORMAT).ok())
-        .unwrap_or_else(|| ms.to_string())
-}
-
-/// Parse RFC 3339 (any offset) to milliseconds since the epoch.
-pub fn parse_ts(text: &str) -> Option<i64> {
-    let t =
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
-}
-
-/// A point in time as an operator writes it: a duration back from `now`
-/// (`24h`, `7d`, `90min`), an RFC 3339 time, a UTC date (`2026-11-01`),
-/// or `now`.
-pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
-    let text = text.trim();
-    if text == "now" {
-        return Ok(now);
-    }
-    if let Ok(d) = humantime::parse_duration(text) {
-        return Ok(now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
-    }
-    if let Some(ts) = parse_ts(text) {
-        return Ok(ts);
-    }
-    let date_format = time::macros::format_description!("[year]-[month]-[day]");
-    if let Ok(date) = time::Date::parse(text, &date_format) {
-        let t = date.midnight().assume_utc();
-        return Ok(t.unix_timestamp() * 1000);
-    }
-    Err(format!(
-        "{text:?} is not a time: use a duration back from now (24h, 7d), \
-         an RFC 3339 time (2026-11-01T08:00:00Z) or a date (2026-11-01)"
-    ))
-}
-
 mod rfc3339_ms {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::format_ts(*ms))
+        s.serialize_str(&crate::clock::format_ts(*ms))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
         let text = String::deserialize(d)?;
-        super::parse_ts(&text)
+        crate::clock::parse_ts(&text)
             .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not an RFC 3339 time")))
     }
 }
@@ -203,153 +158,6 @@ pub struct Counters {
 impl Counters {
     pub fn dropped(&self) -> u64 {
         self.dropped_full.load(Ordering::Relaxed) + self.dropped_store.load(Ordering::Relaxed)
-    }
-}
-
-/// A hit record with every field borrowed: what the query path hands
-/// over (nothing is copied unless the hit log is on), and what the store
-/// writes, from a [`Hit`] or straight from a [`PackedHit`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HitRef<'a> {
-    pub ts: i64,
-    pub org: Option<&'a str>,
-    pub client: IpAddr,
-    pub transport: Transport,
-    pub qname: &'a str,
-    pub qtype: &'a str,
-    pub stage: Stage,
-    pub matched: &'a str,
-    pub feed: &'a str,
-    pub category: &'a str,
-    pub indicator: Option<&'a str>,
-    pub action: &'a str,
-}
-
-/// Anything that holds a hit record.
-pub trait AsHitRef {
-    fn as_hit_ref(&self) -> HitRef<'_>;
-}
-
-impl AsHitRef for Hit {
-    fn as_hit_ref(&self) -> HitRef<'_> {
-        HitRef {
-            ts: self.ts,
-            org: self.org.as_deref(),
-            client: self.client,
-            transport: self.transport,
-            qname: &self.qname,
-            qtype: &self.qtype,
-            stage: self.stage,
-            matched: &self.matched,
-            feed: &self.feed,
-            category: &self.category,
-            indicator: self.indicator.as_deref(),
-            action: &self.action,
-        }
-    }
-}
-
-impl<T: AsHitRef> AsHitRef for Box<T> {
-    fn as_hit_ref(&self) -> HitRef<'_> {
-        (**self).as_hit_ref()
-    }
-}
-
-/// A hit on its way to the writer: the text fields one after another in
-/// one string. Why: every allocation the query path makes is freed on the
-/// writer thread, and glibc makes such a cross-thread free (and the next
-/// allocation on the query path) several times dearer than a local one;
-/// a [`Hit`] has up to eight strings, this has one. The writer binds the
-/// fields straight from it: unpacking each record into a [`Hit`] first
-/// was a fifth of the writer's time (allocations, and copies of strings
-/// no longer in the cache by the time SQLite read them).
-#[derive(Debug)]
-pub struct PackedHit {
-    ts: i64,
-    client: IpAddr,
-    transport: Transport,
-    stage: Stage,
-    has_org: bool,
-    has_indicator: bool,
-    /// Where each text field ends in `text`, in [`PackedHit::pack`]'s order.
-    ends: [u32; 8],
-    text: String,
-}
-
-impl PackedHit {
-    pub fn pack(hit: &HitRef<'_>) -> PackedHit {
-        let fields = [
-            hit.org.unwrap_or(""),
-            hit.qname,
-            hit.qtype,
-            hit.matched,
-            hit.feed,
-            hit.category,
-            hit.indicator.unwrap_or(""),
-            hit.action,
-        ];
-        let mut text = String::with_capacity(fields.iter().map(|f| f.len()).sum());
-        let mut ends = [0u32; 8];
-        for (end, field) in ends.iter_mut().zip(fields) {
-            text.push_str(field);
-            *end = u32::try_from(text.len()).unwrap_or(u32::MAX);
-        }
-        PackedHit {
-            ts: hit.ts,
-            client: hit.client,
-            transport: hit.transport,
-            stage: hit.stage,
-            has_org: hit.org.is_some(),
-            has_indicator: hit.indicator.is_some(),
-            ends,
-            text,
-        }
-    }
-
-    fn field(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        self.text
-            .get(start..self.ends[i] as usize)
-            .unwrap_or_default()
-    }
-
-    /// The record as a [`Hit`] (for the JSON-lines stream).
-    pub fn unpack(&self) -> Hit {
-        let h = self.as_hit_ref();
-        Hit {
-            id: None,
-            ts: h.ts,
-            org: h.org.map(str::to_owned),
-            client: h.client,
-            transport: h.transport,
-            qname: h.qname.to_owned(),
-            qtype: h.qtype.to_owned(),
-            stage: h.stage,
-            matched: h.matched.to_owned(),
-            feed: h.feed.to_owned(),
-            category: h.category.to_owned(),
-            indicator: h.indicator.map(str::to_owned),
-            action: h.action.to_owned(),
-        }
-    }
-}
-
-impl AsHitRef for PackedHit {
-    fn as_hit_ref(&self) -> HitRef<'_> {
-        HitRef {
-            ts: self.ts,
-            org: self.has_org.then(|| self.field(0)),
-            client: self.client,
-            transport: self.transport,
-            qname: self.field(1),
-            qtype: self.field(2),
-            stage: self.stage,
-            matched: self.field(3),
-            feed: self.field(4),
-            category: self.field(5),
-            indicator: self.has_indicator.then(|| self.field(6)),
-            action: self.field(7),
-        }
     }
 }
 
@@ -414,70 +222,6 @@ impl HitSender {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_packed_hit_reads_and_unpacks_as_the_same_record() {
-        let full = Hit {
-            id: None,
-            ts: 1_795_000_000_123,
-            org: Some("council-a".into()),
-            client: "2001:db8::1".parse().unwrap(),
-            transport: Transport::Tcp,
-            qname: "x.évil.example".into(),
-            qtype: "AAAA".into(),
-            stage: Stage::Cname,
-            matched: "évil.example".into(),
-            feed: "stix.json".into(),
-            category: "c2".into(),
-            indicator: Some("indicator--1234".into()),
-            action: "sinkhole".into(),
-        };
-        // No organisation and no indicator are not the same as empty ones.
-        let bare = Hit {
-            org: None,
-            indicator: None,
-            feed: String::new(),
-            ..full.clone()
-        };
-        let empty = Hit {
-            org: Some(String::new()),
-            indicator: Some(String::new()),
-            ..bare.clone()
-        };
-        for hit in [full, bare, empty] {
-            let packed = PackedHit::pack(&hit.as_hit_ref());
-            assert_eq!(packed.as_hit_ref(), hit.as_hit_ref());
-            assert_eq!(packed.unpack(), hit);
-        }
-    }
-
-    #[test]
-    fn timestamps_round_trip_with_milliseconds() {
-        let ms = 1_795_000_000_123;
-        let text = format_ts(ms);
-        assert!(text.ends_with(".123Z"), "{text}");
-        assert_eq!(parse_ts(&text), Some(ms));
-        assert_eq!(
-            parse_ts("2026-11-26T10:00:00+01:00"),
-            parse_ts("2026-11-26T09:00:00Z")
-        );
-        assert_eq!(parse_ts("yesterday"), None);
-    }
-
-    #[test]
-    fn times_parse_as_durations_dates_or_rfc3339() {
-        let now = 1_000_000_000_000;
-        assert_eq!(parse_time("24h", now), Ok(now - 86_400_000));
-        assert_eq!(parse_time("7d", now), Ok(now - 7 * 86_400_000));
-        assert_eq!(parse_time("now", now), Ok(now));
-        assert_eq!(parse_time("1970-01-02", now), Ok(86_400_000));
-        assert_eq!(parse_time("1970-01-01T00:00:01Z", now), Ok(1000));
-        assert!(
-            parse_time("last tuesday", now)
-                .unwrap_err()
-                .contains("not a time")
-        );
-    }
 
     #[test]
     fn a_hit_serialises_with_the_design_field_names() {

@@ -1,0 +1,380 @@
+//! Opening the hit database: the connection's pragmas, the schema and its
+//! versions, and bringing an older database up to the current one.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::{Store, StoreError};
+
+/// 2: the roll-up runs behind the raw log (`rollup_state`). A version 1
+/// database is brought up to 2 by the writer: its roll-up was kept in the
+/// same transaction as its records, so all of them are rolled up.
+/// 3: `hits_minutes` instead of the indexes on (org, ts) and ts; the
+/// writer builds it from the records of an older database.
+pub(super) const SCHEMA_VERSION: i64 = 3;
+
+/// The page size of a new database (SQLite's default is 4 KiB). On the
+/// writer's first-pass bench (`cargo bench --bench hitlog`: 400,000
+/// records, each a new name; three alternating runs), 16 KiB pages took
+/// the pass from 2.41-2.55 to 2.10-2.26 s: inserting 1.5-1.6 -> 1.4-1.5 µs
+/// a record, rolling up 4.2-4.6 -> 3.6-3.9 µs. Fewer, fuller pages to
+/// split and write to the WAL; 8 KiB and 64 KiB did less well, and the
+/// reports ran as fast or faster. An existing database keeps the page size
+/// it was made with.
+const PAGE_SIZE: i64 = 16_384;
+/// The WAL's size before SQLite checkpoints on its own, in bytes (the
+/// pragma takes pages, so it is divided by the database's page size).
+const WAL_BYTES: i64 = 64 << 20;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS hits (
+    id        INTEGER PRIMARY KEY,
+    ts        INTEGER NOT NULL,   -- ms since the Unix epoch, UTC
+    org       TEXT    NOT NULL,   -- '' for a client in no organisation
+    client    TEXT    NOT NULL,
+    transport TEXT    NOT NULL,
+    qname     TEXT    NOT NULL,
+    qtype     TEXT    NOT NULL,
+    stage     TEXT    NOT NULL,
+    matched   TEXT    NOT NULL,
+    feed      TEXT    NOT NULL,
+    category  TEXT    NOT NULL,
+    indicator TEXT,
+    action    TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hits_org ON hits (org);
+CREATE TABLE IF NOT EXISTS hits_minutes (
+    minute   INTEGER PRIMARY KEY, -- ts div 60,000
+    first_id INTEGER NOT NULL,    -- the lowest and highest id of the
+    last_id  INTEGER NOT NULL     -- records whose time is in the minute
+);
+CREATE TABLE IF NOT EXISTS hits_daily (
+    day      INTEGER NOT NULL,    -- days since the Unix epoch, UTC
+    org      TEXT    NOT NULL,
+    matched  TEXT    NOT NULL,
+    client   TEXT    NOT NULL,
+    category TEXT    NOT NULL,    -- the latest seen for the name
+    n        INTEGER NOT NULL,
+    first_ts INTEGER NOT NULL,
+    last_ts  INTEGER NOT NULL,
+    PRIMARY KEY (day, org, matched, client)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS hits_daily_org ON hits_daily (org, day);
+CREATE TABLE IF NOT EXISTS hits_daily_feeds (
+    day      INTEGER NOT NULL,
+    org      TEXT    NOT NULL,
+    category TEXT    NOT NULL,
+    feed     TEXT    NOT NULL,
+    action   TEXT    NOT NULL,
+    n        INTEGER NOT NULL,
+    PRIMARY KEY (day, org, category, feed, action)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_state (
+    rolled_up INTEGER NOT NULL    -- id of the last record in the roll-ups
+);
+INSERT INTO rollup_state (rolled_up)
+    SELECT (SELECT coalesce(max(id), 0) FROM hits) WHERE NOT EXISTS (SELECT 1 FROM rollup_state);
+";
+
+/// From version 1 or 2 to 3: the minutes of the records there are (read
+/// in time order through the old index), then the old indexes go. Run in
+/// the same transaction as [`SCHEMA`], which builds `hits_org`.
+const UPGRADE_TO_3: &str = "
+INSERT OR IGNORE INTO hits_minutes (minute, first_id, last_id)
+    SELECT (ts - ((ts % 60000) + 60000) % 60000) / 60000, min(id), max(id) FROM hits GROUP BY 1;
+DROP INDEX IF EXISTS hits_org_ts;
+DROP INDEX IF EXISTS hits_ts;
+DELETE FROM rollup_state WHERE rowid > (SELECT min(rowid) FROM rollup_state);
+";
+
+impl Store {
+    /// Open (creating if needed) for the writer. `max_bytes` caps the file.
+    pub fn open_writer(path: &Path, max_bytes: Option<u64>) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent() {
+            // A missing state dir is created; an error shows at open.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let wrap = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(wrap)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(wrap)?;
+        // Only a new, empty database takes the page size; it must come
+        // before WAL.
+        conn.pragma_update(None, "page_size", PAGE_SIZE)
+            .map_err(wrap)?;
+        // WAL: readers (reports, the API) never block the writer. NORMAL:
+        // a committed transaction survives a crash of this process.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(wrap)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(wrap)?;
+        // 64 MiB of page cache: the index pages the writer touches (today's
+        // roll-up rows, the tail of each index) stay in memory.
+        conn.pragma_update(None, "cache_size", -65_536)
+            .map_err(wrap)?;
+        // The writer checkpoints once it has caught up in a quiet moment;
+        // this is the backstop. SQLite's default, 1,000 pages, checkpointed
+        // every 20,000-odd records, each time rewriting and syncing the
+        // database file in the middle of a burst of blocked queries. The
+        // WAL reaches about 64 MiB before a checkpoint (more while a long
+        // report keeps it from starting over), and is cut back to 64 MiB
+        // after one.
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(wrap)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_BYTES / page.max(512))
+            .map_err(wrap)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_BYTES)
+            .map_err(wrap)?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+            version: SCHEMA_VERSION,
+        };
+        let found = store.check_version(true)?;
+        if found != 0 && found < SCHEMA_VERSION {
+            tracing::info!(database = %path.display(), from = found, to = SCHEMA_VERSION,
+                "upgrading the hit log's schema (one pass over its records)");
+        }
+        let upgrade = if found < 3 { UPGRADE_TO_3 } else { "" };
+        // One transaction: a failed upgrade leaves the old version whole.
+        store
+            .conn
+            .execute_batch(&format!(
+                "BEGIN; {SCHEMA} {upgrade} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(wrap)?;
+        if let Some(max) = max_bytes {
+            let pages = (max / page.max(512) as u64).max(1);
+            store
+                .conn
+                .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                .map_err(wrap)?;
+        }
+        Ok(store)
+    }
+
+    /// Open an existing database for review.
+    pub fn open_reader(path: &Path) -> Result<Store, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Missing(path.to_path_buf()));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+        // Reports scan large ranges: map the file instead of copying pages.
+        let _ = conn.pragma_update(None, "mmap_size", 1i64 << 30);
+        let _ = conn.pragma_update(None, "cache_size", -65_536);
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+            version: SCHEMA_VERSION,
+        };
+        store.version = store.check_version(false)?;
+        Ok(store)
+    }
+
+    /// The database's schema version, if this build can use it.
+    fn check_version(&self, creating: bool) -> Result<i64, StoreError> {
+        let found: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        // A reader takes version 1 as it is (all of it is rolled up), and
+        // 2 without `hits_minutes` (it has the index on ts instead).
+        if (1..=SCHEMA_VERSION).contains(&found) || (creating && found == 0) {
+            Ok(found)
+        } else {
+            Err(StoreError::Version {
+                path: self.path.clone(),
+                found,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::DAY_MS;
+    use crate::hitlog::Hit;
+    use crate::hitlog::store::Filter;
+    use crate::hitlog::store::test_support::{hit, listed};
+
+    fn pragma(store: &Store, name: &str) -> i64 {
+        store
+            .conn
+            .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_new_database_gets_16_kib_pages_and_an_old_one_keeps_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = Store::open_writer(&dir.path().join("new.sqlite"), Some(64 << 20)).unwrap();
+        assert_eq!(pragma(&new, "page_size"), PAGE_SIZE);
+        assert_eq!(pragma(&new, "wal_autocheckpoint") * PAGE_SIZE, WAL_BYTES);
+        assert_eq!(pragma(&new, "max_page_count"), (64 << 20) / PAGE_SIZE);
+        // A database made by an earlier version, with SQLite's default
+        // 4 KiB pages, and holding a record.
+        let path = dir.path().join("old.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "page_size", 4096).unwrap();
+            conn.execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))
+                .unwrap();
+        }
+        let mut old = Store::open_writer(&path, Some(64 << 20)).unwrap();
+        old.insert(&[hit(1_000, "a", "10.0.0.1", "x.bad.example", "bad.example")])
+            .unwrap();
+        assert_eq!(pragma(&old, "page_size"), 4096);
+        assert_eq!(pragma(&old, "wal_autocheckpoint") * 4096, WAL_BYTES);
+        assert_eq!(pragma(&old, "max_page_count"), (64 << 20) / 4096);
+        assert_eq!(old.count().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_version_1_database_is_taken_as_rolled_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hits.sqlite");
+        {
+            // Version 1: no mark; its roll-up was written with its records.
+            let mut s = Store::open_writer(&path, None).unwrap();
+            s.insert(&[hit(10, "a", "10.0.0.1", "x.evil.example", "evil.example")])
+                .unwrap();
+            s.roll_up().unwrap();
+            s.conn
+                .execute_batch("DROP TABLE rollup_state; PRAGMA user_version = 1;")
+                .unwrap();
+        }
+        let whole_day = |s: &Store| s.report(&Filter::default(), 0, DAY_MS, 5).unwrap().total;
+        assert_eq!(whole_day(&Store::open_reader(&path).unwrap()), 1);
+        let mut s = Store::open_writer(&path, None).unwrap();
+        assert_eq!(s.roll_up().unwrap(), 0, "the mark starts after its records");
+        assert_eq!(whole_day(&s), 1, "not counted twice");
+        s.insert(&[hit(20, "a", "10.0.0.1", "x.evil.example", "evil.example")])
+            .unwrap();
+        assert_eq!(whole_day(&s), 2);
+        assert_eq!(s.roll_up().unwrap(), 1);
+        assert_eq!(whole_day(&Store::open_reader(&path).unwrap()), 2);
+    }
+
+    #[test]
+    fn a_version_2_database_is_read_as_it_is_and_upgraded_by_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hits.sqlite");
+        let t0 = 20 * DAY_MS;
+        {
+            // Version 2: indexes on (org, ts) and ts, no minutes.
+            let mut s = Store::open_writer(&path, None).unwrap();
+            let batch: Vec<Hit> = (0..300)
+                .map(|i| hit(t0 + i * 1000, "a", "10.0.0.1", "x.example", "x.example"))
+                .collect();
+            s.insert(&batch).unwrap();
+            s.conn
+                .execute_batch(
+                    "DROP TABLE hits_minutes; DROP INDEX hits_org; \
+                     CREATE INDEX hits_org_ts ON hits (org, ts); CREATE INDEX hits_ts ON hits (ts); \
+                     PRAGMA user_version = 2;",
+                )
+                .unwrap();
+            s.roll_up().unwrap();
+            // Version 2's writer added a stray mark of 0 on every start.
+            s.conn
+                .execute_batch(
+                    "INSERT INTO rollup_state VALUES (0); INSERT INTO rollup_state VALUES (0);",
+                )
+                .unwrap();
+        }
+        let (since, until) = (t0 + 30_500, t0 + 150_000);
+        let old = Store::open_reader(&path).unwrap();
+        assert_eq!(old.version, 2);
+        let before = listed(&old, Some("a"), since, until);
+        assert_eq!(before.len(), 119, "seconds 31 to 149");
+        assert_eq!(old.newest_ts().unwrap(), Some(t0 + 299_000));
+        drop(old);
+        let s = Store::open_writer(&path, None).unwrap();
+        let version: i64 = s
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
+        let indexes: Vec<String> = s
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'hits' ORDER BY 1")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(indexes, ["hits_org"]);
+        let minutes: i64 = s
+            .conn
+            .query_row("SELECT count(*) FROM hits_minutes", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(minutes, 5, "300 s of records");
+        drop(s);
+        let s = Store::open_writer(&path, None).unwrap();
+        let marks: Vec<i64> = s
+            .conn
+            .prepare("SELECT rolled_up FROM rollup_state")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(marks, [300], "one mark, the real one, after two starts");
+        assert_eq!(listed(&s, Some("a"), since, until), before);
+        assert_eq!(listed(&s, None, since, until), before);
+        assert_eq!(s.newest_ts().unwrap(), Some(t0 + 299_000));
+    }
+
+    #[test]
+    fn a_capped_database_fails_like_a_full_disk_and_keeps_what_it_had() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hits.sqlite");
+        let mut s = Store::open_writer(&path, Some(64 * 1024)).unwrap();
+        let mut written = 0;
+        let err = loop {
+            let batch: Vec<Hit> = (0..100)
+                .map(|i| {
+                    hit(
+                        i,
+                        "a",
+                        "10.0.0.1",
+                        &format!("n{written}-{i}.example"),
+                        "x.example",
+                    )
+                })
+                .collect();
+            match s.insert(&batch) {
+                Ok(_) => written += 100,
+                Err(e) => break e,
+            }
+            assert!(written < 100_000, "the cap never bit");
+        };
+        assert!(err.to_string().contains("full"), "{err}");
+        drop(s);
+        let r = Store::open_reader(&path).unwrap();
+        assert_eq!(r.count().unwrap(), written);
+    }
+
+    #[test]
+    fn a_missing_database_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Store::open_reader(&dir.path().join("nope.sqlite"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("has the resolver run"), "{err}");
+    }
+}

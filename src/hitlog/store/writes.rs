@@ -1,0 +1,356 @@
+//! Writing to the hit database: batches of records, the roll-ups that
+//! follow them, WAL checkpoints and retention.
+
+use rusqlite::params;
+
+use super::{Store, StoreError};
+use crate::clock::{DAY_MS, minute};
+use crate::hitlog::AsHitRef;
+
+impl Store {
+    /// Write a batch in one transaction; returns the ids given, in order.
+    /// The roll-ups catch up in [`Store::roll_up`].
+    pub fn insert<H: AsHitRef>(&mut self, hits: &[H]) -> Result<Vec<i64>, StoreError> {
+        let path = self.path.clone();
+        let wrap = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(wrap)?;
+        let mut ids = Vec::with_capacity(hits.len());
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO hits (ts, org, client, transport, qname, qtype, stage, matched, \
+                     feed, category, indicator, action) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )
+                .map_err(wrap)?;
+            let mut client = String::with_capacity(40);
+            // The minutes of the batch, with their lowest and highest id:
+            // one or two, unless the clock stepped.
+            let mut minutes: Vec<(i64, i64, i64)> = Vec::new();
+            for h in hits.iter().map(AsHitRef::as_hit_ref) {
+                use std::fmt::Write as _;
+                client.clear();
+                let _ = write!(client, "{}", h.client);
+                insert
+                    .execute(params![
+                        h.ts,
+                        h.org.unwrap_or(""),
+                        client,
+                        h.transport.as_str(),
+                        h.qname,
+                        h.qtype,
+                        h.stage.as_str(),
+                        h.matched,
+                        h.feed,
+                        h.category,
+                        h.indicator,
+                        h.action,
+                    ])
+                    .map_err(wrap)?;
+                let id = tx.last_insert_rowid();
+                ids.push(id);
+                let m = minute(h.ts);
+                match minutes.iter_mut().find(|(k, _, _)| *k == m) {
+                    // Ids only grow within the transaction.
+                    Some((_, _, last)) => *last = id,
+                    None => minutes.push((m, id, id)),
+                }
+            }
+            let mut range = tx
+                .prepare_cached(
+                    "INSERT INTO hits_minutes (minute, first_id, last_id) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (minute) DO UPDATE SET first_id = min(first_id, excluded.first_id), \
+                     last_id = max(last_id, excluded.last_id)",
+                )
+                .map_err(wrap)?;
+            for (m, first, last) in minutes {
+                range.execute([m, first, last]).map_err(wrap)?;
+            }
+        }
+        tx.commit().map_err(wrap)?;
+        Ok(ids)
+    }
+
+    /// Fold every record written since the last roll-up into the roll-ups.
+    pub fn roll_up(&mut self) -> Result<u64, StoreError> {
+        self.roll_up_at_most(u64::MAX)
+    }
+
+    /// Fold the records written since the last roll-up, at most `limit`
+    /// of them (by id), into `hits_daily` and `hits_daily_feeds`, in one
+    /// transaction that also moves the mark. Returns how many ids it
+    /// took: fewer than `limit` means it has caught up. Sorting by the
+    /// roll-up's key first means each page of the tree is written once.
+    pub fn roll_up_at_most(&mut self, limit: u64) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let wrap = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(wrap)?;
+        let from: i64 = tx
+            .query_row("SELECT rolled_up FROM rollup_state", [], |r| r.get(0))
+            .map_err(wrap)?;
+        let last: i64 = tx
+            .query_row("SELECT coalesce(max(id), 0) FROM hits", [], |r| r.get(0))
+            .map_err(wrap)?;
+        let to = last.min(from.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)));
+        if to <= from {
+            return Ok(0);
+        }
+        // The category is the latest seen for the name: the one on the
+        // group's newest record, carried through `max` behind its
+        // zero-padded id. Joining the groups back to their newest record
+        // made SQLite materialise them and sort them a second time: a
+        // quarter slower for a burst of new names.
+        tx.execute(
+            &format!(
+                "INSERT INTO hits_daily (day, org, matched, client, category, n, first_ts, last_ts) \
+                 SELECT ts / {DAY_MS}, org, matched, client, \
+                 substr(max(format('%020d', id) || category), 21), count(*), min(ts), max(ts) \
+                 FROM hits WHERE id > ?1 AND id <= ?2 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 \
+                 ON CONFLICT (day, org, matched, client) DO UPDATE SET \
+                 category = excluded.category, n = n + excluded.n, \
+                 first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)"
+            ),
+            [from, to],
+        )
+        .map_err(wrap)?;
+        tx.execute(
+            &format!(
+                "INSERT INTO hits_daily_feeds (day, org, category, feed, action, n) \
+                 SELECT ts / {DAY_MS}, org, category, feed, action, count(*) \
+                 FROM hits WHERE id > ?1 AND id <= ?2 GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 \
+                 ON CONFLICT (day, org, category, feed, action) DO UPDATE SET n = n + excluded.n"
+            ),
+            [from, to],
+        )
+        .map_err(wrap)?;
+        tx.execute("UPDATE rollup_state SET rolled_up = ?1", [to])
+            .map_err(wrap)?;
+        tx.commit().map_err(wrap)?;
+        Ok((to - from) as u64)
+    }
+
+    /// Copy the WAL into the database file as far as readers allow, so
+    /// the next burst starts with an empty WAL and does not checkpoint.
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Delete records older than `cutoff` (ms), at most `limit` of them,
+    /// in chunks of 10,000. Returns rows deleted; `limit` deleted means
+    /// there may be more, and the caller comes back for them soon (the
+    /// writer is not writing while it deletes).
+    pub fn expire(&mut self, cutoff: i64, limit: u64) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        // The old records lie at or below the last id of the cutoff's
+        // minute; a rowid scan from the start finds them first.
+        let last: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT max(last_id) FROM hits_minutes WHERE minute <= ?1",
+                [minute(cutoff.saturating_sub(1))],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        let mut done = last.is_none();
+        if let Some(last) = last {
+            while total < limit {
+                let n = self
+                    .conn
+                    .execute(
+                        "DELETE FROM hits WHERE id IN \
+                         (SELECT id FROM hits WHERE id <= ?2 AND ts < ?1 LIMIT 10000)",
+                        [cutoff, last],
+                    )
+                    .map_err(|e| self.err(e))?;
+                total += n as u64;
+                done = n < 10_000;
+                if done {
+                    break;
+                }
+            }
+        }
+        // A minute's range goes once none of its records is left.
+        if done {
+            self.conn
+                .execute(
+                    "DELETE FROM hits_minutes WHERE minute < ?1",
+                    [minute(cutoff)],
+                )
+                .map_err(|e| self.err(e))?;
+        }
+        // The roll-up keeps whole days: a day goes when all of it is old.
+        for table in ["hits_daily", "hits_daily_feeds"] {
+            self.conn
+                .execute(
+                    &format!("DELETE FROM {table} WHERE day < ?1"),
+                    [cutoff.div_euclid(DAY_MS)],
+                )
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(total)
+    }
+
+    /// The id of the last record in the roll-ups; `None` for a version 1
+    /// database, which has no mark because all of it is rolled up.
+    pub fn rolled_up(&self) -> Result<Option<i64>, StoreError> {
+        if self.version < 2 {
+            return Ok(None);
+        }
+        self.conn
+            .query_row("SELECT rolled_up FROM rollup_state", [], |r| r.get(0))
+            .map(Some)
+            .map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hitlog::Hit;
+    use crate::hitlog::store::Filter;
+    use crate::hitlog::store::test_support::{hit, store};
+
+    /// Both roll-up tables, every row, in key order.
+    fn rollup_rows(store: &Store) -> Vec<String> {
+        let mut rows = Vec::new();
+        for sql in [
+            "SELECT day, org, matched, client, category, n, first_ts, last_ts FROM hits_daily ORDER BY 1, 2, 3, 4",
+            "SELECT day, org, category, feed, action, n FROM hits_daily_feeds ORDER BY 1, 2, 3, 4, 5",
+        ] {
+            let mut stmt = store.conn.prepare(sql).unwrap();
+            let mut q = stmt.query([]).unwrap();
+            while let Some(row) = q.next().unwrap() {
+                let cells: Vec<String> = (0..row.as_ref().column_count())
+                    .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+                    .collect();
+                rows.push(cells.join("|"));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn a_rollup_in_chunks_equals_one_in_a_single_pass() {
+        // Repeats across chunk boundaries, a category that changes, two
+        // days, organisations and feeds that vary.
+        let mut records = Vec::new();
+        for i in 0..500i64 {
+            let mut h = hit(
+                DAY_MS * 20_000 + i * 300_000,
+                ["a", "b"][(i % 2) as usize],
+                ["10.0.0.1", "2001:db8::7"][(i % 3 % 2) as usize],
+                "q.example",
+                &format!("name{}.example", i % 13),
+            );
+            h.category = ["malware", "phishing"][(i / 7 % 2) as usize].into();
+            h.feed = ["one.txt", "two.rpz"][(i / 5 % 2) as usize].into();
+            records.push(h);
+        }
+        let (_d1, mut chunked) = store();
+        let (_d2, mut whole) = store();
+        chunked.insert(&records).unwrap();
+        whole.insert(&records).unwrap();
+        let mut taken = Vec::new();
+        loop {
+            let n = chunked.roll_up_at_most(37).unwrap();
+            taken.push(n);
+            if n < 37 {
+                break;
+            }
+        }
+        assert_eq!(taken.iter().sum::<u64>(), 500);
+        assert_eq!(taken.len(), 14, "{taken:?}");
+        assert_eq!(whole.roll_up().unwrap(), 500);
+        let rows = rollup_rows(&whole);
+        assert!(rows.len() > 50, "{} rows", rows.len());
+        assert_eq!(rollup_rows(&chunked), rows);
+    }
+
+    #[test]
+    fn the_newest_record_names_the_category_past_a_power_of_ten() {
+        let (_dir, mut s) = store();
+        // Ids 1 to 10 in one roll-up: 10 must count as newer than 9.
+        let batch: Vec<Hit> = (1..=10)
+            .map(|i| {
+                let mut h = hit(i, "a", "10.0.0.1", "x.evil.example", "evil.example");
+                h.category = if i == 10 { "c2" } else { "phishing" }.into();
+                h
+            })
+            .collect();
+        s.insert(&batch).unwrap();
+        s.roll_up().unwrap();
+        let row: (String, i64) = s
+            .conn
+            .query_row("SELECT category, n FROM hits_daily", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(row, ("c2".into(), 10));
+    }
+
+    #[test]
+    fn the_rollup_keeps_the_latest_category_and_the_first_and_last_time() {
+        let (_dir, mut s) = store();
+        let mut first = hit(100, "a", "10.0.0.1", "x.evil.example", "evil.example");
+        first.category = "phishing".into();
+        let second = hit(50, "a", "10.0.0.1", "x.evil.example", "evil.example");
+        s.insert(&[first, second]).unwrap();
+        s.roll_up().unwrap();
+        let category = |s: &Store| -> String {
+            s.conn
+                .query_row("SELECT category FROM hits_daily", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(
+            category(&s),
+            "malware",
+            "the newest record's, not the latest time's"
+        );
+        let mut third = hit(70, "a", "10.0.0.1", "y.evil.example", "evil.example");
+        third.category = "c2".into();
+        s.insert(&[third]).unwrap();
+        s.roll_up().unwrap();
+        let row: (String, i64, i64, i64) = s
+            .conn
+            .query_row(
+                "SELECT category, n, first_ts, last_ts FROM hits_daily",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(row, ("c2".into(), 3, 50, 100));
+        let feeds: i64 = s
+            .conn
+            .query_row("SELECT sum(n) FROM hits_daily_feeds", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(feeds, 3);
+    }
+
+    #[test]
+    fn retention_deletes_old_records_and_rollup_days() {
+        let (_dir, mut s) = store();
+        s.insert(&[
+            hit(10, "a", "10.0.0.1", "a.example", "a.example"),
+            hit(2 * DAY_MS + 10, "a", "10.0.0.1", "a.example", "a.example"),
+        ])
+        .unwrap();
+        assert_eq!(s.expire(DAY_MS, 100).unwrap(), 1);
+        // A backlog goes a bounded amount at a time.
+        let old: Vec<Hit> = (0..12_000)
+            .map(|i| hit(i, "a", "10.0.0.1", "a.example", "a.example"))
+            .collect();
+        s.insert(&old).unwrap();
+        assert_eq!(s.expire(DAY_MS, 5).unwrap(), 10_000, "one chunk");
+        assert_eq!(s.expire(DAY_MS, 50_000).unwrap(), 2_000, "the rest");
+        assert_eq!(s.count().unwrap(), 1);
+        let r = s.report(&Filter::default(), 0, 3 * DAY_MS, 5).unwrap();
+        assert_eq!(r.total, 1);
+    }
+}
