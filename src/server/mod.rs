@@ -13,10 +13,13 @@
 //! listener, one per address, connections spread as tasks.
 
 pub mod capture;
+mod decide;
+mod fast_path;
 mod handler;
 pub mod inspect;
 mod mmsg;
 pub mod packet_cache;
+mod query_metrics;
 pub mod question;
 pub mod response;
 mod udp;
@@ -31,8 +34,9 @@ use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
 
-pub use handler::{Handler, QueryMetrics, Shared};
+pub use handler::{Handler, Shared};
 use packet_cache::PacketCache;
+pub use query_metrics::QueryMetrics;
 
 /// Bound sockets, one UDP and one TCP per configured address.
 pub struct Sockets {

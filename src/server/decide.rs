@@ -1,0 +1,285 @@
+//! The decision on one query: what the blocklist says about its name, a
+//! CNAME target or an address in its answer ([`Listed`]), what the
+//! client's organisation makes of that ([`Judgement`]), and the block
+//! counter and hit record that follow. Both the full path and the byte
+//! fast path decide here, so they count and record alike.
+
+use std::net::IpAddr;
+
+use hickory_proto::rr::rdata::opt::EdnsOption;
+use hickory_proto::rr::{Name, Record, RecordType};
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::Request;
+use ipnet::IpNet;
+
+use super::Handler;
+use super::inspect;
+use super::response::blocked_ede;
+use crate::blocklist::{Blocklist, Match};
+use crate::feeds::Verdict;
+use crate::hitlog::{HitRef, Stage, Transport, now_ms};
+use crate::metrics;
+use crate::orgs::OrgId;
+use crate::policy::Action;
+
+/// One query as the decision and its hit record see it: who asked, over
+/// what, from which organisation, and for which type. Made once per query
+/// and copied down the path. The name is not in it: each path holds it in
+/// its own form (the wire bytes, hickory's `Name`), and the hit log's
+/// spelling of it is made only when there is a hit to record.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct QueryContext {
+    pub client: IpAddr,
+    pub transport: Transport,
+    /// `None` for a client in no organisation that the config lets in.
+    pub org: Option<OrgId>,
+    pub qtype: RecordType,
+}
+
+impl QueryContext {
+    /// A decoded request's context, its client in `org`.
+    pub fn of(request: &Request, org: Option<OrgId>, qtype: RecordType) -> QueryContext {
+        QueryContext {
+            client: request.src().ip().to_canonical(),
+            transport: transport(request.protocol()),
+            org,
+            qtype,
+        }
+    }
+}
+
+/// The hit log's and the metrics' name for a request's transport.
+pub(super) fn transport(protocol: Protocol) -> Transport {
+    match protocol {
+        Protocol::Udp => Transport::Udp,
+        Protocol::Tcp => Transport::Tcp,
+        _ => Transport::Other,
+    }
+}
+
+/// What the blocklist matched, copied out of the guard.
+pub(super) struct Listed {
+    verdict: Verdict,
+    action: Action,
+    /// The listed name; for an address entry, the name that resolved into
+    /// the listed network (it owns the block answer's SOA).
+    pub listed: Name,
+    /// The listed network, for an address entry.
+    pub address: Option<IpNet>,
+    /// The feed's own answer addresses (empty for most entries).
+    pub local: Vec<std::net::IpAddr>,
+    pub generation: u64,
+    feed: String,
+    category: String,
+    indicator: Option<String>,
+    pub ede: EdnsOption,
+}
+
+/// An organisation's view of a listed entry.
+pub(super) enum Judgement<'a> {
+    /// An exception lets it through: the global allow list, or this
+    /// organisation's own entry (given).
+    Excepted(Option<&'a str>),
+    Blocks(Action),
+}
+
+/// The hit record's `matched`: the listed name, or for an address entry
+/// the address (a single one as itself, a range in CIDR form).
+fn matched_text(listed: &Listed) -> String {
+    match listed.address {
+        Some(net) if net.prefix_len() == net.max_prefix_len() => net.addr().to_string(),
+        Some(net) => net.to_string(),
+        None => plain(&listed.listed),
+    }
+}
+
+/// A name as the hit log stores it: lower case, no trailing dot.
+pub(super) fn plain(name: &Name) -> String {
+    let mut text = name.to_lowercase().to_ascii();
+    if text.len() > 1 && text.ends_with('.') {
+        text.pop();
+    }
+    text
+}
+
+impl Handler {
+    pub(super) fn check(&self, qname: &Name) -> Option<Listed> {
+        let list = self.blocklist.load();
+        let found = inspect::lookup_name(&list, qname)?;
+        Some(self.listed(&list, &found, qname.trim_to(usize::from(found.depth)), None))
+    }
+
+    /// What the blocklist says about a match, copied out of the guard.
+    pub(super) fn listed(
+        &self,
+        list: &Blocklist,
+        found: &Match,
+        listed: Name,
+        address: Option<IpNet>,
+    ) -> Listed {
+        let meta = list.meta(found);
+        let feed = list.feed(found).name.as_str();
+        let category = list.category(found);
+        Listed {
+            verdict: meta.verdict,
+            action: meta.action,
+            listed,
+            address,
+            local: list.answer(found).to_vec(),
+            generation: list.generation(),
+            ede: blocked_ede(category, self.block.ede_names_feed.then_some(feed)),
+            feed: feed.to_owned(),
+            category: category.to_owned(),
+            indicator: list.detail(found).map(str::to_owned),
+        }
+    }
+
+    /// The answer-IP policy's entry for an address in the answer, owned by
+    /// `owner`.
+    fn check_address(&self, ip: IpAddr, owner: &Name) -> Option<Listed> {
+        let list = self.blocklist.load();
+        let (found, net) = list.lookup_address(ip)?;
+        Some(self.listed(&list, &found, owner.clone(), Some(net)))
+    }
+
+    /// Hand a hit record to the writer (never waits); `qname` is the
+    /// query name as the hit log spells it.
+    fn record(
+        &self,
+        cx: QueryContext,
+        stage: Stage,
+        qname: &str,
+        listed: &Listed,
+        matched: &str,
+        action: &str,
+    ) {
+        if !self.hits.is_enabled() {
+            return;
+        }
+        self.hits.send(HitRef {
+            ts: now_ms(),
+            org: cx.org.map(|o| self.orgs.id(o)),
+            client: cx.client,
+            transport: cx.transport,
+            qname,
+            qtype: cx.qtype.into(),
+            stage,
+            matched,
+            feed: &listed.feed,
+            category: &listed.category,
+            indicator: listed.indicator.as_deref(),
+            action,
+        });
+    }
+
+    /// What this client's organisation makes of a listed entry found at
+    /// `checked` (no side effects).
+    pub(super) fn judge(
+        &self,
+        org: Option<OrgId>,
+        checked: &str,
+        listed: &Listed,
+    ) -> Judgement<'_> {
+        let policy = org.map(|o| self.orgs.policy(o));
+        let org_allow = policy.and_then(|p| p.allowed(checked));
+        if listed.verdict == Verdict::Allow || org_allow.is_some() {
+            return Judgement::Excepted(org_allow);
+        }
+        Judgement::Blocks(
+            policy
+                .and_then(|p| p.action(&listed.category))
+                .unwrap_or(listed.action),
+        )
+    }
+
+    /// Count a block and record its hit.
+    pub(super) fn count_block(
+        &self,
+        cx: QueryContext,
+        stage: Stage,
+        qname: &str,
+        listed: &Listed,
+        action: Action,
+        matched: &str,
+    ) {
+        ::metrics::counter!(metrics::BLOCKS, "category" => listed.category.clone(), "action" => action.as_str())
+            .increment(1);
+        self.record(cx, stage, qname, listed, matched, action.as_str());
+    }
+
+    /// What this client's organisation does with a listed name found at
+    /// `stage` (the query name, or a CNAME target `checked`): `None` when
+    /// an exception lets it through, else the action. Records the hit.
+    pub(super) fn decide(
+        &self,
+        cx: QueryContext,
+        stage: Stage,
+        qname: &str,
+        checked: &str,
+        listed: &Listed,
+    ) -> Option<Action> {
+        match self.judge(cx.org, checked, listed) {
+            Judgement::Excepted(org_allow) => {
+                // An exception let it through; with log_allowed, say so.
+                if self.log_allowed {
+                    let matched = org_allow.map_or_else(|| matched_text(listed), str::to_owned);
+                    self.record(cx, stage, qname, listed, &matched, "allow");
+                }
+                None
+            }
+            Judgement::Blocks(action) => {
+                let matched = matched_text(listed);
+                self.count_block(cx, stage, qname, listed, action, &matched);
+                Some(action)
+            }
+        }
+    }
+
+    /// The first name in an answer that this client must not reach, in
+    /// RPZ's order: each CNAME target along the chain from the query name
+    /// (stage `cname`), then each A/AAAA address (stage `answer_ip`; no
+    /// cost while no address is listed). Returns the chain's records up to
+    /// the name that blocks, that name, and the action: the response is
+    /// that name's block response after them. Monitor-mode hits are
+    /// recorded on the way and the inspection goes on.
+    /// `touched` is set when any entry matched, blocking or not.
+    pub(super) fn inspect_answer(
+        &self,
+        cx: QueryContext,
+        qname: &Name,
+        answers: &[Record],
+        touched: &mut bool,
+    ) -> Option<(Vec<Record>, Name, Listed, Action)> {
+        let blocks = |stage, name: &Name, listed: &Listed| {
+            let (query, checked) = (plain(qname), plain(name));
+            match self.decide(cx, stage, &query, &checked, listed) {
+                Some(Action::Log) | None => None,
+                action => action,
+            }
+        };
+        for (_, target) in inspect::cname_chain(qname, answers) {
+            let Some(listed) = self.check(target) else {
+                continue;
+            };
+            *touched = true;
+            if let Some(action) = blocks(Stage::Cname, target, &listed) {
+                let chain = inspect::chain_to(qname, answers, target);
+                return Some((chain, target.clone(), listed, action));
+            }
+        }
+        if self.blocklist.load().addresses() == 0 {
+            return None;
+        }
+        for (ip, owner) in inspect::addresses(answers) {
+            let Some(listed) = self.check_address(ip, owner) else {
+                continue;
+            };
+            *touched = true;
+            if let Some(action) = blocks(Stage::AnswerIp, owner, &listed) {
+                let chain = inspect::chain_to(qname, answers, owner);
+                return Some((chain, owner.clone(), listed, action));
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,172 @@
+//! The UDP fast path: a query answered straight from its bytes, without
+//! decoding the message: from the packet cache, or with a block response
+//! written in place. The full path ([`super::handler`]) answers anything
+//! else; the tests (`fast_path/tests.rs`) hold the two to the same
+//! response and hit record.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use hickory_proto::rr::rdata::opt::EdnsOption;
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+
+use super::Handler;
+use super::decide::{Judgement, QueryContext, plain};
+use super::packet_cache::{PacketCache, Question};
+use super::query_metrics::Outcome;
+use super::response::write_block;
+use crate::hitlog::{Stage, Transport};
+use crate::orgs::OrgId;
+use crate::policy::Action;
+
+/// The query name and its last `depth` labels as [`plain`] spells them,
+/// straight from the wire; `None` when a label needs escaping (anything
+/// but letters, digits, `_`, and `-` after a label's first byte), which
+/// only hickory's `Name` spells.
+fn plain_from_wire(question: &Question, packet: &[u8], depth: u8) -> Option<(String, String)> {
+    let mut text = String::with_capacity(question.name().len());
+    let skip = usize::from(question.label_count().saturating_sub(depth));
+    let mut listed_at = 0;
+    for (i, label) in question.labels(packet).enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if i == skip {
+            listed_at = text.len();
+        }
+        for (j, &b) in label.iter().enumerate() {
+            if !(b.is_ascii_alphanumeric() || b == b'_' || (b == b'-' && j > 0)) {
+                return None;
+            }
+            text.push(char::from(b.to_ascii_lowercase()));
+        }
+    }
+    let matched = text[listed_at..].to_owned();
+    Some((text, matched))
+}
+
+impl Handler {
+    /// The answer to a UDP query written to `out` straight from its bytes,
+    /// when one can be: from the packet `cache`, or a block response. The
+    /// query is read once ([`Question`]) and the client's organisation
+    /// looked up once for both. Returns the length (0 for `drop`: send
+    /// nothing), or `None` for the full path: an unusual query, a client
+    /// to be refused, shutting down, or neither path applies.
+    pub fn answer_from_bytes(
+        &self,
+        cache: Option<&PacketCache>,
+        packet: &[u8],
+        src: SocketAddr,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let question = Question::parse(packet)?;
+        let org = self.orgs.lookup(src.ip());
+        if org.is_none() && !self.allow_unknown_clients {
+            return None;
+        }
+        if let Some(cache) = cache
+            && let Some(len) = self.answer_cached(cache, &question, packet, out)
+        {
+            return Some(len);
+        }
+        self.answer_blocked(&question, org, packet, src, out)
+    }
+
+    /// The block response, when the query name is listed and blocks for
+    /// this client with a plain action (nxdomain, nodata, refused,
+    /// sinkhole, drop): the hit is counted and recorded as on the full
+    /// path. `None` for a name not listed, an exception, monitor mode, a
+    /// non-IN class or a zone transfer. Nothing is counted or recorded
+    /// before it is sure to answer.
+    fn answer_blocked(
+        &self,
+        question: &Question,
+        org: Option<OrgId>,
+        packet: &[u8],
+        src: SocketAddr,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let qtype = RecordType::from(question.qtype());
+        if DNSClass::from(question.qclass()) != DNSClass::IN
+            || matches!(qtype, RecordType::AXFR | RecordType::IXFR)
+        {
+            return None;
+        }
+        let started = Instant::now();
+        let list = self.blocklist.load();
+        let found = list.lookup(question.labels(packet).rev())?;
+        let _in_flight = self.health.lifecycle.enter()?;
+        // The hit log's spellings of the query and listed names; the
+        // response itself is written from the bytes, so the entry's name
+        // is not needed as a `Name`.
+        let (name, matched) = match plain_from_wire(question, packet, found.depth) {
+            Some(names) => names,
+            None => {
+                let qname = Name::read(&mut BinDecoder::new(&packet[12..])).ok()?;
+                let listed = qname.trim_to(usize::from(found.depth));
+                (plain(&qname), plain(&listed))
+            }
+        };
+        let listed = self.listed(&list, &found, Name::root(), None);
+        drop(list);
+        let action = match self.judge(org, &name, &listed) {
+            Judgement::Blocks(Action::Log) | Judgement::Excepted(_) => return None,
+            Judgement::Blocks(action) => action,
+        };
+        let len = match action {
+            Action::Drop => 0,
+            _ => {
+                let ede = match &listed.ede {
+                    EdnsOption::Unknown(_, payload) => payload.as_slice(),
+                    _ => &[],
+                };
+                write_block(
+                    out,
+                    packet,
+                    question,
+                    action,
+                    found.depth,
+                    &listed.local,
+                    &self.block,
+                    listed.generation,
+                    ede,
+                )?
+            }
+        };
+        let cx = QueryContext {
+            client: src.ip().to_canonical(),
+            transport: Transport::Udp,
+            org,
+            qtype,
+        };
+        self.count_block(cx, Stage::Qname, &name, &listed, action, &matched);
+        self.metrics
+            .record(Transport::Udp, Outcome::Blocked, started);
+        Some(len)
+    }
+
+    /// The packet cache's answer: its length, or `None` on a miss (or
+    /// when shutting down).
+    fn answer_cached(
+        &self,
+        cache: &PacketCache,
+        question: &Question,
+        packet: &[u8],
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let _in_flight = self.health.lifecycle.enter()?;
+        let started = Instant::now();
+        let generation = self.blocklist.load().generation();
+        let Some(len) = cache.answer(question, packet, generation, started, out) else {
+            self.metrics.packet_cache(false);
+            return None;
+        };
+        self.metrics.packet_cache(true);
+        self.metrics.record(Transport::Udp, Outcome::Clean, started);
+        Some(len)
+    }
+}
+
+#[cfg(test)]
+mod tests;

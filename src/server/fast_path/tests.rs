@@ -1,0 +1,260 @@
+//! The blocked-name fast path gives the bytes' worth of the full path:
+//! the same response and the same hit record, for every action, type,
+//! EDNS or not, spelling and client; and it stands aside exactly where
+//! the full path must judge (exceptions, monitor mode, unlisted).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::{Edns, Message, Query};
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::Request;
+
+use super::*;
+use crate::blocklist::BlocklistHandle;
+use crate::config::Config;
+use crate::hitlog::{Hit, HitSender, PackedHit};
+use crate::orgs::OrgMap;
+use crate::resolve::Upstream;
+use crate::server::QueryMetrics;
+use crate::server::capture::Capture;
+use crate::server::response::BlockSettings;
+
+const CONFIG: &str = r#"
+[server]
+allow_unknown_clients = true
+[resolver]
+mode = "forward"
+upstreams = ["127.0.0.1:9"]
+[blocklist]
+feeds_dir = "feeds"
+state_dir = "state"
+allow = ["allow.txt"]
+sinkhole_ipv4 = "192.0.2.53"
+sinkhole_ipv6 = "2001:db8::53"
+[actions]
+phishing = "nodata"
+ads = "sinkhole"
+spam = "refused"
+botnet = "drop"
+watch = "log"
+[[feed]]
+file = "malware.txt"
+category = "malware"
+[[feed]]
+file = "phish.txt"
+category = "phishing"
+[[feed]]
+file = "ads.txt"
+category = "ads"
+[[feed]]
+file = "hosts.txt"
+category = "ads"
+[[feed]]
+file = "spam.txt"
+category = "spam"
+[[feed]]
+file = "botnet.txt"
+category = "botnet"
+[[feed]]
+file = "watch.txt"
+category = "watch"
+[[organisation]]
+id = "council"
+name = "Council"
+networks = ["127.0.0.0/8"]
+allow = ["trusted.evil.example.test"]
+actions = { spam = "nxdomain" }
+"#;
+
+fn handler(dir: &std::path::Path, hits: HitSender) -> Handler {
+    let feeds = dir.join("feeds");
+    std::fs::create_dir_all(&feeds).unwrap();
+    for (file, text) in [
+        ("malware.txt", "evil.example.test\n"),
+        ("phish.txt", "phish.example.test\n"),
+        ("ads.txt", "ads.example.test\n"),
+        (
+            "hosts.txt",
+            "10.1.2.3 local.example.test\n::1:2 local.example.test\n",
+        ),
+        ("spam.txt", "spam.example.test\n"),
+        ("botnet.txt", "c2.example.test\n"),
+        ("watch.txt", "watched.example.test\n"),
+    ] {
+        std::fs::write(feeds.join(file), text).unwrap();
+    }
+    std::fs::write(dir.join("allow.txt"), "ok.evil.example.test\n").unwrap();
+    let config = Config::from_str(CONFIG, &dir.join("portcullis.toml")).unwrap();
+    let (list, _) = crate::blocklist::compile(&config).unwrap();
+    let list: BlocklistHandle = Arc::new(ArcSwap::from_pointee(list));
+    Handler {
+        blocklist: Arc::clone(&list),
+        orgs: Arc::new(OrgMap::new(&config.organisations).unwrap()),
+        upstream: Arc::new(Upstream::new(&config.resolver).unwrap()),
+        block: BlockSettings {
+            policy_ttl: config.blocklist.policy_ttl,
+            sinkhole_ipv4: config.blocklist.sinkhole_ipv4,
+            sinkhole_ipv6: config.blocklist.sinkhole_ipv6,
+            ede_names_feed: true,
+        },
+        allow_unknown_clients: true,
+        hits,
+        log_allowed: true,
+        metrics: QueryMetrics::new(),
+        health: Arc::new(crate::health::Health::new(list, Duration::from_secs(30))),
+    }
+}
+
+fn packet(name: &str, qtype: RecordType, edns: bool, id: u16) -> Vec<u8> {
+    let mut msg = Message::query();
+    msg.metadata.id = id;
+    msg.metadata.recursion_desired = true;
+    msg.metadata.checking_disabled = id.is_multiple_of(2);
+    // From raw labels: a name may hold bytes no presentation form
+    // would let through.
+    let labels = name.trim_end_matches('.').split('.').map(str::as_bytes);
+    msg.add_query(Query::query(Name::from_labels(labels).unwrap(), qtype));
+    if edns {
+        let mut e = Edns::new();
+        e.set_max_payload(4096);
+        msg.edns = Some(e);
+    }
+    msg.to_vec().unwrap()
+}
+
+fn without_time(packed: &PackedHit) -> Hit {
+    let mut hit = packed.unpack();
+    hit.ts = 0;
+    hit
+}
+
+#[tokio::test]
+async fn the_fast_path_answers_and_records_as_the_full_path_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hits, received) = HitSender::channel(1024);
+    let handler = handler(dir.path(), hits);
+    let names = [
+        ("evil.example.test.", true),
+        ("Deep.SUB.Evil.Example.Test.", true),
+        ("phish.example.test.", true),
+        ("ads.example.test.", true),
+        ("local.example.test.", true),
+        ("spam.example.test.", true),
+        ("c2.example.test.", true),
+        // Labels hickory escapes: the hit record's spelling from `Name`.
+        ("*.evil.example.test.", true),
+        ("a b.evil.example.test.", true),
+        ("-x.evil.example.test.", true),
+        // The full path's: exceptions, monitor mode, unlisted.
+        ("ok.evil.example.test.", false),
+        ("trusted.evil.example.test.", false),
+        ("watched.example.test.", false),
+        ("clean.example.test.", false),
+    ];
+    let clients: [SocketAddr; 2] = [
+        "127.0.0.1:5353".parse().unwrap(),
+        "[2001:db8::9]:53".parse().unwrap(),
+    ];
+    let mut id = 1u16;
+    let mut compared = 0;
+    for (name, fast_expected) in names {
+        for qtype in [
+            RecordType::A,
+            RecordType::AAAA,
+            RecordType::TXT,
+            RecordType::MX,
+        ] {
+            for edns in [false, true] {
+                for src in clients {
+                    id += 1;
+                    let wire = packet(name, qtype, edns, id);
+                    let what = format!("{name} {qtype} edns={edns} from {src}");
+                    let mut out = [0u8; 1232];
+                    let fast = handler.answer_from_bytes(None, &wire, src, &mut out);
+                    // trusted.evil is an exception for the council only.
+                    let expected =
+                        fast_expected || (name.starts_with("trusted") && !src.ip().is_loopback());
+                    assert_eq!(fast.is_some(), expected, "{what}");
+                    let Some(len) = fast else { continue };
+                    let fast_hit = received.try_recv().map(|p| without_time(&p));
+
+                    let request = Request::from_bytes(wire.clone(), src, Protocol::Udp).unwrap();
+                    let capture = Capture::default();
+                    handler.serve(&request, capture.clone()).await;
+                    let slow = capture.take();
+                    let slow_hit = received.try_recv().map(|p| without_time(&p));
+                    assert_eq!(fast_hit.ok(), slow_hit.ok(), "{what}: hit record");
+                    let Some(slow) = slow else {
+                        assert_eq!(len, 0, "{what}: only drop sends nothing");
+                        continue;
+                    };
+                    let (fast, slow) = (
+                        Message::from_vec(&out[..len]).unwrap(),
+                        Message::from_vec(&slow).unwrap(),
+                    );
+                    assert_eq!(fast.metadata, slow.metadata, "{what}");
+                    assert_eq!(fast.queries, slow.queries, "{what}");
+                    assert_eq!(fast.answers, slow.answers, "{what}");
+                    assert_eq!(fast.authorities, slow.authorities, "{what}");
+                    assert_eq!(fast.additionals, slow.additionals, "{what}");
+                    assert_eq!(fast.edns, slow.edns, "{what}");
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert!(received.try_recv().is_err(), "no hit left over");
+    // 10 listed names (one with drop) x 4 types x 2 x 2, and the
+    // trusted name from outside the council (x 4 x 2).
+    assert_eq!(compared, 9 * 4 * 2 * 2 + 4 * 2, "responses compared");
+}
+
+#[test]
+fn the_fast_path_stands_aside_for_unusual_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let handler = handler(dir.path(), HitSender::disabled());
+    let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+    let mut out = [0u8; 1232];
+    let good = packet("evil.example.test.", RecordType::A, true, 7);
+    assert!(
+        handler
+            .answer_from_bytes(None, &good, src, &mut out)
+            .is_some()
+    );
+    let mut chaos = Message::from_vec(&good).unwrap();
+    chaos.queries[0].set_query_class(DNSClass::CH);
+    assert!(
+        handler
+            .answer_from_bytes(None, &chaos.to_vec().unwrap(), src, &mut out)
+            .is_none()
+    );
+    let axfr = packet("evil.example.test.", RecordType::AXFR, false, 8);
+    assert!(
+        handler
+            .answer_from_bytes(None, &axfr, src, &mut out)
+            .is_none()
+    );
+    // No room for the response: the full path answers (and truncates).
+    assert!(
+        handler
+            .answer_from_bytes(None, &good, src, &mut out[..40])
+            .is_none()
+    );
+    // Shutting down: the full path refuses.
+    assert_eq!(
+        rt.block_on(handler.health.lifecycle.drain(Duration::ZERO)),
+        0
+    );
+    assert!(
+        handler
+            .answer_from_bytes(None, &good, src, &mut out)
+            .is_none()
+    );
+}

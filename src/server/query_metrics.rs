@@ -1,0 +1,111 @@
+//! The per-query metrics: how each query ended, by transport, and how long
+//! it took; refused clients, upstream failures and packet-cache lookups.
+//! The handles are made once, so recording one is an atomic add.
+
+use std::time::Instant;
+
+use crate::hitlog::Transport;
+use crate::metrics;
+
+/// How a query ended, for `portcullis_queries_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Answered from upstream (any rcode but SERVFAIL).
+    Answered,
+    /// Answered from upstream, and no blocklist entry matched anything in
+    /// it: the response may go in the packet cache. Counted as answered.
+    Clean,
+    /// A block response, or none for `drop`.
+    Blocked,
+    /// The client is in no organisation.
+    Refused,
+    /// The upstream failed.
+    Servfail,
+    /// Not a query we serve: bad opcode, class, EDNS version, form.
+    Rejected,
+}
+
+const OUTCOMES: [&str; 5] = ["answered", "blocked", "refused", "servfail", "rejected"];
+
+impl Outcome {
+    /// Its index in [`OUTCOMES`].
+    fn label(self) -> usize {
+        match self {
+            Outcome::Answered | Outcome::Clean => 0,
+            Outcome::Blocked => 1,
+            Outcome::Refused => 2,
+            Outcome::Servfail => 3,
+            Outcome::Rejected => 4,
+        }
+    }
+}
+
+/// Counter handles made once, so the query path is an atomic add.
+pub struct QueryMetrics {
+    /// [transport][outcome]; transport 0 = udp, 1 = tcp, 2 = other.
+    queries: [[::metrics::Counter; 5]; 3],
+    duration: ::metrics::Histogram,
+    refused_clients: ::metrics::Counter,
+    upstream_errors: ::metrics::Counter,
+    /// Packet cache lookups: [hit, miss].
+    packet_cache: [::metrics::Counter; 2],
+}
+
+impl QueryMetrics {
+    /// Take the handles from the installed recorder (no-ops without one).
+    pub fn new() -> QueryMetrics {
+        let per = |t: &'static str| {
+            OUTCOMES
+                .map(|o| ::metrics::counter!(metrics::QUERIES, "transport" => t, "outcome" => o))
+        };
+        QueryMetrics {
+            queries: [per("udp"), per("tcp"), per("other")],
+            duration: ::metrics::histogram!(metrics::QUERY_DURATION),
+            refused_clients: ::metrics::counter!(metrics::REFUSED_CLIENTS),
+            upstream_errors: ::metrics::counter!(metrics::UPSTREAM_ERRORS),
+            packet_cache: ["hit", "miss"]
+                .map(|r| ::metrics::counter!(metrics::PACKET_CACHE, "result" => r)),
+        }
+    }
+
+    fn counter(&self, transport: Transport, outcome: Outcome) -> &::metrics::Counter {
+        let t = match transport {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+            Transport::Other => 2,
+        };
+        &self.queries[t][outcome.label()]
+    }
+
+    /// One query ended with `outcome`, `started` ago.
+    pub(super) fn record(&self, transport: Transport, outcome: Outcome, started: Instant) {
+        self.counter(transport, outcome).increment(1);
+        self.duration.record(started.elapsed().as_secs_f64());
+    }
+
+    /// A UDP datagram that is not a query we can decode.
+    pub(super) fn rejected_udp(&self) {
+        self.counter(Transport::Udp, Outcome::Rejected).increment(1);
+    }
+
+    /// A client in no organisation, refused.
+    pub(super) fn refused_client(&self) {
+        self.refused_clients.increment(1);
+    }
+
+    /// The upstream failed to answer.
+    pub(super) fn upstream_error(&self) {
+        self.upstream_errors.increment(1);
+    }
+
+    /// A packet cache lookup: answered from it, or not.
+    pub(super) fn packet_cache(&self, hit: bool) {
+        self.packet_cache[if hit { 0 } else { 1 }].increment(1);
+    }
+}
+
+impl Default for QueryMetrics {
+    fn default() -> Self {
+        QueryMetrics::new()
+    }
+}
