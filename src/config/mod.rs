@@ -7,7 +7,14 @@
 //! duplicate ids, hex tokens) one section at a time (`validate.rs`) and
 //! resolves relative paths against the config file's folder, giving the
 //! validated types of `sections.rs`. Nothing here binds a socket or reads
-//! a feed.
+//! a feed; the only look at the disk is whether each `[[feed]]`'s file is
+//! in feeds_dir.
+//!
+//! What is suspicious but usable is a warning in [`Config::warnings`],
+//! not an error: a `[[feed]]` whose file is not (yet) in an existing
+//! feeds_dir (feeds arrive and leave by file drop while the resolver runs,
+//! and a TAXII source's file only after its first pull, so a missing file
+//! must not stop a restart), and `resolver.upstreams` in recursive mode.
 //!
 //! Every key in docs/architecture.md's Configuration section is accepted
 //! from the start, even where the feature behind it arrives later, so
@@ -71,6 +78,11 @@ pub struct Config {
     pub hitlog: HitlogConfig,
     pub log: LogConfig,
     pub taxii: Vec<TaxiiConfig>,
+    /// Keys that are valid but ignored or not yet effective, each as
+    /// ``key `KEY`: MESSAGE`` (the file is [`Config::path`]). Validation
+    /// runs before logging is set up, so it only collects them: whoever
+    /// loads the config logs them once tracing is initialised.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -94,17 +106,18 @@ impl Config {
 
     /// Validate section by section; the first error wins.
     pub fn from_raw(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
-        let cx = validate::Checker::new(path);
+        let mut cx = validate::Checker::new(path);
         let server = validate::server(raw.server, &cx)?;
-        let resolver = validate::resolver(raw.resolver, &cx)?;
+        let resolver = validate::resolver(raw.resolver, &mut cx)?;
         let blocklist = validate::blocklist(raw.blocklist, &cx)?;
         validate::sinkhole(&blocklist, &raw.actions, &raw.feeds, &cx)?;
         let feeds = validate::feeds(raw.feeds, &cx)?;
-        let organisations = validate::organisations(raw.organisations, &cx)?;
+        let organisations = validate::organisations(raw.organisations, &blocklist, &cx)?;
         let admin = validate::admin(raw.admin, &cx)?;
         let hitlog = validate::hitlog(raw.hitlog, &blocklist.state_dir, &cx)?;
         let log = validate::log(raw.log, &cx)?;
         let taxii = validate::taxii(raw.taxii, &cx)?;
+        validate::feed_files_present(&feeds, &blocklist.feeds_dir, &taxii, &mut cx);
         Ok(Config {
             path: path.to_path_buf(),
             server,
@@ -118,6 +131,7 @@ impl Config {
             hitlog,
             log,
             taxii,
+            warnings: cx.into_warnings(),
         })
     }
 

@@ -148,3 +148,85 @@ fn bad_values_name_their_key() {
         .to_string();
     assert!(err.contains("resolver.root_hints[0]"), "{err}");
 }
+
+/// A config file in a temporary folder with a `feeds` folder beside it
+/// holding `present.txt`.
+fn with_feeds_dir(extra: &str) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    std::fs::create_dir(dir.path().join("feeds")).expect("feeds folder");
+    std::fs::write(dir.path().join("feeds/present.txt"), "a.example\n").expect("feed file");
+    let text = format!("[blocklist]\nfeeds_dir = \"feeds\"\n{extra}");
+    let config = Config::from_str(&text, &dir.path().join("p.toml"));
+    (dir, config)
+}
+
+#[test]
+fn a_feed_file_missing_from_feeds_dir_is_a_warning_naming_key_and_file() {
+    let (dir, c) = with_feeds_dir(
+        "[[feed]]\nfile = \"present.txt\"\ncategory = \"malware\"\n\
+         [[feed]]\nfile = \"malwre.txt\"\ncategory = \"malware\"\n",
+    );
+    let c = c.unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    let w = &c.warnings[0];
+    assert!(w.starts_with("key `feed[1].file`: "), "{w}");
+    assert!(w.contains("\"malwre.txt\""), "{w}");
+    assert!(
+        w.contains(&dir.path().join("feeds").display().to_string()),
+        "{w}"
+    );
+    // The settings are kept: they apply once the file arrives.
+    assert!(c.feed_settings("malwre.txt").is_some());
+}
+
+#[test]
+fn a_feed_file_is_not_checked_without_feeds_dir_or_when_taxii_writes_it() {
+    let c = parse("[[feed]]\nfile = \"partner.txt\"\n").unwrap();
+    assert!(c.warnings.is_empty(), "no feeds_dir: {:?}", c.warnings);
+    let (_dir, c) = with_feeds_dir(
+        "[[feed]]\nfile = \"taxii-ais.json\"\ncategory = \"malware\"\n\
+         [[taxii]]\nname = \"ais\"\nurl = \"https://taxii.example/api1/\"\ncollection = \"c\"\n",
+    );
+    let c = c.unwrap();
+    assert!(c.warnings.is_empty(), "pulled later: {:?}", c.warnings);
+}
+
+#[test]
+fn a_feed_file_the_compiler_skips_is_an_error() {
+    for name in ["README.md", "list.txt.part", ".hidden"] {
+        let err = parse(&format!("[[feed]]\nfile = \"{name}\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("feed[0].file") && err.contains(name) && err.contains("never read"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn an_organisation_sinkholing_without_addresses_is_named() {
+    let org = "[[organisation]]\nid = \"a\"\n\
+               [[organisation]]\nid = \"council-b\"\nactions = { malware = \"sinkhole\" }\n";
+    let err = parse(org).unwrap_err().to_string();
+    assert!(err.contains("organisation[1].actions.malware"), "{err}");
+    assert!(err.contains("\"council-b\""), "{err}");
+    assert!(err.contains("sinkhole_ipv4"), "{err}");
+    let c = parse(&format!("[blocklist]\nsinkhole_ipv6 = \"::1\"\n{org}")).unwrap();
+    assert_eq!(c.organisations[1].actions["malware"], Action::Sinkhole);
+}
+
+#[test]
+fn upstreams_in_recursive_mode_are_a_warning() {
+    let c = parse("[resolver]\nupstreams = [\"9.9.9.9\"]\n").unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].starts_with("key `resolver.upstreams`: ")
+            && c.warnings[0].contains("recursive"),
+        "{:?}",
+        c.warnings
+    );
+    let c = parse("[resolver]\nmode = \"forward\"\nupstreams = [\"9.9.9.9\"]\n").unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(parse("").unwrap().warnings.is_empty());
+}

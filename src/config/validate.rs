@@ -1,7 +1,7 @@
 //! Raw sections in, validated sections out: one function per section,
 //! called in turn by [`super::Config::from_raw`], each naming the
 //! offending key in its error. Checks that span sections (the sinkhole
-//! addresses) are functions of their own.
+//! addresses, the feed files) are functions of their own.
 //!
 //! Over 400 lines: some forty checks, each a multi-line error naming its
 //! key; split by section they would share nothing but the [`Checker`].
@@ -23,11 +23,12 @@ use super::sections::{
 };
 use crate::policy::Action;
 
-/// Where the config came from.
+/// Where the config came from, and the warnings found so far.
 pub(super) struct Checker {
     path: PathBuf,
     /// The config file's folder: relative paths are relative to it.
     base: PathBuf,
+    warnings: Vec<String>,
 }
 
 impl Checker {
@@ -35,6 +36,7 @@ impl Checker {
         Checker {
             path: path.to_path_buf(),
             base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            warnings: Vec::new(),
         }
     }
 
@@ -46,12 +48,20 @@ impl Checker {
         }
     }
 
+    fn warn(&mut self, key: &str, message: String) {
+        self.warnings.push(format!("key `{key}`: {message}"));
+    }
+
     fn rel(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
             self.base.join(p)
         }
+    }
+
+    pub(super) fn into_warnings(self) -> Vec<String> {
+        self.warnings
     }
 }
 
@@ -77,7 +87,10 @@ pub(super) fn server(raw: RawServer, cx: &Checker) -> Result<ServerConfig, Confi
     })
 }
 
-pub(super) fn resolver(raw: RawResolver, cx: &Checker) -> Result<ResolverConfig, ConfigError> {
+/// Upstreams are parsed in either mode (a bad one is an error even where
+/// it is ignored), but only forward mode uses them: in recursive mode a
+/// non-empty list is a warning.
+pub(super) fn resolver(raw: RawResolver, cx: &mut Checker) -> Result<ResolverConfig, ConfigError> {
     let mut upstreams = Vec::new();
     for (i, text) in raw.upstreams.iter().enumerate() {
         let addr = parse_server_addr(text).ok_or_else(|| {
@@ -93,6 +106,12 @@ pub(super) fn resolver(raw: RawResolver, cx: &Checker) -> Result<ResolverConfig,
             "resolver.upstreams",
             "forward mode needs at least one upstream".into(),
         ));
+    }
+    if raw.mode == ResolverMode::Recursive && !upstreams.is_empty() {
+        cx.warn(
+            "resolver.upstreams",
+            "ignored in recursive mode (only mode = \"forward\" uses upstreams)".into(),
+        );
     }
     let mut root_hints = Vec::new();
     for (i, text) in raw.root_hints.iter().enumerate() {
@@ -151,8 +170,13 @@ pub(super) fn blocklist(raw: RawBlocklist, cx: &Checker) -> Result<BlocklistConf
     })
 }
 
+fn has_sinkhole(blocklist: &BlocklistConfig) -> bool {
+    blocklist.sinkhole_ipv4.is_some() || blocklist.sinkhole_ipv6.is_some()
+}
+
 /// The `sinkhole` action, used globally or by a feed, needs an address to
-/// answer with.
+/// answer with. (An organisation's own actions are checked with the
+/// organisation, so the error can name it.)
 pub(super) fn sinkhole(
     blocklist: &BlocklistConfig,
     actions: &BTreeMap<String, Action>,
@@ -162,7 +186,7 @@ pub(super) fn sinkhole(
     let sinkhole_used = blocklist.default_action == Action::Sinkhole
         || actions.values().any(|a| *a == Action::Sinkhole)
         || feeds.iter().any(|f| f.action == Some(Action::Sinkhole));
-    if sinkhole_used && blocklist.sinkhole_ipv4.is_none() && blocklist.sinkhole_ipv6.is_none() {
+    if sinkhole_used && !has_sinkhole(blocklist) {
         return Err(cx.invalid(
             "blocklist.sinkhole_ipv4",
             "the `sinkhole` action is used, so set sinkhole_ipv4 and/or sinkhole_ipv6".into(),
@@ -171,6 +195,9 @@ pub(super) fn sinkhole(
     Ok(())
 }
 
+/// Names only: whether the files are there is [`feed_files_present`]'s
+/// question. A name the compiler never reads as a feed (a temporary or
+/// documentation name) is an error, since its settings could never apply.
 pub(super) fn feeds(raw: Vec<RawFeed>, cx: &Checker) -> Result<Vec<FeedConfig>, ConfigError> {
     let mut seen_files = HashSet::new();
     for (i, feed) in raw.iter().enumerate() {
@@ -183,6 +210,16 @@ pub(super) fn feeds(raw: Vec<RawFeed>, cx: &Checker) -> Result<Vec<FeedConfig>, 
         }
         if !seen_files.insert(feed.file.as_str()) {
             return Err(cx.invalid(&key, format!("{:?} is configured twice", feed.file)));
+        }
+        if !crate::blocklist::is_feed_file_name(&feed.file) {
+            return Err(cx.invalid(
+                &key,
+                format!(
+                    "{:?} is never read as a feed (names starting with `.` or `README`, \
+                     or ending in `.tmp`, `.part`, `~` or `.md`, are skipped)",
+                    feed.file
+                ),
+            ));
         }
     }
     Ok(raw
@@ -199,8 +236,45 @@ pub(super) fn feeds(raw: Vec<RawFeed>, cx: &Checker) -> Result<Vec<FeedConfig>, 
         .collect())
 }
 
+/// A `[[feed]]` whose file is not in feeds_dir is a warning, not an error:
+/// feeds arrive and leave by file drop while the resolver runs (and a
+/// TAXII source's file appears only after its first pull, which itself
+/// needs this config), so refusing to start would turn a late delivery or
+/// a deliberate deletion into an outage. A file a configured `[[taxii]]`
+/// source writes is not warned about, nor is anything when feeds_dir
+/// itself is missing (the compiler reports that).
+pub(super) fn feed_files_present(
+    feeds: &[FeedConfig],
+    feeds_dir: &Path,
+    taxii: &[TaxiiConfig],
+    cx: &mut Checker,
+) {
+    if !feeds_dir.is_dir() {
+        return;
+    }
+    let pulled: HashSet<String> = taxii.iter().map(crate::taxii::feed_file_name).collect();
+    for (i, feed) in feeds.iter().enumerate() {
+        // is_file follows links, as the compiler's listing does: a
+        // dangling link is no feed.
+        if pulled.contains(&feed.file) || feeds_dir.join(&feed.file).is_file() {
+            continue;
+        }
+        cx.warn(
+            &format!("feed[{i}].file"),
+            format!(
+                "no file {:?} in feeds_dir {}: its settings apply only once it arrives",
+                feed.file,
+                feeds_dir.display()
+            ),
+        );
+    }
+}
+
+/// An organisation that uses the `sinkhole` action needs the blocklist's
+/// sinkhole addresses, like any other use of it.
 pub(super) fn organisations(
     raw: Vec<RawOrganisation>,
+    blocklist: &BlocklistConfig,
     cx: &Checker,
 ) -> Result<Vec<Organisation>, ConfigError> {
     let mut organisations = Vec::new();
@@ -235,6 +309,19 @@ pub(super) fn organisations(
                     format!("{name:?}: {e}"),
                 )
             })?);
+        }
+        let sinkholed = org.actions.iter().find(|(_, a)| **a == Action::Sinkhole);
+        if let Some((category, _)) = sinkholed
+            && !has_sinkhole(blocklist)
+        {
+            return Err(cx.invalid(
+                &format!("organisation[{i}].actions.{category}"),
+                format!(
+                    "organisation {:?} uses the `sinkhole` action, so set \
+                     blocklist.sinkhole_ipv4 and/or blocklist.sinkhole_ipv6",
+                    org.id
+                ),
+            ));
         }
         organisations.push(Organisation {
             name: org.name.unwrap_or_else(|| org.id.clone()),
