@@ -1,0 +1,440 @@
+//! The config file exactly as serde reads it: one `Raw*` type per section,
+//! `deny_unknown_fields` everywhere, and the defaults of every key.
+//!
+//! Nothing here is checked beyond what serde's types enforce: paths are
+//! still relative, upstreams and root hints still text. `validate.rs`
+//! turns these into the validated types the rest of the program reads.
+//!
+//! Over 400 lines because it is the one place every key's default lives:
+//! eleven sections, their default fns and Default impls.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::feeds::Format;
+use crate::policy::Action;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub resolver: RawResolver,
+    #[serde(default)]
+    pub blocklist: RawBlocklist,
+    /// Category name -> action.
+    #[serde(default)]
+    pub actions: BTreeMap<String, Action>,
+    #[serde(default, rename = "feed")]
+    pub feeds: Vec<RawFeed>,
+    #[serde(default, rename = "organisation")]
+    pub organisations: Vec<RawOrganisation>,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub block_page: RawBlockPage,
+    #[serde(default)]
+    pub hitlog: RawHitlog,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default, rename = "taxii")]
+    pub taxii: Vec<RawTaxii>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    #[serde(default = "default_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// Closed by default: an open resolver is an amplification weapon.
+    #[serde(default)]
+    pub allow_unknown_clients: bool,
+    #[serde(default = "default_tcp_timeout")]
+    pub tcp_timeout_secs: u64,
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_secs: u64,
+    /// 0 = one per CPU.
+    #[serde(default)]
+    pub workers: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: default_listen(),
+            allow_unknown_clients: false,
+            tcp_timeout_secs: default_tcp_timeout(),
+            shutdown_grace_secs: default_grace(),
+            workers: 0,
+        }
+    }
+}
+
+fn default_listen() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([127, 0, 0, 1], 5353))]
+}
+
+fn default_tcp_timeout() -> u64 {
+    10
+}
+
+fn default_grace() -> u64 {
+    5
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ResolverMode {
+    #[default]
+    Recursive,
+    Forward,
+}
+
+/// `[resolver]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResolver {
+    #[serde(default)]
+    pub mode: ResolverMode,
+    /// Forward mode: `address:port` (port defaults to 53).
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// Recursive mode: root server addresses replacing the built-in hints.
+    #[serde(default)]
+    pub root_hints: Vec<String>,
+    #[serde(default)]
+    pub allow_server_networks: Vec<IpNet>,
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_cache_size")]
+    pub cache_size: u64,
+    /// 0 turns the packet cache off.
+    #[serde(default = "default_packet_cache_size")]
+    pub packet_cache_size: usize,
+}
+
+impl Default for RawResolver {
+    fn default() -> Self {
+        RawResolver {
+            mode: ResolverMode::default(),
+            upstreams: Vec::new(),
+            root_hints: Vec::new(),
+            allow_server_networks: Vec::new(),
+            timeout_ms: default_upstream_timeout(),
+            cache_size: default_cache_size(),
+            packet_cache_size: default_packet_cache_size(),
+        }
+    }
+}
+
+fn default_upstream_timeout() -> u64 {
+    2000
+}
+
+fn default_cache_size() -> u64 {
+    1 << 20
+}
+
+fn default_packet_cache_size() -> usize {
+    // PowerDNS Recursor's default (packetcache-max-entries). About 250
+    // bytes an entry when full: 120 MiB at most, only on a resolver that
+    // has seen half a million distinct questions within their TTLs.
+    500_000
+}
+
+/// `[blocklist]`; paths are relative to the config file's folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBlocklist {
+    #[serde(default = "default_feeds_dir")]
+    pub feeds_dir: PathBuf,
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub allow: Vec<PathBuf>,
+    #[serde(default)]
+    pub protected: Vec<PathBuf>,
+    #[serde(default = "default_policy_ttl")]
+    pub policy_ttl: u32,
+    #[serde(default)]
+    pub default_action: Action,
+    #[serde(default)]
+    pub sinkhole_ipv4: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub sinkhole_ipv6: Option<Ipv6Addr>,
+    #[serde(default = "default_true")]
+    pub ede_names_feed: bool,
+    /// Off by default: one address often serves many unrelated names.
+    #[serde(default)]
+    pub answer_ip_categories: Vec<String>,
+    #[serde(default = "default_max_shrink")]
+    pub max_shrink: f64,
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
+    #[serde(default = "default_rescan_secs")]
+    pub rescan_secs: u64,
+}
+
+fn default_max_shrink() -> f64 {
+    0.5
+}
+
+fn default_debounce_ms() -> u64 {
+    1000
+}
+
+fn default_rescan_secs() -> u64 {
+    300
+}
+
+impl Default for RawBlocklist {
+    fn default() -> Self {
+        RawBlocklist {
+            feeds_dir: default_feeds_dir(),
+            state_dir: default_state_dir(),
+            allow: Vec::new(),
+            protected: Vec::new(),
+            policy_ttl: default_policy_ttl(),
+            default_action: Action::default(),
+            sinkhole_ipv4: None,
+            sinkhole_ipv6: None,
+            ede_names_feed: true,
+            answer_ip_categories: Vec::new(),
+            max_shrink: default_max_shrink(),
+            debounce_ms: default_debounce_ms(),
+            rescan_secs: default_rescan_secs(),
+        }
+    }
+}
+
+fn default_feeds_dir() -> PathBuf {
+    PathBuf::from("blocklists")
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("state")
+}
+
+fn default_policy_ttl() -> u32 {
+    300
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One `[[feed]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawFeed {
+    pub file: String,
+    #[serde(default)]
+    pub format: Option<Format>,
+    #[serde(default)]
+    pub category: Option<String>,
+    #[serde(default)]
+    pub action: Option<Action>,
+    #[serde(default)]
+    pub trusted: bool,
+    /// Off by default: shared hosting makes one address stand for many
+    /// unrelated names.
+    #[serde(default)]
+    pub answer_ip: bool,
+    #[serde(default)]
+    pub max_entries: Option<usize>,
+}
+
+/// One `[[organisation]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOrganisation {
+    pub id: String,
+    /// Defaults to the id.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub networks: Vec<IpNet>,
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    /// Names as written; validation normalises them.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub actions: BTreeMap<String, Action>,
+    #[serde(default)]
+    pub contact: Option<String>,
+}
+
+/// `[block_page]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBlockPage {
+    /// Off (`""`) by default.
+    #[serde(default, deserialize_with = "optional_addr")]
+    pub listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub contact: String,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Default 127.0.0.1:9153, `""` disables it.
+    #[serde(default = "default_admin_listen", deserialize_with = "optional_addr")]
+    pub listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub operator_token_sha256: Option<String>,
+    #[serde(default = "default_upstream_fresh")]
+    pub ready_upstream_secs: u64,
+    #[serde(default = "default_probe")]
+    pub upstream_probe_secs: u64,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: default_admin_listen(),
+            operator_token_sha256: None,
+            ready_upstream_secs: default_upstream_fresh(),
+            upstream_probe_secs: default_probe(),
+        }
+    }
+}
+
+fn default_upstream_fresh() -> u64 {
+    60
+}
+
+fn default_probe() -> u64 {
+    15
+}
+
+fn default_admin_listen() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 9153)))
+}
+
+/// `"ADDR:PORT"`, or `""` for off.
+fn optional_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.trim().parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not an address:port (e.g. \"127.0.0.1:9153\"; \"\" turns the listener off)"
+        ))
+    })
+}
+
+/// `[hitlog]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHitlog {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_retention")]
+    pub retention_days: u32,
+    #[serde(default)]
+    pub jsonl: Option<PathBuf>,
+    /// Default `state_dir/hits.sqlite`.
+    #[serde(default)]
+    pub database: Option<PathBuf>,
+    #[serde(default)]
+    pub log_allowed: bool,
+    #[serde(default = "default_channel_capacity")]
+    pub channel_capacity: usize,
+    #[serde(default)]
+    pub max_db_mib: Option<u64>,
+}
+
+impl Default for RawHitlog {
+    fn default() -> Self {
+        RawHitlog {
+            enabled: true,
+            retention_days: default_retention(),
+            jsonl: None,
+            database: None,
+            log_allowed: false,
+            channel_capacity: default_channel_capacity(),
+            max_db_mib: None,
+        }
+    }
+}
+
+fn default_retention() -> u32 {
+    90
+}
+
+fn default_channel_capacity() -> usize {
+    65_536
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: default_log_level(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+/// One `[[taxii]]`. Passwords and tokens are never keys here (a
+/// `password` key is an unknown-field error), only where to find them.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawTaxii {
+    pub name: String,
+    pub url: String,
+    pub collection: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval_secs: u64,
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+}
+
+fn default_poll_interval() -> u64 {
+    3600
+}
+
+fn default_page_size() -> u32 {
+    1000
+}

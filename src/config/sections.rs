@@ -1,0 +1,248 @@
+//! The validated sections of [`Config`](super::Config): what the rest of the
+//! program reads, with absolute paths and parsed addresses. Built only by
+//! `validate.rs` (or by hand in tests); no serde here.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+use super::raw::{LogFormat, RawLog, RawServer, ResolverMode};
+use crate::feeds::Format;
+use crate::policy::Action;
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// UDP and TCP are both served on each address; never empty.
+    pub listen: Vec<SocketAddr>,
+    /// Answer clients that fall in no organisation's networks?
+    pub allow_unknown_clients: bool,
+    /// Idle timeout of a TCP client connection, in seconds.
+    pub tcp_timeout_secs: u64,
+    /// On SIGTERM, how long queries already in flight may take to finish.
+    pub shutdown_grace_secs: u64,
+    /// Worker threads, and UDP sockets per listen address (SO_REUSEPORT:
+    /// the kernel spreads clients over them); 0 = one per CPU.
+    pub workers: usize,
+}
+
+impl Default for ServerConfig {
+    /// The documented defaults (an empty `[server]`).
+    fn default() -> Self {
+        let RawServer {
+            listen,
+            allow_unknown_clients,
+            tcp_timeout_secs,
+            shutdown_grace_secs,
+            workers,
+        } = RawServer::default();
+        ServerConfig {
+            listen,
+            allow_unknown_clients,
+            tcp_timeout_secs,
+            shutdown_grace_secs,
+            workers,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Worker threads to run: the configured number, or one per CPU.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+/// `[resolver]`.
+#[derive(Debug, Clone)]
+pub struct ResolverConfig {
+    pub mode: ResolverMode,
+    /// Forward mode's servers; at least one there.
+    pub upstreams: Vec<SocketAddr>,
+    /// Empty means the built-in root hints.
+    pub root_hints: Vec<IpAddr>,
+    /// Recursive mode: networks that may be queried although they are
+    /// private or loopback (a lab root, split-horizon authorities, tests).
+    pub allow_server_networks: Vec<IpNet>,
+    /// Upstream query timeout in milliseconds; above 0.
+    pub timeout_ms: u64,
+    /// Answer cache entries.
+    pub cache_size: u64,
+    /// Whole UDP responses kept for clean names (answers no blocklist
+    /// entry touched), so a repeated question is answered without
+    /// decoding it; 0 turns the packet cache off.
+    pub packet_cache_size: usize,
+}
+
+/// `[blocklist]`, with absolute paths.
+#[derive(Debug, Clone)]
+pub struct BlocklistConfig {
+    pub feeds_dir: PathBuf,
+    pub state_dir: PathBuf,
+    /// Exception list files (any feed format; every entry becomes an allow).
+    pub allow: Vec<PathBuf>,
+    /// Protected-name list files (plain lists).
+    pub protected: Vec<PathBuf>,
+    /// TTL of block answers and of their synthesised SOA, in seconds.
+    pub policy_ttl: u32,
+    pub default_action: Action,
+    /// Sinkhole answer for A queries when the action is `sinkhole`.
+    pub sinkhole_ipv4: Option<Ipv4Addr>,
+    /// Sinkhole answer for AAAA queries when the action is `sinkhole`.
+    pub sinkhole_ipv6: Option<Ipv6Addr>,
+    /// Name the feed in the Extended DNS Error text? Some operators would
+    /// rather not tell clients which partner listed a name.
+    pub ede_names_feed: bool,
+    /// Categories whose address indicators take part in the answer-IP
+    /// policy, in every feed (a feed can also opt in with `answer_ip`).
+    pub answer_ip_categories: Vec<String>,
+    /// A feed that loses more than this fraction of its entries at once
+    /// keeps its previous contents (truncated downloads are the common
+    /// cause of a protective DNS losing its protection).
+    pub max_shrink: f64,
+    /// Quiet time after a file event before the rebuild starts, in ms.
+    pub debounce_ms: u64,
+    /// Full rescan of feeds_dir even without file events (network file
+    /// systems lose events), in seconds.
+    pub rescan_secs: u64,
+}
+
+/// Optional per-file settings for a feed in `feeds_dir`.
+// The field order is part of the snapshot fingerprint (the compiler hashes
+// this type's Debug text): reordering costs every resolver one full
+// rebuild at its next start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedConfig {
+    /// File name inside `feeds_dir`.
+    pub file: String,
+    /// Skip content detection.
+    pub format: Option<Format>,
+    /// Category for every entry (overrides the feed's own column).
+    pub category: Option<String>,
+    /// Action for every entry (overrides the format's and the category's).
+    pub action: Option<Action>,
+    /// Trusted enough to list protected names (a national CERT's own feed).
+    pub trusted: bool,
+    /// Its address indicators block answers that resolve into them
+    /// (answer-IP policy).
+    pub answer_ip: bool,
+    /// Refuse the feed when it holds more entries than this (a runaway or
+    /// wrong file is more likely than a real tenfold growth).
+    pub max_entries: Option<usize>,
+}
+
+/// One `[[organisation]]`.
+#[derive(Debug, Clone)]
+pub struct Organisation {
+    pub id: String,
+    pub name: String,
+    pub networks: Vec<IpNet>,
+    /// Lower-case hex.
+    pub token_sha256: Option<String>,
+    /// Normalised names (and everything below them) this organisation
+    /// never has blocked: its own intranet, a supplier a feed wrongly lists.
+    pub allow: Vec<String>,
+    /// Category -> action for this organisation's clients only; beats the
+    /// global `[actions]` and the feed's own action.
+    pub actions: BTreeMap<String, Action>,
+    /// Who this organisation's users should ask about a block (the block
+    /// page shows it instead of `block_page.contact`).
+    pub contact: Option<String>,
+}
+
+/// The page a browser sees when a sinkholed name brings it here.
+#[derive(Debug, Clone, Default)]
+pub struct BlockPageConfig {
+    /// HTTP listener for the block page, e.g. "0.0.0.0:80"; `None` is off.
+    /// Point `sinkhole_ipv4`/`sinkhole_ipv6` at this host.
+    pub listen: Option<SocketAddr>,
+    /// Who to contact about a block, shown on the page.
+    pub contact: String,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Admin HTTP listener (metrics, health, review API and page); `None`
+    /// is off.
+    pub listen: Option<SocketAddr>,
+    /// 64 hex digits, as written.
+    pub operator_token_sha256: Option<String>,
+    /// `/readyz` wants an upstream answer at most this old.
+    pub ready_upstream_secs: u64,
+    /// Without queries, probe the upstream (`. NS`) this often.
+    pub upstream_probe_secs: u64,
+}
+
+/// `[hitlog]`, with absolute paths.
+#[derive(Debug, Clone)]
+pub struct HitlogConfig {
+    /// Off: no hit records at all (no database, no stream); blocking is
+    /// unchanged. For a resolver whose hits are recorded elsewhere, and to
+    /// measure what recording costs.
+    pub enabled: bool,
+    /// At least 1.
+    pub retention_days: u32,
+    /// Also stream every record as a JSON line to this file (rotated daily
+    /// to `NAME-YYYY-MM-DD.jsonl`), for SIEM shippers.
+    pub jsonl: Option<PathBuf>,
+    /// The SQLite database; always `Some` once validated (the default is
+    /// `state_dir/hits.sqlite`).
+    pub database: Option<PathBuf>,
+    /// Record queries that an allow entry let through, too.
+    pub log_allowed: bool,
+    /// Records that may wait for the writer; beyond this they are dropped
+    /// and counted, never waited for.
+    pub channel_capacity: usize,
+    /// Cap on the database file; at the cap writes fail as on a full disk
+    /// (logged, counted, records dropped) until retention frees space.
+    pub max_db_mib: Option<u64>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `portcullis=debug,hickory=warn`.
+    pub level: String,
+    /// `text` (for the journal and terminals) or `json` (one object per
+    /// line, for log shippers).
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    /// The documented defaults (an empty `[log]`).
+    fn default() -> Self {
+        let RawLog { level, format } = RawLog::default();
+        LogConfig { level, format }
+    }
+}
+
+/// A TAXII 2.1 collection pulled into feeds_dir (docs/architecture.md:
+/// the TAXII puller writes files that the normal file-drop path picks up).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaxiiConfig {
+    /// Short name; the feed file is `taxii-<name>.json` in feeds_dir.
+    pub name: String,
+    /// The API root, e.g. `https://taxii.example.org/api1/`.
+    pub url: String,
+    /// Collection id.
+    pub collection: String,
+    /// HTTP Basic user; the password comes from `password_file` or
+    /// `password_env`, never from the config file.
+    pub username: Option<String>,
+    /// Absolute.
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    /// Bearer token instead of Basic auth, from a file (absolute) or the
+    /// environment.
+    pub token_file: Option<PathBuf>,
+    pub token_env: Option<String>,
+    pub poll_interval_secs: u64,
+    /// Objects asked for per page (`limit`).
+    pub page_size: u32,
+}

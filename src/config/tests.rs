@@ -1,0 +1,232 @@
+//! Parsing and validation, through [`Config::from_str`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_str(text, Path::new("/etc/portcullis/portcullis.toml"))
+}
+
+#[test]
+fn empty_config_gets_the_documented_defaults() {
+    let c = parse("").unwrap();
+    assert_eq!(c.server.listen, [SocketAddr::from(([127, 0, 0, 1], 5353))]);
+    assert!(!c.server.allow_unknown_clients);
+    assert_eq!(c.resolver.mode, ResolverMode::Recursive);
+    assert_eq!(
+        c.blocklist.feeds_dir,
+        Path::new("/etc/portcullis/blocklists")
+    );
+    assert_eq!(c.blocklist.state_dir, Path::new("/etc/portcullis/state"));
+    assert_eq!(c.blocklist.policy_ttl, 300);
+    assert_eq!(c.blocklist.default_action, Action::Nxdomain);
+    assert_eq!(
+        c.admin.listen,
+        Some(SocketAddr::from(([127, 0, 0, 1], 9153)))
+    );
+    assert_eq!(c.hitlog.retention_days, 90);
+}
+
+#[test]
+fn every_design_key_is_accepted() {
+    let c = parse(
+        r#"
+        [server]
+        listen = ["127.0.0.1:5353", "[::1]:5353"]
+        allow_unknown_clients = false
+        [resolver]
+        mode = "forward"
+        upstreams = ["9.9.9.9:53", "149.112.112.112"]
+        root_hints = []
+        [blocklist]
+        feeds_dir = "blocklists"
+        state_dir = "/var/lib/portcullis"
+        allow = ["allow.txt"]
+        protected = ["protected.txt"]
+        policy_ttl = 300
+        default_action = "nxdomain"
+        [actions]
+        malware = "refused"
+        phishing = "nodata"
+        [[feed]]
+        file = "partner.txt"
+        format = "plain"
+        category = "malware"
+        action = "nxdomain"
+        [[organisation]]
+        id = "council-a"
+        name = "Council A"
+        networks = ["10.1.0.0/16", "2001:db8:1::/48"]
+        token_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        [admin]
+        listen = "127.0.0.1:9153"
+        operator_token_sha256 = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08"
+        [hitlog]
+        retention_days = 90
+        jsonl = "/var/log/portcullis/hits.jsonl"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.resolver.upstreams[1],
+        SocketAddr::from(([149, 112, 112, 112], 53))
+    );
+    assert_eq!(
+        c.blocklist.allow,
+        [PathBuf::from("/etc/portcullis/allow.txt")]
+    );
+    assert_eq!(c.blocklist.state_dir, Path::new("/var/lib/portcullis"));
+    assert_eq!(c.actions["malware"], Action::Refused);
+    assert_eq!(c.organisations[0].networks.len(), 2);
+}
+
+#[test]
+fn unknown_key_is_named_with_the_file() {
+    let err = parse("[server]\nlisten = [\"127.0.0.1:53\"]\nlisen = 1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/etc/portcullis/portcullis.toml"), "{err}");
+    assert!(err.contains("lisen"), "{err}");
+    let err = parse("[blocklists]\n").unwrap_err().to_string();
+    assert!(err.contains("blocklists"), "{err}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let err = parse("[resolver]\nmode = \"forward\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("resolver.upstreams"), "{err}");
+    let err = parse("[resolver]\nmode = \"forward\"\nupstreams = [\"nine\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("resolver.upstreams[0]"), "{err}");
+    let err = parse("[resolver]\nmode = \"iterative\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("iterative"), "{err}");
+    let err = parse("[blocklist]\ndefault_action = \"sinkhole\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sinkhole_ipv4"), "{err}");
+    let err = parse("[[organisation]]\nid = \"a\"\n[[organisation]]\nid = \"a\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("organisation[1].id"), "{err}");
+    let err = parse("[[organisation]]\nid = \"a\"\ntoken_sha256 = \"secret\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("organisation[0].token_sha256"), "{err}");
+    let err = parse("[[organisation]]\nid = \"a\"\nnetworks = [\"10.0.0.0/33\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("networks"), "{err}");
+    let err = parse(
+        "[[taxii]]\nname = \"a\"\nurl = \"http://taxii.example/api1/\"\ncollection = \"c\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("taxii[0].url") && err.contains("https"),
+        "{err}"
+    );
+    let err = parse("[[taxii]]\nname = \"a\"\nurl = \"https://taxii.example/api1/\"\ncollection = \"c\"\npassword = \"x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown field `password`"),
+        "passwords never in the config: {err}"
+    );
+    let err = parse("[[taxii]]\nname = \"a\"\nurl = \"https://t.example/\"\ncollection = \"c\"\npassword_env = \"P\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("taxii[0].username"), "{err}");
+    let err = parse("[resolver]\nroot_hints = [\"127.0.0.1:5300\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("resolver.root_hints[0]"), "{err}");
+}
+
+/// A config file in a temporary folder with a `feeds` folder beside it
+/// holding `present.txt`.
+fn with_feeds_dir(extra: &str) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    std::fs::create_dir(dir.path().join("feeds")).expect("feeds folder");
+    std::fs::write(dir.path().join("feeds/present.txt"), "a.example\n").expect("feed file");
+    let text = format!("[blocklist]\nfeeds_dir = \"feeds\"\n{extra}");
+    let config = Config::from_str(&text, &dir.path().join("p.toml"));
+    (dir, config)
+}
+
+#[test]
+fn a_feed_file_missing_from_feeds_dir_is_a_warning_naming_key_and_file() {
+    let (dir, c) = with_feeds_dir(
+        "[[feed]]\nfile = \"present.txt\"\ncategory = \"malware\"\n\
+         [[feed]]\nfile = \"malwre.txt\"\ncategory = \"malware\"\n",
+    );
+    let c = c.unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    let w = &c.warnings[0];
+    assert!(w.starts_with("key `feed[1].file`: "), "{w}");
+    assert!(w.contains("\"malwre.txt\""), "{w}");
+    assert!(
+        w.contains(&dir.path().join("feeds").display().to_string()),
+        "{w}"
+    );
+    // The settings are kept: they apply once the file arrives.
+    assert!(c.feed_settings("malwre.txt").is_some());
+}
+
+#[test]
+fn a_feed_file_is_not_checked_without_feeds_dir_or_when_taxii_writes_it() {
+    let c = parse("[[feed]]\nfile = \"partner.txt\"\n").unwrap();
+    assert!(c.warnings.is_empty(), "no feeds_dir: {:?}", c.warnings);
+    let (_dir, c) = with_feeds_dir(
+        "[[feed]]\nfile = \"taxii-ais.json\"\ncategory = \"malware\"\n\
+         [[taxii]]\nname = \"ais\"\nurl = \"https://taxii.example/api1/\"\ncollection = \"c\"\n",
+    );
+    let c = c.unwrap();
+    assert!(c.warnings.is_empty(), "pulled later: {:?}", c.warnings);
+}
+
+#[test]
+fn a_feed_file_the_compiler_skips_is_an_error() {
+    for name in ["README.md", "list.txt.part", ".hidden"] {
+        let err = parse(&format!("[[feed]]\nfile = \"{name}\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("feed[0].file") && err.contains(name) && err.contains("never read"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn an_organisation_sinkholing_without_addresses_is_named() {
+    let org = "[[organisation]]\nid = \"a\"\n\
+               [[organisation]]\nid = \"council-b\"\nactions = { malware = \"sinkhole\" }\n";
+    let err = parse(org).unwrap_err().to_string();
+    assert!(err.contains("organisation[1].actions.malware"), "{err}");
+    assert!(err.contains("\"council-b\""), "{err}");
+    assert!(err.contains("sinkhole_ipv4"), "{err}");
+    let c = parse(&format!("[blocklist]\nsinkhole_ipv6 = \"::1\"\n{org}")).unwrap();
+    assert_eq!(c.organisations[1].actions["malware"], Action::Sinkhole);
+}
+
+#[test]
+fn upstreams_in_recursive_mode_are_a_warning() {
+    let c = parse("[resolver]\nupstreams = [\"9.9.9.9\"]\n").unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].starts_with("key `resolver.upstreams`: ")
+            && c.warnings[0].contains("recursive"),
+        "{:?}",
+        c.warnings
+    );
+    let c = parse("[resolver]\nmode = \"forward\"\nupstreams = [\"9.9.9.9\"]\n").unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(parse("").unwrap().warnings.is_empty());
+}

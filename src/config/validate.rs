@@ -1,0 +1,506 @@
+//! Raw sections in, validated sections out: one function per section,
+//! called in turn by [`super::Config::from_raw`], each naming the
+//! offending key in its error. Checks that span sections (the sinkhole
+//! addresses, the feed files) are functions of their own.
+//!
+//! Over 400 lines: some forty checks, each a multi-line error naming its
+//! key; split by section they would share nothing but the [`Checker`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+
+use super::ConfigError;
+use super::raw::{
+    RawAdmin, RawBlockPage, RawBlocklist, RawFeed, RawHitlog, RawLog, RawOrganisation, RawResolver,
+    RawServer, RawTaxii, ResolverMode,
+};
+use super::sections::{
+    AdminConfig, BlockPageConfig, BlocklistConfig, FeedConfig, HitlogConfig, LogConfig,
+    Organisation, ResolverConfig, ServerConfig, TaxiiConfig,
+};
+use crate::policy::Action;
+
+/// Where the config came from, and the warnings found so far.
+pub(super) struct Checker {
+    path: PathBuf,
+    /// The config file's folder: relative paths are relative to it.
+    base: PathBuf,
+    warnings: Vec<String>,
+}
+
+impl Checker {
+    pub(super) fn new(path: &Path) -> Self {
+        Checker {
+            path: path.to_path_buf(),
+            base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn invalid(&self, key: &str, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            key: key.to_owned(),
+            message,
+        }
+    }
+
+    fn warn(&mut self, key: &str, message: String) {
+        self.warnings.push(format!("key `{key}`: {message}"));
+    }
+
+    fn rel(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    pub(super) fn into_warnings(self) -> Vec<String> {
+        self.warnings
+    }
+}
+
+pub(super) fn server(raw: RawServer, cx: &Checker) -> Result<ServerConfig, ConfigError> {
+    if raw.workers > 1024 {
+        return Err(cx.invalid(
+            "server.workers",
+            format!(
+                "{} is too many; at most 1024 (0 = one per CPU)",
+                raw.workers
+            ),
+        ));
+    }
+    if raw.listen.is_empty() {
+        return Err(cx.invalid("server.listen", "needs at least one address".into()));
+    }
+    Ok(ServerConfig {
+        listen: raw.listen,
+        allow_unknown_clients: raw.allow_unknown_clients,
+        tcp_timeout_secs: raw.tcp_timeout_secs,
+        shutdown_grace_secs: raw.shutdown_grace_secs,
+        workers: raw.workers,
+    })
+}
+
+/// Upstreams are parsed in either mode (a bad one is an error even where
+/// it is ignored), but only forward mode uses them: in recursive mode a
+/// non-empty list is a warning.
+pub(super) fn resolver(raw: RawResolver, cx: &mut Checker) -> Result<ResolverConfig, ConfigError> {
+    let mut upstreams = Vec::new();
+    for (i, text) in raw.upstreams.iter().enumerate() {
+        let addr = parse_server_addr(text).ok_or_else(|| {
+            cx.invalid(
+                &format!("resolver.upstreams[{i}]"),
+                format!("{text:?} is not an address or address:port"),
+            )
+        })?;
+        upstreams.push(addr);
+    }
+    if raw.mode == ResolverMode::Forward && upstreams.is_empty() {
+        return Err(cx.invalid(
+            "resolver.upstreams",
+            "forward mode needs at least one upstream".into(),
+        ));
+    }
+    if raw.mode == ResolverMode::Recursive && !upstreams.is_empty() {
+        cx.warn(
+            "resolver.upstreams",
+            "ignored in recursive mode (only mode = \"forward\" uses upstreams)".into(),
+        );
+    }
+    let mut root_hints = Vec::new();
+    for (i, text) in raw.root_hints.iter().enumerate() {
+        let key = format!("resolver.root_hints[{i}]");
+        let addr = parse_server_addr(text)
+            .ok_or_else(|| cx.invalid(&key, format!("{text:?} is not an IP address")))?;
+        if addr.port() != 53 {
+            return Err(cx.invalid(
+                &key,
+                "root servers are queried on port 53; give the address only".into(),
+            ));
+        }
+        root_hints.push(addr.ip());
+    }
+    if raw.timeout_ms == 0 {
+        return Err(cx.invalid("resolver.timeout_ms", "must be above 0".into()));
+    }
+    Ok(ResolverConfig {
+        mode: raw.mode,
+        upstreams,
+        root_hints,
+        allow_server_networks: raw.allow_server_networks,
+        timeout_ms: raw.timeout_ms,
+        cache_size: raw.cache_size,
+        packet_cache_size: raw.packet_cache_size,
+    })
+}
+
+pub(super) fn blocklist(raw: RawBlocklist, cx: &Checker) -> Result<BlocklistConfig, ConfigError> {
+    if !(0.0..=1.0).contains(&raw.max_shrink) {
+        return Err(cx.invalid(
+            "blocklist.max_shrink",
+            "a fraction from 0.0 to 1.0 (0.5 = refuse losing half)".into(),
+        ));
+    }
+    if raw.rescan_secs == 0 {
+        return Err(cx.invalid("blocklist.rescan_secs", "must be above 0".into()));
+    }
+    if raw.policy_ttl > 86_400 {
+        return Err(cx.invalid("blocklist.policy_ttl", "at most 86400 seconds".into()));
+    }
+    Ok(BlocklistConfig {
+        feeds_dir: cx.rel(&raw.feeds_dir),
+        state_dir: cx.rel(&raw.state_dir),
+        allow: raw.allow.iter().map(|p| cx.rel(p)).collect(),
+        protected: raw.protected.iter().map(|p| cx.rel(p)).collect(),
+        policy_ttl: raw.policy_ttl,
+        default_action: raw.default_action,
+        sinkhole_ipv4: raw.sinkhole_ipv4,
+        sinkhole_ipv6: raw.sinkhole_ipv6,
+        ede_names_feed: raw.ede_names_feed,
+        answer_ip_categories: raw.answer_ip_categories,
+        max_shrink: raw.max_shrink,
+        debounce_ms: raw.debounce_ms,
+        rescan_secs: raw.rescan_secs,
+    })
+}
+
+fn has_sinkhole(blocklist: &BlocklistConfig) -> bool {
+    blocklist.sinkhole_ipv4.is_some() || blocklist.sinkhole_ipv6.is_some()
+}
+
+/// The `sinkhole` action, used globally or by a feed, needs an address to
+/// answer with. (An organisation's own actions are checked with the
+/// organisation, so the error can name it.)
+pub(super) fn sinkhole(
+    blocklist: &BlocklistConfig,
+    actions: &BTreeMap<String, Action>,
+    feeds: &[RawFeed],
+    cx: &Checker,
+) -> Result<(), ConfigError> {
+    let sinkhole_used = blocklist.default_action == Action::Sinkhole
+        || actions.values().any(|a| *a == Action::Sinkhole)
+        || feeds.iter().any(|f| f.action == Some(Action::Sinkhole));
+    if sinkhole_used && !has_sinkhole(blocklist) {
+        return Err(cx.invalid(
+            "blocklist.sinkhole_ipv4",
+            "the `sinkhole` action is used, so set sinkhole_ipv4 and/or sinkhole_ipv6".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Names only: whether the files are there is [`feed_files_present`]'s
+/// question. A name the compiler never reads as a feed (a temporary or
+/// documentation name) is an error, since its settings could never apply.
+pub(super) fn feeds(raw: Vec<RawFeed>, cx: &Checker) -> Result<Vec<FeedConfig>, ConfigError> {
+    let mut seen_files = HashSet::new();
+    for (i, feed) in raw.iter().enumerate() {
+        let key = format!("feed[{i}].file");
+        if feed.file.is_empty() || feed.file.contains('/') || feed.file.contains('\\') {
+            return Err(cx.invalid(
+                &key,
+                format!("{:?} must be a file name inside feeds_dir", feed.file),
+            ));
+        }
+        if !seen_files.insert(feed.file.as_str()) {
+            return Err(cx.invalid(&key, format!("{:?} is configured twice", feed.file)));
+        }
+        if !crate::blocklist::is_feed_file_name(&feed.file) {
+            return Err(cx.invalid(
+                &key,
+                format!(
+                    "{:?} is never read as a feed (names starting with `.` or `README`, \
+                     or ending in `.tmp`, `.part`, `~` or `.md`, are skipped)",
+                    feed.file
+                ),
+            ));
+        }
+    }
+    Ok(raw
+        .into_iter()
+        .map(|f| FeedConfig {
+            file: f.file,
+            format: f.format,
+            category: f.category,
+            action: f.action,
+            trusted: f.trusted,
+            answer_ip: f.answer_ip,
+            max_entries: f.max_entries,
+        })
+        .collect())
+}
+
+/// A `[[feed]]` whose file is not in feeds_dir is a warning, not an error:
+/// feeds arrive and leave by file drop while the resolver runs (and a
+/// TAXII source's file appears only after its first pull, which itself
+/// needs this config), so refusing to start would turn a late delivery or
+/// a deliberate deletion into an outage. A file a configured `[[taxii]]`
+/// source writes is not warned about, nor is anything when feeds_dir
+/// itself is missing (the compiler reports that).
+pub(super) fn feed_files_present(
+    feeds: &[FeedConfig],
+    feeds_dir: &Path,
+    taxii: &[TaxiiConfig],
+    cx: &mut Checker,
+) {
+    if !feeds_dir.is_dir() {
+        return;
+    }
+    let pulled: HashSet<String> = taxii.iter().map(crate::taxii::feed_file_name).collect();
+    for (i, feed) in feeds.iter().enumerate() {
+        // is_file follows links, as the compiler's listing does: a
+        // dangling link is no feed.
+        if pulled.contains(&feed.file) || feeds_dir.join(&feed.file).is_file() {
+            continue;
+        }
+        cx.warn(
+            &format!("feed[{i}].file"),
+            format!(
+                "no file {:?} in feeds_dir {}: its settings apply only once it arrives",
+                feed.file,
+                feeds_dir.display()
+            ),
+        );
+    }
+}
+
+/// An organisation that uses the `sinkhole` action needs the blocklist's
+/// sinkhole addresses, like any other use of it.
+pub(super) fn organisations(
+    raw: Vec<RawOrganisation>,
+    blocklist: &BlocklistConfig,
+    cx: &Checker,
+) -> Result<Vec<Organisation>, ConfigError> {
+    let mut organisations = Vec::new();
+    let mut seen_ids = HashSet::new();
+    for (i, org) in raw.into_iter().enumerate() {
+        if org.id.is_empty()
+            || !org
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(cx.invalid(
+                &format!("organisation[{i}].id"),
+                format!("{:?}: use letters, digits, - and _", org.id),
+            ));
+        }
+        if !seen_ids.insert(org.id.clone()) {
+            return Err(cx.invalid(
+                &format!("organisation[{i}].id"),
+                format!("{:?} is used twice", org.id),
+            ));
+        }
+        if let Some(token) = &org.token_sha256 {
+            check_sha256(token)
+                .map_err(|m| cx.invalid(&format!("organisation[{i}].token_sha256"), m))?;
+        }
+        let mut allow = Vec::new();
+        for (j, name) in org.allow.iter().enumerate() {
+            allow.push(crate::domain::normalize(name).map_err(|e| {
+                cx.invalid(
+                    &format!("organisation[{i}].allow[{j}]"),
+                    format!("{name:?}: {e}"),
+                )
+            })?);
+        }
+        let sinkholed = org.actions.iter().find(|(_, a)| **a == Action::Sinkhole);
+        if let Some((category, _)) = sinkholed
+            && !has_sinkhole(blocklist)
+        {
+            return Err(cx.invalid(
+                &format!("organisation[{i}].actions.{category}"),
+                format!(
+                    "organisation {:?} uses the `sinkhole` action, so set \
+                     blocklist.sinkhole_ipv4 and/or blocklist.sinkhole_ipv6",
+                    org.id
+                ),
+            ));
+        }
+        organisations.push(Organisation {
+            name: org.name.unwrap_or_else(|| org.id.clone()),
+            id: org.id,
+            networks: org.networks.iter().map(IpNet::trunc).collect(),
+            token_sha256: org.token_sha256.map(|t| t.to_ascii_lowercase()),
+            allow,
+            actions: org.actions,
+            contact: org.contact,
+        });
+    }
+    Ok(organisations)
+}
+
+pub(super) fn admin(raw: RawAdmin, cx: &Checker) -> Result<AdminConfig, ConfigError> {
+    if let Some(token) = &raw.operator_token_sha256 {
+        check_sha256(token).map_err(|m| cx.invalid("admin.operator_token_sha256", m))?;
+    }
+    Ok(AdminConfig {
+        listen: raw.listen,
+        operator_token_sha256: raw.operator_token_sha256,
+        ready_upstream_secs: raw.ready_upstream_secs,
+        upstream_probe_secs: raw.upstream_probe_secs,
+    })
+}
+
+/// Nothing to check: serde already parsed the address.
+pub(super) fn block_page(raw: RawBlockPage) -> BlockPageConfig {
+    BlockPageConfig {
+        listen: raw.listen,
+        contact: raw.contact,
+    }
+}
+
+pub(super) fn hitlog(
+    raw: RawHitlog,
+    state_dir: &Path,
+    cx: &Checker,
+) -> Result<HitlogConfig, ConfigError> {
+    if raw.retention_days == 0 {
+        return Err(cx.invalid("hitlog.retention_days", "must be at least 1".into()));
+    }
+    if raw.channel_capacity == 0 {
+        return Err(cx.invalid("hitlog.channel_capacity", "must be at least 1".into()));
+    }
+    Ok(HitlogConfig {
+        enabled: raw.enabled,
+        retention_days: raw.retention_days,
+        jsonl: raw.jsonl.map(|p| cx.rel(&p)),
+        database: Some(
+            raw.database
+                .map(|p| cx.rel(&p))
+                .unwrap_or_else(|| state_dir.join("hits.sqlite")),
+        ),
+        log_allowed: raw.log_allowed,
+        channel_capacity: raw.channel_capacity,
+        max_db_mib: raw.max_db_mib,
+    })
+}
+
+pub(super) fn log(raw: RawLog, cx: &Checker) -> Result<LogConfig, ConfigError> {
+    if tracing_subscriber::EnvFilter::try_new(&raw.level).is_err() {
+        return Err(cx.invalid(
+            "log.level",
+            format!("{:?} is not a log filter (try \"info\")", raw.level),
+        ));
+    }
+    Ok(LogConfig {
+        level: raw.level,
+        format: raw.format,
+    })
+}
+
+pub(super) fn taxii(raw: Vec<RawTaxii>, cx: &Checker) -> Result<Vec<TaxiiConfig>, ConfigError> {
+    let mut taxii = Vec::new();
+    let mut seen_names = HashSet::new();
+    for (i, t) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("taxii[{i}].{k}");
+        if t.name.is_empty()
+            || !t
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(cx.invalid(
+                &key("name"),
+                format!("{:?}: use letters, digits, - and _", t.name),
+            ));
+        }
+        if !seen_names.insert(t.name.clone()) {
+            return Err(cx.invalid(&key("name"), format!("{:?} is used twice", t.name)));
+        }
+        check_taxii_url(&t.url).map_err(|m| cx.invalid(&key("url"), m))?;
+        if t.password_file.is_some() && t.password_env.is_some() {
+            return Err(cx.invalid(
+                &key("password_file"),
+                "give password_file or password_env, not both".into(),
+            ));
+        }
+        if t.token_file.is_some() && t.token_env.is_some() {
+            return Err(cx.invalid(
+                &key("token_file"),
+                "give token_file or token_env, not both".into(),
+            ));
+        }
+        let has_password = t.password_file.is_some() || t.password_env.is_some();
+        let has_token = t.token_file.is_some() || t.token_env.is_some();
+        if has_password && t.username.is_none() {
+            return Err(cx.invalid(&key("username"), "a password needs a username".into()));
+        }
+        if has_password && has_token {
+            return Err(cx.invalid(
+                &key("token_file"),
+                "use a password or a token, not both".into(),
+            ));
+        }
+        if t.poll_interval_secs < 60 {
+            return Err(cx.invalid(
+                &key("poll_interval_secs"),
+                "at least 60 seconds (be kind to the server)".into(),
+            ));
+        }
+        if t.page_size == 0 {
+            return Err(cx.invalid(&key("page_size"), "must be above 0".into()));
+        }
+        taxii.push(TaxiiConfig {
+            password_file: t.password_file.as_ref().map(|p| cx.rel(p)),
+            token_file: t.token_file.as_ref().map(|p| cx.rel(p)),
+            name: t.name,
+            url: t.url,
+            collection: t.collection,
+            username: t.username,
+            password_env: t.password_env,
+            token_env: t.token_env,
+            poll_interval_secs: t.poll_interval_secs,
+            page_size: t.page_size,
+        });
+    }
+    Ok(taxii)
+}
+
+/// `1.2.3.4`, `1.2.3.4:5353`, `::1`, `[::1]:5353`.
+fn parse_server_addr(text: &str) -> Option<SocketAddr> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    text.parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 53))
+}
+
+/// TAXII over HTTPS; plain HTTP only to a loopback address (a local relay
+/// or a test server), never across a network.
+fn check_taxii_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match parsed.host() {
+                Some(url::Host::Ipv4(a)) => a.is_loopback(),
+                Some(url::Host::Ipv6(a)) => a.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err("plain http is only allowed to a loopback address; use https".into())
+            }
+        }
+        other => Err(format!("scheme {other:?}: use https")),
+    }
+}
+
+fn check_sha256(token: &str) -> Result<(), String> {
+    if token.len() == 64 && token.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err("must be 64 hex digits (the SHA-256 of the token, not the token)".into())
+    }
+}
