@@ -84,7 +84,9 @@ pub enum Upstream {
     // Both boxed: they differ in size by hundreds of bytes and the enum is
     // built once, so the indirection costs nothing.
     Forward(Box<TokioResolver>),
-    Recursive(Box<Recursor<TokioRuntimeProvider>>),
+    /// With the time one whole resolution may take (`timeout_ms`): the
+    /// recursor's own limit is per server query and fixed.
+    Recursive(Box<Recursor<TokioRuntimeProvider>>, Duration),
 }
 
 impl Upstream {
@@ -135,7 +137,9 @@ impl Upstream {
                     ..RecursorOptions::default()
                 };
                 Recursor::with_options(&roots, options, provider)
-                    .map(|r| Upstream::Recursive(Box::new(r)))
+                    .map(|r| {
+                        Upstream::Recursive(Box::new(r), Duration::from_millis(config.timeout_ms))
+                    })
                     .map_err(|e| e.to_string())
             }
         }
@@ -158,17 +162,17 @@ impl Upstream {
                 }),
                 Err(e) => negative_from_net(e),
             },
-            Upstream::Recursive(recursor) => {
-                match recursor
-                    .resolve(Query::query(name, rtype), Instant::now(), dnssec_ok)
-                    .await
-                {
-                    Ok(message) => Ok(Answer {
+            Upstream::Recursive(recursor, limit) => {
+                let resolution =
+                    recursor.resolve(Query::query(name, rtype), Instant::now(), dnssec_ok);
+                match tokio::time::timeout(*limit, resolution).await {
+                    Ok(Ok(message)) => Ok(Answer {
                         rcode: message.metadata.response_code,
                         answers: message.answers.clone(),
                         authorities: message.authorities.clone(),
                     }),
-                    Err(e) => negative_from_recursor(e),
+                    Ok(Err(e)) => negative_from_recursor(e),
+                    Err(_) => Err(UpstreamError::Timeout),
                 }
             }
         }

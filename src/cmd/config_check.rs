@@ -41,6 +41,9 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         config.organisations.len(),
         config.taxii.len()
     );
+    for warning in &config.warnings {
+        println!("warning: {warning}");
+    }
     if problems.is_empty() {
         println!("config OK");
         return Ok(ExitCode::SUCCESS);

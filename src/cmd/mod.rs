@@ -51,4 +51,8 @@ pub fn init_tracing(config: &Config) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
+    // Validation only collects these; they are logged once there is a log.
+    for warning in &config.warnings {
+        tracing::warn!(config = %config.path.display(), "{warning}");
+    }
 }

@@ -110,8 +110,9 @@ pub struct RawResolver {
     pub root_hints: Vec<String>,
     #[serde(default)]
     pub allow_server_networks: Vec<IpNet>,
-    #[serde(default = "default_upstream_timeout")]
-    pub timeout_ms: u64,
+    /// Unset: 2000 in forward mode, 5000 in recursive mode.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
     #[serde(default = "default_cache_size")]
     pub cache_size: u64,
     /// 0 turns the packet cache off.
@@ -126,15 +127,11 @@ impl Default for RawResolver {
             upstreams: Vec::new(),
             root_hints: Vec::new(),
             allow_server_networks: Vec::new(),
-            timeout_ms: default_upstream_timeout(),
+            timeout_ms: None,
             cache_size: default_cache_size(),
             packet_cache_size: default_packet_cache_size(),
         }
     }
-}
-
-fn default_upstream_timeout() -> u64 {
-    2000
 }
 
 fn default_cache_size() -> u64 {

@@ -69,7 +69,8 @@ pub struct ResolverConfig {
     /// Recursive mode: networks that may be queried although they are
     /// private or loopback (a lab root, split-horizon authorities, tests).
     pub allow_server_networks: Vec<IpNet>,
-    /// Upstream query timeout in milliseconds; above 0.
+    /// Milliseconds, above 0: each upstream query in forward mode, the
+    /// whole resolution in recursive mode.
     pub timeout_ms: u64,
     /// Answer cache entries.
     pub cache_size: u64,

@@ -126,7 +126,14 @@ pub(super) fn resolver(raw: RawResolver, cx: &mut Checker) -> Result<ResolverCon
         }
         root_hints.push(addr.ip());
     }
-    if raw.timeout_ms == 0 {
+    // Forward mode: each upstream query (tried twice). Recursive mode: the
+    // whole resolution from the root, which takes several round trips, so
+    // its default is what a stub resolver waits before retrying.
+    let timeout_ms = raw.timeout_ms.unwrap_or(match raw.mode {
+        ResolverMode::Forward => 2000,
+        ResolverMode::Recursive => 5000,
+    });
+    if timeout_ms == 0 {
         return Err(cx.invalid("resolver.timeout_ms", "must be above 0".into()));
     }
     Ok(ResolverConfig {
@@ -134,7 +141,7 @@ pub(super) fn resolver(raw: RawResolver, cx: &mut Checker) -> Result<ResolverCon
         upstreams,
         root_hints,
         allow_server_networks: raw.allow_server_networks,
-        timeout_ms: raw.timeout_ms,
+        timeout_ms,
         cache_size: raw.cache_size,
         packet_cache_size: raw.packet_cache_size,
     })

@@ -102,3 +102,41 @@ fn recursive_mode_iterates_from_configured_root_hints() {
     );
     assert_blocked_nxdomain(&reply, "evil.example.test", 300);
 }
+
+#[test]
+fn timeout_ms_limits_a_whole_recursive_resolution() {
+    // A root that takes every query and never answers: over UDP it reads
+    // nothing, over TCP the connection is queued and never served.
+    const SILENT_ROOT: &str = "127.0.53.9";
+    let Ok(_udp) = std::net::UdpSocket::bind((SILENT_ROOT, 53)) else {
+        eprintln!("SKIPPED recursive timeout test: cannot bind {SILENT_ROOT}:53 (needs root)");
+        return;
+    };
+    let _tcp = std::net::TcpListener::bind((SILENT_ROOT, 53)).expect("bind TCP beside UDP");
+    let setup = Setup::new();
+    setup.write("feeds/threats.txt", "evil.example.test\n");
+    let config = setup.config(&format!(
+        "[resolver]\nmode = \"recursive\"\nroot_hints = [\"{SILENT_ROOT}\"]\n\
+         allow_server_networks = [\"127.0.53.0/24\"]\ntimeout_ms = 400\n"
+    ));
+    let server = Server::start(&config);
+    // The recursor alone would wait 5 s per server query, past the test
+    // client's 5 s; with the limit the client gets SERVFAIL well before.
+    let reply = query(
+        server.addr,
+        "www.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail, "{reply}");
+    // A blocked name is still answered from the list, upstream or not.
+    let reply = query(
+        server.addr,
+        "evil.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
+    assert_blocked_nxdomain(&reply, "evil.example.test", 300);
+}
