@@ -2,7 +2,7 @@
 //! log listing over them.
 //!
 //! The data set (deterministic, built once into
-//! `target/bench-hitlog/hits.sqlite` and reused; delete it to rebuild):
+//! `target/bench-hitlog/hits.sqlite` and reused; delete it to reload):
 //! 30 days, 100 organisations with 80 clients each. Every client beacons
 //! to 1-3 of 2,000 malware names about 20 times a day (an infected
 //! machine calling its C2): about 9.5 million records. On top, 500,000

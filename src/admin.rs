@@ -39,8 +39,8 @@ use sha2::{Digest, Sha256};
 use crate::config::Config;
 use crate::hitlog::store::{Cursor, Filter, Store, StoreError};
 use crate::hitlog::{now_ms, parse_time};
-use crate::metrics;
-use crate::report::{self, Format};
+use crate::report::{self, OutputFormat};
+use crate::telemetry;
 
 /// Everything the admin routes read.
 pub struct AdminState {
@@ -200,7 +200,7 @@ impl From<StoreError> for ApiError {
 }
 
 fn denied(reason: &'static str) {
-    ::metrics::counter!(metrics::API_DENIED, "reason" => reason).increment(1);
+    ::metrics::counter!(telemetry::API_DENIED, "reason" => reason).increment(1);
 }
 
 impl AdminState {
@@ -433,9 +433,9 @@ async fn run_report(
     org: Option<String>,
 ) -> Result<Response, ApiError> {
     let format = match params.format.as_deref().unwrap_or("json") {
-        "json" => Format::Json,
-        "csv" => Format::Csv,
-        "html" => Format::Html,
+        "json" => OutputFormat::Json,
+        "csv" => OutputFormat::Csv,
+        "html" => OutputFormat::Html,
         other => return Err(bad(format!("format {other:?}: use json, csv or html"))),
     };
     let mut filter = params.filter(org)?;
@@ -452,11 +452,11 @@ async fn run_report(
     let db = state.database.clone();
     let r = blocking(move || Store::open_reader(&db)?.report(&filter, since, until, top)).await?;
     let response = match format {
-        Format::Json => axum::Json(r).into_response(),
+        OutputFormat::Json => axum::Json(r).into_response(),
         other => {
             let body = report::report(&r, other)
                 .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            let content_type = if other == Format::Csv {
+            let content_type = if other == OutputFormat::Csv {
                 "text/csv; charset=utf-8"
             } else {
                 "text/html; charset=utf-8"

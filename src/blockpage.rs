@@ -144,7 +144,7 @@ async fn page(
         None => None,
     };
     let outcome = if hit.is_some() { "found" } else { "not_found" };
-    ::metrics::counter!(crate::metrics::BLOCK_PAGE_VIEWS, "record" => outcome).increment(1);
+    ::metrics::counter!(crate::telemetry::BLOCK_PAGE_VIEWS, "record" => outcome).increment(1);
     let policy = state.orgs.lookup(client).map(|o| state.orgs.policy(o));
     let organisation = policy.map_or("your organisation", |p| p.name.as_str());
     let contact = policy

@@ -17,7 +17,7 @@ use crate::blocklist::BlocklistHandle;
 use crate::hitlog::now_ms;
 use crate::lifecycle::Lifecycle;
 
-/// Shared health state; every field is an atomic, so the query path only
+/// TcpHandler health state; every field is an atomic, so the query path only
 /// does a relaxed load (and a store at most once a second).
 pub struct Health {
     pub dns_bound: AtomicBool,

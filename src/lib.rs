@@ -13,7 +13,7 @@
 //!
 //! * [`config`]: the TOML file, defaults and validation.
 //! * [`domain`]: the one name normaliser and the reversed-label key.
-//! * [`feeds`]: one parser per feed format, all producing an `Indicator`.
+//! * [`formats`]: one parser per feed format, all producing an `Indicator`.
 //! * [`blocklist`]: compile indicators into the fst; the lookup walk; the
 //!   `ArcSwap` handle queries read through.
 //! * [`policy`]: block actions and how one is chosen.
@@ -26,13 +26,13 @@
 //! * [`hitlog`]: hit records, the writer thread, the SQLite store.
 //! * [`report`]: organisation reports rendered as text, CSV, JSON, HTML.
 //! * [`summary`]: the human-readable output of `compile` and `check`.
-//! * [`metrics`]: metric names and the Prometheus recorder.
+//! * [`telemetry`]: metric names and the Prometheus recorder.
 //! * [`admin`]: the admin HTTP listener: metrics, health, review API, web page.
 //! * [`blockpage`]: the page a sinkholed browser lands on.
 //! * [`health`]: what makes the resolver ready to take traffic.
 //! * [`lifecycle`]: systemd notifications, signals, draining on shutdown.
 //! * [`taxii`]: pulls TAXII 2.1 collections into feeds_dir.
-//! * [`watch`]: file drops, SIGHUP, rescans -> debounced rebuild -> swap.
+//! * [`watch`]: file drops, SIGHUP, rescans -> debounced reload -> swap.
 
 #![deny(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -43,12 +43,11 @@ pub mod blockpage;
 pub mod clock;
 pub mod config;
 pub mod domain;
-pub mod feeds;
+pub mod formats;
 pub mod health;
 pub mod hitlog;
 pub mod lifecycle;
 pub mod memory;
-pub mod metrics;
 pub mod orgs;
 pub mod policy;
 pub mod prefix;
@@ -58,4 +57,5 @@ pub mod serve;
 pub mod server;
 pub mod summary;
 pub mod taxii;
+pub mod telemetry;
 pub mod watch;

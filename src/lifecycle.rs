@@ -21,7 +21,7 @@ const STRIPES: usize = 32;
 #[derive(Default)]
 struct Stripe(AtomicIsize);
 
-/// Shared between the handler and the shutdown path.
+/// TcpHandler between the handler and the shutdown path.
 pub struct Lifecycle {
     draining: AtomicBool,
     in_flight: [Stripe; STRIPES],
@@ -174,13 +174,13 @@ impl ShutdownSignal {
     }
 }
 
-/// SIGHUP (`systemctl reload`) forces a blocklist rebuild.
+/// SIGHUP (`systemctl reload`) forces a blocklist reload.
 pub fn spawn_sighup(tx: tokio::sync::mpsc::Sender<crate::watch::Trigger>) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: rebuilding the blocklist");
+            tracing::info!("SIGHUP: reloading the blocklist");
             let _ = tx.send(crate::watch::Trigger::Signal).await;
         }
     });

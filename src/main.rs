@@ -13,7 +13,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use cmd::UsageError;
-use cmd::review::{FilterArgs, OutputFormat};
+use cmd::review::FilterArgs;
+use portcullis::report::OutputFormat;
 
 const EX_USAGE: u8 = 64;
 

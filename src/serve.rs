@@ -19,7 +19,7 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::blocklist::{self, BlocklistHandle, CompileReport, Compiler, Fingerprint, snapshot};
+use crate::blocklist::{self, BlocklistHandle, CompileSummary, Compiler, Fingerprint, snapshot};
 use crate::config::Config;
 use crate::health::{self, Health};
 use crate::hitlog;
@@ -183,7 +183,7 @@ fn spawn(
     started: Instant,
 ) -> anyhow::Result<Running> {
     if let Some(prometheus) = &prometheus {
-        tokio::spawn(crate::metrics::upkeep(prometheus.clone()));
+        tokio::spawn(crate::telemetry::upkeep(prometheus.clone()));
     }
     let Loaded {
         handle,
@@ -332,7 +332,7 @@ impl Running {
 }
 
 /// One line per feed after the start-up compile.
-fn log_feeds(report: &CompileReport) {
+fn log_feeds(report: &CompileSummary) {
     for feed in &report.feeds {
         match &feed.error {
             Some(error) => tracing::error!(feed = %feed.name, %error, "feed not loaded"),

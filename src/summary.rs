@@ -5,11 +5,11 @@
 
 use std::fmt::Write;
 
-use crate::blocklist::{Blocklist, CompileReport, Explanation};
-use crate::feeds::{Scope, Verdict};
+use crate::blocklist::{Blocklist, CompileSummary, Explanation};
+use crate::formats::{Scope, Verdict};
 
 /// The compile summary: one row per feed, its rejects and suppressions.
-pub fn compile_summary(report: &CompileReport) -> String {
+pub fn compile_summary(report: &CompileSummary) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,

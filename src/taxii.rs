@@ -99,7 +99,7 @@ pub enum TaxiiError {
 
 /// What one pull did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PullReport {
+pub struct PullCounts {
     /// Pages fetched.
     pub pages: usize,
     /// Objects received in this pull.
@@ -186,7 +186,7 @@ pub async fn pull(
     client: &reqwest::Client,
     feeds_dir: &Path,
     state_dir: &Path,
-) -> Result<PullReport, TaxiiError> {
+) -> Result<PullCounts, TaxiiError> {
     let name = config.name.clone();
     let state_path = state_dir
         .join("taxii")
@@ -199,9 +199,9 @@ pub async fn pull(
     let token = secret(config, &config.token_file, &config.token_env)?;
     let url = objects_url(config);
 
-    let mut report = PullReport {
+    let mut report = PullCounts {
         added_after: state.added_after.clone(),
-        ..PullReport::default()
+        ..PullCounts::default()
     };
     let mut received = Vec::new();
     let mut next: Option<String> = None;

@@ -1,13 +1,13 @@
 //! Reload: file drops, SIGHUP, periodic rescans and STIX expiry turn into
-//! debounced rebuilds whose result replaces the blocklist with one
+//! debounced reloads whose result replaces the blocklist with one
 //! `ArcSwap::store` (docs/architecture.md "Data flow of a reload").
 //!
 //! The compiler lives on its own thread at the lowest scheduling priority,
-//! so a rebuild only takes CPU the query path leaves over. Queries never
+//! so a reload only takes CPU the query path leaves over. Queries never
 //! wait for it: they keep `load()`ing the old list until the store, and a
 //! query in flight finishes on the list it started with (the old one is
-//! freed when its last reader drops it). A rebuild that fails leaves the
-//! old list serving. After every successful rebuild the snapshot in
+//! freed when its last reader drops it). A reload that fails leaves the
+//! old list serving. After every successful reload the snapshot in
 //! state_dir is rewritten, so a restart serves at once.
 //!
 //! [`ReloadStatus`] is the one place the rest of the program (metrics, the
@@ -22,23 +22,23 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use crate::blocklist::{
-    self, BlocklistHandle, CompileReport, Compiler, Fingerprint, inputs_match, snapshot,
+    self, BlocklistHandle, CompileSummary, Compiler, Fingerprint, inputs_match, snapshot,
 };
 use crate::config::Config;
-use crate::metrics;
+use crate::telemetry;
 
-/// Why a rebuild was asked for.
+/// Why a reload was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
     /// A file in feeds_dir was created, changed, renamed into place or deleted.
     Files,
-    /// SIGHUP (`systemctl reload`): rebuild even if nothing looks changed.
+    /// SIGHUP (`systemctl reload`): reload even if nothing looks changed.
     Signal,
     /// The periodic rescan.
     Rescan,
     /// A STIX validity edge passed.
     Expiry,
-    /// Start-up from a snapshot: rebuild only if the feeds differ.
+    /// Start-up from a snapshot: reload only if the feeds differ.
     Startup,
 }
 
@@ -62,37 +62,37 @@ pub struct ReloadStatus {
     pub entries: usize,
     pub last_success: Option<SystemTime>,
     pub last_duration: Option<Duration>,
-    pub rebuilds_ok: u64,
-    pub rebuilds_failed: u64,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
     pub feeds: BTreeMap<String, FeedStatus>,
     pub next_change: Option<SystemTime>,
     /// Whether the list being served came from the snapshot.
     pub from_snapshot: bool,
 }
 
-/// Shared status; read rarely, written once per rebuild.
+/// TcpHandler status; read rarely, written once per reload.
 pub type StatusHandle = Arc<Mutex<ReloadStatus>>;
 
 /// Publish the live list's size and generation as gauges.
 pub fn publish_list(list: &blocklist::Blocklist) {
-    ::metrics::gauge!(metrics::BLOCKLIST_ENTRIES).set(list.entries() as f64);
-    ::metrics::gauge!(metrics::BLOCKLIST_GENERATION).set(list.generation() as f64);
-    ::metrics::gauge!(metrics::BLOCKLIST_BYTES).set(list.fst_bytes() as f64);
+    ::metrics::gauge!(telemetry::BLOCKLIST_ENTRIES).set(list.entries() as f64);
+    ::metrics::gauge!(telemetry::BLOCKLIST_GENERATION).set(list.generation() as f64);
+    ::metrics::gauge!(telemetry::BLOCKLIST_BYTES).set(list.fst_bytes() as f64);
 }
 
 /// Record a successful compile in the status and the metrics.
-pub fn record_success(status: &StatusHandle, generation: u64, report: &CompileReport) {
-    ::metrics::counter!(metrics::RELOADS, "result" => "ok").increment(1);
-    ::metrics::histogram!(metrics::REBUILD_DURATION).record(report.elapsed.as_secs_f64());
+pub fn record_success(status: &StatusHandle, generation: u64, report: &CompileSummary) {
+    ::metrics::counter!(telemetry::RELOADS, "result" => "ok").increment(1);
+    ::metrics::histogram!(telemetry::RELOAD_DURATION).record(report.elapsed.as_secs_f64());
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    ::metrics::gauge!(metrics::LAST_RELOAD).set(now);
+    ::metrics::gauge!(telemetry::LAST_RELOAD).set(now);
     for f in &report.feeds {
-        ::metrics::gauge!(metrics::BLOCKLIST_FEED_ENTRIES, "feed" => f.name.clone())
+        ::metrics::gauge!(telemetry::BLOCKLIST_FEED_ENTRIES, "feed" => f.name.clone())
             .set(f.parse.loaded as f64);
         if f.error.is_some() {
-            ::metrics::counter!(metrics::FEED_ERRORS, "feed" => f.name.clone()).increment(1);
+            ::metrics::counter!(telemetry::FEED_ERRORS, "feed" => f.name.clone()).increment(1);
         }
     }
     let mut s = status.lock().unwrap_or_else(PoisonError::into_inner);
@@ -102,13 +102,13 @@ pub fn record_success(status: &StatusHandle, generation: u64, report: &CompileRe
         .keys()
         .filter(|n| !report.feeds.iter().any(|f| &f.name == *n))
     {
-        ::metrics::gauge!(metrics::BLOCKLIST_FEED_ENTRIES, "feed" => gone.clone()).set(0.0);
+        ::metrics::gauge!(telemetry::BLOCKLIST_FEED_ENTRIES, "feed" => gone.clone()).set(0.0);
     }
     s.generation = generation;
     s.entries = report.entries;
     s.last_success = Some(SystemTime::now());
     s.last_duration = Some(report.elapsed);
-    s.rebuilds_ok += 1;
+    s.reloads_ok += 1;
     s.next_change = report.next_change;
     s.from_snapshot = false;
     let mut feeds = BTreeMap::new();
@@ -139,7 +139,7 @@ pub fn go_live(
     status: &StatusHandle,
     config: &Config,
     mut list: blocklist::Blocklist,
-    report: &CompileReport,
+    report: &CompileSummary,
 ) -> Arc<blocklist::Blocklist> {
     let generation = handle.load().generation() + 1;
     list.set_generation(generation);
@@ -160,7 +160,7 @@ pub fn go_live(
 
 /// A request to the compiler thread.
 struct Job {
-    reply: oneshot::Sender<Result<(blocklist::Blocklist, CompileReport), String>>,
+    reply: oneshot::Sender<Result<(blocklist::Blocklist, CompileSummary), String>>,
 }
 
 /// Start the compiler thread (lowest priority) owning `compiler`.
@@ -190,7 +190,7 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Run until the process ends: watch, debounce, rebuild, swap.
+    /// Run until the process ends: watch, debounce, reload, swap.
     /// `triggers` also receives SIGHUP and start-up requests from main.
     ///
     /// `compiler` may already hold parsed feeds (from the start-up compile);
@@ -256,10 +256,10 @@ impl Reloader {
             if matches!(trigger, Trigger::Rescan | Trigger::Startup | Trigger::Files)
                 && inputs_match(&self.config, &known)
             {
-                tracing::debug!(?trigger, "feeds unchanged; no rebuild");
+                tracing::debug!(?trigger, "feeds unchanged; no reload");
                 continue;
             }
-            tracing::info!(?trigger, "rebuilding the blocklist");
+            tracing::info!(?trigger, "reloading the blocklist");
             let (reply, result) = oneshot::channel();
             if compiler.send(Job { reply }).is_err() {
                 tracing::error!("the compiler thread has stopped; the blocklist will not reload");
@@ -286,9 +286,9 @@ impl Reloader {
                 }
                 Ok(Err(error)) => {
                     let mut s = self.status.lock().unwrap_or_else(PoisonError::into_inner);
-                    s.rebuilds_failed += 1;
-                    ::metrics::counter!(metrics::RELOADS, "result" => "error").increment(1);
-                    tracing::error!(%error, "rebuild failed; the previous blocklist keeps serving");
+                    s.reloads_failed += 1;
+                    ::metrics::counter!(telemetry::RELOADS, "result" => "error").increment(1);
+                    tracing::error!(%error, "reload failed; the previous blocklist keeps serving");
                 }
                 Err(_) => {
                     tracing::error!("the compiler thread died; the blocklist will not reload");
@@ -313,7 +313,7 @@ fn watch_dir(dir: &Path, tx: tmpsc::Sender<Trigger>) -> Option<notify::Recommend
                 .is_some_and(blocklist::is_feed_file_name)
         });
         if relevant_kind && relevant_name {
-            // A full channel already holds a pending rebuild.
+            // A full channel already holds a pending reload.
             let _ = tx.try_send(Trigger::Files);
         }
     };

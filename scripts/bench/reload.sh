@@ -4,7 +4,7 @@
 #  2. run dnsperf at a steady rate against listed names (answered from the
 #     blocklist, so no upstream is needed) while 10 new feed files are
 #     dropped, one every 3 s; time how long each takes to block;
-#  3. report lost queries and the rebuild times from the log.
+#  3. report lost queries and the reload times from the log.
 # Needs: a release build (cargo build --release), dnsperf and dig
 # (apt-get install dnsperf dnsutils), and the shared data
 # (PORTCULLIS_BENCH_DATA, default ../shared/data beside the repository).
@@ -85,5 +85,5 @@ echo "| start-up from feeds (1,062,258 names) | ${FROM_FEEDS} ms |"
 echo "| start-up from the snapshot | ${FROM_SNAPSHOT} ms |"
 echo "| resident memory after start from feeds / snapshot | $((RSS_FEEDS / 1024)) MiB / $((RSS_SNAPSHOT / 1024)) MiB |"
 echo "| drop-to-blocked, $RELOADS drops | ${LAT[*]} ms |"
-echo "| rebuild (parse changed feed + merge + swap), per reload | $(grep -o 'swapped in.*took_ms=[0-9]*' "$WORK/snapshot.log" | grep -o '[0-9]*$' | tr '\n' ' ')ms |"
+echo "| reload (parse changed feed + merge + swap), per reload | $(grep -o 'swapped in.*took_ms=[0-9]*' "$WORK/snapshot.log" | grep -o '[0-9]*$' | tr '\n' ' ')ms |"
 echo "| dnsperf at $RATE q/s | $(grep -E 'Queries (sent|completed|lost)' "$WORK/dnsperf.txt" | tr -s ' ' | tr '\n' ';') |"

@@ -3,7 +3,7 @@
 //!
 //! `Compiler::compile` runs the steps in order: fingerprint the inputs,
 //! read the protected names, refresh each feed from its cache
-//! ([`feed_cache`]), reuse or rebuild each big feed's layers, and merge
+//! ([`feed_cache`]), reuse or reload each big feed's layers, and merge
 //! the small feeds.
 //!
 //! * Only changed feeds are re-parsed (see [`super::fingerprint`]). A feed
@@ -31,7 +31,7 @@ use super::fingerprint::{Fingerprint, fingerprint, fingerprint_inputs, settings_
 use super::merge::{MergeError, MergeSettings, Suppressed, merge};
 use super::{Blocklist, Layer, OWN_LAYER_MIN};
 use crate::config::Config;
-use crate::feeds::{self, FeedError, Format, ParseReport};
+use crate::formats::{self, FeedError, Format, ParseCounts};
 
 /// A compile that produced no usable list.
 #[derive(Debug, thiserror::Error)]
@@ -46,12 +46,12 @@ pub enum CompileError {
 
 /// What one feed contributed to a compile.
 #[derive(Debug, Clone, Default)]
-pub struct FeedReport {
+pub struct FeedResult {
     pub name: String,
     pub path: PathBuf,
     /// None when the format could not be determined.
     pub format: Option<Format>,
-    pub parse: ParseReport,
+    pub parse: ParseCounts,
     pub suppressed: Suppressed,
     /// Why the feed could not be (re)loaded this time.
     pub error: Option<String>,
@@ -65,8 +65,8 @@ pub struct FeedReport {
 
 /// Everything `portcullis compile` prints.
 #[derive(Debug, Clone, Default)]
-pub struct CompileReport {
-    pub feeds: Vec<FeedReport>,
+pub struct CompileSummary {
+    pub feeds: Vec<FeedResult>,
     pub protected_names: usize,
     pub entries: usize,
     /// Addresses and ranges in the answer-IP policy.
@@ -77,11 +77,11 @@ pub struct CompileReport {
     pub next_change: Option<SystemTime>,
     /// Fingerprints of every input, taken before any was read: a file
     /// that changes during the compile no longer matches and triggers the
-    /// next rebuild.
+    /// next reload.
     pub inputs: BTreeMap<String, Fingerprint>,
 }
 
-impl CompileReport {
+impl CompileSummary {
     /// Feeds whose entries are in the list (fresh or last good).
     pub fn feeds_loaded(&self) -> usize {
         self.feeds
@@ -132,8 +132,8 @@ fn file_name(path: &Path) -> String {
 pub fn load_protected(paths: &[PathBuf]) -> Result<Protected, FeedError> {
     let mut protected = Protected::default();
     for path in paths {
-        let format = feeds::detect(path)?;
-        let report = feeds::parse_file(path, format, &mut |i| protected.insert(&i.name))?;
+        let format = formats::detect(path)?;
+        let report = formats::parse_file(path, format, &mut |i| protected.insert(&i.name))?;
         if report.rejected > 0 {
             tracing::warn!(file = %path.display(), rejected = report.rejected, "protected-name list has lines that are not names");
         }
@@ -187,7 +187,7 @@ impl Compiler {
                 layers: Vec::new(),
                 format: feed.format,
                 settings,
-                report: ParseReport::default(),
+                report: ParseCounts::default(),
                 suppressed: Suppressed::default(),
             });
             adopted.layers.push(Arc::clone(layer));
@@ -200,7 +200,7 @@ impl Compiler {
     }
 
     /// Compile now. Unchanged feeds are reused from the cache.
-    pub fn compile(&mut self) -> Result<(Blocklist, CompileReport), CompileError> {
+    pub fn compile(&mut self) -> Result<(Blocklist, CompileSummary), CompileError> {
         let started = Instant::now();
         let config = Arc::clone(&self.config);
         let inputs = fingerprint_inputs(&config);
@@ -276,13 +276,13 @@ impl Compiler {
                 && fingerprint(&path, Some(&a.fingerprint))
                     .is_some_and(|now| now.hash == a.fingerprint.hash)
             {
-                reports.push(FeedReport {
+                reports.push(FeedResult {
                     name: source.name.clone(),
                     path: path.clone(),
                     format: Some(a.format),
                     parse: a.report.clone(),
                     suppressed: a.suppressed.clone(),
-                    ..FeedReport::default()
+                    ..FeedResult::default()
                 });
                 contributions.push(FeedContribution::Layers(a.layers.clone()));
                 continue;
@@ -380,7 +380,7 @@ impl Compiler {
             r.addresses_used = used.get(r.name.as_str()).copied().unwrap_or(0);
         }
         let next_change = feeds.iter().filter_map(|f| f.next_change()).min();
-        let report = CompileReport {
+        let report = CompileSummary {
             feeds: reports,
             protected_names: protected.len(),
             entries: list.entries(),
@@ -395,6 +395,6 @@ impl Compiler {
 }
 
 /// Compile once (the `compile` and `check` commands, and tests).
-pub fn compile(config: &Config) -> Result<(Blocklist, CompileReport), CompileError> {
+pub fn compile(config: &Config) -> Result<(Blocklist, CompileSummary), CompileError> {
     Compiler::new(Arc::new(config.clone())).compile()
 }

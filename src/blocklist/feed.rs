@@ -1,6 +1,6 @@
 //! One feed, parsed: its entries as sorted reversed-label keys with
 //! feed-local metadata. This is what the compiler caches per feed file, so
-//! a rebuild re-parses only the feeds that changed and merges the rest as
+//! a reload re-parses only the feeds that changed and merges the rest as
 //! they are.
 //!
 //! Keys live back to back in one arena: a million small boxes would cost
@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use ipnet::IpNet;
 
 use crate::domain;
-use crate::feeds::{Format, Indicator, ParseReport, Scope, Verdict};
+use crate::formats::{Format, Indicator, ParseCounts, Scope, Verdict};
 use crate::policy::Action;
 
 /// Where a feed's entries come from and what its config says about them.
@@ -60,7 +60,7 @@ pub struct RawEntry {
 #[derive(Debug)]
 pub struct ParsedFeed {
     pub source: FeedSource,
-    pub report: ParseReport,
+    pub report: ParseCounts,
     arena: Vec<u8>,
     entries: Vec<RawEntry>,
     metas: Vec<LocalMeta>,
@@ -221,7 +221,7 @@ impl FeedBuilder {
     }
 
     /// Sort and seal. Ties keep file order (the arena offset is the order).
-    pub fn finish(mut self, mut report: ParseReport) -> ParsedFeed {
+    pub fn finish(mut self, mut report: ParseCounts) -> ParsedFeed {
         report.addresses = self.nets.len();
         self.nets.shrink_to_fit();
         let started = std::time::Instant::now();
@@ -365,7 +365,7 @@ mod tests {
             detail: Some("second"),
             ..Indicator::block("a.example".into(), Scope::Subtree)
         });
-        let feed = b.finish(ParseReport::default());
+        let feed = b.finish(ParseCounts::default());
         let keys: Vec<&[u8]> = feed.entries().iter().map(|e| feed.key(e)).collect();
         assert_eq!(keys, [&b"example.a."[..], b"example.a.", b"example.b."]);
         let second = feed.metas()[feed.entries()[1].meta as usize];

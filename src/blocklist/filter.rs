@@ -176,7 +176,7 @@ impl KeyFilter {
         )
     }
 
-    /// Rebuild from stored parts. The fingerprints must be as many as the
+    /// Reload from stored parts. The fingerprints must be as many as the
     /// descriptor addresses (checked, so a damaged snapshot cannot make a
     /// probe read out of bounds).
     pub fn from_parts(parts: FilterParts, fingerprints: &[u8]) -> Option<KeyFilter> {

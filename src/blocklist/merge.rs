@@ -17,7 +17,7 @@ use std::time::Instant;
 use super::feed::{LocalMeta, ParsedFeed, Protected};
 use super::{EntryMeta, FeedInfo, Layer};
 use crate::domain;
-use crate::feeds::{Scope, Verdict};
+use crate::formats::{Scope, Verdict};
 use crate::policy::{Action, choose_action};
 use crate::prefix::PrefixMap;
 
@@ -320,7 +320,7 @@ pub fn merge_ranges(
     }
     let mut bytes = builder.into_inner()?;
     bytes.shrink_to_fit();
-    let map = fst::Map::new(super::Bytes::Owned(bytes))?;
+    let map = fst::Map::new(super::FstBytes::Owned(bytes))?;
     tracing::debug!(
         names,
         took_ms = started.elapsed().as_millis() as u64,

@@ -34,7 +34,7 @@
 //! # Quirks
 //!
 //! * Metadata indexes are limited to 2^31 - 1, far above any real feed set.
-//! * The blocklist is immutable. A rebuild makes a new one and swaps it
+//! * The blocklist is immutable. A reload makes a new one and swaps it
 //!   into the [`BlocklistHandle`]; queries in flight keep the old one.
 //!
 //! Over 400 lines: this layout description and the `Layer` and
@@ -54,12 +54,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
-use crate::feeds::{Format, Scope, Verdict};
+use crate::formats::{Format, Scope, Verdict};
 use crate::policy::Action;
 use crate::prefix::PrefixMap;
 
 pub use compiler::{
-    CompileError, CompileReport, Compiler, FeedReport, compile, feed_files, is_feed_file_name,
+    CompileError, CompileSummary, Compiler, FeedResult, compile, feed_files, is_feed_file_name,
     load_protected,
 };
 pub use feed::{FeedBuilder, FeedSource, ParsedFeed, Protected};
@@ -74,22 +74,22 @@ pub use merge::{
 pub const OWN_LAYER_MIN: usize = 50_000;
 
 /// The automaton's bytes: built in memory, or mapped from a snapshot file.
-pub enum Bytes {
+pub enum FstBytes {
     Owned(Vec<u8>),
     Mapped(memmap2::Mmap),
 }
 
-impl AsRef<[u8]> for Bytes {
+impl AsRef<[u8]> for FstBytes {
     fn as_ref(&self) -> &[u8] {
         match self {
-            Bytes::Owned(v) => v,
-            Bytes::Mapped(m) => m,
+            FstBytes::Owned(v) => v,
+            FstBytes::Mapped(m) => m,
         }
     }
 }
 
-/// Shared, hot-swappable blocklist. Queries `load()` it (no lock, no
-/// allocation); a rebuild `store()`s a new one.
+/// TcpHandler, hot-swappable blocklist. Queries `load()` it (no lock, no
+/// allocation); a reload `store()`s a new one.
 pub type BlocklistHandle = Arc<ArcSwap<Blocklist>>;
 
 /// Metadata of one distinct (feed, category, verdict, scope, action,
@@ -122,9 +122,9 @@ pub struct FeedInfo {
 
 /// One automaton with its own metadata tables. A big feed gets a layer of
 /// its own, built when that feed changes and reused otherwise; all other
-/// feeds share one layer that is cheap to rebuild (see `compiler`).
+/// feeds share one layer that is cheap to reload (see `compiler`).
 pub struct Layer {
-    map: fst::Map<Bytes>,
+    map: fst::Map<FstBytes>,
     metas: Vec<EntryMeta>,
     feeds: Vec<FeedInfo>,
     categories: Vec<Box<str>>,
@@ -153,7 +153,7 @@ impl Layer {
     /// A layer with nothing in it.
     pub fn empty() -> Layer {
         Layer {
-            map: fst::Map::new(Bytes::Owned(fst::Map::default().into_fst().into_inner()))
+            map: fst::Map::new(FstBytes::Owned(fst::Map::default().into_fst().into_inner()))
                 .unwrap_or_else(|_| unreachable_empty()),
             metas: Vec::new(),
             feeds: Vec::new(),
@@ -194,7 +194,7 @@ impl Layer {
     /// The first label range of an automaton's keys (see `tlds`): follow
     /// the smallest (largest) transition from the root to the first
     /// separator.
-    fn tld_bounds(map: &fst::Map<Bytes>) -> (Box<[u8]>, Box<[u8]>) {
+    fn tld_bounds(map: &fst::Map<FstBytes>) -> (Box<[u8]>, Box<[u8]>) {
         let fst = map.as_fst();
         let edge = |last: bool| {
             let mut node = fst.root();
@@ -216,7 +216,7 @@ impl Layer {
     /// its first separator is one first label, and the node after it is
     /// final. The walk visits each distinct first-label prefix once: a few
     /// thousand for real TLDs, whatever the size of the list.
-    fn lists_a_tld(map: &fst::Map<Bytes>) -> bool {
+    fn lists_a_tld(map: &fst::Map<FstBytes>) -> bool {
         let fst = map.as_fst();
         let mut todo = vec![(fst.root(), 0usize)];
         while let Some((node, depth)) = todo.pop() {
@@ -404,7 +404,7 @@ impl Blocklist {
 }
 
 /// An empty map always builds; this is never called.
-fn unreachable_empty() -> fst::Map<Bytes> {
+fn unreachable_empty() -> fst::Map<FstBytes> {
     panic!("an empty fst is always valid")
 }
 

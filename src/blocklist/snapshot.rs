@@ -32,8 +32,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::filter::{FilterParts, KeyFilter};
-use super::{Blocklist, Bytes, EntryMeta, FeedInfo, Fingerprint, Layer};
-use crate::feeds::{Format, Scope, Verdict};
+use super::{Blocklist, EntryMeta, FeedInfo, Fingerprint, FstBytes, Layer};
+use crate::formats::{Format, Scope, Verdict};
 use crate::policy::Action;
 use crate::prefix::PrefixMap;
 use std::sync::Arc;
@@ -358,7 +358,7 @@ pub fn load(dir: &Path) -> Result<Loaded, SnapshotError> {
                 path: path.clone(),
                 source,
             })?;
-        let map = fst::Map::new(Bytes::Mapped(mapped)).map_err(|source| SnapshotError::Fst {
+        let map = fst::Map::new(FstBytes::Mapped(mapped)).map_err(|source| SnapshotError::Fst {
             path: path.clone(),
             source,
         })?;
@@ -454,7 +454,7 @@ mod tests {
     use super::*;
     use crate::blocklist::merge::tests::{feed, source};
     use crate::blocklist::{MergeSettings, Protected, merge};
-    use crate::feeds::Indicator;
+    use crate::formats::Indicator;
 
     fn sample() -> Blocklist {
         let local = Indicator {

@@ -10,6 +10,7 @@ use portcullis::config::Config;
 use portcullis::hitlog::store::whole_days_since;
 use portcullis::hitlog::store::{Cursor, Filter, Store};
 use portcullis::hitlog::{now_ms, parse_time};
+use portcullis::report::OutputFormat;
 
 use super::{UsageError, init_tracing, load_config};
 
@@ -36,26 +37,6 @@ pub struct FilterArgs {
     /// Only this category.
     #[arg(long)]
     category: Option<String>,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum OutputFormat {
-    Table,
-    Json,
-    Csv,
-    Html,
-}
-
-impl From<OutputFormat> for portcullis::report::Format {
-    fn from(f: OutputFormat) -> Self {
-        use portcullis::report::Format;
-        match f {
-            OutputFormat::Table => Format::Table,
-            OutputFormat::Json => Format::Json,
-            OutputFormat::Csv => Format::Csv,
-            OutputFormat::Html => Format::Html,
-        }
-    }
 }
 
 impl FilterArgs {
@@ -135,7 +116,7 @@ pub fn logs(
             break;
         }
     }
-    print!("{}", portcullis::report::hits(&hits, format.into())?);
+    print!("{}", portcullis::report::hits(&hits, format)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -161,7 +142,7 @@ pub fn report(
     init_tracing(&config);
     let store = open_store(&config)?;
     let r = store.report(&filter, since, until, top.max(1))?;
-    let text = portcullis::report::report(&r, format.into())?;
+    let text = portcullis::report::report(&r, format)?;
     match output {
         Some(file) => std::fs::write(file, text)
             .with_context(|| format!("writing the report to {}", file.display()))?,

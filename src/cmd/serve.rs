@@ -21,7 +21,9 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     tracing::info!(config = %config.path.display(), version = env!("CARGO_PKG_VERSION"), "starting portcullis");
     // Before anything records: handles taken earlier would be no-ops.
     let prometheus = match config.admin.listen {
-        Some(_) => Some(portcullis::metrics::install().context("installing the metrics recorder")?),
+        Some(_) => {
+            Some(portcullis::telemetry::install().context("installing the metrics recorder")?)
+        }
         None => None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

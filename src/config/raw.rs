@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::feeds::Format;
+use crate::formats::Format;
 use crate::policy::Action;
 
 #[derive(Debug, Clone, Deserialize)]

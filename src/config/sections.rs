@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 use super::raw::{LogFormat, RawLog, RawServer, ResolverMode};
-use crate::feeds::Format;
+use crate::formats::Format;
 use crate::policy::Action;
 
 /// `[server]`.
@@ -106,7 +106,7 @@ pub struct BlocklistConfig {
     /// keeps its previous contents (truncated downloads are the common
     /// cause of a protective DNS losing its protection).
     pub max_shrink: f64,
-    /// Quiet time after a file event before the rebuild starts, in ms.
+    /// Quiet time after a file event before the reload starts, in ms.
     pub debounce_ms: u64,
     /// Full rescan of feeds_dir even without file events (network file
     /// systems lose events), in seconds.
@@ -116,7 +116,7 @@ pub struct BlocklistConfig {
 /// Optional per-file settings for a feed in `feeds_dir`.
 // The field order is part of the snapshot fingerprint (the compiler hashes
 // this type's Debug text): reordering costs every resolver one full
-// rebuild at its next start.
+// reload at its next start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeedConfig {
     /// File name inside `feeds_dir`.

@@ -198,13 +198,13 @@ impl HitSender {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.counters.dropped_full.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(crate::metrics::HITLOG_DROPPED, "reason" => "channel_full")
+                metrics::counter!(crate::telemetry::HITLOG_DROPPED, "reason" => "channel_full")
                     .increment(1);
             }
             // The writer has stopped (shutdown): nothing can record it.
             Err(TrySendError::Disconnected(_)) => {
                 self.counters.dropped_store.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(crate::metrics::HITLOG_DROPPED, "reason" => "stopped")
+                metrics::counter!(crate::telemetry::HITLOG_DROPPED, "reason" => "stopped")
                     .increment(1);
             }
         }

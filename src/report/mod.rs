@@ -11,9 +11,10 @@ use std::fmt::Write as _;
 use crate::hitlog::store::Report;
 use crate::hitlog::{Hit, format_ts};
 
-/// Output formats of `portcullis logs` and `portcullis report`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+/// Output formats of `portcullis logs` and `portcullis report` (the
+/// command line's `--format` and the review API's `format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
     Table,
     Json,
     Csv,
@@ -83,9 +84,9 @@ fn hit_cells(h: &Hit) -> Vec<String> {
 
 /// Hit records in `format` (`Html` is not offered for records). JSON is
 /// one object per line, like the hit stream.
-pub fn hits(records: &[Hit], format: Format) -> Result<String, csv::Error> {
+pub fn hits(records: &[Hit], format: OutputFormat) -> Result<String, csv::Error> {
     Ok(match format {
-        Format::Json | Format::Html => {
+        OutputFormat::Json | OutputFormat::Html => {
             let mut out = String::new();
             for h in records {
                 out.push_str(&serde_json::to_string(h).map_err(std::io::Error::from)?);
@@ -93,7 +94,7 @@ pub fn hits(records: &[Hit], format: Format) -> Result<String, csv::Error> {
             }
             out
         }
-        Format::Csv => {
+        OutputFormat::Csv => {
             let mut w = csv::Writer::from_writer(Vec::new());
             w.write_record(HIT_COLUMNS)?;
             for h in records {
@@ -101,7 +102,7 @@ pub fn hits(records: &[Hit], format: Format) -> Result<String, csv::Error> {
             }
             csv_string(w)?
         }
-        Format::Table => {
+        OutputFormat::Table => {
             let short = [0, 1, 2, 3, 5, 6, 7, 8, 10, 12];
             let headers: Vec<&str> = short.iter().map(|i| HIT_COLUMNS[*i]).collect();
             let rows: Vec<Vec<String>> = records
@@ -124,16 +125,16 @@ fn csv_string(w: csv::Writer<Vec<u8>>) -> Result<String, csv::Error> {
 }
 
 /// A report in `format`.
-pub fn report(r: &Report, format: Format) -> Result<String, csv::Error> {
+pub fn report(r: &Report, format: OutputFormat) -> Result<String, csv::Error> {
     Ok(match format {
-        Format::Json => {
+        OutputFormat::Json => {
             let mut s = serde_json::to_string_pretty(r).map_err(std::io::Error::from)?;
             s.push('\n');
             s
         }
-        Format::Csv => report_csv(r)?,
-        Format::Table => report_text(r),
-        Format::Html => html::report(r),
+        OutputFormat::Csv => report_csv(r)?,
+        OutputFormat::Table => report_text(r),
+        OutputFormat::Html => html::report(r),
     })
 }
 
@@ -361,7 +362,7 @@ mod tests {
 
     #[test]
     fn the_html_report_is_self_contained_and_escaped() {
-        let html = report(&sample(), Format::Html).unwrap();
+        let html = report(&sample(), OutputFormat::Html).unwrap();
         assert!(html.contains("<svg"));
         assert_eq!(html.matches("<rect").count(), 2);
         assert!(!html.contains("<script"), "names are escaped");
@@ -372,7 +373,7 @@ mod tests {
 
     #[test]
     fn csv_quotes_and_sections() {
-        let csv = report(&sample(), Format::Csv).unwrap();
+        let csv = report(&sample(), OutputFormat::Csv).unwrap();
         let mut reader = csv::Reader::from_reader(csv.as_bytes());
         let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
         assert_eq!(&rows[0][0], "total");

@@ -16,11 +16,11 @@ use super::Handler;
 use super::inspect;
 use super::response::blocked_ede;
 use crate::blocklist::{Blocklist, Match};
-use crate::feeds::Verdict;
+use crate::formats::Verdict;
 use crate::hitlog::{HitRef, Stage, Transport, now_ms};
-use crate::metrics;
 use crate::orgs::OrgId;
 use crate::policy::Action;
+use crate::telemetry;
 
 /// One query as the decision and its hit record see it: who asked, over
 /// what, from which organisation, and for which type. Made once per query
@@ -63,7 +63,7 @@ pub(super) struct Listed {
     action: Action,
     /// The listed name; for an address entry, the name that resolved into
     /// the listed network (it owns the block answer's SOA).
-    pub listed: Name,
+    pub name: Name,
     /// The listed network, for an address entry.
     pub address: Option<IpNet>,
     /// The feed's own answer addresses (empty for most entries).
@@ -89,7 +89,7 @@ fn matched_text(listed: &Listed) -> String {
     match listed.address {
         Some(net) if net.prefix_len() == net.max_prefix_len() => net.addr().to_string(),
         Some(net) => net.to_string(),
-        None => plain(&listed.listed),
+        None => plain(&listed.name),
     }
 }
 
@@ -123,7 +123,7 @@ impl Handler {
         Listed {
             verdict: meta.verdict,
             action: meta.action,
-            listed,
+            name: listed,
             address,
             local: list.answer(found).to_vec(),
             generation: list.generation(),
@@ -202,7 +202,7 @@ impl Handler {
         action: Action,
         matched: &str,
     ) {
-        ::metrics::counter!(metrics::BLOCKS, "category" => listed.category.clone(), "action" => action.as_str())
+        ::metrics::counter!(telemetry::BLOCKS, "category" => listed.category.clone(), "action" => action.as_str())
             .increment(1);
         self.record(cx, stage, qname, listed, matched, action.as_str());
     }

@@ -14,7 +14,7 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use super::Handler;
 use super::decide::{Judgement, QueryContext, plain};
 use super::packet_cache::{PacketCache, Question};
-use super::query_metrics::Outcome;
+use super::query_metrics::QueryOutcome;
 use super::response::write_block;
 use crate::hitlog::{Stage, Transport};
 use crate::orgs::OrgId;
@@ -142,7 +142,7 @@ impl Handler {
         };
         self.count_block(cx, Stage::Qname, &name, &listed, action, &matched);
         self.metrics
-            .record(Transport::Udp, Outcome::Blocked, started);
+            .record(Transport::Udp, QueryOutcome::Blocked, started);
         Some(len)
     }
 
@@ -163,7 +163,8 @@ impl Handler {
             return None;
         };
         self.metrics.packet_cache(true);
-        self.metrics.record(Transport::Udp, Outcome::Clean, started);
+        self.metrics
+            .record(Transport::Udp, QueryOutcome::Clean, started);
         Some(len)
     }
 }

@@ -31,7 +31,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 
 use super::decide::{Listed, QueryContext, plain, transport};
 use super::packet_cache::MAX_UDP_PAYLOAD;
-use super::query_metrics::{Outcome, QueryMetrics};
+use super::query_metrics::{QueryMetrics, QueryOutcome};
 use super::response::{BlockSettings, block_answer};
 use crate::blocklist::BlocklistHandle;
 use crate::hitlog::{HitSender, Stage};
@@ -55,7 +55,7 @@ pub struct Handler {
 
 /// What the query name's own check decided before resolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum QueryName {
+enum QnameCheck {
     /// No entry matched it.
     Unlisted,
     /// A monitor-mode entry matched it: answered as if unlisted, recorded.
@@ -139,10 +139,10 @@ async fn reject<R: ResponseHandler>(
     request: &Request,
     handle: R,
     code: ResponseCode,
-) -> (ResponseInfo, Outcome) {
+) -> (ResponseInfo, QueryOutcome) {
     let edns = response_edns(request);
     let info = send_code(request, handle, code, edns.as_ref()).await;
-    (info, Outcome::Rejected)
+    (info, QueryOutcome::Rejected)
 }
 
 #[async_trait::async_trait]
@@ -158,10 +158,10 @@ impl RequestHandler for Handler {
 
 /// Hickory's TCP listener takes its handler by value; this shares ours
 /// with the UDP loops.
-pub struct Shared(pub Arc<Handler>);
+pub struct TcpHandler(pub Arc<Handler>);
 
 #[async_trait::async_trait]
-impl RequestHandler for Shared {
+impl RequestHandler for TcpHandler {
     async fn handle_request<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
@@ -177,7 +177,7 @@ impl Handler {
         &self,
         request: &Request,
         handle: R,
-    ) -> (ResponseInfo, Outcome) {
+    ) -> (ResponseInfo, QueryOutcome) {
         let started = Instant::now();
         // Shutting down: new queries are refused so clients move on; the
         // ones in flight finish (see lifecycle).
@@ -194,16 +194,16 @@ impl Handler {
     }
 
     /// Answer a UDP query; true when the response may go in the packet
-    /// cache (see [`Outcome::Clean`]).
+    /// cache (see [`QueryOutcome::Clean`]).
     pub async fn handle_udp<R: ResponseHandler>(&self, request: &Request, handle: R) -> bool {
-        self.serve(request, handle).await.1 == Outcome::Clean
+        self.serve(request, handle).await.1 == QueryOutcome::Clean
     }
 
     async fn answer<R: ResponseHandler>(
         &self,
         request: &Request,
         handle: R,
-    ) -> (ResponseInfo, Outcome) {
+    ) -> (ResponseInfo, QueryOutcome) {
         let mut edns = response_edns(request);
         if request.metadata.op_code != OpCode::Query {
             return reject(request, handle, ResponseCode::NotImp).await;
@@ -226,7 +226,7 @@ impl Handler {
             tracing::debug!(client = %info.src, "refused: client in no organisation");
             self.metrics.refused_client();
             let info = send_code(request, handle, ResponseCode::Refused, edns.as_ref()).await;
-            return (info, Outcome::Refused);
+            return (info, QueryOutcome::Refused);
         }
 
         let qname: &Name = query.name();
@@ -238,10 +238,17 @@ impl Handler {
                 // An exception for the query name covers its whole answer
                 // (RPZ: PASSTHRU ends policy evaluation).
                 return self
-                    .resolve(request, handle, cx, query.name(), edns, QueryName::Excepted)
+                    .resolve(
+                        request,
+                        handle,
+                        cx,
+                        query.name(),
+                        edns,
+                        QnameCheck::Excepted,
+                    )
                     .await;
             };
-            tracing::debug!(client = %info.src, %qname, %qtype, listed = %listed.listed, %action, "blocked");
+            tracing::debug!(client = %info.src, %qname, %qtype, listed = %listed.name, %action, "blocked");
             let block = Block {
                 chain: &[],
                 name: qname,
@@ -252,7 +259,7 @@ impl Handler {
                 .block_response(request, handle, cx, block, &mut edns)
                 .await
             {
-                Ok(info) => return (info, Outcome::Blocked),
+                Ok(info) => return (info, QueryOutcome::Blocked),
                 // Monitor mode: answered as if unlisted (no EDE).
                 Err(handle) => {
                     let (info, _) = self
@@ -262,15 +269,22 @@ impl Handler {
                             cx,
                             query.name(),
                             edns,
-                            QueryName::Monitored,
+                            QnameCheck::Monitored,
                         )
                         .await;
-                    return (info, Outcome::Blocked);
+                    return (info, QueryOutcome::Blocked);
                 }
             }
         }
-        self.resolve(request, handle, cx, query.name(), edns, QueryName::Unlisted)
-            .await
+        self.resolve(
+            request,
+            handle,
+            cx,
+            query.name(),
+            edns,
+            QnameCheck::Unlisted,
+        )
+        .await
     }
 
     /// The block response for the block's name, after its `chain` (the
@@ -306,7 +320,7 @@ impl Handler {
                     action,
                     qname,
                     cx.qtype,
-                    listed.listed,
+                    listed.name,
                     &listed.local,
                     &self.block,
                     listed.generation,
@@ -344,8 +358,8 @@ impl Handler {
         cx: QueryContext,
         qname: &LowerName,
         mut edns: Option<Edns>,
-        query_name: QueryName,
-    ) -> (ResponseInfo, Outcome) {
+        query_name: QnameCheck,
+    ) -> (ResponseInfo, QueryOutcome) {
         let qtype = cx.qtype;
         let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
         match self.upstream.resolve(qname, qtype, dnssec_ok).await {
@@ -355,15 +369,15 @@ impl Handler {
                 // listed one would be, after the chain that led there (RPZ's
                 // CNAME-target rule; the rcode speaks for the last name).
                 // Then the addresses it resolved to (RPZ's response-IP rule).
-                let mut touched = query_name != QueryName::Unlisted;
-                let blocked = if query_name == QueryName::Excepted {
+                let mut touched = query_name != QnameCheck::Unlisted;
+                let blocked = if query_name == QnameCheck::Excepted {
                     None
                 } else {
                     self.inspect_answer(cx, qname, &answer.answers, &mut touched)
                 };
                 let handle = match blocked {
                     Some((chain, target, listed, action)) => {
-                        tracing::debug!(%qname, %target, listed = %listed.listed, address = ?listed.address, %action, "blocked in the answer");
+                        tracing::debug!(%qname, %target, listed = %listed.name, address = ?listed.address, %action, "blocked in the answer");
                         let block = Block {
                             chain: &chain,
                             name: &target,
@@ -374,7 +388,7 @@ impl Handler {
                             .block_response(request, handle, cx, block, &mut edns)
                             .await
                         {
-                            Ok(info) => return (info, Outcome::Blocked),
+                            Ok(info) => return (info, QueryOutcome::Blocked),
                             // `log` is not returned by inspect_answer; kept total.
                             Err(handle) => handle,
                         }
@@ -395,9 +409,9 @@ impl Handler {
                 (
                     info,
                     if touched {
-                        Outcome::Answered
+                        QueryOutcome::Answered
                     } else {
-                        Outcome::Clean
+                        QueryOutcome::Clean
                     },
                 )
             }
@@ -406,7 +420,7 @@ impl Handler {
                 self.metrics.upstream_error();
                 self.health.upstream_failed();
                 let info = send_code(request, handle, ResponseCode::ServFail, edns.as_ref()).await;
-                (info, Outcome::Servfail)
+                (info, QueryOutcome::Servfail)
             }
         }
     }

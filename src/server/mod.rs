@@ -34,7 +34,7 @@ use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
 
-pub use handler::{Handler, Shared};
+pub use handler::{Handler, TcpHandler};
 use packet_cache::PacketCache;
 pub use query_metrics::QueryMetrics;
 
@@ -105,7 +105,7 @@ async fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
 
 /// The running listeners.
 pub struct Listeners {
-    tcp: Server<Shared>,
+    tcp: Server<TcpHandler>,
     udp: JoinSet<()>,
 }
 
@@ -133,7 +133,7 @@ pub fn serve(
     for socket in sockets.udp {
         udp.spawn(udp::serve(socket, Arc::clone(&handler), cache.clone()));
     }
-    let mut tcp = Server::new(Shared(handler));
+    let mut tcp = Server::new(TcpHandler(handler));
     for listener in sockets.tcp {
         // 64 KiB of queued responses per TCP connection.
         tcp.register_listener(listener, tcp_timeout, 64 * 1024);

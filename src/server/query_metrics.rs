@@ -5,11 +5,11 @@
 use std::time::Instant;
 
 use crate::hitlog::Transport;
-use crate::metrics;
+use crate::telemetry;
 
 /// How a query ended, for `portcullis_queries_total{outcome}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Outcome {
+pub(super) enum QueryOutcome {
     /// Answered from upstream (any rcode but SERVFAIL).
     Answered,
     /// Answered from upstream, and no blocklist entry matched anything in
@@ -27,15 +27,15 @@ pub(super) enum Outcome {
 
 const OUTCOMES: [&str; 5] = ["answered", "blocked", "refused", "servfail", "rejected"];
 
-impl Outcome {
+impl QueryOutcome {
     /// Its index in [`OUTCOMES`].
     fn label(self) -> usize {
         match self {
-            Outcome::Answered | Outcome::Clean => 0,
-            Outcome::Blocked => 1,
-            Outcome::Refused => 2,
-            Outcome::Servfail => 3,
-            Outcome::Rejected => 4,
+            QueryOutcome::Answered | QueryOutcome::Clean => 0,
+            QueryOutcome::Blocked => 1,
+            QueryOutcome::Refused => 2,
+            QueryOutcome::Servfail => 3,
+            QueryOutcome::Rejected => 4,
         }
     }
 }
@@ -56,19 +56,19 @@ impl QueryMetrics {
     pub fn new() -> QueryMetrics {
         let per = |t: &'static str| {
             OUTCOMES
-                .map(|o| ::metrics::counter!(metrics::QUERIES, "transport" => t, "outcome" => o))
+                .map(|o| ::metrics::counter!(telemetry::QUERIES, "transport" => t, "outcome" => o))
         };
         QueryMetrics {
             queries: [per("udp"), per("tcp"), per("other")],
-            duration: ::metrics::histogram!(metrics::QUERY_DURATION),
-            refused_clients: ::metrics::counter!(metrics::REFUSED_CLIENTS),
-            upstream_errors: ::metrics::counter!(metrics::UPSTREAM_ERRORS),
+            duration: ::metrics::histogram!(telemetry::QUERY_DURATION),
+            refused_clients: ::metrics::counter!(telemetry::REFUSED_CLIENTS),
+            upstream_errors: ::metrics::counter!(telemetry::UPSTREAM_ERRORS),
             packet_cache: ["hit", "miss"]
-                .map(|r| ::metrics::counter!(metrics::PACKET_CACHE, "result" => r)),
+                .map(|r| ::metrics::counter!(telemetry::PACKET_CACHE, "result" => r)),
         }
     }
 
-    fn counter(&self, transport: Transport, outcome: Outcome) -> &::metrics::Counter {
+    fn counter(&self, transport: Transport, outcome: QueryOutcome) -> &::metrics::Counter {
         let t = match transport {
             Transport::Udp => 0,
             Transport::Tcp => 1,
@@ -78,14 +78,15 @@ impl QueryMetrics {
     }
 
     /// One query ended with `outcome`, `started` ago.
-    pub(super) fn record(&self, transport: Transport, outcome: Outcome, started: Instant) {
+    pub(super) fn record(&self, transport: Transport, outcome: QueryOutcome, started: Instant) {
         self.counter(transport, outcome).increment(1);
         self.duration.record(started.elapsed().as_secs_f64());
     }
 
     /// A UDP datagram that is not a query we can decode.
     pub(super) fn rejected_udp(&self) {
-        self.counter(Transport::Udp, Outcome::Rejected).increment(1);
+        self.counter(Transport::Udp, QueryOutcome::Rejected)
+            .increment(1);
     }
 
     /// A client in no organisation, refused.

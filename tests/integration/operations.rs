@@ -130,7 +130,7 @@ fn metrics_move_by_exactly_the_queries_and_reloads_the_test_caused() {
             .any(|s| s.metric == "portcullis_last_successful_reload_timestamp_seconds")
     );
 
-    // A dropped file: one rebuild, the generation and entries follow.
+    // A dropped file: one reload, the generation and entries follow.
     let reloads = |t: &str| metric(t, "portcullis_reloads_total", &[("result", "ok")]);
     let reloads_before = reloads(&after);
     setup.write("feeds/more.txt", "bad.example.test\nworse.example.test\n");

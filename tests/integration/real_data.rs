@@ -136,7 +136,7 @@ fn full_threat_list_blocks_listed_names_and_passes_popular_ones() {
 
 #[test]
 fn all_shared_stix_bundles_parse_with_the_expected_counts() {
-    use portcullis::feeds::{self, Format};
+    use portcullis::formats::{self, Format};
     let Some(data) = shared_data() else { return };
     // Domain indicators per bundle, from reading the bundles independently.
     let expected_domains = [
@@ -163,10 +163,10 @@ fn all_shared_stix_bundles_parse_with_the_expected_counts() {
     let (mut loaded, mut revoked, mut expired, mut addresses) = (0, 0, 0, 0);
     for (stem, domains) in expected_domains {
         let path = data.join("stix").join(format!("{stem}.json"));
-        assert_eq!(feeds::detect(&path).unwrap(), Format::Stix, "{stem}");
+        assert_eq!(formats::detect(&path).unwrap(), Format::Stix, "{stem}");
         let mut ids = Vec::new();
         let mut bundle_addresses = 0;
-        let report = feeds::parse_file(&path, Format::Stix, &mut |i| {
+        let report = formats::parse_file(&path, Format::Stix, &mut |i| {
             assert!(
                 i.detail.is_some_and(|d| d.starts_with("indicator--")),
                 "the STIX id is kept"

@@ -129,7 +129,11 @@ fn timeout_ms_limits_a_whole_recursive_resolution() {
         Transport::Udp,
         true,
     );
-    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail, "{reply}");
+    assert_eq!(
+        reply.metadata.response_code,
+        ResponseCode::ServFail,
+        "{reply}"
+    );
     // A blocked name is still answered from the list, upstream or not.
     let reply = query(
         server.addr,

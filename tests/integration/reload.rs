@@ -205,7 +205,7 @@ fn twenty_file_operations_under_continuous_queries() {
         true,
         "f05.txt restored",
     ));
-    // 20: two feeds changed at once: one debounced rebuild takes both.
+    // 20: two feeds changed at once: one debounced reload takes both.
     write_feed(&feeds, "f11.txt", &names("f11"));
     write_feed(&feeds, "f12.txt", &names("f12"));
     step(wait_for(
@@ -246,7 +246,7 @@ fn twenty_file_operations_under_continuous_queries() {
 }
 
 #[test]
-fn sighup_rebuilds_and_restart_serves_from_the_snapshot() {
+fn sighup_reloads_and_restart_serves_from_the_snapshot() {
     let auth = Authority::start(
         "127.0.0.1:0".parse().unwrap(),
         &[("example.test.", example_zone("example.test.", "127.0.0.1"))],
@@ -277,14 +277,14 @@ fn sighup_rebuilds_and_restart_serves_from_the_snapshot() {
     while !server.log_contains("generation=2") || !snapshot.exists() {
         assert!(
             Instant::now() < deadline,
-            "snapshot written after the rebuild"
+            "snapshot written after the reload"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
     assert!(server.terminate().success());
 
-    // Restart: served from the snapshot, no feed parsed, no rebuild.
+    // Restart: served from the snapshot, no feed parsed, no reload.
     let server = Server::start(&config);
     assert!(
         server.log_contains("blocklist loaded from the snapshot"),
@@ -300,14 +300,14 @@ fn sighup_rebuilds_and_restart_serves_from_the_snapshot() {
     assert_eq!(is_blocked(server.addr, "x.evil.example.test"), Some(false));
     std::thread::sleep(Duration::from_millis(500));
     assert!(
-        !server.log_contains("rebuilding the blocklist"),
-        "unchanged feeds cause no rebuild:\n{}",
+        !server.log_contains("reloading the blocklist"),
+        "unchanged feeds cause no reload:\n{}",
         server.log()
     );
     drop(server);
 
     // A feed changed while the server was down: the snapshot serves first,
-    // then the rebuild brings the change in.
+    // then the reload brings the change in.
     setup.write("feeds/b.txt", "later.example.test\n");
     let server = Server::start(&config);
     assert!(server.log_contains("blocklist loaded from the snapshot"));
@@ -315,7 +315,7 @@ fn sighup_rebuilds_and_restart_serves_from_the_snapshot() {
         server.addr,
         &["later.example.test".into()],
         true,
-        "rebuild after a snapshot start",
+        "reload after a snapshot start",
     );
     drop(server);
 

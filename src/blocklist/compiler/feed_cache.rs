@@ -11,12 +11,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::{Compiler, FeedReport};
+use super::{Compiler, FeedResult};
 use crate::blocklist::Layer;
 use crate::blocklist::feed::{FeedBuilder, FeedSource, ParsedFeed, Protected};
 use crate::blocklist::fingerprint::{Fingerprint, content_hash};
 use crate::blocklist::merge::{MergeError, MergeSettings, Suppressed, merge_ranges, shard_ranges};
-use crate::feeds::{self, Format, ParseReport};
+use crate::formats::{self, Format, ParseCounts};
 
 /// A cached feed: its last good parse and the file it came from.
 pub(super) struct Cached {
@@ -33,12 +33,12 @@ fn parse_feed(
 ) -> Result<ParsedFeed, String> {
     let format = match format {
         Some(f) => f,
-        None => feeds::detect(path).map_err(|e| e.to_string())?,
+        None => formats::detect(path).map_err(|e| e.to_string())?,
     };
     let started = Instant::now();
     let mut builder = FeedBuilder::new(source(format));
     let report =
-        feeds::parse_file(path, format, &mut |i| builder.add(i)).map_err(|e| e.to_string())?;
+        formats::parse_file(path, format, &mut |i| builder.add(i)).map_err(|e| e.to_string())?;
     tracing::debug!(feed = %path.display(), lines = report.lines, parse_ms = started.elapsed().as_millis() as u64, "feed parsed");
     if let Some(max) = max_entries
         && report.loaded > max
@@ -67,14 +67,14 @@ pub(super) struct CachedLayer {
 
 /// A big feed's layer taken over from the snapshot at start-up: used as
 /// it is while the file is unchanged, so the first reload after a restart
-/// need not re-parse and rebuild it.
+/// need not re-parse and reload it.
 pub(super) struct Adopted {
     pub(super) fingerprint: Fingerprint,
     pub(super) layers: Vec<Arc<Layer>>,
     pub(super) format: Format,
     /// The settings the layers were built with (see `settings_key`).
     pub(super) settings: u64,
-    pub(super) report: ParseReport,
+    pub(super) report: ParseCounts,
     pub(super) suppressed: Suppressed,
 }
 
@@ -140,11 +140,11 @@ impl Compiler {
         format: Option<Format>,
         max_entries: Option<usize>,
         now: SystemTime,
-    ) -> (Option<Arc<ParsedFeed>>, FeedReport) {
-        let mut report = FeedReport {
+    ) -> (Option<Arc<ParsedFeed>>, FeedResult) {
+        let mut report = FeedResult {
             name: source.name.clone(),
             path: path.to_path_buf(),
-            ..FeedReport::default()
+            ..FeedResult::default()
         };
         let cached = self.cache.get(path);
         let meta = std::fs::metadata(path);
@@ -252,9 +252,9 @@ impl Compiler {
     fn keep_previous(
         &self,
         path: &Path,
-        mut report: FeedReport,
+        mut report: FeedResult,
         error: String,
-    ) -> (Option<Arc<ParsedFeed>>, FeedReport) {
+    ) -> (Option<Arc<ParsedFeed>>, FeedResult) {
         let previous = self.cache.get(path).map(|c| Arc::clone(&c.feed));
         report.kept_previous = previous.is_some();
         if let Some(feed) = &previous {

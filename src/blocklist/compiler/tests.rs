@@ -193,7 +193,7 @@ fn an_expired_stix_indicator_leaves_at_the_next_compile_without_a_file_change() 
     assert!(list.lookup_str("short-lived.example").is_some());
     let due = report
         .next_change
-        .expect("a rebuild is scheduled for the expiry");
+        .expect("a reload is scheduled for the expiry");
     std::thread::sleep(
         due.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_millis(50),
     );

@@ -1,6 +1,6 @@
 use crate::blocklist::merge::tests::{feed, source};
 use crate::blocklist::{MergeSettings, Protected, merge};
-use crate::feeds::{Indicator, Scope, Verdict};
+use crate::formats::{Indicator, Scope, Verdict};
 
 use super::*;
 

@@ -1,6 +1,6 @@
 use super::super::feed::{FeedBuilder, FeedSource};
 use super::*;
-use crate::feeds::{Format, Indicator, ParseReport};
+use crate::formats::{Format, Indicator, ParseCounts};
 
 pub(crate) fn source(name: &str) -> FeedSource {
     FeedSource {
@@ -23,7 +23,7 @@ pub(crate) fn feed(source: FeedSource, indicators: Vec<Indicator<'_>>) -> Arc<Pa
     for i in indicators {
         b.add(i);
     }
-    Arc::new(b.finish(ParseReport::default()))
+    Arc::new(b.finish(ParseCounts::default()))
 }
 
 #[test]
@@ -136,7 +136,7 @@ fn suppressed_indicators_are_counted_per_feed() {
 
 #[test]
 fn addresses_need_an_opt_in_and_the_longest_network_decides() {
-    let net = |t: &str| Indicator::address(crate::feeds::parse_net(t).unwrap());
+    let net = |t: &str| Indicator::address(crate::formats::parse_net(t).unwrap());
     let mut opted = source("opted.txt");
     opted.answer_ip = true;
     let opted = feed(opted, vec![net("192.0.2.0/24"), net("192.0.2.128/25")]);

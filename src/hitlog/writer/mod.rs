@@ -30,7 +30,7 @@ use super::jsonl::JsonLines;
 use super::store::{Store, StoreError};
 use super::{Counters, Hit, HitSender, PackedHit};
 use crate::clock::{DAY_MS, now_ms};
-use crate::metrics;
+use crate::telemetry;
 use rollup::Pending;
 pub use rollup::{ROLLUP_CHUNK, ROLLUP_MAX_PENDING};
 
@@ -279,7 +279,7 @@ impl Writer {
                 ids = given;
                 self.pending.add(n);
                 self.counters.written.fetch_add(n, Ordering::Relaxed);
-                ::metrics::counter!(metrics::HITLOG_WRITTEN).increment(n);
+                ::metrics::counter!(telemetry::HITLOG_WRITTEN).increment(n);
             }
             Some(Err(error)) => {
                 self.failed("cannot write to the hit log database", &error);
@@ -303,7 +303,7 @@ impl Writer {
 
     fn lost(&self, n: u64) {
         self.counters.dropped_store.fetch_add(n, Ordering::Relaxed);
-        ::metrics::counter!(metrics::HITLOG_DROPPED, "reason" => "store_error").increment(n);
+        ::metrics::counter!(telemetry::HITLOG_DROPPED, "reason" => "store_error").increment(n);
     }
 
     /// One round of retention; true when there may be more to delete.
@@ -331,7 +331,7 @@ impl Writer {
 
     fn failed(&mut self, what: &str, error: &dyn std::fmt::Display) {
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
-        ::metrics::counter!(metrics::HITLOG_ERRORS).increment(1);
+        ::metrics::counter!(telemetry::HITLOG_ERRORS).increment(1);
         self.failures.report(what, error);
     }
 }

@@ -11,20 +11,20 @@
 //! longer host names (`||ex.com` matches `ex.community` in AdBlock), which
 //! no DNS entry can express, so it is rejected too.
 
-use super::{Indicator, LineError, Outcome, Scope, Verdict};
+use super::{Indicator, LineError, LineOutcome, Scope, Verdict};
 use crate::domain;
 
 pub(super) fn parse_line(
     line: &str,
     sink: &mut dyn FnMut(Indicator<'_>),
-) -> Result<Outcome, LineError> {
+) -> Result<LineOutcome, LineError> {
     let text = line.trim();
     if text.is_empty()
         || text.starts_with('!')
         || text.starts_with('#') && !text.starts_with("##")
         || text.starts_with('[')
     {
-        return Ok(Outcome::Empty);
+        return Ok(LineOutcome::Empty);
     }
     if text.contains("##") || text.contains("#@#") || text.contains("#?#") {
         return Err(LineError::Unsupported(
@@ -69,7 +69,7 @@ pub(super) fn parse_line(
     let mut indicator = Indicator::block(domain::normalize(host)?, scope);
     indicator.verdict = verdict;
     sink(indicator);
-    Ok(Outcome::Loaded(1))
+    Ok(LineOutcome::Loaded(1))
 }
 
 #[cfg(test)]

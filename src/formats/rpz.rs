@@ -29,7 +29,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::{Indicator, LineError, LineParser, Outcome, Scope, Verdict};
+use super::{Indicator, LineError, LineOutcome, LineParser, Scope, Verdict};
 use crate::domain;
 use crate::policy::Action;
 
@@ -102,7 +102,7 @@ impl RpzParser {
         text: &str,
         owner_given: bool,
         sink: &mut dyn FnMut(Indicator<'_>),
-    ) -> Result<Outcome, LineError> {
+    ) -> Result<LineOutcome, LineError> {
         let mut tokens = text.split_whitespace();
         let owner = if owner_given {
             let owner = tokens.next().unwrap_or_default().to_owned();
@@ -131,7 +131,7 @@ impl RpzParser {
         }
         let Some(trigger) = self.trigger(&owner)? else {
             // The zone's own SOA and NS.
-            return Ok(Outcome::Empty);
+            return Ok(LineOutcome::Empty);
         };
         if let Some(address) = trigger.strip_suffix(".rpz-ip") {
             let flushed = self.flush(sink);
@@ -139,17 +139,17 @@ impl RpzParser {
             let target = match (rtype.as_str(), rdata.first()) {
                 ("CNAME", Some(t)) => t.to_ascii_lowercase(),
                 ("CNAME", None) => return Err(LineError::MissingColumn("CNAME target")),
-                _ => return Ok(Outcome::Skipped("rpz-ip local data")),
+                _ => return Ok(LineOutcome::Skipped("rpz-ip local data")),
             };
             let (verdict, action) = match policy_action(&target, None) {
                 Ok(found) => found,
-                Err(skipped) => return Ok(Outcome::Skipped(skipped)),
+                Err(skipped) => return Ok(LineOutcome::Skipped(skipped)),
             };
             let mut indicator = Indicator::address(net);
             indicator.verdict = verdict;
             indicator.action = (verdict == Verdict::Block).then_some(action);
             sink(indicator);
-            return Ok(Outcome::Loaded(flushed + 1));
+            return Ok(LineOutcome::Loaded(flushed + 1));
         }
         for (suffix, kind) in [
             (".rpz-nsdname", "rpz-nsdname trigger"),
@@ -157,7 +157,7 @@ impl RpzParser {
             (".rpz-client-ip", "rpz-client-ip trigger"),
         ] {
             if trigger.ends_with(suffix) {
-                return Ok(Outcome::Skipped(kind));
+                return Ok(LineOutcome::Skipped(kind));
             }
         }
         let (scope, name) = match trigger.strip_prefix("*.") {
@@ -180,12 +180,12 @@ impl RpzParser {
                 match &mut self.pending {
                     Some((n, s, addrs)) if *n == name && *s == scope => {
                         addrs.push(addr);
-                        Ok(Outcome::Loaded(0))
+                        Ok(LineOutcome::Loaded(0))
                     }
                     _ => {
                         let flushed = self.flush(sink);
                         self.pending = Some((name, scope, vec![addr]));
-                        Ok(Outcome::Loaded(flushed))
+                        Ok(LineOutcome::Loaded(flushed))
                     }
                 }
             }
@@ -197,18 +197,18 @@ impl RpzParser {
                     .to_ascii_lowercase();
                 let (verdict, action) = match policy_action(&target, Some(&name)) {
                     Ok(found) => found,
-                    Err(skipped) => return Ok(Outcome::Skipped(skipped)),
+                    Err(skipped) => return Ok(LineOutcome::Skipped(skipped)),
                 };
                 let mut indicator = Indicator::block(name, scope);
                 indicator.verdict = verdict;
                 indicator.action = (verdict == Verdict::Block).then_some(action);
                 sink(indicator);
-                Ok(Outcome::Loaded(flushed + 1))
+                Ok(LineOutcome::Loaded(flushed + 1))
             }
-            "SOA" | "NS" => Ok(Outcome::Skipped("rpz NS/SOA below the apex")),
+            "SOA" | "NS" => Ok(LineOutcome::Skipped("rpz NS/SOA below the apex")),
             "TXT" | "MX" | "PTR" | "SRV" | "DNAME" | "HTTPS" | "SVCB" | "CAA" => {
                 let _ = flushed;
-                Ok(Outcome::Skipped("rpz local data other than A/AAAA"))
+                Ok(LineOutcome::Skipped("rpz local data other than A/AAAA"))
             }
             other => Err(LineError::Syntax(format!("unknown record type {other:?}"))),
         }
@@ -277,25 +277,25 @@ impl LineParser for RpzParser {
         &mut self,
         line: &str,
         sink: &mut dyn FnMut(Indicator<'_>),
-    ) -> Result<Outcome, LineError> {
+    ) -> Result<LineOutcome, LineError> {
         let text = strip_comment(line);
         if let Some(mut held) = self.continued.take() {
             held.push(' ');
             held.push_str(text);
             if !text.contains(')') {
                 self.continued = Some(held);
-                return Ok(Outcome::Empty);
+                return Ok(LineOutcome::Empty);
             }
             let joined = held.replace(['(', ')'], " ");
             let owner_given = !joined.starts_with(char::is_whitespace);
             return self.record(&joined, owner_given, sink);
         }
         if text.trim().is_empty() {
-            return Ok(Outcome::Empty);
+            return Ok(LineOutcome::Empty);
         }
         if text.contains('(') && !text.contains(')') {
             self.continued = Some(text.to_owned());
-            return Ok(Outcome::Empty);
+            return Ok(LineOutcome::Empty);
         }
         let trimmed = text.trim();
         if let Some(rest) = trimmed.strip_prefix("$ORIGIN") {
@@ -304,10 +304,10 @@ impl LineParser for RpzParser {
                 return Err(LineError::MissingColumn("$ORIGIN name"));
             }
             self.origin = Some(origin);
-            return Ok(Outcome::Empty);
+            return Ok(LineOutcome::Empty);
         }
         if trimmed.starts_with("$TTL") {
-            return Ok(Outcome::Empty);
+            return Ok(LineOutcome::Empty);
         }
         if trimmed.starts_with('$') {
             return Err(LineError::Unsupported(format!(

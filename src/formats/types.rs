@@ -195,7 +195,7 @@ pub struct Reject {
 
 /// What parsing one feed produced, apart from the indicators themselves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ParseReport {
+pub struct ParseCounts {
     /// Lines read (for STIX: objects read).
     pub lines: usize,
     pub loaded: usize,
@@ -213,11 +213,11 @@ pub struct ParseReport {
     /// STIX indicators whose `valid_from` is still to come.
     pub not_yet_valid: usize,
     /// The next time the feed's contents change by the clock alone (the
-    /// earliest future `valid_until` or `valid_from`): a rebuild is due then.
+    /// earliest future `valid_until` or `valid_from`): a reload is due then.
     pub next_change: Option<SystemTime>,
 }
 
-impl ParseReport {
+impl ParseCounts {
     pub fn reject(&mut self, line: usize, error: LineError) {
         self.rejected += 1;
         if self.first_rejects.len() < REJECTS_KEPT {
@@ -238,7 +238,7 @@ impl ParseReport {
 
 /// What a line parser made of one line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum LineOutcome {
     /// Comment, blank, header: nothing to count.
     Empty,
     /// This many indicators went to the sink.

@@ -39,8 +39,8 @@ use crate::policy::Action;
 pub use detect::{detect, detect_text};
 use read::open;
 pub use types::{
-    FeedError, Format, Indicator, LineError, Outcome, ParseReport, REJECTS_KEPT, ReadError, Reject,
-    Scope, Verdict, parse_net,
+    FeedError, Format, Indicator, LineError, LineOutcome, ParseCounts, REJECTS_KEPT, ReadError,
+    Reject, Scope, Verdict, parse_net,
 };
 
 /// A parser for a line-oriented format. Most are stateless; RPZ keeps the
@@ -50,7 +50,7 @@ trait LineParser {
         &mut self,
         line: &str,
         sink: &mut dyn FnMut(Indicator<'_>),
-    ) -> Result<Outcome, LineError>;
+    ) -> Result<LineOutcome, LineError>;
 
     /// Flush anything held back for the next line; returns the count.
     fn finish(&mut self, _sink: &mut dyn FnMut(Indicator<'_>)) -> usize {
@@ -59,7 +59,7 @@ trait LineParser {
 }
 
 /// Adapts a stateless `fn(&str) -> ...` to [`LineParser`].
-type LineFn = fn(&str, &mut dyn FnMut(Indicator<'_>)) -> Result<Outcome, LineError>;
+type LineFn = fn(&str, &mut dyn FnMut(Indicator<'_>)) -> Result<LineOutcome, LineError>;
 struct Stateless(LineFn);
 
 impl LineParser for Stateless {
@@ -67,7 +67,7 @@ impl LineParser for Stateless {
         &mut self,
         line: &str,
         sink: &mut dyn FnMut(Indicator<'_>),
-    ) -> Result<Outcome, LineError> {
+    ) -> Result<LineOutcome, LineError> {
         (self.0)(line, sink)
     }
 }
@@ -77,7 +77,7 @@ pub fn parse_file(
     path: &Path,
     format: Format,
     sink: &mut dyn FnMut(Indicator<'_>),
-) -> Result<ParseReport, FeedError> {
+) -> Result<ParseCounts, FeedError> {
     let reader = open(path).map_err(|source| FeedError::Io {
         path: path.to_path_buf(),
         source,
@@ -99,7 +99,7 @@ pub fn parse_reader(
     mut reader: impl BufRead,
     format: Format,
     sink: &mut dyn FnMut(Indicator<'_>),
-) -> Result<ParseReport, ReadError> {
+) -> Result<ParseCounts, ReadError> {
     let mut parser: Box<dyn LineParser> = match format {
         Format::Stix => return stix::parse(reader, SystemTime::now(), sink),
         Format::Plain => Box::new(Stateless(plain::parse_line)),
@@ -110,7 +110,7 @@ pub fn parse_reader(
         Format::Unbound => Box::new(Stateless(unbound::parse_line)),
         Format::Rpz => Box::new(rpz::RpzParser::default()),
     };
-    let mut report = ParseReport::default();
+    let mut report = ParseCounts::default();
     let mut buf = Vec::with_capacity(256);
     loop {
         buf.clear();
@@ -137,9 +137,9 @@ pub fn parse_reader(
             continue;
         }
         match parser.line(line, sink) {
-            Ok(Outcome::Empty) => {}
-            Ok(Outcome::Loaded(n)) => report.loaded += n,
-            Ok(Outcome::Skipped(kind)) => report.skip(kind),
+            Ok(LineOutcome::Empty) => {}
+            Ok(LineOutcome::Loaded(n)) => report.loaded += n,
+            Ok(LineOutcome::Skipped(kind)) => report.skip(kind),
             Err(error) => report.reject(line_no, error),
         }
     }
@@ -153,7 +153,7 @@ pub(crate) type OwnedIndicator = (String, Scope, Verdict, Option<String>, Option
 
 /// Parse a string (for tests): returns the indicators as owned values.
 #[cfg(test)]
-pub(crate) fn parse_str(text: &str, format: Format) -> (Vec<OwnedIndicator>, ParseReport) {
+pub(crate) fn parse_str(text: &str, format: Format) -> (Vec<OwnedIndicator>, ParseCounts) {
     let (full, report) = parse_full(text, format);
     (full.into_iter().map(|(i, _, _)| i).collect(), report)
 }
@@ -164,7 +164,7 @@ pub(crate) type FullIndicator = (OwnedIndicator, Option<Action>, Vec<IpAddr>);
 
 /// Like [`parse_str`], with each indicator's native action and local data.
 #[cfg(test)]
-pub(crate) fn parse_full(text: &str, format: Format) -> (Vec<FullIndicator>, ParseReport) {
+pub(crate) fn parse_full(text: &str, format: Format) -> (Vec<FullIndicator>, ParseCounts) {
     let mut out = Vec::new();
     let report = parse_reader(text.as_bytes(), format, &mut |i| {
         out.push((

@@ -16,23 +16,23 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{Indicator, LineError, Outcome, Scope, Verdict};
+use super::{Indicator, LineError, LineOutcome, Scope, Verdict};
 use crate::domain;
 use crate::policy::Action;
 
 pub(super) fn parse_line(
     line: &str,
     sink: &mut dyn FnMut(Indicator<'_>),
-) -> Result<Outcome, LineError> {
+) -> Result<LineOutcome, LineError> {
     let text = line.split('#').next().unwrap_or("").trim();
     if text.is_empty() || text == "server:" {
-        return Ok(Outcome::Empty);
+        return Ok(LineOutcome::Empty);
     }
     let Some(rest) = text.strip_prefix("local-zone:") else {
         if text.starts_with("local-data:") || text.starts_with("local-data-ptr:") {
-            return Ok(Outcome::Skipped("unbound local-data"));
+            return Ok(LineOutcome::Skipped("unbound local-data"));
         }
-        return Ok(Outcome::Skipped("unbound option"));
+        return Ok(LineOutcome::Skipped("unbound option"));
     };
     let rest = rest.trim();
     let (name, kind) = match rest.strip_prefix('"') {
@@ -71,7 +71,7 @@ pub(super) fn parse_line(
     indicator.action = action;
     indicator.local = local;
     sink(indicator);
-    Ok(Outcome::Loaded(1))
+    Ok(LineOutcome::Loaded(1))
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub const BLOCKLIST_GENERATION: &str = "portcullis_blocklist_generation";
 pub const BLOCKLIST_BYTES: &str = "portcullis_blocklist_bytes";
 pub const RELOADS: &str = "portcullis_reloads_total";
 pub const LAST_RELOAD: &str = "portcullis_last_successful_reload_timestamp_seconds";
-pub const REBUILD_DURATION: &str = "portcullis_rebuild_duration_seconds";
+pub const RELOAD_DURATION: &str = "portcullis_rebuild_duration_seconds";
 pub const FEED_ERRORS: &str = "portcullis_feed_errors_total";
 pub const HITLOG_WRITTEN: &str = "portcullis_hitlog_written_total";
 pub const HITLOG_DROPPED: &str = "portcullis_hitlog_dropped_total";
@@ -51,7 +51,7 @@ pub const ALL: &[&str] = &[
     BLOCKLIST_BYTES,
     RELOADS,
     LAST_RELOAD,
-    REBUILD_DURATION,
+    RELOAD_DURATION,
     FEED_ERRORS,
     HITLOG_WRITTEN,
     HITLOG_DROPPED,
@@ -64,7 +64,7 @@ pub const ALL: &[&str] = &[
 /// series. Call before anything records: handles taken earlier are no-ops.
 pub fn install() -> Result<PrometheusHandle, InstallError> {
     // Query latencies from 50 µs (a block answer) to 5 s (a slow
-    // recursion); rebuilds from 10 ms to 2 minutes.
+    // recursion); reloads from 10 ms to 2 minutes.
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(QUERY_DURATION.into()),
@@ -74,7 +74,7 @@ pub fn install() -> Result<PrometheusHandle, InstallError> {
             ],
         )?
         .set_buckets_for_metric(
-            Matcher::Full(REBUILD_DURATION.into()),
+            Matcher::Full(RELOAD_DURATION.into()),
             &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0],
         )?
         .build_recorder();
@@ -204,20 +204,20 @@ fn describe() {
         Unit::Bytes,
         "Size of the live blocklist's automata."
     );
-    describe_counter!(RELOADS, "Blocklist rebuilds, by result (ok or error).");
+    describe_counter!(RELOADS, "Blocklist reloads, by result (ok or error).");
     describe_gauge!(
         LAST_RELOAD,
         Unit::Seconds,
         "Unix time of the last successful blocklist build."
     );
     describe_histogram!(
-        REBUILD_DURATION,
+        RELOAD_DURATION,
         Unit::Seconds,
-        "Time to rebuild the blocklist after a change."
+        "Time to reload the blocklist after a change."
     );
     describe_counter!(
         FEED_ERRORS,
-        "Feed files that could not be used in a rebuild (the last good contents stay)."
+        "Feed files that could not be used in a reload (the last good contents stay)."
     );
     describe_counter!(
         HITLOG_WRITTEN,

@@ -80,7 +80,7 @@ impl Read for Prefetch {
 
 #[cfg(test)]
 mod tests {
-    use crate::feeds::{Format, detect, parse_file};
+    use crate::formats::{Format, detect, parse_file};
 
     #[test]
     fn reads_gzip_by_magic_bytes() {

@@ -6,16 +6,16 @@
 //! range (as in threat-ips.tsv.gz) is an address indicator for
 //! the answer-IP policy.
 
-use super::{Indicator, LineError, Outcome, Scope};
+use super::{Indicator, LineError, LineOutcome, Scope};
 use crate::domain;
 
 pub(super) fn parse_line(
     line: &str,
     sink: &mut dyn FnMut(Indicator<'_>),
-) -> Result<Outcome, LineError> {
+) -> Result<LineOutcome, LineError> {
     let trimmed = line.trim();
     if trimmed.is_empty() || trimmed.starts_with('#') {
-        return Ok(Outcome::Empty);
+        return Ok(LineOutcome::Empty);
     }
     let mut cols = line.split('\t').map(str::trim);
     let name = cols
@@ -37,14 +37,14 @@ pub(super) fn parse_line(
     indicator.category = category;
     indicator.detail = detail;
     sink(indicator);
-    Ok(Outcome::Loaded(1))
+    Ok(LineOutcome::Loaded(1))
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::{Format, parse_str};
     use super::*;
-    use crate::feeds::Verdict;
+    use crate::formats::Verdict;
 
     #[test]
     fn golden_tsv() {

@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use super::{Indicator, LineError, Outcome, Scope};
+use super::{Indicator, LineError, LineOutcome, Scope};
 use crate::domain;
 use crate::policy::Action;
 
@@ -35,10 +35,10 @@ fn is_null(addr: IpAddr) -> bool {
 pub(super) fn parse_line(
     line: &str,
     sink: &mut dyn FnMut(Indicator<'_>),
-) -> Result<Outcome, LineError> {
+) -> Result<LineOutcome, LineError> {
     let text = line.split('#').next().unwrap_or("").trim();
     if text.is_empty() {
-        return Ok(Outcome::Empty);
+        return Ok(LineOutcome::Empty);
     }
     let mut tokens = text.split_whitespace();
     let addr_text = tokens.next().unwrap_or("");
@@ -58,7 +58,7 @@ pub(super) fn parse_line(
         normalised.push(domain::normalize(name)?);
     }
     if normalised.is_empty() {
-        return Ok(Outcome::Skipped("hosts housekeeping (localhost)"));
+        return Ok(LineOutcome::Skipped("hosts housekeeping (localhost)"));
     }
     let count = normalised.len();
     for name in normalised {
@@ -69,7 +69,7 @@ pub(super) fn parse_line(
         }
         sink(indicator);
     }
-    Ok(Outcome::Loaded(count))
+    Ok(LineOutcome::Loaded(count))
 }
 
 #[cfg(test)]

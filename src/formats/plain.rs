@@ -3,31 +3,31 @@
 //! it (subtree); `*.name` covers only the names below `name`. A line that
 //! is an address or a CIDR range is an address indicator (answer-IP policy).
 
-use super::{Indicator, LineError, Outcome, Scope};
+use super::{Indicator, LineError, LineOutcome, Scope};
 use crate::domain;
 
 pub(super) fn parse_line(
     line: &str,
     sink: &mut dyn FnMut(Indicator<'_>),
-) -> Result<Outcome, LineError> {
+) -> Result<LineOutcome, LineError> {
     let text = match line.find('#') {
         Some(i) => &line[..i],
         None => line,
     };
     let text = text.trim();
     if text.is_empty() {
-        return Ok(Outcome::Empty);
+        return Ok(LineOutcome::Empty);
     }
     if let Some(net) = super::parse_net(text) {
         sink(Indicator::address(net));
-        return Ok(Outcome::Loaded(1));
+        return Ok(LineOutcome::Loaded(1));
     }
     let (scope, name) = match text.strip_prefix("*.") {
         Some(rest) => (Scope::Below, rest),
         None => (Scope::Subtree, text),
     };
     sink(Indicator::block(domain::normalize(name)?, scope));
-    Ok(Outcome::Loaded(1))
+    Ok(LineOutcome::Loaded(1))
 }
 
 /// Cheap test used by format detection: could this token be a name?

@@ -15,14 +15,14 @@
 
 use std::net::IpAddr;
 
-use super::{Indicator, LineError, Outcome, Scope, Verdict};
+use super::{Indicator, LineError, LineOutcome, Scope, Verdict};
 use crate::domain;
 use crate::policy::Action;
 
 pub(super) fn parse_line(
     line: &str,
     sink: &mut dyn FnMut(Indicator<'_>),
-) -> Result<Outcome, LineError> {
+) -> Result<LineOutcome, LineError> {
     let text = line.split('#').next().unwrap_or("");
     // `#` is also the "null address" value, so only strip real comments.
     let text = if line.trim_start().starts_with('#') {
@@ -33,14 +33,14 @@ pub(super) fn parse_line(
         text.trim()
     };
     if text.is_empty() {
-        return Ok(Outcome::Empty);
+        return Ok(LineOutcome::Empty);
     }
     let Some((key, value)) = text.split_once('=') else {
-        return Ok(Outcome::Skipped("dnsmasq option"));
+        return Ok(LineOutcome::Skipped("dnsmasq option"));
     };
     let key = key.trim();
     if !matches!(key, "address" | "server" | "local") {
-        return Ok(Outcome::Skipped("dnsmasq option"));
+        return Ok(LineOutcome::Skipped("dnsmasq option"));
     }
     let value = value.trim();
     let rest = value
@@ -65,7 +65,7 @@ pub(super) fn parse_line(
         }
         (_, "") => (Verdict::Block, Some(Action::Nxdomain), None),
         ("server", "#") => (Verdict::Allow, None, None),
-        _ => return Ok(Outcome::Skipped("dnsmasq forwarding rule")),
+        _ => return Ok(LineOutcome::Skipped("dnsmasq forwarding rule")),
     };
     let mut names = Vec::new();
     for d in domains.split('/').filter(|d| !d.is_empty()) {
@@ -82,7 +82,7 @@ pub(super) fn parse_line(
         indicator.local = local.into_iter().collect();
         sink(indicator);
     }
-    Ok(Outcome::Loaded(count))
+    Ok(LineOutcome::Loaded(count))
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use self::pattern::{PatternError, parse_pattern, url_host};
-use super::{Indicator, LineError, ParseReport, ReadError, Scope};
+use super::{Indicator, LineError, ParseCounts, ReadError, Scope};
 use crate::domain;
 
 #[derive(Debug, Deserialize)]
@@ -102,7 +102,7 @@ pub fn parse(
     mut reader: impl Read,
     now: SystemTime,
     sink: &mut dyn FnMut(Indicator<'_>),
-) -> Result<ParseReport, ReadError> {
+) -> Result<ParseCounts, ReadError> {
     let mut text = Vec::new();
     reader.read_to_end(&mut text)?;
     let document: Document =
@@ -116,9 +116,9 @@ pub fn parse(
         Document::One(object) => vec![*object],
     };
     let now = OffsetDateTime::from(now);
-    let mut report = ParseReport {
+    let mut report = ParseCounts {
         lines: objects.len(),
-        ..ParseReport::default()
+        ..ParseCounts::default()
     };
 
     // Latest version of each indicator id (STIX 2.1 3.6 versioning).
@@ -259,7 +259,7 @@ mod tests {
 
     type Collected = (String, Option<String>, Option<String>);
 
-    fn collect(json: &str, now: &str) -> (Vec<Collected>, ParseReport) {
+    fn collect(json: &str, now: &str) -> (Vec<Collected>, ParseCounts) {
         let now = OffsetDateTime::parse(now, &Rfc3339).unwrap().into();
         let mut out = Vec::new();
         let report = parse(json.as_bytes(), now, &mut |i| {
