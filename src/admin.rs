@@ -67,7 +67,7 @@ impl AdminState {
     ) -> AdminState {
         AdminState {
             prometheus,
-            database: crate::hitlog::writer::Settings::from_config(config).database,
+            database: config.hitlog.database.clone(),
             orgs: config
                 .organisations
                 .iter()

@@ -216,15 +216,7 @@ impl Compiler {
         for path in files {
             let name = file_name(&path);
             let settings = config.feed_settings(&name);
-            let source = FeedSource {
-                name,
-                format: Format::Plain,
-                category: settings.and_then(|s| s.category.clone()),
-                action: settings.and_then(|s| s.action),
-                trusted: settings.is_some_and(|s| s.trusted),
-                allow_only: false,
-                answer_ip: settings.is_some_and(|s| s.answer_ip),
-            };
+            let source = FeedSource::feed(name, settings);
             jobs.push((
                 path,
                 source,
@@ -233,17 +225,7 @@ impl Compiler {
             ));
         }
         for path in &config.blocklist.allow {
-            let source = FeedSource {
-                name: format!("allow:{}", file_name(path)),
-                format: Format::Plain,
-                category: Some("allow".to_owned()),
-                action: None,
-                trusted: false,
-                allow_only: true,
-                // An exception never hurts; addresses in an allow list
-                // always exempt answers.
-                answer_ip: true,
-            };
+            let source = FeedSource::allow_list(&file_name(path));
             jobs.push((path.clone(), source, None, None));
         }
 

@@ -13,11 +13,15 @@ use std::time::SystemTime;
 
 use ipnet::IpNet;
 
+use crate::config::FeedConfig;
 use crate::domain;
 use crate::formats::{Format, Indicator, ParseCounts, Scope, Verdict};
 use crate::policy::Action;
 
-/// Where a feed's entries come from and what its config says about them.
+/// A file the compiler read, with what applies to its entries: the
+/// operator's `[[feed]]` entry ([`FeedConfig`], what was written) resolved
+/// for this file, the detected format, and whether it is an allow list.
+/// Built only by [`FeedSource::feed`] and [`FeedSource::allow_list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedSource {
     /// File name in feeds_dir, or `allow:<file>` for an exception list.
@@ -34,6 +38,37 @@ pub struct FeedSource {
     /// Its address indicators take part in the answer-IP policy
     /// (`[[feed]] answer_ip = true`); off by default.
     pub answer_ip: bool,
+}
+
+impl FeedSource {
+    /// A file in feeds_dir and its `[[feed]]` entry, if it has one. The
+    /// format is set once the file has been read.
+    pub fn feed(name: String, settings: Option<&FeedConfig>) -> FeedSource {
+        FeedSource {
+            name,
+            format: Format::Plain,
+            category: settings.and_then(|s| s.category.clone()),
+            action: settings.and_then(|s| s.action),
+            trusted: settings.is_some_and(|s| s.trusted),
+            allow_only: false,
+            answer_ip: settings.is_some_and(|s| s.answer_ip),
+        }
+    }
+
+    /// An exception list (`blocklist.allow`): every entry becomes an allow.
+    pub fn allow_list(file_name: &str) -> FeedSource {
+        FeedSource {
+            name: format!("allow:{file_name}"),
+            format: Format::Plain,
+            category: Some("allow".to_owned()),
+            action: None,
+            trusted: false,
+            allow_only: true,
+            // An exception never hurts; addresses in an allow list always
+            // exempt answers.
+            answer_ip: true,
+        }
+    }
 }
 
 /// Metadata of an entry as the feed gave it (indexes are feed-local).

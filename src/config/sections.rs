@@ -192,9 +192,9 @@ pub struct HitlogConfig {
     /// Also stream every record as a JSON line to this file (rotated daily
     /// to `NAME-YYYY-MM-DD.jsonl`), for SIEM shippers.
     pub jsonl: Option<PathBuf>,
-    /// The SQLite database; always `Some` once validated (the default is
-    /// `state_dir/hits.sqlite`).
-    pub database: Option<PathBuf>,
+    /// The SQLite database (default `state_dir/hits.sqlite`): the one place
+    /// the writer, the CLI and the admin API take its path from.
+    pub database: PathBuf,
     /// Record queries that an allow entry let through, too.
     pub log_allowed: bool,
     /// Records that may wait for the writer; beyond this they are dropped

@@ -378,11 +378,10 @@ pub(super) fn hitlog(
         enabled: raw.enabled,
         retention_days: raw.retention_days,
         jsonl: raw.jsonl.map(|p| cx.rel(&p)),
-        database: Some(
-            raw.database
-                .map(|p| cx.rel(&p))
-                .unwrap_or_else(|| state_dir.join("hits.sqlite")),
-        ),
+        database: raw
+            .database
+            .map(|p| cx.rel(&p))
+            .unwrap_or_else(|| state_dir.join("hits.sqlite")),
         log_allowed: raw.log_allowed,
         channel_capacity: raw.channel_capacity,
         max_db_mib: raw.max_db_mib,

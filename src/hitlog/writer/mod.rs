@@ -69,10 +69,7 @@ impl Settings {
     pub fn from_config(config: &crate::config::Config) -> Settings {
         let h = &config.hitlog;
         Settings {
-            database: h
-                .database
-                .clone()
-                .unwrap_or_else(|| config.blocklist.state_dir.join("hits.sqlite")),
+            database: h.database.clone(),
             jsonl: h.jsonl.clone(),
             retention_days: h.retention_days,
             capacity: h.channel_capacity,
