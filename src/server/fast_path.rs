@@ -15,7 +15,7 @@ use super::Handler;
 use super::decide::{Judgement, QueryContext, plain};
 use super::packet_cache::{PacketCache, Question};
 use super::query_metrics::QueryOutcome;
-use super::response::write_block;
+use super::response::{WireBlock, write_block};
 use crate::hitlog::{Stage, Transport};
 use crate::orgs::OrgId;
 use crate::policy::Action;
@@ -121,17 +121,14 @@ impl Handler {
                     EdnsOption::Unknown(_, payload) => payload.as_slice(),
                     _ => &[],
                 };
-                write_block(
-                    out,
-                    packet,
-                    question,
+                let block = WireBlock {
                     action,
-                    found.depth,
-                    &listed.local,
-                    &self.block,
-                    listed.generation,
+                    depth: found.depth,
+                    local: &listed.local,
+                    generation: listed.generation,
                     ede,
-                )?
+                };
+                write_block(out, packet, question, &block, &self.block)?
             }
         };
         let cx = QueryContext {

@@ -147,25 +147,41 @@ fn sinkhole_addresses(
         .collect()
 }
 
+/// The entry a block response written from the bytes speaks for.
+#[derive(Debug, Clone, Copy)]
+pub struct WireBlock<'a> {
+    pub action: Action,
+    /// Labels of the listed name: the question's last `depth` labels.
+    pub depth: u8,
+    /// The feed's own answer addresses (empty for most entries).
+    pub local: &'a [IpAddr],
+    /// The blocklist generation, the SOA's serial.
+    pub generation: u64,
+    /// The EDE option's payload, sent when the query had EDNS.
+    pub ede: &'a [u8],
+}
+
 /// Write the block response to `packet` (read as `question`) into `out`,
 /// the same response [`block_answer`] and the handler give, from the bytes:
 /// the question copied, the SOA's owner a pointer to the listed name's
 /// labels within it (the last `depth`), a sinkhole address's owner a
-/// pointer to the question. `ede` is the option's payload, sent when the
-/// query had EDNS. Returns the length, or `None` when the response would
-/// not fit the client's limit (the full path then truncates it).
-#[allow(clippy::too_many_arguments)]
+/// pointer to the question. Returns the length, or `None` when the
+/// response would not fit the client's limit (the full path then
+/// truncates it).
 pub fn write_block(
     out: &mut [u8],
     packet: &[u8],
     question: &Question,
-    action: Action,
-    depth: u8,
-    local: &[IpAddr],
+    block: &WireBlock<'_>,
     settings: &BlockSettings,
-    generation: u64,
-    ede: &[u8],
 ) -> Option<usize> {
+    let WireBlock {
+        action,
+        depth,
+        local,
+        generation,
+        ede,
+    } = *block;
     let qtype = RecordType::from(question.qtype());
     let addresses = match action {
         Action::Sinkhole => sinkhole_addresses(qtype, local, settings),

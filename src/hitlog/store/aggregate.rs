@@ -41,6 +41,20 @@ struct ClientAgg {
     last: i64,
 }
 
+/// One row the report adds up: `n` hits of the listed name `matched` by
+/// one client of one organisation on one day, as a raw record (n = 1) or
+/// a daily roll-up gives it.
+pub(super) struct Pair<'a> {
+    pub org: &'a str,
+    pub day: i64,
+    pub matched: &'a str,
+    pub client: &'a str,
+    pub category: &'a str,
+    pub n: u64,
+    pub first: i64,
+    pub last: i64,
+}
+
 impl Aggregate {
     pub(super) fn new(since: i64, until: i64) -> Aggregate {
         Aggregate {
@@ -59,18 +73,17 @@ impl Aggregate {
     }
 
     /// Hits of one listed name by one client on one day.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn add_pair(
-        &mut self,
-        org: &str,
-        day: i64,
-        matched: &str,
-        client: &str,
-        category: &str,
-        n: u64,
-        first: i64,
-        last: i64,
-    ) {
+    pub(super) fn add_pair(&mut self, pair: Pair<'_>) {
+        let Pair {
+            org,
+            day,
+            matched,
+            client,
+            category,
+            n,
+            first,
+            last,
+        } = pair;
         self.total += n;
         // Rows repeat their strings; look up by reference and allocate
         // only for a key seen for the first time.

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::aggregate::Aggregate;
+use super::aggregate::{Aggregate, Pair};
 use super::queries::{Filter, push_filter};
 use super::{Store, StoreError};
 use crate::clock::DAY_MS;
@@ -165,16 +165,16 @@ impl Store {
         self.scan(&sql, args, |row| {
             let ts: i64 = row.get(1)?;
             let category = row.get_ref(4)?.as_str()?;
-            agg.add_pair(
-                row.get_ref(0)?.as_str()?,
-                ts.div_euclid(DAY_MS),
-                row.get_ref(2)?.as_str()?,
-                row.get_ref(3)?.as_str()?,
+            agg.add_pair(Pair {
+                org: row.get_ref(0)?.as_str()?,
+                day: ts.div_euclid(DAY_MS),
+                matched: row.get_ref(2)?.as_str()?,
+                client: row.get_ref(3)?.as_str()?,
                 category,
-                1,
-                ts,
-                ts,
-            );
+                n: 1,
+                first: ts,
+                last: ts,
+            });
             agg.add_feed(
                 category,
                 row.get_ref(5)?.as_str()?,
@@ -209,16 +209,16 @@ impl Store {
         let mut args: Vec<rusqlite::types::Value> = vec![from.into(), to.into()];
         push_filter(&mut sql, &mut args, &days);
         self.scan(&sql, args, |row| {
-            agg.add_pair(
-                row.get_ref(0)?.as_str()?,
-                row.get(1)?,
-                row.get_ref(2)?.as_str()?,
-                row.get_ref(3)?.as_str()?,
-                row.get_ref(4)?.as_str()?,
-                row.get::<_, i64>(5)? as u64,
-                row.get(6)?,
-                row.get(7)?,
-            );
+            agg.add_pair(Pair {
+                org: row.get_ref(0)?.as_str()?,
+                day: row.get(1)?,
+                matched: row.get_ref(2)?.as_str()?,
+                client: row.get_ref(3)?.as_str()?,
+                category: row.get_ref(4)?.as_str()?,
+                n: row.get::<_, i64>(5)? as u64,
+                first: row.get(6)?,
+                last: row.get(7)?,
+            });
             Ok(())
         })?;
         let mut sql = String::from(
