@@ -3,7 +3,7 @@
 //!
 //! [`serve`] runs them all in order, as `portcullis serve` does. Each
 //! phase is public, so a test can bind its own sockets and hand in its
-//! own shutdown: [`blocklist`], then [`Bound::bind`] (or a `Bound` built
+//! own shutdown: [`blocklist()`], then [`Bound::bind`] (or a `Bound` built
 //! by hand), then [`run`]. The blocklist is loaded before anything is
 //! bound: a protective resolver that answered before its list was loaded
 //! would let listed names through (docs/architecture.md "Data flow of a

@@ -170,7 +170,7 @@ impl Compiler {
     }
 
     /// Take over the big-feed layers of a snapshot whose inputs still match
-    /// (the caller checks that with [`inputs_match`]).
+    /// (the caller checks that with [`inputs_match`](super::inputs_match)).
     pub fn adopt(&mut self, list: &Blocklist, fingerprints: &BTreeMap<String, Fingerprint>) {
         for layer in list.layers() {
             let [feed] = layer.feeds() else { continue };

@@ -29,7 +29,7 @@
 //!
 //! Most specific name first; at the same name an exact entry beats a
 //! subtree entry; then allow beats block. The last two are settled when the
-//! slots are filled at compile time ([`build`]); the first by the walk.
+//! slots are filled at compile time ([`merge`], which folds each slot); the first by the walk.
 //!
 //! # Quirks
 //!

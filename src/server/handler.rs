@@ -194,7 +194,7 @@ impl Handler {
     }
 
     /// Answer a UDP query; true when the response may go in the packet
-    /// cache (see [`QueryOutcome::Clean`]).
+    /// cache (see `QueryOutcome::Clean`).
     pub async fn handle_udp<R: ResponseHandler>(&self, request: &Request, handle: R) -> bool {
         self.serve(request, handle).await.1 == QueryOutcome::Clean
     }

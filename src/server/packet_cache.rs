@@ -76,7 +76,7 @@ struct Shard {
     order: VecDeque<u64>,
 }
 
-/// The cache: `capacity` responses over [`SHARDS`] shards.
+/// The cache: `capacity` responses over `SHARDS` shards.
 pub struct PacketCache {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,

@@ -1,4 +1,5 @@
-//! `portcullis compile` and `portcullis check`.
+//! `portcullis compile`, `check` and `config check`: their output, exit
+//! codes, logging and config warnings.
 
 use crate::harness::{Setup, run};
 
@@ -132,4 +133,51 @@ fn config_check_validates_without_serving() {
     let (code, _, err) = run(&["config", "check", "--config", bad.to_str().unwrap()]);
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("server.listen"), "{err}");
+}
+
+#[test]
+fn every_command_logs_at_the_configs_level() {
+    let (setup, config) = setup_with_feeds();
+    // At info the compiler's per-feed timings (debug) stay out of stderr.
+    let (code, out, err) = run(&["compile", "--config", &config]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("feed parsed"), "{err}");
+    setup.edit_config("level = \"info\"", "level = \"debug\"");
+    for args in [
+        &["compile", "--config", &config][..],
+        &["check", "evil.example.test", "--config", &config],
+        &["config", "check", "--config", &config],
+    ] {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        assert!(err.contains("feed parsed"), "{args:?} logs at debug: {err}");
+    }
+}
+
+#[test]
+fn config_warnings_are_logged_and_listed_by_config_check() {
+    let (setup, config) = setup_with_feeds();
+    // Upstreams mean nothing in recursive mode; a [[feed]] entry for a file
+    // that is not (yet) in feeds_dir applies to nothing today.
+    setup.edit_config(
+        "[[feed]]",
+        "[resolver]\nmode = \"recursive\"\nupstreams = [\"192.0.2.53\"]\n\
+         [[feed]]\nfile = \"later.txt\"\n[[feed]]",
+    );
+    let (code, out, err) = run(&["config", "check", "--config", &config]);
+    assert_eq!(code, 0, "warnings are not problems: {out}{err}");
+    assert!(
+        out.contains("warning: key `resolver.upstreams`") && out.contains("recursive"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: key `feed[0].file`") && out.contains("later.txt"),
+        "{out}"
+    );
+    let (code, out, err) = run(&["compile", "--config", &config]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("WARN") && err.contains("resolver.upstreams"),
+        "{err}"
+    );
 }

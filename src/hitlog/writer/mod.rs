@@ -3,7 +3,7 @@
 //!
 //! A plain OS thread, not a tokio task: SQLite calls block, and a blocked
 //! runtime worker would delay queries. When a record arrives the thread
-//! waits [`GATHER`] for more, then takes whatever is queued (up to
+//! waits `GATHER` for more, then takes whatever is queued (up to
 //! [`MAX_BATCH`]) as one transaction: under load a batch holds hundreds of
 //! records, and each commit's fixed cost (rewriting the tail pages of the
 //! table and its indexes to the WAL, file locks) is shared by all of them.
@@ -34,7 +34,7 @@ use crate::telemetry;
 use rollup::Pending;
 pub use rollup::{ROLLUP_CHUNK, ROLLUP_MAX_PENDING};
 
-/// Most records per transaction: more than a [`GATHER`] brings at any
+/// Most records per transaction: more than a `GATHER` brings at any
 /// rate one writer can keep up with (about 6 µs a record on the 2-core
 /// VM: some 8,000 per 50 ms), so a batch is cut short only when the
 /// writer has fallen behind.
