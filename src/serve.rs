@@ -29,19 +29,21 @@ use crate::resolve::Upstream;
 use crate::server::{self, Handler, response::BlockSettings};
 use crate::watch::{Reloader, StatusHandle, Trigger, go_live};
 
+/// What the config phase hands on: the validated config, the
+/// organisations built from it, the metrics recorder if one was installed,
+/// and when the process started (for the start-up timings).
+pub struct Startup {
+    pub config: Arc<Config>,
+    pub orgs: OrgMap,
+    pub prometheus: Option<PrometheusHandle>,
+    pub started: Instant,
+}
+
 /// Run the resolver until `shutdown` completes, then drain and stop.
-/// `started` is when the process started, for the start-up timings.
-pub async fn serve(
-    config: Config,
-    orgs: OrgMap,
-    prometheus: Option<PrometheusHandle>,
-    started: Instant,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let config = Arc::new(config);
-    let loaded = blocklist(&config, started).await?;
-    let bound = Bound::bind(&config).await?;
-    run(config, orgs, prometheus, loaded, bound, started, shutdown).await
+pub async fn serve(startup: Startup, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let loaded = blocklist(&startup.config, startup.started).await?;
+    let bound = Bound::bind(&startup.config).await?;
+    run(startup, loaded, bound, shutdown).await
 }
 
 /// The blocklist phase's result: the list serving from the first query,
@@ -149,15 +151,12 @@ impl Bound {
 /// completes, then refuse new queries, drain those in flight and flush
 /// the hit log.
 pub async fn run(
-    config: Arc<Config>,
-    orgs: OrgMap,
-    prometheus: Option<PrometheusHandle>,
+    startup: Startup,
     loaded: Loaded,
     bound: Bound,
-    started: Instant,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let running = spawn(config, orgs, prometheus, loaded, bound, started)?;
+    let running = spawn(startup, loaded, bound)?;
     shutdown.await;
     running.drain().await;
     Ok(())
@@ -174,14 +173,13 @@ struct Running {
 /// Phase "spawn": the DNS listeners, the hit-log writer, the admin and
 /// block page listeners, the upstream probe, the reloader, SIGHUP and the
 /// TAXII pollers.
-fn spawn(
-    config: Arc<Config>,
-    orgs: OrgMap,
-    prometheus: Option<PrometheusHandle>,
-    loaded: Loaded,
-    bound: Bound,
-    started: Instant,
-) -> anyhow::Result<Running> {
+fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result<Running> {
+    let Startup {
+        config,
+        orgs,
+        prometheus,
+        started,
+    } = startup;
     if let Some(prometheus) = &prometheus {
         tokio::spawn(crate::telemetry::upkeep(prometheus.clone()));
     }

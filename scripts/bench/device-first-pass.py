@@ -4,7 +4,7 @@
 Run by .devkit/all.sh after the kit's run-on-device.sh (which extracts the
 kit and generates the RPZ zone and workloads under DEVKIT_WORK). Every
 query of blocked.txt is a different listed name, once, so no answer cache
-can help: what the issue calls "blocked, first pass". The kit's
+can help: what docs/performance.md calls "blocked, first pass". The kit's
 device-bench.py is loaded as a module so processes are started, pinned,
 measured and stopped exactly as in its cached and mixed runs.
 

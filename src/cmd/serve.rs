@@ -4,11 +4,13 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 
 use portcullis::orgs::OrgMap;
+use portcullis::serve::Startup;
 
 use super::{UsageError, init_tracing, load_config};
 
@@ -37,7 +39,13 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         // is not lost (and a failure to install is a start-up error).
         let shutdown = portcullis::lifecycle::ShutdownSignal::install()
             .context("installing the SIGTERM/SIGINT handlers")?;
-        portcullis::serve::serve(config, orgs, prometheus, started, shutdown.recv()).await
+        let startup = Startup {
+            config: Arc::new(config),
+            orgs,
+            prometheus,
+            started,
+        };
+        portcullis::serve::serve(startup, shutdown.recv()).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

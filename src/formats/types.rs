@@ -19,7 +19,7 @@ use crate::policy::Action;
 pub const REJECTS_KEPT: usize = 5;
 
 /// Whether an entry covers the names below it (docs/architecture.md
-/// "Names and matching").
+/// "Matching and precedence").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
     /// The name only (hosts lines, RPZ `name`).

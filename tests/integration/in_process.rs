@@ -9,7 +9,7 @@ use hickory_proto::rr::RecordType;
 
 use portcullis::config::Config;
 use portcullis::orgs::OrgMap;
-use portcullis::serve::{self, Bound};
+use portcullis::serve::{self, Bound, Startup};
 
 use crate::harness::{Setup, Transport, a_records, assert_blocked_nxdomain, query};
 use crate::upstream::{Authority, example_zone};
@@ -50,7 +50,13 @@ fn serve_runs_on_the_callers_sockets_until_the_callers_shutdown() {
                 admin: None,
                 block_page: None,
             };
-            serve::run(config, orgs, None, loaded, bound, started, async {
+            let startup = Startup {
+                config,
+                orgs,
+                prometheus: None,
+                started,
+            };
+            serve::run(startup, loaded, bound, async {
                 let _ = stopped.await;
             })
             .await
