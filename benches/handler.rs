@@ -106,7 +106,7 @@ fn bench(c: &mut Criterion) {
     )
     .expect("feed");
     let toml = format!(
-        "[resolver]\nmode = \"forward\"\nupstreams = [\"{upstream_addr}\"]\n\
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"{upstream_addr}\"]\ndnssec = \"off\"\n\
          [blocklist]\nfeeds_dir = \"feeds\"\nstate_dir = \"state\"\n"
     );
     let config = Config::from_str(&toml, &work.path().join("portcullis.toml")).expect("config");

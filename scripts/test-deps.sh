@@ -5,7 +5,10 @@
 #   * Unbound (Debian's package), for the RPZ differential test; the
 #     package's own service is kept from starting (policy-rc.d), the test
 #     runs its own Unbound on loopback;
-#   * OASIS medallion and stix2 (PyPI), for the TAXII test.
+#   * OASIS medallion and stix2 (PyPI), for the TAXII test;
+#   * bind9-utils (dnssec-keygen, dnssec-signzone), NSD, dig and xxd, for
+#     the signed DNSSEC lab (tests/lab/signed-lab.sh); NSD's own service is
+#     kept from starting like Unbound's.
 # Safe to re-run; uses sudo when not root.
 set -euo pipefail
 
@@ -28,6 +31,21 @@ if ! [ -x /usr/sbin/unbound ]; then
     fi
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq unbound >/dev/null
+    if [ -n "$created_policy" ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
+fi
+
+if ! command -v dnssec-signzone >/dev/null 2>&1 || ! [ -x /usr/sbin/nsd ] \
+    || ! command -v dig >/dev/null 2>&1 || ! command -v xxd >/dev/null 2>&1; then
+    echo "test-deps: installing bind9-utils, nsd, bind9-dnsutils and xxd"
+    created_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+        as_root chmod +x /usr/sbin/policy-rc.d
+        created_policy=1
+    fi
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        bind9-utils bind9-dnsutils nsd xxd >/dev/null
     if [ -n "$created_policy" ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
 fi
 

@@ -12,6 +12,7 @@
 //! -> hit log.
 //!
 //! * [`config`]: the TOML file, defaults and validation.
+//! * [`dnssec`]: trust anchors and what validation says about an answer.
 //! * [`domain`]: the one name normaliser and the reversed-label key.
 //! * [`formats`]: one parser per feed format, all producing an `Indicator`.
 //! * [`blocklist`]: compile indicators into the fst; the lookup walk; the
@@ -42,6 +43,7 @@ pub mod blocklist;
 pub mod blockpage;
 pub mod clock;
 pub mod config;
+pub mod dnssec;
 pub mod domain;
 pub mod formats;
 pub mod health;

@@ -5,21 +5,33 @@
 //! which is configured. Negative answers come back as answers (NXDOMAIN or
 //! NODATA with the upstream's SOA), not errors; only a failure to get any
 //! answer is an [`UpstreamError`], which the handler turns into SERVFAIL.
+//!
+//! With `dnssec = "validate"` both modes validate with hickory's validator
+//! and every answer carries its [`Security`]; DNSSEC records always come
+//! back with it (the handler strips them for clients that did not set
+//! DO). The recursor returns bogus data with its proofs, so CD can be
+//! honoured and the failure explained; the forwarding resolver reports a
+//! bogus answer only as an error, without the data (see `forward_error`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
+use hickory_proto::dnssec::TrustAnchors;
+use hickory_proto::dnssec::rdata::{DNSKEY, DNSSECRData};
 use hickory_proto::op::{Query, ResponseCode};
+use hickory_proto::rr::RData;
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig as HickoryConfig,
 };
-use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::recursor::{DnssecConfig, DnssecPolicy};
 use hickory_resolver::recursor::{Recursor, RecursorError, RecursorOptions};
 use hickory_resolver::{Resolver, TokioResolver};
 
-use crate::config::{ResolverConfig, ResolverMode};
+use crate::config::{DnssecMode, ResolverConfig, ResolverMode};
+use crate::dnssec::{self, Security, anchors};
 
 /// The IANA root servers (a.root-servers.net .. m.root-servers.net), used
 /// when `resolver.root_hints` is empty.
@@ -56,8 +68,11 @@ pub const ROOT_HINTS: [IpAddr; 26] = [
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub rcode: ResponseCode,
+    /// With their RRSIGs when DNSSEC is on.
     pub answers: Vec<Record>,
+    /// SOA, NSEC, NSEC3 and their RRSIGs, for a negative answer.
     pub authorities: Vec<Record>,
+    pub security: Security,
 }
 
 /// No answer could be had.
@@ -67,6 +82,10 @@ pub enum UpstreamError {
     Timeout,
     #[error("upstream failed: {0}")]
     Failed(String),
+    /// The forwarding resolver's validator rejected the answer; it keeps
+    /// the data and the reason to itself.
+    #[error("the answer failed DNSSEC validation")]
+    Bogus,
 }
 
 impl UpstreamError {
@@ -75,12 +94,19 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout => "timeout",
             UpstreamError::Failed(_) => "failed",
+            UpstreamError::Bogus => "bogus",
         }
     }
 }
 
 /// A configured upstream.
-pub enum Upstream {
+pub struct Upstream {
+    kind: Kind,
+    dnssec: DnssecMode,
+    negative_trust_anchors: Vec<Name>,
+}
+
+enum Kind {
     // Both boxed: they differ in size by hundreds of bytes and the enum is
     // built once, so the indirection costs nothing.
     Forward(Box<TokioResolver>),
@@ -90,10 +116,57 @@ pub enum Upstream {
 }
 
 impl Upstream {
-    /// Build the upstream from config. Must run inside the tokio runtime.
+    /// Build the upstream from config, fetching the keys that DS trust
+    /// anchors name first. Must run inside the tokio runtime.
+    pub async fn start(config: &ResolverConfig) -> Result<Upstream, String> {
+        let owners = anchors::digest_owners(&config.trust_anchors);
+        if config.dnssec != DnssecMode::Validate || owners.is_empty() {
+            return Upstream::new(config);
+        }
+        // The keys need no validation: the DS digest authenticates them.
+        let unchecked = Upstream::build(config, DnssecMode::Off, None)?;
+        let mut fetched = Vec::new();
+        for owner in owners {
+            let answer = unchecked
+                .resolve(&LowerName::from(&owner), RecordType::DNSKEY)
+                .await
+                .map_err(|e| {
+                    anchors::AnchorError::Fetch {
+                        owner: owner.clone(),
+                        reason: e.to_string(),
+                    }
+                    .to_string()
+                })?;
+            fetched.extend(answer.answers.into_iter().filter_map(|r| match r.data {
+                RData::DNSSEC(DNSSECRData::DNSKEY(key)) => Some((r.name, key)),
+                _ => None,
+            }));
+        }
+        let set = anchors::build(&config.trust_anchors, &fetched).map_err(|e| e.to_string())?;
+        Upstream::build(config, config.dnssec, Some(set))
+    }
+
+    /// Build the upstream from config when its trust anchors, if any, are
+    /// keys (DS anchors need [`Upstream::start`]). Must run inside the
+    /// tokio runtime.
     pub fn new(config: &ResolverConfig) -> Result<Upstream, String> {
+        let anchors = if config.trust_anchors.is_empty() {
+            None
+        } else {
+            let keys: &[(Name, DNSKEY)] = &[];
+            Some(anchors::build(&config.trust_anchors, keys).map_err(|e| e.to_string())?)
+        };
+        Upstream::build(config, config.dnssec, anchors)
+    }
+
+    fn build(
+        config: &ResolverConfig,
+        dnssec: DnssecMode,
+        anchors: Option<TrustAnchors>,
+    ) -> Result<Upstream, String> {
         let provider = TokioRuntimeProvider::default();
-        match config.mode {
+        let anchors = anchors.map(std::sync::Arc::new);
+        let kind = match config.mode {
             ResolverMode::Forward => {
                 let servers = config
                     .upstreams
@@ -120,10 +193,13 @@ impl Upstream {
                 opts.use_hosts_file = ResolveHosts::Never;
                 opts.ndots = 0;
                 opts.edns0 = true;
-                builder
-                    .build()
-                    .map(|r| Upstream::Forward(Box::new(r)))
-                    .map_err(|e| e.to_string())
+                // hickory asks with DO only when it validates, so "process"
+                // cannot be offered in forward mode: it forwards unvalidated.
+                opts.validate = dnssec == DnssecMode::Validate;
+                if let (DnssecMode::Validate, Some(anchors)) = (dnssec, &anchors) {
+                    builder = builder.with_trust_anchor(std::sync::Arc::clone(anchors));
+                }
+                Kind::Forward(Box::new(builder.build().map_err(|e| e.to_string())?))
             }
             ResolverMode::Recursive => {
                 let roots: Vec<IpAddr> = if config.root_hints.is_empty() {
@@ -136,50 +212,271 @@ impl Upstream {
                     allow_server: config.allow_server_networks.clone(),
                     ..RecursorOptions::default()
                 };
-                Recursor::with_options(&roots, options, provider)
-                    .map(|r| {
-                        Upstream::Recursive(Box::new(r), Duration::from_millis(config.timeout_ms))
-                    })
-                    .map_err(|e| e.to_string())
+                let policy = match dnssec {
+                    DnssecMode::Off => DnssecPolicy::SecurityUnaware,
+                    DnssecMode::Process => DnssecPolicy::ValidationDisabled,
+                    DnssecMode::Validate => {
+                        let mut validation = DnssecConfig::default();
+                        validation.trust_anchor = anchors;
+                        DnssecPolicy::ValidateWithStaticKey(validation)
+                    }
+                };
+                let recursor = Recursor::new(&roots, policy, None, options, provider)
+                    .map_err(|e| e.to_string())?;
+                Kind::Recursive(Box::new(recursor), Duration::from_millis(config.timeout_ms))
             }
-        }
+        };
+        Ok(Upstream {
+            kind,
+            dnssec,
+            negative_trust_anchors: config.negative_trust_anchors.clone(),
+        })
     }
 
-    /// Resolve one question.
+    /// Resolve one question. With DNSSEC on, the DNSSEC records come back
+    /// too, whatever the client asked.
     pub async fn resolve(
         &self,
         name: &LowerName,
         rtype: RecordType,
-        dnssec_ok: bool,
     ) -> Result<Answer, UpstreamError> {
         let name = Name::from(name.clone());
-        match self {
-            Upstream::Forward(resolver) => match resolver.lookup(name, rtype).await {
-                Ok(lookup) => Ok(Answer {
-                    rcode: ResponseCode::NoError,
-                    answers: lookup.answers().to_vec(),
-                    authorities: lookup.authorities().to_vec(),
-                }),
-                Err(e) => negative_from_net(e),
+        let now = unix_now();
+        let ntas = &self.negative_trust_anchors;
+        let judge = |answers: &[Record], authorities: &[Record]| match self.dnssec {
+            DnssecMode::Validate => dnssec::security(&name, answers, authorities, now, ntas),
+            _ => Security::Indeterminate,
+        };
+        match &self.kind {
+            Kind::Forward(resolver) => match resolver.lookup(name.clone(), rtype).await {
+                Ok(lookup) => {
+                    let answers = lookup.answers().to_vec();
+                    let authorities = lookup.authorities().to_vec();
+                    let security = judge(&answers, &authorities);
+                    Ok(Answer {
+                        rcode: ResponseCode::NoError,
+                        answers,
+                        authorities,
+                        security,
+                    })
+                }
+                Err(e) => self.forward_error(&name, e, now),
             },
-            Upstream::Recursive(recursor, limit) => {
-                let resolution =
-                    recursor.resolve(Query::query(name, rtype), Instant::now(), dnssec_ok);
+            Kind::Recursive(recursor, limit) => {
+                let ask_dnssec = self.dnssec != DnssecMode::Off;
+                let resolution = recursor.resolve(
+                    Query::query(name.clone(), rtype),
+                    Instant::now(),
+                    ask_dnssec,
+                );
                 match tokio::time::timeout(*limit, resolution).await {
-                    Ok(Ok(message)) => Ok(Answer {
-                        rcode: message.metadata.response_code,
-                        answers: message.answers.clone(),
-                        authorities: message.authorities.clone(),
-                    }),
-                    Ok(Err(e)) => negative_from_recursor(e),
+                    Ok(Ok(message)) => {
+                        let mut security = judge(&message.answers, &message.authorities);
+                        if let Security::Bogus(bogus) = &mut security {
+                            self.explain_keys(recursor, bogus).await;
+                        }
+                        Ok(Answer {
+                            rcode: message.metadata.response_code,
+                            answers: message.answers.clone(),
+                            authorities: message.authorities.clone(),
+                            security,
+                        })
+                    }
+                    Ok(Err(e)) => self.recursor_error(&name, e, now, &judge),
                     Err(_) => Err(UpstreamError::Timeout),
                 }
             }
         }
     }
+
+    /// A failure the signatures do not explain may be a zone whose keys
+    /// do not match the DS its parent publishes (EDE 9, DNSKEY Missing).
+    /// Only bogus answers pay for the two lookups, from the recursor's
+    /// cache when it has them.
+    async fn explain_keys(
+        &self,
+        recursor: &Recursor<TokioRuntimeProvider>,
+        bogus: &mut dnssec::Bogus,
+    ) {
+        if bogus.ede != dnssec::ede::DNSSEC_BOGUS {
+            return;
+        }
+        let zone = bogus.zone.clone();
+        let lookup =
+            |rtype| recursor.resolve(Query::query(zone.clone(), rtype), Instant::now(), true);
+        let (Ok(keys), Ok(digests)) = (
+            lookup(RecordType::DNSKEY).await,
+            lookup(RecordType::DS).await,
+        ) else {
+            return;
+        };
+        let keys: Vec<DNSKEY> = keys
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::DNSSEC(DNSSECRData::DNSKEY(key)) => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
+        let digests: Vec<_> = digests
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::DNSSEC(DNSSECRData::DS(ds)) => Some(ds.clone()),
+                _ => None,
+            })
+            .collect();
+        let matched = digests.iter().any(|ds| {
+            keys.iter().any(|key| {
+                key.calculate_key_tag().ok() == Some(ds.key_tag())
+                    && ds.covers(&zone, key).unwrap_or(false)
+            })
+        });
+        if !digests.is_empty() && !matched {
+            bogus.ede = dnssec::ede::DNSKEY_MISSING;
+            bogus.reason = "no DNSKEY in the zone matches the DS its parent publishes";
+        }
+    }
+
+    fn forward_error(&self, name: &Name, e: NetError, now: u32) -> Result<Answer, UpstreamError> {
+        match e {
+            NetError::Dns(DnsError::DnssecBogus) => Err(UpstreamError::Bogus),
+            NetError::Dns(DnsError::Nsec {
+                response, proof, ..
+            }) => {
+                let authorities = response.authorities.clone();
+                let security = if proof.is_insecure() || self.dnssec != DnssecMode::Validate {
+                    Security::Insecure
+                } else {
+                    dnssec::bogus_negative(name, &authorities, now, &self.negative_trust_anchors)
+                };
+                if let Security::Bogus(_) = security {
+                    return Err(UpstreamError::Bogus);
+                }
+                Ok(Answer {
+                    rcode: response.metadata.response_code,
+                    answers: Vec::new(),
+                    authorities,
+                    security,
+                })
+            }
+            NetError::Dns(DnsError::NoRecordsFound(records)) => {
+                let (rcode, authorities) =
+                    negative_records(records.response_code, records.soa, records.authorities);
+                let security = match self.dnssec {
+                    DnssecMode::Validate => {
+                        dnssec::security(name, &[], &authorities, now, &self.negative_trust_anchors)
+                    }
+                    _ => Security::Indeterminate,
+                };
+                Ok(Answer {
+                    rcode,
+                    answers: Vec::new(),
+                    authorities,
+                    security,
+                })
+            }
+            other => negative_from_net(other, |answers, authorities| match self.dnssec {
+                DnssecMode::Validate => dnssec::security(
+                    name,
+                    answers,
+                    authorities,
+                    now,
+                    &self.negative_trust_anchors,
+                ),
+                _ => Security::Indeterminate,
+            }),
+        }
+    }
+
+    fn recursor_error(
+        &self,
+        name: &Name,
+        e: RecursorError,
+        now: u32,
+        judge: &dyn Fn(&[Record], &[Record]) -> Security,
+    ) -> Result<Answer, UpstreamError> {
+        match e {
+            RecursorError::Net(NetError::Dns(DnsError::Nsec {
+                response, proof, ..
+            })) => {
+                let authorities = response.authorities.clone();
+                let security = if proof.is_insecure() || self.dnssec != DnssecMode::Validate {
+                    Security::Insecure
+                } else {
+                    dnssec::bogus_negative(name, &authorities, now, &self.negative_trust_anchors)
+                };
+                Ok(Answer {
+                    rcode: response.metadata.response_code,
+                    answers: Vec::new(),
+                    authorities,
+                    security,
+                })
+            }
+            RecursorError::Net(NetError::Dns(DnsError::NoRecordsFound(records))) => {
+                let (rcode, authorities) =
+                    negative_records(records.response_code, records.soa, records.authorities);
+                let security = judge(&[], &authorities);
+                Ok(Answer {
+                    rcode,
+                    answers: Vec::new(),
+                    authorities,
+                    security,
+                })
+            }
+            RecursorError::Negative(data) => {
+                let nx = data.is_nx_domain();
+                let rcode = if nx {
+                    ResponseCode::NXDomain
+                } else {
+                    ResponseCode::NoError
+                };
+                let (rcode, authorities) = negative_records(rcode, data.soa, data.authorities);
+                let security = judge(&[], &authorities);
+                Ok(Answer {
+                    rcode,
+                    answers: Vec::new(),
+                    authorities,
+                    security,
+                })
+            }
+            other => negative_from_recursor(other),
+        }
+    }
 }
 
-fn negative(nx: bool, soa: Option<Record>) -> Answer {
+/// A negative answer's rcode and authority section: the SOA first, then
+/// the NSEC or NSEC3 records and signatures that prove it.
+fn negative_records(
+    rcode: ResponseCode,
+    soa: Option<Box<hickory_proto::rr::Record<hickory_proto::rr::rdata::SOA>>>,
+    more: Option<std::sync::Arc<[Record]>>,
+) -> (ResponseCode, Vec<Record>) {
+    let mut authorities: Vec<Record> = Vec::new();
+    if let Some(soa) = soa {
+        authorities.push(soa.into_record_of_rdata());
+    }
+    for record in more.iter().flat_map(|m| m.iter()) {
+        if !authorities.contains(record) {
+            authorities.push(record.clone());
+        }
+    }
+    let rcode = if rcode == ResponseCode::NXDomain {
+        ResponseCode::NXDomain
+    } else {
+        ResponseCode::NoError
+    };
+    (rcode, authorities)
+}
+
+/// Seconds since the epoch, for signature validity periods.
+fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
+}
+
+fn negative(nx: bool, soa: Option<Record>, security: Security) -> Answer {
     Answer {
         rcode: if nx {
             ResponseCode::NXDomain
@@ -188,16 +485,19 @@ fn negative(nx: bool, soa: Option<Record>) -> Answer {
         },
         answers: Vec::new(),
         authorities: soa.into_iter().collect(),
+        security,
     }
 }
 
-fn negative_from_net(e: NetError) -> Result<Answer, UpstreamError> {
+fn negative_from_net(
+    e: NetError,
+    judge: impl Fn(&[Record], &[Record]) -> Security,
+) -> Result<Answer, UpstreamError> {
     if e.is_no_records_found() {
         let nx = e.is_nx_domain();
-        return Ok(negative(
-            nx,
-            e.into_soa().map(|soa| soa.into_record_of_rdata()),
-        ));
+        let soa = e.into_soa().map(|soa| soa.into_record_of_rdata());
+        let security = judge(&[], soa.as_slice());
+        return Ok(negative(nx, soa, security));
     }
     if matches!(e, NetError::Timeout) {
         return Err(UpstreamError::Timeout);
@@ -208,10 +508,8 @@ fn negative_from_net(e: NetError) -> Result<Answer, UpstreamError> {
 fn negative_from_recursor(e: RecursorError) -> Result<Answer, UpstreamError> {
     if e.is_no_records_found() || e.is_nx_domain() {
         let nx = e.is_nx_domain();
-        return Ok(negative(
-            nx,
-            e.into_soa().map(|soa| soa.into_record_of_rdata()),
-        ));
+        let soa = e.into_soa().map(|soa| soa.into_record_of_rdata());
+        return Ok(negative(nx, soa, Security::Indeterminate));
     }
     if e.is_timeout() || matches!(e, RecursorError::Timeout) {
         return Err(UpstreamError::Timeout);

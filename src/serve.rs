@@ -156,7 +156,7 @@ pub async fn run(
     bound: Bound,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let running = spawn(startup, loaded, bound)?;
+    let running = spawn(startup, loaded, bound).await?;
     shutdown.await;
     running.drain().await;
     Ok(())
@@ -173,7 +173,7 @@ struct Running {
 /// Phase "spawn": the DNS listeners, the hit-log writer, the admin and
 /// block page listeners, the upstream probe, the reloader, SIGHUP and the
 /// TAXII pollers.
-fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result<Running> {
+async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result<Running> {
     let Startup {
         config,
         orgs,
@@ -189,7 +189,7 @@ fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result<Runni
         compiler,
         known,
     } = loaded;
-    let upstream = Arc::new(Upstream::new(&config.resolver).map_err(|e| {
+    let upstream = Arc::new(Upstream::start(&config.resolver).await.map_err(|e| {
         anyhow::anyhow!("configuring the {:?} resolver: {e}", config.resolver.mode)
     })?);
     let health = Arc::new(Health::new(

@@ -34,9 +34,13 @@ pub const HITLOG_DROPPED: &str = "portcullis_hitlog_dropped_total";
 pub const HITLOG_ERRORS: &str = "portcullis_hitlog_errors_total";
 pub const API_DENIED: &str = "portcullis_api_denied_total";
 pub const BLOCK_PAGE_VIEWS: &str = "portcullis_block_page_views_total";
+pub const DNSSEC_ANSWERS: &str = "portcullis_dnssec_answers_total";
+pub const DNSSEC_BOGUS: &str = "portcullis_dnssec_bogus_total";
 
 /// Every series name, for the checks on the shipped dashboard and rules.
 pub const ALL: &[&str] = &[
+    DNSSEC_ANSWERS,
+    DNSSEC_BOGUS,
     QUERIES,
     QUERY_DURATION,
     BLOCKS,
@@ -238,6 +242,14 @@ fn describe() {
     describe_counter!(
         BLOCK_PAGE_VIEWS,
         "Block pages served, by whether the hit record was found (found, not_found)."
+    );
+    describe_counter!(
+        DNSSEC_ANSWERS,
+        "Upstream answers by validation state (secure, insecure, bogus, indeterminate)."
+    );
+    describe_counter!(
+        DNSSEC_BOGUS,
+        "Answers that failed DNSSEC validation, by RFC 8914 extended error code."
     );
 }
 

@@ -33,8 +33,8 @@ mod validate;
 mod tests;
 
 pub use raw::{
-    LogFormat, RawAdmin, RawBlockPage, RawBlocklist, RawConfig, RawFeed, RawHitlog, RawLog,
-    RawOrganisation, RawResolver, RawServer, RawTaxii, ResolverMode,
+    DnssecMode, LogFormat, RawAdmin, RawBlockPage, RawBlocklist, RawConfig, RawFeed, RawHitlog,
+    RawLog, RawOrganisation, RawResolver, RawServer, RawTaxii, ResolverMode,
 };
 pub use sections::{
     AdminConfig, BlockPageConfig, BlocklistConfig, FeedConfig, HitlogConfig, LogConfig,

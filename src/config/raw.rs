@@ -96,6 +96,20 @@ pub enum ResolverMode {
     Forward,
 }
 
+/// `resolver.dnssec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DnssecMode {
+    /// Validate every answer; bogus ones become SERVFAIL.
+    #[default]
+    Validate,
+    /// Ask upstream for DNSSEC records and pass them to clients that set
+    /// DO, without validating.
+    Process,
+    /// Neither ask for nor pass DNSSEC records.
+    Off,
+}
+
 /// `[resolver]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +132,14 @@ pub struct RawResolver {
     /// 0 turns the packet cache off.
     #[serde(default = "default_packet_cache_size")]
     pub packet_cache_size: usize,
+    #[serde(default)]
+    pub dnssec: DnssecMode,
+    /// A file of DS or DNSKEY records; unset: the built-in root keys.
+    #[serde(default)]
+    pub trust_anchors: Option<PathBuf>,
+    /// Zones whose validation failures are ignored (RFC 7646).
+    #[serde(default)]
+    pub negative_trust_anchors: Vec<String>,
 }
 
 impl Default for RawResolver {
@@ -130,6 +152,9 @@ impl Default for RawResolver {
             timeout_ms: None,
             cache_size: default_cache_size(),
             packet_cache_size: default_packet_cache_size(),
+            dnssec: DnssecMode::default(),
+            trust_anchors: None,
+            negative_trust_anchors: Vec::new(),
         }
     }
 }

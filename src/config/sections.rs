@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
-use super::raw::{LogFormat, RawLog, RawServer, ResolverMode};
+use super::raw::{DnssecMode, LogFormat, RawLog, RawServer, ResolverMode};
 use crate::formats::Format;
 use crate::policy::Action;
 
@@ -78,6 +78,12 @@ pub struct ResolverConfig {
     /// entry touched), so a repeated question is answered without
     /// decoding it; 0 turns the packet cache off.
     pub packet_cache_size: usize,
+    pub dnssec: DnssecMode,
+    /// The anchors read from `resolver.trust_anchors`; empty means the
+    /// built-in IANA root keys.
+    pub trust_anchors: Vec<crate::dnssec::anchors::Anchor>,
+    /// Names at and below which a bogus answer is treated as insecure.
+    pub negative_trust_anchors: Vec<hickory_proto::rr::Name>,
 }
 
 /// `[blocklist]`, with absolute paths.

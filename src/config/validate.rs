@@ -14,8 +14,8 @@ use ipnet::IpNet;
 
 use super::ConfigError;
 use super::raw::{
-    RawAdmin, RawBlockPage, RawBlocklist, RawFeed, RawHitlog, RawLog, RawOrganisation, RawResolver,
-    RawServer, RawTaxii, ResolverMode,
+    DnssecMode, RawAdmin, RawBlockPage, RawBlocklist, RawFeed, RawHitlog, RawLog, RawOrganisation,
+    RawResolver, RawServer, RawTaxii, ResolverMode,
 };
 use super::sections::{
     AdminConfig, BlockPageConfig, BlocklistConfig, FeedConfig, HitlogConfig, LogConfig,
@@ -136,6 +136,27 @@ pub(super) fn resolver(raw: RawResolver, cx: &mut Checker) -> Result<ResolverCon
     if timeout_ms == 0 {
         return Err(cx.invalid("resolver.timeout_ms", "must be above 0".into()));
     }
+    // Read now, so a bad anchor file stops the start with its line.
+    let trust_anchors = match &raw.trust_anchors {
+        Some(file) => crate::dnssec::anchors::read(&cx.rel(file))
+            .map_err(|e| cx.invalid("resolver.trust_anchors", e.to_string()))?,
+        None => Vec::new(),
+    };
+    if raw.dnssec != DnssecMode::Validate && raw.trust_anchors.is_some() {
+        cx.warn(
+            "resolver.trust_anchors",
+            "used only with dnssec = \"validate\"".into(),
+        );
+    }
+    let mut negative_trust_anchors = Vec::new();
+    for (i, text) in raw.negative_trust_anchors.iter().enumerate() {
+        let key = format!("resolver.negative_trust_anchors[{i}]");
+        let name = crate::domain::normalize(text)
+            .ok()
+            .and_then(|n| hickory_proto::rr::Name::from_ascii(format!("{n}.")).ok())
+            .ok_or_else(|| cx.invalid(&key, format!("{text:?} is not a domain name")))?;
+        negative_trust_anchors.push(name);
+    }
     Ok(ResolverConfig {
         mode: raw.mode,
         upstreams,
@@ -144,6 +165,9 @@ pub(super) fn resolver(raw: RawResolver, cx: &mut Checker) -> Result<ResolverCon
         timeout_ms,
         cache_size: raw.cache_size,
         packet_cache_size: raw.packet_cache_size,
+        dnssec: raw.dnssec,
+        trust_anchors,
+        negative_trust_anchors,
     })
 }
 

@@ -32,12 +32,13 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use super::decide::{Listed, QueryContext, plain, transport};
 use super::packet_cache::MAX_UDP_PAYLOAD;
 use super::query_metrics::{QueryMetrics, QueryOutcome};
-use super::response::{BlockSettings, block_answer};
+use super::response::{self, BlockSettings, block_answer};
 use crate::blocklist::BlocklistHandle;
+use crate::dnssec::{self, Security};
 use crate::hitlog::{HitSender, Stage};
 use crate::orgs::OrgMap;
 use crate::policy::Action;
-use crate::resolve::Upstream;
+use crate::resolve::{Upstream, UpstreamError};
 
 /// Everything a query needs, shared by all tasks.
 pub struct Handler {
@@ -348,6 +349,21 @@ impl Handler {
         }
     }
 
+    /// SERVFAIL for a bogus answer, with its extended error when the query
+    /// had EDNS.
+    async fn send_bogus<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        handle: R,
+        bogus: &dnssec::Bogus,
+        mut edns: Option<Edns>,
+    ) -> ResponseInfo {
+        if let Some(edns) = &mut edns {
+            edns.options_mut().insert(response::dnssec_ede(bogus));
+        }
+        send_code(request, handle, ResponseCode::ServFail, edns.as_ref()).await
+    }
+
     /// The upstream's answer, or SERVFAIL. Unless the query name was
     /// excepted, a CNAME target or an address in the answer can still
     /// block it.
@@ -362,9 +378,24 @@ impl Handler {
     ) -> (ResponseInfo, QueryOutcome) {
         let qtype = cx.qtype;
         let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
-        match self.upstream.resolve(qname, qtype, dnssec_ok).await {
-            Ok(answer) => {
+        let checking_disabled = request.metadata.checking_disabled;
+        match self.upstream.resolve(qname, qtype).await {
+            Ok(mut answer) => {
                 self.health.upstream_answered();
+                self.metrics.validation(&answer.security);
+                if let Security::Bogus(bogus) = &answer.security {
+                    tracing::warn!(zone = %bogus.zone, ede = bogus.ede, reason = bogus.reason, %qname, %qtype, cd = checking_disabled, "DNSSEC validation failed");
+                    // CD: the client validates for itself (RFC 4035 3.2.2).
+                    if !checking_disabled {
+                        let info = self.send_bogus(request, handle, bogus, edns).await;
+                        return (info, QueryOutcome::Servfail);
+                    }
+                }
+                // RFC 4035 3.2.1: DNSSEC records only for clients that set DO.
+                if !dnssec_ok {
+                    answer.answers = dnssec::strip(&answer.answers, qtype);
+                    answer.authorities = dnssec::strip(&answer.authorities, qtype);
+                }
                 // A clean name that CNAMEs to a listed one is blocked as the
                 // listed one would be, after the chain that led there (RPZ's
                 // CNAME-target rule; the rcode speaks for the last name).
@@ -397,6 +428,9 @@ impl Handler {
                 };
                 let mut metadata = Metadata::response_from_request(&request.metadata);
                 metadata.response_code = answer.rcode;
+                // RFC 6840 5.8: AD only for a client that asked with DO or AD.
+                metadata.authentic_data = answer.security == Security::Secure
+                    && (dnssec_ok || request.metadata.authentic_data);
                 let info = send(
                     request,
                     handle,
@@ -406,14 +440,32 @@ impl Handler {
                     &answer.authorities,
                 )
                 .await;
+                // A bogus answer given to a CD client is never cached for
+                // others (the packet cache keys on CD too; belt and braces).
+                let cacheable = !touched && !matches!(answer.security, Security::Bogus(_));
                 (
                     info,
-                    if touched {
-                        QueryOutcome::Answered
-                    } else {
+                    if cacheable {
                         QueryOutcome::Clean
+                    } else {
+                        QueryOutcome::Answered
                     },
                 )
+            }
+            Err(UpstreamError::Bogus) => {
+                // The forwarding resolver's validator keeps its reason and
+                // the data, so CD cannot be honoured there: DNSSEC Bogus.
+                self.health.upstream_answered();
+                let bogus = dnssec::Bogus {
+                    ede: dnssec::ede::DNSSEC_BOGUS,
+                    zone: Name::from(qname.clone()),
+                    reason: "the upstream's answer failed validation",
+                };
+                let security = Security::Bogus(bogus.clone());
+                self.metrics.validation(&security);
+                tracing::warn!(zone = %bogus.zone, ede = bogus.ede, reason = bogus.reason, %qname, %qtype, "DNSSEC validation failed");
+                let info = self.send_bogus(request, handle, &bogus, edns).await;
+                (info, QueryOutcome::Servfail)
             }
             Err(error) => {
                 tracing::debug!(%qname, %qtype, %error, "upstream failed");

@@ -289,6 +289,19 @@ pub fn blocked_ede(category: &str, feed: Option<&str>) -> EdnsOption {
     EdnsOption::Unknown(EDE_OPTION_CODE, payload)
 }
 
+/// The RFC 8914 option for a validation failure: its info-code, and a
+/// text naming the zone and the reason.
+pub fn dnssec_ede(bogus: &crate::dnssec::Bogus) -> EdnsOption {
+    let text = format!(
+        "DNSSEC validation failed in {}: {}",
+        bogus.zone, bogus.reason
+    );
+    let mut payload = Vec::with_capacity(2 + text.len());
+    payload.extend_from_slice(&bogus.ede.to_be_bytes());
+    payload.extend_from_slice(text.as_bytes());
+    EdnsOption::Unknown(EDE_OPTION_CODE, payload)
+}
+
 /// The option code as hickory names it, for reading EDE back.
 pub fn ede_code() -> EdnsCode {
     EdnsCode::from(EDE_OPTION_CODE)

@@ -159,11 +159,8 @@ fn config_warnings_are_logged_and_listed_by_config_check() {
     let (setup, config) = setup_with_feeds();
     // Upstreams mean nothing in recursive mode; a [[feed]] entry for a file
     // that is not (yet) in feeds_dir applies to nothing today.
-    setup.edit_config(
-        "[[feed]]",
-        "[resolver]\nmode = \"recursive\"\nupstreams = [\"192.0.2.53\"]\n\
-         [[feed]]\nfile = \"later.txt\"\n[[feed]]",
-    );
+    setup.edit_config("[resolver]\n", "[resolver]\nupstreams = [\"192.0.2.53\"]\n");
+    setup.edit_config("[[feed]]", "[[feed]]\nfile = \"later.txt\"\n[[feed]]");
     let (code, out, err) = run(&["config", "check", "--config", &config]);
     assert_eq!(code, 0, "warnings are not problems: {out}{err}");
     assert!(

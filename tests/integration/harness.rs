@@ -41,7 +41,7 @@ impl Setup {
             "[server]\nlisten = [\"127.0.0.1:0\"]\nallow_unknown_clients = true\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info\"\n{extra}\n"
         );
-        let text = merge_blocklist_section(&text);
+        let text = merge_resolver_section(&merge_blocklist_section(&text));
         self.write("portcullis.toml", &text)
     }
 
@@ -51,7 +51,7 @@ impl Setup {
             "[server]\nlisten = [\"127.0.0.1:0\"]\nallow_unknown_clients = true\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n{admin}\n[log]\nlevel = \"info\"\n{extra}\n"
         );
-        let text = merge_blocklist_section(&text);
+        let text = merge_resolver_section(&merge_blocklist_section(&text));
         self.write("portcullis.toml", &text)
     }
 }
@@ -85,6 +85,21 @@ fn merge_blocklist_section(text: &str) -> String {
         out
     } else {
         format!("{text}\n[blocklist]\n{defaults}")
+    }
+}
+
+/// The test authorities serve unsigned zones under a root no anchor
+/// covers, which a validating resolver rightly calls bogus: validation is
+/// off unless a test sets `dnssec` itself (the DNSSEC tests do, against
+/// the signed lab).
+fn merge_resolver_section(text: &str) -> String {
+    match text.find("[resolver]\n") {
+        Some(_) if text.contains("dnssec =") => text.to_owned(),
+        Some(i) => {
+            let at = i + "[resolver]\n".len();
+            format!("{}dnssec = \"off\"\n{}", &text[..at], &text[at..])
+        }
+        None => format!("{text}\n[resolver]\ndnssec = \"off\"\n"),
     }
 }
 

@@ -12,6 +12,7 @@
 //! * `browser`: the review page and the block page in headless Chromium.
 //! * `cli`: `compile`, `check` and `config check`.
 //! * `differential`: the same RPZ through Unbound and Portcullis.
+//! * `dnssec`: validation over a signed lab (dnssec-signzone, NSD).
 //! * `docs`: the shipped config and every README example load.
 //! * `formats`: every feed format end to end through the binary.
 //! * `forward`: forward mode against a local authority.
@@ -33,6 +34,7 @@ mod blocking;
 mod browser;
 mod cli;
 mod differential;
+mod dnssec;
 mod docs;
 mod formats;
 mod forward;

@@ -27,6 +27,7 @@ allow_unknown_clients = true
 [resolver]
 mode = "forward"
 upstreams = ["127.0.0.1:9"]
+dnssec = "off"
 [blocklist]
 feeds_dir = "feeds"
 state_dir = "state"
