@@ -125,7 +125,7 @@ pub fn spawn_upstream_probe(
         loop {
             if !health.upstream_fresh(every) {
                 match upstream
-                    .resolve(&root, hickory_proto::rr::RecordType::NS)
+                    .resolve(&root, hickory_proto::rr::RecordType::NS, false)
                     .await
                 {
                     Ok(_) => health.upstream_answered(),

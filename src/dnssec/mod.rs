@@ -183,6 +183,37 @@ fn explain(qname: &Name, section: &[Record], negative: bool, now: u32) -> Bogus 
     }
 }
 
+/// A failure the signatures do not explain may be a zone whose keys match
+/// no DS its parent publishes: then it is DNSKEY Missing (EDE 9). `keys`
+/// and `digests` are the zone's DNSKEY and DS answers, fetched unvalidated.
+pub fn keys_match_parent(bogus: &mut Bogus, keys: &[Record], digests: &[Record]) {
+    let keys: Vec<_> = keys
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::DNSSEC(DNSSECRData::DNSKEY(key)) => Some(key),
+            _ => None,
+        })
+        .collect();
+    let digests: Vec<_> = digests
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::DNSSEC(DNSSECRData::DS(ds)) => Some(ds),
+            _ => None,
+        })
+        .collect();
+    let zone = &bogus.zone;
+    let matched = digests.iter().any(|ds| {
+        keys.iter().any(|key| {
+            key.calculate_key_tag().ok() == Some(ds.key_tag())
+                && ds.covers(zone, key).unwrap_or(false)
+        })
+    });
+    if !digests.is_empty() && !matched {
+        bogus.ede = ede::DNSKEY_MISSING;
+        bogus.reason = "no DNSKEY in the zone matches the DS its parent publishes";
+    }
+}
+
 /// Drop DNSSEC records (RRSIG, NSEC, NSEC3, DNSKEY, DS) that the client
 /// did not ask for (RFC 4035 3.2.1: only with DO), keeping a type the
 /// client queried for itself.

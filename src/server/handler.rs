@@ -379,7 +379,7 @@ impl Handler {
         let qtype = cx.qtype;
         let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
         let checking_disabled = request.metadata.checking_disabled;
-        match self.upstream.resolve(qname, qtype).await {
+        match self.upstream.resolve(qname, qtype, checking_disabled).await {
             Ok(mut answer) => {
                 self.health.upstream_answered();
                 self.metrics.validation(&answer.security);
@@ -452,15 +452,10 @@ impl Handler {
                     },
                 )
             }
-            Err(UpstreamError::Bogus) => {
-                // The forwarding resolver's validator keeps its reason and
-                // the data, so CD cannot be honoured there: DNSSEC Bogus.
+            Err(UpstreamError::Bogus(bogus)) => {
+                // Forward mode; a CD query never gets here (it went
+                // upstream with CD and came back as data).
                 self.health.upstream_answered();
-                let bogus = dnssec::Bogus {
-                    ede: dnssec::ede::DNSSEC_BOGUS,
-                    zone: Name::from(qname.clone()),
-                    reason: "the upstream's answer failed validation",
-                };
                 let security = Security::Bogus(bogus.clone());
                 self.metrics.validation(&security);
                 tracing::warn!(zone = %bogus.zone, ede = bogus.ede, reason = bogus.reason, %qname, %qtype, "DNSSEC validation failed");

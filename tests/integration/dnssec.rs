@@ -59,14 +59,24 @@ impl Lab {
 
     /// A validating Unbound on 127.0.54.9:`port` over the same lab.
     pub fn start_unbound(&self, port: u16) {
+        self.unbound("--unbound", port);
+    }
+
+    /// A non-validating Unbound on 127.0.54.9:`port`: an upstream for
+    /// forward mode, which validates for itself.
+    pub fn start_unbound_plain(&self, port: u16) {
+        self.unbound("--unbound-plain", port);
+    }
+
+    fn unbound(&self, how: &str, port: u16) {
         let status = Command::new("bash")
             .arg(script())
-            .args(["--unbound"])
+            .arg(how)
             .arg(self.dir.path())
             .arg(port.to_string())
             .status()
             .expect("run signed-lab.sh --unbound");
-        assert!(status.success(), "Unbound did not start on the lab");
+        assert!(status.success(), "Unbound ({how}) did not start on the lab");
     }
 }
 
@@ -136,17 +146,29 @@ const DO: Bits = Bits {
 #[test]
 fn validation_over_the_signed_lab_and_beside_unbound() {
     let Some(lab) = Lab::start() else { return };
-    portcullis_cases(&lab);
-    same_answers_as_unbound(&lab);
-}
-
-fn portcullis_cases(lab: &Lab) {
-    let setup = Setup::new();
-    setup.write("feeds/threats.txt", "evil.example.test\n");
-    let config = setup.config(&lab_resolver(
+    // Recursive mode from the lab root, anchored by the root's DS.
+    portcullis_cases(&lab_resolver(
         &lab.path("root.ds"),
         "negative_trust_anchors = [\"ntabroken.test\"]\n",
     ));
+    // Forward mode to a recursor that does not validate, anchored by the
+    // root's DNSKEY: Portcullis validates what comes back.
+    const PLAIN_PORT: u16 = 5398;
+    lab.start_unbound_plain(PLAIN_PORT);
+    portcullis_cases(&format!(
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.54.9:{PLAIN_PORT}\"]\n\
+         dnssec = \"validate\"\ntrust_anchors = \"{}\"\n\
+         negative_trust_anchors = [\"ntabroken.test\"]\n",
+        lab.path("root.anchor").display()
+    ));
+    same_answers_as_unbound(&lab);
+}
+
+/// Every case, over UDP and TCP, against Portcullis with `resolver`.
+fn portcullis_cases(resolver: &str) {
+    let setup = Setup::new();
+    setup.write("feeds/threats.txt", "evil.example.test\n");
+    let config = setup.config(resolver);
     let server = Server::start(&config);
     let addr = server.addr;
 

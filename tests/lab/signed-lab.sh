@@ -5,6 +5,8 @@
 #
 #   signed-lab.sh DIR               build (or rebuild) the lab in DIR, start NSD
 #   signed-lab.sh --unbound DIR PORT start a validating Unbound on 127.0.54.9:PORT
+#   signed-lab.sh --unbound-plain DIR PORT  a non-validating one (an upstream
+#                                    for a forwarder that validates itself)
 #   signed-lab.sh --stop DIR        stop everything started for DIR (by PID file)
 #
 # Prints nothing on success; on failure prints why to stderr and exits non-zero.
@@ -38,6 +40,7 @@ usage() {
     cat >&2 <<'EOF'
 usage: signed-lab.sh DIR                 build the lab in DIR and start NSD on 127.0.54.{1,2,3}:53
        signed-lab.sh --unbound DIR PORT  start a validating Unbound on 127.0.54.9:PORT
+       signed-lab.sh --unbound-plain DIR PORT  a non-validating Unbound there
        signed-lab.sh --stop DIR          stop the NSD and Unbound processes started for DIR
 EOF
     exit 2
@@ -85,12 +88,13 @@ stop() {
 }
 
 stop_unbound() {
-    stop "$1/unbound/unbound.pid" "$1/unbound/unbound.conf"
+    stop "$1/${UNBOUND_DIR:-unbound}/unbound.pid" "$1/${UNBOUND_DIR:-unbound}/unbound.conf"
 }
 
 stop_all() {
     local dir=$1
     stop "$dir/unbound/unbound.pid" "$dir/unbound/unbound.conf" \
+        "$dir/unbound-plain/unbound.pid" "$dir/unbound-plain/unbound.conf" \
         "$dir/nsd/root/nsd.pid" "$dir/nsd/root/nsd.conf" \
         "$dir/nsd/tld/nsd.pid" "$dir/nsd/tld/nsd.conf" \
         "$dir/nsd/zone/nsd.pid" "$dir/nsd/zone/nsd.conf"
@@ -379,7 +383,7 @@ build() {
 }
 
 start_unbound() {
-    local port=$1 d="$DIR/unbound" pid
+    local port=$1 d="$DIR/${UNBOUND_DIR:-unbound}" pid
     need unbound unbound-checkconf dig
     [[ -s $DIR/root.anchor && -s $DIR/root.hints ]] ||
         die "no lab in $DIR (run 'signed-lab.sh $DIR' first)"
@@ -407,7 +411,7 @@ server:
     ede: yes
     num-threads: 1
     so-reuseport: no
-    module-config: "validator iterator"
+    module-config: "${UNBOUND_MODULES:-validator iterator}"
     root-hints: "$DIR/root.hints"
     trust-anchor-file: "$DIR/root.anchor"
     trust-anchor-signaling: no
@@ -450,6 +454,11 @@ case ${1:-} in
         [[ $# == 3 && $3 =~ ^[0-9]+$ ]] || usage
         DIR=$(abs_dir "$2")
         start_unbound "$3"
+        ;;
+    --unbound-plain)
+        [[ $# == 3 && $3 =~ ^[0-9]+$ ]] || usage
+        DIR=$(abs_dir "$2")
+        UNBOUND_DIR=unbound-plain UNBOUND_MODULES=iterator start_unbound "$3"
         ;;
     -h | --help | "" | -*) usage ;;
     *)

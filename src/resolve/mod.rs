@@ -21,14 +21,12 @@ use hickory_proto::dnssec::rdata::{DNSKEY, DNSSECRData};
 use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::RData;
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
-use hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig as HickoryConfig,
-};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::recursor::{DnssecConfig, DnssecPolicy};
 use hickory_resolver::recursor::{Recursor, RecursorError, RecursorOptions};
-use hickory_resolver::{Resolver, TokioResolver};
+
+mod forward;
 
 use crate::config::{DnssecMode, ResolverConfig, ResolverMode};
 use crate::dnssec::{self, Security, anchors};
@@ -82,10 +80,10 @@ pub enum UpstreamError {
     Timeout,
     #[error("upstream failed: {0}")]
     Failed(String),
-    /// The forwarding resolver's validator rejected the answer; it keeps
-    /// the data and the reason to itself.
-    #[error("the answer failed DNSSEC validation")]
-    Bogus,
+    /// Forward mode: the answer failed validation (recursive mode returns
+    /// a bogus answer as an [`Answer`], for CD clients).
+    #[error("the answer failed DNSSEC validation in {}: {}", .0.zone, .0.reason)]
+    Bogus(dnssec::Bogus),
 }
 
 impl UpstreamError {
@@ -94,7 +92,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout => "timeout",
             UpstreamError::Failed(_) => "failed",
-            UpstreamError::Bogus => "bogus",
+            UpstreamError::Bogus(_) => "bogus",
         }
     }
 }
@@ -109,7 +107,7 @@ pub struct Upstream {
 enum Kind {
     // Both boxed: they differ in size by hundreds of bytes and the enum is
     // built once, so the indirection costs nothing.
-    Forward(Box<TokioResolver>),
+    Forward(Box<forward::Forwarder>),
     /// With the time one whole resolution may take (`timeout_ms`): the
     /// recursor's own limit is per server query and fixed.
     Recursive(Box<Recursor<TokioRuntimeProvider>>, Duration),
@@ -128,7 +126,7 @@ impl Upstream {
         let mut fetched = Vec::new();
         for owner in owners {
             let answer = unchecked
-                .resolve(&LowerName::from(&owner), RecordType::DNSKEY)
+                .resolve(&LowerName::from(&owner), RecordType::DNSKEY, false)
                 .await
                 .map_err(|e| {
                     anchors::AnchorError::Fetch {
@@ -168,38 +166,7 @@ impl Upstream {
         let anchors = anchors.map(std::sync::Arc::new);
         let kind = match config.mode {
             ResolverMode::Forward => {
-                let servers = config
-                    .upstreams
-                    .iter()
-                    .map(|addr| {
-                        let mut udp = ConnectionConfig::udp();
-                        udp.port = addr.port();
-                        let mut tcp = ConnectionConfig::tcp();
-                        tcp.port = addr.port();
-                        NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-                    })
-                    .collect();
-                let mut builder = Resolver::builder_with_config(
-                    HickoryConfig::from_parts(None, Vec::new(), servers),
-                    provider,
-                );
-                let opts = builder.options_mut();
-                opts.cache_size = config.cache_size;
-                opts.timeout = Duration::from_millis(config.timeout_ms);
-                opts.attempts = 2;
-                // A forwarder passes CNAME chains on (RFC 1034 4.3.2), and the
-                // answer check in a later stage needs to see them.
-                opts.preserve_intermediates = true;
-                opts.use_hosts_file = ResolveHosts::Never;
-                opts.ndots = 0;
-                opts.edns0 = true;
-                // hickory asks with DO only when it validates, so "process"
-                // cannot be offered in forward mode: it forwards unvalidated.
-                opts.validate = dnssec == DnssecMode::Validate;
-                if let (DnssecMode::Validate, Some(anchors)) = (dnssec, &anchors) {
-                    builder = builder.with_trust_anchor(std::sync::Arc::clone(anchors));
-                }
-                Kind::Forward(Box::new(builder.build().map_err(|e| e.to_string())?))
+                Kind::Forward(Box::new(forward::Forwarder::new(config, dnssec, anchors)?))
             }
             ResolverMode::Recursive => {
                 let roots: Vec<IpAddr> = if config.root_hints.is_empty() {
@@ -234,11 +201,14 @@ impl Upstream {
     }
 
     /// Resolve one question. With DNSSEC on, the DNSSEC records come back
-    /// too, whatever the client asked.
+    /// too, whatever the client asked. `checking_disabled` is the client's
+    /// CD: recursive mode validates anyway and the handler decides; forward
+    /// mode passes it upstream, so a validating upstream returns the data.
     pub async fn resolve(
         &self,
         name: &LowerName,
         rtype: RecordType,
+        checking_disabled: bool,
     ) -> Result<Answer, UpstreamError> {
         let name = Name::from(name.clone());
         let now = unix_now();
@@ -248,20 +218,34 @@ impl Upstream {
             _ => Security::Indeterminate,
         };
         match &self.kind {
-            Kind::Forward(resolver) => match resolver.lookup(name.clone(), rtype).await {
-                Ok(lookup) => {
-                    let answers = lookup.answers().to_vec();
-                    let authorities = lookup.authorities().to_vec();
-                    let security = judge(&answers, &authorities);
-                    Ok(Answer {
-                        rcode: ResponseCode::NoError,
-                        answers,
-                        authorities,
-                        security,
-                    })
+            Kind::Forward(forwarder) => {
+                let unvalidated = self.dnssec == DnssecMode::Process
+                    || (self.dnssec == DnssecMode::Validate && checking_disabled);
+                if unvalidated {
+                    let query = Query::query(name.clone(), rtype);
+                    return match forwarder.unvalidated(query, checking_disabled).await {
+                        Ok(response) => Ok(answer_of(&response, Security::Indeterminate)),
+                        Err(e) => negative_from_net(e, |_, _| Security::Indeterminate),
+                    };
                 }
-                Err(e) => self.forward_error(&name, e, now),
-            },
+                match forwarder.resolver.lookup(name.clone(), rtype).await {
+                    Ok(lookup) => {
+                        let answers = lookup.answers().to_vec();
+                        let authorities = lookup.authorities().to_vec();
+                        let security = judge(&answers, &authorities);
+                        Ok(Answer {
+                            rcode: ResponseCode::NoError,
+                            answers,
+                            authorities,
+                            security,
+                        })
+                    }
+                    Err(NetError::Dns(DnsError::DnssecBogus)) => {
+                        self.explain_forward(forwarder, &name, rtype, now).await
+                    }
+                    Err(e) => self.forward_error(&name, e, now),
+                }
+            }
             Kind::Recursive(recursor, limit) => {
                 let ask_dnssec = self.dnssec != DnssecMode::Off;
                 let resolution = recursor.resolve(
@@ -304,43 +288,73 @@ impl Upstream {
         let zone = bogus.zone.clone();
         let lookup =
             |rtype| recursor.resolve(Query::query(zone.clone(), rtype), Instant::now(), true);
-        let (Ok(keys), Ok(digests)) = (
+        if let (Ok(keys), Ok(digests)) = (
             lookup(RecordType::DNSKEY).await,
             lookup(RecordType::DS).await,
-        ) else {
-            return;
+        ) {
+            dnssec::keys_match_parent(bogus, &keys.answers, &digests.answers);
+        }
+    }
+
+    /// Forward mode: hickory's resolver found the answer bogus and kept
+    /// the data; ask again, validating without the cache, to get the
+    /// records and their proofs, and read the reason from them.
+    async fn explain_forward(
+        &self,
+        forwarder: &forward::Forwarder,
+        name: &Name,
+        rtype: RecordType,
+        now: u32,
+    ) -> Result<Answer, UpstreamError> {
+        let ntas = &self.negative_trust_anchors;
+        let generic = || dnssec::Bogus {
+            ede: dnssec::ede::DNSSEC_BOGUS,
+            zone: name.clone(),
+            reason: "the answer failed validation",
         };
-        let keys: Vec<DNSKEY> = keys
-            .answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::DNSSEC(DNSSECRData::DNSKEY(key)) => Some(key.clone()),
-                _ => None,
-            })
-            .collect();
-        let digests: Vec<_> = digests
-            .answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::DNSSEC(DNSSECRData::DS(ds)) => Some(ds.clone()),
-                _ => None,
-            })
-            .collect();
-        let matched = digests.iter().any(|ds| {
-            keys.iter().any(|key| {
-                key.calculate_key_tag().ok() == Some(ds.key_tag())
-                    && ds.covers(&zone, key).unwrap_or(false)
-            })
-        });
-        if !digests.is_empty() && !matched {
-            bogus.ede = dnssec::ede::DNSKEY_MISSING;
-            bogus.reason = "no DNSKEY in the zone matches the DS its parent publishes";
+        let query = Query::query(name.clone(), rtype);
+        let (security, answer_records) = match forwarder.validated(query).await {
+            Some(Ok(response)) => (
+                dnssec::security(name, &response.answers, &response.authorities, now, ntas),
+                Some(response),
+            ),
+            Some(Err(NetError::Dns(DnsError::Nsec { response, .. }))) => (
+                dnssec::bogus_negative(name, &response.authorities, now, ntas),
+                Some(*response),
+            ),
+            _ => (Security::Bogus(generic()), None),
+        };
+        match (security, answer_records) {
+            (Security::Bogus(mut bogus), _) => {
+                if bogus.ede == dnssec::ede::DNSSEC_BOGUS {
+                    let zone = bogus.zone.clone();
+                    let keys = forwarder
+                        .unvalidated(Query::query(zone.clone(), RecordType::DNSKEY), true)
+                        .await;
+                    let digests = forwarder
+                        .unvalidated(Query::query(zone, RecordType::DS), true)
+                        .await;
+                    if let (Ok(keys), Ok(digests)) = (keys, digests) {
+                        dnssec::keys_match_parent(&mut bogus, &keys.answers, &digests.answers);
+                    }
+                }
+                Err(UpstreamError::Bogus(bogus))
+            }
+            // Below a negative trust anchor: the data, as insecure.
+            (Security::Insecure, Some(response)) => Ok(answer_of(&response, Security::Insecure)),
+            // Valid on a second look (a key rolled between the two): still
+            // refused, as the cached resolver saw it.
+            _ => Err(UpstreamError::Bogus(generic())),
         }
     }
 
     fn forward_error(&self, name: &Name, e: NetError, now: u32) -> Result<Answer, UpstreamError> {
         match e {
-            NetError::Dns(DnsError::DnssecBogus) => Err(UpstreamError::Bogus),
+            NetError::Dns(DnsError::DnssecBogus) => Err(UpstreamError::Bogus(dnssec::Bogus {
+                ede: dnssec::ede::DNSSEC_BOGUS,
+                zone: name.clone(),
+                reason: "the answer failed validation",
+            })),
             NetError::Dns(DnsError::Nsec {
                 response, proof, ..
             }) => {
@@ -350,8 +364,8 @@ impl Upstream {
                 } else {
                     dnssec::bogus_negative(name, &authorities, now, &self.negative_trust_anchors)
                 };
-                if let Security::Bogus(_) = security {
-                    return Err(UpstreamError::Bogus);
+                if let Security::Bogus(bogus) = security {
+                    return Err(UpstreamError::Bogus(bogus));
                 }
                 Ok(Answer {
                     rcode: response.metadata.response_code,
@@ -442,6 +456,16 @@ impl Upstream {
             }
             other => negative_from_recursor(other),
         }
+    }
+}
+
+/// An upstream response as an [`Answer`].
+fn answer_of(response: &hickory_proto::op::DnsResponse, security: Security) -> Answer {
+    Answer {
+        rcode: response.metadata.response_code,
+        answers: response.answers.clone(),
+        authorities: response.authorities.clone(),
+        security,
     }
 }
 
