@@ -81,6 +81,8 @@ fn response_edns(request: &Request) -> Option<Edns> {
         let mut edns = Edns::new();
         edns.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
         edns.set_version(0);
+        // RFC 3225: the DO bit is copied into the response.
+        edns.set_dnssec_ok(req.flags().dnssec_ok);
         edns
     })
 }

@@ -26,6 +26,8 @@ pub struct Question {
     /// The OPT's payload size, clamped to what we offer; `None` without
     /// EDNS.
     edns: Option<u16>,
+    /// The OPT's DO bit, echoed in the response (RFC 3225).
+    dnssec_ok: bool,
     key: [u8; MAX_KEY],
     key_len: usize,
     /// The most a response to it may carry.
@@ -80,6 +82,7 @@ impl Question {
         key[k] = hi | lo;
         k += 1;
         let mut edns = None;
+        let mut do_bit = false;
         let limit = if count(10) == 1 {
             // The OPT: root owner, type 41, no options, version 0.
             let opt = packet.get(pos..pos + 11)?;
@@ -93,6 +96,7 @@ impl Question {
             }
             pos += 11;
             key[k] = 1 | if dnssec_ok { 2 } else { 0 };
+            do_bit = dnssec_ok;
             key[k + 1..k + 3].copy_from_slice(&payload.to_be_bytes());
             k += 3;
             edns = Some(payload);
@@ -106,6 +110,7 @@ impl Question {
             return None;
         }
         Some(Question {
+            dnssec_ok: do_bit,
             name,
             labels,
             qtype,
@@ -161,5 +166,10 @@ impl Question {
     /// The payload size our response offers, when the query had EDNS.
     pub fn edns_payload(&self) -> Option<u16> {
         self.edns
+    }
+
+    /// Whether the query set DO.
+    pub fn dnssec_ok(&self) -> bool {
+        self.dnssec_ok
     }
 }

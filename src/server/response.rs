@@ -243,11 +243,13 @@ pub fn write_block(
         w.out[rdlength..rdlength + 2].copy_from_slice(&len.to_be_bytes());
     }
     if let Some(payload) = question.edns_payload() {
-        // OPT: root owner, our payload size, version 0, no flags, the EDE.
+        // OPT: root owner, our payload size, version 0, DO as asked
+        // (RFC 3225), the EDE.
         w.put(&[0])?;
         w.u16(OPT)?;
         w.u16(payload)?;
-        w.put(&[rcode.high(), 0, 0, 0])?;
+        let do_flag = if question.dnssec_ok() { 0x80 } else { 0 };
+        w.put(&[rcode.high(), 0, do_flag, 0])?;
         w.u16(4 + ede.len() as u16)?;
         w.u16(EDE_OPTION_CODE)?;
         w.u16(ede.len() as u16)?;

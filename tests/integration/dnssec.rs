@@ -183,6 +183,8 @@ fn portcullis_cases(resolver: &str) {
             has(&r, "answer", RecordType::RRSIG),
             "{t:?} RRSIG with DO: {r}"
         );
+        let echoed = r.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        assert!(echoed, "{t:?} DO is echoed (RFC 3225): {r}");
         let r = ask(
             addr,
             "www.example.test.",
@@ -243,6 +245,8 @@ fn portcullis_cases(resolver: &str) {
             ("www.expired.test.", 7),
             ("www.future.test.", 8),
             ("www.nokey.test.", 9),
+            ("www.nosig.test.", 10),
+            ("nonexistent.nonsec.test.", 12),
         ] {
             let r = ask(addr, name, RecordType::A, t, DO);
             assert_eq!(
@@ -310,6 +314,8 @@ fn portcullis_cases(resolver: &str) {
             !r.metadata.authentic_data,
             "{t:?} a block answer never has AD: {r}"
         );
+        let echoed = r.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        assert!(echoed, "{t:?} a block answer echoes DO too: {r}");
     }
 
     // The packet cache keys on DO and CD (and RD, AD): an answer cached for
@@ -360,7 +366,7 @@ fn portcullis_cases(resolver: &str) {
     assert!(answers("secure") >= 10.0, "{text}");
     assert!(answers("insecure") >= 6.0, "{text}");
     assert!(answers("bogus") >= 8.0, "{text}");
-    for code in ["6", "7", "8", "9"] {
+    for code in ["6", "7", "8", "9", "10", "12"] {
         let bogus = metric(&text, "portcullis_dnssec_bogus_total", &[("ede", code)]);
         assert!(bogus >= 2.0, "EDE {code}: {text}");
     }
@@ -463,6 +469,8 @@ fn same_answers_as_unbound(lab: &Lab) {
         "ed448.test.",
         "unknownalg.test.",
         "ntabroken.test.",
+        "nosig.test.",
+        "nonsec.test.",
     ];
     let mut questions: Vec<(String, RecordType)> = Vec::new();
     for zone in zones {

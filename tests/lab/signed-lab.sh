@@ -18,7 +18,7 @@ readonly ZONE_ADDR=127.0.54.3     # every second-level zone
 readonly UNBOUND_ADDR=127.0.54.9
 readonly TTL=300
 # Second-level zones, all served from ZONE_ADDR.
-readonly SLDS=(example nsec3 bogus expired future nokey insecure ed448 unknownalg ntabroken)
+readonly SLDS=(example nsec3 bogus expired future nokey insecure ed448 unknownalg ntabroken nosig nonsec)
 
 # Set once processes may have been started; die() then stops them again.
 CLEANUP=""
@@ -197,6 +197,17 @@ corrupt_rrsig() {
     mv "$file.tmp" "$file"
 }
 
+# Removes the records of FILE that the awk condition COND selects; at least
+# one must go.
+drop_records() {
+    local file=$1 cond=$2 before after
+    before=$(wc -l <"$file")
+    awk "!($cond)" "$file" >"$file.tmp"
+    after=$(wc -l <"$file.tmp")
+    ((after < before)) || die "nothing matched '$cond' in $file"
+    mv "$file.tmp" "$file"
+}
+
 build_sld() {
     local name=$1 zone="$1.test" z="$DIR/zones/$1.test.zone" alg=13 extra=()
     local ip
@@ -211,6 +222,9 @@ build_sld() {
         ed448) ip=192.0.2.80 ;;
         ntabroken) ip=192.0.2.90 ;;
         unknownalg) ip=192.0.2.100 ;;
+        nosig) ip=192.0.2.110 ;;
+        nonsec) ip=192.0.2.115 ;;
+        bench) ip=192.0.2.120 ;;
     esac
     {
         soa "$zone."
@@ -218,6 +232,10 @@ build_sld() {
         printf 'www IN A %s\n' "$ip"
         if [[ $name == example ]]; then
             printf 'mail IN A 192.0.2.11\nalias IN CNAME www\ntxt IN TXT "hello"\nevil IN A 192.0.2.66\n'
+        fi
+        if [[ $name == bench ]]; then
+            # h1 .. hN for the validated benchmark (scripts/bench/dnssec.sh).
+            awk -v n="$LAB_BENCH_NAMES" 'BEGIN { for (i = 1; i <= n; i++) printf "h%d IN A 192.0.2.%d\n", i, i % 250 + 1 }'
         fi
     } >"$z"
     ZONEFILES+=("$zone.:$1.test.zone.signed")
@@ -263,6 +281,10 @@ build_sld() {
     } >>"$DIR/zones/test.delegations"
     case $name in
         bogus | ntabroken) corrupt_rrsig "$z.signed" "www.$zone." A ;;
+        # The signature over www's A removed: RRSIGs Missing.
+        nosig) drop_records "$z.signed" "\$1 == \"www.$zone.\" && \$4 == \"RRSIG\" && \$5 == \"A\"" ;;
+        # Every NSEC (and its RRSIG) removed: a denial without proof.
+        nonsec) drop_records "$z.signed" '$4 == "NSEC" || ($4 == "RRSIG" && $5 == "NSEC")' ;;
     esac
 }
 
@@ -336,7 +358,10 @@ build() {
     : >"$DIR/zones/test.delegations"
 
     local name
-    for name in "${SLDS[@]}"; do
+    local slds=("${SLDS[@]}")
+    # LAB_BENCH_NAMES=N adds bench.test. with N names (for benchmarks).
+    [[ -n ${LAB_BENCH_NAMES:-} ]] && slds+=(bench)
+    for name in "${slds[@]}"; do
         build_sld "$name"
     done
     local sld_zones=("${ZONEFILES[@]}")
