@@ -148,7 +148,7 @@ impl Upstream {
     /// keys (DS anchors need [`Upstream::start`]). Must run inside the
     /// tokio runtime.
     pub fn new(config: &ResolverConfig) -> Result<Upstream, String> {
-        let anchors = if config.trust_anchors.is_empty() {
+        let anchors = if config.trust_anchors.is_empty() || config.dnssec != DnssecMode::Validate {
             None
         } else {
             let keys: &[(Name, DNSKEY)] = &[];
@@ -539,4 +539,32 @@ fn negative_from_recursor(e: RecursorError) -> Result<Answer, UpstreamError> {
         return Err(UpstreamError::Timeout);
     }
     Err(UpstreamError::Failed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A DS anchor needs its key fetched, which only matters when
+    /// validating: with validation off the anchors are not used at all.
+    #[tokio::test]
+    async fn ds_anchors_are_ignored_unless_validating() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("root.ds"),
+            ". 300 IN DS 9903 13 2 449CDAE4AAD68A1B9F7A2D4BF3BDB7C17E7B0C70D3C1A9C1B2C3D4E5F6A7B8C9\n",
+        )
+        .unwrap();
+        for (mode, builds) in [("off", true), ("process", true), ("validate", false)] {
+            let text = format!(
+                "[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\n\
+                 dnssec = \"{mode}\"\ntrust_anchors = \"root.ds\"\n"
+            );
+            let config =
+                crate::config::Config::from_str(&text, &dir.path().join("p.toml")).unwrap();
+            // Validating with a DS anchor needs the key: `new` cannot
+            // fetch it (`start` does), so it refuses rather than guess.
+            assert_eq!(Upstream::new(&config.resolver).is_ok(), builds, "{mode}");
+        }
+    }
 }
