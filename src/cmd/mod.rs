@@ -34,11 +34,12 @@ pub fn load_config(path: &Path) -> anyhow::Result<Config> {
 /// level without editing the config.
 pub fn init_tracing(config: &Config) {
     let level = std::env::var("PORTCULLIS_LOG").unwrap_or_else(|_| config.log.level.clone());
-    // hickory logs every request at info; an operator's "info" means ours.
+    // hickory logs every request at info, and its recursor warns about
+    // every negative upstream answer; an operator's "info" means ours.
     let mut filter = level;
     if !filter.contains("hickory") {
         filter.push_str(
-            ",hickory_server=warn,hickory_proto=warn,hickory_resolver=warn,hickory_net=warn",
+            ",hickory_server=warn,hickory_proto=warn,hickory_resolver=error,hickory_net=warn",
         );
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)

@@ -314,6 +314,9 @@ server:
     verbosity: 1
     server-count: 1
     hide-version: yes
+    # No response rate limiting: one client (the resolver under test) asks
+    # for many names, and RRL would drop its NODATA answers.
+    rrl-ratelimit: 0
     reuseport: no
 remote-control:
     control-enable: no
