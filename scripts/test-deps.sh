@@ -21,32 +21,30 @@ if [ -z "${PORTCULLIS_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 \
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
-if ! [ -x /usr/sbin/unbound ]; then
-    echo "test-deps: installing unbound"
-    created_policy=""
+# Installs Debian packages without starting their services (the tests run
+# their own servers on loopback; a packaged NSD or Unbound on port 53 would
+# take the addresses they need).
+apt_install_quiet() {
+    local created_policy=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
         as_root chmod +x /usr/sbin/policy-rc.d
         created_policy=1
     fi
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq unbound >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
     if [ -n "$created_policy" ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
+}
+
+if ! [ -x /usr/sbin/unbound ]; then
+    echo "test-deps: installing unbound"
+    apt_install_quiet unbound
 fi
 
 if ! command -v dnssec-signzone >/dev/null 2>&1 || ! [ -x /usr/sbin/nsd ] \
     || ! command -v dig >/dev/null 2>&1 || ! command -v xxd >/dev/null 2>&1; then
     echo "test-deps: installing bind9-utils, nsd, bind9-dnsutils and xxd"
-    created_policy=""
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
-        as_root chmod +x /usr/sbin/policy-rc.d
-        created_policy=1
-    fi
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        bind9-utils bind9-dnsutils nsd xxd >/dev/null
-    if [ -n "$created_policy" ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
+    apt_install_quiet bind9-utils bind9-dnsutils nsd xxd
 fi
 
 if ! python3 -c 'import medallion, stix2' >/dev/null 2>&1; then

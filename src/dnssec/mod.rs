@@ -43,13 +43,16 @@ pub enum Security {
 }
 
 impl Security {
-    /// Bounded label for metrics.
-    pub fn label(&self) -> &'static str {
+    /// The metric label of each state, in [`Security::index`] order.
+    pub const LABELS: [&'static str; 4] = ["secure", "insecure", "bogus", "indeterminate"];
+
+    /// Its position in [`Security::LABELS`].
+    pub fn index(&self) -> usize {
         match self {
-            Security::Secure => "secure",
-            Security::Insecure => "insecure",
-            Security::Bogus(_) => "bogus",
-            Security::Indeterminate => "indeterminate",
+            Security::Secure => 0,
+            Security::Insecure => 1,
+            Security::Bogus(_) => 2,
+            Security::Indeterminate => 3,
         }
     }
 }
@@ -216,11 +219,7 @@ pub fn keys_match_parent(bogus: &mut Bogus, keys: &[Record], digests: &[Record])
 
 /// Drop DNSSEC records (RRSIG, NSEC, NSEC3, DNSKEY, DS) that the client
 /// did not ask for (RFC 4035 3.2.1: only with DO), keeping a type the
-/// client queried for itself.
-pub fn strip(records: &[Record], qtype: RecordType) -> Vec<Record> {
-    records
-        .iter()
-        .filter(|r| r.record_type() == qtype || !r.record_type().is_dnssec())
-        .cloned()
-        .collect()
+/// client queried for itself. In place: most answers have none to drop.
+pub fn strip(records: &mut Vec<Record>, qtype: RecordType) {
+    records.retain(|r| r.record_type() == qtype || !r.record_type().is_dnssec());
 }

@@ -4,14 +4,14 @@
 
 use std::time::Instant;
 
-use hickory_proto::op::Query;
+use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::recursor::Recursor;
 
 use super::negative::answer_of;
-use super::{Answer, Upstream, UpstreamError, forward};
+use super::{Answer, Upstream, forward};
 use crate::dnssec::{self, Security};
 
 impl Upstream {
@@ -40,14 +40,16 @@ impl Upstream {
 
     /// Forward mode: hickory's resolver found the answer bogus and kept
     /// the data; ask again, validating without the cache, to get the
-    /// records and their proofs, and read the reason from them.
+    /// records and their proofs, and read the reason from them. A bogus
+    /// answer comes back without its records: forward mode sends CD
+    /// queries upstream unvalidated, so no client here may have them.
     pub(super) async fn explain_forward(
         &self,
         forwarder: &forward::Forwarder,
         name: &Name,
         rtype: RecordType,
         now: u32,
-    ) -> Result<Answer, UpstreamError> {
+    ) -> Answer {
         let ntas = &self.negative_trust_anchors;
         let generic = || dnssec::Bogus {
             ede: dnssec::ede::DNSSEC_BOGUS,
@@ -80,13 +82,22 @@ impl Upstream {
                         dnssec::keys_match_parent(&mut bogus, &keys.answers, &digests.answers);
                     }
                 }
-                Err(UpstreamError::Bogus(bogus))
+                refused(bogus)
             }
             // Below a negative trust anchor: the data, as insecure.
-            (Security::Insecure, Some(response)) => Ok(answer_of(&response, Security::Insecure)),
+            (Security::Insecure, Some(response)) => answer_of(&response, Security::Insecure),
             // Valid on a second look (a key rolled between the two): still
             // refused, as the cached resolver saw it.
-            _ => Err(UpstreamError::Bogus(generic())),
+            _ => refused(generic()),
         }
+    }
+}
+
+fn refused(bogus: dnssec::Bogus) -> Answer {
+    Answer {
+        rcode: ResponseCode::ServFail,
+        answers: Vec::new(),
+        authorities: Vec::new(),
+        security: Security::Bogus(bogus),
     }
 }

@@ -30,7 +30,7 @@ mod explain;
 mod forward;
 mod negative;
 
-use negative::{answer_of, negative_from_net};
+use negative::answer_of;
 
 use crate::config::{DnssecMode, ResolverConfig, ResolverMode};
 use crate::dnssec::{self, Security, anchors};
@@ -84,10 +84,6 @@ pub enum UpstreamError {
     Timeout,
     #[error("upstream failed: {0}")]
     Failed(String),
-    /// Forward mode: the answer failed validation (recursive mode returns
-    /// a bogus answer as an [`Answer`], for CD clients).
-    #[error("the answer failed DNSSEC validation in {}: {}", .0.zone, .0.reason)]
-    Bogus(dnssec::Bogus),
 }
 
 impl UpstreamError {
@@ -96,7 +92,6 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout => "timeout",
             UpstreamError::Failed(_) => "failed",
-            UpstreamError::Bogus(_) => "bogus",
         }
     }
 }
@@ -204,6 +199,21 @@ impl Upstream {
         })
     }
 
+    /// What validation says about an answer, or `Indeterminate` when this
+    /// upstream does not validate.
+    fn judge(&self, name: &Name, answers: &[Record], authorities: &[Record], now: u32) -> Security {
+        match self.dnssec {
+            DnssecMode::Validate => dnssec::security(
+                name,
+                answers,
+                authorities,
+                now,
+                &self.negative_trust_anchors,
+            ),
+            _ => Security::Indeterminate,
+        }
+    }
+
     /// Resolve one question. With DNSSEC on, the DNSSEC records come back
     /// too, whatever the client asked. `checking_disabled` is the client's
     /// CD: recursive mode validates anyway and the handler decides; forward
@@ -216,11 +226,6 @@ impl Upstream {
     ) -> Result<Answer, UpstreamError> {
         let name = Name::from(name.clone());
         let now = unix_now();
-        let ntas = &self.negative_trust_anchors;
-        let judge = |answers: &[Record], authorities: &[Record]| match self.dnssec {
-            DnssecMode::Validate => dnssec::security(&name, answers, authorities, now, ntas),
-            _ => Security::Indeterminate,
-        };
         match &self.kind {
             Kind::Forward(forwarder) => {
                 let unvalidated = self.dnssec == DnssecMode::Process
@@ -229,14 +234,14 @@ impl Upstream {
                     let query = Query::query(name.clone(), rtype);
                     return match forwarder.unvalidated(query, checking_disabled).await {
                         Ok(response) => Ok(answer_of(&response, Security::Indeterminate)),
-                        Err(e) => negative_from_net(e, |_, _| Security::Indeterminate),
+                        Err(e) => self.forward_error(&name, e, now, false),
                     };
                 }
                 match forwarder.resolver.lookup(name.clone(), rtype).await {
                     Ok(lookup) => {
                         let answers = lookup.answers().to_vec();
                         let authorities = lookup.authorities().to_vec();
-                        let security = judge(&answers, &authorities);
+                        let security = self.judge(&name, &answers, &authorities, now);
                         Ok(Answer {
                             rcode: ResponseCode::NoError,
                             answers,
@@ -245,9 +250,9 @@ impl Upstream {
                         })
                     }
                     Err(NetError::Dns(DnsError::DnssecBogus)) => {
-                        self.explain_forward(forwarder, &name, rtype, now).await
+                        Ok(self.explain_forward(forwarder, &name, rtype, now).await)
                     }
-                    Err(e) => self.forward_error(&name, e, now),
+                    Err(e) => self.forward_error(&name, e, now, true),
                 }
             }
             Kind::Recursive(recursor, limit) => {
@@ -259,18 +264,19 @@ impl Upstream {
                 );
                 match tokio::time::timeout(*limit, resolution).await {
                     Ok(Ok(message)) => {
-                        let mut security = judge(&message.answers, &message.authorities);
+                        let mut security =
+                            self.judge(&name, &message.answers, &message.authorities, now);
                         if let Security::Bogus(bogus) = &mut security {
                             self.explain_keys(recursor, bogus).await;
                         }
                         Ok(Answer {
                             rcode: message.metadata.response_code,
-                            answers: message.answers.clone(),
-                            authorities: message.authorities.clone(),
+                            answers: message.answers,
+                            authorities: message.authorities,
                             security,
                         })
                     }
-                    Ok(Err(e)) => self.recursor_error(&name, e, now, &judge),
+                    Ok(Err(e)) => self.recursor_error(&name, e, now),
                     Err(_) => Err(UpstreamError::Timeout),
                 }
             }

@@ -2,7 +2,8 @@
 //! failed denial proofs as errors; these turn them back into answers that
 //! keep their SOA and NSEC or NSEC3 proofs, or into an [`UpstreamError`].
 
-use hickory_proto::op::ResponseCode;
+use hickory_proto::op::{DnsResponse, ResponseCode};
+use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{Name, Record};
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::recursor::RecursorError;
@@ -12,124 +13,101 @@ use crate::config::DnssecMode;
 use crate::dnssec::{self, Security};
 
 impl Upstream {
+    /// A forward-mode error. `validated`: the answer went through the
+    /// validator (not the uncached path for CD and `process`).
     pub(super) fn forward_error(
         &self,
         name: &Name,
         e: NetError,
         now: u32,
+        validated: bool,
     ) -> Result<Answer, UpstreamError> {
         match e {
-            NetError::Dns(DnsError::DnssecBogus) => Err(UpstreamError::Bogus(dnssec::Bogus {
-                ede: dnssec::ede::DNSSEC_BOGUS,
-                zone: name.clone(),
-                reason: "the answer failed validation",
-            })),
             NetError::Dns(DnsError::Nsec {
                 response, proof, ..
-            }) => {
-                let authorities = response.authorities.clone();
-                let security = if proof.is_insecure() || self.dnssec != DnssecMode::Validate {
-                    Security::Insecure
-                } else {
-                    dnssec::bogus_negative(name, &authorities, now, &self.negative_trust_anchors)
-                };
-                if let Security::Bogus(bogus) = security {
-                    return Err(UpstreamError::Bogus(bogus));
-                }
-                Ok(Answer {
-                    rcode: response.metadata.response_code,
-                    answers: Vec::new(),
-                    authorities,
-                    security,
-                })
-            }
+            }) => Ok(self.failed_denial(name, &response, proof.is_insecure(), now)),
             NetError::Dns(DnsError::NoRecordsFound(records)) => {
-                let (rcode, authorities) =
-                    negative_records(records.response_code, records.soa, records.authorities);
-                let security = match self.dnssec {
-                    DnssecMode::Validate => {
-                        dnssec::security(name, &[], &authorities, now, &self.negative_trust_anchors)
-                    }
-                    _ => Security::Indeterminate,
+                let authorities = negative_records(records.soa, records.authorities);
+                let security = if validated {
+                    self.judge(name, &[], &authorities, now)
+                } else {
+                    Security::Indeterminate
                 };
-                Ok(Answer {
-                    rcode,
-                    answers: Vec::new(),
-                    authorities,
-                    security,
-                })
+                Ok(negative(records.response_code, authorities, security))
             }
-            other => negative_from_net(other, |answers, authorities| match self.dnssec {
-                DnssecMode::Validate => dnssec::security(
-                    name,
-                    answers,
-                    authorities,
-                    now,
-                    &self.negative_trust_anchors,
-                ),
-                _ => Security::Indeterminate,
-            }),
+            NetError::Timeout => Err(UpstreamError::Timeout),
+            other => Err(UpstreamError::Failed(other.to_string())),
         }
     }
 
+    /// A recursive-mode error.
     pub(super) fn recursor_error(
         &self,
         name: &Name,
         e: RecursorError,
         now: u32,
-        judge: &dyn Fn(&[Record], &[Record]) -> Security,
     ) -> Result<Answer, UpstreamError> {
         match e {
             RecursorError::Net(NetError::Dns(DnsError::Nsec {
                 response, proof, ..
-            })) => {
-                let authorities = response.authorities.clone();
-                let security = if proof.is_insecure() || self.dnssec != DnssecMode::Validate {
-                    Security::Insecure
-                } else {
-                    dnssec::bogus_negative(name, &authorities, now, &self.negative_trust_anchors)
-                };
-                Ok(Answer {
-                    rcode: response.metadata.response_code,
-                    answers: Vec::new(),
-                    authorities,
-                    security,
-                })
-            }
+            })) => Ok(self.failed_denial(name, &response, proof.is_insecure(), now)),
             RecursorError::Net(NetError::Dns(DnsError::NoRecordsFound(records))) => {
-                let (rcode, authorities) =
-                    negative_records(records.response_code, records.soa, records.authorities);
-                let security = judge(&[], &authorities);
-                Ok(Answer {
-                    rcode,
-                    answers: Vec::new(),
-                    authorities,
-                    security,
-                })
+                let authorities = negative_records(records.soa, records.authorities);
+                let security = self.judge(name, &[], &authorities, now);
+                Ok(negative(records.response_code, authorities, security))
             }
             RecursorError::Negative(data) => {
-                let nx = data.is_nx_domain();
-                let rcode = if nx {
+                let rcode = if data.is_nx_domain() {
                     ResponseCode::NXDomain
                 } else {
                     ResponseCode::NoError
                 };
-                let (rcode, authorities) = negative_records(rcode, data.soa, data.authorities);
-                let security = judge(&[], &authorities);
-                Ok(Answer {
-                    rcode,
-                    answers: Vec::new(),
-                    authorities,
-                    security,
-                })
+                let authorities = negative_records(data.soa, data.authorities);
+                let security = self.judge(name, &[], &authorities, now);
+                Ok(negative(rcode, authorities, security))
             }
-            other => negative_from_recursor(other),
+            e if e.is_no_records_found() || e.is_nx_domain() => {
+                let rcode = if e.is_nx_domain() {
+                    ResponseCode::NXDomain
+                } else {
+                    ResponseCode::NoError
+                };
+                let soa = e.into_soa();
+                Ok(negative(
+                    rcode,
+                    negative_records(soa, None),
+                    Security::Indeterminate,
+                ))
+            }
+            e if e.is_timeout() || matches!(e, RecursorError::Timeout) => {
+                Err(UpstreamError::Timeout)
+            }
+            other => Err(UpstreamError::Failed(other.to_string())),
         }
+    }
+
+    /// A negative answer whose NSEC or NSEC3 proof hickory could not
+    /// accept: insecure (opt-out, too many iterations) or bogus (which the
+    /// handler refuses unless the client set CD).
+    fn failed_denial(
+        &self,
+        name: &Name,
+        response: &DnsResponse,
+        insecure: bool,
+        now: u32,
+    ) -> Answer {
+        let authorities = response.authorities.clone();
+        let security = if insecure || self.dnssec != DnssecMode::Validate {
+            Security::Insecure
+        } else {
+            dnssec::bogus_negative(name, &authorities, now, &self.negative_trust_anchors)
+        };
+        negative(response.metadata.response_code, authorities, security)
     }
 }
 
 /// An upstream response as an [`Answer`].
-pub(super) fn answer_of(response: &hickory_proto::op::DnsResponse, security: Security) -> Answer {
+pub(super) fn answer_of(response: &DnsResponse, security: Security) -> Answer {
     Answer {
         rcode: response.metadata.response_code,
         answers: response.answers.clone(),
@@ -138,13 +116,12 @@ pub(super) fn answer_of(response: &hickory_proto::op::DnsResponse, security: Sec
     }
 }
 
-/// A negative answer's rcode and authority section: the SOA first, then
-/// the NSEC or NSEC3 records and signatures that prove it.
+/// A negative answer's authority section: the SOA first, then the NSEC or
+/// NSEC3 records and signatures that prove it.
 fn negative_records(
-    rcode: ResponseCode,
-    soa: Option<Box<hickory_proto::rr::Record<hickory_proto::rr::rdata::SOA>>>,
+    soa: Option<Box<Record<SOA>>>,
     more: Option<std::sync::Arc<[Record]>>,
-) -> (ResponseCode, Vec<Record>) {
+) -> Vec<Record> {
     let mut authorities: Vec<Record> = Vec::new();
     if let Some(soa) = soa {
         authorities.push(soa.into_record_of_rdata());
@@ -154,51 +131,19 @@ fn negative_records(
             authorities.push(record.clone());
         }
     }
-    let rcode = if rcode == ResponseCode::NXDomain {
-        ResponseCode::NXDomain
-    } else {
-        ResponseCode::NoError
-    };
-    (rcode, authorities)
+    authorities
 }
 
-fn negative(nx: bool, soa: Option<Record>, security: Security) -> Answer {
+/// NXDOMAIN, or NODATA (NOERROR) for any other negative rcode.
+fn negative(rcode: ResponseCode, authorities: Vec<Record>, security: Security) -> Answer {
     Answer {
-        rcode: if nx {
+        rcode: if rcode == ResponseCode::NXDomain {
             ResponseCode::NXDomain
         } else {
             ResponseCode::NoError
         },
         answers: Vec::new(),
-        authorities: soa.into_iter().collect(),
+        authorities,
         security,
     }
-}
-
-pub(super) fn negative_from_net(
-    e: NetError,
-    judge: impl Fn(&[Record], &[Record]) -> Security,
-) -> Result<Answer, UpstreamError> {
-    if e.is_no_records_found() {
-        let nx = e.is_nx_domain();
-        let soa = e.into_soa().map(|soa| soa.into_record_of_rdata());
-        let security = judge(&[], soa.as_slice());
-        return Ok(negative(nx, soa, security));
-    }
-    if matches!(e, NetError::Timeout) {
-        return Err(UpstreamError::Timeout);
-    }
-    Err(UpstreamError::Failed(e.to_string()))
-}
-
-fn negative_from_recursor(e: RecursorError) -> Result<Answer, UpstreamError> {
-    if e.is_no_records_found() || e.is_nx_domain() {
-        let nx = e.is_nx_domain();
-        let soa = e.into_soa().map(|soa| soa.into_record_of_rdata());
-        return Ok(negative(nx, soa, Security::Indeterminate));
-    }
-    if e.is_timeout() || matches!(e, RecursorError::Timeout) {
-        return Err(UpstreamError::Timeout);
-    }
-    Err(UpstreamError::Failed(e.to_string()))
 }

@@ -38,7 +38,7 @@ use crate::dnssec::{self, Security};
 use crate::hitlog::{HitSender, Stage};
 use crate::orgs::OrgMap;
 use crate::policy::Action;
-use crate::resolve::{Upstream, UpstreamError};
+use crate::resolve::Upstream;
 
 /// Everything a query needs, shared by all tasks.
 pub struct Handler {
@@ -395,8 +395,8 @@ impl Handler {
                 }
                 // RFC 4035 3.2.1: DNSSEC records only for clients that set DO.
                 if !dnssec_ok {
-                    answer.answers = dnssec::strip(&answer.answers, qtype);
-                    answer.authorities = dnssec::strip(&answer.authorities, qtype);
+                    dnssec::strip(&mut answer.answers, qtype);
+                    dnssec::strip(&mut answer.authorities, qtype);
                 }
                 // A clean name that CNAMEs to a listed one is blocked as the
                 // listed one would be, after the chain that led there (RPZ's
@@ -453,16 +453,6 @@ impl Handler {
                         QueryOutcome::Answered
                     },
                 )
-            }
-            Err(UpstreamError::Bogus(bogus)) => {
-                // Forward mode; a CD query never gets here (it went
-                // upstream with CD and came back as data).
-                self.health.upstream_answered();
-                let security = Security::Bogus(bogus.clone());
-                self.metrics.validation(&security);
-                tracing::warn!(zone = %bogus.zone, ede = bogus.ede, reason = bogus.reason, %qname, %qtype, "DNSSEC validation failed");
-                let info = self.send_bogus(request, handle, &bogus, edns).await;
-                (info, QueryOutcome::Servfail)
             }
             Err(error) => {
                 tracing::debug!(%qname, %qtype, %error, "upstream failed");

@@ -49,11 +49,9 @@ pub struct QueryMetrics {
     upstream_errors: ::metrics::Counter,
     /// Packet cache lookups: [hit, miss].
     packet_cache: [::metrics::Counter; 2],
-    /// Upstream answers by validation state, in `SECURITY_STATES` order.
+    /// Upstream answers by validation state, in `Security::LABELS` order.
     dnssec: [::metrics::Counter; 4],
 }
-
-const SECURITY_STATES: [&str; 4] = ["secure", "insecure", "bogus", "indeterminate"];
 
 impl QueryMetrics {
     /// Take the handles from the installed recorder (no-ops without one).
@@ -69,7 +67,7 @@ impl QueryMetrics {
             upstream_errors: ::metrics::counter!(telemetry::UPSTREAM_ERRORS),
             packet_cache: ["hit", "miss"]
                 .map(|r| ::metrics::counter!(telemetry::PACKET_CACHE, "result" => r)),
-            dnssec: SECURITY_STATES
+            dnssec: crate::dnssec::Security::LABELS
                 .map(|s| ::metrics::counter!(telemetry::DNSSEC_ANSWERS, "state" => s)),
         }
     }
@@ -109,11 +107,7 @@ impl QueryMetrics {
     /// extended error code (a handful of values, and bogus answers are
     /// rare, so the labelled lookup is not on the hot path).
     pub(super) fn validation(&self, security: &crate::dnssec::Security) {
-        let index = SECURITY_STATES
-            .iter()
-            .position(|s| *s == security.label())
-            .unwrap_or(3);
-        self.dnssec[index].increment(1);
+        self.dnssec[security.index()].increment(1);
         if let crate::dnssec::Security::Bogus(bogus) = security {
             ::metrics::counter!(telemetry::DNSSEC_BOGUS, "ede" => bogus.ede.to_string())
                 .increment(1);
