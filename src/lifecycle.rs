@@ -21,7 +21,7 @@ const STRIPES: usize = 32;
 #[derive(Default)]
 struct Stripe(AtomicIsize);
 
-/// TcpHandler between the handler and the shutdown path.
+/// Shared between the handler and the shutdown path.
 pub struct Lifecycle {
     draining: AtomicBool,
     in_flight: [Stripe; STRIPES],

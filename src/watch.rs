@@ -70,7 +70,7 @@ pub struct ReloadStatus {
     pub from_snapshot: bool,
 }
 
-/// TcpHandler status; read rarely, written once per reload.
+/// Shared status; read rarely, written once per reload.
 pub type StatusHandle = Arc<Mutex<ReloadStatus>>;
 
 /// Publish the live list's size and generation as gauges.

@@ -88,7 +88,7 @@ impl AsRef<[u8]> for FstBytes {
     }
 }
 
-/// TcpHandler, hot-swappable blocklist. Queries `load()` it (no lock, no
+/// Shared, hot-swappable blocklist. Queries `load()` it (no lock, no
 /// allocation); a reload `store()`s a new one.
 pub type BlocklistHandle = Arc<ArcSwap<Blocklist>>;
 
