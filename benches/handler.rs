@@ -128,6 +128,7 @@ fn bench(c: &mut Criterion) {
             log_allowed: false,
             metrics: QueryMetrics::new(),
             health: Arc::new(Health::new(list, Duration::from_secs(30))),
+            local: Default::default(),
         }
     });
     let client: SocketAddr = "127.0.0.1:5300".parse().expect("addr");

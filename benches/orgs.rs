@@ -44,6 +44,7 @@ fn organisations(n: usize) -> Vec<Organisation> {
                 name: format!("Organisation {i}"),
                 networks,
                 token_sha256: None,
+                roaming_key_sha256: None,
                 allow: Vec::new(),
                 actions: BTreeMap::new(),
                 contact: None,

@@ -8,7 +8,9 @@
 #   * OASIS medallion and stix2 (PyPI), for the TAXII test;
 #   * bind9-utils (dnssec-keygen, dnssec-signzone), NSD, dig and xxd, for
 #     the signed DNSSEC lab (tests/lab/signed-lab.sh); NSD's own service is
-#     kept from starting like Unbound's.
+#     kept from starting like Unbound's;
+#   * kdig (knot-dnsutils), curl and openssl, and aioquic (PyPI), for the
+#     encrypted DNS tests (DoT, DoH, DoQ clients and a test CA).
 # Safe to re-run; uses sudo when not root.
 set -euo pipefail
 
@@ -45,6 +47,17 @@ if ! command -v dnssec-signzone >/dev/null 2>&1 || ! [ -x /usr/sbin/nsd ] \
     || ! command -v dig >/dev/null 2>&1 || ! command -v xxd >/dev/null 2>&1; then
     echo "test-deps: installing bind9-utils, nsd, bind9-dnsutils and xxd"
     apt_install_quiet bind9-utils bind9-dnsutils nsd xxd
+fi
+
+if ! command -v kdig >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 \
+    || ! command -v openssl >/dev/null 2>&1; then
+    echo "test-deps: installing knot-dnsutils, curl and openssl"
+    apt_install_quiet knot-dnsutils curl openssl
+fi
+
+if ! python3 -c 'import aioquic' >/dev/null 2>&1; then
+    echo "test-deps: installing aioquic"
+    python3 -m pip install --quiet --disable-pip-version-check aioquic
 fi
 
 if ! python3 -c 'import medallion, stix2' >/dev/null 2>&1; then

@@ -7,6 +7,11 @@ pub const MINUTE_MS: i64 = 60_000;
 /// Milliseconds in a (UTC) day.
 pub const DAY_MS: i64 = 86_400_000;
 
+/// Unix seconds now.
+pub fn unix_now() -> i64 {
+    now_ms().div_euclid(1000)
+}
+
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
     let now = time::OffsetDateTime::now_utc();

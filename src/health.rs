@@ -16,8 +16,9 @@ use std::sync::Arc;
 use crate::blocklist::BlocklistHandle;
 use crate::hitlog::now_ms;
 use crate::lifecycle::Lifecycle;
+use crate::tls::CertStore;
 
-/// TcpHandler health state; every field is an atomic, so the query path only
+/// Shared health state; every field is an atomic, so the query path only
 /// does a relaxed load (and a store at most once a second).
 pub struct Health {
     pub dns_bound: AtomicBool,
@@ -28,6 +29,8 @@ pub struct Health {
     upstream_error: AtomicI64,
     /// How recent an upstream answer must be to be ready.
     pub upstream_fresh: Duration,
+    /// The encrypted listeners' certificate, watched for expiry.
+    pub certs: Option<Arc<CertStore>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -40,7 +43,13 @@ pub struct Readiness {
     pub upstream_last_ok_secs: Option<f64>,
     /// What is wrong, one line each; empty when ready.
     pub problems: Vec<String>,
+    /// What needs attention soon but does not stop this node serving
+    /// (a certificate with under a week left), one line each.
+    pub warnings: Vec<String>,
 }
+
+/// A certificate with less than this left is reported.
+const CERT_WARNING_SECS: i64 = 7 * 86_400;
 
 impl Health {
     pub fn new(blocklist: BlocklistHandle, upstream_fresh: Duration) -> Health {
@@ -51,6 +60,7 @@ impl Health {
             upstream_ok: AtomicI64::new(0),
             upstream_error: AtomicI64::new(0),
             upstream_fresh,
+            certs: None,
         }
     }
 
@@ -93,8 +103,23 @@ impl Health {
                 (Some(s), _) => format!("the upstream last answered {s:.0} s ago"),
             });
         }
+        let mut warnings = Vec::new();
+        if let Some(certs) = &self.certs {
+            let left = certs.seconds_left();
+            if left <= 0 {
+                // Encrypted clients cannot connect; clear DNS still works,
+                // but the node is not what it is configured to be.
+                problems.push("the TLS certificate has expired".to_owned());
+            } else if left < CERT_WARNING_SECS {
+                warnings.push(format!(
+                    "the TLS certificate expires in {:.1} days",
+                    left as f64 / 86_400.0
+                ));
+            }
+        }
         Readiness {
             ready: problems.is_empty(),
+            warnings,
             dns_listeners: bound,
             blocklist_generation: generation,
             blocklist_entries: entries,

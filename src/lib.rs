@@ -60,4 +60,5 @@ pub mod server;
 pub mod summary;
 pub mod taxii;
 pub mod telemetry;
+pub mod tls;
 pub mod watch;

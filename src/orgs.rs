@@ -6,7 +6,7 @@
 //! blocked and per-category action overrides. Both are consulted only
 //! after the blocklist matched, so they cost nothing on a clean query.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -24,6 +24,8 @@ pub struct OrgId(pub u16);
 pub struct OrgMap {
     networks: PrefixMap<OrgId>,
     policies: Vec<OrgPolicy>,
+    /// SHA-256 of each roaming key (lower-case hex) -> its organisation.
+    roaming: HashMap<String, OrgId>,
 }
 
 /// One organisation's identity and its own exceptions to the global policy.
@@ -68,6 +70,8 @@ pub enum OrgMapError {
         first: String,
         second: String,
     },
+    #[error("organisations {first:?} and {second:?} have the same roaming key")]
+    SharedKey { first: String, second: String },
     #[error("{0} organisations configured; at most 65535 are supported")]
     TooMany(usize),
 }
@@ -84,6 +88,7 @@ impl OrgMap {
     pub fn new(orgs: &[Organisation]) -> Result<OrgMap, OrgMapError> {
         let mut networks = PrefixMap::default();
         let mut policies = Vec::new();
+        let mut roaming = HashMap::new();
         for (i, org) in orgs.iter().enumerate() {
             let id = OrgId(u16::try_from(i).map_err(|_| OrgMapError::too_many(orgs.len()))?);
             policies.push(OrgPolicy {
@@ -93,6 +98,14 @@ impl OrgMap {
                 actions: org.actions.clone(),
                 contact: org.contact.clone(),
             });
+            if let Some(hash) = &org.roaming_key_sha256
+                && let Some(first) = roaming.insert(hash.clone(), id)
+            {
+                return Err(OrgMapError::SharedKey {
+                    first: orgs[usize::from(first.0)].id.clone(),
+                    second: org.id.clone(),
+                });
+            }
             for net in &org.networks {
                 // Keep the newcomer: what comes back is the earlier claimant.
                 let previous = networks.insert_with(*net, id, |_, _| true);
@@ -105,12 +118,32 @@ impl OrgMap {
                 }
             }
         }
-        Ok(OrgMap { networks, policies })
+        Ok(OrgMap {
+            networks,
+            policies,
+            roaming,
+        })
     }
 
     /// The organisation whose most specific network holds `ip`.
     pub fn lookup(&self, ip: IpAddr) -> Option<OrgId> {
         self.networks.longest(ip).map(|(_, id)| *id)
+    }
+
+    /// The organisation whose roaming key is `key` (the secret itself; the
+    /// config holds its SHA-256).
+    pub fn by_roaming_key(&self, key: &str) -> Option<OrgId> {
+        if self.roaming.is_empty() {
+            return None;
+        }
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(key.as_bytes());
+        let mut hex = String::with_capacity(64);
+        for byte in digest {
+            use std::fmt::Write;
+            let _ = write!(hex, "{byte:02x}");
+        }
+        self.roaming.get(&hex).copied()
     }
 
     pub fn id(&self, org: OrgId) -> &str {
@@ -136,6 +169,7 @@ mod tests {
             name: id.into(),
             networks: nets.iter().map(|n| n.parse().unwrap()).collect(),
             token_sha256: None,
+            roaming_key_sha256: None,
             allow: Vec::new(),
             actions: BTreeMap::new(),
             contact: None,

@@ -26,7 +26,9 @@ use crate::hitlog;
 use crate::lifecycle;
 use crate::orgs::OrgMap;
 use crate::resolve::Upstream;
+use crate::server::local::{Endpoints, LocalNames};
 use crate::server::{self, Handler, response::BlockSettings};
+use crate::tls::CertStore;
 use crate::watch::{Reloader, StatusHandle, Trigger, go_live};
 
 /// What the config phase hands on: the validated config, the
@@ -124,13 +126,26 @@ pub struct Bound {
     pub dns: server::Sockets,
     pub admin: Option<TcpListener>,
     pub block_page: Option<TcpListener>,
+    /// The certificate of the encrypted listeners, if any.
+    pub certs: Option<Arc<CertStore>>,
 }
 
 impl Bound {
     /// Phase "bind": the DNS, admin and block page addresses of `config`,
-    /// failing with the address that could not be bound.
+    /// failing with the address that could not be bound; and the
+    /// certificate, failing with the file that does not load.
     pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
-        let dns = server::bind(&config.server.listen, config.server.worker_count()).await?;
+        let certs = match &config.server.encrypted {
+            Some(encrypted) => Some(Arc::new(
+                CertStore::open(&encrypted.cert, &encrypted.key)
+                    .context("loading the TLS certificate (server.tls_cert, server.tls_key)")?,
+            )),
+            None => None,
+        };
+        let mut dns = server::bind(&config.server.listen, config.server.worker_count()).await?;
+        if let Some(encrypted) = &config.server.encrypted {
+            dns.encrypted = server::bind_encrypted(encrypted)?;
+        }
         let admin = match config.admin.listen {
             Some(addr) => Some(crate::admin::bind(addr).await?),
             None => None,
@@ -143,6 +158,7 @@ impl Bound {
             dns,
             admin,
             block_page,
+            certs,
         })
     }
 }
@@ -192,10 +208,12 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
     let upstream = Arc::new(Upstream::start(&config.resolver).await.map_err(|e| {
         anyhow::anyhow!("configuring the {:?} resolver: {e}", config.resolver.mode)
     })?);
-    let health = Arc::new(Health::new(
+    let mut health = Health::new(
         Arc::clone(&handle),
         Duration::from_secs(config.admin.ready_upstream_secs),
-    ));
+    );
+    health.certs = bound.certs.clone();
+    let health = Arc::new(health);
     let hitlog = if config.hitlog.enabled {
         Some(
             hitlog::spawn(hitlog::writer::Settings::from_config(&config))
@@ -223,13 +241,27 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         log_allowed: config.hitlog.log_allowed,
         metrics: server::QueryMetrics::new(),
         health: Arc::clone(&health),
+        local: LocalNames::new(
+            config.server.application_dns_canary,
+            &endpoints(&config, &bound.dns.encrypted),
+        ),
     };
+    let tls_name = config
+        .server
+        .encrypted
+        .as_ref()
+        .and_then(|e| e.tls_name.as_deref());
+    let tls = bound.certs.map(|certs| server::TlsSetup {
+        certs,
+        roaming: Arc::new(server::Roaming::new(Arc::clone(&orgs), tls_name)),
+    });
     let dns = server::serve(
         handler,
         bound.dns,
-        Duration::from_secs(config.server.tcp_timeout_secs),
-        config.resolver.packet_cache_size,
-    );
+        server::ServeSettings::from_config(&config),
+        tls,
+    )
+    .context("starting the DNS listeners")?;
     health.dns_bound.store(true, Ordering::Relaxed);
     tracing::info!(startup_ms = started.elapsed().as_millis() as u64, "serving");
     {
@@ -326,6 +358,33 @@ impl Running {
                 "hit log closed"
             );
         }
+    }
+}
+
+/// The encrypted endpoints as bound (a configured port 0 is the one the
+/// kernel chose), for discovery (DDR).
+fn endpoints(config: &Config, sockets: &server::EncryptedSockets) -> Endpoints {
+    let Some(encrypted) = &config.server.encrypted else {
+        return Endpoints::default();
+    };
+    let tcp = |listeners: &[TcpListener]| {
+        listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect::<Vec<_>>()
+    };
+    Endpoints {
+        name: encrypted
+            .tls_name
+            .as_deref()
+            .and_then(|n| hickory_proto::rr::Name::from_ascii(format!("{n}.")).ok()),
+        dot: tcp(&sockets.dot),
+        doh: tcp(&sockets.doh),
+        doq: sockets
+            .doq
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect(),
     }
 }
 

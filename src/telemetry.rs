@@ -36,11 +36,23 @@ pub const API_DENIED: &str = "portcullis_api_denied_total";
 pub const BLOCK_PAGE_VIEWS: &str = "portcullis_block_page_views_total";
 pub const DNSSEC_ANSWERS: &str = "portcullis_dnssec_answers_total";
 pub const DNSSEC_BOGUS: &str = "portcullis_dnssec_bogus_total";
+pub const CONNECTIONS: &str = "portcullis_connections";
+pub const CONNECTIONS_REFUSED: &str = "portcullis_connections_refused_total";
+pub const TLS_HANDSHAKE_FAILURES: &str = "portcullis_tls_handshake_failures_total";
+pub const TLS_CERT_EXPIRY: &str = "portcullis_tls_certificate_expiry_seconds";
+pub const TLS_CERT_RELOADS: &str = "portcullis_tls_certificate_reloads_total";
+pub const DOH_ERRORS: &str = "portcullis_doh_errors_total";
 
 /// Every series name, for the checks on the shipped dashboard and rules.
 pub const ALL: &[&str] = &[
     DNSSEC_ANSWERS,
     DNSSEC_BOGUS,
+    CONNECTIONS,
+    CONNECTIONS_REFUSED,
+    TLS_HANDSHAKE_FAILURES,
+    TLS_CERT_EXPIRY,
+    TLS_CERT_RELOADS,
+    DOH_ERRORS,
     QUERIES,
     QUERY_DURATION,
     BLOCKS,
@@ -251,6 +263,31 @@ fn describe() {
         DNSSEC_BOGUS,
         "Answers that failed DNSSEC validation, by RFC 8914 extended error code."
     );
+    describe_gauge!(
+        CONNECTIONS,
+        "Client connections open now, by transport (tcp, dot, doh, doq)."
+    );
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Client connections closed at once, by transport and reason (total, per_client)."
+    );
+    describe_counter!(
+        TLS_HANDSHAKE_FAILURES,
+        "TLS and QUIC handshakes that failed or timed out, by transport."
+    );
+    describe_gauge!(
+        TLS_CERT_EXPIRY,
+        Unit::Seconds,
+        "Seconds until the TLS certificate in use expires (negative: expired)."
+    );
+    describe_counter!(
+        TLS_CERT_RELOADS,
+        "TLS certificate reloads after the files changed, by result (ok, error)."
+    );
+    describe_counter!(
+        DOH_ERRORS,
+        "DoH requests answered with an HTTP error, by status code."
+    );
 }
 
 #[cfg(test)]
@@ -303,6 +340,7 @@ mod tests {
             let gauge_or_histogram = name.ends_with("_seconds")
                 || name.ends_with("_bytes")
                 || name.ends_with("_entries")
+                || name.ends_with("_connections")
                 || name.ends_with("_generation");
             assert!(
                 counter || gauge_or_histogram,

@@ -37,8 +37,8 @@ pub use raw::{
     RawLog, RawOrganisation, RawResolver, RawServer, RawTaxii, ResolverMode,
 };
 pub use sections::{
-    AdminConfig, BlockPageConfig, BlocklistConfig, FeedConfig, HitlogConfig, LogConfig,
-    Organisation, ResolverConfig, ServerConfig, TaxiiConfig,
+    AdminConfig, BlockPageConfig, BlocklistConfig, EncryptedConfig, FeedConfig, HitlogConfig,
+    LogConfig, Organisation, ResolverConfig, ServerConfig, TaxiiConfig,
 };
 
 /// A config file that cannot be used; the message names the file and key.
@@ -107,7 +107,7 @@ impl Config {
     /// Validate section by section; the first error wins.
     pub fn from_raw(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         let mut cx = validate::Checker::new(path);
-        let server = validate::server(raw.server, &cx)?;
+        let server = validate::server(raw.server, &mut cx)?;
         let resolver = validate::resolver(raw.resolver, &mut cx)?;
         let blocklist = validate::blocklist(raw.blocklist, &cx)?;
         validate::sinkhole(&blocklist, &raw.actions, &raw.feeds, &cx)?;

@@ -62,6 +62,30 @@ pub struct RawServer {
     /// 0 = one per CPU.
     #[serde(default)]
     pub workers: usize,
+    /// DNS over TLS; off (empty) by default.
+    #[serde(default)]
+    pub tls_listen: Vec<SocketAddr>,
+    /// DNS over HTTPS; off (empty) by default.
+    #[serde(default)]
+    pub https_listen: Vec<SocketAddr>,
+    /// DNS over QUIC; off (empty) by default.
+    #[serde(default)]
+    pub quic_listen: Vec<SocketAddr>,
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// The name in the certificate.
+    #[serde(default)]
+    pub tls_name: Option<String>,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: usize,
+    #[serde(default = "default_max_queries_per_connection")]
+    pub max_queries_per_connection: usize,
+    #[serde(default = "default_true")]
+    pub application_dns_canary: bool,
 }
 
 impl Default for RawServer {
@@ -72,8 +96,30 @@ impl Default for RawServer {
             tcp_timeout_secs: default_tcp_timeout(),
             shutdown_grace_secs: default_grace(),
             workers: 0,
+            tls_listen: Vec::new(),
+            https_listen: Vec::new(),
+            quic_listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_name: None,
+            max_connections: default_max_connections(),
+            max_connections_per_client: default_max_connections_per_client(),
+            max_queries_per_connection: default_max_queries_per_connection(),
+            application_dns_canary: true,
         }
     }
+}
+
+fn default_max_connections() -> usize {
+    20_000
+}
+
+fn default_max_connections_per_client() -> usize {
+    256
+}
+
+fn default_max_queries_per_connection() -> usize {
+    100
 }
 
 fn default_listen() -> Vec<SocketAddr> {
@@ -284,6 +330,8 @@ pub struct RawOrganisation {
     pub networks: Vec<IpNet>,
     #[serde(default)]
     pub token_sha256: Option<String>,
+    #[serde(default)]
+    pub roaming_key_sha256: Option<String>,
     /// Names as written; validation normalises them.
     #[serde(default)]
     pub allow: Vec<String>,

@@ -19,31 +19,58 @@ pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
     /// Answer clients that fall in no organisation's networks?
     pub allow_unknown_clients: bool,
-    /// Idle timeout of a TCP client connection, in seconds.
+    /// Idle timeout of a client connection (TCP, DoT, DoH, DoQ), in
+    /// seconds; also the time a TLS handshake may take.
     pub tcp_timeout_secs: u64,
     /// On SIGTERM, how long queries already in flight may take to finish.
     pub shutdown_grace_secs: u64,
     /// Worker threads, and UDP sockets per listen address (SO_REUSEPORT:
     /// the kernel spreads clients over them); 0 = one per CPU.
     pub workers: usize,
+    /// The encrypted listeners and their certificate; `None` when none is
+    /// configured.
+    pub encrypted: Option<EncryptedConfig>,
+    /// Client connections open at once, all stream transports together.
+    pub max_connections: usize,
+    /// Client connections open at once from one address.
+    pub max_connections_per_client: usize,
+    /// Queries of one connection in progress at once (HTTP/2 and QUIC
+    /// streams included).
+    pub max_queries_per_connection: usize,
+    /// Answer `use-application-dns.net` with NXDOMAIN.
+    pub application_dns_canary: bool,
+}
+
+/// DNS over TLS, HTTPS and QUIC: where, and with which certificate.
+#[derive(Debug, Clone)]
+pub struct EncryptedConfig {
+    pub tls_listen: Vec<SocketAddr>,
+    pub https_listen: Vec<SocketAddr>,
+    pub quic_listen: Vec<SocketAddr>,
+    /// PEM chain, leaf first; absolute.
+    pub cert: PathBuf,
+    /// PEM private key; absolute.
+    pub key: PathBuf,
+    /// The name in the certificate (no trailing dot): the DDR target and
+    /// the suffix of roaming server names.
+    pub tls_name: Option<String>,
 }
 
 impl Default for ServerConfig {
     /// The documented defaults (an empty `[server]`).
     fn default() -> Self {
-        let RawServer {
-            listen,
-            allow_unknown_clients,
-            tcp_timeout_secs,
-            shutdown_grace_secs,
-            workers,
-        } = RawServer::default();
+        let raw = RawServer::default();
         ServerConfig {
-            listen,
-            allow_unknown_clients,
-            tcp_timeout_secs,
-            shutdown_grace_secs,
-            workers,
+            listen: raw.listen,
+            allow_unknown_clients: raw.allow_unknown_clients,
+            tcp_timeout_secs: raw.tcp_timeout_secs,
+            shutdown_grace_secs: raw.shutdown_grace_secs,
+            workers: raw.workers,
+            encrypted: None,
+            max_connections: raw.max_connections,
+            max_connections_per_client: raw.max_connections_per_client,
+            max_queries_per_connection: raw.max_queries_per_connection,
+            application_dns_canary: raw.application_dns_canary,
         }
     }
 }
@@ -151,6 +178,9 @@ pub struct Organisation {
     pub networks: Vec<IpNet>,
     /// Lower-case hex.
     pub token_sha256: Option<String>,
+    /// SHA-256 (lower-case hex) of the key its roaming devices present in
+    /// a DoH path or a DoT/DoQ server name.
+    pub roaming_key_sha256: Option<String>,
     /// Normalised names (and everything below them) this organisation
     /// never has blocked: its own intranet, a supplier a feed wrongly lists.
     pub allow: Vec<String>,

@@ -18,8 +18,8 @@ use super::raw::{
     RawResolver, RawServer, RawTaxii, ResolverMode,
 };
 use super::sections::{
-    AdminConfig, BlockPageConfig, BlocklistConfig, FeedConfig, HitlogConfig, LogConfig,
-    Organisation, ResolverConfig, ServerConfig, TaxiiConfig,
+    AdminConfig, BlockPageConfig, BlocklistConfig, EncryptedConfig, FeedConfig, HitlogConfig,
+    LogConfig, Organisation, ResolverConfig, ServerConfig, TaxiiConfig,
 };
 use crate::policy::Action;
 
@@ -65,7 +65,7 @@ impl Checker {
     }
 }
 
-pub(super) fn server(raw: RawServer, cx: &Checker) -> Result<ServerConfig, ConfigError> {
+pub(super) fn server(raw: RawServer, cx: &mut Checker) -> Result<ServerConfig, ConfigError> {
     if raw.workers > 1024 {
         return Err(cx.invalid(
             "server.workers",
@@ -78,13 +78,98 @@ pub(super) fn server(raw: RawServer, cx: &Checker) -> Result<ServerConfig, Confi
     if raw.listen.is_empty() {
         return Err(cx.invalid("server.listen", "needs at least one address".into()));
     }
+    for (key, value) in [
+        ("server.max_connections", raw.max_connections),
+        (
+            "server.max_connections_per_client",
+            raw.max_connections_per_client,
+        ),
+        (
+            "server.max_queries_per_connection",
+            raw.max_queries_per_connection,
+        ),
+    ] {
+        if value == 0 {
+            return Err(cx.invalid(key, "must be at least 1".into()));
+        }
+    }
+    if raw.tcp_timeout_secs == 0 {
+        return Err(cx.invalid(
+            "server.tcp_timeout_secs",
+            "must be at least 1 (an idle connection must be closed some time)".into(),
+        ));
+    }
+    let encrypted = encrypted(&raw, cx)?;
     Ok(ServerConfig {
         listen: raw.listen,
         allow_unknown_clients: raw.allow_unknown_clients,
         tcp_timeout_secs: raw.tcp_timeout_secs,
         shutdown_grace_secs: raw.shutdown_grace_secs,
         workers: raw.workers,
+        encrypted,
+        max_connections: raw.max_connections,
+        max_connections_per_client: raw.max_connections_per_client,
+        max_queries_per_connection: raw.max_queries_per_connection,
+        application_dns_canary: raw.application_dns_canary,
     })
+}
+
+/// The encrypted listeners need a certificate and key; a certificate
+/// without listeners is a warning (it does nothing).
+fn encrypted(raw: &RawServer, cx: &mut Checker) -> Result<Option<EncryptedConfig>, ConfigError> {
+    let tls_name = match &raw.tls_name {
+        None => None,
+        Some(name) => {
+            let normal = crate::domain::normalize(name)
+                .map_err(|e| cx.invalid("server.tls_name", format!("{name:?}: {e}")))?;
+            Some(normal)
+        }
+    };
+    let listeners = [
+        ("server.tls_listen", raw.tls_listen.is_empty()),
+        ("server.https_listen", raw.https_listen.is_empty()),
+        ("server.quic_listen", raw.quic_listen.is_empty()),
+    ];
+    let Some((first, _)) = listeners.iter().find(|(_, empty)| !empty) else {
+        if raw.tls_cert.is_some() || raw.tls_key.is_some() {
+            cx.warn(
+                "server.tls_cert",
+                "no encrypted listener is configured (tls_listen, https_listen, quic_listen), \
+                 so the certificate is not used"
+                    .into(),
+            );
+        }
+        return Ok(None);
+    };
+    let (Some(cert), Some(key)) = (&raw.tls_cert, &raw.tls_key) else {
+        let missing = if raw.tls_cert.is_none() {
+            "server.tls_cert"
+        } else {
+            "server.tls_key"
+        };
+        return Err(cx.invalid(
+            missing,
+            format!(
+                "{first} needs a certificate: set server.tls_cert and server.tls_key (PEM files)"
+            ),
+        ));
+    };
+    if tls_name.is_none() {
+        cx.warn(
+            "server.tls_name",
+            "not set: clients are not offered the encrypted listeners by discovery \
+             (_dns.resolver.arpa), and DoT/DoQ server names carry no roaming keys"
+                .into(),
+        );
+    }
+    Ok(Some(EncryptedConfig {
+        tls_listen: raw.tls_listen.clone(),
+        https_listen: raw.https_listen.clone(),
+        quic_listen: raw.quic_listen.clone(),
+        cert: cx.rel(cert),
+        key: cx.rel(key),
+        tls_name,
+    }))
 }
 
 /// Upstreams are parsed in either mode (a bad one is an error even where
@@ -332,6 +417,10 @@ pub(super) fn organisations(
             check_sha256(token)
                 .map_err(|m| cx.invalid(&format!("organisation[{i}].token_sha256"), m))?;
         }
+        if let Some(key) = &org.roaming_key_sha256 {
+            check_sha256(key)
+                .map_err(|m| cx.invalid(&format!("organisation[{i}].roaming_key_sha256"), m))?;
+        }
         let mut allow = Vec::new();
         for (j, name) in org.allow.iter().enumerate() {
             allow.push(crate::domain::normalize(name).map_err(|e| {
@@ -359,6 +448,7 @@ pub(super) fn organisations(
             id: org.id,
             networks: org.networks.iter().map(IpNet::trunc).collect(),
             token_sha256: org.token_sha256.map(|t| t.to_ascii_lowercase()),
+            roaming_key_sha256: org.roaming_key_sha256.map(|t| t.to_ascii_lowercase()),
             allow,
             actions: org.actions,
             contact: org.contact,

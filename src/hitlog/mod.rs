@@ -69,24 +69,59 @@ impl Stage {
 pub enum Transport {
     Udp,
     Tcp,
+    /// DNS over TLS (RFC 7858).
+    Dot,
+    /// DNS over HTTPS (RFC 8484), HTTP/1.1 or HTTP/2.
+    Doh,
+    /// DNS over QUIC (RFC 9250).
+    Doq,
     Other,
 }
 
 impl Transport {
+    /// Every transport, in the metrics' index order.
+    pub const ALL: [Transport; 6] = [
+        Transport::Udp,
+        Transport::Tcp,
+        Transport::Dot,
+        Transport::Doh,
+        Transport::Doq,
+        Transport::Other,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Dot => "dot",
+            Transport::Doh => "doh",
+            Transport::Doq => "doq",
             Transport::Other => "other",
         }
     }
 
     pub fn parse(s: &str) -> Transport {
-        match s {
-            "udp" => Transport::Udp,
-            "tcp" => Transport::Tcp,
-            _ => Transport::Other,
+        Transport::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .unwrap_or(Transport::Other)
+    }
+
+    /// Its index in [`Transport::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+            Transport::Dot => 2,
+            Transport::Doh => 3,
+            Transport::Doq => 4,
+            Transport::Other => 5,
         }
+    }
+
+    /// Encrypted between client and resolver (responses are padded).
+    pub fn encrypted(self) -> bool {
+        matches!(self, Transport::Dot | Transport::Doh | Transport::Doq)
     }
 }
 

@@ -38,22 +38,61 @@ pub(super) struct QueryContext {
 
 impl QueryContext {
     /// A decoded request's context, its client in `org`.
-    pub fn of(request: &Request, org: Option<OrgId>, qtype: RecordType) -> QueryContext {
+    pub fn of(
+        request: &Request,
+        transport: Transport,
+        org: Option<OrgId>,
+        qtype: RecordType,
+    ) -> QueryContext {
         QueryContext {
             client: request.src().ip().to_canonical(),
-            transport: transport(request.protocol()),
+            transport,
             org,
             qtype,
         }
     }
 }
 
-/// The hit log's and the metrics' name for a request's transport.
-pub(super) fn transport(protocol: Protocol) -> Transport {
-    match protocol {
-        Protocol::Udp => Transport::Udp,
-        Protocol::Tcp => Transport::Tcp,
-        _ => Transport::Other,
+/// How a query reached us, beyond its source address: the transport, and
+/// whether a roaming key (a DoH path, a DoT or DoQ server name) named the
+/// organisation it speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via {
+    pub transport: Transport,
+    pub attribution: Attribution,
+}
+
+/// Whose policy a query is judged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attribution {
+    /// The organisation whose networks hold the source address.
+    Address,
+    /// The organisation whose roaming key the client presented; it wins
+    /// over the address (the key is the stronger claim).
+    Key(OrgId),
+    /// A roaming key no organisation holds: refused, never judged by
+    /// anyone's policy.
+    UnknownKey,
+}
+
+impl Via {
+    pub const UDP: Via = Via::address(Transport::Udp);
+
+    /// Attributed by source address.
+    pub const fn address(transport: Transport) -> Via {
+        Via {
+            transport,
+            attribution: Attribution::Address,
+        }
+    }
+
+    /// What hickory's own listeners know: the protocol alone.
+    pub fn of_protocol(protocol: Protocol) -> Via {
+        Via::address(match protocol {
+            Protocol::Udp => Transport::Udp,
+            Protocol::Tcp => Transport::Tcp,
+            _ => Transport::Other,
+        })
     }
 }
 

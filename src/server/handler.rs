@@ -20,17 +20,22 @@
 //! (Over 400 lines: the full path, from sanity checks to the upstream's
 //! answer, reads as one piece.)
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, LowerName, Name, Record, RecordType};
 use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
-use super::decide::{Listed, QueryContext, plain, transport};
+use super::capture::Collect;
+use super::decide::{Attribution, Listed, QueryContext, Via, plain};
+use super::local::LocalNames;
 use super::packet_cache::MAX_UDP_PAYLOAD;
+use super::padding;
 use super::query_metrics::{QueryMetrics, QueryOutcome};
 use super::response::{self, BlockSettings, block_answer};
 use crate::blocklist::BlocklistHandle;
@@ -52,6 +57,8 @@ pub struct Handler {
     pub log_allowed: bool,
     pub metrics: QueryMetrics,
     pub health: Arc<crate::health::Health>,
+    /// Names answered here, never sent upstream.
+    pub local: LocalNames,
 }
 
 /// What the query name's own check decided before resolution.
@@ -155,22 +162,8 @@ impl RequestHandler for Handler {
         request: &Request,
         handle: R,
     ) -> ResponseInfo {
-        self.serve(request, handle).await.0
-    }
-}
-
-/// Hickory's TCP listener takes its handler by value; this shares ours
-/// with the UDP loops.
-pub struct TcpHandler(pub Arc<Handler>);
-
-#[async_trait::async_trait]
-impl RequestHandler for TcpHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        handle: R,
-    ) -> ResponseInfo {
-        self.0.serve(request, handle).await.0
+        let via = Via::of_protocol(request.protocol());
+        self.serve(request, handle, via).await.0
     }
 }
 
@@ -180,32 +173,69 @@ impl Handler {
         &self,
         request: &Request,
         handle: R,
+        via: Via,
     ) -> (ResponseInfo, QueryOutcome) {
         let started = Instant::now();
         // Shutting down: new queries are refused so clients move on; the
         // ones in flight finish (see lifecycle).
         let Some(_in_flight) = self.health.lifecycle.enter() else {
             let (info, outcome) = reject(request, handle, ResponseCode::Refused).await;
-            self.metrics
-                .record(transport(request.protocol()), outcome, started);
+            self.metrics.record(via.transport, outcome, started);
             return (info, outcome);
         };
-        let (info, outcome) = self.answer(request, handle).await;
-        self.metrics
-            .record(transport(request.protocol()), outcome, started);
+        let (info, outcome) = self.answer(request, handle, via).await;
+        self.metrics.record(via.transport, outcome, started);
         (info, outcome)
     }
 
     /// Answer a UDP query; true when the response may go in the packet
     /// cache (see `QueryOutcome::Clean`).
     pub async fn handle_udp<R: ResponseHandler>(&self, request: &Request, handle: R) -> bool {
-        self.serve(request, handle).await.1 == QueryOutcome::Clean
+        self.serve(request, handle, Via::UDP).await.1 == QueryOutcome::Clean
+    }
+
+    /// Answer one query that came over a stream transport (TCP, DoT, DoH,
+    /// DoQ): the response's bytes, or `None` where nothing is sent (a
+    /// message that is not a query, the `drop` action). Responses on the
+    /// encrypted transports are padded (RFC 8467).
+    pub async fn answer_message(
+        &self,
+        query: Vec<u8>,
+        src: SocketAddr,
+        via: Via,
+    ) -> Option<Vec<u8>> {
+        // A response sent to us is never answered; a message too short for
+        // a header has no ID to answer.
+        if query.len() < 12 || query[2] & 0x80 != 0 {
+            return None;
+        }
+        let mut query_header = [0u8; 12];
+        query_header.copy_from_slice(&query[..12]);
+        let request = match Request::from_bytes(query, src, Protocol::Tcp) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::debug!(%error, client = %src, transport = %via.transport, "malformed query");
+                self.metrics.rejected(via.transport);
+                let mut wire = vec![0; 12];
+                super::udp::form_error(&query_header, &mut wire);
+                return Some(wire);
+            }
+        };
+        let collect = Collect::default();
+        self.serve(&request, collect.clone(), via).await;
+        let wire = collect.take()?;
+        Some(if via.transport.encrypted() {
+            padding::pad(wire)
+        } else {
+            wire
+        })
     }
 
     async fn answer<R: ResponseHandler>(
         &self,
         request: &Request,
         handle: R,
+        via: Via,
     ) -> (ResponseInfo, QueryOutcome) {
         let mut edns = response_edns(request);
         if request.metadata.op_code != OpCode::Query {
@@ -224,7 +254,16 @@ impl Handler {
         {
             return reject(request, handle, ResponseCode::Refused).await;
         }
-        let org = self.orgs.lookup(info.src.ip());
+        let org = match via.attribution {
+            Attribution::Address => self.orgs.lookup(info.src.ip()),
+            Attribution::Key(org) => Some(org),
+            Attribution::UnknownKey => {
+                tracing::debug!(client = %info.src, transport = %via.transport, "refused: unknown roaming key");
+                self.metrics.refused_client();
+                let info = send_code(request, handle, ResponseCode::Refused, edns.as_ref()).await;
+                return (info, QueryOutcome::Refused);
+            }
+        };
         if org.is_none() && !self.allow_unknown_clients {
             tracing::debug!(client = %info.src, "refused: client in no organisation");
             self.metrics.refused_client();
@@ -234,7 +273,15 @@ impl Handler {
 
         let qname: &Name = query.name();
         let qtype = query.query_type();
-        let cx = QueryContext::of(request, org, qtype);
+        // Names the resolver answers itself: discovery of its encrypted
+        // endpoints (RFC 9462) and the browsers' DoH canary.
+        if let Some(local) = self.local.answer(query.name(), qtype) {
+            let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.response_code = local.rcode;
+            let info = send(request, handle, metadata, edns.as_ref(), local.answers, &[]).await;
+            return (info, QueryOutcome::Answered);
+        }
+        let cx = QueryContext::of(request, via.transport, org, qtype);
         if let Some(listed) = self.check(qname) {
             let name = plain(qname);
             let Some(action) = self.decide(cx, Stage::Qname, &name, &name, &listed) else {

@@ -42,8 +42,8 @@ impl QueryOutcome {
 
 /// Counter handles made once, so the query path is an atomic add.
 pub struct QueryMetrics {
-    /// [transport][outcome]; transport 0 = udp, 1 = tcp, 2 = other.
-    queries: [[::metrics::Counter; 5]; 3],
+    /// [transport][outcome], transports in `Transport::ALL` order.
+    queries: [[::metrics::Counter; 5]; 6],
     duration: ::metrics::Histogram,
     refused_clients: ::metrics::Counter,
     upstream_errors: ::metrics::Counter,
@@ -56,12 +56,13 @@ pub struct QueryMetrics {
 impl QueryMetrics {
     /// Take the handles from the installed recorder (no-ops without one).
     pub fn new() -> QueryMetrics {
-        let per = |t: &'static str| {
-            OUTCOMES
-                .map(|o| ::metrics::counter!(telemetry::QUERIES, "transport" => t, "outcome" => o))
+        let per = |t: Transport| {
+            OUTCOMES.map(|o| {
+                ::metrics::counter!(telemetry::QUERIES, "transport" => t.as_str(), "outcome" => o)
+            })
         };
         QueryMetrics {
-            queries: [per("udp"), per("tcp"), per("other")],
+            queries: Transport::ALL.map(per),
             duration: ::metrics::histogram!(telemetry::QUERY_DURATION),
             refused_clients: ::metrics::counter!(telemetry::REFUSED_CLIENTS),
             upstream_errors: ::metrics::counter!(telemetry::UPSTREAM_ERRORS),
@@ -73,12 +74,7 @@ impl QueryMetrics {
     }
 
     fn counter(&self, transport: Transport, outcome: QueryOutcome) -> &::metrics::Counter {
-        let t = match transport {
-            Transport::Udp => 0,
-            Transport::Tcp => 1,
-            Transport::Other => 2,
-        };
-        &self.queries[t][outcome.label()]
+        &self.queries[transport.index()][outcome.label()]
     }
 
     /// One query ended with `outcome`, `started` ago.
@@ -87,10 +83,9 @@ impl QueryMetrics {
         self.duration.record(started.elapsed().as_secs_f64());
     }
 
-    /// A UDP datagram that is not a query we can decode.
-    pub(super) fn rejected_udp(&self) {
-        self.counter(Transport::Udp, QueryOutcome::Rejected)
-            .increment(1);
+    /// A message that is not a query we can decode.
+    pub(super) fn rejected(&self, transport: Transport) {
+        self.counter(transport, QueryOutcome::Rejected).increment(1);
     }
 
     /// A client in no organisation, refused.

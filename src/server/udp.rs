@@ -91,7 +91,7 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, cache: Option<Arc<P
                     tracing::debug!(%error, client = %src, "malformed query");
                     let n = form_error(packet, outbox.next_slot());
                     outbox.push(n, src);
-                    handler.metrics.rejected_udp();
+                    handler.metrics.rejected(crate::hitlog::Transport::Udp);
                     continue;
                 }
             };
@@ -157,7 +157,7 @@ async fn send(socket: &UdpSocket, wire: &[u8], dst: SocketAddr) {
 }
 
 /// A FORMERR for a query whose header could be read but not the rest.
-fn form_error(packet: &[u8], out: &mut [u8]) -> usize {
+pub(super) fn form_error(packet: &[u8], out: &mut [u8]) -> usize {
     out[..12].fill(0);
     out[..2].copy_from_slice(&packet[..2]);
     // QR, the query's opcode and RD; RA; rcode 1.

@@ -40,7 +40,7 @@ fn rendered(url: &str) -> String {
     rendered_with(url, &[])
 }
 
-fn rendered_with(url: &str, extra_args: &[String]) -> String {
+pub fn rendered_with(url: &str, extra_args: &[String]) -> String {
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(chromium())
         .args([

@@ -225,6 +225,20 @@ impl Server {
             .unwrap_or_else(|| panic!("no {what} listener in the log"))
     }
 
+    /// The addresses logged as `listening for <what> on ADDR` ("DoT",
+    /// "DoH", "DoQ", "TCP").
+    pub fn listening(&self, what: &str) -> Vec<SocketAddr> {
+        let needle = format!("listening for {what} on ");
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l.split(needle.as_str()).nth(1))
+            .filter_map(|a| a.split(['"', ' ']).next())
+            .map(|a| a.trim().parse().expect("listener address parses"))
+            .collect()
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill_hard(mut self) {
         let _ = self.child.kill();

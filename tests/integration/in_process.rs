@@ -49,6 +49,7 @@ fn serve_runs_on_the_callers_sockets_until_the_callers_shutdown() {
                 dns,
                 admin: None,
                 block_page: None,
+                certs: None,
             };
             let startup = Startup {
                 config,

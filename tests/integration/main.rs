@@ -13,6 +13,8 @@
 //! * `cli`: `compile`, `check` and `config check`.
 //! * `differential`: the same RPZ through Unbound and Portcullis.
 //! * `dnssec`: validation over a signed lab (dnssec-signzone, NSD).
+//! * `encrypted`: DoT, DoH and DoQ with kdig, dig, curl and aioquic;
+//!   roaming keys, discovery, certificate reload, connection caps.
 //! * `docs`: the shipped config and every README example load.
 //! * `formats`: every feed format end to end through the binary.
 //! * `forward`: forward mode against a local authority.
@@ -36,6 +38,7 @@ mod cli;
 mod differential;
 mod dnssec;
 mod docs;
+mod encrypted;
 mod formats;
 mod forward;
 mod hitlog;

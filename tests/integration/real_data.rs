@@ -101,6 +101,14 @@ fn full_threat_list_blocks_listed_names_and_passes_popular_ones() {
         if hickory_proto::rr::Name::from_ascii(&fqdn).is_err() {
             continue;
         }
+        // Answered by the resolver itself, never forwarded: discovery
+        // (RFC 9462) and the browsers' DoH canary (NXDOMAIN, by default).
+        if fqdn == "resolver.arpa"
+            || fqdn.ends_with(".resolver.arpa")
+            || fqdn == "use-application-dns.net"
+        {
+            continue;
+        }
         let under_listed =
             std::iter::successors(Some(fqdn.as_str()), |n| n.split_once('.').map(|(_, r)| r))
                 .any(|suffix| listed.contains(suffix));

@@ -132,6 +132,12 @@ pub struct SlowRelay {
 
 impl SlowRelay {
     pub fn start(target: SocketAddr, delay: Duration) -> SlowRelay {
+        SlowRelay::start_matching(target, delay, b"")
+    }
+
+    /// Delay only the queries whose bytes hold `marker` (a label, say);
+    /// the rest are relayed at once.
+    pub fn start_matching(target: SocketAddr, delay: Duration, marker: &'static [u8]) -> SlowRelay {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind relay");
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
@@ -145,10 +151,13 @@ impl SlowRelay {
                     continue;
                 };
                 let query = buf[..n].to_vec();
+                let slow = marker.is_empty() || query.windows(marker.len()).any(|w| w == marker);
                 // One thread per query: answers are delayed, not serialised.
                 let reply_sock = sock.try_clone().expect("clone relay socket");
                 std::thread::spawn(move || {
-                    std::thread::sleep(delay);
+                    if slow {
+                        std::thread::sleep(delay);
+                    }
                     let up = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
                     up.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                     up.send_to(&query, target).expect("forward");

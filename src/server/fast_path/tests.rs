@@ -105,6 +105,7 @@ fn handler(dir: &std::path::Path, hits: HitSender) -> Handler {
         log_allowed: true,
         metrics: QueryMetrics::new(),
         health: Arc::new(crate::health::Health::new(list, Duration::from_secs(30))),
+        local: Default::default(),
     }
 }
 
@@ -183,7 +184,9 @@ async fn the_fast_path_answers_and_records_as_the_full_path_does() {
 
                     let request = Request::from_bytes(wire.clone(), src, Protocol::Udp).unwrap();
                     let capture = Capture::default();
-                    handler.serve(&request, capture.clone()).await;
+                    handler
+                        .serve(&request, capture.clone(), super::super::Via::UDP)
+                        .await;
                     let slow = capture.take();
                     let slow_hit = received.try_recv().map(|p| without_time(&p));
                     assert_eq!(fast_hit.ok(), slow_hit.ok(), "{what}: hit record");
