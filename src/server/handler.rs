@@ -224,7 +224,8 @@ impl Handler {
         let collect = Collect::default();
         self.serve(&request, collect.clone(), via).await;
         let wire = collect.take()?;
-        Some(if via.transport.encrypted() {
+        // A response has an OPT record (to pad) only when the query had one.
+        Some(if via.transport.encrypted() && request.edns.is_some() {
             padding::pad(wire)
         } else {
             wire
