@@ -1,7 +1,7 @@
 //! `portcullis config check`: validate the config and every file it
 //! names, for deployment pipelines. Exit 0 when all is well, 64 for a bad
-//! config, 1 when a feed, an allow or protected list, or a credential file
-//! has a problem.
+//! config, 1 when a feed, an allow or protected list, a credential file
+//! or the TLS certificate has a problem.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -33,6 +33,26 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let mut warnings = config.warnings.clone();
+    if let Some(encrypted) = &config.server.encrypted {
+        match portcullis::tls::CertStore::open(&encrypted.cert, &encrypted.key) {
+            Ok(certs) => {
+                let days = certs.seconds_left() / 86_400;
+                if certs.seconds_left() <= 0 {
+                    problems.push(format!(
+                        "TLS certificate {} has expired",
+                        encrypted.cert.display()
+                    ));
+                } else if days < 7 {
+                    warnings.push(format!(
+                        "TLS certificate {} expires in {days} days",
+                        encrypted.cert.display()
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!("TLS certificate: {e}")),
+        }
+    }
     println!(
         "{}: {} feeds, {} names, {} organisations, {} TAXII sources",
         path.display(),
@@ -41,7 +61,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         config.organisations.len(),
         config.taxii.len()
     );
-    for warning in &config.warnings {
+    for warning in &warnings {
         println!("warning: {warning}");
     }
     if problems.is_empty() {

@@ -873,6 +873,30 @@ fn encrypted_listeners_without_a_usable_certificate_do_not_start() {
         err.contains("other.key") && err.contains("does not belong"),
         "{err}"
     );
+    // `config check` finds the same problem before a deployment does.
+    let (code, out, _) = run(&["config", "check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("problem: TLS certificate") && out.contains("does not belong"),
+        "{out}"
+    );
+
+    // A matching certificate with three days left passes with a warning.
+    let (short_cert, short_key) = pki.issue("short", 3);
+    setup.edit_config(
+        &format!("tls_key = \"{}\"\n", other_key.display()),
+        &format!("tls_key = \"{}\"\n", short_key.display()),
+    );
+    setup.edit_config(
+        &format!("tls_cert = \"{}\"\n", pki.chain.display()),
+        &format!("tls_cert = \"{}\"\n", short_cert.display()),
+    );
+    let (code, out, _) = run(&["config", "check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning: TLS certificate") && out.contains("short.pem expires in"),
+        "{out}"
+    );
 }
 
 /// A Chromium managed policy, removed when dropped. Chromium on Linux
