@@ -167,10 +167,16 @@ fn encrypted_keys(pki: &Pki) -> String {
 /// here is in, and a roaming key; 127.0.0.1 is in no organisation and
 /// unknown clients are refused.
 fn start(setup: &Setup, pki: &Pki, upstream: SocketAddr, server_extra: &str) -> Server {
+    configure(setup, pki, upstream, server_extra);
+    Server::start(&setup.path("portcullis.toml"))
+}
+
+/// Write the config `start` runs with.
+fn configure(setup: &Setup, pki: &Pki, upstream: SocketAddr, server_extra: &str) {
     setup.write("feeds/malware.txt", "evil.example.test\n");
     setup.write("feeds/phish.txt", "login.phish.test\n");
     // Phishing is sinkholed to this host, where the block page listens.
-    let config = setup.config_with_admin(
+    setup.config_with_admin(
         "",
         &format!(
             "[resolver]\nmode = \"forward\"\nupstreams = [\"{upstream}\"]\ntimeout_ms = 3000\n\
@@ -192,7 +198,6 @@ fn start(setup: &Setup, pki: &Pki, upstream: SocketAddr, server_extra: &str) -> 
             encrypted_keys(pki)
         ),
     );
-    Server::start(&config)
 }
 
 fn on(addrs: &[SocketAddr], v6: bool) -> SocketAddr {
@@ -373,13 +378,32 @@ fn every_encrypted_transport_blocks_attributes_and_logs() {
     );
     let setup = Setup::new();
     let pki = Pki::new(setup.dir.path());
-    let server = start(&setup, &pki, auth.addr, "");
+    configure(&setup, &pki, auth.addr, "");
+    // Clear DNS on both families too (the IPv4 address first: the
+    // harness's own queries use it).
+    setup.edit_config(
+        "listen = [\"127.0.0.1:0\"]",
+        "listen = [\"127.0.0.1:0\", \"[::1]:0\"]",
+    );
+    let server = Server::start(&setup.path("portcullis.toml"));
     let (dot, doh, doq_addrs) = (
         server.listening("DoT"),
         server.listening("DoH"),
         server.listening("DoQ"),
     );
     assert_eq!((dot.len(), doh.len(), doq_addrs.len()), (2, 2, 2));
+
+    // Clear UDP and TCP from ::1 (organisation "home"), the baseline the
+    // encrypted transports must match.
+    let clear6 = on(&server.listening("UDP"), true);
+    assert_eq!(on(&server.listening("TCP"), true), clear6);
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let reply = query(clear6, "evil.example.test", RecordType::A, transport, true);
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(ede(&reply).map(|e| e.0), Some(15), "{transport:?}");
+        let reply = query(clear6, "www.example.test", RecordType::A, transport, true);
+        assert_eq!(a_records(&reply), ["192.0.2.10"], "{transport:?}");
+    }
 
     // From ::1 (organisation "home"), a blocked name over each transport
     // and client: NXDOMAIN with EDE 15.
@@ -529,7 +553,7 @@ fn every_encrypted_transport_blocks_attributes_and_logs() {
 
     // The hit log: each transport named, each block attributed.
     wait_for("hits written", Duration::from_secs(20), || {
-        metric(&scrape(&server), "portcullis_hitlog_written_total", &[]) >= 10.0
+        metric(&scrape(&server), "portcullis_hitlog_written_total", &[]) >= 12.0
     });
     let hits = hits(&setup);
     let count = |transport: &str, org: &str, client: &str| {
@@ -555,7 +579,9 @@ fn every_encrypted_transport_blocks_attributes_and_logs() {
         "dig and kdig: {hits:#?}"
     );
     assert_eq!(count("doq", "roamer", "127.0.0.1"), 1, "{hits:#?}");
-    assert_eq!(hits.len(), 10, "{hits:#?}");
+    assert_eq!(count("udp", "home", "::1"), 1, "{hits:#?}");
+    assert_eq!(count("tcp", "home", "::1"), 1, "{hits:#?}");
+    assert_eq!(hits.len(), 12, "{hits:#?}");
 
     // Metrics by transport, and the certificate's time left.
     let text = scrape(&server);

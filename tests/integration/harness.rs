@@ -469,7 +469,12 @@ pub fn exchange(
 ) -> std::io::Result<Vec<u8>> {
     match transport {
         Transport::Udp => {
-            let sock = UdpSocket::bind("127.0.0.1:0")?;
+            let source = if server.is_ipv6() {
+                "[::1]:0"
+            } else {
+                "127.0.0.1:0"
+            };
+            let sock = UdpSocket::bind(source)?;
             sock.set_read_timeout(Some(Duration::from_secs(5)))?;
             sock.send_to(bytes, server)?;
             let mut buf = vec![0u8; 65535];
