@@ -133,6 +133,15 @@ fn config_check_validates_without_serving() {
     let (code, _, err) = run(&["config", "check", "--config", bad.to_str().unwrap()]);
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("server.listen"), "{err}");
+    // A misspelt key: the parser's message, with the line, said once.
+    let typo = setup.write("typo.toml", "[blocklist]\ndir = \"feeds\"\n");
+    let (code, _, err) = run(&["config", "check", "--config", typo.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("line 2") && err.contains("`feeds_dir`"),
+        "{err}"
+    );
+    assert_eq!(err.matches("unknown field `dir`").count(), 1, "{err}");
 }
 
 #[test]
