@@ -103,7 +103,7 @@ pub fn hits(records: &[Hit], format: OutputFormat) -> Result<String, csv::Error>
             csv_string(w)?
         }
         OutputFormat::Table => {
-            let short = [0, 1, 2, 3, 5, 6, 7, 8, 10, 12];
+            let short = [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12];
             let headers: Vec<&str> = short.iter().map(|i| HIT_COLUMNS[*i]).collect();
             let rows: Vec<Vec<String>> = records
                 .iter()

@@ -212,6 +212,25 @@ fn blocks_are_logged_against_the_right_organisation_and_shown_only_to_it() {
         config,
     ]);
     assert_eq!(out.lines().count(), 3, "header + 2 rows: {out}");
+    // The default table names the transport: a roaming DoH laptop and an
+    // office's UDP query look alike otherwise.
+    let (_, out, _) = run(&["logs", "--org", "council-a", "-c", config]);
+    let header: Vec<&str> = out
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header[..5],
+        ["ref", "ts", "org", "client", "transport"],
+        "{out}"
+    );
+    let c2 = out
+        .lines()
+        .find(|l| l.contains("c2.example.test"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(c2.split_whitespace().nth(4), Some("tcp"), "{out}");
     let (_, out, _) = run(&[
         "logs",
         "--category",
