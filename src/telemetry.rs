@@ -18,6 +18,7 @@ pub const QUERY_DURATION: &str = "portcullis_query_duration_seconds";
 pub const BLOCKS: &str = "portcullis_blocks_total";
 pub const REFUSED_CLIENTS: &str = "portcullis_refused_clients_total";
 pub const UPSTREAM_ERRORS: &str = "portcullis_upstream_errors_total";
+pub const STALE_ANSWERS: &str = "portcullis_stale_answers_total";
 pub const CACHE_HITS: &str = "portcullis_cache_hits_total";
 pub const CACHE_MISSES: &str = "portcullis_cache_misses_total";
 pub const PACKET_CACHE: &str = "portcullis_packet_cache_lookups_total";
@@ -58,6 +59,7 @@ pub const ALL: &[&str] = &[
     BLOCKS,
     REFUSED_CLIENTS,
     UPSTREAM_ERRORS,
+    STALE_ANSWERS,
     CACHE_HITS,
     CACHE_MISSES,
     PACKET_CACHE,
@@ -205,6 +207,10 @@ fn describe() {
     describe_counter!(
         UPSTREAM_ERRORS,
         "Upstream resolutions that failed (answered SERVFAIL)."
+    );
+    describe_counter!(
+        STALE_ANSWERS,
+        "Expired answers served because the upstream failed or was slow (RFC 8767)."
     );
     describe_gauge!(BLOCKLIST_ENTRIES, "Names in the live blocklist.");
     describe_gauge!(

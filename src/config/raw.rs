@@ -170,9 +170,18 @@ pub struct RawResolver {
     pub root_hints: Vec<String>,
     #[serde(default)]
     pub allow_server_networks: Vec<IpNet>,
-    /// Unset: 2000 in forward mode, 5000 in recursive mode.
+    /// Unset: 3000 in forward mode, 4000 in recursive mode.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Serve-stale window past the TTL, seconds; 0 turns it off.
+    #[serde(default = "default_serve_stale_secs")]
+    pub serve_stale_secs: u64,
+    /// How long a client waits for the upstream before a stale answer.
+    #[serde(default = "default_stale_answer_after_ms")]
+    pub stale_answer_after_ms: u64,
+    /// Memory for kept answers, MiB.
+    #[serde(default = "default_stale_cache_mib")]
+    pub stale_cache_mib: u64,
     #[serde(default = "default_cache_size")]
     pub cache_size: u64,
     /// 0 turns the packet cache off.
@@ -196,6 +205,9 @@ impl Default for RawResolver {
             root_hints: Vec::new(),
             allow_server_networks: Vec::new(),
             timeout_ms: None,
+            serve_stale_secs: default_serve_stale_secs(),
+            stale_answer_after_ms: default_stale_answer_after_ms(),
+            stale_cache_mib: default_stale_cache_mib(),
             cache_size: default_cache_size(),
             packet_cache_size: default_packet_cache_size(),
             dnssec: DnssecMode::default(),
@@ -203,6 +215,22 @@ impl Default for RawResolver {
             negative_trust_anchors: Vec::new(),
         }
     }
+}
+
+fn default_serve_stale_secs() -> u64 {
+    // RFC 8767 suggests one to three days; Unbound's recommended
+    // serve-expired-ttl is one.
+    86_400
+}
+
+fn default_stale_answer_after_ms() -> u64 {
+    // RFC 8767's client response timer, and Unbound's
+    // serve-expired-client-timeout: under a stub's first retry.
+    1_800
+}
+
+fn default_stale_cache_mib() -> u64 {
+    64
 }
 
 fn default_cache_size() -> u64 {

@@ -96,9 +96,17 @@ pub struct ResolverConfig {
     /// Recursive mode: networks that may be queried although they are
     /// private or loopback (a lab root, split-horizon authorities, tests).
     pub allow_server_networks: Vec<IpNet>,
-    /// Milliseconds, above 0: each upstream query in forward mode, the
-    /// whole resolution in recursive mode.
+    /// Milliseconds, above 0: the longest a resolution may take before
+    /// the client gets SERVFAIL (or a stale answer), in both modes.
     pub timeout_ms: u64,
+    /// Serve-stale (RFC 8767): seconds an expired answer stays usable;
+    /// 0 = off.
+    pub serve_stale_secs: u64,
+    /// Milliseconds a client waits for the upstream before it gets the
+    /// stale answer.
+    pub stale_answer_after_ms: u64,
+    /// Memory bound of the kept answers, MiB.
+    pub stale_cache_mib: u64,
     /// Answer cache entries.
     pub cache_size: u64,
     /// Whole UDP responses kept for clean names (answers no blocklist

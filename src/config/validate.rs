@@ -211,15 +211,22 @@ pub(super) fn resolver(raw: RawResolver, cx: &mut Checker) -> Result<ResolverCon
         }
         root_hints.push(addr.ip());
     }
-    // Forward mode: each upstream query (tried twice). Recursive mode: the
-    // whole resolution from the root, which takes several round trips, so
-    // its default is what a stub resolver waits before retrying.
+    // The whole resolution, in both modes, so a client hears SERVFAIL
+    // (with why) before its own timeout, typically 5 s, makes it retry.
+    // Recursive mode takes several round trips from the root, so it gets
+    // more.
     let timeout_ms = raw.timeout_ms.unwrap_or(match raw.mode {
-        ResolverMode::Forward => 2000,
-        ResolverMode::Recursive => 5000,
+        ResolverMode::Forward => 3000,
+        ResolverMode::Recursive => 4000,
     });
     if timeout_ms == 0 {
         return Err(cx.invalid("resolver.timeout_ms", "must be above 0".into()));
+    }
+    if raw.serve_stale_secs > 0 && raw.stale_cache_mib == 0 {
+        return Err(cx.invalid(
+            "resolver.stale_cache_mib",
+            "must be above 0 while serve_stale_secs is".into(),
+        ));
     }
     // Read now, so a bad anchor file stops the start with its line.
     let trust_anchors = match &raw.trust_anchors {
@@ -248,6 +255,9 @@ pub(super) fn resolver(raw: RawResolver, cx: &mut Checker) -> Result<ResolverCon
         root_hints,
         allow_server_networks: raw.allow_server_networks,
         timeout_ms,
+        serve_stale_secs: raw.serve_stale_secs,
+        stale_answer_after_ms: raw.stale_answer_after_ms,
+        stale_cache_mib: raw.stale_cache_mib,
         cache_size: raw.cache_size,
         packet_cache_size: raw.packet_cache_size,
         dnssec: raw.dnssec,

@@ -99,5 +99,6 @@ fn refused(bogus: dnssec::Bogus) -> Answer {
         answers: Vec::new(),
         authorities: Vec::new(),
         security: Security::Bogus(bogus),
+        stale: false,
     }
 }

@@ -55,7 +55,10 @@ impl Forwarder {
         );
         let opts = builder.options_mut();
         opts.cache_size = config.cache_size;
-        opts.timeout = std::time::Duration::from_millis(config.timeout_ms);
+        // Two tries fit in the whole resolution's time (`Upstream::resolve`
+        // holds that), so a lost packet or a dead first upstream leaves
+        // time for another.
+        opts.timeout = std::time::Duration::from_millis((config.timeout_ms / 2).max(100));
         opts.attempts = 2;
         // A forwarder passes CNAME chains on (RFC 1034 4.3.2), and the
         // answer check in a later stage needs to see them.

@@ -29,6 +29,7 @@ use hickory_resolver::recursor::{Recursor, RecursorOptions};
 mod explain;
 mod forward;
 mod negative;
+mod stale;
 
 use negative::answer_of;
 
@@ -75,6 +76,9 @@ pub struct Answer {
     /// SOA, NSEC, NSEC3 and their RRSIGs, for a negative answer.
     pub authorities: Vec<Record>,
     pub security: Security,
+    /// Served from an expired answer because the upstream could not
+    /// answer (RFC 8767): TTL 30, never AD.
+    pub stale: bool,
 }
 
 /// No answer could be had.
@@ -94,6 +98,16 @@ impl UpstreamError {
             UpstreamError::Failed(_) => "failed",
         }
     }
+
+    /// The RFC 8914 code a client's SERVFAIL carries: 22 (No Reachable
+    /// Authority) when nothing answered in time, 23 (Network Error) when
+    /// the network said no.
+    pub fn ede(&self) -> u16 {
+        match self {
+            UpstreamError::Timeout => 22,
+            UpstreamError::Failed(_) => 23,
+        }
+    }
 }
 
 /// A configured upstream.
@@ -101,15 +115,18 @@ pub struct Upstream {
     kind: Kind,
     dnssec: DnssecMode,
     negative_trust_anchors: Vec<Name>,
+    /// The time one whole resolution may take (`timeout_ms`), in both
+    /// modes: hickory's own limits are per server query.
+    limit: Duration,
+    /// Expired answers kept for serve-stale; `None` when it is off.
+    stale: Option<stale::StaleStore>,
 }
 
 enum Kind {
     // Both boxed: they differ in size by hundreds of bytes and the enum is
     // built once, so the indirection costs nothing.
     Forward(Box<forward::Forwarder>),
-    /// With the time one whole resolution may take (`timeout_ms`): the
-    /// recursor's own limit is per server query and fixed.
-    Recursive(Box<Recursor<TokioRuntimeProvider>>, Duration),
+    Recursive(Box<Recursor<TokioRuntimeProvider>>),
 }
 
 impl Upstream {
@@ -189,13 +206,22 @@ impl Upstream {
                 };
                 let recursor = Recursor::new(&roots, policy, None, options, provider)
                     .map_err(|e| e.to_string())?;
-                Kind::Recursive(Box::new(recursor), Duration::from_millis(config.timeout_ms))
+                Kind::Recursive(Box::new(recursor))
             }
         };
+        let stale = (config.serve_stale_secs > 0).then(|| {
+            stale::StaleStore::new(
+                Duration::from_secs(config.serve_stale_secs),
+                Duration::from_millis(config.stale_answer_after_ms),
+                config.stale_cache_mib << 20,
+            )
+        });
         Ok(Upstream {
             kind,
             dnssec,
             negative_trust_anchors: config.negative_trust_anchors.clone(),
+            limit: Duration::from_millis(config.timeout_ms),
+            stale,
         })
     }
 
@@ -224,6 +250,17 @@ impl Upstream {
         rtype: RecordType,
         checking_disabled: bool,
     ) -> Result<Answer, UpstreamError> {
+        tokio::time::timeout(self.limit, self.resolve_now(name, rtype, checking_disabled))
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout))
+    }
+
+    async fn resolve_now(
+        &self,
+        name: &LowerName,
+        rtype: RecordType,
+        checking_disabled: bool,
+    ) -> Result<Answer, UpstreamError> {
         let name = Name::from(name.clone());
         let now = unix_now();
         match &self.kind {
@@ -247,6 +284,7 @@ impl Upstream {
                             answers,
                             authorities,
                             security,
+                            stale: false,
                         })
                     }
                     Err(NetError::Dns(DnsError::DnssecBogus)) => {
@@ -255,15 +293,15 @@ impl Upstream {
                     Err(e) => self.forward_error(&name, e, now, true),
                 }
             }
-            Kind::Recursive(recursor, limit) => {
+            Kind::Recursive(recursor) => {
                 let ask_dnssec = self.dnssec != DnssecMode::Off;
                 let resolution = recursor.resolve(
                     Query::query(name.clone(), rtype),
                     Instant::now(),
                     ask_dnssec,
                 );
-                match tokio::time::timeout(*limit, resolution).await {
-                    Ok(Ok(message)) => {
+                match resolution.await {
+                    Ok(message) => {
                         let mut security =
                             self.judge(&name, &message.answers, &message.authorities, now);
                         if let Security::Bogus(bogus) = &mut security {
@@ -274,10 +312,10 @@ impl Upstream {
                             answers: message.answers,
                             authorities: message.authorities,
                             security,
+                            stale: false,
                         })
                     }
-                    Ok(Err(e)) => self.recursor_error(&name, e, now),
-                    Err(_) => Err(UpstreamError::Timeout),
+                    Err(e) => self.recursor_error(&name, e, now),
                 }
             }
         }

@@ -113,6 +113,7 @@ pub(super) fn answer_of(response: &DnsResponse, security: Security) -> Answer {
         answers: response.answers.clone(),
         authorities: response.authorities.clone(),
         security,
+        stale: false,
     }
 }
 
@@ -145,5 +146,6 @@ fn negative(rcode: ResponseCode, authorities: Vec<Record>, security: Security) -
         answers: Vec::new(),
         authorities,
         security,
+        stale: false,
     }
 }

@@ -429,10 +429,17 @@ impl Handler {
         let qtype = cx.qtype;
         let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
         let checking_disabled = request.metadata.checking_disabled;
-        match self.upstream.resolve(qname, qtype, checking_disabled).await {
+        match self.upstream.answer(qname, qtype, checking_disabled).await {
             Ok(mut answer) => {
-                self.health.upstream_answered();
-                self.metrics.validation(&answer.security);
+                if answer.stale {
+                    self.metrics.stale_answer();
+                    if let Some(edns) = edns.as_mut() {
+                        edns.options_mut().insert(response::stale_ede());
+                    }
+                } else {
+                    self.health.upstream_answered();
+                    self.metrics.validation(&answer.security);
+                }
                 if let Security::Bogus(bogus) = &answer.security {
                     tracing::warn!(zone = %bogus.zone, ede = bogus.ede, reason = bogus.reason, %qname, %qtype, cd = checking_disabled, "DNSSEC validation failed");
                     // CD: the client validates for itself (RFC 4035 3.2.2).
@@ -492,7 +499,8 @@ impl Handler {
                 .await;
                 // A bogus answer given to a CD client is never cached for
                 // others (the packet cache keys on CD too; belt and braces).
-                let cacheable = !touched && !matches!(answer.security, Security::Bogus(_));
+                let cacheable =
+                    !touched && !answer.stale && !matches!(answer.security, Security::Bogus(_));
                 (
                     info,
                     if cacheable {
@@ -506,6 +514,9 @@ impl Handler {
                 tracing::debug!(%qname, %qtype, %error, "upstream failed");
                 self.metrics.upstream_error();
                 self.health.upstream_failed();
+                if let Some(edns) = edns.as_mut() {
+                    edns.options_mut().insert(response::upstream_ede(&error));
+                }
                 let info = send_code(request, handle, ResponseCode::ServFail, edns.as_ref()).await;
                 (info, QueryOutcome::Servfail)
             }

@@ -47,6 +47,7 @@ pub struct QueryMetrics {
     duration: ::metrics::Histogram,
     refused_clients: ::metrics::Counter,
     upstream_errors: ::metrics::Counter,
+    stale_answers: ::metrics::Counter,
     /// Packet cache lookups: [hit, miss].
     packet_cache: [::metrics::Counter; 2],
     /// Upstream answers by validation state, in `Security::LABELS` order.
@@ -66,6 +67,7 @@ impl QueryMetrics {
             duration: ::metrics::histogram!(telemetry::QUERY_DURATION),
             refused_clients: ::metrics::counter!(telemetry::REFUSED_CLIENTS),
             upstream_errors: ::metrics::counter!(telemetry::UPSTREAM_ERRORS),
+            stale_answers: ::metrics::counter!(telemetry::STALE_ANSWERS),
             packet_cache: ["hit", "miss"]
                 .map(|r| ::metrics::counter!(telemetry::PACKET_CACHE, "result" => r)),
             dnssec: crate::dnssec::Security::LABELS
@@ -96,6 +98,11 @@ impl QueryMetrics {
     /// The upstream failed to answer.
     pub(super) fn upstream_error(&self) {
         self.upstream_errors.increment(1);
+    }
+
+    /// An expired answer given because the upstream could not answer.
+    pub(super) fn stale_answer(&self) {
+        self.stale_answers.increment(1);
     }
 
     /// An upstream answer's validation state; a bogus one also by its

@@ -285,10 +285,26 @@ pub fn blocked_ede(category: &str, feed: Option<&str>) -> EdnsOption {
         Some(feed) => format!("blocked by protective DNS: category {category}, feed {feed}"),
         None => format!("blocked by protective DNS: category {category}"),
     };
+    ede(EDE_BLOCKED, &text)
+}
+
+/// An RFC 8914 option with `code` and `text`.
+pub fn ede(code: u16, text: &str) -> EdnsOption {
     let mut payload = Vec::with_capacity(2 + text.len());
-    payload.extend_from_slice(&EDE_BLOCKED.to_be_bytes());
+    payload.extend_from_slice(&code.to_be_bytes());
     payload.extend_from_slice(text.as_bytes());
     EdnsOption::Unknown(EDE_OPTION_CODE, payload)
+}
+
+/// EDE 3: the answer is past its TTL, served because the upstream could
+/// not answer (RFC 8767).
+pub fn stale_ede() -> EdnsOption {
+    ede(3, "stale answer: the upstream did not answer in time")
+}
+
+/// EDE 22 or 23 for a resolution that got no answer.
+pub fn upstream_ede(error: &crate::resolve::UpstreamError) -> EdnsOption {
+    ede(error.ede(), &format!("no answer from upstream: {error}"))
 }
 
 /// The RFC 8914 option for a validation failure: its info-code, and a
@@ -298,10 +314,7 @@ pub fn dnssec_ede(bogus: &crate::dnssec::Bogus) -> EdnsOption {
         "DNSSEC validation failed in {}: {}",
         bogus.zone, bogus.reason
     );
-    let mut payload = Vec::with_capacity(2 + text.len());
-    payload.extend_from_slice(&bogus.ede.to_be_bytes());
-    payload.extend_from_slice(text.as_bytes());
-    EdnsOption::Unknown(EDE_OPTION_CODE, payload)
+    ede(bogus.ede, &text)
 }
 
 /// The option code as hickory names it, for reading EDE back.

@@ -179,7 +179,7 @@ fn configure(setup: &Setup, pki: &Pki, upstream: SocketAddr, server_extra: &str)
     setup.config_with_admin(
         "",
         &format!(
-            "[resolver]\nmode = \"forward\"\nupstreams = [\"{upstream}\"]\ntimeout_ms = 3000\n\
+            "[resolver]\nmode = \"forward\"\nupstreams = [\"{upstream}\"]\ntimeout_ms = 4000\n\
              [blocklist]\nsinkhole_ipv4 = \"127.0.0.1\"\n\
              [actions]\nphishing = \"sinkhole\"\n\
              [block_page]\nlisten = \"127.0.0.1:0\"\n\

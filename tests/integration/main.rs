@@ -26,6 +26,7 @@
 //! * `real_data`: the full shared threat list (skipped without it).
 //! * `recursive`: recursive mode from a loopback root.
 //! * `reload`: file drops, SIGHUP, last good, the snapshot.
+//! * `resilience`: serve-stale and quick failure when the upstream dies.
 //! * `taxii`: pulling a collection from a real TAXII 2.1 server.
 
 mod harness;
@@ -49,4 +50,5 @@ mod policy;
 mod real_data;
 mod recursive;
 mod reload;
+mod resilience;
 mod taxii;

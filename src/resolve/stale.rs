@@ -1,0 +1,411 @@
+//! Serve-stale (RFC 8767): the last good answer to each question, kept
+//! past its TTL for `resolver.serve_stale_secs`, and given (with TTL 30
+//! and EDE 3, Stale Answer) when the upstream cannot answer in time.
+//!
+//! When a question's answer has expired, the upstream is asked as usual;
+//! if it has not answered within `resolver.stale_answer_after_ms`, or
+//! fails, the client gets the stale answer while the resolution goes on
+//! in the background and refreshes the store when it lands. While the
+//! upstream is failing (its last resolution failed or was too slow, and
+//! none has succeeded since) or the name itself failed in the last 30 s
+//! (RFC 8767's failure recheck), stale answers go out at once and one
+//! refresh per name runs behind them.
+//!
+//! Only what could be answered again is kept: NOERROR and NXDOMAIN
+//! answers that are not bogus, to clients that did not set CD. A stale
+//! answer never carries AD: its signatures may have expired with it.
+//! The store is bounded in bytes (an estimate per record) and evicts the
+//! least used entries first (moka, which hickory's own cache uses).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{LowerName, Record, RecordType};
+
+use super::{Answer, Upstream, UpstreamError};
+use crate::dnssec::Security;
+
+/// TTL of a stale answer (RFC 8767 section 4 recommends 30 s).
+pub const STALE_TTL: u32 = 30;
+
+/// How long after a failure a name's stale answer goes out without
+/// waiting for the upstream (RFC 8767's failure recheck timer).
+const FAILURE_RECHECK: Duration = Duration::from_secs(30);
+
+/// Bytes charged per record and per entry, for the size bound: a record
+/// is its owner name, its data and hickory's `Record` around them.
+const RECORD_BYTES: u32 = 160;
+const ENTRY_BYTES: u32 = 96;
+
+type Key = (LowerName, RecordType);
+
+/// One kept answer.
+pub struct Kept {
+    answer: Answer,
+    fresh_until: Instant,
+    /// ms since the store's epoch of the last failed refresh (0: none).
+    failed_at: AtomicU64,
+    /// A refresh is under way: one per name at a time.
+    refreshing: AtomicBool,
+}
+
+impl Kept {
+    fn expired(&self, now: Instant) -> bool {
+        now >= self.fresh_until
+    }
+
+    /// The answer as served stale.
+    pub fn stale_answer(&self) -> Answer {
+        let mut answer = self.answer.clone();
+        for record in answer.answers.iter_mut().chain(&mut answer.authorities) {
+            record.ttl = STALE_TTL;
+        }
+        answer.security = Security::Indeterminate;
+        answer.stale = true;
+        answer
+    }
+}
+
+/// Expiry of an entry: its TTL plus the window, measured from each write.
+struct Window(Duration);
+
+impl moka::Expiry<Key, Arc<Kept>> for Window {
+    fn expire_after_create(&self, _: &Key, kept: &Arc<Kept>, now: Instant) -> Option<Duration> {
+        Some(kept.fresh_until.saturating_duration_since(now) + self.0)
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &Key,
+        kept: &Arc<Kept>,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, kept, now)
+    }
+}
+
+/// The kept answers, and whether the upstream is failing: its last
+/// resolution failed, or outlasted `answer_after`, and none has succeeded
+/// since.
+pub struct StaleStore {
+    cache: moka::sync::Cache<Key, Arc<Kept>>,
+    /// How long a client waits for the upstream before a stale answer.
+    answer_after: Duration,
+    epoch: Instant,
+    failing: AtomicBool,
+}
+
+/// What the store says about a question before it is asked upstream.
+pub enum Plan {
+    /// Nothing kept, or still fresh: ask the upstream as usual.
+    Ask { store: bool },
+    /// Expired: ask, but answer stale if the upstream is slow or fails.
+    Race(Arc<Kept>),
+    /// Expired and the upstream is failing: answer stale now.
+    Now(Arc<Kept>),
+}
+
+impl StaleStore {
+    pub fn new(window: Duration, answer_after: Duration, max_bytes: u64) -> StaleStore {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_: &Key, kept: &Arc<Kept>| {
+                let records = kept.answer.answers.len() + kept.answer.authorities.len();
+                ENTRY_BYTES.saturating_add(RECORD_BYTES.saturating_mul(records as u32))
+            })
+            .expire_after(Window(window))
+            .build();
+        StaleStore {
+            cache,
+            answer_after,
+            epoch: Instant::now(),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    pub fn answer_after(&self) -> Duration {
+        self.answer_after
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        // +1 so that 0 means "never".
+        at.saturating_duration_since(self.epoch).as_millis() as u64 + 1
+    }
+
+    /// What to do for `name`/`rtype`.
+    pub fn consult(&self, name: &LowerName, rtype: RecordType) -> Plan {
+        let key = (name.clone(), rtype);
+        let Some(kept) = self.cache.get(&key) else {
+            return Plan::Ask { store: true };
+        };
+        let now = Instant::now();
+        if !kept.expired(now) {
+            return Plan::Ask { store: false };
+        }
+        let failing = self.failing.load(Ordering::Relaxed);
+        let failed_at = kept.failed_at.load(Ordering::Relaxed);
+        let failed_recently = failed_at != 0
+            && self.ms(now).saturating_sub(failed_at) < FAILURE_RECHECK.as_millis() as u64;
+        if failing || failed_recently {
+            Plan::Now(kept)
+        } else {
+            Plan::Race(kept)
+        }
+    }
+
+    /// Note a resolution's result: keep a good answer, mark a failure.
+    pub fn remember(
+        &self,
+        name: &LowerName,
+        rtype: RecordType,
+        result: &Result<Answer, UpstreamError>,
+        kept: Option<&Kept>,
+    ) {
+        let now = Instant::now();
+        match result {
+            Ok(answer) => {
+                self.failing.store(false, Ordering::Relaxed);
+                if let Some(ttl) = keepable(answer) {
+                    let kept = Kept {
+                        answer: answer.clone(),
+                        fresh_until: now + Duration::from_secs(u64::from(ttl)),
+                        failed_at: AtomicU64::new(0),
+                        refreshing: AtomicBool::new(false),
+                    };
+                    self.cache.insert((name.clone(), rtype), Arc::new(kept));
+                }
+            }
+            Err(_) => {
+                self.failing.store(true, Ordering::Relaxed);
+                if let Some(kept) = kept {
+                    kept.failed_at.store(self.ms(now), Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The upstream answered (a question whose answer is kept fresh).
+    pub fn answered(&self) {
+        if self.failing.load(Ordering::Relaxed) {
+            self.failing.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Claim the name's one background refresh; false when one runs.
+    pub fn start_refresh(kept: &Kept) -> bool {
+        !kept.refreshing.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn end_refresh(kept: &Kept) {
+        kept.refreshing.store(false, Ordering::Release);
+    }
+
+    /// Entries kept (for tests and metrics; moka counts lazily).
+    #[cfg(test)]
+    fn len(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+}
+
+impl Upstream {
+    /// Resolve one question, answering stale (RFC 8767) where the upstream
+    /// fails or is slow and an expired answer is kept. A client that set
+    /// CD gets no stale data: it asked for what the upstream says now.
+    pub async fn answer(
+        self: &Arc<Self>,
+        name: &LowerName,
+        rtype: RecordType,
+        checking_disabled: bool,
+    ) -> Result<Answer, UpstreamError> {
+        let Some(store) = self.stale.as_ref().filter(|_| !checking_disabled) else {
+            return self.resolve(name, rtype, checking_disabled).await;
+        };
+        match store.consult(name, rtype) {
+            Plan::Ask { store: keep } => {
+                let result = self.resolve(name, rtype, false).await;
+                if keep || result.is_err() {
+                    store.remember(name, rtype, &result, None);
+                } else {
+                    store.answered();
+                }
+                result
+            }
+            Plan::Now(kept) => {
+                self.refresh(name, rtype, &kept);
+                Ok(kept.stale_answer())
+            }
+            Plan::Race(kept) => {
+                if !StaleStore::start_refresh(&kept) {
+                    // Another query is already asking; it will refresh.
+                    return Ok(kept.stale_answer());
+                }
+                let mut refresh = self.spawn_refresh(name, rtype, Arc::clone(&kept));
+                tokio::select! {
+                    done = &mut refresh => match done {
+                        Ok(Ok(answer)) => Ok(answer),
+                        // Failed or panicked: the stale answer stands in.
+                        _ => Ok(kept.stale_answer()),
+                    },
+                    () = tokio::time::sleep(store.answer_after()) => {
+                        // Too slow counts as failing until it answers:
+                        // other expired names need not wait too.
+                        store.failing.store(true, Ordering::Relaxed);
+                        Ok(kept.stale_answer())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ask again in the background, unless a refresh already runs.
+    fn refresh(self: &Arc<Self>, name: &LowerName, rtype: RecordType, kept: &Arc<Kept>) {
+        if StaleStore::start_refresh(kept) {
+            drop(self.spawn_refresh(name, rtype, Arc::clone(kept)));
+        }
+    }
+
+    /// A resolution that outlives the query that started it and keeps
+    /// its result; the caller holds the name's refresh claim.
+    fn spawn_refresh(
+        self: &Arc<Self>,
+        name: &LowerName,
+        rtype: RecordType,
+        kept: Arc<Kept>,
+    ) -> tokio::task::JoinHandle<Result<Answer, UpstreamError>> {
+        let upstream = Arc::clone(self);
+        let name = name.clone();
+        tokio::spawn(async move {
+            let result = upstream.resolve(&name, rtype, false).await;
+            if let Some(store) = &upstream.stale {
+                store.remember(&name, rtype, &result, Some(&kept));
+            }
+            StaleStore::end_refresh(&kept);
+            result
+        })
+    }
+}
+
+/// The TTL an answer is fresh for, when it is worth keeping.
+fn keepable(answer: &Answer) -> Option<u32> {
+    if answer.stale
+        || matches!(answer.security, Security::Bogus(_))
+        || !matches!(answer.rcode, ResponseCode::NoError | ResponseCode::NXDomain)
+    {
+        return None;
+    }
+    answer
+        .answers
+        .iter()
+        .chain(&answer.authorities)
+        .map(|r: &Record| r.ttl)
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::{Name, RData, rdata::A};
+
+    fn answer(ttl: u32) -> Answer {
+        let name = Name::from_ascii("www.example.test.").unwrap();
+        Answer {
+            rcode: ResponseCode::NoError,
+            answers: vec![Record::from_rdata(
+                name,
+                ttl,
+                RData::A(A::new(192, 0, 2, 1)),
+            )],
+            authorities: vec![],
+            security: Security::Secure,
+            stale: false,
+        }
+    }
+
+    fn name() -> LowerName {
+        LowerName::from(Name::from_ascii("www.example.test.").unwrap())
+    }
+
+    #[test]
+    fn an_expired_answer_is_served_stale_without_ad_and_with_ttl_30() {
+        let store = StaleStore::new(Duration::from_secs(60), Duration::from_millis(10), 1 << 20);
+        assert!(matches!(
+            store.consult(&name(), RecordType::A),
+            Plan::Ask { store: true }
+        ));
+        store.remember(&name(), RecordType::A, &Ok(answer(0)), None);
+        let Plan::Race(kept) = store.consult(&name(), RecordType::A) else {
+            panic!("an expired answer is raced against the upstream");
+        };
+        let stale = kept.stale_answer();
+        assert!(stale.stale);
+        assert_eq!(stale.security, Security::Indeterminate);
+        assert_eq!(stale.answers[0].ttl, STALE_TTL);
+        // Another type of the same name is not kept.
+        assert!(matches!(
+            store.consult(&name(), RecordType::AAAA),
+            Plan::Ask { store: true }
+        ));
+    }
+
+    #[test]
+    fn a_fresh_answer_is_not_stored_again_and_a_failure_answers_now() {
+        let store = StaleStore::new(Duration::from_secs(60), Duration::from_millis(10), 1 << 20);
+        store.remember(&name(), RecordType::A, &Ok(answer(300)), None);
+        assert!(matches!(
+            store.consult(&name(), RecordType::A),
+            Plan::Ask { store: false }
+        ));
+        store.remember(&name(), RecordType::A, &Ok(answer(0)), None);
+        store.remember(&name(), RecordType::MX, &Err(UpstreamError::Timeout), None);
+        // The upstream's last resolution failed: no waiting.
+        assert!(matches!(
+            store.consult(&name(), RecordType::A),
+            Plan::Now(_)
+        ));
+        // It answers again: back to racing.
+        store.remember(&name(), RecordType::MX, &Ok(answer(300)), None);
+        assert!(matches!(
+            store.consult(&name(), RecordType::A),
+            Plan::Race(_)
+        ));
+    }
+
+    #[test]
+    fn bogus_servfail_and_stale_answers_are_not_kept() {
+        let store = StaleStore::new(Duration::from_secs(60), Duration::from_millis(10), 1 << 20);
+        let mut bogus = answer(300);
+        bogus.security = Security::Bogus(crate::dnssec::Bogus {
+            zone: Name::root(),
+            ede: 6,
+            reason: "test",
+        });
+        let mut servfail = answer(300);
+        servfail.rcode = ResponseCode::ServFail;
+        let mut stale = answer(300);
+        stale.stale = true;
+        for (i, a) in [bogus, servfail, stale].into_iter().enumerate() {
+            store.remember(&name(), RecordType::A, &Ok(a), None);
+            assert_eq!(store.len(), 0, "case {i}");
+        }
+    }
+
+    #[test]
+    fn the_store_stays_within_its_byte_bound() {
+        let store = StaleStore::new(
+            Duration::from_secs(60),
+            Duration::from_millis(10),
+            64 * 1024,
+        );
+        for i in 0..10_000 {
+            let name = LowerName::from(Name::from_ascii(format!("n{i}.example.test.")).unwrap());
+            store.remember(&name, RecordType::A, &Ok(answer(300)), None);
+        }
+        let bound = 64 * 1024 / u64::from(ENTRY_BYTES + RECORD_BYTES);
+        assert!(store.len() <= bound + 1, "{} > {bound}", store.len());
+        assert!(store.len() > 0);
+    }
+}

@@ -1,0 +1,136 @@
+//! Holding up when the upstream fails: serve-stale (RFC 8767) and a quick
+//! SERVFAIL with the reason (RFC 8914) for names never answered.
+
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+
+use crate::harness::{Server, Setup, Transport, a_records, ede, metric, query, scrape, wait_for};
+use crate::upstream::{Authority, zone_head};
+
+/// A zone whose `short` and `also` records live one second.
+fn zone(short: &str) -> String {
+    zone_head("example.test.", "127.0.0.1")
+        + &format!(
+            "short.example.test. 1 IN A {short}\n\
+             also.example.test. 1 IN A 192.0.2.51\n\
+             www.example.test. 300 IN A 192.0.2.10\n"
+        )
+}
+
+fn ttl(reply: &Message) -> u32 {
+    reply.answers.first().map_or(0, |r| r.ttl)
+}
+
+#[test]
+fn names_asked_before_are_answered_stale_when_the_upstream_dies() {
+    let auth = Authority::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &[("example.test.", zone("192.0.2.50"))],
+    );
+    let upstream = auth.addr;
+    let setup = Setup::new();
+    setup.write("feeds/list.txt", "evil.example.test\n");
+    let config = setup.config_with_admin(
+        "",
+        &format!(
+            "[resolver]\nmode = \"forward\"\nupstreams = [\"{upstream}\"]\n\
+             timeout_ms = 1000\nstale_answer_after_ms = 300\n"
+        ),
+    );
+    let server = Server::start(&config);
+    let ask = |name: &str, transport: Transport| {
+        let started = Instant::now();
+        let reply = query(server.addr, name, RecordType::A, transport, true);
+        (reply, started.elapsed())
+    };
+    for name in ["short.example.test", "also.example.test"] {
+        let (reply, _) = ask(name, Transport::Udp);
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(ede(&reply), None, "a fresh answer carries no EDE");
+    }
+
+    // The upstream dies, and the answers expire.
+    drop(auth);
+    std::thread::sleep(Duration::from_millis(1300));
+
+    // The first question after: the upstream is given its 300 ms, then
+    // the stale answer goes out (TTL 30, EDE 3), well before the
+    // resolution's own 1 s limit.
+    let (reply, took) = ask("short.example.test", Transport::Udp);
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(a_records(&reply), ["192.0.2.50"]);
+    assert_eq!(ttl(&reply), 30);
+    assert_eq!(ede(&reply).map(|e| e.0), Some(3), "{reply:?}");
+    assert!(!reply.metadata.authentic_data);
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(900),
+        "{took:?}"
+    );
+
+    // Now the upstream is known to be failing: stale answers at once, over
+    // TCP too.
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let (reply, took) = ask("also.example.test", transport);
+        assert_eq!(a_records(&reply), ["192.0.2.51"], "{transport:?}");
+        assert_eq!(ede(&reply).map(|e| e.0), Some(3), "{transport:?}");
+        assert!(took < Duration::from_millis(100), "{transport:?}: {took:?}");
+    }
+
+    // A name never answered: SERVFAIL with EDE 22 or 23, within the
+    // configured timeout rather than the client's.
+    let (reply, took) = ask("never.example.test", Transport::Udp);
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    let code = ede(&reply).map(|e| e.0);
+    assert!(matches!(code, Some(22 | 23)), "{reply:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+
+    let text = scrape(&server);
+    assert!(metric(&text, "portcullis_stale_answers_total", &[]) >= 3.0);
+    assert!(metric(&text, "portcullis_upstream_errors_total", &[]) >= 1.0);
+
+    // The upstream comes back with new data: the background refresh that
+    // each stale answer starts picks it up.
+    let _back = Authority::start(upstream, &[("example.test.", zone("192.0.2.99"))]);
+    wait_for("a fresh answer", Duration::from_secs(10), || {
+        let (reply, _) = ask("short.example.test", Transport::Udp);
+        std::thread::sleep(Duration::from_millis(100));
+        a_records(&reply) == ["192.0.2.99"] && ede(&reply).is_none()
+    });
+}
+
+#[test]
+fn serve_stale_can_be_turned_off() {
+    let auth = Authority::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &[("example.test.", zone("192.0.2.50"))],
+    );
+    let setup = Setup::new();
+    setup.write("feeds/list.txt", "evil.example.test\n");
+    let config = setup.config(&format!(
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\n\
+         timeout_ms = 600\nserve_stale_secs = 0\n",
+        auth.addr
+    ));
+    let server = Server::start(&config);
+    let reply = query(
+        server.addr,
+        "short.example.test",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
+    assert_eq!(a_records(&reply), ["192.0.2.50"]);
+    drop(auth);
+    std::thread::sleep(Duration::from_millis(1300));
+    let reply = query(
+        server.addr,
+        "short.example.test",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    assert!(matches!(ede(&reply).map(|e| e.0), Some(22 | 23)));
+}
