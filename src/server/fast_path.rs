@@ -15,7 +15,7 @@ use super::Handler;
 use super::decide::{Judgement, QueryContext, plain};
 use super::packet_cache::{PacketCache, Question};
 use super::query_metrics::QueryOutcome;
-use super::response::{WireBlock, write_block};
+use super::response::{WireBlock, write_block, write_minimal_any};
 use crate::hitlog::{Stage, Transport};
 use crate::orgs::OrgId;
 use crate::policy::Action;
@@ -70,7 +70,32 @@ impl Handler {
         {
             return Some(len);
         }
+        if question.qtype() == u16::from(RecordType::ANY) && !question.dnssec_ok() {
+            return self.answer_any(&question, packet, out);
+        }
         self.answer_blocked(&question, org, packet, src, out)
+    }
+
+    /// The minimal answer to ANY (RFC 8482), written from the bytes so that
+    /// its owner name is compressed (hickory's response builder writes it
+    /// out in full). Only for a name no entry lists: a listed one takes the
+    /// full path, which blocks or records it.
+    fn answer_any(&self, question: &Question, packet: &[u8], out: &mut [u8]) -> Option<usize> {
+        if DNSClass::from(question.qclass()) != DNSClass::IN
+            || self
+                .blocklist
+                .load()
+                .lookup(question.labels(packet).rev())
+                .is_some()
+        {
+            return None;
+        }
+        let _in_flight = self.health.lifecycle.enter()?;
+        let started = Instant::now();
+        let len = write_minimal_any(out, packet, question)?;
+        self.metrics
+            .record(Transport::Udp, QueryOutcome::Answered, started);
+        Some(len)
     }
 
     /// The block response, when the query name is listed and blocks for

@@ -426,8 +426,21 @@ impl Handler {
         mut edns: Option<Edns>,
         query_name: QnameCheck,
     ) -> (ResponseInfo, QueryOutcome) {
-        let qtype = cx.qtype;
         let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        // ANY is answered minimally (RFC 8482), so it amplifies nothing:
+        // a synthesised HINFO, or, for a DNSSEC client that must be able
+        // to validate what it gets, the name's one signed A RRset.
+        let qtype = match cx.qtype {
+            RecordType::ANY if !dnssec_ok => {
+                let mut metadata = Metadata::response_from_request(&request.metadata);
+                metadata.response_code = ResponseCode::NoError;
+                let hinfo = [response::rfc8482_hinfo(qname)];
+                let info = send(request, handle, metadata, edns.as_ref(), &hinfo, &[]).await;
+                return (info, QueryOutcome::Answered);
+            }
+            RecordType::ANY => RecordType::A,
+            qtype => qtype,
+        };
         let checking_disabled = request.metadata.checking_disabled;
         match self.upstream.answer(qname, qtype, checking_disabled).await {
             Ok(mut answer) => {

@@ -12,8 +12,8 @@ use std::sync::LazyLock;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
-use hickory_proto::rr::rdata::{A, AAAA, SOA};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::rdata::{A, AAAA, HINFO, SOA};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use smallvec::SmallVec;
 
 use super::question::{OPT, Question};
@@ -258,6 +258,36 @@ pub fn write_block(
     (w.at <= question.limit).then_some(w.at)
 }
 
+/// Write the minimal answer to an ANY query (RFC 8482 4.2, the record
+/// [`rfc8482_hinfo`] gives) to `packet` into `out`, its owner a pointer
+/// to the question: the response is the query plus 21 bytes, so a spoofed
+/// ANY amplifies less than twofold. For queries without DO (a DNSSEC
+/// client is given a real RRset by the full path).
+pub fn write_minimal_any(out: &mut [u8], packet: &[u8], question: &Question) -> Option<usize> {
+    let mut w = Writer { out, at: 0 };
+    w.put(&packet[..2])?;
+    w.put(&[0x80 | (packet[2] & 0x01), 0x80 | (packet[3] & 0x10)])?;
+    w.u16(1)?;
+    w.u16(1)?;
+    w.u16(0)?;
+    w.u16(u16::from(question.edns_payload().is_some()))?;
+    w.put(&packet[12..question.name().end + 4])?;
+    w.u16(0xC00C)?;
+    w.u16(RecordType::HINFO.into())?;
+    w.u16(1)?;
+    w.put(&3600u32.to_be_bytes())?;
+    w.u16(9)?;
+    w.put(b"\x07RFC8482\x00")?;
+    if let Some(payload) = question.edns_payload() {
+        w.put(&[0])?;
+        w.u16(OPT)?;
+        w.u16(payload)?;
+        w.put(&[0, 0, 0, 0])?;
+        w.u16(0)?;
+    }
+    (w.at <= question.limit).then_some(w.at)
+}
+
 /// Bounds-checked appends to a response buffer.
 struct Writer<'a> {
     out: &'a mut [u8],
@@ -286,6 +316,16 @@ pub fn blocked_ede(category: &str, feed: Option<&str>) -> EdnsOption {
         None => format!("blocked by protective DNS: category {category}"),
     };
     ede(EDE_BLOCKED, &text)
+}
+
+/// The answer to an ANY query (RFC 8482 section 4.2): one HINFO record
+/// whose CPU field says why; an hour, as Cloudflare gives it.
+pub fn rfc8482_hinfo(qname: &LowerName) -> Record {
+    Record::from_rdata(
+        Name::from(qname.clone()),
+        3600,
+        RData::HINFO(HINFO::new("RFC8482".to_owned(), String::new())),
+    )
 }
 
 /// An RFC 8914 option with `code` and `text`.

@@ -1,13 +1,19 @@
-//! Holding up when the upstream fails: serve-stale (RFC 8767) and a quick
-//! SERVFAIL with the reason (RFC 8914) for names never answered.
+//! Holding up under failure and abuse: serve-stale (RFC 8767) and a quick
+//! SERVFAIL with the reason (RFC 8914) for names never answered; ANY
+//! answered minimally (RFC 8482).
 
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
-use crate::harness::{Server, Setup, Transport, a_records, ede, metric, query, scrape, wait_for};
-use crate::upstream::{Authority, zone_head};
+use hickory_proto::rr::RData;
+
+use crate::harness::{
+    Server, Setup, Transport, a_records, build_query, ede, exchange, metric, query, scrape,
+    wait_for,
+};
+use crate::upstream::{Authority, example_zone, zone_head};
 
 /// A zone whose `short` and `also` records live one second.
 fn zone(short: &str) -> String {
@@ -133,4 +139,66 @@ fn serve_stale_can_be_turned_off() {
     );
     assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
     assert!(matches!(ede(&reply).map(|e| e.0), Some(22 | 23)));
+}
+
+#[test]
+fn any_gets_a_minimal_answer_that_amplifies_at_most_twice() {
+    let auth = Authority::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &[("example.test.", example_zone("example.test.", "127.0.0.1"))],
+    );
+    let setup = Setup::new();
+    setup.write("feeds/list.txt", "evil.example.test\n");
+    let config = setup.config(&format!(
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ntimeout_ms = 2000\n",
+        auth.addr
+    ));
+    let server = Server::start(&config);
+    // `big` holds 750 bytes of TXT, `www` an A and an AAAA, the apex SOA,
+    // NS and glue: each would amplify a conventional ANY answer.
+    for name in [
+        "big.example.test.",
+        "www.example.test.",
+        "example.test.",
+        "nx.example.test.",
+    ] {
+        for edns in [false, true] {
+            for transport in [Transport::Udp, Transport::Tcp] {
+                let query = build_query(name, RecordType::ANY, edns).to_vec().unwrap();
+                let reply = exchange(server.addr, &query, transport).unwrap();
+                // Amplification needs a spoofed source, so UDP; over TCP
+                // the answer is the same record, its owner uncompressed.
+                if transport == Transport::Udp {
+                    let ratio = reply.len() as f64 / query.len() as f64;
+                    assert!(ratio <= 2.0, "{name} edns={edns}: {ratio:.2}");
+                }
+                let reply = Message::from_vec(&reply).unwrap();
+                assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+                assert_eq!(reply.answers.len(), 1, "{name}: {reply:?}");
+                let RData::HINFO(hinfo) = &reply.answers[0].data else {
+                    panic!("{name}: not HINFO: {reply:?}");
+                };
+                assert_eq!(&*hinfo.cpu, b"RFC8482");
+            }
+        }
+    }
+    // A DNSSEC client gets one real RRset it can validate (here unsigned).
+    let mut msg = build_query("www.example.test.", RecordType::ANY, true);
+    if let Some(edns) = msg.edns.as_mut() {
+        edns.set_dnssec_ok(true);
+    }
+    let reply = exchange(server.addr, &msg.to_vec().unwrap(), Transport::Udp).unwrap();
+    let reply = Message::from_vec(&reply).unwrap();
+    assert_eq!(a_records(&reply), ["192.0.2.10"]);
+    assert_eq!(reply.answers.len(), 1, "{reply:?}");
+    // A listed name is blocked whatever the type.
+    let reply = query(
+        server.addr,
+        "evil.example.test",
+        RecordType::ANY,
+        Transport::Udp,
+        true,
+    );
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(ede(&reply).map(|e| e.0), Some(15));
 }

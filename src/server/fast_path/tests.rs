@@ -215,6 +215,58 @@ async fn the_fast_path_answers_and_records_as_the_full_path_does() {
     assert_eq!(compared, 9 * 4 * 2 * 2 + 4 * 2, "responses compared");
 }
 
+#[tokio::test]
+async fn any_from_the_bytes_is_the_full_paths_answer_in_fewer_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let handler = handler(dir.path(), HitSender::disabled());
+    let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+    for (name, fast_expected) in [
+        ("clean.example.test.", true),
+        ("Mixed.Case.Example.Test.", true),
+        // Listed (blocked, excepted or watched): the full path decides.
+        ("evil.example.test.", false),
+        ("ok.evil.example.test.", false),
+        ("watched.example.test.", false),
+    ] {
+        for edns in [false, true] {
+            let wire = packet(name, RecordType::ANY, edns, 40);
+            let what = format!("{name} edns={edns}");
+            let mut out = [0u8; 1232];
+            let fast = handler.answer_from_bytes(None, &wire, src, &mut out);
+            assert_eq!(fast.is_some(), fast_expected, "{what}");
+            let Some(len) = fast else { continue };
+            let request = Request::from_bytes(wire.clone(), src, Protocol::Udp).unwrap();
+            let capture = Capture::default();
+            handler
+                .serve(&request, capture.clone(), super::super::Via::UDP)
+                .await;
+            let slow = capture.take().unwrap();
+            assert!(len < slow.len(), "{what}: the owner is a pointer");
+            assert!(len <= 2 * wire.len(), "{what}: {len} for {}", wire.len());
+            let (fast, slow) = (
+                Message::from_vec(&out[..len]).unwrap(),
+                Message::from_vec(&slow).unwrap(),
+            );
+            assert_eq!(fast.metadata, slow.metadata, "{what}");
+            assert_eq!(fast.queries, slow.queries, "{what}");
+            assert_eq!(fast.answers, slow.answers, "{what}");
+            assert_eq!(fast.edns, slow.edns, "{what}");
+        }
+    }
+    // With DO the full path gives a real RRset instead.
+    let mut msg =
+        Message::from_vec(&packet("clean.example.test.", RecordType::ANY, true, 41)).unwrap();
+    if let Some(edns) = msg.edns.as_mut() {
+        edns.set_dnssec_ok(true);
+    }
+    let mut out = [0u8; 1232];
+    assert!(
+        handler
+            .answer_from_bytes(None, &msg.to_vec().unwrap(), src, &mut out)
+            .is_none()
+    );
+}
+
 #[test]
 fn the_fast_path_stands_aside_for_unusual_queries() {
     let dir = tempfile::tempdir().unwrap();
