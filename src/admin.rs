@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
@@ -104,7 +104,30 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/app.css",
             get(|| async { page(PAGE_CSS, "text/css; charset=utf-8") }),
         )
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// The headers every admin response carries (the page's own, stricter
+/// policy stands where it set one): nothing here is meant to be framed,
+/// sniffed into another type, or sent on as a referrer, and the API's JSON
+/// is no document to run anything in.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ] {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    response
 }
 
 /// Bind the admin listener (before serving, so a taken port fails start).

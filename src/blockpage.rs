@@ -34,7 +34,9 @@ use maud::{DOCTYPE, PreEscaped, html};
 use crate::config::Config;
 use crate::hitlog::store::{Filter, Store};
 use crate::hitlog::{Hit, format_ts, now_ms};
+use crate::http_limits::{HttpLimits, LimitedListener, Peer};
 use crate::orgs::OrgMap;
+use crate::server::connections::Caps;
 
 /// How far back a hit record may be to explain this visit.
 const WINDOW_MS: i64 = 10 * 60 * 1000;
@@ -75,9 +77,21 @@ pub fn router(state: Arc<BlockPage>) -> Router {
     Router::new().fallback(page).with_state(state)
 }
 
+/// Connections to the block page: every sinkholed browser of every
+/// organisation may come, a few connections each; a page is one request,
+/// so a connection idle for 10 s is done.
+const LIMITS: HttpLimits = HttpLimits {
+    caps: Caps {
+        total: 4096,
+        per_client: 32,
+    },
+    idle: std::time::Duration::from_secs(10),
+};
+
 /// Serve the router until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<BlockPage>) {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(state).into_make_service_with_connect_info::<Peer>();
+    let listener = LimitedListener::new(listener, LIMITS, "block_page");
     if let Err(error) = axum::serve(listener, app).await {
         tracing::error!(%error, "block page listener failed");
     }
@@ -134,7 +148,7 @@ async fn find_hit(database: PathBuf, client: std::net::IpAddr, name: String) -> 
 
 async fn page(
     State(state): State<Arc<BlockPage>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
 ) -> Response {
     let client = peer.ip().to_canonical();

@@ -31,7 +31,9 @@
 //! * [`admin`]: the admin HTTP listener: metrics, health, review API, web page.
 //! * [`blockpage`]: the page a sinkholed browser lands on.
 //! * [`health`]: what makes the resolver ready to take traffic.
+//! * [`http_limits`]: connection caps and idle timeouts of the admin and block-page listeners.
 //! * [`lifecycle`]: systemd notifications, signals, draining on shutdown.
+//! * [`log_output`]: log lines to standard error, control characters escaped.
 //! * [`taxii`]: pulls TAXII 2.1 collections into feeds_dir.
 //! * [`watch`]: file drops, SIGHUP, rescans -> debounced reload -> swap.
 
@@ -48,7 +50,9 @@ pub mod domain;
 pub mod formats;
 pub mod health;
 pub mod hitlog;
+pub mod http_limits;
 pub mod lifecycle;
+pub mod log_output;
 pub mod memory;
 pub mod orgs;
 pub mod policy;

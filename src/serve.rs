@@ -280,6 +280,8 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
             Arc::clone(&health),
         ));
         let app = crate::admin::router(state);
+        let listener =
+            crate::http_limits::LimitedListener::new(listener, config.admin.limits, "admin");
         tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
                 tracing::error!(%error, "admin listener failed");

@@ -45,12 +45,13 @@ pub fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
+    let ansi = config.log.format == LogFormat::Text && std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(portcullis::log_output::EscapedStderr { ansi });
     match config.log.format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text => builder.with_ansi(ansi).init(),
     }
     // Validation only collects these; they are logged once there is a log.
     for warning in &config.warnings {

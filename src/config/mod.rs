@@ -115,7 +115,7 @@ impl Config {
         validate::sinkhole(&blocklist, &raw.actions, &raw.feeds, &cx)?;
         let feeds = validate::feeds(raw.feeds, &cx)?;
         let organisations = validate::organisations(raw.organisations, &blocklist, &cx)?;
-        let admin = validate::admin(raw.admin, &cx)?;
+        let admin = validate::admin(raw.admin, &mut cx)?;
         let hitlog = validate::hitlog(raw.hitlog, &blocklist.state_dir, &cx)?;
         let log = validate::log(raw.log, &cx)?;
         let taxii = validate::taxii(raw.taxii, &cx)?;

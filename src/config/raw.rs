@@ -393,6 +393,12 @@ pub struct RawAdmin {
     pub ready_upstream_secs: u64,
     #[serde(default = "default_probe")]
     pub upstream_probe_secs: u64,
+    #[serde(default = "default_admin_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_admin_connections_per_client")]
+    pub max_connections_per_client: usize,
+    #[serde(default = "default_admin_idle")]
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for RawAdmin {
@@ -402,8 +408,25 @@ impl Default for RawAdmin {
             operator_token_sha256: None,
             ready_upstream_secs: default_upstream_fresh(),
             upstream_probe_secs: default_probe(),
+            max_connections: default_admin_connections(),
+            max_connections_per_client: default_admin_connections_per_client(),
+            idle_timeout_secs: default_admin_idle(),
         }
     }
+}
+
+fn default_admin_connections() -> usize {
+    64
+}
+
+fn default_admin_connections_per_client() -> usize {
+    // A Prometheus server, a dashboard and an operator's browser from
+    // one address, with room to spare.
+    16
+}
+
+fn default_admin_idle() -> u64 {
+    30
 }
 
 fn default_upstream_fresh() -> u64 {

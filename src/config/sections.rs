@@ -222,6 +222,8 @@ pub struct AdminConfig {
     pub ready_upstream_secs: u64,
     /// Without queries, probe the upstream (`. NS`) this often.
     pub upstream_probe_secs: u64,
+    /// Connection caps and idle timeout of the admin listener.
+    pub limits: crate::http_limits::HttpLimits,
 }
 
 /// `[hitlog]`, with absolute paths.

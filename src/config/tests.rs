@@ -230,3 +230,29 @@ fn upstreams_in_recursive_mode_are_a_warning() {
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     assert!(parse("").unwrap().warnings.is_empty());
 }
+
+#[test]
+fn an_open_resolver_and_a_clear_text_admin_off_loopback_are_warned_about() {
+    let warnings = |text: &str| parse(text).unwrap().warnings;
+    // Loopback only: nothing to say.
+    assert!(warnings("[server]\nallow_unknown_clients = true\n").is_empty());
+    let open = warnings(
+        "[server]\nlisten = [\"127.0.0.1:53\", \"0.0.0.0:53\"]\nallow_unknown_clients = true\n",
+    );
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert!(
+        open[0].contains("server.allow_unknown_clients")
+            && open[0].contains("0.0.0.0:53")
+            && !open[0].contains("127.0.0.1:53")
+            && open[0].contains("open resolver"),
+        "{open:?}"
+    );
+    // Members only: the same listener is no open resolver.
+    assert!(warnings("[server]\nlisten = [\"0.0.0.0:53\"]\n").is_empty());
+    let admin = warnings("[admin]\nlisten = \"[::]:9153\"\n");
+    assert_eq!(admin.len(), 1, "{admin:?}");
+    assert!(
+        admin[0].contains("admin.listen") && admin[0].contains("TLS proxy"),
+        "{admin:?}"
+    );
+}

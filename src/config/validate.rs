@@ -100,6 +100,26 @@ pub(super) fn server(raw: RawServer, cx: &mut Checker) -> Result<ServerConfig, C
         ));
     }
     let encrypted = encrypted(&raw, cx)?;
+    if raw.allow_unknown_clients {
+        let exposed: Vec<String> = raw
+            .listen
+            .iter()
+            .chain(&raw.tls_listen)
+            .chain(&raw.https_listen)
+            .chain(&raw.quic_listen)
+            .filter(|a| !a.ip().is_loopback())
+            .map(ToString::to_string)
+            .collect();
+        if !exposed.is_empty() {
+            cx.warn(
+                "server.allow_unknown_clients",
+                format!(
+                    "true while listening beyond loopback ({}): anyone who can reach the                      resolver may use it (an open resolver is a DDoS amplifier); list the                      networks in [[organisation]] entries and set it to false",
+                    exposed.join(", ")
+                ),
+            );
+        }
+    }
     Ok(ServerConfig {
         listen: raw.listen,
         allow_unknown_clients: raw.allow_unknown_clients,
@@ -467,15 +487,42 @@ pub(super) fn organisations(
     Ok(organisations)
 }
 
-pub(super) fn admin(raw: RawAdmin, cx: &Checker) -> Result<AdminConfig, ConfigError> {
+pub(super) fn admin(raw: RawAdmin, cx: &mut Checker) -> Result<AdminConfig, ConfigError> {
+    if let Some(addr) = raw.listen.filter(|a| !a.ip().is_loopback()) {
+        cx.warn(
+            "admin.listen",
+            format!(
+                "{addr} is beyond loopback and the admin listener speaks plain HTTP:                  tokens and hit records cross the network in clear; put a TLS proxy in                  front of it, or listen on loopback"
+            ),
+        );
+    }
     if let Some(token) = &raw.operator_token_sha256 {
         check_sha256(token).map_err(|m| cx.invalid("admin.operator_token_sha256", m))?;
+    }
+    for (key, value) in [
+        ("admin.max_connections", raw.max_connections),
+        (
+            "admin.max_connections_per_client",
+            raw.max_connections_per_client,
+        ),
+        ("admin.idle_timeout_secs", raw.idle_timeout_secs as usize),
+    ] {
+        if value == 0 {
+            return Err(cx.invalid(key, "must be at least 1".into()));
+        }
     }
     Ok(AdminConfig {
         listen: raw.listen,
         operator_token_sha256: raw.operator_token_sha256,
         ready_upstream_secs: raw.ready_upstream_secs,
         upstream_probe_secs: raw.upstream_probe_secs,
+        limits: crate::http_limits::HttpLimits {
+            caps: crate::server::connections::Caps {
+                total: raw.max_connections,
+                per_client: raw.max_connections_per_client,
+            },
+            idle: std::time::Duration::from_secs(raw.idle_timeout_secs),
+        },
     })
 }
 

@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::hitlog::Transport;
 use crate::telemetry;
 
 /// The configured caps.
@@ -61,12 +60,13 @@ impl Connections {
         })
     }
 
-    /// Count a new connection from `client` over `transport`, or refuse it
+    /// Count a new connection from `client` to `listener` (a transport's
+    /// name, or `admin` or `block_page`, the metrics' label), or refuse it
     /// (counted in the metrics). The returned guard uncounts it on drop.
     pub fn admit(
         self: &Arc<Self>,
         client: IpAddr,
-        transport: Transport,
+        listener: &'static str,
     ) -> Result<Admitted, Refusal> {
         let client = client.to_canonical();
         let refused = {
@@ -83,15 +83,15 @@ impl Connections {
             }
         };
         if let Some(refusal) = refused {
-            ::metrics::counter!(telemetry::CONNECTIONS_REFUSED, "transport" => transport.as_str(), "reason" => refusal.label())
+            ::metrics::counter!(telemetry::CONNECTIONS_REFUSED, "transport" => listener, "reason" => refusal.label())
                 .increment(1);
             return Err(refusal);
         }
-        ::metrics::gauge!(telemetry::CONNECTIONS, "transport" => transport.as_str()).increment(1);
+        ::metrics::gauge!(telemetry::CONNECTIONS, "transport" => listener).increment(1);
         Ok(Admitted {
             connections: Arc::clone(self),
             client,
-            transport,
+            listener,
         })
     }
 
@@ -110,7 +110,7 @@ impl Connections {
 pub struct Admitted {
     connections: Arc<Connections>,
     client: IpAddr,
-    transport: Transport,
+    listener: &'static str,
 }
 
 impl Drop for Admitted {
@@ -129,14 +129,14 @@ impl Drop for Admitted {
                 }
             }
         }
-        ::metrics::gauge!(telemetry::CONNECTIONS, "transport" => self.transport.as_str())
-            .decrement(1);
+        ::metrics::gauge!(telemetry::CONNECTIONS, "transport" => self.listener).decrement(1);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hitlog::Transport;
 
     #[test]
     fn per_client_and_total_caps_hold_and_closing_frees_a_place() {
@@ -147,24 +147,24 @@ mod tests {
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let c: IpAddr = "::ffff:192.0.2.3".parse().unwrap();
-        let a1 = connections.admit(a, Transport::Tcp).unwrap();
-        let _a2 = connections.admit(a, Transport::Dot).unwrap();
+        let a1 = connections.admit(a, Transport::Tcp.as_str()).unwrap();
+        let _a2 = connections.admit(a, Transport::Dot.as_str()).unwrap();
         assert_eq!(
-            connections.admit(a, Transport::Tcp).unwrap_err(),
+            connections.admit(a, Transport::Tcp.as_str()).unwrap_err(),
             Refusal::PerClient
         );
-        let _b1 = connections.admit(b, Transport::Tcp).unwrap();
+        let _b1 = connections.admit(b, Transport::Tcp.as_str()).unwrap();
         assert_eq!(
-            connections.admit(c, Transport::Doh).unwrap_err(),
+            connections.admit(c, Transport::Doh.as_str()).unwrap_err(),
             Refusal::Total
         );
         drop(a1);
         assert_eq!(connections.open(), 2);
         // An IPv4-mapped address is the same client as its IPv4 form.
-        let _c1 = connections.admit(c, Transport::Doh).unwrap();
+        let _c1 = connections.admit(c, Transport::Doh.as_str()).unwrap();
         assert_eq!(
             connections
-                .admit("192.0.2.3".parse().unwrap(), Transport::Tcp)
+                .admit("192.0.2.3".parse().unwrap(), Transport::Tcp.as_str())
                 .unwrap_err(),
             Refusal::Total
         );

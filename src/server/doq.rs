@@ -74,7 +74,7 @@ pub async fn serve(
     while let Some(incoming) = endpoint.accept().await {
         while tasks.try_join_next().is_some() {}
         let src = incoming.remote_address();
-        let Ok(admitted) = connections.admit(src.ip(), Transport::Doq) else {
+        let Ok(admitted) = connections.admit(src.ip(), Transport::Doq.as_str()) else {
             tracing::debug!(client = %src, "DoQ connection refused: over the connection caps");
             incoming.refuse();
             continue;

@@ -13,7 +13,7 @@
 //! listener, one per address, connections spread as tasks.
 
 pub mod capture;
-mod connections;
+pub mod connections;
 mod decide;
 mod doh;
 mod doq;

@@ -104,7 +104,7 @@ pub(super) async fn accept_loop<F, Fut>(
             }
         };
         while tasks.try_join_next().is_some() {}
-        let Ok(admitted) = connections.admit(src.ip(), transport) else {
+        let Ok(admitted) = connections.admit(src.ip(), transport.as_str()) else {
             tracing::debug!(client = %src, %transport, "connection refused: over the connection caps");
             continue;
         };

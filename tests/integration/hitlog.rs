@@ -308,6 +308,34 @@ fn blocks_are_logged_against_the_right_organisation_and_shown_only_to_it() {
     let (status, _, body) = http_get(admin, "/api/v1/orgs/council-a/hits", Some(TOKEN_B));
     assert_eq!(status, 403, "{body}");
     assert!(server.wait_log("asked for another organisation", Duration::from_secs(5)));
+    // An organisation id that carries a newline cannot forge a log line:
+    // it is written escaped, inside its own event. The JSON answer carries
+    // the same protective headers as the page.
+    let (status, headers, _) = http_get(
+        admin,
+        "/api/v1/orgs/council-a%0AINFO%20forged%1B%5B2J/hits",
+        Some(TOKEN_B),
+    );
+    assert_eq!(status, 403);
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        (
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert!(
+            headers.iter().any(|(k, v)| k == name && v == value),
+            "{name}: {headers:?}"
+        );
+    }
+    assert!(server.wait_log(r"council-a\nINFO forged\x1b[2J", Duration::from_secs(5)));
+    assert!(
+        !server.log().lines().any(|l| l.starts_with("INFO forged")),
+        "{}",
+        server.log()
+    );
     let (status, _, _) = http_get(admin, "/api/v1/report", Some(TOKEN_A));
     assert_eq!(status, 403);
     let (status, _, body) = http_get(admin, "/api/v1/orgs/council-a/hits?limit=3", Some(TOKEN_A));
@@ -359,7 +387,8 @@ fn blocks_are_logged_against_the_right_organisation_and_shown_only_to_it() {
             "portcullis_api_denied_total",
             &[("reason", "other_org")]
         ),
-        2.0
+        3.0,
+        "council-a's hits, the report, and the forged id"
     );
 }
 

@@ -202,3 +202,67 @@ fn any_gets_a_minimal_answer_that_amplifies_at_most_twice() {
     assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(ede(&reply).map(|e| e.0), Some(15));
 }
+
+/// A TCP connection to `to` from the loopback address `from`.
+fn connect_from(from: &str, to: std::net::SocketAddr) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let source: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    socket.bind(&source.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    socket.into()
+}
+
+/// Whether the server closed `stream` (EOF or reset) within `within`.
+fn closed_by_server(stream: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn idle_admin_connections_are_capped_per_client_and_closed() {
+    let setup = Setup::new();
+    setup.write("feeds/list.txt", "evil.example.test\n");
+    let config = setup.config_with_admin(
+        "max_connections_per_client = 4\nidle_timeout_secs = 1",
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\n",
+    );
+    let server = Server::start(&config);
+    let admin = server.admin();
+    // One client holds its four connections open and silent.
+    let mut idle: Vec<_> = (0..4).map(|_| connect_from("127.0.0.2", admin)).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    // Its fifth is closed at once; another client is answered at once.
+    let mut fifth = connect_from("127.0.0.2", admin);
+    assert!(closed_by_server(&mut fifth, Duration::from_millis(500)));
+    let (status, _, body) = crate::harness::http_get(admin, "/healthz", None);
+    assert_eq!(status, 200, "{body}");
+    // The silent ones are closed after the idle timeout, freeing places.
+    for stream in &mut idle {
+        assert!(closed_by_server(stream, Duration::from_secs(5)));
+    }
+    let mut again = connect_from("127.0.0.2", admin);
+    {
+        use std::io::{Read, Write};
+        write!(again, "GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        again.read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    }
+    let text = scrape(&server);
+    assert!(
+        metric(
+            &text,
+            "portcullis_connections_refused_total",
+            &[("transport", "admin"), ("reason", "per_client")]
+        ) >= 1.0
+    );
+}
