@@ -114,7 +114,9 @@ pub(super) fn server(raw: RawServer, cx: &mut Checker) -> Result<ServerConfig, C
             cx.warn(
                 "server.allow_unknown_clients",
                 format!(
-                    "true while listening beyond loopback ({}): anyone who can reach the                      resolver may use it (an open resolver is a DDoS amplifier); list the                      networks in [[organisation]] entries and set it to false",
+                    "true while listening beyond loopback ({}): anyone who can reach the \
+                     resolver may use it (an open resolver is a DDoS amplifier); list the \
+                     networks in [[organisation]] entries and set it to false",
                     exposed.join(", ")
                 ),
             );
@@ -492,7 +494,9 @@ pub(super) fn admin(raw: RawAdmin, cx: &mut Checker) -> Result<AdminConfig, Conf
         cx.warn(
             "admin.listen",
             format!(
-                "{addr} is beyond loopback and the admin listener speaks plain HTTP:                  tokens and hit records cross the network in clear; put a TLS proxy in                  front of it, or listen on loopback"
+                "{addr} is beyond loopback and the admin listener speaks plain HTTP: \
+                 tokens and hit records cross the network in clear; put a TLS proxy in \
+                 front of it, or listen on loopback"
             ),
         );
     }
