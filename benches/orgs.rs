@@ -48,6 +48,7 @@ fn organisations(n: usize) -> Vec<Organisation> {
                 allow: Vec::new(),
                 actions: BTreeMap::new(),
                 contact: None,
+                client_qps: None,
             }
         })
         .collect()

@@ -173,6 +173,7 @@ mod tests {
             allow: Vec::new(),
             actions: BTreeMap::new(),
             contact: None,
+            client_qps: None,
         }
     }
 

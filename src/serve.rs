@@ -245,6 +245,7 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
             config.server.application_dns_canary,
             &endpoints(&config, &bound.dns.encrypted),
         ),
+        limits: server::limits::Limits::new(&config.limits, &config.organisations),
     };
     let tls_name = config
         .server

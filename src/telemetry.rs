@@ -19,6 +19,7 @@ pub const BLOCKS: &str = "portcullis_blocks_total";
 pub const REFUSED_CLIENTS: &str = "portcullis_refused_clients_total";
 pub const UPSTREAM_ERRORS: &str = "portcullis_upstream_errors_total";
 pub const STALE_ANSWERS: &str = "portcullis_stale_answers_total";
+pub const LIMITED: &str = "portcullis_limited_total";
 pub const CACHE_HITS: &str = "portcullis_cache_hits_total";
 pub const CACHE_MISSES: &str = "portcullis_cache_misses_total";
 pub const PACKET_CACHE: &str = "portcullis_packet_cache_lookups_total";
@@ -60,6 +61,7 @@ pub const ALL: &[&str] = &[
     REFUSED_CLIENTS,
     UPSTREAM_ERRORS,
     STALE_ANSWERS,
+    LIMITED,
     CACHE_HITS,
     CACHE_MISSES,
     PACKET_CACHE,
@@ -207,6 +209,10 @@ fn describe() {
     describe_counter!(
         UPSTREAM_ERRORS,
         "Upstream resolutions that failed (answered SERVFAIL)."
+    );
+    describe_counter!(
+        LIMITED,
+        "Queries and responses a limit held back, by limit (client_rate, rrl_slip, rrl_drop, upstream_total, upstream_client, upstream_zone) and organisation."
     );
     describe_counter!(
         STALE_ANSWERS,

@@ -33,12 +33,12 @@ mod validate;
 mod tests;
 
 pub use raw::{
-    DnssecMode, LogFormat, RawAdmin, RawBlockPage, RawBlocklist, RawConfig, RawFeed, RawHitlog,
-    RawLog, RawOrganisation, RawResolver, RawServer, RawTaxii, ResolverMode,
+    DnssecMode, LogFormat, OverLimit, RawAdmin, RawBlockPage, RawBlocklist, RawConfig, RawFeed,
+    RawHitlog, RawLimits, RawLog, RawOrganisation, RawResolver, RawServer, RawTaxii, ResolverMode,
 };
 pub use sections::{
     AdminConfig, BlockPageConfig, BlocklistConfig, EncryptedConfig, FeedConfig, HitlogConfig,
-    LogConfig, Organisation, ResolverConfig, ServerConfig, TaxiiConfig,
+    LimitsConfig, LogConfig, Organisation, ResolverConfig, ServerConfig, TaxiiConfig,
 };
 
 /// A config file that cannot be used; the message names the file and key.
@@ -80,6 +80,7 @@ pub struct Config {
     pub hitlog: HitlogConfig,
     pub log: LogConfig,
     pub taxii: Vec<TaxiiConfig>,
+    pub limits: LimitsConfig,
     /// Keys that are valid but ignored or not yet effective, each as
     /// ``key `KEY`: MESSAGE`` (the file is [`Config::path`]). Validation
     /// runs before logging is set up, so it only collects them: whoever
@@ -119,6 +120,7 @@ impl Config {
         let hitlog = validate::hitlog(raw.hitlog, &blocklist.state_dir, &cx)?;
         let log = validate::log(raw.log, &cx)?;
         let taxii = validate::taxii(raw.taxii, &cx)?;
+        let limits = validate::limits(raw.limits, &cx)?;
         validate::feed_files_present(&feeds, &blocklist.feeds_dir, &taxii, &mut cx);
         Ok(Config {
             path: path.to_path_buf(),
@@ -133,6 +135,7 @@ impl Config {
             hitlog,
             log,
             taxii,
+            limits,
             warnings: cx.into_warnings(),
         })
     }

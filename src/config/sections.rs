@@ -198,6 +198,26 @@ pub struct Organisation {
     /// Who this organisation's users should ask about a block (the block
     /// page shows it instead of `block_page.contact`).
     pub contact: Option<String>,
+    /// Its clients' query rate, when it differs from `limits.client_qps`.
+    pub client_qps: Option<u32>,
+}
+
+/// `[limits]`: what one client, or one zone, can take (see
+/// `server::limits`). Rates of 0 are off.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    pub client_qps: u32,
+    pub client_prefix_v4: u8,
+    pub client_prefix_v6: u8,
+    pub over_limit: crate::config::OverLimit,
+    pub burst_factor: u32,
+    pub rrl_responses_per_second: u32,
+    pub rrl_slip: u32,
+    pub rrl_prefix_v4: u8,
+    pub rrl_prefix_v6: u8,
+    pub max_upstream_queries: u32,
+    pub max_upstream_per_client: u32,
+    pub max_upstream_per_zone: u32,
 }
 
 /// The page a browser sees when a sinkholed name brings it here.

@@ -14,12 +14,12 @@ use ipnet::IpNet;
 
 use super::ConfigError;
 use super::raw::{
-    DnssecMode, RawAdmin, RawBlockPage, RawBlocklist, RawFeed, RawHitlog, RawLog, RawOrganisation,
-    RawResolver, RawServer, RawTaxii, ResolverMode,
+    DnssecMode, RawAdmin, RawBlockPage, RawBlocklist, RawFeed, RawHitlog, RawLimits, RawLog,
+    RawOrganisation, RawResolver, RawServer, RawTaxii, ResolverMode,
 };
 use super::sections::{
     AdminConfig, BlockPageConfig, BlocklistConfig, EncryptedConfig, FeedConfig, HitlogConfig,
-    LogConfig, Organisation, ResolverConfig, ServerConfig, TaxiiConfig,
+    LimitsConfig, LogConfig, Organisation, ResolverConfig, ServerConfig, TaxiiConfig,
 };
 use crate::policy::Action;
 
@@ -484,6 +484,7 @@ pub(super) fn organisations(
             allow,
             actions: org.actions,
             contact: org.contact,
+            client_qps: org.client_qps,
         });
     }
     Ok(organisations)
@@ -684,4 +685,44 @@ fn check_sha256(token: &str) -> Result<(), String> {
     } else {
         Err("must be 64 hex digits (the SHA-256 of the token, not the token)".into())
     }
+}
+
+pub(super) fn limits(raw: RawLimits, cx: &Checker) -> Result<LimitsConfig, ConfigError> {
+    for (key, value, most) in [
+        ("limits.client_prefix_v4", raw.client_prefix_v4, 32),
+        ("limits.client_prefix_v6", raw.client_prefix_v6, 128),
+        ("limits.rrl_prefix_v4", raw.rrl_prefix_v4, 32),
+        ("limits.rrl_prefix_v6", raw.rrl_prefix_v6, 128),
+    ] {
+        if value > most {
+            return Err(cx.invalid(key, format!("{value} is not a prefix length (0-{most})")));
+        }
+    }
+    for (key, value) in [
+        ("limits.burst_factor", raw.burst_factor),
+        ("limits.max_upstream_queries", raw.max_upstream_queries),
+        (
+            "limits.max_upstream_per_client",
+            raw.max_upstream_per_client,
+        ),
+        ("limits.max_upstream_per_zone", raw.max_upstream_per_zone),
+    ] {
+        if value == 0 {
+            return Err(cx.invalid(key, "must be at least 1".into()));
+        }
+    }
+    Ok(LimitsConfig {
+        client_qps: raw.client_qps,
+        client_prefix_v4: raw.client_prefix_v4,
+        client_prefix_v6: raw.client_prefix_v6,
+        over_limit: raw.over_limit,
+        burst_factor: raw.burst_factor,
+        rrl_responses_per_second: raw.rrl_responses_per_second,
+        rrl_slip: raw.rrl_slip,
+        rrl_prefix_v4: raw.rrl_prefix_v4,
+        rrl_prefix_v6: raw.rrl_prefix_v6,
+        max_upstream_queries: raw.max_upstream_queries,
+        max_upstream_per_client: raw.max_upstream_per_client,
+        max_upstream_per_zone: raw.max_upstream_per_zone,
+    })
 }

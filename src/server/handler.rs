@@ -33,6 +33,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 
 use super::capture::Collect;
 use super::decide::{Attribution, Listed, QueryContext, Via, plain};
+use super::limits::{Limits, Verdict, write_limited};
 use super::local::LocalNames;
 use super::packet_cache::MAX_UDP_PAYLOAD;
 use super::padding;
@@ -59,6 +60,8 @@ pub struct Handler {
     pub health: Arc<crate::health::Health>,
     /// Names answered here, never sent upstream.
     pub local: LocalNames,
+    /// Query rates, response rates and upstream queries waiting.
+    pub limits: Limits,
 }
 
 /// What the query name's own check decided before resolution.
@@ -209,6 +212,10 @@ impl Handler {
         if query.len() < 12 || query[2] & 0x80 != 0 {
             return None;
         }
+        let mut limited = [0u8; 512];
+        if let Some(n) = self.over_rate(&query, src, via.transport, &mut limited) {
+            return (n > 0).then(|| limited[..n].to_vec());
+        }
         let mut query_header = [0u8; 12];
         query_header.copy_from_slice(&query[..12]);
         let request = match Request::from_bytes(query, src, Protocol::Tcp) {
@@ -230,6 +237,33 @@ impl Handler {
         } else {
             wire
         })
+    }
+
+    /// A query over its client's rate (`limits.client_qps`): the length
+    /// of the answer written to `out` instead (0: send nothing), or `None`
+    /// to go on. Over a stream transport TC means nothing, so it is
+    /// REFUSED there.
+    pub fn over_rate(
+        &self,
+        query: &[u8],
+        src: SocketAddr,
+        transport: crate::hitlog::Transport,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        if !self.limits.rates_clients() {
+            return None;
+        }
+        let org = self.orgs.lookup(src.ip());
+        let udp = transport == crate::hitlog::Transport::Udp;
+        let truncate = match self.limits.query(src.ip(), org, udp) {
+            Verdict::Pass => return None,
+            Verdict::Drop => None,
+            Verdict::Truncate => Some(udp),
+            Verdict::Refuse => Some(false),
+        };
+        self.metrics
+            .record(transport, QueryOutcome::Refused, Instant::now());
+        Some(truncate.map_or(0, |truncate| write_limited(out, query, truncate)))
     }
 
     async fn answer<R: ResponseHandler>(
@@ -442,6 +476,19 @@ impl Handler {
             qtype => qtype,
         };
         let checking_disabled = request.metadata.checking_disabled;
+        // A place among the queries waiting on the upstream (a cached
+        // answer gives it back at once); past a cap, SERVFAIL now.
+        let _place = match self.limits.wait_upstream(cx.client, cx.org, qname) {
+            Ok(place) => place,
+            Err(cap) => {
+                tracing::debug!(client = %cx.client, %qname, limit = cap.metric_label(), "upstream queries capped");
+                if let Some(edns) = edns.as_mut() {
+                    edns.options_mut().insert(response::ede(0, cap.reason()));
+                }
+                let info = send_code(request, handle, ResponseCode::ServFail, edns.as_ref()).await;
+                return (info, QueryOutcome::Servfail);
+            }
+        };
         match self.upstream.answer(qname, qtype, checking_disabled).await {
             Ok(mut answer) => {
                 if answer.stale {

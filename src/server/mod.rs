@@ -20,6 +20,7 @@ mod doq;
 mod fast_path;
 mod handler;
 pub mod inspect;
+pub mod limits;
 pub mod local;
 mod mmsg;
 pub mod packet_cache;

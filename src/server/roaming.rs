@@ -78,6 +78,7 @@ mod tests {
             allow: Vec::new(),
             actions: Default::default(),
             contact: None,
+            client_qps: None,
         };
         use sha2::{Digest, Sha256};
         let hash: String = Sha256::digest(b"alphakey")

@@ -35,8 +35,11 @@ use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tokio::net::UdpSocket;
 
+use crate::hitlog::Transport;
+
 use super::Handler;
 use super::capture::encode_udp;
+use super::limits::{Sending, slip};
 use super::mmsg::{Inbox, Outbox};
 use super::packet_cache::{MAX_UDP_PAYLOAD, PacketCache};
 
@@ -75,7 +78,18 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, cache: Option<Arc<P
                 continue;
             }
             let out = outbox.next_slot();
+            if let Some(n) = handler.over_rate(packet, src, Transport::Udp, out) {
+                if n > 0 {
+                    outbox.push(n, src);
+                }
+                continue;
+            }
             if let Some(n) = handler.answer_from_bytes(cache.as_deref(), packet, src, out) {
+                let n = match handler.limits.response(src.ip(), &out[..n], &handler.orgs) {
+                    Sending::Send => n,
+                    Sending::Slip => slip(&mut out[..n]),
+                    Sending::Drop => 0,
+                };
                 if n > 0 {
                     outbox.push(n, src);
                 }
@@ -91,7 +105,7 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, cache: Option<Arc<P
                     tracing::debug!(%error, client = %src, "malformed query");
                     let n = form_error(packet, outbox.next_slot());
                     outbox.push(n, src);
-                    handler.metrics.rejected(crate::hitlog::Transport::Udp);
+                    handler.metrics.rejected(Transport::Udp);
                     continue;
                 }
             };
@@ -128,6 +142,7 @@ async fn answer(
         socket,
         dst: request.src(),
         sent: cache.as_ref().map(|_| Arc::clone(&sent)),
+        handler: Arc::clone(&handler),
     };
     let clean = handler.handle_udp(&request, responder).await;
     if let (true, Some(cache), Some(wire)) = (clean, cache, sent.get()) {
@@ -173,6 +188,8 @@ struct Responder {
     socket: Arc<UdpSocket>,
     dst: SocketAddr,
     sent: Option<Arc<OnceLock<Vec<u8>>>>,
+    /// For response rate limiting.
+    handler: Arc<Handler>,
 }
 
 #[async_trait::async_trait]
@@ -189,7 +206,21 @@ impl ResponseHandler for Responder {
         >,
     ) -> Result<ResponseInfo, NetError> {
         let (info, wire) = encode_udp(response)?;
-        send(&self.socket, &wire, self.dst).await;
+        let limits = &self.handler.limits;
+        if !limits.rates_responses() {
+            send(&self.socket, &wire, self.dst).await;
+        } else {
+            match limits.response(self.dst.ip(), &wire, &self.handler.orgs) {
+                Sending::Send => send(&self.socket, &wire, self.dst).await,
+                Sending::Slip => {
+                    // The cache keeps the whole response, not the slip.
+                    let mut cut = wire.clone();
+                    let n = slip(&mut cut);
+                    send(&self.socket, &cut[..n], self.dst).await;
+                }
+                Sending::Drop => {}
+            }
+        }
         if let Some(sent) = &self.sent {
             let _ = sent.set(wire);
         }

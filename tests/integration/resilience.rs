@@ -266,3 +266,243 @@ fn idle_admin_connections_are_capped_per_client_and_closed() {
         ) >= 1.0
     );
 }
+
+/// What came back for a burst of `count` queries sent at once from
+/// `source`: (answers, truncated, refused, nothing) within `wait`.
+fn burst(
+    server: std::net::SocketAddr,
+    source: &str,
+    names: impl Fn(usize) -> String,
+    count: usize,
+    wait: Duration,
+) -> (usize, usize, usize, usize) {
+    let sock = std::net::UdpSocket::bind((source, 0)).unwrap();
+    let mut ids = std::collections::HashSet::new();
+    for i in 0..count {
+        let msg = build_query(&names(i), RecordType::A, true);
+        ids.insert(msg.metadata.id);
+        sock.send_to(&msg.to_vec().unwrap(), server).unwrap();
+    }
+    let (mut answered, mut truncated, mut refused) = (0, 0, 0);
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline && answered + truncated + refused < count {
+        sock.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ))
+        .unwrap();
+        let Ok((n, _)) = sock.recv_from(&mut buf) else {
+            break;
+        };
+        let reply = Message::from_vec(&buf[..n]).unwrap();
+        assert!(ids.remove(&reply.metadata.id), "an answer per query");
+        if reply.metadata.truncation {
+            truncated += 1;
+        } else if reply.metadata.response_code == ResponseCode::Refused {
+            refused += 1;
+        } else {
+            answered += 1;
+        }
+    }
+    let nothing = count - answered - truncated - refused;
+    (answered, truncated, refused, nothing)
+}
+
+#[test]
+fn a_client_over_its_rate_is_refused_and_others_are_not() {
+    let setup = Setup::new();
+    setup.write("feeds/list.txt", "evil.example.test\n");
+    let config = setup.config_with_admin(
+        "",
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\n\
+         [limits]\nclient_qps = 20\nburst_factor = 1\n\
+         [[organisation]]\nid = \"nat\"\nnetworks = [\"127.0.0.3/32\"]\nclient_qps = 1000\n",
+    );
+    let server = Server::start(&config);
+    // Blocked names: answered from the bytes, so only the limit decides.
+    let evil = |i: usize| format!("n{i}.evil.example.test");
+    let (answered, truncated, refused, nothing) =
+        burst(server.addr, "127.0.0.1", evil, 200, Duration::from_secs(2));
+    assert!(
+        (20..=30).contains(&answered) && refused == 200 - answered,
+        "{answered} {truncated} {refused} {nothing}"
+    );
+    // Another address is its own client; a NAT organisation has more.
+    let (answered, ..) = burst(server.addr, "127.0.0.2", evil, 20, Duration::from_secs(2));
+    assert_eq!(answered, 20);
+    let (answered, ..) = burst(server.addr, "127.0.0.3", evil, 200, Duration::from_secs(2));
+    assert_eq!(answered, 200);
+    // TCP has a bucket of its own: the limited client can still get in.
+    let reply = query(
+        server.addr,
+        "x.evil.example.test",
+        RecordType::A,
+        Transport::Tcp,
+        true,
+    );
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    let text = scrape(&server);
+    let limited = metric(
+        &text,
+        "portcullis_limited_total",
+        &[("limit", "client_rate")],
+    );
+    assert!(limited >= 170.0, "{limited}");
+    assert!(
+        metric(
+            &text,
+            "portcullis_queries_total",
+            &[("transport", "udp"), ("outcome", "refused")]
+        ) >= 170.0
+    );
+}
+
+#[test]
+fn over_limit_truncate_sends_clients_to_tcp() {
+    let setup = Setup::new();
+    setup.write("feeds/list.txt", "evil.example.test\n");
+    let config = setup.config(
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\n\
+         [limits]\nclient_qps = 10\nburst_factor = 1\nover_limit = \"truncate\"\n",
+    );
+    let server = Server::start(&config);
+    let (answered, truncated, refused, _) = burst(
+        server.addr,
+        "127.0.0.1",
+        |i| format!("n{i}.evil.example.test"),
+        100,
+        Duration::from_secs(2),
+    );
+    assert!((10..=15).contains(&answered), "{answered}");
+    assert_eq!((truncated, refused), (100 - answered, 0));
+}
+
+#[test]
+fn response_rate_limiting_slips_a_spoofed_victim_a_few_truncated_answers() {
+    let setup = Setup::new();
+    setup.write("feeds/list.txt", "evil.example.test\n");
+    let config = setup.config_with_admin(
+        "",
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\n\
+         [limits]\nrrl_responses_per_second = 10\nburst_factor = 1\nrrl_slip = 2\n",
+    );
+    let server = Server::start(&config);
+    // The same response, again and again, to one address (as a reflection
+    // attack aims them at a victim).
+    let (answered, truncated, refused, nothing) = burst(
+        server.addr,
+        "127.0.0.1",
+        |_| "evil.example.test".to_owned(),
+        200,
+        Duration::from_secs(1),
+    );
+    assert!((10..=15).contains(&answered), "{answered}");
+    assert_eq!(refused, 0);
+    let limited = 200 - answered;
+    // One in two of those held back goes out truncated, the rest not at all.
+    assert!(
+        truncated.abs_diff(limited / 2) <= 1 && nothing.abs_diff(limited / 2) <= 1,
+        "{answered} {truncated} {nothing}"
+    );
+    // Other names to the same address, and the same name to another
+    // block, are other responses.
+    let (answered, ..) = burst(
+        server.addr,
+        "127.0.0.1",
+        |i| format!("other{i}.evil.example.test"),
+        5,
+        Duration::from_secs(1),
+    );
+    assert_eq!(answered, 5);
+    let text = scrape(&server);
+    assert!(metric(&text, "portcullis_limited_total", &[("limit", "rrl_slip")]) >= 80.0);
+    assert!(metric(&text, "portcullis_limited_total", &[("limit", "rrl_drop")]) >= 80.0);
+}
+
+#[test]
+fn a_random_subdomain_flood_fills_its_zones_share_and_other_names_resolve() {
+    let auth = Authority::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &[("example.test.", example_zone("example.test.", "127.0.0.1"))],
+    );
+    // Names under victim.example.test take a second upstream; others not.
+    let relay = crate::upstream::SlowRelay::start_matching(
+        auth.addr,
+        Duration::from_millis(1000),
+        b"\x06victim",
+    );
+    let setup = Setup::new();
+    setup.write("feeds/list.txt", "evil.example.test\n");
+    let config = setup.config_with_admin(
+        "",
+        &format!(
+            "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ntimeout_ms = 3000\n\
+             [limits]\nmax_upstream_per_zone = 5\nmax_upstream_per_client = 100\n",
+            relay.addr
+        ),
+    );
+    let server = Server::start(&config);
+    let started = Instant::now();
+    let flood = std::thread::spawn({
+        let addr = server.addr;
+        move || {
+            burst(
+                addr,
+                "127.0.0.1",
+                |i| format!("r{i}.victim.example.test"),
+                40,
+                Duration::from_secs(3),
+            )
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    // Meanwhile other names resolve at once, from the same client too.
+    let reply = query(
+        server.addr,
+        "www.example.test",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
+    assert_eq!(a_records(&reply), ["192.0.2.10"]);
+    assert!(started.elapsed() < Duration::from_millis(900));
+    let (answered, _, _, nothing) = flood.join().unwrap();
+    assert_eq!(nothing, 0);
+    assert_eq!(answered, 40, "SERVFAIL counts as answered here");
+    let text = scrape(&server);
+    let capped = metric(
+        &text,
+        "portcullis_limited_total",
+        &[("limit", "upstream_zone")],
+    );
+    assert!((30.0..=35.0).contains(&capped), "{capped}");
+    // A capped query is SERVFAIL with the reason.
+    let _hold: Vec<_> = (0..5)
+        .map(|i| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                query(
+                    addr,
+                    &format!("h{i}.victim.example.test"),
+                    RecordType::A,
+                    Transport::Udp,
+                    true,
+                )
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let reply = query(
+        server.addr,
+        "late.victim.example.test",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    let (code, text) = ede(&reply).unwrap();
+    assert_eq!(code, 0);
+    assert!(text.contains("zone"), "{text}");
+}
