@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::feeds::{Format, parse_reader};
+use portcullis::formats::{Format, parse_reader};
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_reader(data, Format::Stix, &mut |indicator| {

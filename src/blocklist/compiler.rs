@@ -31,7 +31,7 @@ use super::fingerprint::{Fingerprint, fingerprint, fingerprint_inputs, settings_
 use super::merge::{MergeError, MergeSettings, Suppressed, merge};
 use super::{Blocklist, Layer, OWN_LAYER_MIN};
 use crate::config::Config;
-use crate::formats::{self, FeedError, Format, ParseCounts};
+use crate::formats::{self, Bounds, FeedError, Format, ParseCounts};
 
 /// A compile that produced no usable list.
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +133,9 @@ pub fn load_protected(paths: &[PathBuf]) -> Result<Protected, FeedError> {
     let mut protected = Protected::default();
     for path in paths {
         let format = formats::detect(path)?;
-        let report = formats::parse_file(path, format, &mut |i| protected.insert(&i.name))?;
+        let report = formats::parse_file(path, format, Bounds::default(), &mut |i| {
+            protected.insert(&i.name)
+        })?;
         if report.rejected > 0 {
             tracing::warn!(file = %path.display(), rejected = report.rejected, "protected-name list has lines that are not names");
         }
@@ -212,21 +214,29 @@ impl Compiler {
             source,
         })?;
 
-        let mut jobs: Vec<(PathBuf, FeedSource, Option<Format>, Option<usize>)> = Vec::new();
+        let bounds = Bounds {
+            max_bytes: config.blocklist.max_feed_mib << 20,
+            max_entries: config.blocklist.max_feed_entries,
+        };
+        let mut jobs: Vec<(PathBuf, FeedSource, Option<Format>, Bounds)> = Vec::new();
         for path in files {
             let name = file_name(&path);
             let settings = config.feed_settings(&name);
             let source = FeedSource::feed(name, settings);
+            let max_entries = settings.and_then(|s| s.max_entries);
             jobs.push((
                 path,
                 source,
                 settings.and_then(|s| s.format),
-                settings.and_then(|s| s.max_entries),
+                Bounds {
+                    max_entries: max_entries.unwrap_or(bounds.max_entries),
+                    ..bounds
+                },
             ));
         }
         for path in &config.blocklist.allow {
             let source = FeedSource::allow_list(&file_name(path));
-            jobs.push((path.clone(), source, None, None));
+            jobs.push((path.clone(), source, None, bounds));
         }
 
         // Deleted feeds leave the cache (and the list).
@@ -251,7 +261,7 @@ impl Compiler {
             .retain(|path, _| jobs.iter().any(|(p, ..)| p == path));
         let mut contributions = Vec::new();
         let mut reports = Vec::new();
-        for (path, source, format, max_entries) in jobs {
+        for (path, source, format, bounds) in jobs {
             if let Some(a) = self.adopted.get(&path)
                 && a.settings == settings_key
                 && a.report.next_change.is_none_or(|t| t > now)
@@ -269,7 +279,7 @@ impl Compiler {
                 contributions.push(FeedContribution::Layers(a.layers.clone()));
                 continue;
             }
-            let (feed, mut report) = self.refresh(&path, source, format, max_entries, now);
+            let (feed, mut report) = self.refresh(&path, source, format, bounds, now);
             match feed {
                 Some(feed) => {
                     self.adopted.remove(&path);

@@ -380,6 +380,18 @@ pub struct RawBlocklist {
     pub debounce_ms: u64,
     #[serde(default = "default_rescan_secs")]
     pub rescan_secs: u64,
+    #[serde(default = "default_max_feed_entries")]
+    pub max_feed_entries: usize,
+    #[serde(default = "default_max_feed_mib")]
+    pub max_feed_mib: u64,
+}
+
+fn default_max_feed_entries() -> usize {
+    crate::formats::Bounds::default().max_entries
+}
+
+fn default_max_feed_mib() -> u64 {
+    crate::formats::Bounds::default().max_bytes >> 20
 }
 
 fn default_max_shrink() -> f64 {
@@ -410,6 +422,8 @@ impl Default for RawBlocklist {
             max_shrink: default_max_shrink(),
             debounce_ms: default_debounce_ms(),
             rescan_secs: default_rescan_secs(),
+            max_feed_entries: default_max_feed_entries(),
+            max_feed_mib: default_max_feed_mib(),
         }
     }
 }

@@ -152,6 +152,11 @@ pub struct BlocklistConfig {
     /// Full rescan of feeds_dir even without file events (network file
     /// systems lose events), in seconds.
     pub rescan_secs: u64,
+    /// Entries one feed may hold unless its `max_entries` says otherwise,
+    /// counted as it is read.
+    pub max_feed_entries: usize,
+    /// MiB of text one feed may hold, after decompression.
+    pub max_feed_mib: u64,
 }
 
 /// Optional per-file settings for a feed in `feeds_dir`.

@@ -298,6 +298,14 @@ pub(super) fn blocklist(raw: RawBlocklist, cx: &Checker) -> Result<BlocklistConf
     if raw.rescan_secs == 0 {
         return Err(cx.invalid("blocklist.rescan_secs", "must be above 0".into()));
     }
+    if raw.max_feed_entries == 0 || raw.max_feed_mib == 0 {
+        let key = if raw.max_feed_entries == 0 {
+            "blocklist.max_feed_entries"
+        } else {
+            "blocklist.max_feed_mib"
+        };
+        return Err(cx.invalid(key, "must be above 0".into()));
+    }
     if raw.policy_ttl > 86_400 {
         return Err(cx.invalid("blocklist.policy_ttl", "at most 86400 seconds".into()));
     }
@@ -315,6 +323,8 @@ pub(super) fn blocklist(raw: RawBlocklist, cx: &Checker) -> Result<BlocklistConf
         max_shrink: raw.max_shrink,
         debounce_ms: raw.debounce_ms,
         rescan_secs: raw.rescan_secs,
+        max_feed_entries: raw.max_feed_entries,
+        max_feed_mib: raw.max_feed_mib,
     })
 }
 

@@ -13,7 +13,7 @@ pub fn detect(path: &Path) -> Result<Format, FeedError> {
         path: path.to_path_buf(),
         source,
     };
-    let reader = open(path).map_err(io_err)?;
+    let reader = open(path, 1 << 20).map_err(io_err)?;
     let mut head = Vec::new();
     reader
         .take(64 * 1024)

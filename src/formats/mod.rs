@@ -28,7 +28,7 @@ mod tsv;
 mod types;
 mod unbound;
 
-use std::io::BufRead;
+use std::io::{self, BufRead, Read};
 #[cfg(test)]
 use std::net::IpAddr;
 use std::path::Path;
@@ -72,17 +72,45 @@ impl LineParser for Stateless {
     }
 }
 
+/// How much one feed may hold: checked as it streams, so a hostile or
+/// broken file (a gzip bomb, a runaway export) is refused at the limit
+/// rather than after it has filled memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Bytes of text, after decompression.
+    pub max_bytes: u64,
+    /// Entries loaded.
+    pub max_entries: usize,
+}
+
+impl Default for Bounds {
+    /// Four times the largest real feed (a national threat list of a
+    /// million names, about 40 MiB of text) in entries, and a GiB of text.
+    fn default() -> Bounds {
+        Bounds {
+            max_bytes: 1 << 30,
+            max_entries: 4_000_000,
+        }
+    }
+}
+
+/// Longest line read: far beyond any real feed's. A longer one (a file
+/// with no newlines, a bomb of one character) ends the parse with an
+/// error instead of growing a buffer without end.
+const MAX_LINE: u64 = 64 * 1024;
+
 /// Parse a whole feed file, handing every indicator to `sink`.
 pub fn parse_file(
     path: &Path,
     format: Format,
+    bounds: Bounds,
     sink: &mut dyn FnMut(Indicator<'_>),
 ) -> Result<ParseCounts, FeedError> {
-    let reader = open(path).map_err(|source| FeedError::Io {
+    let reader = open(path, bounds.max_bytes).map_err(|source| FeedError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_reader(reader, format, sink).map_err(|e| match e {
+    parse_bounded(reader, format, bounds.max_entries, sink).map_err(|e| match e {
         ReadError::Io(source) => FeedError::Io {
             path: path.to_path_buf(),
             source,
@@ -94,10 +122,20 @@ pub fn parse_file(
     })
 }
 
-/// Parse feed text from any reader (tests and fuzzing use this directly).
+/// Parse feed text from any reader (tests and fuzzing use this directly),
+/// within the default entry bound.
 pub fn parse_reader(
+    reader: impl BufRead,
+    format: Format,
+    sink: &mut dyn FnMut(Indicator<'_>),
+) -> Result<ParseCounts, ReadError> {
+    parse_bounded(reader, format, Bounds::default().max_entries, sink)
+}
+
+fn parse_bounded(
     mut reader: impl BufRead,
     format: Format,
+    max_entries: usize,
     sink: &mut dyn FnMut(Indicator<'_>),
 ) -> Result<ParseCounts, ReadError> {
     let mut parser: Box<dyn LineParser> = match format {
@@ -114,11 +152,29 @@ pub fn parse_reader(
     let mut buf = Vec::with_capacity(256);
     loop {
         buf.clear();
-        if reader.read_until(b'\n', &mut buf)? == 0 {
+        if (&mut reader).take(MAX_LINE).read_until(b'\n', &mut buf)? == 0 {
             break;
         }
         report.lines += 1;
         let line_no = report.lines;
+        if buf.len() as u64 == MAX_LINE && buf.last() != Some(&b'\n') {
+            return Err(ReadError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "line {line_no} is longer than {} KiB; refused",
+                    MAX_LINE >> 10
+                ),
+            )));
+        }
+        if report.loaded > max_entries {
+            return Err(ReadError::Io(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!(
+                    "more than {max_entries} entries by line {line_no} \
+                     (max_entries, or blocklist.max_feed_entries); refused"
+                ),
+            )));
+        }
         let Ok(line) = std::str::from_utf8(&buf) else {
             report.reject(line_no, LineError::NotUtf8);
             continue;

@@ -5,18 +5,59 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
-/// Open a feed file, transparently un-gzipping it (by magic bytes, not name).
-pub(super) fn open(path: &Path) -> io::Result<Box<dyn BufRead>> {
+/// Open a feed file, transparently un-gzipping it (by magic bytes, not
+/// name). Reading past `max_bytes` (after decompression) is an error, so
+/// a gzip bomb stops at the limit instead of filling memory and time.
+pub(super) fn open(path: &Path, max_bytes: u64) -> io::Result<Box<dyn BufRead>> {
     let mut file = BufReader::with_capacity(1 << 16, File::open(path)?);
     let magic = file.fill_buf()?;
     if magic.starts_with(&[0x1f, 0x8b]) {
         let gz = flate2::bufread::MultiGzDecoder::new(file);
         Ok(Box::new(BufReader::with_capacity(
             1 << 16,
-            Prefetch::spawn(gz),
+            Bounded::new(Prefetch::spawn(gz), max_bytes),
         )))
     } else {
-        Ok(Box::new(file))
+        Ok(Box::new(BufReader::with_capacity(
+            1 << 16,
+            Bounded::new(file, max_bytes),
+        )))
+    }
+}
+
+/// A reader that fails once more than its limit has been read.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+}
+
+impl<R> Bounded<R> {
+    fn new(inner: R, limit: u64) -> Bounded<R> {
+        Bounded {
+            inner,
+            left: limit,
+            limit,
+        }
+    }
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match self.left.checked_sub(n as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(n)
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!(
+                    "more than {} MiB of feed text (blocklist.max_feed_mib); refused",
+                    self.limit >> 20
+                ),
+            )),
+        }
     }
 }
 
@@ -80,7 +121,7 @@ impl Read for Prefetch {
 
 #[cfg(test)]
 mod tests {
-    use crate::formats::{Format, detect, parse_file};
+    use crate::formats::{Bounds, Format, detect, parse_file};
 
     #[test]
     fn reads_gzip_by_magic_bytes() {
@@ -92,8 +133,71 @@ mod tests {
         std::fs::write(&path, gz.finish().unwrap()).unwrap();
         assert_eq!(detect(&path).unwrap(), Format::Plain);
         let mut names = Vec::new();
-        let report = parse_file(&path, Format::Plain, &mut |i| names.push(i.name)).unwrap();
+        let report = parse_file(&path, Format::Plain, Bounds::default(), &mut |i| {
+            names.push(i.name)
+        })
+        .unwrap();
         assert_eq!(names, ["evil.example"]);
         assert_eq!(report.loaded, 1);
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    use crate::formats::{Bounds, Format, parse_file};
+    use std::io::Write;
+
+    fn gzip(path: &std::path::Path, text: &[u8], times: usize) {
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(path).unwrap(),
+            flate2::Compression::best(),
+        );
+        for _ in 0..times {
+            gz.write_all(text).unwrap();
+        }
+        gz.finish().unwrap();
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_byte_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bomb.txt.gz");
+        // 64 MiB of one comment line's worth, a few hundred KiB packed.
+        gzip(&path, &[b'#'; 1 << 20], 64);
+        let bounds = Bounds {
+            max_bytes: 16 << 20,
+            max_entries: 1_000_000,
+        };
+        let error = parse_file(&path, Format::Plain, bounds, &mut |_| {}).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("bomb.txt.gz"), "{text}");
+        assert!(text.contains("longer than 64 KiB"), "{text}");
+        // Short comment lines: the byte limit stops it.
+        let lines = "# a comment line, over and over\n".repeat(1 << 15);
+        gzip(&path, lines.as_bytes(), 64);
+        let error = parse_file(&path, Format::Plain, bounds, &mut |_| {}).unwrap_err();
+        assert!(
+            error.to_string().contains("more than 16 MiB of feed text"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn entries_are_counted_as_they_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("many.txt.gz");
+        let lines: String = (0..1000).map(|i| format!("n{i}.example.test\n")).collect();
+        gzip(&path, lines.as_bytes(), 100);
+        let bounds = Bounds {
+            max_bytes: 1 << 30,
+            max_entries: 5_000,
+        };
+        let mut seen = 0;
+        let error = parse_file(&path, Format::Plain, bounds, &mut |_| seen += 1).unwrap_err();
+        assert!(
+            error.to_string().contains("more than 5000 entries"),
+            "{error}"
+        );
+        assert!(seen <= 5_001, "stopped at the limit, not after: {seen}");
     }
 }

@@ -9,8 +9,9 @@
 //! Each address gets one UDP socket per worker, all bound with
 //! SO_REUSEPORT: the kernel spreads clients over them by address and port,
 //! so each worker thread reads its own socket instead of all contending
-//! for one. UDP is served by our own loop (`udp`); TCP by hickory's
-//! listener, one per address, connections spread as tasks.
+//! for one. UDP is served by our own loop (`udp`); TCP and DoT by our
+//! stream loop (`stream`), DoH by hyper (`doh`), DoQ by quinn (`doq`),
+//! each connection a task.
 
 pub mod capture;
 pub mod connections;

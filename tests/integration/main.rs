@@ -22,6 +22,7 @@
 //! * `in_process`: `portcullis::serve` on the caller's sockets and shutdown.
 //! * `operations`: metrics, health, systemd notify, JSON logs, draining.
 //! * `packet_cache`: whole UDP responses answered again.
+//! * `packet_fuzz`: malformed messages by the thousand, UDP and TCP.
 //! * `policy`: CNAME-target and answer-IP blocking.
 //! * `real_data`: the full shared threat list (skipped without it).
 //! * `recursive`: recursive mode from a loopback root.
@@ -46,6 +47,7 @@ mod hitlog;
 mod in_process;
 mod operations;
 mod packet_cache;
+mod packet_fuzz;
 mod policy;
 mod real_data;
 mod recursive;

@@ -174,21 +174,22 @@ fn all_shared_stix_bundles_parse_with_the_expected_counts() {
         assert_eq!(formats::detect(&path).unwrap(), Format::Stix, "{stem}");
         let mut ids = Vec::new();
         let mut bundle_addresses = 0;
-        let report = formats::parse_file(&path, Format::Stix, &mut |i| {
-            assert!(
-                i.detail.is_some_and(|d| d.starts_with("indicator--")),
-                "the STIX id is kept"
-            );
-            assert_eq!(i.category, Some("malicious-activity"));
-            ids.push(i.detail.map(str::to_owned));
-            match i.net {
-                Some(_) => bundle_addresses += 1,
-                None => {
-                    names.insert(i.name);
+        let report =
+            formats::parse_file(&path, Format::Stix, formats::Bounds::default(), &mut |i| {
+                assert!(
+                    i.detail.is_some_and(|d| d.starts_with("indicator--")),
+                    "the STIX id is kept"
+                );
+                assert_eq!(i.category, Some("malicious-activity"));
+                ids.push(i.detail.map(str::to_owned));
+                match i.net {
+                    Some(_) => bundle_addresses += 1,
+                    None => {
+                        names.insert(i.name);
+                    }
                 }
-            }
-        })
-        .unwrap_or_else(|e| panic!("{stem}: {e}"));
+            })
+            .unwrap_or_else(|e| panic!("{stem}: {e}"));
         assert_eq!(report.loaded - bundle_addresses, domains, "{stem}");
         addresses += bundle_addresses;
         assert_eq!(report.rejected, 0, "{stem}: {:?}", report.first_rejects);

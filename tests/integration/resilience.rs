@@ -506,3 +506,69 @@ fn a_random_subdomain_flood_fills_its_zones_share_and_other_names_resolve() {
     assert_eq!(code, 0);
     assert!(text.contains("zone"), "{text}");
 }
+
+/// Peak resident memory of a process, KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_gzip_bomb_is_refused_at_the_limit_and_the_list_stays() {
+    use std::io::Write;
+    let setup = Setup::new();
+    setup.write("feeds/list.txt", "evil.example.test\n");
+    let config = setup.config_with_admin(
+        "",
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\n",
+    );
+    let server = Server::start(&config);
+    // 3 GiB of valid lines in 3 MiB: one 64 MiB gzip member, 48 times
+    // (a multi-member gzip file is one stream to a reader).
+    let mut member = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let line = b"x.bomb.example.test\n";
+    for _ in 0..(64 << 20) / line.len() {
+        member.write_all(line).unwrap();
+    }
+    let member = member.finish().unwrap();
+    let staged = setup.path("bomb.txt.gz.part");
+    let mut file = std::fs::File::create(&staged).unwrap();
+    for _ in 0..48 {
+        file.write_all(&member).unwrap();
+    }
+    drop(file);
+    let started = Instant::now();
+    std::fs::rename(&staged, setup.path("feeds/bomb.txt.gz")).unwrap();
+    assert!(
+        server.wait_log("more than 4000000 entries", Duration::from_secs(60)),
+        "{}",
+        server.log()
+    );
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    let peak = peak_rss_kib(server.pid());
+    assert!(peak < 512 * 1024, "peak RSS {peak} KiB");
+    // The list it had still blocks, and the refusal is counted.
+    let reply = query(
+        server.addr,
+        "evil.example.test",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    let reply = query(
+        server.addr,
+        "x.bomb.example.test",
+        RecordType::A,
+        Transport::Udp,
+        true,
+    );
+    assert_ne!(reply.metadata.response_code, ResponseCode::NXDomain);
+    eprintln!("bomb refused in {took:?}, peak RSS {peak} KiB");
+}

@@ -16,7 +16,7 @@ use crate::blocklist::Layer;
 use crate::blocklist::feed::{FeedBuilder, FeedSource, ParsedFeed, Protected};
 use crate::blocklist::fingerprint::{Fingerprint, content_hash};
 use crate::blocklist::merge::{MergeError, MergeSettings, Suppressed, merge_ranges, shard_ranges};
-use crate::formats::{self, Format, ParseCounts};
+use crate::formats::{self, Bounds, Format, ParseCounts};
 
 /// A cached feed: its last good parse and the file it came from.
 pub(super) struct Cached {
@@ -29,7 +29,7 @@ fn parse_feed(
     path: &Path,
     source: impl FnOnce(Format) -> FeedSource,
     format: Option<Format>,
-    max_entries: Option<usize>,
+    bounds: Bounds,
 ) -> Result<ParsedFeed, String> {
     let format = match format {
         Some(f) => f,
@@ -37,16 +37,17 @@ fn parse_feed(
     };
     let started = Instant::now();
     let mut builder = FeedBuilder::new(source(format));
-    let report =
-        formats::parse_file(path, format, &mut |i| builder.add(i)).map_err(|e| e.to_string())?;
+    let report = formats::parse_file(path, format, bounds, &mut |i| builder.add(i))
+        .map_err(|e| e.to_string())?;
     tracing::debug!(feed = %path.display(), lines = report.lines, parse_ms = started.elapsed().as_millis() as u64, "feed parsed");
-    if let Some(max) = max_entries
-        && report.loaded > max
-    {
+    // The stream stops just past the bound; a file that ends there is
+    // over it too.
+    if report.loaded > bounds.max_entries {
         return Err(format!(
-            "feed {} has {} entries, more than its max_entries {max}",
+            "feed {} has {} entries, more than its max_entries {}",
             path.display(),
-            report.loaded
+            report.loaded,
+            bounds.max_entries
         ));
     }
     for r in &report.first_rejects {
@@ -138,7 +139,7 @@ impl Compiler {
         path: &Path,
         source: FeedSource,
         format: Option<Format>,
-        max_entries: Option<usize>,
+        bounds: Bounds,
         now: SystemTime,
     ) -> (Option<Arc<ParsedFeed>>, FeedResult) {
         let mut report = FeedResult {
@@ -210,7 +211,7 @@ impl Compiler {
                 ..source
             },
             format,
-            max_entries,
+            bounds,
         );
         let feed = match parsed {
             Ok(feed) => feed,
