@@ -20,6 +20,7 @@ pub const REFUSED_CLIENTS: &str = "portcullis_refused_clients_total";
 pub const UPSTREAM_ERRORS: &str = "portcullis_upstream_errors_total";
 pub const STALE_ANSWERS: &str = "portcullis_stale_answers_total";
 pub const LIMITED: &str = "portcullis_limited_total";
+pub const SNAPSHOT_WRITES: &str = "portcullis_snapshot_writes_total";
 pub const CACHE_HITS: &str = "portcullis_cache_hits_total";
 pub const CACHE_MISSES: &str = "portcullis_cache_misses_total";
 pub const PACKET_CACHE: &str = "portcullis_packet_cache_lookups_total";
@@ -62,6 +63,7 @@ pub const ALL: &[&str] = &[
     UPSTREAM_ERRORS,
     STALE_ANSWERS,
     LIMITED,
+    SNAPSHOT_WRITES,
     CACHE_HITS,
     CACHE_MISSES,
     PACKET_CACHE,
@@ -209,6 +211,10 @@ fn describe() {
     describe_counter!(
         UPSTREAM_ERRORS,
         "Upstream resolutions that failed (answered SERVFAIL)."
+    );
+    describe_counter!(
+        SNAPSHOT_WRITES,
+        "Blocklist snapshot writes after a reload, by result (ok, error)."
     );
     describe_counter!(
         LIMITED,

@@ -151,9 +151,14 @@ pub fn go_live(
     let (snapshot_list, fingerprints) = (Arc::clone(&list), report.inputs.clone());
     // Writing 15 MB is not query-path work.
     tokio::task::spawn_blocking(move || {
-        if let Err(error) = snapshot::save(&state_dir, &snapshot_list, &fingerprints) {
-            tracing::warn!(%error, dir = %state_dir.display(), "cannot write the blocklist snapshot");
-        }
+        let result = match snapshot::save(&state_dir, &snapshot_list, &fingerprints) {
+            Ok(_) => "ok",
+            Err(error) => {
+                tracing::warn!(%error, dir = %state_dir.display(), "cannot write the blocklist snapshot");
+                "error"
+            }
+        };
+        ::metrics::counter!(crate::telemetry::SNAPSHOT_WRITES, "result" => result).increment(1);
     });
     list
 }

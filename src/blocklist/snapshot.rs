@@ -224,19 +224,27 @@ pub fn save(
 
     let path = dir.join(FILE_NAME);
     let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
-    let mut file = io::BufWriter::new(File::create(&tmp)?);
-    file.write_all(&header)?;
-    file.write_all(&meta)?;
-    file.write_all(&[0u8; 8][..pad(meta.len())])?;
-    for layer in list.layers() {
-        for bytes in region_parts(layer) {
-            file.write_all(bytes)?;
-            file.write_all(&[0u8; 8][..pad(bytes.len())])?;
+    let written = (|| {
+        let mut file = io::BufWriter::new(File::create(&tmp)?);
+        file.write_all(&header)?;
+        file.write_all(&meta)?;
+        file.write_all(&[0u8; 8][..pad(meta.len())])?;
+        for layer in list.layers() {
+            for bytes in region_parts(layer) {
+                file.write_all(bytes)?;
+                file.write_all(&[0u8; 8][..pad(bytes.len())])?;
+            }
         }
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })();
+    if let Err(error) = written {
+        // A half-written temporary file on a full disk would take the
+        // space the hit log needs; the old snapshot stays as it was.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(error);
     }
-    let file = file.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
     Ok(path)
 }
 

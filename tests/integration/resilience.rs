@@ -572,3 +572,78 @@ fn a_gzip_bomb_is_refused_at_the_limit_and_the_list_stays() {
     assert_ne!(reply.metadata.response_code, ResponseCode::NXDomain);
     eprintln!("bomb refused in {took:?}, peak RSS {peak} KiB");
 }
+
+fn rows(db: &rusqlite::Connection) -> u64 {
+    db.query_row("SELECT count(*) FROM hits", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_hit_log_deleted_under_a_stream_of_blocks_is_opened_again_and_loses_nothing() {
+    let setup = Setup::new();
+    setup.write("feeds/list.txt", "evil.example.test\n");
+    let config = setup.config_with_admin(
+        "",
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\n",
+    );
+    let server = Server::start(&config);
+    let database = setup.path("state/hits.sqlite");
+    let total = 3000;
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stream = std::thread::spawn({
+        let (addr, sent) = (server.addr, std::sync::Arc::clone(&sent));
+        move || {
+            for i in 0..total {
+                query(
+                    addr,
+                    &format!("n{i}.evil.example.test"),
+                    RecordType::A,
+                    Transport::Udp,
+                    true,
+                );
+                sent.store(i + 1, std::sync::atomic::Ordering::SeqCst);
+                if i % 100 == 99 {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    });
+    wait_for("some hits written", Duration::from_secs(10), || {
+        metric(&scrape(&server), "portcullis_hitlog_written_total", &[]) >= 500.0
+    });
+    // Keep the old file readable (an open file outlives its name), then
+    // delete it, as a careless clean-up would.
+    let old = rusqlite::Connection::open_with_flags(
+        &database,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let deleted_at = sent.load(std::sync::atomic::Ordering::SeqCst);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
+    }
+    stream.join().unwrap();
+    wait_for("every hit written", Duration::from_secs(20), || {
+        metric(&scrape(&server), "portcullis_hitlog_written_total", &[]) >= total as f64
+    });
+    let text = scrape(&server);
+    assert_eq!(metric(&text, "portcullis_hitlog_dropped_total", &[]), 0.0);
+    // Everything counted as written is in a file: what came before the
+    // deletion in the old one, the rest in the new one at the path.
+    let new = rusqlite::Connection::open_with_flags(
+        &database,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("a new database at the path");
+    let (before, after) = (rows(&old), rows(&new));
+    assert!(
+        before + after >= total as u64,
+        "{before} + {after} < {total}"
+    );
+    assert!(
+        after >= (total - deleted_at) as u64,
+        "{after} in the new file, {} sent after the deletion",
+        total - deleted_at
+    );
+    assert!(server.wait_log("deleted or replaced", Duration::from_secs(5)));
+}

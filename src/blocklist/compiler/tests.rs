@@ -214,3 +214,21 @@ fn a_broken_feed_without_a_previous_parse_is_just_missing() {
     assert_eq!(list.entries(), 0);
     assert_eq!((r.feeds_loaded(), r.feeds_failed()), (0, 1));
 }
+
+#[test]
+fn a_failed_snapshot_write_leaves_no_temporary_file() {
+    let (dir, mut c) = setup();
+    std::fs::write(dir.path().join("feeds/small.txt"), names(5, "s")).unwrap();
+    let (list, report) = c.compile().unwrap();
+    let state = dir.path().join("state");
+    // The snapshot's own name is taken by a directory: the write gets as
+    // far as the rename and fails there.
+    std::fs::create_dir_all(state.join(super::super::snapshot::FILE_NAME).join("x")).unwrap();
+    let error = super::super::snapshot::save(&state, &list, &report.inputs).unwrap_err();
+    assert!(!error.to_string().is_empty());
+    let left: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, [super::super::snapshot::FILE_NAME], "{left:?}");
+}

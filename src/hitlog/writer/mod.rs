@@ -97,6 +97,7 @@ pub fn spawn(settings: Settings) -> std::io::Result<HitLog> {
     let mut writer = Writer {
         settings,
         store: None,
+        identity: None,
         last_open: None,
         jsonl: None,
         counters: Arc::clone(&counters),
@@ -142,6 +143,9 @@ impl HitLog {
 struct Writer {
     settings: Settings,
     store: Option<Store>,
+    /// The database file the store has open (device, inode), to notice it
+    /// deleted or replaced under us.
+    identity: Option<(u64, u64)>,
     last_open: Option<Instant>,
     jsonl: Option<JsonLines>,
     counters: Arc<Counters>,
@@ -245,10 +249,39 @@ impl Writer {
         }
     }
 
+    /// The (device, inode) of the file at the database's path now.
+    fn file_identity(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.settings.database)
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    }
+
+    /// Whether the open store's file is still the one at the path. An
+    /// operator (or a clean-up script) may delete or replace it; SQLite
+    /// would go on writing to the unlinked file and every record would be
+    /// counted as written and lost.
+    fn still_ours(&self) -> bool {
+        self.identity.is_some() && self.file_identity() == self.identity
+    }
+
+    /// Close the store whose file is gone and open the path afresh.
+    fn reopen_replaced(&mut self) {
+        tracing::warn!(database = %self.settings.database.display(), "the hit log database was deleted or replaced; opening it again");
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        ::metrics::counter!(telemetry::HITLOG_ERRORS).increment(1);
+        // Closing first checkpoints and removes the old file's WAL, which
+        // must not be applied to the new one.
+        self.store = None;
+        self.identity = None;
+        self.open_store();
+    }
+
     fn open_store(&mut self) {
         self.last_open = Some(Instant::now());
         match Store::open_writer(&self.settings.database, self.settings.max_bytes) {
             Ok(store) => {
+                self.identity = self.file_identity();
                 tracing::info!(database = %self.settings.database.display(), "hit log open");
                 if self.failures.count > 0 {
                     tracing::info!("hit log database usable again");
@@ -269,9 +302,19 @@ impl Writer {
         if self.store.is_none() && self.last_open.is_none_or(|t| t.elapsed() >= REOPEN_AFTER) {
             self.open_store();
         }
+        if self.store.is_some() && !self.still_ours() {
+            self.reopen_replaced();
+        }
         let n = batch.len() as u64;
         let mut ids = Vec::new();
-        match self.store.as_mut().map(|s| s.insert(batch)) {
+        let mut inserted = self.store.as_mut().map(|s| s.insert(batch));
+        if matches!(inserted, Some(Ok(_))) && !self.still_ours() {
+            // Gone between the check and the commit: the batch went to the
+            // old file. Write it again to the new one.
+            self.reopen_replaced();
+            inserted = self.store.as_mut().map(|s| s.insert(batch));
+        }
+        match inserted {
             Some(Ok(given)) => {
                 ids = given;
                 self.pending.add(n);
