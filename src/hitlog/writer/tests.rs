@@ -37,6 +37,7 @@ pub(super) fn writer(database: &std::path::Path) -> Writer {
             max_bytes: None,
         },
         store: None,
+        identity: None,
         last_open: None,
         jsonl: None,
         counters: Arc::new(Counters::default()),
