@@ -31,6 +31,10 @@ pub struct Health {
     pub upstream_fresh: Duration,
     /// The encrypted listeners' certificate, watched for expiry.
     pub certs: Option<Arc<CertStore>>,
+    /// What the reloader last did: feeds in trouble are reported.
+    pub reload: Option<crate::watch::StatusHandle>,
+    /// `blocklist.allow_empty`: an empty list is not a problem.
+    pub allow_empty: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -61,6 +65,8 @@ impl Health {
             upstream_error: AtomicI64::new(0),
             upstream_fresh,
             certs: None,
+            reload: None,
+            allow_empty: false,
         }
     }
 
@@ -91,6 +97,10 @@ impl Health {
         let (generation, entries) = (list.generation(), list.entries());
         if generation == 0 {
             problems.push("no blocklist is loaded".to_owned());
+        } else if entries == 0 && !self.allow_empty {
+            problems.push(
+                "the blocklist is empty: no feed gave any entry (blocklist.allow_empty)".to_owned(),
+            );
         }
         let ok = self.upstream_ok.load(Ordering::Relaxed);
         let now = now_ms();
@@ -104,6 +114,23 @@ impl Health {
             });
         }
         let mut warnings = Vec::new();
+        if let Some(status) = &self.reload {
+            let status = status
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (name, feed) in &status.feeds {
+                let Some(error) = &feed.error else { continue };
+                // Served from its last good copy, the feed still protects:
+                // a warning. With nothing to serve, its protection is gone.
+                if feed.kept_previous {
+                    warnings.push(format!(
+                        "feed {name}: {error}; serving its last good contents"
+                    ));
+                } else {
+                    problems.push(format!("feed {name} is not loaded: {error}"));
+                }
+            }
+        }
         if let Some(certs) = &self.certs {
             let left = certs.seconds_left();
             if left <= 0 {

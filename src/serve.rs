@@ -63,6 +63,7 @@ pub async fn blocklist(config: &Arc<Config>, started: Instant) -> anyhow::Result
     let status: StatusHandle = Arc::default();
     let handle = blocklist::empty_handle();
     let mut compiler = Compiler::new(Arc::clone(config));
+    compiler.keep_last_good();
     match snapshot::load(&config.blocklist.state_dir) {
         Ok(loaded) => {
             tracing::info!(
@@ -71,10 +72,13 @@ pub async fn blocklist(config: &Arc<Config>, started: Instant) -> anyhow::Result
                 took_ms = started.elapsed().as_millis() as u64,
                 "blocklist loaded from the snapshot"
             );
-            status
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .from_snapshot = true;
+            {
+                let mut s = status.lock().unwrap_or_else(PoisonError::into_inner);
+                s.from_snapshot = true;
+                // A validity edge that passed while the resolver was down
+                // makes the reloader reload at once.
+                s.next_change = loaded.next_change;
+            }
             // Big feeds whose files are unchanged keep their layers, so the
             // first reload after a restart is as fast as any other.
             if blocklist::settings_match(config, &loaded.fingerprints) {
@@ -213,6 +217,8 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         Duration::from_secs(config.admin.ready_upstream_secs),
     );
     health.certs = bound.certs.clone();
+    health.reload = Some(Arc::clone(&status));
+    health.allow_empty = config.blocklist.allow_empty;
     let health = Arc::new(health);
     let hitlog = if config.hitlog.enabled {
         Some(

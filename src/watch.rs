@@ -149,9 +149,10 @@ pub fn go_live(
     record_success(status, generation, report);
     let state_dir = config.blocklist.state_dir.clone();
     let (snapshot_list, fingerprints) = (Arc::clone(&list), report.inputs.clone());
+    let next_change = report.next_change;
     // Writing 15 MB is not query-path work.
     tokio::task::spawn_blocking(move || {
-        let result = match snapshot::save(&state_dir, &snapshot_list, &fingerprints) {
+        let result = match snapshot::save(&state_dir, &snapshot_list, &fingerprints, next_change) {
             Ok(_) => "ok",
             Err(error) => {
                 tracing::warn!(%error, dir = %state_dir.display(), "cannot write the blocklist snapshot");
@@ -166,6 +167,8 @@ pub fn go_live(
 /// A request to the compiler thread.
 struct Job {
     reply: oneshot::Sender<Result<(blocklist::Blocklist, CompileSummary), String>>,
+    /// SIGHUP: feeds deleted from feeds_dir go for good.
+    confirm_deletions: bool,
 }
 
 /// Start the compiler thread (lowest priority) owning `compiler`.
@@ -180,7 +183,12 @@ fn spawn_compiler(mut compiler: Compiler) -> std::io::Result<mpsc::Sender<Job>> 
                 tracing::debug!(?error, "could not lower the compiler thread's priority");
             }
             for job in rx {
-                let result = compiler.compile().map_err(|e| e.to_string());
+                let result = if job.confirm_deletions {
+                    compiler.compile_confirming_deletions()
+                } else {
+                    compiler.compile()
+                };
+                let result = result.map_err(|e| e.to_string());
                 let _ = job.reply.send(result);
             }
         })?;
@@ -266,12 +274,32 @@ impl Reloader {
             }
             tracing::info!(?trigger, "reloading the blocklist");
             let (reply, result) = oneshot::channel();
-            if compiler.send(Job { reply }).is_err() {
+            let job = Job {
+                reply,
+                confirm_deletions: trigger == Trigger::Signal,
+            };
+            if compiler.send(job).is_err() {
                 tracing::error!("the compiler thread has stopped; the blocklist will not reload");
                 return;
             }
             let started = Instant::now();
             match result.await {
+                Ok(Ok((list, report)))
+                    if list.entries() == 0
+                        && self.handle.load().entries() > 0
+                        && !self.config.blocklist.allow_empty =>
+                {
+                    // Every feed gone or empty at once is an accident far
+                    // more often than a decision.
+                    let mut s = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+                    s.reloads_failed += 1;
+                    ::metrics::counter!(telemetry::RELOADS, "result" => "error").increment(1);
+                    tracing::error!(
+                        feeds = report.feeds.len(),
+                        "the new blocklist is empty; keeping the one serving (set blocklist.allow_empty to serve an empty list)"
+                    );
+                    known = report.inputs;
+                }
                 Ok(Ok((list, report))) => {
                     for f in report.feeds.iter().filter(|f| f.error.is_some()) {
                         tracing::warn!(feed = %f.name, error = f.error.as_deref().unwrap_or(""), kept_previous = f.kept_previous, "feed error");

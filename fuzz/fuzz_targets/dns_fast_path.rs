@@ -101,6 +101,13 @@ fuzz_target!(|data: &[u8]| {
         .block_on(world.handler.handle_udp(&request, capture.clone()));
     let slow = capture.take().expect("the full path answers too");
     let slow = Message::from_vec(&slow).expect("the full path's answer decodes");
+    if slow.metadata.truncation && !fast.metadata.truncation {
+        // hickory's builder does not compress an owner name against the
+        // question, so near the UDP limit its copy of the same answer
+        // (ANY's HINFO for a long name) may not fit where ours does.
+        assert_eq!(fast.answers.len(), 1);
+        return;
+    }
     assert_eq!(fast.metadata, slow.metadata);
     assert_eq!(fast.queries, slow.queries);
     assert_eq!(fast.answers, slow.answers);

@@ -12,6 +12,8 @@ cd "$(dirname "$0")/../.."
 seconds=${1:-600}
 shift || true
 data=${PORTCULLIS_BENCH_DATA:-../shared/data}
+# Absolute, before moving into fuzz/.
+data=$(cd "$data" 2>/dev/null && pwd || echo "$data")
 cd fuzz
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
@@ -30,7 +32,7 @@ for target in "${targets[@]}"; do
     echo "== $target: ${seconds} s"
     cargo +nightly fuzz run -O "$target" "corpus/$target" -- \
         -max_total_time="$seconds" -print_final_stats=1 2>&1 |
-        grep -E '^(#|stat::number_of_executed_units|==[0-9]+==|SUMMARY|artifact_prefix)' | tail -n 4 || true
+        grep -E "^(stat::number_of_executed_units|==[0-9]+==|SUMMARY|artifact_prefix|thread '.*' panicked)|^  (left|right):" | tail -n 8 || true
     after=$(find "artifacts/$target" -type f | wc -l)
     if [ "$after" -gt "$before" ]; then
         echo "!! $target: $((after - before)) crash(es) in fuzz/artifacts/$target"

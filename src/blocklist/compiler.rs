@@ -9,9 +9,12 @@
 //! * Only changed feeds are re-parsed (see [`super::fingerprint`]). A feed
 //!   whose contents change by the clock (STIX validity) is re-parsed once
 //!   that time has come.
-//! * A feed that fails or shrinks too far keeps its last good contents
-//!   ([`feed_cache`]). A deleted file is removed: deleting is deliberate,
-//!   truncation is not.
+//! * A feed that fails, shrinks too far, cannot be read or is a symbolic
+//!   link to nothing keeps its last good contents ([`feed_cache`]); the
+//!   serving resolver keeps that copy across restarts
+//!   ([`super::last_good`]). A deleted feed stays until a SIGHUP confirms
+//!   the deletion (`blocklist.deleted_feeds = "keep"`, the default) or
+//!   goes at once (`"remove"`).
 //! * The merge is redone every time (it also applies the protected names
 //!   and the configured actions, which may have changed).
 
@@ -28,9 +31,11 @@ use std::time::{Duration, Instant, SystemTime};
 use self::feed_cache::{Adopted, Cached, CachedLayer, build_own_layers};
 use super::feed::{FeedSource, ParsedFeed, Protected};
 use super::fingerprint::{Fingerprint, fingerprint, fingerprint_inputs, settings_key};
+use super::last_good::LastGood;
 use super::merge::{MergeError, MergeSettings, Suppressed, merge};
 use super::{Blocklist, Layer, OWN_LAYER_MIN};
 use crate::config::Config;
+use crate::config::DeletedFeeds;
 use crate::formats::{self, Bounds, FeedError, Format, ParseCounts};
 
 /// A compile that produced no usable list.
@@ -61,6 +66,9 @@ pub struct FeedResult {
     pub parsed: bool,
     /// Its addresses in the answer-IP policy (of `parse.addresses`).
     pub addresses_used: usize,
+    /// The file looks like it is still being written in place: it is read
+    /// once it has been quiet until then (`blocklist.settle_ms`).
+    pub settling_until: Option<SystemTime>,
 }
 
 /// Everything `portcullis compile` prints.
@@ -114,8 +122,11 @@ pub fn feed_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if is_feed_file_name(name) && entry.path().is_file() {
-            files.push(entry.path());
+        // A symbolic link whose target is gone is still a feed: dropping it
+        // silently would lift its entries without a word.
+        let path = entry.path();
+        if is_feed_file_name(name) && (path.is_file() || path.is_symlink()) {
+            files.push(path);
         }
     }
     files.sort();
@@ -159,6 +170,8 @@ pub struct Compiler {
     cache: HashMap<PathBuf, Cached>,
     layers: HashMap<String, CachedLayer>,
     adopted: HashMap<PathBuf, Adopted>,
+    /// The serving resolver's copies of each feed's last good version.
+    last_good: Option<LastGood>,
 }
 
 impl Compiler {
@@ -168,7 +181,38 @@ impl Compiler {
             cache: HashMap::new(),
             layers: HashMap::new(),
             adopted: HashMap::new(),
+            last_good: None,
         }
+    }
+
+    /// Keep every accepted feed's last good copy in state_dir, and judge
+    /// feeds against those copies after a restart (the serving resolver;
+    /// `portcullis compile` reads the feeds as they are).
+    pub fn keep_last_good(&mut self) {
+        self.last_good = Some(LastGood::open(&self.config.blocklist.state_dir));
+    }
+
+    /// Compile, taking deleted feeds out for good (SIGHUP): with
+    /// `blocklist.deleted_feeds = "keep"` a deleted feed is otherwise
+    /// served from its last good copy until then.
+    pub fn compile_confirming_deletions(
+        &mut self,
+    ) -> Result<(Blocklist, CompileSummary), CompileError> {
+        if let Some(kept) = self.last_good.as_mut() {
+            let dir = &self.config.blocklist.feeds_dir;
+            let gone: Vec<String> = kept
+                .feeds()
+                .filter(|name| !dir.join(name).exists() && !dir.join(name).is_symlink())
+                .map(str::to_owned)
+                .collect();
+            for name in gone {
+                tracing::info!(feed = %name, "feed deletion confirmed; its entries are lifted");
+                if let Err(error) = kept.forget(&name) {
+                    tracing::warn!(feed = %name, %error, "cannot remove the feed's last good copy");
+                }
+            }
+        }
+        self.compile()
     }
 
     /// Take over the big-feed layers of a snapshot whose inputs still match
@@ -219,6 +263,27 @@ impl Compiler {
             max_entries: config.blocklist.max_feed_entries,
         };
         let mut jobs: Vec<(PathBuf, FeedSource, Option<Format>, Bounds)> = Vec::new();
+        let mut files = files;
+        // A feed deleted from feeds_dir whose last good copy is kept stays
+        // a job (served from the copy, with the reason) until confirmed.
+        if let Some(kept) = self.last_good.as_mut() {
+            let remove = config.blocklist.deleted_feeds == DeletedFeeds::Remove;
+            let gone: Vec<String> = kept
+                .feeds()
+                .filter(|name| !files.iter().any(|f| f.file_name() == Some(name.as_ref())))
+                .map(str::to_owned)
+                .collect();
+            for name in gone {
+                if remove {
+                    tracing::info!(feed = %name, "feed deleted; its entries are lifted");
+                    if let Err(error) = kept.forget(&name) {
+                        tracing::warn!(feed = %name, %error, "cannot remove the feed's last good copy");
+                    }
+                } else {
+                    files.push(dir.join(name));
+                }
+            }
+        }
         for path in files {
             let name = file_name(&path);
             let settings = config.feed_settings(&name);
@@ -371,7 +436,13 @@ impl Compiler {
         for r in &mut reports {
             r.addresses_used = used.get(r.name.as_str()).copied().unwrap_or(0);
         }
-        let next_change = feeds.iter().filter_map(|f| f.next_change()).min();
+        // The next validity edge, or the time a feed still being written
+        // will have settled: the reloader comes back then.
+        let next_change = feeds
+            .iter()
+            .filter_map(|f| f.next_change())
+            .chain(reports.iter().filter_map(|r| r.settling_until))
+            .min();
         let report = CompileSummary {
             feeds: reports,
             protected_names: protected.len(),

@@ -44,6 +44,7 @@ mod compiler;
 mod feed;
 mod filter;
 mod fingerprint;
+pub mod last_good;
 mod lookup;
 mod merge;
 pub mod snapshot;

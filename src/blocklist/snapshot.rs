@@ -113,6 +113,11 @@ struct Meta {
     layers: Vec<LayerMeta>,
     /// The inputs the list was built from (path -> size, mtime ns, hash).
     fingerprints: BTreeMap<String, (u64, Option<u128>, u64)>,
+    /// When an entry's validity window opens or closes next (ms since the
+    /// epoch), so that a restart from the snapshot reloads once it has
+    /// passed. Absent in older snapshots: read as none.
+    #[serde(default)]
+    next_change_ms: Option<u64>,
 }
 
 fn scope_code(s: Scope) -> u8 {
@@ -143,6 +148,7 @@ pub fn save(
     dir: &Path,
     list: &Blocklist,
     fingerprints: &BTreeMap<String, Fingerprint>,
+    next_change: Option<std::time::SystemTime>,
 ) -> io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let mut region_len = 0u64;
@@ -203,6 +209,9 @@ pub fn save(
             .iter()
             .map(|(p, f)| (p.clone(), (f.size, f.modified.and_then(nanos), f.hash)))
             .collect(),
+        next_change_ms: next_change
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64),
     };
     let meta = serde_json::to_vec(&meta).map_err(io::Error::other)?;
     let pad = |n: usize| (8 - n % 8) % 8;
@@ -268,6 +277,9 @@ fn map(file: &File) -> io::Result<memmap2::Mmap> {
 pub struct Loaded {
     pub list: Blocklist,
     pub fingerprints: BTreeMap<String, Fingerprint>,
+    /// The next validity edge of an entry in it (STIX `valid_from` and
+    /// `valid_until`), which may have passed while the resolver was down.
+    pub next_change: Option<std::time::SystemTime>,
 }
 
 /// Load and check a snapshot.
@@ -440,7 +452,14 @@ pub fn load(dir: &Path) -> Result<Loaded, SnapshotError> {
         .collect();
     let mut list = Blocklist::from_layers(layers);
     list.set_generation(meta.generation);
-    Ok(Loaded { list, fingerprints })
+    let next_change = meta
+        .next_change_ms
+        .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
+    Ok(Loaded {
+        list,
+        fingerprints,
+        next_change,
+    })
 }
 
 /// Map `len` bytes of a file from `offset` (which is a multiple of 8; the
@@ -506,7 +525,7 @@ mod tests {
                 hash: 9,
             },
         )]);
-        save(dir.path(), &sample(), &fp).unwrap();
+        save(dir.path(), &sample(), &fp, None).unwrap();
         let loaded = load(dir.path()).unwrap();
         let list = loaded.list;
         assert_eq!(loaded.fingerprints, fp);
@@ -525,7 +544,7 @@ mod tests {
     #[test]
     fn corruption_is_detected_and_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        let path = save(dir.path(), &sample(), &BTreeMap::new()).unwrap();
+        let path = save(dir.path(), &sample(), &BTreeMap::new(), None).unwrap();
         let good = std::fs::read(&path).unwrap();
         // A flipped byte anywhere after the header.
         for at in [HEADER + 3, good.len() - 5] {

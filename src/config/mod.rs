@@ -33,8 +33,9 @@ mod validate;
 mod tests;
 
 pub use raw::{
-    DnssecMode, LogFormat, OverLimit, RawAdmin, RawBlockPage, RawBlocklist, RawConfig, RawFeed,
-    RawHitlog, RawLimits, RawLog, RawOrganisation, RawResolver, RawServer, RawTaxii, ResolverMode,
+    DeletedFeeds, DnssecMode, LogFormat, OverLimit, RawAdmin, RawBlockPage, RawBlocklist,
+    RawConfig, RawFeed, RawHitlog, RawLimits, RawLog, RawOrganisation, RawResolver, RawServer,
+    RawTaxii, ResolverMode,
 };
 pub use sections::{
     AdminConfig, BlockPageConfig, BlocklistConfig, EncryptedConfig, FeedConfig, HitlogConfig,

@@ -48,6 +48,18 @@ pub struct RawConfig {
     pub limits: RawLimits,
 }
 
+/// What a feed deleted from feeds_dir does to the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeletedFeeds {
+    /// Its entries stay, served from its last good copy, until a SIGHUP
+    /// confirms the deletion: a deletion by mistake lifts no protection.
+    #[default]
+    Keep,
+    /// Its entries go at the next reload.
+    Remove,
+}
+
 /// What a query over its client's rate gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -380,10 +392,23 @@ pub struct RawBlocklist {
     pub debounce_ms: u64,
     #[serde(default = "default_rescan_secs")]
     pub rescan_secs: u64,
+    #[serde(default)]
+    pub deleted_feeds: DeletedFeeds,
+    #[serde(default = "default_settle_ms")]
+    pub settle_ms: u64,
+    /// Serve a blocklist with no entries (otherwise a reload that would
+    /// empty it is refused, and an empty list makes the node unready).
+    #[serde(default)]
+    pub allow_empty: bool,
     #[serde(default = "default_max_feed_entries")]
     pub max_feed_entries: usize,
     #[serde(default = "default_max_feed_mib")]
     pub max_feed_mib: u64,
+}
+
+fn default_settle_ms() -> u64 {
+    // Longer than the pauses of a download written in place in bursts.
+    2000
 }
 
 fn default_max_feed_entries() -> usize {
@@ -422,6 +447,9 @@ impl Default for RawBlocklist {
             max_shrink: default_max_shrink(),
             debounce_ms: default_debounce_ms(),
             rescan_secs: default_rescan_secs(),
+            deleted_feeds: DeletedFeeds::default(),
+            settle_ms: default_settle_ms(),
+            allow_empty: false,
             max_feed_entries: default_max_feed_entries(),
             max_feed_mib: default_max_feed_mib(),
         }

@@ -152,6 +152,13 @@ pub struct BlocklistConfig {
     /// Full rescan of feeds_dir even without file events (network file
     /// systems lose events), in seconds.
     pub rescan_secs: u64,
+    /// A feed written in place is read once it has been unchanged this
+    /// long (ms); 0 reads it at once.
+    pub settle_ms: u64,
+    /// Whether a deleted feed's entries stay until a SIGHUP.
+    pub deleted_feeds: crate::config::DeletedFeeds,
+    /// Serve an empty blocklist without complaint.
+    pub allow_empty: bool,
     /// Entries one feed may hold unless its `max_entries` says otherwise,
     /// counted as it is read.
     pub max_feed_entries: usize,

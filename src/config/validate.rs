@@ -323,6 +323,9 @@ pub(super) fn blocklist(raw: RawBlocklist, cx: &Checker) -> Result<BlocklistConf
         max_shrink: raw.max_shrink,
         debounce_ms: raw.debounce_ms,
         rescan_secs: raw.rescan_secs,
+        deleted_feeds: raw.deleted_feeds,
+        settle_ms: raw.settle_ms,
+        allow_empty: raw.allow_empty,
         max_feed_entries: raw.max_feed_entries,
         max_feed_mib: raw.max_feed_mib,
     })

@@ -194,7 +194,11 @@ impl Server {
     fn wait_serving(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.log_contains("serving") {
+            // The start-up line itself ("serving startup_ms=..." as text,
+            // "message":"serving" as JSON), not any line with the word.
+            if self.log_contains(" serving startup_ms=")
+                || self.log_contains("\"message\":\"serving\"")
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));

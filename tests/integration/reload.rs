@@ -172,14 +172,27 @@ fn twenty_file_operations_under_continuous_queries() {
         true,
         "malformed f06.txt",
     ));
-    // 16-17: deleted: the names resolve again.
+    // 16-17: deleted: the names stay blocked (a deletion by mistake lifts
+    // nothing) until a SIGHUP confirms it; then they resolve again.
     for i in [7, 8] {
         std::fs::remove_file(feeds.join(format!("f{i:02}.txt"))).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    for i in [7, 8] {
+        step(wait_for(
+            server.addr,
+            &names(&format!("f{i}")),
+            true,
+            "deleted feed, not confirmed",
+        ));
+    }
+    server.signal("HUP");
+    for i in [7, 8] {
         step(wait_for(
             server.addr,
             &names(&format!("f{i}")),
             false,
-            "deleted feed",
+            "deleted feed, confirmed by SIGHUP",
         ));
     }
     // 18: a temporary file is ignored until renamed into place.

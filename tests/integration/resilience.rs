@@ -647,3 +647,200 @@ fn a_hit_log_deleted_under_a_stream_of_blocks_is_opened_again_and_loses_nothing(
     );
     assert!(server.wait_log("deleted or replaced", Duration::from_secs(5)));
 }
+
+fn feed_names(prefix: &str, n: usize) -> String {
+    (0..n)
+        .map(|i| format!("{prefix}{i}.example.test\n"))
+        .collect()
+}
+
+fn blocked(server: &Server, name: &str) -> bool {
+    let reply = query(server.addr, name, RecordType::A, Transport::Udp, true);
+    ede(&reply).is_some_and(|(code, _)| code == 15)
+}
+
+fn readyz(server: &Server) -> (u16, serde_json::Value) {
+    let (status, _, body) = crate::harness::http_get(server.admin(), "/readyz", None);
+    (status, serde_json::from_str(&body).unwrap())
+}
+
+#[test]
+fn a_restart_judges_feeds_against_their_last_good_copies() {
+    let setup = Setup::new();
+    setup.write("feeds/small.txt", &feed_names("s", 20));
+    setup.write("feeds/garbled.txt", &feed_names("g", 20));
+    std::fs::create_dir_all(setup.path("elsewhere")).unwrap();
+    setup.write("elsewhere/target.txt", &feed_names("t", 5));
+    std::os::unix::fs::symlink(
+        setup.path("elsewhere/target.txt"),
+        setup.path("feeds/linked.txt"),
+    )
+    .unwrap();
+    // A STIX indicator that is valid for a few seconds more.
+    let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(4);
+    let until = until
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    setup.write(
+        "feeds/intel.json",
+        &format!(
+            r#"{{"type": "bundle", "id": "bundle--1", "objects": [
+              {{"type": "indicator", "spec_version": "2.1", "id": "indicator--brief",
+                "pattern_type": "stix", "pattern": "[domain-name:value = 'brief.example.test']",
+                "valid_from": "2024-01-01T00:00:00Z", "valid_until": "{until}"}}]}}"#
+        ),
+    );
+    let auth = Authority::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &[("example.test.", example_zone("example.test.", "127.0.0.1"))],
+    );
+    let config = setup.config_with_admin(
+        "",
+        &format!(
+            "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\n",
+            auth.addr
+        ),
+    );
+    let server = Server::start(&config);
+    for name in [
+        "s3.example.test",
+        "g3.example.test",
+        "t3.example.test",
+        "brief.example.test",
+    ] {
+        assert!(blocked(&server, name), "{name}");
+    }
+    assert_eq!(server.terminate().code(), Some(0));
+
+    // While it is down: one feed truncated to a tenth, one garbled, the
+    // link's target gone, and the indicator's time up.
+    setup.write("feeds/small.txt", &feed_names("s", 2));
+    setup.write("feeds/garbled.txt", "\u{0}\u{1}<html>not a feed</html>\n");
+    std::fs::remove_file(setup.path("elsewhere/target.txt")).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+
+    // From the snapshot: the expiry is acted on at once, and the reload
+    // judges the feeds against the copies kept in state_dir.
+    let server = Server::start(&config);
+    wait_for(
+        "the expired indicator lifted",
+        Duration::from_secs(10),
+        || !blocked(&server, "brief.example.test"),
+    );
+    for name in ["s3.example.test", "g3.example.test", "t3.example.test"] {
+        assert!(
+            blocked(&server, name),
+            "{name} after a restart from the snapshot"
+        );
+    }
+    for reason in ["shrank from 20 to 2", "no known format", "target is gone"] {
+        assert!(
+            server.wait_log(reason, Duration::from_secs(5)),
+            "{reason}\n{}",
+            server.log()
+        );
+    }
+    let text = scrape(&server);
+    for feed in ["small.txt", "garbled.txt", "linked.txt"] {
+        assert!(
+            metric(&text, "portcullis_feed_errors_total", &[("feed", feed)]) >= 1.0,
+            "{feed}"
+        );
+    }
+    let (status, ready) = readyz(&server);
+    assert_eq!(status, 200, "{ready}");
+    let warnings = ready["warnings"].to_string();
+    for feed in ["small.txt", "garbled.txt", "linked.txt"] {
+        assert!(warnings.contains(feed), "{feed}: {warnings}");
+    }
+    assert_eq!(server.terminate().code(), Some(0));
+
+    // Without the snapshot the start-up compile itself uses the copies.
+    std::fs::remove_file(setup.path("state/blocklist.snapshot")).unwrap();
+    let server = Server::start(&config);
+    for name in ["s3.example.test", "g3.example.test", "t3.example.test"] {
+        assert!(blocked(&server, name), "{name} after a compile at start");
+    }
+    assert!(!blocked(&server, "brief.example.test"));
+
+    // Every feed file removed: the list stays, and /readyz says why.
+    for feed in ["small.txt", "garbled.txt", "linked.txt", "intel.json"] {
+        std::fs::remove_file(setup.path(&format!("feeds/{feed}"))).unwrap();
+    }
+    wait_for("the deletions noticed", Duration::from_secs(10), || {
+        readyz(&server).1["warnings"]
+            .to_string()
+            .contains("was deleted")
+    });
+    assert!(blocked(&server, "s3.example.test"));
+    assert_eq!(readyz(&server).0, 200);
+}
+
+#[test]
+fn a_feed_written_in_place_in_bursts_never_serves_a_partial_list() {
+    let setup = Setup::new();
+    let names: Vec<String> = (0..400).map(|i| format!("b{i}.example.test")).collect();
+    setup.write("feeds/bursty.txt", &(names.join("\n") + "\n"));
+    let config = setup.config(
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\n\
+         [blocklist]\ndebounce_ms = 200\n",
+    );
+    let server = Server::start(&config);
+    let addr = server.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sample: Vec<String> = names.iter().step_by(20).cloned().collect();
+    let watcher = std::thread::spawn({
+        let stop = std::sync::Arc::clone(&stop);
+        move || {
+            let (mut asked, mut unblocked) = (0, Vec::new());
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                for name in &sample {
+                    let reply = query(addr, name, RecordType::A, Transport::Udp, true);
+                    asked += 1;
+                    if ede(&reply).map(|e| e.0) != Some(15) {
+                        unblocked.push(name.clone());
+                    }
+                }
+            }
+            (asked, unblocked)
+        }
+    });
+    // The same names again, plus one, written in place in 8 bursts with
+    // 1.5 s pauses: longer than the debounce, shorter than the settle time.
+    let text = names.join("\n") + "\nlast.example.test\n";
+    let chunk = text.len().div_ceil(8);
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(setup.path("feeds/bursty.txt")).unwrap();
+        for part in text.as_bytes().chunks(chunk) {
+            file.write_all(part).unwrap();
+            file.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+    }
+    wait_for("the whole file read", Duration::from_secs(10), || {
+        let reply = query(
+            addr,
+            "last.example.test",
+            RecordType::A,
+            Transport::Udp,
+            true,
+        );
+        ede(&reply).map(|e| e.0) == Some(15)
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (asked, unblocked) = watcher.join().unwrap();
+    assert!(asked > 100, "{asked}");
+    assert!(
+        unblocked.is_empty(),
+        "{} of {asked} unblocked: {:?}",
+        unblocked.len(),
+        &unblocked[..unblocked.len().min(5)]
+    );
+    assert!(
+        server.log_contains("still being written"),
+        "{}",
+        server.log()
+    );
+}

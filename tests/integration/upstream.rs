@@ -48,13 +48,23 @@ impl Authority {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let udp = tokio::net::UdpSocket::bind(addr)
-                    .await
-                    .unwrap_or_else(|e| panic!("bind udp {addr}: {e}"));
+                // An ephemeral UDP port's TCP twin may be taken (by another
+                // test's outgoing connection): try another port then.
+                let mut tries = if addr.port() == 0 { 20 } else { 1 };
+                let (udp, tcp) = loop {
+                    let udp = tokio::net::UdpSocket::bind(addr)
+                        .await
+                        .unwrap_or_else(|e| panic!("bind udp {addr}: {e}"));
+                    let bound = udp.local_addr().expect("local addr");
+                    match tokio::net::TcpListener::bind(bound).await {
+                        Ok(tcp) => break (udp, tcp),
+                        Err(e) if tries > 1 && e.kind() == std::io::ErrorKind::AddrInUse => {
+                            tries -= 1;
+                        }
+                        Err(e) => panic!("bind tcp {bound}: {e}"),
+                    }
+                };
                 let bound = udp.local_addr().expect("local addr");
-                let tcp = tokio::net::TcpListener::bind(bound)
-                    .await
-                    .unwrap_or_else(|e| panic!("bind tcp {bound}: {e}"));
                 let mut server = Server::new(catalog);
                 server.register_socket(udp);
                 server.register_listener(tcp, Duration::from_secs(5), 65535);

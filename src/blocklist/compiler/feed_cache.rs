@@ -18,6 +18,29 @@ use crate::blocklist::fingerprint::{Fingerprint, content_hash};
 use crate::blocklist::merge::{MergeError, MergeSettings, Suppressed, merge_ranges, shard_ranges};
 use crate::formats::{self, Bounds, Format, ParseCounts};
 
+/// When a file modified within the last `settle_ms` will have settled, if
+/// it looks written in place: its status-change time is its modification
+/// time (a rename into place, the supported drop, changes only the
+/// former, and such a file is read at once).
+fn settling(meta: &std::fs::Metadata, settle_ms: u64, now: SystemTime) -> Option<SystemTime> {
+    use std::os::unix::fs::MetadataExt;
+    if settle_ms == 0 {
+        return None;
+    }
+    let modified = meta.modified().ok()?;
+    let changed_after_write =
+        (meta.ctime() - meta.mtime()) * 1_000_000_000 + (meta.ctime_nsec() - meta.mtime_nsec());
+    let until = modified + std::time::Duration::from_millis(settle_ms);
+    (until > now && changed_after_write < 1_000_000).then_some(until)
+}
+
+/// How to parse a feed's last good copy instead of the feed.
+pub(super) struct Fallback {
+    source: FeedSource,
+    format: Option<Format>,
+    bounds: Bounds,
+}
+
 /// A cached feed: its last good parse and the file it came from.
 pub(super) struct Cached {
     pub(super) feed: Arc<ParsedFeed>,
@@ -169,13 +192,60 @@ impl Compiler {
             report.parse = c.feed.report.clone();
             return (Some(Arc::clone(&c.feed)), report);
         }
+        let fallback = Fallback {
+            source: source.clone(),
+            format,
+            bounds,
+        };
+        // Written in place and still changing: keep what is served and
+        // come back when it has been quiet long enough. (A feed with nothing
+        // served yet is read as it is: something beats nothing.)
+        if let Ok(m) = &meta
+            && let Some(until) = settling(m, self.config.blocklist.settle_ms, now)
+            && (self.cache.contains_key(path)
+                || self.adopted.contains_key(path)
+                || self
+                    .last_good
+                    .as_ref()
+                    .is_some_and(|k| k.get(&source.name).is_some()))
+        {
+            tracing::info!(feed = %report.name, "feed still being written; reading it once it is quiet");
+            report.settling_until = Some(until);
+            if !self.cache.contains_key(path) && !self.adopted.contains_key(path) {
+                self.restore_last_good(path, fallback);
+            }
+            let previous = self.cache.get(path).map(|c| Arc::clone(&c.feed));
+            if let Some(feed) = &previous {
+                report.format = Some(feed.source.format);
+                report.parse = feed.report.clone();
+                report.kept_previous = true;
+            } else if let Some(a) = self.adopted.get(path) {
+                report.format = Some(a.format);
+                report.parse = a.report.clone();
+                report.kept_previous = true;
+            }
+            return (previous, report);
+        }
         let hash = match meta.and_then(|_| content_hash(path)) {
             Ok(h) => h,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path.exists() => {
+                let error = if path.is_symlink() {
+                    format!("{} is a symbolic link whose target is gone", path.display())
+                } else {
+                    format!(
+                        "{} was deleted; its entries stay until a SIGHUP confirms the deletion \
+                         (blocklist.deleted_feeds = \"keep\")",
+                        path.display()
+                    )
+                };
+                return self.keep_previous(path, report, error, fallback);
+            }
             Err(e) => {
                 return self.keep_previous(
                     path,
                     report,
                     format!("cannot read {}: {e}", path.display()),
+                    fallback,
                 );
             }
         };
@@ -202,7 +272,8 @@ impl Compiler {
             .cache
             .get(path)
             .map(|c| c.fingerprint.hash)
-            .or_else(|| self.adopted.get(path).map(|a| a.fingerprint.hash));
+            .or_else(|| self.adopted.get(path).map(|a| a.fingerprint.hash))
+            .or_else(|| Some(self.last_good.as_ref()?.get(&source.name)?.hash));
         let clock_only = known_hash == Some(hash);
         let parsed = parse_feed(
             path,
@@ -215,15 +286,20 @@ impl Compiler {
         );
         let feed = match parsed {
             Ok(feed) => feed,
-            Err(error) => return self.keep_previous(path, report, error),
+            Err(error) => return self.keep_previous(path, report, error, fallback),
         };
         report.format = Some(feed.source.format);
         report.parse = feed.report.clone();
+        // The baseline survives restarts: the last good copy's count.
         let previous = self
             .cache
             .get(path)
             .map(|c| c.feed.indicators())
             .or_else(|| self.adopted.get(path).map(Adopted::indicators))
+            .or_else(|| {
+                let kept = self.last_good.as_ref()?.get(&feed.source.name)?;
+                Some(kept.indicators)
+            })
             .unwrap_or(0);
         let max_shrink = self.config.blocklist.max_shrink;
         if !clock_only
@@ -237,9 +313,20 @@ impl Compiler {
                 feed.indicators(),
                 max_shrink * 100.0
             );
-            return self.keep_previous(path, report, error);
+            return self.keep_previous(path, report, error, fallback);
         }
         let feed = Arc::new(feed);
+        if !feed.source.allow_only
+            && let Some(kept) = self.last_good.as_mut()
+        {
+            let copy = crate::blocklist::last_good::Kept {
+                indicators: feed.indicators(),
+                hash,
+            };
+            if let Err(error) = kept.save(&feed.source.name, path, copy) {
+                tracing::warn!(feed = %feed.source.name, %error, "cannot keep the feed's last good copy");
+            }
+        }
         self.cache.insert(
             path.to_path_buf(),
             Cached {
@@ -251,11 +338,15 @@ impl Compiler {
     }
 
     fn keep_previous(
-        &self,
+        &mut self,
         path: &Path,
         mut report: FeedResult,
         error: String,
+        fallback: Fallback,
     ) -> (Option<Arc<ParsedFeed>>, FeedResult) {
+        if !self.cache.contains_key(path) && !self.adopted.contains_key(path) {
+            self.restore_last_good(path, fallback);
+        }
         let previous = self.cache.get(path).map(|c| Arc::clone(&c.feed));
         report.kept_previous = previous.is_some();
         if let Some(feed) = &previous {
@@ -272,5 +363,47 @@ impl Compiler {
         }
         report.error = Some(error);
         (previous, report)
+    }
+
+    /// After a restart, nothing of a feed is in memory: parse its last
+    /// good copy from state_dir and cache it as this path's last good
+    /// parse (under the copy's fingerprint, so the file at the path is
+    /// still read again each time).
+    fn restore_last_good(&mut self, path: &Path, fallback: Fallback) {
+        let Fallback {
+            source,
+            format,
+            bounds,
+        } = fallback;
+        let Some(copy) = self.last_good.as_ref().and_then(|k| k.copy(&source.name)) else {
+            return;
+        };
+        let name = source.name.clone();
+        let parsed = parse_feed(
+            &copy,
+            |f| FeedSource {
+                format: f,
+                ..source
+            },
+            format,
+            bounds,
+        );
+        let fingerprint = crate::blocklist::fingerprint::fingerprint(&copy, None);
+        match (parsed, fingerprint) {
+            (Ok(feed), Some(fingerprint)) => {
+                tracing::info!(feed = %name, copy = %copy.display(), entries = feed.indicators(), "restored the feed's last good copy");
+                self.cache.insert(
+                    path.to_path_buf(),
+                    Cached {
+                        feed: Arc::new(feed),
+                        fingerprint,
+                    },
+                );
+            }
+            (Err(error), _) => {
+                tracing::error!(feed = %name, copy = %copy.display(), %error, "the feed's last good copy does not parse");
+            }
+            (Ok(_), None) => {}
+        }
     }
 }

@@ -22,7 +22,8 @@ fn temporary_and_doc_files_are_not_feeds() {
 fn setup() -> (tempfile::TempDir, Compiler) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("feeds")).unwrap();
-    let text = "[blocklist]\nfeeds_dir = \"feeds\"\nmax_shrink = 0.5\n";
+    // These tests rewrite feeds in place and compile at once: no settling.
+    let text = "[blocklist]\nfeeds_dir = \"feeds\"\nmax_shrink = 0.5\nsettle_ms = 0\n";
     let config = Config::from_str(text, &dir.path().join("p.toml")).unwrap();
     (dir, Compiler::new(Arc::new(config)))
 }
@@ -108,7 +109,8 @@ fn a_big_feed_keeps_its_layers_not_its_parse() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("feeds")).unwrap();
     std::fs::write(dir.path().join("protected.txt"), "").unwrap();
-    let text = "[blocklist]\nfeeds_dir = \"feeds\"\nprotected = [\"protected.txt\"]\n";
+    let text =
+        "[blocklist]\nfeeds_dir = \"feeds\"\nprotected = [\"protected.txt\"]\nsettle_ms = 0\n";
     let config = Config::from_str(text, &dir.path().join("p.toml")).unwrap();
     let mut c = Compiler::new(Arc::new(config));
     let big = dir.path().join("feeds/big.txt");
@@ -142,7 +144,7 @@ fn a_restart_adopts_big_layers_from_the_snapshot() {
     );
     list.set_generation(1);
     let state = dir.path().join("state");
-    super::super::snapshot::save(&state, &list, &report.inputs).unwrap();
+    super::super::snapshot::save(&state, &list, &report.inputs, None).unwrap();
     let loaded = super::super::snapshot::load(&state).unwrap();
     // A new process: adopt, then a small feed changes.
     let mut c = Compiler::new(Arc::clone(&c.config));
@@ -224,11 +226,42 @@ fn a_failed_snapshot_write_leaves_no_temporary_file() {
     // The snapshot's own name is taken by a directory: the write gets as
     // far as the rename and fails there.
     std::fs::create_dir_all(state.join(super::super::snapshot::FILE_NAME).join("x")).unwrap();
-    let error = super::super::snapshot::save(&state, &list, &report.inputs).unwrap_err();
+    let error = super::super::snapshot::save(&state, &list, &report.inputs, None).unwrap_err();
     assert!(!error.to_string().is_empty());
     let left: Vec<_> = std::fs::read_dir(&state)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left, [super::super::snapshot::FILE_NAME], "{left:?}");
+}
+
+#[test]
+fn a_feed_rewritten_in_place_waits_until_it_has_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("feeds")).unwrap();
+    let text = "[blocklist]\nfeeds_dir = \"feeds\"\nsettle_ms = 60000\n";
+    let config = crate::config::Config::from_str(text, &dir.path().join("p.toml")).unwrap();
+    let mut c = Compiler::new(Arc::new(config));
+    let feed = dir.path().join("feeds/f.txt");
+    // New: read at once, whatever its age.
+    std::fs::write(&feed, names(10, "a")).unwrap();
+    let (list, r) = c.compile().unwrap();
+    assert!(list.lookup_str("a3.example").is_some());
+    assert!(r.feeds[0].settling_until.is_none());
+    // Rewritten in place a moment ago: the previous contents stay, and the
+    // compile says when to come back.
+    std::fs::write(&feed, names(10, "b")).unwrap();
+    let (list, r) = c.compile().unwrap();
+    assert!(list.lookup_str("a3.example").is_some());
+    assert!(list.lookup_str("b3.example").is_none());
+    let until = r.feeds[0].settling_until.expect("settling");
+    assert_eq!(r.next_change, Some(until));
+    assert!(r.feeds[0].error.is_none() && r.feeds[0].kept_previous);
+    // Renamed into place (its status changed after it was written): read.
+    let staged = dir.path().join("staged");
+    std::fs::write(&staged, names(10, "c")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::rename(&staged, &feed).unwrap();
+    let (list, r) = c.compile().unwrap();
+    assert!(list.lookup_str("c3.example").is_some(), "{:?}", r.feeds[0]);
 }

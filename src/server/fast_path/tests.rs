@@ -268,6 +268,37 @@ async fn any_from_the_bytes_is_the_full_paths_answer_in_fewer_bytes() {
     );
 }
 
+/// Found by the `dns_fast_path` fuzz target: ANY for a name near the
+/// longest, without EDNS (512 octets). Written from the bytes, the HINFO's
+/// owner is a pointer and the answer fits; hickory's builder writes the
+/// owner in full, so the full path's answer is truncated.
+#[tokio::test]
+async fn any_for_a_long_name_fits_in_512_octets_from_the_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let handler = handler(dir.path(), HitSender::disabled());
+    let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+    let label = "a".repeat(60);
+    let name = format!("{label}.{label}.{label}.{label}.example.");
+    let wire = packet(&name, RecordType::ANY, false, 42);
+    let mut out = [0u8; 1232];
+    let n = handler
+        .answer_from_bytes(None, &wire, src, &mut out)
+        .expect("answered from the bytes");
+    let fast = Message::from_vec(&out[..n]).unwrap();
+    assert!(n <= 512 && !fast.metadata.truncation, "{n}");
+    assert_eq!(fast.answers.len(), 1);
+    let request = Request::from_bytes(wire, src, Protocol::Udp).unwrap();
+    let capture = Capture::default();
+    handler
+        .serve(&request, capture.clone(), super::super::Via::UDP)
+        .await;
+    let slow = Message::from_vec(&capture.take().unwrap()).unwrap();
+    assert!(
+        slow.metadata.truncation,
+        "the full path's copy does not fit"
+    );
+}
+
 #[test]
 fn the_fast_path_stands_aside_for_unusual_queries() {
     let dir = tempfile::tempdir().unwrap();
