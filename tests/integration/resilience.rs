@@ -29,6 +29,24 @@ fn ttl(reply: &Message) -> u32 {
     reply.answers.first().map_or(0, |r| r.ttl)
 }
 
+/// The test zone's authority on loopback.
+fn example_authority() -> Authority {
+    Authority::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &[("example.test.", example_zone("example.test.", "127.0.0.1"))],
+    )
+}
+
+/// A config (admin listener on) forwarding to `upstream`, with `evil` in
+/// a feed and more TOML after.
+fn forwarding(setup: &Setup, upstream: &str, extra: &str) -> std::path::PathBuf {
+    setup.write("feeds/list.txt", "evil.example.test\n");
+    setup.config_with_admin(
+        "",
+        &format!("[resolver]\nmode = \"forward\"\nupstreams = [\"{upstream}\"]\n{extra}"),
+    )
+}
+
 #[test]
 fn names_asked_before_are_answered_stale_when_the_upstream_dies() {
     let auth = Authority::start(
@@ -143,10 +161,7 @@ fn serve_stale_can_be_turned_off() {
 
 #[test]
 fn any_gets_a_minimal_answer_that_amplifies_at_most_twice() {
-    let auth = Authority::start(
-        "127.0.0.1:0".parse().unwrap(),
-        &[("example.test.", example_zone("example.test.", "127.0.0.1"))],
-    );
+    let auth = example_authority();
     let setup = Setup::new();
     setup.write("feeds/list.txt", "evil.example.test\n");
     let config = setup.config(&format!(
@@ -313,11 +328,10 @@ fn burst(
 #[test]
 fn a_client_over_its_rate_is_refused_and_others_are_not() {
     let setup = Setup::new();
-    setup.write("feeds/list.txt", "evil.example.test\n");
-    let config = setup.config_with_admin(
-        "",
-        "[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\n\
-         [limits]\nclient_qps = 20\nburst_factor = 1\n\
+    let config = forwarding(
+        &setup,
+        "127.0.0.1:9",
+        "[limits]\nclient_qps = 20\nburst_factor = 1\n\
          [[organisation]]\nid = \"nat\"\nnetworks = [\"127.0.0.3/32\"]\nclient_qps = 1000\n",
     );
     let server = Server::start(&config);
@@ -382,11 +396,10 @@ fn over_limit_truncate_sends_clients_to_tcp() {
 #[test]
 fn response_rate_limiting_slips_a_spoofed_victim_a_few_truncated_answers() {
     let setup = Setup::new();
-    setup.write("feeds/list.txt", "evil.example.test\n");
-    let config = setup.config_with_admin(
-        "",
-        "[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\n\
-         [limits]\nrrl_responses_per_second = 10\nburst_factor = 1\nrrl_slip = 2\n",
+    let config = forwarding(
+        &setup,
+        "127.0.0.1:9",
+        "[limits]\nrrl_responses_per_second = 10\nburst_factor = 1\nrrl_slip = 2\n",
     );
     let server = Server::start(&config);
     // The same response, again and again, to one address (as a reflection
@@ -423,10 +436,7 @@ fn response_rate_limiting_slips_a_spoofed_victim_a_few_truncated_answers() {
 
 #[test]
 fn a_random_subdomain_flood_fills_its_zones_share_and_other_names_resolve() {
-    let auth = Authority::start(
-        "127.0.0.1:0".parse().unwrap(),
-        &[("example.test.", example_zone("example.test.", "127.0.0.1"))],
-    );
+    let auth = example_authority();
     // Names under victim.example.test take a second upstream; others not.
     let relay = crate::upstream::SlowRelay::start_matching(
         auth.addr,
@@ -522,11 +532,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 fn a_gzip_bomb_is_refused_at_the_limit_and_the_list_stays() {
     use std::io::Write;
     let setup = Setup::new();
-    setup.write("feeds/list.txt", "evil.example.test\n");
-    let config = setup.config_with_admin(
-        "",
-        "[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\n",
-    );
+    let config = forwarding(&setup, "127.0.0.1:9", "");
     let server = Server::start(&config);
     // 3 GiB of valid lines in 3 MiB: one 64 MiB gzip member, 48 times
     // (a multi-member gzip file is one stream to a reader).
@@ -581,11 +587,7 @@ fn rows(db: &rusqlite::Connection) -> u64 {
 #[test]
 fn a_hit_log_deleted_under_a_stream_of_blocks_is_opened_again_and_loses_nothing() {
     let setup = Setup::new();
-    setup.write("feeds/list.txt", "evil.example.test\n");
-    let config = setup.config_with_admin(
-        "",
-        "[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\n",
-    );
+    let config = forwarding(&setup, "127.0.0.1:9", "");
     let server = Server::start(&config);
     let database = setup.path("state/hits.sqlite");
     let total = 3000;
@@ -690,10 +692,7 @@ fn a_restart_judges_feeds_against_their_last_good_copies() {
                 "valid_from": "2024-01-01T00:00:00Z", "valid_until": "{until}"}}]}}"#
         ),
     );
-    let auth = Authority::start(
-        "127.0.0.1:0".parse().unwrap(),
-        &[("example.test.", example_zone("example.test.", "127.0.0.1"))],
-    );
+    let auth = example_authority();
     let config = setup.config_with_admin(
         "",
         &format!(
