@@ -42,6 +42,16 @@ mod tests {
     use super::*;
     use crate::domain::NameError;
 
+    /// From the `feed_plain` fuzz target: `::` is an address (the IPv6
+    /// unspecified one), read as an address indicator, never as a name.
+    #[test]
+    fn an_ipv6_address_line_is_an_address_not_a_name() {
+        let (got, report) = parse_str("::\n", Format::Plain);
+        let names: Vec<&str> = got.iter().map(|(n, ..)| n.as_str()).collect();
+        assert_eq!(names, ["::/128"]);
+        assert_eq!(report.rejected, 0);
+    }
+
     #[test]
     fn golden_plain_list() {
         let text = "# comment\n\nEvil.Example.\nbad.example # inline\n*.wild.example\n\

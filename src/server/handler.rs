@@ -481,7 +481,7 @@ impl Handler {
         let _place = match self.limits.wait_upstream(cx.client, cx.org, qname) {
             Ok(place) => place,
             Err(cap) => {
-                tracing::debug!(client = %cx.client, %qname, limit = cap.metric_label(), "upstream queries capped");
+                tracing::debug!(client = %cx.client, %qname, limit = cap.label(), "upstream queries capped");
                 if let Some(edns) = edns.as_mut() {
                     edns.options_mut().insert(response::ede(0, cap.reason()));
                 }

@@ -132,7 +132,8 @@ pub enum Cap {
 }
 
 impl Cap {
-    fn label(self) -> &'static str {
+    /// Its `limit` label in the metrics and logs.
+    pub fn label(self) -> &'static str {
         match self {
             Cap::Total => "upstream_total",
             Cap::Client => "upstream_client",
@@ -158,7 +159,7 @@ impl Drop for Place<'_> {
 
 /// The configured limits, and the state they keep.
 pub struct Limits {
-    seed: rustc_hash::FxBuildHasher,
+    /// Mixed into every key: a per-process secret.
     salt: u64,
     client: Option<ClientRate>,
     rrl: Option<Rrl>,
@@ -246,9 +247,7 @@ impl Limits {
                     .collect()
             })
             .collect();
-        let seed = rustc_hash::FxBuildHasher;
         Limits {
-            seed,
             salt: std::collections::hash_map::RandomState::new().hash_one(0u64),
             client,
             rrl,
@@ -272,7 +271,7 @@ impl Limits {
     }
 
     fn hasher(&self) -> impl Hasher {
-        let mut h = self.seed.build_hasher();
+        let mut h = rustc_hash::FxHasher::default();
         h.write_u64(self.salt);
         h
     }
@@ -402,11 +401,10 @@ impl Limits {
             Some(cap) => {
                 // Dropping the place gives back what was counted.
                 drop(place);
-                let row = 3 + match cap {
-                    Cap::Total => 0,
-                    Cap::Client => 1,
-                    Cap::Zone => 2,
-                };
+                let row = LIMIT_LABELS
+                    .iter()
+                    .position(|l| *l == cap.label())
+                    .unwrap_or(3);
                 self.count(row, org);
                 Err(cap)
             }
@@ -422,10 +420,6 @@ impl Cap {
             Cap::Client => "too many of this client's queries waiting for the upstream",
             Cap::Zone => "too many queries for this zone waiting for the upstream",
         }
-    }
-
-    pub fn metric_label(self) -> &'static str {
-        self.label()
     }
 }
 
