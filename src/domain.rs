@@ -79,12 +79,7 @@ pub fn normalize(input: &str) -> Result<String, NameError> {
     if trimmed.is_empty() {
         return Err(NameError::Empty);
     }
-    // Only text that could be an address is tried as one (most names have
-    // a letter outside a-f, and this runs for every feed line).
-    let could_be_ip = trimmed
-        .bytes()
-        .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':');
-    if could_be_ip && trimmed.parse::<std::net::IpAddr>().is_ok() {
+    if is_ip(trimmed) {
         return Err(NameError::IpAddress);
     }
     let unescaped;
@@ -102,8 +97,22 @@ pub fn normalize(input: &str) -> Result<String, NameError> {
     if name.ends_with('.') {
         name.pop();
     }
+    // Again on the result: an escape (`\050`) or a full-width digit that
+    // IDNA maps to ASCII can turn text into an address.
+    if is_ip(&name) {
+        return Err(NameError::IpAddress);
+    }
     validate(&name)?;
     Ok(name)
+}
+
+/// Whether `text` is an IP address. Only text that could be one is tried
+/// (most names have a letter outside a-f, and this runs for every feed
+/// line).
+fn is_ip(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':')
+        && text.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// Check an already lower-case ASCII name against the storage rules.
@@ -202,6 +211,17 @@ pub fn self_and_ancestors(name: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// From the `feed_tsv` fuzz target: text that becomes an address only
+    /// once escapes are read or IDNA maps its digits is an address, so
+    /// normalising is idempotent (a normalised name normalises to itself).
+    #[test]
+    fn what_becomes_an_address_after_mapping_is_an_address() {
+        for text in ["22.2.2.2\\0502", "\u{ff12}2.2.2.22", "1.2.3.4", "1.2.3.4."] {
+            assert_eq!(normalize(text), Err(NameError::IpAddress), "{text:?}");
+        }
+        assert_eq!(normalize("22.2.2.22.example").unwrap(), "22.2.2.22.example");
+    }
 
     #[test]
     fn normalises_case_trailing_dot_and_whitespace() {
