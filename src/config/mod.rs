@@ -4,7 +4,7 @@
 //! [`RawConfig`] (`raw.rs`) with `deny_unknown_fields` everywhere, so a
 //! misspelt key is an error that names the key, its line and the file;
 //! then [`Config::from_raw`] checks what serde cannot (address lists,
-//! duplicate ids, hex tokens) one section at a time (`validate.rs`) and
+//! duplicate ids, hex tokens) one section at a time (`validate`) and
 //! resolves relative paths against the config file's folder, giving the
 //! validated types of `sections.rs`. Nothing here binds a socket or reads
 //! a feed; the only look at the disk is whether each `[[feed]]`'s file is

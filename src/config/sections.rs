@@ -1,6 +1,6 @@
 //! The validated sections of [`Config`](super::Config): what the rest of the
 //! program reads, with absolute paths and parsed addresses. Built only by
-//! `validate.rs` (or by hand in tests); no serde here.
+//! `validate` (or by hand in tests); no serde here.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

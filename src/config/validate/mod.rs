@@ -3,8 +3,12 @@
 //! offending key in its error. Checks that span sections (the sinkhole
 //! addresses, the feed files) are functions of their own.
 //!
+//! The `[server]` section (listeners, the encrypted transports) and the
+//! `[[taxii]]` sources are in [`server`] and [`taxii`].
+//!
 //! Over 400 lines: some forty checks, each a multi-line error naming its
-//! key; split by section they would share nothing but the [`Checker`].
+//! key; split further by section they would share nothing but the
+//! [`Checker`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -15,13 +19,19 @@ use ipnet::IpNet;
 use super::ConfigError;
 use super::raw::{
     DnssecMode, RawAdmin, RawBlockPage, RawBlocklist, RawFeed, RawHitlog, RawLimits, RawLog,
-    RawOrganisation, RawResolver, RawServer, RawTaxii, ResolverMode,
+    RawOrganisation, RawResolver, ResolverMode,
 };
 use super::sections::{
-    AdminConfig, BlockPageConfig, BlocklistConfig, EncryptedConfig, FeedConfig, HitlogConfig,
-    LimitsConfig, LogConfig, Organisation, ResolverConfig, ServerConfig, TaxiiConfig,
+    AdminConfig, BlockPageConfig, BlocklistConfig, FeedConfig, HitlogConfig, LimitsConfig,
+    LogConfig, Organisation, ResolverConfig, TaxiiConfig,
 };
 use crate::policy::Action;
+
+mod server;
+mod taxii;
+
+pub(super) use server::server;
+pub(super) use taxii::taxii;
 
 /// Where the config came from, and the warnings found so far.
 pub(super) struct Checker {
@@ -63,135 +73,6 @@ impl Checker {
     pub(super) fn into_warnings(self) -> Vec<String> {
         self.warnings
     }
-}
-
-pub(super) fn server(raw: RawServer, cx: &mut Checker) -> Result<ServerConfig, ConfigError> {
-    if raw.workers > 1024 {
-        return Err(cx.invalid(
-            "server.workers",
-            format!(
-                "{} is too many; at most 1024 (0 = one per CPU)",
-                raw.workers
-            ),
-        ));
-    }
-    if raw.listen.is_empty() {
-        return Err(cx.invalid("server.listen", "needs at least one address".into()));
-    }
-    for (key, value) in [
-        ("server.max_connections", raw.max_connections),
-        (
-            "server.max_connections_per_client",
-            raw.max_connections_per_client,
-        ),
-        (
-            "server.max_queries_per_connection",
-            raw.max_queries_per_connection,
-        ),
-    ] {
-        if value == 0 {
-            return Err(cx.invalid(key, "must be at least 1".into()));
-        }
-    }
-    if raw.tcp_timeout_secs == 0 {
-        return Err(cx.invalid(
-            "server.tcp_timeout_secs",
-            "must be at least 1 (an idle connection must be closed some time)".into(),
-        ));
-    }
-    let encrypted = encrypted(&raw, cx)?;
-    if raw.allow_unknown_clients {
-        let exposed: Vec<String> = raw
-            .listen
-            .iter()
-            .chain(&raw.tls_listen)
-            .chain(&raw.https_listen)
-            .chain(&raw.quic_listen)
-            .filter(|a| !a.ip().is_loopback())
-            .map(ToString::to_string)
-            .collect();
-        if !exposed.is_empty() {
-            cx.warn(
-                "server.allow_unknown_clients",
-                format!(
-                    "true while listening beyond loopback ({}): anyone who can reach the \
-                     resolver may use it (an open resolver is a DDoS amplifier); list the \
-                     networks in [[organisation]] entries and set it to false",
-                    exposed.join(", ")
-                ),
-            );
-        }
-    }
-    Ok(ServerConfig {
-        listen: raw.listen,
-        allow_unknown_clients: raw.allow_unknown_clients,
-        tcp_timeout_secs: raw.tcp_timeout_secs,
-        shutdown_grace_secs: raw.shutdown_grace_secs,
-        workers: raw.workers,
-        encrypted,
-        max_connections: raw.max_connections,
-        max_connections_per_client: raw.max_connections_per_client,
-        max_queries_per_connection: raw.max_queries_per_connection,
-        application_dns_canary: raw.application_dns_canary,
-    })
-}
-
-/// The encrypted listeners need a certificate and key; a certificate
-/// without listeners is a warning (it does nothing).
-fn encrypted(raw: &RawServer, cx: &mut Checker) -> Result<Option<EncryptedConfig>, ConfigError> {
-    let tls_name = match &raw.tls_name {
-        None => None,
-        Some(name) => {
-            let normal = crate::domain::normalize(name)
-                .map_err(|e| cx.invalid("server.tls_name", format!("{name:?}: {e}")))?;
-            Some(normal)
-        }
-    };
-    let listeners = [
-        ("server.tls_listen", raw.tls_listen.is_empty()),
-        ("server.https_listen", raw.https_listen.is_empty()),
-        ("server.quic_listen", raw.quic_listen.is_empty()),
-    ];
-    let Some((first, _)) = listeners.iter().find(|(_, empty)| !empty) else {
-        if raw.tls_cert.is_some() || raw.tls_key.is_some() {
-            cx.warn(
-                "server.tls_cert",
-                "no encrypted listener is configured (tls_listen, https_listen, quic_listen), \
-                 so the certificate is not used"
-                    .into(),
-            );
-        }
-        return Ok(None);
-    };
-    let (Some(cert), Some(key)) = (&raw.tls_cert, &raw.tls_key) else {
-        let missing = if raw.tls_cert.is_none() {
-            "server.tls_cert"
-        } else {
-            "server.tls_key"
-        };
-        return Err(cx.invalid(
-            missing,
-            format!(
-                "{first} needs a certificate: set server.tls_cert and server.tls_key (PEM files)"
-            ),
-        ));
-    };
-    if tls_name.is_none() {
-        cx.warn(
-            "server.tls_name",
-            "not set: clients are not offered the encrypted listeners by discovery \
-             (_dns.resolver.arpa), and DoT/DoQ server names carry no roaming keys"
-                .into(),
-        );
-    }
-    Ok(Some(EncryptedConfig {
-        tls_listen: raw.tls_listen.clone(),
-        https_listen: raw.https_listen.clone(),
-        quic_listen: raw.quic_listen.clone(),
-        cert: cx.rel(cert),
-        key: cx.rel(key),
-        tls_name,
-    }))
 }
 
 /// Upstreams are parsed in either mode (a bad one is an error even where
@@ -590,74 +471,6 @@ pub(super) fn log(raw: RawLog, cx: &Checker) -> Result<LogConfig, ConfigError> {
     })
 }
 
-pub(super) fn taxii(raw: Vec<RawTaxii>, cx: &Checker) -> Result<Vec<TaxiiConfig>, ConfigError> {
-    let mut taxii = Vec::new();
-    let mut seen_names = HashSet::new();
-    for (i, t) in raw.into_iter().enumerate() {
-        let key = |k: &str| format!("taxii[{i}].{k}");
-        if t.name.is_empty()
-            || !t
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(cx.invalid(
-                &key("name"),
-                format!("{:?}: use letters, digits, - and _", t.name),
-            ));
-        }
-        if !seen_names.insert(t.name.clone()) {
-            return Err(cx.invalid(&key("name"), format!("{:?} is used twice", t.name)));
-        }
-        check_taxii_url(&t.url).map_err(|m| cx.invalid(&key("url"), m))?;
-        if t.password_file.is_some() && t.password_env.is_some() {
-            return Err(cx.invalid(
-                &key("password_file"),
-                "give password_file or password_env, not both".into(),
-            ));
-        }
-        if t.token_file.is_some() && t.token_env.is_some() {
-            return Err(cx.invalid(
-                &key("token_file"),
-                "give token_file or token_env, not both".into(),
-            ));
-        }
-        let has_password = t.password_file.is_some() || t.password_env.is_some();
-        let has_token = t.token_file.is_some() || t.token_env.is_some();
-        if has_password && t.username.is_none() {
-            return Err(cx.invalid(&key("username"), "a password needs a username".into()));
-        }
-        if has_password && has_token {
-            return Err(cx.invalid(
-                &key("token_file"),
-                "use a password or a token, not both".into(),
-            ));
-        }
-        if t.poll_interval_secs < 60 {
-            return Err(cx.invalid(
-                &key("poll_interval_secs"),
-                "at least 60 seconds (be kind to the server)".into(),
-            ));
-        }
-        if t.page_size == 0 {
-            return Err(cx.invalid(&key("page_size"), "must be above 0".into()));
-        }
-        taxii.push(TaxiiConfig {
-            password_file: t.password_file.as_ref().map(|p| cx.rel(p)),
-            token_file: t.token_file.as_ref().map(|p| cx.rel(p)),
-            name: t.name,
-            url: t.url,
-            collection: t.collection,
-            username: t.username,
-            password_env: t.password_env,
-            token_env: t.token_env,
-            poll_interval_secs: t.poll_interval_secs,
-            page_size: t.page_size,
-        });
-    }
-    Ok(taxii)
-}
-
 /// `1.2.3.4`, `1.2.3.4:5353`, `::1`, `[::1]:5353`.
 fn parse_server_addr(text: &str) -> Option<SocketAddr> {
     let text = text.trim();
@@ -667,29 +480,6 @@ fn parse_server_addr(text: &str) -> Option<SocketAddr> {
     text.parse::<IpAddr>()
         .ok()
         .map(|ip| SocketAddr::new(ip, 53))
-}
-
-/// TAXII over HTTPS; plain HTTP only to a loopback address (a local relay
-/// or a test server), never across a network.
-fn check_taxii_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" => {
-            let loopback = match parsed.host() {
-                Some(url::Host::Ipv4(a)) => a.is_loopback(),
-                Some(url::Host::Ipv6(a)) => a.is_loopback(),
-                Some(url::Host::Domain(d)) => d == "localhost",
-                None => false,
-            };
-            if loopback {
-                Ok(())
-            } else {
-                Err("plain http is only allowed to a loopback address; use https".into())
-            }
-        }
-        other => Err(format!("scheme {other:?}: use https")),
-    }
 }
 
 fn check_sha256(token: &str) -> Result<(), String> {

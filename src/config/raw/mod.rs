@@ -2,11 +2,14 @@
 //! `deny_unknown_fields` everywhere, and the defaults of every key.
 //!
 //! Nothing here is checked beyond what serde's types enforce: paths are
-//! still relative, upstreams and root hints still text. `validate.rs`
+//! still relative, upstreams and root hints still text. The `validate` module
 //! turns these into the validated types the rest of the program reads.
 //!
+//! `[server]` and `[limits]`, the sections with the most keys, are in
+//! [`server`] and [`limits`].
+//!
 //! Over 400 lines because it is the one place every key's default lives:
-//! eleven sections, their default fns and Default impls.
+//! the other sections, their default fns and Default impls.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -17,6 +20,12 @@ use serde::Deserialize;
 
 use crate::formats::Format;
 use crate::policy::Action;
+
+mod limits;
+mod server;
+
+pub use limits::{OverLimit, RawLimits};
+pub use server::RawServer;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,197 +67,6 @@ pub enum DeletedFeeds {
     Keep,
     /// Its entries go at the next reload.
     Remove,
-}
-
-/// What a query over its client's rate gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum OverLimit {
-    /// REFUSED: the client moves on to its next resolver.
-    #[default]
-    Refused,
-    /// An empty answer with TC set: a real client retries over TCP.
-    Truncate,
-    /// Nothing.
-    Drop,
-}
-
-/// `[limits]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLimits {
-    /// Queries per second from one client block; 0 = no limit.
-    #[serde(default)]
-    pub client_qps: u32,
-    #[serde(default = "default_client_prefix_v4")]
-    pub client_prefix_v4: u8,
-    #[serde(default = "default_client_prefix_v6")]
-    pub client_prefix_v6: u8,
-    #[serde(default)]
-    pub over_limit: OverLimit,
-    /// Bucket depth, in seconds of the rate.
-    #[serde(default = "default_burst_factor")]
-    pub burst_factor: u32,
-    /// UDP responses per second per block and kind; 0 = off.
-    #[serde(default)]
-    pub rrl_responses_per_second: u32,
-    #[serde(default = "default_rrl_slip")]
-    pub rrl_slip: u32,
-    #[serde(default = "default_rrl_prefix_v4")]
-    pub rrl_prefix_v4: u8,
-    #[serde(default = "default_client_prefix_v6")]
-    pub rrl_prefix_v6: u8,
-    #[serde(default = "default_max_upstream")]
-    pub max_upstream_queries: u32,
-    #[serde(default = "default_max_upstream_client")]
-    pub max_upstream_per_client: u32,
-    #[serde(default = "default_max_upstream_zone")]
-    pub max_upstream_per_zone: u32,
-}
-
-impl Default for RawLimits {
-    fn default() -> Self {
-        RawLimits {
-            client_qps: 0,
-            client_prefix_v4: default_client_prefix_v4(),
-            client_prefix_v6: default_client_prefix_v6(),
-            over_limit: OverLimit::default(),
-            burst_factor: default_burst_factor(),
-            rrl_responses_per_second: 0,
-            rrl_slip: default_rrl_slip(),
-            rrl_prefix_v4: default_rrl_prefix_v4(),
-            rrl_prefix_v6: default_client_prefix_v6(),
-            max_upstream_queries: default_max_upstream(),
-            max_upstream_per_client: default_max_upstream_client(),
-            max_upstream_per_zone: default_max_upstream_zone(),
-        }
-    }
-}
-
-fn default_client_prefix_v4() -> u8 {
-    32
-}
-
-fn default_client_prefix_v6() -> u8 {
-    // A home or small site gets a /56 (RIPE-690).
-    56
-}
-
-fn default_burst_factor() -> u32 {
-    2
-}
-
-fn default_rrl_slip() -> u32 {
-    // BIND's default.
-    2
-}
-
-fn default_rrl_prefix_v4() -> u8 {
-    // BIND's ipv4-prefix-length.
-    24
-}
-
-fn default_max_upstream() -> u32 {
-    // Unbound's num-queries-per-thread (1024 on 64-bit) for a few threads.
-    4096
-}
-
-fn default_max_upstream_client() -> u32 {
-    // Far above one host's honest need, well under the total: one client
-    // cannot take the upstream for everyone.
-    256
-}
-
-fn default_max_upstream_zone() -> u32 {
-    512
-}
-
-/// `[server]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawServer {
-    #[serde(default = "default_listen")]
-    pub listen: Vec<SocketAddr>,
-    /// Closed by default: an open resolver is an amplification weapon.
-    #[serde(default)]
-    pub allow_unknown_clients: bool,
-    #[serde(default = "default_tcp_timeout")]
-    pub tcp_timeout_secs: u64,
-    #[serde(default = "default_grace")]
-    pub shutdown_grace_secs: u64,
-    /// 0 = one per CPU.
-    #[serde(default)]
-    pub workers: usize,
-    /// DNS over TLS; off (empty) by default.
-    #[serde(default)]
-    pub tls_listen: Vec<SocketAddr>,
-    /// DNS over HTTPS; off (empty) by default.
-    #[serde(default)]
-    pub https_listen: Vec<SocketAddr>,
-    /// DNS over QUIC; off (empty) by default.
-    #[serde(default)]
-    pub quic_listen: Vec<SocketAddr>,
-    #[serde(default)]
-    pub tls_cert: Option<PathBuf>,
-    #[serde(default)]
-    pub tls_key: Option<PathBuf>,
-    /// The name in the certificate.
-    #[serde(default)]
-    pub tls_name: Option<String>,
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-    #[serde(default = "default_max_connections_per_client")]
-    pub max_connections_per_client: usize,
-    #[serde(default = "default_max_queries_per_connection")]
-    pub max_queries_per_connection: usize,
-    #[serde(default = "default_true")]
-    pub application_dns_canary: bool,
-}
-
-impl Default for RawServer {
-    fn default() -> Self {
-        RawServer {
-            listen: default_listen(),
-            allow_unknown_clients: false,
-            tcp_timeout_secs: default_tcp_timeout(),
-            shutdown_grace_secs: default_grace(),
-            workers: 0,
-            tls_listen: Vec::new(),
-            https_listen: Vec::new(),
-            quic_listen: Vec::new(),
-            tls_cert: None,
-            tls_key: None,
-            tls_name: None,
-            max_connections: default_max_connections(),
-            max_connections_per_client: default_max_connections_per_client(),
-            max_queries_per_connection: default_max_queries_per_connection(),
-            application_dns_canary: true,
-        }
-    }
-}
-
-fn default_max_connections() -> usize {
-    20_000
-}
-
-fn default_max_connections_per_client() -> usize {
-    256
-}
-
-fn default_max_queries_per_connection() -> usize {
-    100
-}
-
-fn default_listen() -> Vec<SocketAddr> {
-    vec![SocketAddr::from(([127, 0, 0, 1], 5353))]
-}
-
-fn default_tcp_timeout() -> u64 {
-    10
-}
-
-fn default_grace() -> u64 {
-    5
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -468,7 +286,7 @@ fn default_policy_ttl() -> u32 {
     300
 }
 
-fn default_true() -> bool {
+pub(super) fn default_true() -> bool {
     true
 }
 
