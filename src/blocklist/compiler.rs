@@ -172,6 +172,8 @@ pub struct Compiler {
     adopted: HashMap<PathBuf, Adopted>,
     /// The serving resolver's copies of each feed's last good version.
     last_good: Option<LastGood>,
+    /// This compile takes deleted feeds out for good (SIGHUP).
+    confirm_deletions: bool,
 }
 
 impl Compiler {
@@ -182,6 +184,7 @@ impl Compiler {
             layers: HashMap::new(),
             adopted: HashMap::new(),
             last_good: None,
+            confirm_deletions: false,
         }
     }
 
@@ -198,21 +201,10 @@ impl Compiler {
     pub fn compile_confirming_deletions(
         &mut self,
     ) -> Result<(Blocklist, CompileSummary), CompileError> {
-        if let Some(kept) = self.last_good.as_mut() {
-            let dir = &self.config.blocklist.feeds_dir;
-            let gone: Vec<String> = kept
-                .feeds()
-                .filter(|name| !dir.join(name).exists() && !dir.join(name).is_symlink())
-                .map(str::to_owned)
-                .collect();
-            for name in gone {
-                tracing::info!(feed = %name, "feed deletion confirmed; its entries are lifted");
-                if let Err(error) = kept.forget(&name) {
-                    tracing::warn!(feed = %name, %error, "cannot remove the feed's last good copy");
-                }
-            }
-        }
-        self.compile()
+        self.confirm_deletions = true;
+        let result = self.compile();
+        self.confirm_deletions = false;
+        result
     }
 
     /// Take over the big-feed layers of a snapshot whose inputs still match
@@ -267,7 +259,8 @@ impl Compiler {
         // A feed deleted from feeds_dir whose last good copy is kept stays
         // a job (served from the copy, with the reason) until confirmed.
         if let Some(kept) = self.last_good.as_mut() {
-            let remove = config.blocklist.deleted_feeds == DeletedFeeds::Remove;
+            let remove =
+                self.confirm_deletions || config.blocklist.deleted_feeds == DeletedFeeds::Remove;
             let gone: Vec<String> = kept
                 .feeds()
                 .filter(|name| !files.iter().any(|f| f.file_name() == Some(name.as_ref())))
@@ -275,7 +268,7 @@ impl Compiler {
                 .collect();
             for name in gone {
                 if remove {
-                    tracing::info!(feed = %name, "feed deleted; its entries are lifted");
+                    tracing::info!(feed = %name, "feed deletion confirmed; its entries are lifted");
                     if let Err(error) = kept.forget(&name) {
                         tracing::warn!(feed = %name, %error, "cannot remove the feed's last good copy");
                     }

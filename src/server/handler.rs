@@ -212,9 +212,11 @@ impl Handler {
         if query.len() < 12 || query[2] & 0x80 != 0 {
             return None;
         }
-        let mut limited = [0u8; 512];
-        if let Some(n) = self.over_rate(&query, src, via.transport, &mut limited) {
-            return (n > 0).then(|| limited[..n].to_vec());
+        if self.limits.rates_clients() {
+            let mut limited = [0u8; 512];
+            if let Some(n) = self.over_rate(&query, src, via.transport, &mut limited) {
+                return (n > 0).then(|| limited[..n].to_vec());
+            }
         }
         let mut query_header = [0u8; 12];
         query_header.copy_from_slice(&query[..12]);

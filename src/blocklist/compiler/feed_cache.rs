@@ -211,20 +211,7 @@ impl Compiler {
         {
             tracing::info!(feed = %report.name, "feed still being written; reading it once it is quiet");
             report.settling_until = Some(until);
-            if !self.cache.contains_key(path) && !self.adopted.contains_key(path) {
-                self.restore_last_good(path, fallback);
-            }
-            let previous = self.cache.get(path).map(|c| Arc::clone(&c.feed));
-            if let Some(feed) = &previous {
-                report.format = Some(feed.source.format);
-                report.parse = feed.report.clone();
-                report.kept_previous = true;
-            } else if let Some(a) = self.adopted.get(path) {
-                report.format = Some(a.format);
-                report.parse = a.report.clone();
-                report.kept_previous = true;
-            }
-            return (previous, report);
+            return self.previous_contents(path, report, fallback);
         }
         let hash = match meta.and_then(|_| content_hash(path)) {
             Ok(h) => h,
@@ -340,28 +327,41 @@ impl Compiler {
     fn keep_previous(
         &mut self,
         path: &Path,
-        mut report: FeedResult,
+        report: FeedResult,
         error: String,
+        fallback: Fallback,
+    ) -> (Option<Arc<ParsedFeed>>, FeedResult) {
+        let (previous, mut report) = self.previous_contents(path, report, fallback);
+        if previous.is_some() || self.adopted.contains_key(path) {
+            tracing::warn!(feed = %report.name, %error, "feed not updated; serving its last good contents");
+        } else {
+            tracing::error!(feed = %report.name, %error, "feed not loaded");
+        }
+        report.error = Some(error);
+        (previous, report)
+    }
+
+    /// What a feed served before, for the report: its cached parse (after a
+    /// restart, its last good copy from state_dir), or else its adopted
+    /// layers, which the caller serves.
+    fn previous_contents(
+        &mut self,
+        path: &Path,
+        mut report: FeedResult,
         fallback: Fallback,
     ) -> (Option<Arc<ParsedFeed>>, FeedResult) {
         if !self.cache.contains_key(path) && !self.adopted.contains_key(path) {
             self.restore_last_good(path, fallback);
         }
         let previous = self.cache.get(path).map(|c| Arc::clone(&c.feed));
-        report.kept_previous = previous.is_some();
         if let Some(feed) = &previous {
             report.format = Some(feed.source.format);
             report.parse = feed.report.clone();
-            tracing::warn!(feed = %report.name, %error, "feed not updated; serving its last good contents");
         } else if let Some(a) = self.adopted.get(path) {
-            // The caller serves the adopted layers as the last good copy.
             report.format = Some(a.format);
             report.parse = a.report.clone();
-            tracing::warn!(feed = %report.name, %error, "feed not updated; serving its last good contents");
-        } else {
-            tracing::error!(feed = %report.name, %error, "feed not loaded");
         }
-        report.error = Some(error);
+        report.kept_previous = previous.is_some();
         (previous, report)
     }
 
