@@ -63,6 +63,8 @@ fn hit(ts: i64, org: u32, client: u32, matched: String, category: &str, feed: &s
         category: category.into(),
         indicator: None,
         action: "nxdomain".into(),
+        repeats: 1,
+        last_ts: None,
     }
 }
 

@@ -264,6 +264,8 @@ mod tests {
             category: "<script>x</script>".into(),
             indicator: None,
             action: "sinkhole".into(),
+            repeats: 1,
+            last_ts: None,
         };
         let html = render(
             Some("evil.example"),

@@ -35,6 +35,8 @@ pub const FEED_ERRORS: &str = "portcullis_feed_errors_total";
 pub const HITLOG_WRITTEN: &str = "portcullis_hitlog_written_total";
 pub const HITLOG_DROPPED: &str = "portcullis_hitlog_dropped_total";
 pub const HITLOG_ERRORS: &str = "portcullis_hitlog_errors_total";
+pub const HITLOG_COALESCED: &str = "portcullis_hitlog_coalesced_total";
+pub const HITLOG_EVICTED: &str = "portcullis_hitlog_evicted_total";
 pub const API_DENIED: &str = "portcullis_api_denied_total";
 pub const BLOCK_PAGE_VIEWS: &str = "portcullis_block_page_views_total";
 pub const DNSSEC_ANSWERS: &str = "portcullis_dnssec_answers_total";
@@ -78,6 +80,8 @@ pub const ALL: &[&str] = &[
     HITLOG_WRITTEN,
     HITLOG_DROPPED,
     HITLOG_ERRORS,
+    HITLOG_COALESCED,
+    HITLOG_EVICTED,
     API_DENIED,
     BLOCK_PAGE_VIEWS,
 ];
@@ -264,6 +268,14 @@ fn describe() {
     describe_counter!(
         HITLOG_ERRORS,
         "Hit-log database operations that failed (open, write, retention)."
+    );
+    describe_counter!(
+        HITLOG_COALESCED,
+        "Hits folded into a counted record by the flood coalescer (no record of their own)."
+    );
+    describe_counter!(
+        HITLOG_EVICTED,
+        "Oldest hit records deleted to keep the database under hitlog.max_db_mib."
     );
     describe_counter!(
         API_DENIED,

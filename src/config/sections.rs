@@ -278,9 +278,14 @@ pub struct HitlogConfig {
     /// Records that may wait for the writer; beyond this they are dropped
     /// and counted, never waited for.
     pub channel_capacity: usize,
-    /// Cap on the database file; at the cap writes fail as on a full disk
-    /// (logged, counted, records dropped) until retention frees space.
+    /// Cap on the database file (`None`: no cap). At the cap the oldest
+    /// records already in the daily roll-ups are deleted to make room.
     pub max_db_mib: Option<u64>,
+    /// Like hits from one client written one record each per window
+    /// before the rest are folded into one counted record; 0 = never.
+    pub coalesce_after: u64,
+    /// The coalescing window, seconds.
+    pub coalesce_window_s: u32,
 }
 
 /// `[log]`.

@@ -128,6 +128,8 @@ mod tests {
             category: "c".into(),
             indicator: Some("indicator--1".into()),
             action: "log".into(),
+            repeats: 1,
+            last_ts: None,
         }
     }
 

@@ -159,6 +159,25 @@ pub struct Hit {
     /// The action taken: a block action, `log` (monitor mode) or `allow`
     /// (an allow entry let the query through).
     pub action: String,
+    /// Queries the record stands for: 1, or more when the writer
+    /// coalesced a flood of like hits into it (`qname` is then the first
+    /// of them, `ts` its time and `last_ts` the last one's).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub repeats: u64,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rfc3339_ms_opt"
+    )]
+    pub last_ts: Option<i64>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 mod rfc3339_ms {
@@ -175,6 +194,26 @@ mod rfc3339_ms {
     }
 }
 
+mod rfc3339_ms_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+        match ms {
+            Some(ms) => super::rfc3339_ms::serialize(ms, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(text) => crate::clock::parse_ts(&text).map(Some).ok_or_else(|| {
+                serde::de::Error::custom(format!("{text:?} is not an RFC 3339 time"))
+            }),
+        }
+    }
+}
+
 /// Counters shared by the senders, the writer and whoever reports on them.
 /// Plain atomics so that tests and `/readyz` can read them; the Prometheus
 /// series are fed from the same events.
@@ -186,6 +225,11 @@ pub struct Counters {
     pub dropped_full: AtomicU64,
     /// Records lost because the database could not take them.
     pub dropped_store: AtomicU64,
+    /// Hits folded into another record by the coalescer (not written as
+    /// records of their own; counted in that record's `repeats`).
+    pub coalesced: AtomicU64,
+    /// Old records deleted to keep the database under its size cap.
+    pub evicted: AtomicU64,
     /// Failed database operations (open, write, retention).
     pub errors: AtomicU64,
 }
@@ -274,13 +318,26 @@ mod tests {
             category: "malware".into(),
             indicator: None,
             action: "nxdomain".into(),
+            repeats: 1,
+            last_ts: None,
         };
         let json = serde_json::to_value(&hit).unwrap();
         assert_eq!(json["ts"], "1970-01-01T00:00:00.000Z");
         assert_eq!(json["stage"], "answer_ip");
         assert_eq!(json["transport"], "udp");
         assert!(json.get("id").is_none());
+        assert!(json.get("repeats").is_none(), "a single query says nothing");
         let back: Hit = serde_json::from_value(json).unwrap();
         assert_eq!(back, hit);
+        let coalesced = Hit {
+            repeats: 250,
+            last_ts: Some(59_999),
+            ..hit
+        };
+        let json = serde_json::to_value(&coalesced).unwrap();
+        assert_eq!(json["repeats"], 250);
+        assert_eq!(json["last_ts"], "1970-01-01T00:00:59.999Z");
+        let back: Hit = serde_json::from_value(json).unwrap();
+        assert_eq!(back, coalesced);
     }
 }

@@ -23,6 +23,11 @@ pub struct HitRef<'a> {
     pub category: &'a str,
     pub indicator: Option<&'a str>,
     pub action: &'a str,
+    /// Queries this record stands for: 1, or more for a record the
+    /// writer coalesced from a flood (see `writer::coalesce`).
+    pub repeats: u64,
+    /// For a coalesced record, the time of the last query it counts.
+    pub last_ts: Option<i64>,
 }
 
 /// Anything that holds a hit record.
@@ -45,6 +50,8 @@ impl AsHitRef for Hit {
             category: &self.category,
             indicator: self.indicator.as_deref(),
             action: &self.action,
+            repeats: self.repeats,
+            last_ts: self.last_ts,
         }
     }
 }
@@ -71,6 +78,8 @@ pub struct PackedHit {
     stage: Stage,
     has_org: bool,
     has_indicator: bool,
+    repeats: u64,
+    last_ts: Option<i64>,
     /// Where each text field ends in `text`, in [`PackedHit::pack`]'s order.
     ends: [u32; 8],
     text: String,
@@ -101,9 +110,21 @@ impl PackedHit {
             stage: hit.stage,
             has_org: hit.org.is_some(),
             has_indicator: hit.indicator.is_some(),
+            repeats: hit.repeats,
+            last_ts: hit.last_ts,
             ends,
             text,
         }
+    }
+
+    /// Make this record stand for `repeats` queries, the last at `last_ts`.
+    pub fn coalesce(&mut self, repeats: u64, last_ts: i64) {
+        self.repeats = repeats;
+        self.last_ts = Some(last_ts);
+    }
+
+    pub fn ts(&self) -> i64 {
+        self.ts
     }
 
     fn field(&self, i: usize) -> &str {
@@ -130,6 +151,8 @@ impl PackedHit {
             category: h.category.to_owned(),
             indicator: h.indicator.map(str::to_owned),
             action: h.action.to_owned(),
+            repeats: h.repeats,
+            last_ts: h.last_ts,
         }
     }
 }
@@ -149,6 +172,8 @@ impl AsHitRef for PackedHit {
             category: self.field(5),
             indicator: self.has_indicator.then(|| self.field(6)),
             action: self.field(7),
+            repeats: self.repeats,
+            last_ts: self.last_ts,
         }
     }
 }
@@ -173,6 +198,8 @@ mod tests {
             category: "c2".into(),
             indicator: Some("indicator--1234".into()),
             action: "sinkhole".into(),
+            repeats: 1,
+            last_ts: None,
         };
         // No organisation and no indicator are not the same as empty ones.
         let bare = Hit {
@@ -186,7 +213,12 @@ mod tests {
             indicator: Some(String::new()),
             ..bare.clone()
         };
-        for hit in [full, bare, empty] {
+        let coalesced = Hit {
+            repeats: 4_000,
+            last_ts: Some(1_795_000_059_000),
+            ..bare.clone()
+        };
+        for hit in [full, bare, empty, coalesced] {
             let packed = PackedHit::pack(&hit.as_hit_ref());
             assert_eq!(packed.as_hit_ref(), hit.as_hit_ref());
             assert_eq!(packed.unpack(), hit);

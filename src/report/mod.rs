@@ -48,7 +48,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-const HIT_COLUMNS: [&str; 13] = [
+const HIT_COLUMNS: [&str; 15] = [
     "ref",
     "ts",
     "org",
@@ -62,6 +62,8 @@ const HIT_COLUMNS: [&str; 13] = [
     "category",
     "indicator",
     "action",
+    "repeats",
+    "last_ts",
 ];
 
 fn hit_cells(h: &Hit) -> Vec<String> {
@@ -79,6 +81,8 @@ fn hit_cells(h: &Hit) -> Vec<String> {
         h.category.clone(),
         h.indicator.clone().unwrap_or_default(),
         h.action.clone(),
+        h.repeats.to_string(),
+        h.last_ts.map(format_ts).unwrap_or_default(),
     ]
 }
 

@@ -208,6 +208,8 @@ impl Handler {
             category: &listed.category,
             indicator: listed.indicator.as_deref(),
             action,
+            repeats: 1,
+            last_ts: None,
         });
     }
 

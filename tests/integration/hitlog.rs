@@ -468,7 +468,8 @@ fn stream_blocked(
 
 #[test]
 fn kill_9_keeps_every_acknowledged_record_and_the_database_opens_cleanly() {
-    let (setup, _auth, server) = two_orgs("");
+    // One record per query: the count is compared with what was sent.
+    let (setup, _auth, server) = two_orgs("coalesce_after = 0");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workers = stream_blocked(server.addr, 4, 50_000, stop.clone());
     // Let records flow, read the acknowledged count, and kill at once.
@@ -502,7 +503,7 @@ fn kill_9_keeps_every_acknowledged_record_and_the_database_opens_cleanly() {
 
 #[test]
 fn a_burst_larger_than_the_channel_is_answered_and_every_drop_counted() {
-    let (setup, _auth, server) = two_orgs("channel_capacity = 1");
+    let (setup, _auth, server) = two_orgs("channel_capacity = 1\ncoalesce_after = 0");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workers = stream_blocked(server.addr, 16, 250, stop);
     let answered: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
@@ -542,8 +543,65 @@ fn a_burst_larger_than_the_channel_is_answered_and_every_drop_counted() {
 }
 
 #[test]
+fn a_flood_from_one_client_is_coalesced_into_counted_records() {
+    // The default threshold, a short window so that the counted record
+    // is written while the test watches.
+    let (setup, _auth, server) = two_orgs("coalesce_window_s = 2");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered: usize = stream_blocked(server.addr, 4, 1500, stop)
+        .into_iter()
+        .map(|w| w.join().unwrap())
+        .sum();
+    assert_eq!(answered, 6000, "every query answered");
+    // The counted record comes once its window ends.
+    wait_for("the flood's records", Duration::from_secs(20), || {
+        let m = scrape(&server);
+        metric(&m, "portcullis_hitlog_written_total", &[])
+            + metric(&m, "portcullis_hitlog_coalesced_total", &[])
+            >= 6000.0
+    });
+    let m = scrape(&server);
+    let written = metric(&m, "portcullis_hitlog_written_total", &[]);
+    let coalesced = metric(&m, "portcullis_hitlog_coalesced_total", &[]);
+    assert_eq!(written + coalesced, 6000.0);
+    // 20 a window as they came and one counted record per window: the
+    // flood lasts a few windows at most, not 6,000 records.
+    assert!(written < 200.0, "{written} records for one client's flood");
+    // The security team sees the counted record through the API.
+    let (status, _, body) = http_get(
+        server.admin(),
+        "/api/v1/orgs/council-a/hits?limit=500",
+        Some(TOKEN_A),
+    );
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let hits = page["hits"].as_array().unwrap();
+    let counted: Vec<&serde_json::Value> = hits
+        .iter()
+        .filter(|h| h["repeats"].as_u64().is_some())
+        .collect();
+    assert!(!counted.is_empty(), "{page}");
+    for h in &counted {
+        assert_eq!(h["matched"], "evil.example.test");
+        assert!(h["last_ts"].is_string(), "{h}");
+    }
+    let queries: u64 = hits
+        .iter()
+        .map(|h| h["repeats"].as_u64().unwrap_or(1))
+        .sum();
+    assert_eq!(queries, 6000, "each query counted once across the records");
+    // The report counts queries, not records.
+    assert_eq!(server.terminate().code(), Some(0));
+    let config = setup.path("portcullis.toml");
+    let (code, out, err) = run(&["report", "--format", "json", "-c", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["total"].as_u64(), Some(6000), "{r}");
+}
+
+#[test]
 fn sigterm_flushes_queued_records_before_exit() {
-    let (setup, _auth, server) = two_orgs("");
+    let (setup, _auth, server) = two_orgs("coalesce_after = 0");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let answered: usize = stream_blocked(server.addr, 4, 500, stop)
         .into_iter()

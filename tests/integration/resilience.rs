@@ -587,7 +587,8 @@ fn rows(db: &rusqlite::Connection) -> u64 {
 #[test]
 fn a_hit_log_deleted_under_a_stream_of_blocks_is_opened_again_and_loses_nothing() {
     let setup = Setup::new();
-    let config = forwarding(&setup, "127.0.0.1:9", "");
+    // One record per query: records are compared with queries sent.
+    let config = forwarding(&setup, "127.0.0.1:9", "[hitlog]\ncoalesce_after = 0\n");
     let server = Server::start(&config);
     let database = setup.path("state/hits.sqlite");
     let total = 3000;

@@ -440,8 +440,13 @@ pub struct RawHitlog {
     pub log_allowed: bool,
     #[serde(default = "default_channel_capacity")]
     pub channel_capacity: usize,
-    #[serde(default)]
-    pub max_db_mib: Option<u64>,
+    /// 0 = no cap.
+    #[serde(default = "default_max_db_mib")]
+    pub max_db_mib: u64,
+    #[serde(default = "default_coalesce_after")]
+    pub coalesce_after: u64,
+    #[serde(default = "default_coalesce_window_s")]
+    pub coalesce_window_s: u32,
 }
 
 impl Default for RawHitlog {
@@ -453,7 +458,9 @@ impl Default for RawHitlog {
             database: None,
             log_allowed: false,
             channel_capacity: default_channel_capacity(),
-            max_db_mib: None,
+            max_db_mib: default_max_db_mib(),
+            coalesce_after: default_coalesce_after(),
+            coalesce_window_s: default_coalesce_window_s(),
         }
     }
 }
@@ -464,6 +471,18 @@ fn default_retention() -> u32 {
 
 fn default_channel_capacity() -> usize {
     65_536
+}
+
+fn default_max_db_mib() -> u64 {
+    4096
+}
+
+fn default_coalesce_after() -> u64 {
+    20
+}
+
+fn default_coalesce_window_s() -> u32 {
+    60
 }
 
 /// `[log]`.

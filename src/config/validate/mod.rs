@@ -444,6 +444,23 @@ pub(super) fn hitlog(
     if raw.channel_capacity == 0 {
         return Err(cx.invalid("hitlog.channel_capacity", "must be at least 1".into()));
     }
+    // Below a few MiB the schema and one day's roll-up would not fit and
+    // every record would be evicted as soon as it was written.
+    if raw.max_db_mib != 0 && raw.max_db_mib < 16 {
+        return Err(cx.invalid(
+            "hitlog.max_db_mib",
+            format!(
+                "{} is too small: at least 16, or 0 for no cap",
+                raw.max_db_mib
+            ),
+        ));
+    }
+    if raw.coalesce_window_s == 0 || raw.coalesce_window_s > 3600 {
+        return Err(cx.invalid(
+            "hitlog.coalesce_window_s",
+            format!("{} is not between 1 and 3600", raw.coalesce_window_s),
+        ));
+    }
     Ok(HitlogConfig {
         enabled: raw.enabled,
         retention_days: raw.retention_days,
@@ -454,7 +471,9 @@ pub(super) fn hitlog(
             .unwrap_or_else(|| state_dir.join("hits.sqlite")),
         log_allowed: raw.log_allowed,
         channel_capacity: raw.channel_capacity,
-        max_db_mib: raw.max_db_mib,
+        max_db_mib: (raw.max_db_mib != 0).then_some(raw.max_db_mib),
+        coalesce_after: raw.coalesce_after,
+        coalesce_window_s: raw.coalesce_window_s,
     })
 }
 

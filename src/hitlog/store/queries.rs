@@ -162,7 +162,7 @@ impl Store {
         let hit = self
             .conn
             .query_row(
-                &format!("SELECT {COLUMNS} FROM hits WHERE id = ?1"),
+                &format!("SELECT {} FROM hits WHERE id = ?1", self.columns()),
                 [id],
                 row_to_hit,
             )
@@ -178,7 +178,7 @@ impl Store {
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Page, StoreError> {
-        let mut sql = format!("SELECT {COLUMNS} FROM hits WHERE 1 = 1");
+        let mut sql = format!("SELECT {} FROM hits WHERE 1 = 1", self.columns());
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         self.push_filter_and_ids(&mut sql, &mut args, filter, None, after.map(|c| c.id))?;
         args.push((limit as i64 + 1).into());
@@ -205,7 +205,35 @@ impl Store {
 }
 
 const COLUMNS: &str = "id, ts, org, client, transport, qname, qtype, stage, matched, feed, \
-                       category, indicator, action";
+                       category, indicator, action, repeats, last_ts";
+/// The same for a database before version 4, read as it is.
+const COLUMNS_3: &str = "id, ts, org, client, transport, qname, qtype, stage, matched, feed, \
+                         category, indicator, action, 1, NULL";
+
+impl Store {
+    /// The columns [`row_to_hit`] reads, as this database has them.
+    fn columns(&self) -> &'static str {
+        if self.version >= 4 {
+            COLUMNS
+        } else {
+            COLUMNS_3
+        }
+    }
+
+    /// How many queries a record stands for, as SQL over `hits`.
+    pub(super) fn repeats_sql(&self) -> &'static str {
+        if self.version >= 4 { "repeats" } else { "1" }
+    }
+
+    /// The time of a record's last query, as SQL over `hits`.
+    pub(super) fn last_ts_sql(&self) -> &'static str {
+        if self.version >= 4 {
+            "coalesce(last_ts, ts)"
+        } else {
+            "ts"
+        }
+    }
+}
 
 fn row_to_hit(row: &rusqlite::Row<'_>) -> rusqlite::Result<Hit> {
     let org: String = row.get(2)?;
@@ -227,6 +255,8 @@ fn row_to_hit(row: &rusqlite::Row<'_>) -> rusqlite::Result<Hit> {
         category: row.get(10)?,
         indicator: row.get(11)?,
         action: row.get(12)?,
+        repeats: row.get::<_, i64>(13)?.max(1) as u64,
+        last_ts: row.get(14)?,
     })
 }
 

@@ -158,28 +158,31 @@ impl Store {
             "hits"
         };
         let mut sql = format!(
-            "SELECT org, ts, matched, client, category, feed, action FROM {table} WHERE 1 = 1"
+            "SELECT org, ts, matched, client, category, feed, action, {}, {} FROM {table} WHERE 1 = 1",
+            self.repeats_sql(),
+            self.last_ts_sql(),
         );
         let mut args = Vec::new();
         self.push_filter_and_ids(&mut sql, &mut args, filter, Some(after), None)?;
         self.scan(&sql, args, |row| {
             let ts: i64 = row.get(1)?;
             let category = row.get_ref(4)?.as_str()?;
+            let n = row.get::<_, i64>(7)?.max(1) as u64;
             agg.add_pair(Pair {
                 org: row.get_ref(0)?.as_str()?,
                 day: ts.div_euclid(DAY_MS),
                 matched: row.get_ref(2)?.as_str()?,
                 client: row.get_ref(3)?.as_str()?,
                 category,
-                n: 1,
+                n,
                 first: ts,
-                last: ts,
+                last: row.get(8)?,
             });
             agg.add_feed(
                 category,
                 row.get_ref(5)?.as_str()?,
                 row.get_ref(6)?.as_str()?,
-                1,
+                n,
             );
             Ok(())
         })

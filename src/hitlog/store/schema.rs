@@ -12,7 +12,9 @@ use super::{Store, StoreError};
 /// same transaction as its records, so all of them are rolled up.
 /// 3: `hits_minutes` instead of the indexes on (org, ts) and ts; the
 /// writer builds it from the records of an older database.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+/// 4: `repeats` and `last_ts`, for records coalesced from a flood; an
+/// older database's records each stand for one query.
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// The page size of a new database (SQLite's default is 4 KiB). On the
 /// writer's first-pass bench (`cargo bench --bench hitlog`: 400,000
@@ -41,7 +43,9 @@ CREATE TABLE IF NOT EXISTS hits (
     feed      TEXT    NOT NULL,
     category  TEXT    NOT NULL,
     indicator TEXT,
-    action    TEXT    NOT NULL
+    action    TEXT    NOT NULL,
+    repeats   INTEGER NOT NULL DEFAULT 1, -- queries the record stands for
+    last_ts   INTEGER                     -- a coalesced record's last query
 );
 CREATE INDEX IF NOT EXISTS hits_org ON hits (org);
 CREATE TABLE IF NOT EXISTS hits_minutes (
@@ -86,6 +90,13 @@ INSERT OR IGNORE INTO hits_minutes (minute, first_id, last_id)
 DROP INDEX IF EXISTS hits_org_ts;
 DROP INDEX IF EXISTS hits_ts;
 DELETE FROM rollup_state WHERE rowid > (SELECT min(rowid) FROM rollup_state);
+";
+
+/// From version 1, 2 or 3 to 4. Adding a column with a constant default
+/// does not rewrite the table.
+const UPGRADE_TO_4: &str = "
+ALTER TABLE hits ADD COLUMN repeats INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE hits ADD COLUMN last_ts INTEGER;
 ";
 
 impl Store {
@@ -140,7 +151,27 @@ impl Store {
             tracing::info!(database = %path.display(), from = found, to = SCHEMA_VERSION,
                 "upgrading the hit log's schema (one pass over its records)");
         }
-        let upgrade = if found < 3 { UPGRADE_TO_3 } else { "" };
+        // By the columns there, not the version alone: a test (or a
+        // downgrade and upgrade again) may leave them behind.
+        let has_repeats: bool = store
+            .conn
+            .query_row(
+                "SELECT count(*) > 0 FROM pragma_table_info('hits') WHERE name = 'repeats'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(wrap)?;
+        let to_3 = if (1..3).contains(&found) {
+            UPGRADE_TO_3
+        } else {
+            ""
+        };
+        let to_4 = if found != 0 && !has_repeats {
+            UPGRADE_TO_4
+        } else {
+            ""
+        };
+        let upgrade = format!("{to_3} {to_4}");
         // One transaction: a failed upgrade leaves the old version whole.
         store
             .conn
@@ -308,7 +339,7 @@ mod tests {
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, SCHEMA_VERSION);
         let indexes: Vec<String> = s
             .conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'hits' ORDER BY 1")
@@ -337,6 +368,78 @@ mod tests {
         assert_eq!(listed(&s, Some("a"), since, until), before);
         assert_eq!(listed(&s, None, since, until), before);
         assert_eq!(s.newest_ts().unwrap(), Some(t0 + 299_000));
+    }
+
+    #[test]
+    fn a_version_3_database_is_read_as_it_is_and_gains_repeats_from_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hits.sqlite");
+        let t0 = 30 * DAY_MS;
+        {
+            // Version 3's table: no repeats, no last_ts.
+            let v3 = SCHEMA.replace(
+                "action    TEXT    NOT NULL,\n    repeats   INTEGER NOT NULL DEFAULT 1, -- queries the record stands for\n    last_ts   INTEGER                     -- a coalesced record's last query",
+                "action    TEXT    NOT NULL",
+            );
+            assert_ne!(v3, SCHEMA);
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!("{v3} PRAGMA user_version = 3;"))
+                .unwrap();
+            conn.execute(
+                "INSERT INTO hits (ts, org, client, transport, qname, qtype, stage, matched, feed, category, action) \
+                 VALUES (?1, 'a', '10.0.0.1', 'udp', 'x.evil.example', 'A', 'qname', 'evil.example', 'f', 'malware', 'nxdomain')",
+                [t0],
+            )
+            .unwrap();
+            conn.execute("INSERT INTO hits_minutes VALUES (?1, 1, 1)", [t0 / 60_000])
+                .unwrap();
+        }
+        let old = Store::open_reader(&path).unwrap();
+        assert_eq!(old.version, 3);
+        let report = old.report(&Filter::default(), t0, t0 + 1, 5).unwrap();
+        assert_eq!(report.total, 1);
+        let page = old.hits(&Filter::default(), None, 10).unwrap();
+        assert_eq!((page.hits[0].repeats, page.hits[0].last_ts), (1, None));
+        drop(old);
+        let mut s = Store::open_writer(&path, None).unwrap();
+        assert_eq!(s.version, 4);
+        let mut flood = hit(t0 + 10, "a", "10.0.0.1", "y.evil.example", "evil.example");
+        flood.repeats = 500;
+        flood.last_ts = Some(t0 + 59_000);
+        s.insert(&[flood]).unwrap();
+        s.roll_up().unwrap();
+        // Twice: read as written, then as a fresh reader sees the file.
+        for s in [&s, &Store::open_reader(&path).unwrap()] {
+            let page = s.hits(&Filter::default(), None, 10).unwrap();
+            let got: Vec<_> = page.hits.iter().map(|h| (h.repeats, h.last_ts)).collect();
+            assert_eq!(got, [(500, Some(t0 + 59_000)), (1, None)]);
+            // The whole day from the roll-up, and a part of it from the
+            // raw records: both count the queries, not the records.
+            assert_eq!(
+                s.report(&Filter::default(), 0, DAY_MS * 40, 5)
+                    .unwrap()
+                    .total,
+                501
+            );
+            assert_eq!(
+                s.report(&Filter::default(), t0, t0 + 60_000, 5)
+                    .unwrap()
+                    .total,
+                501
+            );
+        }
+        let (n, last): (i64, i64) = s
+            .conn
+            .query_row("SELECT n, last_ts FROM hits_daily", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((n, last), (501, t0 + 59_000));
+        let feeds: i64 = s
+            .conn
+            .query_row("SELECT sum(n) FROM hits_daily_feeds", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(feeds, 501);
     }
 
     #[test]

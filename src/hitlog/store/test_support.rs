@@ -18,6 +18,8 @@ pub(super) fn hit(ts: i64, org: &str, client: &str, qname: &str, matched: &str) 
         category: "malware".into(),
         indicator: None,
         action: "nxdomain".into(),
+        repeats: 1,
+        last_ts: None,
     }
 }
 

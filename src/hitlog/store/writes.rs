@@ -22,7 +22,8 @@ impl Store {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO hits (ts, org, client, transport, qname, qtype, stage, matched, \
-                     feed, category, indicator, action) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     feed, category, indicator, action, repeats, last_ts) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 )
                 .map_err(wrap)?;
             let mut client = String::with_capacity(40);
@@ -47,6 +48,8 @@ impl Store {
                         h.category,
                         h.indicator,
                         h.action,
+                        i64::try_from(h.repeats).unwrap_or(i64::MAX),
+                        h.last_ts,
                     ])
                     .map_err(wrap)?;
                 let id = tx.last_insert_rowid();
@@ -109,7 +112,8 @@ impl Store {
             &format!(
                 "INSERT INTO hits_daily (day, org, matched, client, category, n, first_ts, last_ts) \
                  SELECT ts / {DAY_MS}, org, matched, client, \
-                 substr(max(format('%020d', id) || category), 21), count(*), min(ts), max(ts) \
+                 substr(max(format('%020d', id) || category), 21), sum(repeats), min(ts), \
+                 max(coalesce(last_ts, ts)) \
                  FROM hits WHERE id > ?1 AND id <= ?2 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 \
                  ON CONFLICT (day, org, matched, client) DO UPDATE SET \
                  category = excluded.category, n = n + excluded.n, \
@@ -121,7 +125,7 @@ impl Store {
         tx.execute(
             &format!(
                 "INSERT INTO hits_daily_feeds (day, org, category, feed, action, n) \
-                 SELECT ts / {DAY_MS}, org, category, feed, action, count(*) \
+                 SELECT ts / {DAY_MS}, org, category, feed, action, sum(repeats) \
                  FROM hits WHERE id > ?1 AND id <= ?2 GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 \
                  ON CONFLICT (day, org, category, feed, action) DO UPDATE SET n = n + excluded.n"
             ),
@@ -195,6 +199,29 @@ impl Store {
                 .map_err(|e| self.err(e))?;
         }
         Ok(total)
+    }
+
+    /// Delete the oldest records, at most `limit`, but only ones the daily
+    /// roll-ups already count: what the size cap takes leaves the report
+    /// totals whole. Returns how many went.
+    pub fn evict_oldest(&mut self, limit: u64) -> Result<u64, StoreError> {
+        let mark = self.rolled_up()?.unwrap_or(i64::MAX);
+        let n = self
+            .conn
+            .execute(
+                "DELETE FROM hits WHERE id IN (SELECT id FROM hits WHERE id <= ?1 ORDER BY id LIMIT ?2)",
+                [mark, i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+            .map_err(|e| self.err(e))?;
+        if n > 0 {
+            self.conn
+                .execute(
+                    "DELETE FROM hits_minutes WHERE last_id < (SELECT coalesce(min(id), ?1) FROM hits)",
+                    [i64::MAX],
+                )
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(n as u64)
     }
 
     /// The id of the last record in the roll-ups; `None` for a version 1

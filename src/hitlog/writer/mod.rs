@@ -8,13 +8,19 @@
 //! records, and each commit's fixed cost (rewriting the tail pages of the
 //! table and its indexes to the WAL, file locks) is shared by all of them.
 //!
+//! At the `max_db_mib` cap the oldest records that the daily roll-ups
+//! already count are deleted to make room ([`EVICT_CHUNK`] at a time,
+//! counted in `portcullis_hitlog_evicted_total`): the newest hits are the
+//! ones a security team is looking for, and reports keep the totals.
+//!
 //! Failures never reach the query path. A database that cannot be opened
-//! or written (unwritable directory, full disk, the `max_db_mib` cap) is
-//! logged (the first failure and then at most every 30 s), counted in
+//! or written (unwritable directory, full disk, a cap with nothing left
+//! to evict) is logged (the first failure and then at most every 30 s), counted in
 //! `portcullis_hitlog_errors_total`, and the batch is counted as dropped
 //! with reason `store_error`; the JSON-lines stream still gets it. The
 //! writer retries the database every few seconds.
 
+pub mod coalesce;
 mod rollup;
 #[cfg(test)]
 mod tests;
@@ -31,6 +37,7 @@ use super::store::{Store, StoreError};
 use super::{Counters, Hit, HitSender, PackedHit};
 use crate::clock::{DAY_MS, now_ms};
 use crate::telemetry;
+use coalesce::Coalescer;
 use rollup::Pending;
 pub use rollup::{ROLLUP_CHUNK, ROLLUP_MAX_PENDING};
 
@@ -54,6 +61,11 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 const RETENTION_CHUNK: u64 = 50_000;
 const RETENTION_CATCH_UP: Duration = Duration::from_secs(1);
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(30);
+/// Records deleted at a time to make room under the size cap: a few
+/// MiB, several batches' worth, so the cap is not met again at once.
+pub const EVICT_CHUNK: u64 = 20_000;
+/// Rounds of eviction for one batch before it is given up as lost.
+const EVICT_ROUNDS: u32 = 4;
 
 /// What the writer needs from the config.
 #[derive(Debug, Clone)]
@@ -63,6 +75,7 @@ pub struct Settings {
     pub retention_days: u32,
     pub capacity: usize,
     pub max_bytes: Option<u64>,
+    pub coalesce: coalesce::Settings,
 }
 
 impl Settings {
@@ -74,6 +87,10 @@ impl Settings {
             retention_days: h.retention_days,
             capacity: h.channel_capacity,
             max_bytes: h.max_db_mib.map(|m| m * 1024 * 1024),
+            coalesce: coalesce::Settings {
+                after: h.coalesce_after,
+                window_ms: i64::from(h.coalesce_window_s) * 1000,
+            },
         }
     }
 }
@@ -95,6 +112,8 @@ pub fn spawn(settings: Settings) -> std::io::Result<HitLog> {
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done) = sync_channel(1);
     let mut writer = Writer {
+        coalescer: Coalescer::new(settings.coalesce),
+        evict_logged: None,
         settings,
         store: None,
         identity: None,
@@ -151,6 +170,9 @@ struct Writer {
     counters: Arc<Counters>,
     failures: Failures,
     pending: Pending,
+    coalescer: Coalescer,
+    /// When eviction was last logged (it is logged at most every 30 s).
+    evict_logged: Option<Instant>,
 }
 
 /// The most records one batch takes from a channel of `capacity`: a
@@ -202,7 +224,7 @@ impl Writer {
                 Ok(hit) => batch.push(hit),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.write(&mut batch);
+                    self.write_all(&mut batch);
                     self.roll_up(u64::MAX);
                     return;
                 }
@@ -227,13 +249,15 @@ impl Writer {
             if !batch.is_empty() {
                 self.pending.last_record = Some(Instant::now());
             }
-            self.write(&mut batch);
             // Stop only once the channel is empty: a clean shutdown
             // flushes what the query path handed over.
             if stopping && empty {
+                self.write_all(&mut batch);
                 self.roll_up(u64::MAX);
                 return;
             }
+            self.fold(&mut batch);
+            self.write(&mut batch);
             if !behind && self.pending.due(Instant::now()) {
                 self.roll_up(ROLLUP_CHUNK);
             }
@@ -247,6 +271,24 @@ impl Writer {
                     };
             }
         }
+    }
+
+    /// Fold the flood in `batch` into counted records (see [`coalesce`]).
+    #[allow(clippy::vec_box)]
+    fn fold(&mut self, batch: &mut Vec<Box<PackedHit>>) {
+        let folded = self.coalescer.fold(batch, now_ms());
+        if folded > 0 {
+            self.counters.coalesced.fetch_add(folded, Ordering::Relaxed);
+            ::metrics::counter!(telemetry::HITLOG_COALESCED).increment(folded);
+        }
+    }
+
+    /// Write `batch` and every record still being folded (shutdown).
+    #[allow(clippy::vec_box)]
+    fn write_all(&mut self, batch: &mut Vec<Box<PackedHit>>) {
+        self.fold(batch);
+        self.coalescer.finish_all(batch);
+        self.write(batch);
     }
 
     /// The (device, inode) of the file at the database's path now.
@@ -314,6 +356,16 @@ impl Writer {
             self.reopen_replaced();
             inserted = self.store.as_mut().map(|s| s.insert(batch));
         }
+        let mut rounds = 0;
+        while let Some(Err(error)) = &inserted
+            && is_full(error)
+            && self.settings.max_bytes.is_some()
+            && rounds < EVICT_ROUNDS
+            && self.make_room(EVICT_CHUNK << rounds)
+        {
+            rounds += 1;
+            inserted = self.store.as_mut().map(|s| s.insert(batch));
+        }
         match inserted {
             Some(Ok(given)) => {
                 ids = given;
@@ -339,6 +391,39 @@ impl Writer {
             self.failed(&format!("cannot write the hit stream {path}"), &error);
         }
         batch.clear();
+    }
+
+    /// Delete up to `n` of the oldest records to bring the database under
+    /// its cap; false when none could go (all newer than the roll-up, or
+    /// the delete failed).
+    fn make_room(&mut self, n: u64) -> bool {
+        let Some(store) = self.store.as_mut() else {
+            return false;
+        };
+        match store.evict_oldest(n) {
+            Ok(0) => false,
+            Ok(evicted) => {
+                self.counters.evicted.fetch_add(evicted, Ordering::Relaxed);
+                ::metrics::counter!(telemetry::HITLOG_EVICTED).increment(evicted);
+                if self
+                    .evict_logged
+                    .is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY)
+                {
+                    tracing::warn!(
+                        evicted,
+                        max_db_mib = self.settings.max_bytes.unwrap_or(0) >> 20,
+                        "the hit log is at its size cap; the oldest records make room \
+                         (daily counts keep them; raise hitlog.max_db_mib or lower retention_days)"
+                    );
+                    self.evict_logged = Some(Instant::now());
+                }
+                true
+            }
+            Err(error) => {
+                self.failed("cannot make room in the hit log database", &error);
+                false
+            }
+        }
     }
 
     fn lost(&self, n: u64) {

@@ -98,7 +98,7 @@ mod tests {
 
     use super::*;
     use crate::hitlog::store::Store;
-    use crate::hitlog::writer::tests::{hit, packed, writer};
+    use crate::hitlog::writer::tests::{NO_COALESCE, hit, packed, writer};
     use crate::hitlog::writer::{Settings, spawn};
 
     #[test]
@@ -185,6 +185,7 @@ mod tests {
             retention_days: 1,
             capacity: 100,
             max_bytes: None,
+            coalesce: NO_COALESCE,
         })
         .unwrap();
         assert!(log.close(Duration::from_secs(30)));

@@ -23,8 +23,16 @@ pub(super) fn hit(i: i64) -> Hit {
         category: "malware".into(),
         indicator: None,
         action: "nxdomain".into(),
+        repeats: 1,
+        last_ts: None,
     }
 }
+
+/// Every record written as it is: the tests that count records.
+pub(super) const NO_COALESCE: coalesce::Settings = coalesce::Settings {
+    after: 0,
+    window_ms: 60_000,
+};
 
 /// A writer on `database` as `spawn` makes one, without its thread.
 pub(super) fn writer(database: &std::path::Path) -> Writer {
@@ -35,6 +43,7 @@ pub(super) fn writer(database: &std::path::Path) -> Writer {
             retention_days: 1,
             capacity: 100,
             max_bytes: None,
+            coalesce: NO_COALESCE,
         },
         store: None,
         identity: None,
@@ -43,6 +52,8 @@ pub(super) fn writer(database: &std::path::Path) -> Writer {
         counters: Arc::new(Counters::default()),
         failures: Failures::default(),
         pending: Pending::default(),
+        coalescer: Coalescer::new(NO_COALESCE),
+        evict_logged: None,
     };
     w.open_store();
     w
@@ -57,6 +68,7 @@ fn close_writes_everything_queued_to_the_store_and_the_stream() {
         retention_days: 1,
         capacity: 20_000,
         max_bytes: None,
+        coalesce: NO_COALESCE,
     };
     let log = spawn(settings.clone()).unwrap();
     let tx = log.sender();
@@ -113,6 +125,7 @@ fn a_channel_filled_again_and_again_loses_nothing() {
         retention_days: 1,
         capacity: 1000,
         max_bytes: None,
+        coalesce: NO_COALESCE,
     })
     .unwrap();
     let sender = log.sender();
@@ -150,6 +163,7 @@ fn an_unopenable_database_counts_every_record_as_lost() {
         retention_days: 1,
         capacity: 100,
         max_bytes: None,
+        coalesce: NO_COALESCE,
     })
     .unwrap();
     for i in 0..50 {
@@ -160,4 +174,100 @@ fn an_unopenable_database_counts_every_record_as_lost() {
     assert_eq!(counters.written.load(Ordering::Relaxed), 0);
     assert_eq!(counters.dropped(), 50);
     assert!(counters.errors.load(Ordering::Relaxed) >= 1);
+}
+
+#[test]
+fn a_flood_is_written_as_counted_records_and_every_query_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        database: dir.path().join("hits.sqlite"),
+        jsonl: Some(dir.path().join("hits.jsonl")),
+        retention_days: 1,
+        capacity: 20_000,
+        max_bytes: None,
+        coalesce: coalesce::Settings {
+            after: 5,
+            window_ms: 60_000,
+        },
+    };
+    let log = spawn(settings.clone()).unwrap();
+    let tx = log.sender();
+    // One client, 10,000 random names under one listed name.
+    for i in 0..10_000 {
+        tx.send(hit(i).as_hit_ref());
+    }
+    let counters = Arc::clone(log.counters());
+    // Close writes the run still being folded.
+    assert!(log.close(Duration::from_secs(30)));
+    let written = counters.written.load(Ordering::Relaxed);
+    let coalesced = counters.coalesced.load(Ordering::Relaxed);
+    assert_eq!(written, 6, "five as they came and one for the rest");
+    assert_eq!(written + coalesced, 10_000);
+    assert_eq!(counters.dropped(), 0);
+    let store = Store::open_reader(&settings.database).unwrap();
+    let page = store
+        .hits(&super::super::store::Filter::default(), None, 10)
+        .unwrap();
+    let newest = &page.hits[0];
+    assert_eq!(newest.repeats, 9_995);
+    assert_eq!(
+        newest.qname, "n5.evil.example",
+        "named by the first it folds"
+    );
+    assert!(newest.last_ts.unwrap() >= newest.ts);
+    let report = store
+        .report(
+            &super::super::store::Filter::default(),
+            now_ms() - DAY_MS,
+            now_ms() + DAY_MS,
+            5,
+        )
+        .unwrap();
+    assert_eq!(report.total, 10_000, "reports count queries, not records");
+    // The stream carries the same counted record.
+    let lines = std::fs::read_to_string(dir.path().join("hits.jsonl")).unwrap();
+    let last: Hit = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    assert_eq!((last.id, last.repeats), (newest.id, 9_995));
+}
+
+#[test]
+fn at_the_size_cap_the_oldest_rolled_up_records_make_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("hits.sqlite");
+    let mut w = writer(&database);
+    let cap = 4u64 << 20;
+    w.settings.max_bytes = Some(cap);
+    w.store = None;
+    w.open_store();
+    let mut sent = 0i64;
+    // Write and roll up until well past what the cap holds.
+    for _ in 0..40 {
+        let mut batch: Vec<_> = (sent..sent + 5_000).map(packed).collect();
+        sent += 5_000;
+        w.write(&mut batch);
+        w.roll_up(u64::MAX);
+    }
+    let written = w.counters.written.load(Ordering::Relaxed);
+    let evicted = w.counters.evicted.load(Ordering::Relaxed);
+    assert_eq!(written, sent as u64, "nothing lost at the cap");
+    assert_eq!(w.counters.dropped(), 0);
+    assert!(evicted > 0, "the cap never bit");
+    let size = std::fs::metadata(&database).unwrap().len();
+    assert!(size <= cap, "{size} bytes over a cap of {cap}");
+    let store = Store::open_reader(&database).unwrap();
+    assert_eq!(store.count().unwrap(), written - evicted);
+    // The newest record is kept; the daily counts keep the evicted ones.
+    let page = store
+        .hits(&super::super::store::Filter::default(), None, 1)
+        .unwrap();
+    assert_eq!(page.hits[0].qname, format!("n{}.evil.example", sent - 1));
+    let report = store
+        .report(
+            &super::super::store::Filter::default(),
+            now_ms() - DAY_MS,
+            now_ms() + DAY_MS,
+            5,
+        )
+        .unwrap();
+    assert_eq!(report.total, written);
 }
