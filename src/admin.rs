@@ -15,6 +15,7 @@
 //! | `GET /api/v1/orgs/{org}/hits/{ref}` | one record by its reference |
 //! | `GET /api/v1/orgs/{org}/report` | the report (`format=json|csv|html`) |
 //! | `GET /api/v1/report` | across organisations (operator only) |
+//! | `GET /api/v1/check` | one name against the live list and policy (`name`, `type`, `client`, `org`, `resolve`) |
 //!
 //! Filters are query parameters: `since`, `until` (a duration back from
 //! now like `24h`, an RFC 3339 time, or a date), `client`, `domain`,
@@ -36,7 +37,7 @@ use axum::routing::get;
 
 mod review;
 
-use review::{hit, hits, report_all, report_org, whoami};
+use review::{check, hit, hits, report_all, report_org, whoami};
 
 use crate::config::Config;
 
@@ -48,6 +49,9 @@ pub struct AdminState {
     pub orgs: Vec<OrgAccess>,
     pub operator_token_sha256: Option<String>,
     pub health: Arc<crate::health::Health>,
+    /// The running resolver, for `/api/v1/check`; `None` where the admin
+    /// routes run without one (tests of the review API).
+    pub checker: Option<Arc<crate::server::Handler>>,
 }
 
 /// One organisation as the API knows it.
@@ -77,6 +81,7 @@ impl AdminState {
                 .collect(),
             operator_token_sha256: config.admin.operator_token_sha256.clone(),
             health,
+            checker: None,
         }
     }
 }
@@ -89,6 +94,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/report", get(report_all))
+        .route("/api/v1/check", get(check))
         .route("/api/v1/orgs/{org}/hits", get(hits))
         .route("/api/v1/orgs/{org}/hits/{id}", get(hit))
         .route("/api/v1/orgs/{org}/report", get(report_org))

@@ -88,10 +88,38 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Show the decision for a name and why.
+    /// Show the decision for a name and why, from the running resolver
+    /// (its live list, last-good copies included, and organisations'
+    /// policies) through its admin API with the operator's token
+    /// (PORTCULLIS_TOKEN or --token-file); --offline compiles the feeds
+    /// here instead.
     Check {
         /// The name to look up.
         name: String,
+        /// As a query from this client address (its organisation's policy).
+        #[arg(long, conflicts_with = "offline")]
+        client: Option<std::net::IpAddr>,
+        /// As a query from this organisation (by id).
+        #[arg(long, conflicts_with = "offline")]
+        org: Option<String>,
+        /// Also resolve it now and apply CNAME and answer-address policy.
+        #[arg(long, conflicts_with = "offline")]
+        resolve: bool,
+        /// The query type to resolve.
+        #[arg(long = "type", default_value = "A", conflicts_with = "offline")]
+        qtype: String,
+        /// A file holding the operator's (or an organisation's) API token.
+        #[arg(long, conflicts_with = "offline")]
+        token_file: Option<PathBuf>,
+        /// The admin listener to ask (default: the config's admin.listen).
+        #[arg(long, conflicts_with = "offline")]
+        admin: Option<std::net::SocketAddr>,
+        /// Compile the config's feeds here instead of asking the resolver.
+        #[arg(long)]
+        offline: bool,
+        /// Print the API's JSON instead of text.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -126,7 +154,36 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => cmd::serve::run(&config.path),
         Command::Compile { config } => cmd::compile::run(&config.path),
-        Command::Check { name, config } => cmd::check::run(&name, &config.path),
+        Command::Check {
+            name,
+            client,
+            org,
+            resolve,
+            qtype,
+            token_file,
+            admin,
+            offline,
+            json,
+            config,
+        } => {
+            if offline {
+                cmd::check::offline(&name, &config.path)
+            } else {
+                cmd::check::live(
+                    &cmd::check::Live {
+                        name,
+                        client,
+                        org,
+                        resolve,
+                        qtype,
+                        token_file,
+                        admin,
+                        json,
+                    },
+                    &config.path,
+                )
+            }
+        }
         Command::Logs {
             filter,
             limit,

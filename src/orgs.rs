@@ -146,6 +146,12 @@ impl OrgMap {
         self.roaming.get(&hex).copied()
     }
 
+    /// The organisation with this id.
+    pub fn by_id(&self, id: &str) -> Option<OrgId> {
+        let i = self.policies.iter().position(|p| p.id == id)?;
+        Some(OrgId(u16::try_from(i).ok()?))
+    }
+
     pub fn id(&self, org: OrgId) -> &str {
         &self.policy(org).id
     }

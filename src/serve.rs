@@ -230,7 +230,7 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         None
     };
     let orgs = Arc::new(orgs);
-    let handler = Handler {
+    let handler = Arc::new(Handler {
         blocklist: Arc::clone(&handle),
         orgs: Arc::clone(&orgs),
         upstream: Arc::clone(&upstream),
@@ -252,7 +252,7 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
             &endpoints(&config, &bound.dns.encrypted),
         ),
         limits: server::limits::Limits::new(&config.limits, &config.organisations),
-    };
+    });
     let tls_name = config
         .server
         .encrypted
@@ -263,7 +263,7 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         roaming: Arc::new(server::Roaming::new(Arc::clone(&orgs), tls_name)),
     });
     let dns = server::serve(
-        handler,
+        Arc::clone(&handler),
         bound.dns,
         server::ServeSettings::from_config(&config),
         tls,
@@ -281,11 +281,9 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
     }
     lifecycle::spawn_watchdog();
     if let Some(listener) = bound.admin {
-        let state = Arc::new(crate::admin::AdminState::new(
-            &config,
-            prometheus,
-            Arc::clone(&health),
-        ));
+        let mut state = crate::admin::AdminState::new(&config, prometheus, Arc::clone(&health));
+        state.checker = Some(Arc::clone(&handler));
+        let state = Arc::new(state);
         let app = crate::admin::router(state);
         let listener =
             crate::http_limits::LimitedListener::new(listener, config.admin.limits, "admin");

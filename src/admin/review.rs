@@ -336,3 +336,65 @@ mod tests {
         );
     }
 }
+
+/// `GET /api/v1/check` parameters.
+#[derive(Debug, Deserialize)]
+pub(super) struct CheckParams {
+    name: String,
+    /// The query type for `resolve` (default A).
+    #[serde(rename = "type")]
+    qtype: Option<String>,
+    client: Option<String>,
+    org: Option<String>,
+    #[serde(default)]
+    resolve: bool,
+}
+
+/// One name against the live list and an organisation's policy, resolved
+/// as its client would be with `resolve=true`. The operator may check for
+/// any client or organisation; an organisation's token for its own only.
+pub(super) async fn check(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Query(params): Query<CheckParams>,
+) -> Result<Response, ApiError> {
+    let principal = state.principal(&headers)?;
+    let org = match (principal, params.org.filter(|o| !o.is_empty())) {
+        (Principal::Operator, org) => org,
+        (Principal::Org(mine), Some(asked)) if asked != state.orgs[mine].id => {
+            return Err(state.forbidden(mine, &asked));
+        }
+        (Principal::Org(mine), _) => Some(state.orgs[mine].id.clone()),
+    };
+    let client = match params.client.as_deref().filter(|s| !s.is_empty()) {
+        Some(c) => Some(
+            c.parse::<IpAddr>()
+                .map_err(|_| bad(format!("client {c:?} is not an IP address")))?,
+        ),
+        None => None,
+    };
+    let qtype = match params.qtype.as_deref().filter(|s| !s.is_empty()) {
+        Some(t) => t
+            .to_ascii_uppercase()
+            .parse::<hickory_proto::rr::RecordType>()
+            .map_err(|_| bad(format!("type {t:?} is not a record type")))?,
+        None => hickory_proto::rr::RecordType::A,
+    };
+    let Some(checker) = state.checker.clone() else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no resolver runs in this process".into(),
+        ));
+    };
+    let request = crate::server::check::CheckRequest {
+        name: params.name,
+        qtype,
+        client,
+        org,
+        resolve: params.resolve,
+    };
+    match checker.check_live(&request).await {
+        Ok(report) => Ok(no_store(axum::Json(report).into_response())),
+        Err(error) => Err(bad(error.to_string())),
+    }
+}

@@ -98,7 +98,7 @@ impl Via {
 
 /// What the blocklist matched, copied out of the guard.
 pub(super) struct Listed {
-    verdict: Verdict,
+    pub verdict: Verdict,
     action: Action,
     /// The listed name; for an address entry, the name that resolved into
     /// the listed network (it owns the block answer's SOA).
@@ -108,8 +108,8 @@ pub(super) struct Listed {
     /// The feed's own answer addresses (empty for most entries).
     pub local: Vec<std::net::IpAddr>,
     pub generation: u64,
-    feed: String,
-    category: String,
+    pub feed: String,
+    pub category: String,
     indicator: Option<String>,
     pub ede: EdnsOption,
 }
@@ -192,10 +192,7 @@ impl Handler {
         matched: &str,
         action: &str,
     ) {
-        if !self.hits.is_enabled() {
-            return;
-        }
-        self.hits.send(HitRef {
+        let hit = HitRef {
             ts: now_ms(),
             org: cx.org.map(|o| self.orgs.id(o)),
             client: cx.client,
@@ -210,7 +207,15 @@ impl Handler {
             action,
             repeats: 1,
             last_ts: None,
+        };
+        // A check's decisions go to the check's report, not the hit log.
+        let checked = super::check::CHECKING.try_with(|c| {
+            c.borrow_mut()
+                .push(crate::hitlog::PackedHit::pack(&hit).unpack())
         });
+        if checked.is_err() && self.hits.is_enabled() {
+            self.hits.send(hit);
+        }
     }
 
     /// What this client's organisation makes of a listed entry found at
@@ -243,8 +248,10 @@ impl Handler {
         action: Action,
         matched: &str,
     ) {
-        ::metrics::counter!(telemetry::BLOCKS, "category" => listed.category.clone(), "action" => action.as_str())
-            .increment(1);
+        if !super::check::checking() {
+            ::metrics::counter!(telemetry::BLOCKS, "category" => listed.category.clone(), "action" => action.as_str())
+                .increment(1);
+        }
         self.record(cx, stage, qname, listed, matched, action.as_str());
     }
 
@@ -262,7 +269,7 @@ impl Handler {
         match self.judge(cx.org, checked, listed) {
             Judgement::Excepted(org_allow) => {
                 // An exception let it through; with log_allowed, say so.
-                if self.log_allowed {
+                if self.log_allowed || super::check::checking() {
                     let matched = org_allow.map_or_else(|| matched_text(listed), str::to_owned);
                     self.record(cx, stage, qname, listed, &matched, "allow");
                 }

@@ -268,7 +268,7 @@ impl Handler {
         Some(truncate.map_or(0, |truncate| write_limited(out, query, truncate)))
     }
 
-    async fn answer<R: ResponseHandler>(
+    pub(super) async fn answer<R: ResponseHandler>(
         &self,
         request: &Request,
         handle: R,

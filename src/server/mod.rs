@@ -14,6 +14,7 @@
 //! each connection a task.
 
 pub mod capture;
+pub mod check;
 pub mod connections;
 mod decide;
 mod doh;
@@ -262,12 +263,11 @@ impl Listeners {
 
 /// Start serving on every socket.
 pub fn serve(
-    handler: Handler,
+    handler: Arc<Handler>,
     sockets: Sockets,
     settings: ServeSettings,
     tls: Option<TlsSetup>,
 ) -> io::Result<Listeners> {
-    let handler = Arc::new(handler);
     let cache = PacketCache::new(settings.packet_cache).map(Arc::new);
     let connections = Connections::new(settings.caps);
     let stream_settings = StreamSettings {

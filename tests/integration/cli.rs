@@ -68,7 +68,13 @@ fn compile_fails_when_no_feed_loads() {
 #[test]
 fn check_explains_hits_misses_and_precedence() {
     let (_setup, config) = setup_with_feeds();
-    let (code, out, _) = run(&["check", "A.B.Evil.Example.Test.", "--config", &config]);
+    let (code, out, _) = run(&[
+        "check",
+        "A.B.Evil.Example.Test.",
+        "--offline",
+        "--config",
+        &config,
+    ]);
     assert_eq!(code, 0);
     assert!(
         out.starts_with("a.b.evil.example.test: BLOCKED, action nxdomain"),
@@ -77,36 +83,60 @@ fn check_explains_hits_misses_and_precedence() {
     assert!(out.contains("=> subtree    block evil.example.test (feed threats.tsv, tsv format, category malware, testbot)"), "{out}");
     assert!(out.contains("most specific listed name decides"), "{out}");
 
-    let (_, out, _) = run(&["check", "x.good.evil.example.test", "--config", &config]);
+    let (_, out, _) = run(&[
+        "check",
+        "x.good.evil.example.test",
+        "--offline",
+        "--config",
+        &config,
+    ]);
     assert!(
         out.starts_with("x.good.evil.example.test: ALLOWED (exception)"),
         "{out}"
     );
     assert!(out.contains("feed allow:allow.txt"), "{out}");
 
-    let (_, out, _) = run(&["check", "notevil.example.test", "--config", &config]);
+    let (_, out, _) = run(&[
+        "check",
+        "notevil.example.test",
+        "--offline",
+        "--config",
+        &config,
+    ]);
     assert!(out.starts_with("notevil.example.test: not listed"), "{out}");
 
     // An exact (here: below-only) entry seen but not applying is shown as such.
-    let (_, out, _) = run(&["check", "wild.example.test", "--config", &config]);
+    let (_, out, _) = run(&[
+        "check",
+        "wild.example.test",
+        "--offline",
+        "--config",
+        &config,
+    ]);
     assert!(out.starts_with("wild.example.test: not listed"), "{out}");
     assert!(
         out.contains("wild.example.test is listed (below-only block) but does not cover this name"),
         "{out}"
     );
-    let (_, out, _) = run(&["check", "a.wild.example.test", "--config", &config]);
+    let (_, out, _) = run(&[
+        "check",
+        "a.wild.example.test",
+        "--offline",
+        "--config",
+        &config,
+    ]);
     assert!(
         out.contains("BLOCKED") && out.contains("category adware"),
         "{out}"
     );
 
-    let (_, out, _) = run(&["check", "blogspot.test", "--config", &config]);
+    let (_, out, _) = run(&["check", "blogspot.test", "--offline", "--config", &config]);
     assert!(
         out.contains("not listed"),
         "protected name suppressed: {out}"
     );
 
-    let (code, _, err) = run(&["check", "not a name", "--config", &config]);
+    let (code, _, err) = run(&["check", "not a name", "--offline", "--config", &config]);
     assert_eq!(code, 64);
     assert!(err.contains("not a domain name"), "{err}");
 }

@@ -10,7 +10,8 @@
 //! * `bad_input`: malformed packets, odd names, broken feeds and configs.
 //! * `blocking`: block responses, precedence, protected names.
 //! * `browser`: the review page and the block page in headless Chromium.
-//! * `cli`: `compile`, `check` and `config check`.
+//! * `check`: `portcullis check` against the running resolver.
+//! * `cli`: `compile`, `check --offline` and `config check`.
 //! * `differential`: the same RPZ through Unbound and Portcullis.
 //! * `dnssec`: validation over a signed lab (dnssec-signzone, NSD).
 //! * `encrypted`: DoT, DoH and DoQ with kdig, dig, curl and aioquic;
@@ -36,6 +37,7 @@ mod upstream;
 mod bad_input;
 mod blocking;
 mod browser;
+mod check;
 mod cli;
 mod differential;
 mod dnssec;
