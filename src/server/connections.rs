@@ -4,6 +4,14 @@
 //! cannot take every file descriptor and leave the others, and the admin
 //! listener, without any.
 //!
+//! A quarter of the total is kept for members: a connection from an
+//! address in no organisation is refused once three quarters of the total
+//! are open, so that 20,000 idle connections from outside leave room for
+//! the organisations' own clients (their TCP fallback after a truncated
+//! answer above all). A roaming client over DoT or DoH from an address in
+//! no organisation counts as an outsider here: its key is seen only after
+//! the connection is accepted.
+//!
 //! The caps are checked when a connection is accepted, never on a query:
 //! the per-client counts sit behind a mutex taken once at connect and once
 //! at close.
@@ -27,6 +35,9 @@ pub struct Caps {
 #[derive(Debug)]
 pub struct Connections {
     caps: Caps,
+    /// Whose addresses are members (see the module doc); `None`: no one
+    /// is told apart (the admin listener, a config without organisations).
+    members: Option<Arc<crate::orgs::OrgMap>>,
     open: Mutex<Open>,
 }
 
@@ -41,6 +52,8 @@ struct Open {
 pub enum Refusal {
     Total,
     PerClient,
+    /// An address in no organisation, with only the members' share left.
+    Reserved,
 }
 
 impl Refusal {
@@ -48,6 +61,7 @@ impl Refusal {
         match self {
             Refusal::Total => "total",
             Refusal::PerClient => "per_client",
+            Refusal::Reserved => "reserved_for_members",
         }
     }
 }
@@ -56,8 +70,26 @@ impl Connections {
     pub fn new(caps: Caps) -> Arc<Connections> {
         Arc::new(Connections {
             caps,
+            members: None,
             open: Mutex::new(Open::default()),
         })
+    }
+
+    /// Caps that keep a quarter of the total for the organisations in
+    /// `orgs` (none kept when it has no organisation).
+    pub fn with_members(caps: Caps, orgs: Arc<crate::orgs::OrgMap>) -> Arc<Connections> {
+        let members = (!orgs.policies().is_empty()).then_some(orgs);
+        Arc::new(Connections {
+            caps,
+            members,
+            open: Mutex::new(Open::default()),
+        })
+    }
+
+    /// The most connections open at which one more from an address in no
+    /// organisation is still admitted.
+    fn outsiders_up_to(&self) -> usize {
+        self.caps.total - self.caps.total / 4
     }
 
     /// Count a new connection from `client` to `listener` (a transport's
@@ -69,11 +101,17 @@ impl Connections {
         listener: &'static str,
     ) -> Result<Admitted, Refusal> {
         let client = client.to_canonical();
+        let outsider = self
+            .members
+            .as_ref()
+            .is_some_and(|orgs| orgs.lookup(client).is_none());
         let refused = {
             let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
             let mine = open.by_client.get(&client).copied().unwrap_or(0);
             if open.total >= self.caps.total {
                 Some(Refusal::Total)
+            } else if outsider && open.total >= self.outsiders_up_to() {
+                Some(Refusal::Reserved)
             } else if mine >= self.caps.per_client {
                 Some(Refusal::PerClient)
             } else {
@@ -168,5 +206,60 @@ mod tests {
                 .unwrap_err(),
             Refusal::Total
         );
+    }
+
+    #[test]
+    fn a_quarter_of_the_total_is_kept_for_members() {
+        let orgs = crate::orgs::OrgMap::new(&[crate::config::Organisation {
+            id: "a".into(),
+            name: "A".into(),
+            networks: vec!["10.0.0.0/8".parse().unwrap()],
+            token_sha256: None,
+            roaming_key_sha256: None,
+            allow: Vec::new(),
+            actions: Default::default(),
+            contact: None,
+            client_qps: None,
+        }])
+        .unwrap();
+        let connections = Connections::with_members(
+            Caps {
+                total: 8,
+                per_client: 100,
+            },
+            Arc::new(orgs),
+        );
+        let outsider: IpAddr = "192.0.2.1".parse().unwrap();
+        let member: IpAddr = "10.1.2.3".parse().unwrap();
+        let held: Vec<_> = (0..6)
+            .map(|_| connections.admit(outsider, "tcp").unwrap())
+            .collect();
+        assert_eq!(
+            connections.admit(outsider, "tcp").unwrap_err(),
+            Refusal::Reserved
+        );
+        let other_outsider: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(
+            connections.admit(other_outsider, "dot").unwrap_err(),
+            Refusal::Reserved
+        );
+        let _m1 = connections.admit(member, "tcp").unwrap();
+        let _m2 = connections.admit(member, "tcp").unwrap();
+        assert_eq!(
+            connections.admit(member, "tcp").unwrap_err(),
+            Refusal::Total
+        );
+        drop(held);
+        assert!(connections.admit(outsider, "tcp").is_ok());
+        // Without organisations, no one is told apart.
+        let open = Connections::with_members(
+            Caps {
+                total: 4,
+                per_client: 100,
+            },
+            Arc::new(crate::orgs::OrgMap::default()),
+        );
+        let all: Vec<_> = (0..4).map(|_| open.admit(outsider, "tcp")).collect();
+        assert!(all.iter().all(Result::is_ok));
     }
 }

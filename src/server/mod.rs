@@ -269,7 +269,7 @@ pub fn serve(
     tls: Option<TlsSetup>,
 ) -> io::Result<Listeners> {
     let cache = PacketCache::new(settings.packet_cache).map(Arc::new);
-    let connections = Connections::new(settings.caps);
+    let connections = Connections::with_members(settings.caps, Arc::clone(&handler.orgs));
     let stream_settings = StreamSettings {
         idle: settings.idle,
         max_in_flight: settings.max_queries_per_connection,

@@ -282,6 +282,75 @@ fn idle_admin_connections_are_capped_per_client_and_closed() {
     );
 }
 
+#[test]
+fn outsiders_filling_the_connection_cap_leave_the_members_their_quarter() {
+    let setup = Setup::new();
+    setup.write("feeds/list.txt", "evil.example.test\n");
+    let config = setup.config_with_admin(
+        "",
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\n\
+         [[organisation]]\nid = \"member\"\nname = \"Member\"\nnetworks = [\"127.0.0.1/32\"]\n",
+    );
+    setup.edit_config(
+        "allow_unknown_clients = true\n",
+        "allow_unknown_clients = false\nmax_connections = 40\nmax_connections_per_client = 10\n\
+         tcp_timeout_secs = 60\n",
+    );
+    let server = Server::start(&config);
+    // Eight addresses in no organisation open ten connections each, and
+    // hold them silent: the first 30 (three quarters of 40) stay open,
+    // the rest are closed at once.
+    let mut outsiders: Vec<std::net::TcpStream> = Vec::new();
+    for host in 1..=8 {
+        for _ in 0..10 {
+            outsiders.push(connect_from(&format!("127.0.9.{host}"), server.addr));
+        }
+    }
+    wait_for("the outsiders counted", Duration::from_secs(10), || {
+        let text = scrape(&server);
+        metric(&text, "portcullis_connections", &[("transport", "tcp")]) >= 30.0
+            && metric(
+                &text,
+                "portcullis_connections_refused_total",
+                &[("transport", "tcp"), ("reason", "reserved_for_members")],
+            ) >= 50.0
+    });
+    let closed = outsiders
+        .iter_mut()
+        .map(|s| closed_by_server(s, Duration::from_millis(200)))
+        .filter(|&closed| closed)
+        .count();
+    assert_eq!(closed, 50, "all but three quarters of the cap turned away");
+    // The member is answered over TCP (its quarter), over UDP, and the
+    // admin listener answers.
+    for transport in [Transport::Tcp, Transport::Udp] {
+        let r = query(
+            server.addr,
+            "evil.example.test",
+            RecordType::A,
+            transport,
+            true,
+        );
+        assert_eq!(
+            r.metadata.response_code,
+            ResponseCode::NXDomain,
+            "{transport:?}: {r}"
+        );
+    }
+    let (status, _, _) = crate::harness::http_get(server.admin(), "/healthz", None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric(
+            &scrape(&server),
+            "portcullis_connections",
+            &[("transport", "tcp")]
+        ),
+        30.0,
+        "the member's connection closed after its answer"
+    );
+    drop(outsiders);
+}
+
 /// What came back for a burst of `count` queries sent at once from
 /// `source`: (answers, truncated, refused, nothing) within `wait`.
 fn burst(
@@ -455,18 +524,22 @@ fn a_random_subdomain_flood_fills_its_zones_share_and_other_names_resolve() {
     );
     let server = Server::start(&config);
     let started = Instant::now();
-    let flood = std::thread::spawn({
-        let addr = server.addr;
-        move || {
-            burst(
-                addr,
-                "127.0.0.1",
-                |i| format!("r{i}.victim.example.test"),
-                40,
-                Duration::from_secs(3),
-            )
-        }
-    });
+    // From eight addresses, five names each: no client is over its own
+    // cap, and the zone's cap still holds the flood as a whole.
+    let floods: Vec<_> = (1..=8)
+        .map(|host| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                burst(
+                    addr,
+                    &format!("127.0.8.{host}"),
+                    |i| format!("r{host}-{i}.victim.example.test"),
+                    5,
+                    Duration::from_secs(3),
+                )
+            })
+        })
+        .collect();
     std::thread::sleep(Duration::from_millis(200));
     // Meanwhile other names resolve at once, from the same client too.
     let reply = query(
@@ -478,7 +551,12 @@ fn a_random_subdomain_flood_fills_its_zones_share_and_other_names_resolve() {
     );
     assert_eq!(a_records(&reply), ["192.0.2.10"]);
     assert!(started.elapsed() < Duration::from_millis(900));
-    let (answered, _, _, nothing) = flood.join().unwrap();
+    let (answered, nothing) = floods
+        .into_iter()
+        .map(|f| f.join().unwrap())
+        .fold((0, 0), |(a, n), (answered, _, _, nothing)| {
+            (a + answered, n + nothing)
+        });
     assert_eq!(nothing, 0);
     assert_eq!(answered, 40, "SERVFAIL counts as answered here");
     let text = scrape(&server);
