@@ -184,7 +184,13 @@ fn every_command_logs_at_the_configs_level() {
     setup.edit_config("level = \"info\"", "level = \"debug\"");
     for args in [
         &["compile", "--config", &config][..],
-        &["check", "evil.example.test", "--config", &config],
+        &[
+            "check",
+            "evil.example.test",
+            "--offline",
+            "--config",
+            &config,
+        ],
         &["config", "check", "--config", &config],
     ] {
         let (code, out, err) = run(args);

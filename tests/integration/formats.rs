@@ -97,6 +97,7 @@ fn each_format_blocks_what_it_says() {
     let (_, out, _) = run(&[
         "check",
         "stix-evil.example.test",
+        "--offline",
         "--config",
         config.to_str().unwrap(),
     ]);
@@ -110,6 +111,7 @@ fn each_format_blocks_what_it_says() {
     let (_, out, _) = run(&[
         "check",
         "good.evil.example.test",
+        "--offline",
         "--config",
         config.to_str().unwrap(),
     ]);
@@ -170,12 +172,12 @@ fn feed_settings_trusted_and_max_entries() {
         Some("1"),
         "partner's gov.test suppressed: {partner}"
     );
-    let (_, out, _) = run(&["check", "www.gov.test", "--config", config]);
+    let (_, out, _) = run(&["check", "www.gov.test", "--offline", "--config", config]);
     assert!(
         out.contains("BLOCKED") && out.contains("feed cert.txt"),
         "the trusted feed may list it: {out}"
     );
-    let (_, out, _) = run(&["check", "a.test", "--config", config]);
+    let (_, out, _) = run(&["check", "a.test", "--offline", "--config", config]);
     assert!(
         out.contains("not listed"),
         "the oversized feed was refused: {out}"

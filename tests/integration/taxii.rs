@@ -157,7 +157,13 @@ fn pulls_a_collection_with_paging_and_added_after() {
     );
     assert!(out.contains("url-with-path 1"), "{out}");
     let id = seeded["ids"][3].as_str().unwrap();
-    let (_, out, _) = run(&["check", "www.taxii-3.example.test", "--config", config]);
+    let (_, out, _) = run(&[
+        "check",
+        "www.taxii-3.example.test",
+        "--offline",
+        "--config",
+        config,
+    ]);
     assert!(
         out.contains("BLOCKED") && out.contains(id),
         "check names the STIX id {id}: {out}"
@@ -171,9 +177,21 @@ fn pulls_a_collection_with_paging_and_added_after() {
         out.contains("threats: 3 objects received in 2 pages, 9 in"),
         "{out}"
     );
-    let (_, out, _) = run(&["check", "taxii-101.example.test", "--config", config]);
+    let (_, out, _) = run(&[
+        "check",
+        "taxii-101.example.test",
+        "--offline",
+        "--config",
+        config,
+    ]);
     assert!(out.contains("BLOCKED"), "{out}");
-    let (_, out, _) = run(&["check", "taxii-0.example.test", "--config", config]);
+    let (_, out, _) = run(&[
+        "check",
+        "taxii-0.example.test",
+        "--offline",
+        "--config",
+        config,
+    ]);
     assert!(out.contains("BLOCKED"), "earlier objects are kept: {out}");
 
     // Wrong credentials: a clear error, and the bundle is left as it was.
