@@ -4,9 +4,9 @@
 //!
 //! The list explanation is the offline one, run over the list being
 //! served (last-good copies of broken feeds included, marked as such).
-//! The organisation's judgement is [`Handler::judge`]. A resolution goes
-//! through [`Handler::answer`] exactly as a query from that client would,
-//! CNAME and answer-address policy included; inside [`CHECKING`] the
+//! The organisation's judgement is `Handler::judge`. A resolution goes
+//! through `Handler::answer` exactly as a query from that client would,
+//! CNAME and answer-address policy included; inside `CHECKING` (a task-local) the
 //! hits it decides are collected for the report instead of going to the
 //! hit log or the block counters (a check is not a query from that
 //! client, and must not show in its organisation's records), and the
