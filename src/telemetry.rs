@@ -41,6 +41,7 @@ pub const API_DENIED: &str = "portcullis_api_denied_total";
 pub const BLOCK_PAGE_VIEWS: &str = "portcullis_block_page_views_total";
 pub const DNSSEC_ANSWERS: &str = "portcullis_dnssec_answers_total";
 pub const DNSSEC_BOGUS: &str = "portcullis_dnssec_bogus_total";
+pub const DNSSEC_AGGRESSIVE: &str = "portcullis_dnssec_aggressive_nxdomain_total";
 pub const CONNECTIONS: &str = "portcullis_connections";
 pub const CONNECTIONS_REFUSED: &str = "portcullis_connections_refused_total";
 pub const TLS_HANDSHAKE_FAILURES: &str = "portcullis_tls_handshake_failures_total";
@@ -52,6 +53,7 @@ pub const DOH_ERRORS: &str = "portcullis_doh_errors_total";
 pub const ALL: &[&str] = &[
     DNSSEC_ANSWERS,
     DNSSEC_BOGUS,
+    DNSSEC_AGGRESSIVE,
     CONNECTIONS,
     CONNECTIONS_REFUSED,
     TLS_HANDSHAKE_FAILURES,
@@ -268,6 +270,10 @@ fn describe() {
     describe_counter!(
         HITLOG_ERRORS,
         "Hit-log database operations that failed (open, write, retention)."
+    );
+    describe_counter!(
+        DNSSEC_AGGRESSIVE,
+        "NXDOMAIN answered from validated NSEC ranges without asking the upstream (RFC 8198)."
     );
     describe_counter!(
         HITLOG_COALESCED,

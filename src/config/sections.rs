@@ -99,6 +99,9 @@ pub struct ResolverConfig {
     /// Milliseconds, above 0: the longest a resolution may take before
     /// the client gets SERVFAIL (or a stale answer), in both modes.
     pub timeout_ms: u64,
+    /// Answer NXDOMAIN from validated NSEC ranges (RFC 8198); only with
+    /// `dnssec = "validate"`.
+    pub aggressive_nsec: bool,
     /// Serve-stale (RFC 8767): seconds an expired answer stays usable;
     /// 0 = off.
     pub serve_stale_secs: u64,

@@ -26,6 +26,7 @@ use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::recursor::{DnssecConfig, DnssecPolicy};
 use hickory_resolver::recursor::{Recursor, RecursorOptions};
 
+mod aggressive;
 mod explain;
 mod forward;
 mod negative;
@@ -120,6 +121,9 @@ pub struct Upstream {
     limit: Duration,
     /// Expired answers kept for serve-stale; `None` when it is off.
     stale: Option<stale::StaleStore>,
+    /// Validated NSEC ranges (RFC 8198); `None` unless validating with
+    /// `aggressive_nsec` on.
+    aggressive: Option<aggressive::AggressiveNsec>,
 }
 
 enum Kind {
@@ -222,6 +226,8 @@ impl Upstream {
             negative_trust_anchors: config.negative_trust_anchors.clone(),
             limit: Duration::from_millis(config.timeout_ms),
             stale,
+            aggressive: (dnssec == DnssecMode::Validate && config.aggressive_nsec)
+                .then(aggressive::AggressiveNsec::default),
         })
     }
 
@@ -250,9 +256,21 @@ impl Upstream {
         rtype: RecordType,
         checking_disabled: bool,
     ) -> Result<Answer, UpstreamError> {
-        tokio::time::timeout(self.limit, self.resolve_now(name, rtype, checking_disabled))
-            .await
-            .unwrap_or(Err(UpstreamError::Timeout))
+        let aggressive = self.aggressive.as_ref().filter(|_| !checking_disabled);
+        if let Some(cache) = aggressive
+            && let Some(answer) = cache.answer(&Name::from(name.clone()), Instant::now())
+        {
+            ::metrics::counter!(crate::telemetry::DNSSEC_AGGRESSIVE).increment(1);
+            return Ok(answer);
+        }
+        let result =
+            tokio::time::timeout(self.limit, self.resolve_now(name, rtype, checking_disabled))
+                .await
+                .unwrap_or(Err(UpstreamError::Timeout));
+        if let (Some(cache), Ok(answer)) = (aggressive, &result) {
+            cache.learn(answer, Instant::now());
+        }
+        result
     }
 
     async fn resolve_now(

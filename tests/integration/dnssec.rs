@@ -354,6 +354,57 @@ fn portcullis_cases(resolver: &str) {
         "CD=0 after CD=1: {r}"
     );
 
+    // RFC 8198: after a validated NXDOMAIN, other names in its NSEC range
+    // are denied from it without asking the upstream, with the proof.
+    let aggressive = || {
+        metric(
+            &scrape(&server),
+            "portcullis_dnssec_aggressive_nxdomain_total",
+            &[],
+        )
+    };
+    let before = aggressive();
+    for name in ["nx-aggr-1.example.test.", "nx-aggr-2.example.test."] {
+        let r = ask(addr, name, RecordType::A, Transport::Udp, DO);
+        assert_eq!(
+            r.metadata.response_code,
+            ResponseCode::NXDomain,
+            "{name}: {r}"
+        );
+        assert!(r.metadata.authentic_data, "{name}: {r}");
+        assert!(has(&r, "authority", RecordType::NSEC), "{name}: {r}");
+        assert!(has(&r, "authority", RecordType::RRSIG), "{name}: {r}");
+    }
+    assert_eq!(aggressive() - before, 2.0, "both from the cached range");
+    // Not for NSEC3 ranges, not with CD, not for names that exist.
+    let before = aggressive();
+    let r = ask(
+        addr,
+        "nx-aggr-1.nsec3.test.",
+        RecordType::A,
+        Transport::Udp,
+        DO,
+    );
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain, "{r}");
+    let cd = Bits { cd: true, ..DO };
+    let r = ask(
+        addr,
+        "nx-aggr-3.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        cd,
+    );
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain, "{r}");
+    let r = ask(
+        addr,
+        "mail.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        DO,
+    );
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{r}");
+    assert_eq!(aggressive(), before);
+
     // Metrics by validation state and by extended error code.
     let text = scrape(&server);
     let answers = |state| {

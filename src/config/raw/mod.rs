@@ -130,6 +130,9 @@ pub struct RawResolver {
     /// Zones whose validation failures are ignored (RFC 7646).
     #[serde(default)]
     pub negative_trust_anchors: Vec<String>,
+    /// Answer NXDOMAIN from validated NSEC ranges (RFC 8198).
+    #[serde(default = "default_true")]
+    pub aggressive_nsec: bool,
 }
 
 impl Default for RawResolver {
@@ -148,6 +151,7 @@ impl Default for RawResolver {
             dnssec: DnssecMode::default(),
             trust_anchors: None,
             negative_trust_anchors: Vec::new(),
+            aggressive_nsec: true,
         }
     }
 }

@@ -166,6 +166,7 @@ pub(super) fn resolver(raw: RawResolver, cx: &mut Checker) -> Result<ResolverCon
         dnssec: raw.dnssec,
         trust_anchors,
         negative_trust_anchors,
+        aggressive_nsec: raw.aggressive_nsec,
     })
 }
 
