@@ -3,8 +3,8 @@
 //! A client that sends random names under one blocked domain (a
 //! random-subdomain flood, or malware that beacons fast) would otherwise
 //! get a record per query: 191 MB of hit log in 15 s on loopback. Hits are
-//! alike when they share organisation, client, listed name, stage, feed
-//! and action; the query name and type may differ (they are what the
+//! alike when they share organisation, client, listed name, stage, feed,
+//! category and action; the query name, type and transport may differ (they are what the
 //! flood varies). In each window (`coalesce_window_s`, from the first hit
 //! of a run of like ones) the first `coalesce_after` hits are written as
 //! they are, so ordinary traffic keeps one record per query; the rest
@@ -188,25 +188,14 @@ fn make_key(key: &mut String, h: &HitRef<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hitlog::{Hit, Stage, Transport};
+    use crate::hitlog::Hit;
 
     fn hit(ts: i64, client: &str, qname: &str) -> Box<PackedHit> {
         let h = Hit {
-            id: None,
             ts,
-            org: Some("a".into()),
             client: client.parse().unwrap(),
-            transport: Transport::Udp,
             qname: qname.into(),
-            qtype: "A".into(),
-            stage: Stage::Qname,
-            matched: "evil.example".into(),
-            feed: "f".into(),
-            category: "malware".into(),
-            indicator: None,
-            action: "nxdomain".into(),
-            repeats: 1,
-            last_ts: None,
+            ..crate::hitlog::writer::tests::hit(0)
         };
         Box::new(PackedHit::pack(&h.as_hit_ref()))
     }
