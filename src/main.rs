@@ -94,32 +94,11 @@ enum Command {
     /// (PORTCULLIS_TOKEN or --token-file); --offline compiles the feeds
     /// here instead.
     Check {
-        /// The name to look up.
-        name: String,
-        /// As a query from this client address (its organisation's policy).
-        #[arg(long, conflicts_with = "offline")]
-        client: Option<std::net::IpAddr>,
-        /// As a query from this organisation (by id).
-        #[arg(long, conflicts_with = "offline")]
-        org: Option<String>,
-        /// Also resolve it now and apply CNAME and answer-address policy.
-        #[arg(long, conflicts_with = "offline")]
-        resolve: bool,
-        /// The query type to resolve.
-        #[arg(long = "type", default_value = "A", conflicts_with = "offline")]
-        qtype: String,
-        /// A file holding the operator's (or an organisation's) API token.
-        #[arg(long, conflicts_with = "offline")]
-        token_file: Option<PathBuf>,
-        /// The admin listener to ask (default: the config's admin.listen).
-        #[arg(long, conflicts_with = "offline")]
-        admin: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        check: cmd::check::Live,
         /// Compile the config's feeds here instead of asking the resolver.
         #[arg(long)]
         offline: bool,
-        /// Print the API's JSON instead of text.
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -155,33 +134,14 @@ fn main() -> ExitCode {
         Command::Serve { config } => cmd::serve::run(&config.path),
         Command::Compile { config } => cmd::compile::run(&config.path),
         Command::Check {
-            name,
-            client,
-            org,
-            resolve,
-            qtype,
-            token_file,
-            admin,
+            check,
             offline,
-            json,
             config,
         } => {
             if offline {
-                cmd::check::offline(&name, &config.path)
+                cmd::check::offline(&check.name, &config.path)
             } else {
-                cmd::check::live(
-                    &cmd::check::Live {
-                        name,
-                        client,
-                        org,
-                        resolve,
-                        qtype,
-                        token_file,
-                        admin,
-                        json,
-                    },
-                    &config.path,
-                )
+                cmd::check::live(&check, &config.path)
             }
         }
         Command::Logs {

@@ -27,16 +27,31 @@ pub fn offline(name: &str, path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `check` asks the running resolver.
+/// What `check` asks the running resolver (the command's arguments).
+#[derive(clap::Args)]
 pub struct Live {
+    /// The name to look up.
     pub name: String,
+    /// As a query from this client address (its organisation's policy).
+    #[arg(long, conflicts_with = "offline")]
     pub client: Option<IpAddr>,
+    /// As a query from this organisation (by id).
+    #[arg(long, conflicts_with = "offline")]
     pub org: Option<String>,
+    /// Also resolve it now and apply CNAME and answer-address policy.
+    #[arg(long, conflicts_with = "offline")]
     pub resolve: bool,
+    /// The query type to resolve.
+    #[arg(long = "type", default_value = "A", conflicts_with = "offline")]
     pub qtype: String,
+    /// A file holding the operator's (or an organisation's) API token.
+    #[arg(long, conflicts_with = "offline")]
     pub token_file: Option<PathBuf>,
-    /// Instead of the config's `admin.listen`.
+    /// The admin listener to ask (default: the config's admin.listen).
+    #[arg(long, conflicts_with = "offline")]
     pub admin: Option<SocketAddr>,
+    /// Print the API's JSON instead of text.
+    #[arg(long)]
     pub json: bool,
 }
 

@@ -82,7 +82,15 @@ impl AggressiveNsec {
         let zone_name = soa_record.name.to_lowercase();
         let negative_ttl = soa_record.ttl.min(soa.minimum);
         let mut zones = self.zones.lock().unwrap_or_else(PoisonError::into_inner);
-        let total: usize = zones.values().map(|z| z.ranges.len()).sum();
+        let mut total: usize = zones.values().map(|z| z.ranges.len()).sum();
+        if total >= MAX_RANGES {
+            // Full: make room from what has expired (here, not on lookups,
+            // which only ever look at the ranges they need).
+            for zone in zones.values_mut() {
+                zone.ranges.retain(|_, r| r.until > now);
+            }
+            total = zones.values().map(|z| z.ranges.len()).sum();
+        }
         let zone = zones.entry(zone_name.clone()).or_insert_with(|| Zone {
             soa: Vec::new(),
             soa_until: now,
@@ -126,14 +134,13 @@ impl AggressiveNsec {
             zones.remove(&zone_name);
             return None;
         }
-        zone.ranges.retain(|_, r| r.until > now);
-        let (owner, range) = covering(zone, &qname)?;
+        let (owner, range) = covering(zone, &qname, now)?;
         let encloser = closest_encloser(&qname, owner, &range.next);
         if !zone_name.zone_of(&encloser) {
             return None;
         }
         let wildcard = Name::from_ascii("*").ok()?.append_domain(&encloser).ok()?;
-        let (wild_owner, wild_range) = covering(zone, &wildcard)?;
+        let (wild_owner, wild_range) = covering(zone, &wildcard, now)?;
         let mut authorities = with_ttl(&zone.soa, zone.soa_until, now);
         authorities.extend(with_ttl(&range.records, range.until, now));
         if wild_owner != owner {
@@ -200,13 +207,13 @@ fn zone_for(zones: &HashMap<Name, Zone>, qname: &Name) -> Option<Name> {
     }
 }
 
-/// The range whose owner is before `name` and whose next name is after
-/// it (the last range of a zone wraps round to the apex): `name` does not
-/// exist. `None` when the name is an owner (it exists) or lies below one
+/// The unexpired range whose owner is before `name` and whose next name
+/// is after it (the last range of a zone wraps round to the apex): `name`
+/// does not exist. `None` when the name is an owner (it exists) or lies below one
 /// (a delegation or DNAME there could move it elsewhere).
-fn covering<'z>(zone: &'z Zone, name: &Name) -> Option<(&'z Name, &'z Range)> {
+fn covering<'z>(zone: &'z Zone, name: &Name, now: Instant) -> Option<(&'z Name, &'z Range)> {
     let (owner, range) = zone.ranges.range(..=name.clone()).next_back()?;
-    if owner == name || owner.zone_of(name) && !is_apex(zone, owner) {
+    if range.until <= now || owner == name || owner.zone_of(name) && !is_apex(zone, owner) {
         return None;
     }
     let wraps = range.next <= *owner;
