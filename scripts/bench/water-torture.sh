@@ -72,7 +72,7 @@ TOML
 taskset -c 0 "$BIN" serve --config "$work/portcullis.toml" >"$work/serve.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do dig +time=1 +tries=1 @$ADDR www.example.com >/dev/null 2>&1 && break; sleep 0.1; done
-rss() { awk '/VmRSS/ {print int($2/1024)}' /proc/$pid/status; }
+rss() { awk '/VmRSS/ {print $2}' /proc/$pid/status; }
 
 # The second client: times ordinary names, cached and new, for a while.
 cat > "$work/client.py" <<'PY'
@@ -140,6 +140,8 @@ print("| during the flood | %d (%d unanswered) | %.2f | %.2f |" % (len(flood), l
 PY
 echo
 grep -E "Queries sent|Queries completed|Queries lost|Queries per second" "$work/dnsperf.txt" | sed 's/^ */  flood: /'
-echo "  RSS MiB: before $start_rss, peak $(cat "$work/peak" 2>/dev/null || echo 0), right after $after_flood, 60 s after $after_60"
+peak=$(cat "$work/peak" 2>/dev/null || echo 0)
+echo "  RSS KiB: before $start_rss, peak $peak, right after $after_flood, 60 s after $after_60" \
+  "($(awk -v a="$after_60" -v b="$start_rss" 'BEGIN {printf "%+.1f%%", (a - b) * 100 / b}') from the start)"
 echo "$metrics" | grep -E '^portcullis_limited_total|^portcullis_upstream_errors_total' | sed 's/^/  /'
 rm -rf "$work"
