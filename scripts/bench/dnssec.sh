@@ -9,12 +9,16 @@
 #           (each answer needs the zone's keys validated on first use, then
 #           one signature check per name)
 #   cached: 1,000 names of bench.test. after a warm-up pass, looped
-#   RSS:    after the cached run; Portcullis has the full threat list loaded
+#   RSS:    once serving, and after the runs. Portcullis and PowerDNS have
+#           the full threat list loaded (PowerDNS as the peers harness's
+#           RPZ zone of the same names); Unbound runs without it, as its
+#           RPZ load takes half a minute and a gigabyte.
 #
 # Needs root (port 53), the lab's tools, pdns-recursor, unbound, dnsperf and
 # `cargo build --release`. Every server is started here and stopped by PID.
 # Variables: DNSSEC_BENCH_NAMES (20000), DNSSEC_BENCH_SECONDS (10),
-# DNSSEC_BENCH_WORK (/tmp/portcullis-dnssec-bench), PORTCULLIS_BENCH_DATA.
+# DNSSEC_BENCH_WORK (/tmp/portcullis-dnssec-bench), PORTCULLIS_BENCH_DATA,
+# PORTCULLIS_PEERS_DIR (the peers harness, which generates the RPZ zone).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -27,6 +31,8 @@ LAB=$WORK/lab
 OURS=127.0.54.20
 PDNS=127.0.54.21
 UNBOUND_PORT=5397
+PEERS_DIR=${PORTCULLIS_PEERS_DIR:-$PWD/../shared/tools/peers}
+RPZ=${PEERS_WORK:-/tmp/peers-work}/gen/rpz.zone
 
 for tool in pdns_recursor unbound dnsperf taskset; do
     command -v "$tool" >/dev/null || { echo "dnssec.sh: $tool not installed" >&2; exit 1; }
@@ -36,6 +42,8 @@ done
     echo "dnssec.sh: no threat list in $DATA (set PORTCULLIS_BENCH_DATA)" >&2; exit 1; }
 
 mkdir -p "$WORK"
+[[ -f $RPZ ]] || python3 "$PEERS_DIR/gen-data.py" >/dev/null
+[[ -f $RPZ ]] || { echo "dnssec.sh: no RPZ zone at $RPZ" >&2; exit 1; }
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -49,10 +57,13 @@ awk 'BEGIN { for (i = 1; i <= 1000; i++) printf "h%d.bench.test A\n", i }' >"$WO
 
 rss_mib() { awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 
-# dnsperf's "Queries per second" and lost count for one run.
+# dnsperf's "Queries per second" and lost count for one run. -b 4096: with
+# dnsperf's default socket buffer, a burst of answers sent in one sendmmsg
+# overflowed it (the kernel counted them in UdpRcvbufErrors) and dnsperf
+# reported them lost.
 perf() { # server port file extra...
     local out
-    out=$(taskset -c 1 dnsperf -s "$1" -p "$2" -d "$3" -D -q 200 "${@:4}" 2>&1)
+    out=$(taskset -c 1 dnsperf -s "$1" -p "$2" -d "$3" -D -q 200 -b 4096 "${@:4}" 2>&1)
     echo "$out" >>"$WORK/dnsperf.log"
     printf '%s %s\n' \
         "$(awk '/Queries per second/ { printf "%.0f", $4 }' <<<"$out")" \
@@ -102,6 +113,7 @@ start_pdns() {
     cat >"$d/recursor.lua" <<EOF
 clearTA()
 addTA(".", "$ds")
+rpzFile("$RPZ", {policyName="threat"})
 EOF
     cat >"$d/recursor.conf" <<EOF
 local-address=$PDNS
@@ -132,7 +144,7 @@ stop_server() {
     for _ in $(seq 1 50); do [[ -e /proc/$SERVER_PID ]] || break; sleep 0.1; done
 }
 
-declare -A COLD COLD_LOST CACHED CACHED_LOST RSS
+declare -A COLD COLD_LOST CACHED CACHED_LOST RSS LOADED
 for who in portcullis pdns unbound; do
     case $who in
         portcullis) start_ours; addr=$OURS port=53 ;;
@@ -142,6 +154,7 @@ for who in portcullis pdns unbound; do
     # A check that it validates: AD on a secure name.
     dig +dnssec @"$addr" -p "$port" www.example.test A | grep -q 'flags:.* ad' ||
         { echo "dnssec.sh: $who does not validate the lab" >&2; exit 1; }
+    LOADED[$who]=$(rss_mib "$SERVER_PID")
     read -r COLD[$who] COLD_LOST[$who] < <(perf "$addr" "$port" "$WORK/cold.txt" -n 1)
     perf "$addr" "$port" "$WORK/cached.txt" -n 1 >/dev/null
     read -r CACHED[$who] CACHED_LOST[$who] < <(perf "$addr" "$port" "$WORK/cached.txt" -l "$RUN_SECONDS")
@@ -156,5 +169,6 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; els
     echo "| cold validated q/s ($NAMES names once) | ${COLD[portcullis]} | ${COLD[pdns]} | ${COLD[unbound]} | $(ratio "${COLD[portcullis]}" "${COLD[pdns]}") |"
     echo "| cached validated q/s | ${CACHED[portcullis]} | ${CACHED[pdns]} | ${CACHED[unbound]} | $(ratio "${CACHED[portcullis]}" "${CACHED[pdns]}") |"
     echo "| lost (cold / cached) | ${COLD_LOST[portcullis]} / ${CACHED_LOST[portcullis]} | ${COLD_LOST[pdns]} / ${CACHED_LOST[pdns]} | ${COLD_LOST[unbound]} / ${CACHED_LOST[unbound]} | |"
-    echo "| RSS after the runs (MiB) | ${RSS[portcullis]} | ${RSS[pdns]} | ${RSS[unbound]} | $(ratio "${RSS[pdns]}" "${RSS[portcullis]}") smaller |"
+    echo "| RSS serving, before the runs (MiB) | ${LOADED[portcullis]} | ${LOADED[pdns]} | ${LOADED[unbound]} (no list) | $(ratio "${LOADED[portcullis]}" "${LOADED[pdns]}") |"
+    echo "| RSS after the runs (MiB) | ${RSS[portcullis]} | ${RSS[pdns]} | ${RSS[unbound]} (no list) | $(ratio "${RSS[portcullis]}" "${RSS[pdns]}") |"
 } | tee "$WORK/results.md"

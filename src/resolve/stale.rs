@@ -14,8 +14,11 @@
 //! Only what could be answered again is kept: NOERROR and NXDOMAIN
 //! answers that are not bogus, to clients that did not set CD. A stale
 //! answer never carries AD: its signatures may have expired with it.
-//! The store is bounded in bytes (an estimate per record) and evicts the
-//! least used entries first (moka, which hickory's own cache uses).
+//! The store is bounded in bytes and evicts the least used entries first
+//! (moka, which hickory's own cache uses). An answer is kept as its
+//! records in wire form and decoded only when it is served stale, which
+//! is rare: as hickory's structures a signed answer took about 1.3 KiB,
+//! three to four times its wire size.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
 use super::{Answer, Upstream, UpstreamError};
 use crate::dnssec::Security;
@@ -34,16 +38,54 @@ pub const STALE_TTL: u32 = 30;
 /// waiting for the upstream (RFC 8767's failure recheck timer).
 const FAILURE_RECHECK: Duration = Duration::from_secs(30);
 
-/// Bytes charged per record and per entry, for the size bound: a record
-/// is its owner name, its data and hickory's `Record` around them.
-const RECORD_BYTES: u32 = 160;
-const ENTRY_BYTES: u32 = 96;
+/// Bytes charged per entry beyond its packed records, for the size
+/// bound: the key, the entry and moka's bookkeeping.
+const ENTRY_BYTES: u32 = 160;
 
 type Key = (LowerName, RecordType);
 
+/// An answer's records in wire form (no name compression), answers
+/// first.
+struct Packed {
+    rcode: ResponseCode,
+    answers: u16,
+    authorities: u16,
+    wire: Box<[u8]>,
+}
+
+impl Packed {
+    /// None when a record does not encode (it came from a decoded
+    /// message, so it should) or there are too many to count.
+    fn pack(answer: &Answer) -> Option<Packed> {
+        let mut wire = Vec::with_capacity(256);
+        let mut encoder = BinEncoder::new(&mut wire);
+        for record in answer.answers.iter().chain(&answer.authorities) {
+            record.emit(&mut encoder).ok()?;
+        }
+        Some(Packed {
+            rcode: answer.rcode,
+            answers: u16::try_from(answer.answers.len()).ok()?,
+            authorities: u16::try_from(answer.authorities.len()).ok()?,
+            wire: wire.into_boxed_slice(),
+        })
+    }
+
+    fn unpack(&self) -> Option<(Vec<Record>, Vec<Record>)> {
+        let mut decoder = BinDecoder::new(&self.wire);
+        let mut read = |count: u16| -> Option<Vec<Record>> {
+            (0..count)
+                .map(|_| Record::read(&mut decoder).ok())
+                .collect()
+        };
+        let answers = read(self.answers)?;
+        let authorities = read(self.authorities)?;
+        Some((answers, authorities))
+    }
+}
+
 /// One kept answer.
 pub struct Kept {
-    answer: Answer,
+    packed: Packed,
     fresh_until: Instant,
     /// ms since the store's epoch of the last failed refresh (0: none).
     failed_at: AtomicU64,
@@ -56,15 +98,22 @@ impl Kept {
         now >= self.fresh_until
     }
 
-    /// The answer as served stale.
-    pub fn stale_answer(&self) -> Answer {
-        let mut answer = self.answer.clone();
-        for record in answer.answers.iter_mut().chain(&mut answer.authorities) {
+    /// The answer as served stale; an error only if the kept copy does
+    /// not decode, which would be a fault in [`Packed`].
+    pub fn stale_answer(&self) -> Result<Answer, UpstreamError> {
+        let (mut answers, mut authorities) = self.packed.unpack().ok_or_else(|| {
+            UpstreamError::Failed("the kept stale answer does not decode".to_string())
+        })?;
+        for record in answers.iter_mut().chain(&mut authorities) {
             record.ttl = STALE_TTL;
         }
-        answer.security = Security::Indeterminate;
-        answer.stale = true;
-        answer
+        Ok(Answer {
+            rcode: self.packed.rcode,
+            answers,
+            authorities,
+            security: Security::Indeterminate,
+            stale: true,
+        })
     }
 }
 
@@ -113,8 +162,8 @@ impl StaleStore {
         let cache = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_: &Key, kept: &Arc<Kept>| {
-                let records = kept.answer.answers.len() + kept.answer.authorities.len();
-                ENTRY_BYTES.saturating_add(RECORD_BYTES.saturating_mul(records as u32))
+                let wire = u32::try_from(kept.packed.wire.len()).unwrap_or(u32::MAX);
+                ENTRY_BYTES.saturating_add(wire)
             })
             .expire_after(Window(window))
             .build();
@@ -168,9 +217,11 @@ impl StaleStore {
         match result {
             Ok(answer) => {
                 self.failing.store(false, Ordering::Relaxed);
-                if let Some(ttl) = keepable(answer) {
+                if let Some(ttl) = keepable(answer)
+                    && let Some(packed) = Packed::pack(answer)
+                {
                     let kept = Kept {
-                        answer: answer.clone(),
+                        packed,
                         fresh_until: now + Duration::from_secs(u64::from(ttl)),
                         failed_at: AtomicU64::new(0),
                         refreshing: AtomicBool::new(false),
@@ -236,25 +287,25 @@ impl Upstream {
             }
             Plan::Now(kept) => {
                 self.refresh(name, rtype, &kept);
-                Ok(kept.stale_answer())
+                kept.stale_answer()
             }
             Plan::Race(kept) => {
                 if !StaleStore::start_refresh(&kept) {
                     // Another query is already asking; it will refresh.
-                    return Ok(kept.stale_answer());
+                    return kept.stale_answer();
                 }
                 let mut refresh = self.spawn_refresh(name, rtype, Arc::clone(&kept));
                 tokio::select! {
                     done = &mut refresh => match done {
                         Ok(Ok(answer)) => Ok(answer),
                         // Failed or panicked: the stale answer stands in.
-                        _ => Ok(kept.stale_answer()),
+                        _ => kept.stale_answer(),
                     },
                     () = tokio::time::sleep(store.answer_after()) => {
                         // Too slow counts as failing until it answers:
                         // other expired names need not wait too.
                         store.failing.store(true, Ordering::Relaxed);
-                        Ok(kept.stale_answer())
+                        kept.stale_answer()
                     }
                 }
             }
@@ -340,7 +391,7 @@ mod tests {
         let Plan::Race(kept) = store.consult(&name(), RecordType::A) else {
             panic!("an expired answer is raced against the upstream");
         };
-        let stale = kept.stale_answer();
+        let stale = kept.stale_answer().unwrap();
         assert!(stale.stale);
         assert_eq!(stale.security, Security::Indeterminate);
         assert_eq!(stale.answers[0].ttl, STALE_TTL);
@@ -349,6 +400,40 @@ mod tests {
             store.consult(&name(), RecordType::AAAA),
             Plan::Ask { store: true }
         ));
+    }
+
+    #[test]
+    fn a_kept_negative_answer_comes_back_whole_with_its_authority() {
+        use hickory_proto::rr::rdata::SOA;
+        let zone = Name::from_ascii("example.test.").unwrap();
+        let soa = SOA::new(
+            Name::from_ascii("ns.example.test.").unwrap(),
+            Name::from_ascii("hostmaster.example.test.").unwrap(),
+            7,
+            3600,
+            600,
+            86400,
+            300,
+        );
+        let negative = Answer {
+            rcode: ResponseCode::NXDomain,
+            answers: vec![],
+            authorities: vec![Record::from_rdata(zone, 0, RData::SOA(soa))],
+            security: Security::Insecure,
+            stale: false,
+        };
+        let store = StaleStore::new(Duration::from_secs(60), Duration::from_millis(10), 1 << 20);
+        store.remember(&name(), RecordType::A, &Ok(negative.clone()), None);
+        let Plan::Race(kept) = store.consult(&name(), RecordType::A) else {
+            panic!("an expired negative answer is raced against the upstream");
+        };
+        let stale = kept.stale_answer().unwrap();
+        assert_eq!(stale.rcode, ResponseCode::NXDomain);
+        assert!(stale.answers.is_empty());
+        assert_eq!(stale.authorities.len(), 1);
+        assert_eq!(stale.authorities[0].data, negative.authorities[0].data);
+        assert_eq!(stale.authorities[0].name, negative.authorities[0].name);
+        assert_eq!(stale.authorities[0].ttl, STALE_TTL);
     }
 
     #[test]
@@ -404,7 +489,8 @@ mod tests {
             let name = LowerName::from(Name::from_ascii(format!("n{i}.example.test.")).unwrap());
             store.remember(&name, RecordType::A, &Ok(answer(300)), None);
         }
-        let bound = 64 * 1024 / u64::from(ENTRY_BYTES + RECORD_BYTES);
+        let wire = Packed::pack(&answer(300)).unwrap().wire.len() as u64;
+        let bound = 64 * 1024 / (u64::from(ENTRY_BYTES) + wire);
         assert!(store.len() <= bound + 1, "{} > {bound}", store.len());
         assert!(store.len() > 0);
     }
