@@ -10,7 +10,8 @@
 #     the signed DNSSEC lab (tests/lab/signed-lab.sh); NSD's own service is
 #     kept from starting like Unbound's;
 #   * kdig (knot-dnsutils), curl and openssl, and aioquic (PyPI), for the
-#     encrypted DNS tests (DoT, DoH, DoQ clients and a test CA).
+#     encrypted DNS tests (DoT, DoH, DoQ clients and a test CA);
+#   * PostgreSQL (Debian's package), for the fleet hit-store test.
 # Safe to re-run; uses sudo when not root.
 set -euo pipefail
 
@@ -53,6 +54,13 @@ if ! command -v kdig >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 \
     || ! command -v openssl >/dev/null 2>&1; then
     echo "test-deps: installing knot-dnsutils, curl and openssl"
     apt_install_quiet knot-dnsutils curl openssl
+fi
+
+# The fleet test runs its own PostgreSQL cluster (initdb, pg_ctl) on
+# loopback; the package's own cluster is kept from starting like NSD's.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    echo "test-deps: installing postgresql"
+    apt_install_quiet postgresql
 fi
 
 if ! python3 -c 'import aioquic' >/dev/null 2>&1; then

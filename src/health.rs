@@ -35,6 +35,9 @@ pub struct Health {
     pub reload: Option<crate::watch::StatusHandle>,
     /// `blocklist.allow_empty`: an empty list is not a problem.
     pub allow_empty: bool,
+    /// The forwarder to the fleet's hit store, if there is one: while it
+    /// fails, a warning (DNS is unaffected and nothing is lost).
+    pub forward: Option<Arc<crate::hitlog::forward::Status>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,6 +70,7 @@ impl Health {
             certs: None,
             reload: None,
             allow_empty: false,
+            forward: None,
         }
     }
 
@@ -143,6 +147,9 @@ impl Health {
                     left as f64 / 86_400.0
                 ));
             }
+        }
+        if let Some(warning) = self.forward.as_ref().and_then(|f| f.warning()) {
+            warnings.push(warning);
         }
         Readiness {
             ready: problems.is_empty(),

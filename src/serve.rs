@@ -188,6 +188,7 @@ struct Running {
     health: Arc<Health>,
     dns: server::Listeners,
     hitlog: Option<hitlog::HitLog>,
+    forwarder: Option<hitlog::forward::Forwarder>,
 }
 
 /// Phase "spawn": the DNS listeners, the hit-log writer, the admin and
@@ -219,6 +220,18 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
     health.certs = bound.certs.clone();
     health.reload = Some(Arc::clone(&status));
     health.allow_empty = config.blocklist.allow_empty;
+    let forwarder = match (&config.hitlog.postgres, config.hitlog.enabled) {
+        (Some(postgres), true) => Some(
+            hitlog::forward::Forwarder::spawn(hitlog::forward::Settings {
+                postgres: postgres.clone(),
+                node: config.server.node_id.clone(),
+                database: config.hitlog.database.clone(),
+            })
+            .context("starting the hit log forwarder")?,
+        ),
+        _ => None,
+    };
+    health.forward = forwarder.as_ref().map(|f| Arc::clone(f.status()));
     let health = Arc::new(health);
     let hitlog = if config.hitlog.enabled {
         Some(
@@ -317,6 +330,7 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         health,
         dns,
         hitlog,
+        forwarder,
     })
 }
 
@@ -329,6 +343,7 @@ impl Running {
             health,
             mut dns,
             hitlog,
+            forwarder,
         } = self;
         let lifecycle = &health.lifecycle;
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
@@ -364,6 +379,10 @@ impl Running {
                 flushed,
                 "hit log closed"
             );
+        }
+        // What it has not sent stays spooled for the next start.
+        if let Some(forwarder) = forwarder {
+            let _ = tokio::task::spawn_blocking(move || forwarder.stop()).await;
         }
     }
 }

@@ -37,6 +37,10 @@ pub const HITLOG_DROPPED: &str = "portcullis_hitlog_dropped_total";
 pub const HITLOG_ERRORS: &str = "portcullis_hitlog_errors_total";
 pub const HITLOG_COALESCED: &str = "portcullis_hitlog_coalesced_total";
 pub const HITLOG_EVICTED: &str = "portcullis_hitlog_evicted_total";
+pub const HITLOG_FORWARDED: &str = "portcullis_hitlog_forwarded_total";
+pub const HITLOG_FORWARD_ERRORS: &str = "portcullis_hitlog_forward_errors_total";
+pub const HITLOG_SPOOLED: &str = "portcullis_hitlog_spooled_records";
+pub const HITLOG_SPOOL_AGE: &str = "portcullis_hitlog_spool_oldest_age_seconds";
 pub const API_DENIED: &str = "portcullis_api_denied_total";
 pub const BLOCK_PAGE_VIEWS: &str = "portcullis_block_page_views_total";
 pub const DNSSEC_ANSWERS: &str = "portcullis_dnssec_answers_total";
@@ -84,6 +88,10 @@ pub const ALL: &[&str] = &[
     HITLOG_ERRORS,
     HITLOG_COALESCED,
     HITLOG_EVICTED,
+    HITLOG_FORWARDED,
+    HITLOG_FORWARD_ERRORS,
+    HITLOG_SPOOLED,
+    HITLOG_SPOOL_AGE,
     API_DENIED,
     BLOCK_PAGE_VIEWS,
 ];
@@ -285,6 +293,23 @@ fn describe() {
         "Oldest hit records deleted to keep the database under hitlog.max_db_mib."
     );
     describe_counter!(
+        HITLOG_FORWARDED,
+        "Hit records forwarded to the fleet's PostgreSQL hit store."
+    );
+    describe_counter!(
+        HITLOG_FORWARD_ERRORS,
+        "Failed attempts to forward hit records to PostgreSQL (they stay spooled)."
+    );
+    describe_gauge!(
+        HITLOG_SPOOLED,
+        "Hit records in the local database that the PostgreSQL hit store does not have yet."
+    );
+    describe_gauge!(
+        HITLOG_SPOOL_AGE,
+        Unit::Seconds,
+        "Age of the oldest hit record waiting for the PostgreSQL hit store (0: none waiting)."
+    );
+    describe_counter!(
         API_DENIED,
         "Admin API requests refused, by reason (no_token, bad_token, other_org)."
     );
@@ -378,6 +403,7 @@ mod tests {
                 || name.ends_with("_bytes")
                 || name.ends_with("_entries")
                 || name.ends_with("_connections")
+                || name.ends_with("_records")
                 || name.ends_with("_generation");
             assert!(
                 counter || gauge_or_histogram,

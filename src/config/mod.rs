@@ -39,7 +39,8 @@ pub use raw::{
 };
 pub use sections::{
     AdminConfig, BlockPageConfig, BlocklistConfig, EncryptedConfig, FeedConfig, HitlogConfig,
-    LimitsConfig, LogConfig, Organisation, ResolverConfig, ServerConfig, TaxiiConfig,
+    LimitsConfig, LogConfig, Organisation, PostgresConfig, ResolverConfig, ServerConfig,
+    TaxiiConfig,
 };
 
 /// A config file that cannot be used; the message names the file and key.

@@ -39,6 +39,9 @@ pub struct ServerConfig {
     pub max_queries_per_connection: usize,
     /// Answer `use-application-dns.net` with NXDOMAIN.
     pub application_dns_canary: bool,
+    /// This resolver's name in a fleet: on every hit record it writes to
+    /// a shared store. Letters, digits, `.`, `-` and `_`, 1-64 of them.
+    pub node_id: String,
 }
 
 /// DNS over TLS, HTTPS and QUIC: where, and with which certificate.
@@ -71,6 +74,7 @@ impl Default for ServerConfig {
             max_connections_per_client: raw.max_connections_per_client,
             max_queries_per_connection: raw.max_queries_per_connection,
             application_dns_canary: raw.application_dns_canary,
+            node_id: crate::config::validate::default_node_id(),
         }
     }
 }
@@ -289,6 +293,22 @@ pub struct HitlogConfig {
     pub coalesce_after: u64,
     /// The coalescing window, seconds.
     pub coalesce_window_s: u32,
+    /// A fleet's shared store: every record is also forwarded there.
+    pub postgres: Option<PostgresConfig>,
+}
+
+/// `[hitlog] postgres*`: the fleet's shared hit store.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// A libpq URL or key=value string without a password; `sslmode`
+    /// chooses TLS (`disable`, `prefer` (default), `require`).
+    pub url: String,
+    /// The password, read at connect time; without one,
+    /// `PORTCULLIS_POSTGRES_PASSWORD` is used if set.
+    pub password_file: Option<PathBuf>,
+    /// PEM CA certificates for the server's TLS certificate; default the
+    /// Mozilla roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[log]`.

@@ -256,3 +256,63 @@ fn an_open_resolver_and_a_clear_text_admin_off_loopback_are_warned_about() {
         "{admin:?}"
     );
 }
+
+#[test]
+fn a_fleet_store_and_node_id_are_read_and_a_password_in_the_url_is_refused() {
+    let c = parse(
+        "[server]\nnode_id = \"pdns-lon-1\"\n[hitlog]\n\
+         postgres = \"postgres://portcullis@db.example:5432/hits?sslmode=require\"\n\
+         postgres_password_file = \"pg.pass\"\npostgres_ca_file = \"/etc/ssl/db-ca.pem\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.server.node_id, "pdns-lon-1");
+    let pg = c.hitlog.postgres.unwrap();
+    assert_eq!(
+        pg.password_file.as_deref(),
+        Some(Path::new("/etc/portcullis/pg.pass"))
+    );
+    assert_eq!(pg.ca_file.as_deref(), Some(Path::new("/etc/ssl/db-ca.pem")));
+    // Without one, the host name.
+    let id = parse("").unwrap().server.node_id;
+    assert!(!id.is_empty() && id.len() <= 64, "{id:?}");
+
+    for (text, key, says) in [
+        (
+            "[hitlog]\npostgres = \"postgres://portcullis:hunter2@db.example/hits\"\n",
+            "hitlog.postgres",
+            "password",
+        ),
+        (
+            "[hitlog]\npostgres = \"postgres://db.example\"\n",
+            "hitlog.postgres",
+            "database name",
+        ),
+        (
+            "[hitlog]\npostgres = \"postgres://db.example/hits?sslmode=sometimes\"\n",
+            "hitlog.postgres",
+            "connection string",
+        ),
+        (
+            "[hitlog]\npostgres_password_file = \"pg.pass\"\n",
+            "hitlog.postgres_password_file",
+            "without hitlog.postgres",
+        ),
+        (
+            "[server]\nnode_id = \"node one\"\n",
+            "server.node_id",
+            "not a node id",
+        ),
+        (
+            "[server]\nnode_id = \"\"\n",
+            "server.node_id",
+            "not a node id",
+        ),
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(key) && err.contains(says), "{text}: {err}");
+        assert!(
+            !err.contains("hunter2"),
+            "the password is not repeated: {err}"
+        );
+    }
+}

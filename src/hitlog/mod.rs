@@ -17,7 +17,9 @@
 //! [`store`] owns the schema, retention and the review queries that the
 //! CLI and the admin API share.
 
+pub mod forward;
 mod jsonl;
+mod postgres;
 mod record;
 pub mod store;
 pub mod writer;

@@ -438,9 +438,22 @@ fn stream_blocked(
     per_thread: usize,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Vec<std::thread::JoinHandle<usize>> {
+    stream_blocked_tagged(server, "h", threads, per_thread, stop)
+}
+
+/// [`stream_blocked`] with names that start with `tag`, so that rounds
+/// of a test ask different names.
+pub fn stream_blocked_tagged(
+    server: std::net::SocketAddr,
+    tag: &str,
+    threads: usize,
+    per_thread: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<usize>> {
     (0..threads)
         .map(|t| {
             let stop = stop.clone();
+            let tag = tag.to_string();
             std::thread::spawn(move || {
                 let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
                 sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -450,7 +463,7 @@ fn stream_blocked(
                     if stop.load(std::sync::atomic::Ordering::Relaxed) {
                         break;
                     }
-                    let name = format!("h{t}-{i}.evil.example.test.");
+                    let name = format!("{tag}{t}-{i}.evil.example.test.");
                     let msg = crate::harness::build_query(&name, RecordType::A, false);
                     if sock.send_to(&msg.to_vec().unwrap(), server).is_err() {
                         break;

@@ -18,6 +18,7 @@
 //!   roaming keys, discovery, certificate reload, connection caps.
 //! * `docs`: the shipped config and every README example load.
 //! * `formats`: every feed format end to end through the binary.
+//! * `fleet`: nodes forwarding hit records to a real PostgreSQL.
 //! * `forward`: forward mode against a local authority.
 //! * `hitlog`: organisations, the hit log, `logs`/`report`, the review API.
 //! * `in_process`: `portcullis::serve` on the caller's sockets and shutdown.
@@ -43,6 +44,7 @@ mod differential;
 mod dnssec;
 mod docs;
 mod encrypted;
+mod fleet;
 mod formats;
 mod forward;
 mod hitlog;

@@ -451,6 +451,12 @@ pub struct RawHitlog {
     pub coalesce_after: u64,
     #[serde(default = "default_coalesce_window_s")]
     pub coalesce_window_s: u32,
+    #[serde(default)]
+    pub postgres: Option<String>,
+    #[serde(default)]
+    pub postgres_password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub postgres_ca_file: Option<PathBuf>,
 }
 
 impl Default for RawHitlog {
@@ -465,6 +471,9 @@ impl Default for RawHitlog {
             max_db_mib: default_max_db_mib(),
             coalesce_after: default_coalesce_after(),
             coalesce_window_s: default_coalesce_window_s(),
+            postgres: None,
+            postgres_password_file: None,
+            postgres_ca_file: None,
         }
     }
 }

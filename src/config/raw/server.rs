@@ -47,6 +47,9 @@ pub struct RawServer {
     pub max_queries_per_connection: usize,
     #[serde(default = "default_true")]
     pub application_dns_canary: bool,
+    /// Default: the host name.
+    #[serde(default)]
+    pub node_id: Option<String>,
 }
 
 impl Default for RawServer {
@@ -67,6 +70,7 @@ impl Default for RawServer {
             max_connections_per_client: default_max_connections_per_client(),
             max_queries_per_connection: default_max_queries_per_connection(),
             application_dns_canary: true,
+            node_id: None,
         }
     }
 }

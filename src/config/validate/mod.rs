@@ -23,7 +23,7 @@ use super::raw::{
 };
 use super::sections::{
     AdminConfig, BlockPageConfig, BlocklistConfig, FeedConfig, HitlogConfig, LimitsConfig,
-    LogConfig, Organisation, ResolverConfig, TaxiiConfig,
+    LogConfig, Organisation, PostgresConfig, ResolverConfig, TaxiiConfig,
 };
 use crate::policy::Action;
 
@@ -31,6 +31,23 @@ mod server;
 mod taxii;
 
 pub(super) use server::server;
+
+/// The host name, as a node id: the kernel's, cut to what a node id may
+/// hold; "localhost" when there is none.
+pub(crate) fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let id: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(64)
+        .collect();
+    if id.is_empty() {
+        "localhost".to_string()
+    } else {
+        id
+    }
+}
 pub(super) use taxii::taxii;
 
 /// Where the config came from, and the warnings found so far.
@@ -462,6 +479,7 @@ pub(super) fn hitlog(
             format!("{} is not between 1 and 3600", raw.coalesce_window_s),
         ));
     }
+    let postgres = postgres(&raw, cx)?;
     Ok(HitlogConfig {
         enabled: raw.enabled,
         retention_days: raw.retention_days,
@@ -475,7 +493,53 @@ pub(super) fn hitlog(
         max_db_mib: (raw.max_db_mib != 0).then_some(raw.max_db_mib),
         coalesce_after: raw.coalesce_after,
         coalesce_window_s: raw.coalesce_window_s,
+        postgres,
     })
+}
+
+/// `hitlog.postgres*`. A password in the URL is refused: config files
+/// are copied, shown and committed, so the secret lives in a file of its
+/// own or the environment.
+fn postgres(raw: &RawHitlog, cx: &Checker) -> Result<Option<PostgresConfig>, ConfigError> {
+    let Some(url) = &raw.postgres else {
+        for (key, set) in [
+            (
+                "hitlog.postgres_password_file",
+                raw.postgres_password_file.is_some(),
+            ),
+            ("hitlog.postgres_ca_file", raw.postgres_ca_file.is_some()),
+        ] {
+            if set {
+                return Err(cx.invalid(key, "is set without hitlog.postgres".into()));
+            }
+        }
+        return Ok(None);
+    };
+    let parsed: postgres::Config = url.parse().map_err(|e| {
+        cx.invalid(
+            "hitlog.postgres",
+            format!("not a PostgreSQL connection string: {e}"),
+        )
+    })?;
+    if parsed.get_password().is_some() {
+        return Err(cx.invalid(
+            "hitlog.postgres",
+            "holds a password; put it in hitlog.postgres_password_file or the \
+             PORTCULLIS_POSTGRES_PASSWORD environment variable instead"
+                .into(),
+        ));
+    }
+    if parsed.get_dbname().is_none() || parsed.get_hosts().is_empty() {
+        return Err(cx.invalid(
+            "hitlog.postgres",
+            "needs a host and a database name (postgres://USER@HOST:PORT/DBNAME)".into(),
+        ));
+    }
+    Ok(Some(PostgresConfig {
+        url: url.clone(),
+        password_file: raw.postgres_password_file.as_ref().map(|p| cx.rel(p)),
+        ca_file: raw.postgres_ca_file.as_ref().map(|p| cx.rel(p)),
+    }))
 }
 
 pub(super) fn log(raw: RawLog, cx: &Checker) -> Result<LogConfig, ConfigError> {

@@ -76,7 +76,22 @@ pub(in crate::config) fn server(
         max_connections_per_client: raw.max_connections_per_client,
         max_queries_per_connection: raw.max_queries_per_connection,
         application_dns_canary: raw.application_dns_canary,
+        node_id: match raw.node_id {
+            Some(id) => node_id(&id).map_err(|reason| cx.invalid("server.node_id", reason))?,
+            None => super::default_node_id(),
+        },
     })
+}
+
+/// A node id as given, or why it cannot be one.
+fn node_id(id: &str) -> Result<String, String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    if id.is_empty() || id.len() > 64 || !id.chars().all(ok) {
+        return Err(format!(
+            "{id:?} is not a node id: 1 to 64 letters, digits, '.', '-' or '_'"
+        ));
+    }
+    Ok(id.to_string())
 }
 
 /// The encrypted listeners need a certificate and key; a certificate

@@ -48,6 +48,7 @@ mod aggregate;
 mod queries;
 mod reports;
 mod schema;
+mod spool;
 #[cfg(test)]
 mod test_support;
 mod writes;
@@ -61,6 +62,7 @@ pub use crate::clock::{day_name, whole_days_since};
 pub use queries::{Cursor, Filter, Page};
 pub use reports::{CategoryCount, ClientRow, Count, DayCount, NameRow, Report};
 use schema::SCHEMA_VERSION;
+pub use spool::{Backlog, SpoolRow};
 
 /// A hit-store failure, naming the database.
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,10 @@ use super::{Store, StoreError};
 /// writer builds it from the records of an older database.
 /// 4: `repeats` and `last_ts`, for records coalesced from a flood; an
 /// older database's records each stand for one query.
+///
+/// `forward_state` (what a fleet store has been sent) came without a new
+/// version: older builds read and write the database as before and leave
+/// it alone.
 pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// The page size of a new database (SQLite's default is 4 KiB). On the
@@ -79,6 +83,12 @@ CREATE TABLE IF NOT EXISTS rollup_state (
 );
 INSERT INTO rollup_state (rolled_up)
     SELECT (SELECT coalesce(max(id), 0) FROM hits) WHERE NOT EXISTS (SELECT 1 FROM rollup_state);
+CREATE TABLE IF NOT EXISTS forward_state (
+    epoch     INTEGER NOT NULL,   -- random, drawn when the table is made
+    forwarded INTEGER NOT NULL    -- id of the last record the fleet store has
+);
+INSERT INTO forward_state (epoch, forwarded)
+    SELECT abs(random() % 9007199254740991), 0 WHERE NOT EXISTS (SELECT 1 FROM forward_state);
 ";
 
 /// From version 1 or 2 to 3: the minutes of the records there are (read

@@ -1,7 +1,7 @@
 //! Writing to the hit database: batches of records, the roll-ups that
 //! follow them, WAL checkpoints and retention.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError};
 use crate::clock::{DAY_MS, minute};
@@ -19,11 +19,26 @@ impl Store {
         let tx = self.conn.transaction().map_err(wrap)?;
         let mut ids = Vec::with_capacity(hits.len());
         {
+            // Ids only grow, even when retention or the cap has emptied the
+            // table (SQLite would start again at 1): the roll-up and the
+            // fleet store's cursor are ids, and a reused one would be
+            // skipped by both.
+            let mut next_id: Option<i64> = tx
+                .query_row(
+                    "SELECT max((SELECT rolled_up FROM rollup_state), \
+                     (SELECT forwarded FROM forward_state)) + 1 \
+                     WHERE (SELECT coalesce(max(id), 0) FROM hits) < \
+                     max((SELECT rolled_up FROM rollup_state), (SELECT forwarded FROM forward_state))",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(wrap)?;
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO hits (ts, org, client, transport, qname, qtype, stage, matched, \
-                     feed, category, indicator, action, repeats, last_ts) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                     feed, category, indicator, action, repeats, last_ts, id) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 )
                 .map_err(wrap)?;
             let mut client = String::with_capacity(40);
@@ -50,6 +65,7 @@ impl Store {
                         h.action,
                         i64::try_from(h.repeats).unwrap_or(i64::MAX),
                         h.last_ts,
+                        next_id.take(),
                     ])
                     .map_err(wrap)?;
                 let id = tx.last_insert_rowid();
@@ -150,7 +166,14 @@ impl Store {
     /// in chunks of 10,000. Returns rows deleted; `limit` deleted means
     /// there may be more, and the caller comes back for them soon (the
     /// writer is not writing while it deletes).
-    pub fn expire(&mut self, cutoff: i64, limit: u64) -> Result<u64, StoreError> {
+    /// Records above `keep_above` (the fleet store's cursor, when there is
+    /// one) are kept whatever their age: they have not been forwarded.
+    pub fn expire(
+        &mut self,
+        cutoff: i64,
+        limit: u64,
+        keep_above: Option<i64>,
+    ) -> Result<u64, StoreError> {
         let mut total = 0u64;
         // The old records lie at or below the last id of the cutoff's
         // minute; a rowid scan from the start finds them first.
@@ -162,6 +185,10 @@ impl Store {
                 |r| r.get(0),
             )
             .map_err(|e| self.err(e))?;
+        let last = match (last, keep_above) {
+            (Some(last), Some(keep)) => Some(last.min(keep)),
+            (last, _) => last,
+        };
         let mut done = last.is_none();
         if let Some(last) = last {
             while total < limit {
@@ -202,10 +229,14 @@ impl Store {
     }
 
     /// Delete the oldest records, at most `limit`, but only ones the daily
-    /// roll-ups already count: what the size cap takes leaves the report
-    /// totals whole. Returns how many went.
-    pub fn evict_oldest(&mut self, limit: u64) -> Result<u64, StoreError> {
-        let mark = self.rolled_up()?.unwrap_or(i64::MAX);
+    /// roll-ups already count, and not above `keep_above` (the fleet
+    /// store's cursor): what the size cap takes leaves the report totals
+    /// whole and the spool intact. Returns how many went.
+    pub fn evict_oldest(&mut self, limit: u64, keep_above: Option<i64>) -> Result<u64, StoreError> {
+        let mark = self
+            .rolled_up()?
+            .unwrap_or(i64::MAX)
+            .min(keep_above.unwrap_or(i64::MAX));
         let n = self
             .conn
             .execute(
@@ -368,14 +399,14 @@ mod tests {
             hit(2 * DAY_MS + 10, "a", "10.0.0.1", "a.example", "a.example"),
         ])
         .unwrap();
-        assert_eq!(s.expire(DAY_MS, 100).unwrap(), 1);
+        assert_eq!(s.expire(DAY_MS, 100, None).unwrap(), 1);
         // A backlog goes a bounded amount at a time.
         let old: Vec<Hit> = (0..12_000)
             .map(|i| hit(i, "a", "10.0.0.1", "a.example", "a.example"))
             .collect();
         s.insert(&old).unwrap();
-        assert_eq!(s.expire(DAY_MS, 5).unwrap(), 10_000, "one chunk");
-        assert_eq!(s.expire(DAY_MS, 50_000).unwrap(), 2_000, "the rest");
+        assert_eq!(s.expire(DAY_MS, 5, None).unwrap(), 10_000, "one chunk");
+        assert_eq!(s.expire(DAY_MS, 50_000, None).unwrap(), 2_000, "the rest");
         assert_eq!(s.count().unwrap(), 1);
         let r = s.report(&Filter::default(), 0, 3 * DAY_MS, 5).unwrap();
         assert_eq!(r.total, 1);

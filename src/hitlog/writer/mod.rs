@@ -76,6 +76,9 @@ pub struct Settings {
     pub capacity: usize,
     pub max_bytes: Option<u64>,
     pub coalesce: coalesce::Settings,
+    /// Records are forwarded to a fleet store: retention and the size cap
+    /// leave the ones it does not have yet.
+    pub forwarding: bool,
 }
 
 impl Settings {
@@ -91,6 +94,7 @@ impl Settings {
                 after: h.coalesce_after,
                 window_ms: i64::from(h.coalesce_window_s) * 1000,
             },
+            forwarding: h.postgres.is_some(),
         }
     }
 }
@@ -173,6 +177,12 @@ struct Writer {
     coalescer: Coalescer,
     /// When eviction was last logged (it is logged at most every 30 s).
     evict_logged: Option<Instant>,
+}
+
+/// The fleet store's cursor, when records are forwarded. A mark that
+/// cannot be read keeps everything (0): deleting less is the safe side.
+fn forwarded(store: &Store, forwarding: bool) -> Option<i64> {
+    forwarding.then(|| store.forward_mark().map_or(0, |(_, id)| id))
 }
 
 /// The most records one batch takes from a channel of `capacity`: a
@@ -400,7 +410,8 @@ impl Writer {
         let Some(store) = self.store.as_mut() else {
             return false;
         };
-        match store.evict_oldest(n) {
+        let keep_above = forwarded(store, self.settings.forwarding);
+        match store.evict_oldest(n, keep_above) {
             Ok(0) => false,
             Ok(evicted) => {
                 self.counters.evicted.fetch_add(evicted, Ordering::Relaxed);
@@ -437,7 +448,8 @@ impl Writer {
         let Some(store) = self.store.as_mut() else {
             return false;
         };
-        match store.expire(cutoff, RETENTION_CHUNK) {
+        let keep_above = forwarded(store, self.settings.forwarding);
+        match store.expire(cutoff, RETENTION_CHUNK, keep_above) {
             Ok(0) => false,
             Ok(n) => {
                 tracing::info!(

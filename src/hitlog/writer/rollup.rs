@@ -186,6 +186,7 @@ mod tests {
             capacity: 100,
             max_bytes: None,
             coalesce: NO_COALESCE,
+            forwarding: false,
         })
         .unwrap();
         assert!(log.close(Duration::from_secs(30)));

@@ -44,6 +44,7 @@ pub(super) fn writer(database: &std::path::Path) -> Writer {
             capacity: 100,
             max_bytes: None,
             coalesce: NO_COALESCE,
+            forwarding: false,
         },
         store: None,
         identity: None,
@@ -69,6 +70,7 @@ fn close_writes_everything_queued_to_the_store_and_the_stream() {
         capacity: 20_000,
         max_bytes: None,
         coalesce: NO_COALESCE,
+        forwarding: false,
     };
     let log = spawn(settings.clone()).unwrap();
     let tx = log.sender();
@@ -126,6 +128,7 @@ fn a_channel_filled_again_and_again_loses_nothing() {
         capacity: 1000,
         max_bytes: None,
         coalesce: NO_COALESCE,
+        forwarding: false,
     })
     .unwrap();
     let sender = log.sender();
@@ -164,6 +167,7 @@ fn an_unopenable_database_counts_every_record_as_lost() {
         capacity: 100,
         max_bytes: None,
         coalesce: NO_COALESCE,
+        forwarding: false,
     })
     .unwrap();
     for i in 0..50 {
@@ -189,6 +193,7 @@ fn a_flood_is_written_as_counted_records_and_every_query_is_counted() {
             after: 5,
             window_ms: 60_000,
         },
+        forwarding: false,
     };
     let log = spawn(settings.clone()).unwrap();
     let tx = log.sender();

@@ -130,7 +130,7 @@ fn time_ranges_are_found_through_the_minutes_even_after_the_clock_steps_back() {
     }
     assert_eq!(s.newest_ts().unwrap(), Some(t0 + 200_029));
     // Retention takes the hour before the step, and only it.
-    assert_eq!(s.expire(t0 - 1_800_000, 100_000).unwrap(), 50);
+    assert_eq!(s.expire(t0 - 1_800_000, 100_000, None).unwrap(), 50);
     let left: i64 = s
         .conn
         .query_row(
