@@ -35,12 +35,12 @@ fn sha(text: &str) -> String {
 }
 
 /// A test CA and a server certificate it signed.
-struct Pki {
+pub struct Pki {
     dir: PathBuf,
-    ca: PathBuf,
+    pub ca: PathBuf,
     /// Leaf then CA: a chain, as an ACME client writes it.
-    chain: PathBuf,
-    key: PathBuf,
+    pub chain: PathBuf,
+    pub key: PathBuf,
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -57,7 +57,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 impl Pki {
-    fn new(dir: &Path) -> Pki {
+    pub fn new(dir: &Path) -> Pki {
         openssl(
             dir,
             &[

@@ -16,11 +16,14 @@ use crate::upstream::{Authority, example_zone};
 
 const PASSWORD: &str = "fleet-secret";
 
-/// A PostgreSQL cluster of its own; stopped and removed when dropped.
+/// A PostgreSQL cluster of its own, serving TCP in the clear and with
+/// TLS (a certificate for 127.0.0.1 from a test CA, [`Postgres::ca`]);
+/// stopped and removed when dropped.
 struct Postgres {
     bin: PathBuf,
     data: PathBuf,
     port: u16,
+    ca: PathBuf,
     /// Root may not run PostgreSQL: then its files belong to `postgres`
     /// and its commands run as that user.
     as_user: Option<&'static str>,
@@ -53,10 +56,14 @@ impl Postgres {
             chown_postgres(&pwfile);
         }
         let port = free_port();
+        let pki_dir = dir.path().join("pki");
+        std::fs::create_dir(&pki_dir).unwrap();
+        let pki = crate::encrypted::Pki::new(&pki_dir);
         let pg = Postgres {
             bin,
             data,
             port,
+            ca: pki.ca.clone(),
             as_user,
             _dir: dir,
         };
@@ -77,6 +84,21 @@ impl Postgres {
             ],
         );
         assert!(out.status.success(), "initdb: {}", text(&out));
+        // The server's certificate and key, owned by the server's user
+        // and private, as PostgreSQL insists.
+        std::fs::copy(&pki.chain, pg.data.join("server.crt")).unwrap();
+        std::fs::copy(&pki.key, pg.data.join("server.key")).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                pg.data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+        }
+        if root {
+            chown_postgres(&pg.data);
+        }
         pg.ctl_start();
         let createdb = pg.tool("createdb");
         let out = pg.run(
@@ -126,7 +148,7 @@ impl Postgres {
                 "-o",
                 &format!(
                     "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' \
-                     -c fsync=off",
+                     -c fsync=off -c ssl=on",
                     self.port
                 ),
                 "start",
@@ -167,9 +189,9 @@ impl Postgres {
         v.parse().unwrap_or_else(|_| panic!("{sql} gave {v:?}"))
     }
 
-    fn url(&self) -> String {
+    fn url(&self, sslmode: &str) -> String {
         format!(
-            "postgres://portcullis@127.0.0.1:{}/hits?sslmode=disable",
+            "postgres://portcullis@127.0.0.1:{}/hits?sslmode={sslmode}",
             self.port
         )
     }
@@ -221,16 +243,24 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A node: its own state, its node id, forwarding to `pg`.
-fn node(auth: SocketAddr, pg: &Postgres, id: &str) -> (Setup, PathBuf) {
+/// A node: its own state, its node id, forwarding to `pg` (over TLS
+/// checked against the test CA when `tls`).
+fn node(auth: SocketAddr, pg: &Postgres, id: &str, tls: bool) -> (Setup, PathBuf) {
     let setup = Setup::new();
     setup.write("feeds/malware.txt", "evil.example.test\n");
     setup.write("pg-password", &format!("{PASSWORD}\n"));
+    let store = if tls {
+        format!(
+            "postgres = \"{}\"\npostgres_ca_file = \"{}\"\n",
+            pg.url("require"),
+            pg.ca.display()
+        )
+    } else {
+        format!("postgres = \"{}\"\n", pg.url("disable"))
+    };
     let config = setup.config(&format!(
         "[resolver]\nmode = \"forward\"\nupstreams = [\"{auth}\"]\ntimeout_ms = 2000\n\
-         [hitlog]\ncoalesce_after = 0\npostgres = \"{}\"\n\
-         postgres_password_file = \"pg-password\"\n",
-        pg.url()
+         [hitlog]\ncoalesce_after = 0\n{store}postgres_password_file = \"pg-password\"\n"
     ));
     setup.edit_config("[server]\n", &format!("[server]\nnode_id = \"{id}\"\n"));
     (setup, config)
@@ -289,8 +319,8 @@ fn nodes_forward_every_record_to_postgresql_once_through_an_outage_and_a_kill() 
         "127.0.0.1:0".parse().unwrap(),
         &[("example.test.", example_zone("example.test.", "127.0.0.1"))],
     );
-    let (_a_setup, a_config) = node(auth.addr, &pg, "node-a");
-    let (b_setup, b_config) = node(auth.addr, &pg, "node-b");
+    let (_a_setup, a_config) = node(auth.addr, &pg, "node-a", false);
+    let (b_setup, b_config) = node(auth.addr, &pg, "node-b", true);
     let a = Server::start(&a_config);
     let b = Server::start(&b_config);
 
@@ -309,6 +339,14 @@ fn nodes_forward_every_record_to_postgresql_once_through_an_outage_and_a_kill() 
     );
     assert_whole(&pg, "node-a", 1000);
     assert_whole(&pg, "node-b", 600);
+    // node-b's connection is TLS, node-a's is not, as each asked.
+    assert_eq!(
+        pg.value(
+            "SELECT string_agg(s.ssl::text, ',' ORDER BY s.ssl) FROM pg_stat_ssl s \
+             JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'portcullis'"
+        ),
+        "false,true"
+    );
     assert_eq!(
         pg.value("SELECT DISTINCT matched || ' ' || action || ' ' || stage FROM hits"),
         "evil.example.test nxdomain qname"

@@ -43,7 +43,7 @@ mod cli;
 mod differential;
 mod dnssec;
 mod docs;
-mod encrypted;
+pub mod encrypted;
 mod fleet;
 mod formats;
 mod forward;

@@ -172,6 +172,40 @@ mod tests {
     }
 
     #[test]
+    fn the_writer_and_the_forwarder_write_the_same_database_without_failing() {
+        // The writer's batches read before they write; had they not taken
+        // the lock at BEGIN, the forwarder's cursor updates in between
+        // would fail them at once (SQLITE_BUSY, no waiting): at 10,000
+        // q/s a node lost three quarters of its records that way.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        let mut writer = Store::open_writer(&path, None).unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let forwarder = {
+            let (path, done) = (path.clone(), std::sync::Arc::clone(&done));
+            std::thread::spawn(move || {
+                let spool = Store::open_spool(&path).unwrap();
+                let mut moves = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    spool.set_forwarded(0).unwrap();
+                    moves += 1;
+                }
+                moves
+            })
+        };
+        for i in 0..2_000 {
+            let batch: Vec<Hit> = (0..5).map(|j| hit(1_000 + i * 5 + j, "w")).collect();
+            writer.insert(&batch).unwrap();
+            if i % 100 == 0 {
+                writer.roll_up().unwrap();
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(forwarder.join().unwrap() > 0);
+        assert_eq!(writer.unforwarded(0, 20_000).unwrap().len(), 10_000);
+    }
+
+    #[test]
     fn unforwarded_records_outlive_retention_and_the_cap() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open_writer(&dir.path().join("h.sqlite"), None).unwrap();

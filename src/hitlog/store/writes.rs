@@ -1,7 +1,7 @@
 //! Writing to the hit database: batches of records, the roll-ups that
 //! follow them, WAL checkpoints and retention.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{Store, StoreError};
 use crate::clock::{DAY_MS, minute};
@@ -16,7 +16,14 @@ impl Store {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(wrap)?;
+        // Immediate: the write lock is taken at BEGIN, where SQLite's busy
+        // timeout waits for it. A deferred transaction that read first (the
+        // id floor below) and then wrote would fail at once, without
+        // waiting, if the forwarder had written in between.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(wrap)?;
         let mut ids = Vec::with_capacity(hits.len());
         {
             // Ids only grow, even when retention or the cap has emptied the
@@ -108,7 +115,11 @@ impl Store {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(wrap)?;
+        // Immediate, as in `insert`: it reads the mark before it writes.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(wrap)?;
         let from: i64 = tx
             .query_row("SELECT rolled_up FROM rollup_state", [], |r| r.get(0))
             .map_err(wrap)?;
