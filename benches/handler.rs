@@ -130,6 +130,7 @@ fn bench(c: &mut Criterion) {
             health: Arc::new(Health::new(list, Duration::from_secs(30))),
             local: Default::default(),
             limits: portcullis::server::limits::Limits::new(&config.limits, &[]),
+            tap: None,
         }
     });
     let client: SocketAddr = "127.0.0.1:5300".parse().expect("addr");

@@ -11,7 +11,8 @@
 #     kept from starting like Unbound's;
 #   * kdig (knot-dnsutils), curl and openssl, and aioquic (PyPI), for the
 #     encrypted DNS tests (DoT, DoH, DoQ clients and a test CA);
-#   * PostgreSQL (Debian's package), for the fleet hit-store test.
+#   * PostgreSQL (Debian's package), for the fleet hit-store test;
+#   * fstrm-bin (fstrm_capture), for the dnstap test.
 # Safe to re-run; uses sudo when not root.
 set -euo pipefail
 
@@ -54,6 +55,13 @@ if ! command -v kdig >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 \
     || ! command -v openssl >/dev/null 2>&1; then
     echo "test-deps: installing knot-dnsutils, curl and openssl"
     apt_install_quiet knot-dnsutils curl openssl
+fi
+
+# The dnstap test's collector (fstrm_capture); dnstap-read comes with
+# bind9-dnsutils above.
+if ! command -v fstrm_capture >/dev/null 2>&1; then
+    echo "test-deps: installing fstrm-bin"
+    apt_install_quiet fstrm-bin
 fi
 
 # The fleet test runs its own PostgreSQL cluster (initdb, pg_ctl) on

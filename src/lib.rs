@@ -46,6 +46,7 @@ pub mod blockpage;
 pub mod clock;
 pub mod config;
 pub mod dnssec;
+pub mod dnstap;
 pub mod domain;
 pub mod formats;
 pub mod health;

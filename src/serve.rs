@@ -189,6 +189,7 @@ struct Running {
     dns: server::Listeners,
     hitlog: Option<hitlog::HitLog>,
     forwarder: Option<hitlog::forward::Forwarder>,
+    dnstap: Option<crate::dnstap::Sender>,
 }
 
 /// Phase "spawn": the DNS listeners, the hit-log writer, the admin and
@@ -243,6 +244,13 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         None
     };
     let orgs = Arc::new(orgs);
+    let (tap, dnstap) = match &config.dnstap {
+        Some(d) => {
+            let (tap, sender) = crate::dnstap::spawn(d).context("starting the dnstap sender")?;
+            (Some(tap), Some(sender))
+        }
+        None => (None, None),
+    };
     let handler = Arc::new(Handler {
         blocklist: Arc::clone(&handle),
         orgs: Arc::clone(&orgs),
@@ -265,6 +273,7 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
             &endpoints(&config, &bound.dns.encrypted),
         ),
         limits: server::limits::Limits::new(&config.limits, &config.organisations),
+        tap,
     });
     let tls_name = config
         .server
@@ -331,6 +340,7 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         dns,
         hitlog,
         forwarder,
+        dnstap,
     })
 }
 
@@ -344,6 +354,7 @@ impl Running {
             mut dns,
             hitlog,
             forwarder,
+            dnstap,
         } = self;
         let lifecycle = &health.lifecycle;
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
@@ -379,6 +390,10 @@ impl Running {
                 flushed,
                 "hit log closed"
             );
+        }
+        // The listeners are gone: what is queued is the last of the stream.
+        if let Some(dnstap) = dnstap {
+            let _ = tokio::task::spawn_blocking(move || dnstap.stop()).await;
         }
         // What it has not sent stays spooled for the next start.
         if let Some(forwarder) = forwarder {

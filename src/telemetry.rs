@@ -41,6 +41,9 @@ pub const HITLOG_FORWARDED: &str = "portcullis_hitlog_forwarded_total";
 pub const HITLOG_FORWARD_ERRORS: &str = "portcullis_hitlog_forward_errors_total";
 pub const HITLOG_SPOOLED: &str = "portcullis_hitlog_spooled_records";
 pub const HITLOG_SPOOL_AGE: &str = "portcullis_hitlog_spool_oldest_age_seconds";
+pub const DNSTAP_MESSAGES: &str = "portcullis_dnstap_messages_total";
+pub const DNSTAP_DROPPED: &str = "portcullis_dnstap_dropped_total";
+pub const DNSTAP_ERRORS: &str = "portcullis_dnstap_errors_total";
 pub const API_DENIED: &str = "portcullis_api_denied_total";
 pub const BLOCK_PAGE_VIEWS: &str = "portcullis_block_page_views_total";
 pub const DNSSEC_ANSWERS: &str = "portcullis_dnssec_answers_total";
@@ -92,6 +95,9 @@ pub const ALL: &[&str] = &[
     HITLOG_FORWARD_ERRORS,
     HITLOG_SPOOLED,
     HITLOG_SPOOL_AGE,
+    DNSTAP_MESSAGES,
+    DNSTAP_DROPPED,
+    DNSTAP_ERRORS,
     API_DENIED,
     BLOCK_PAGE_VIEWS,
 ];
@@ -308,6 +314,15 @@ fn describe() {
         HITLOG_SPOOL_AGE,
         Unit::Seconds,
         "Age of the oldest hit record waiting for the PostgreSQL hit store (0: none waiting)."
+    );
+    describe_counter!(DNSTAP_MESSAGES, "dnstap messages written to the collector.");
+    describe_counter!(
+        DNSTAP_DROPPED,
+        "Queries not sent to the dnstap collector, by reason (queue_full, no_collector, collector_error, stopped)."
+    );
+    describe_counter!(
+        DNSTAP_ERRORS,
+        "Failed connections and writes to the dnstap collector."
     );
     describe_counter!(
         API_DENIED,

@@ -34,13 +34,13 @@ mod tests;
 
 pub use raw::{
     DeletedFeeds, DnssecMode, LogFormat, OverLimit, RawAdmin, RawBlockPage, RawBlocklist,
-    RawConfig, RawFeed, RawHitlog, RawLimits, RawLog, RawOrganisation, RawResolver, RawServer,
-    RawTaxii, ResolverMode,
+    RawConfig, RawDnstap, RawFeed, RawHitlog, RawLimits, RawLog, RawOrganisation, RawResolver,
+    RawServer, RawTaxii, ResolverMode,
 };
 pub use sections::{
-    AdminConfig, BlockPageConfig, BlocklistConfig, EncryptedConfig, FeedConfig, HitlogConfig,
-    LimitsConfig, LogConfig, Organisation, PostgresConfig, ResolverConfig, ServerConfig,
-    TaxiiConfig,
+    AdminConfig, BlockPageConfig, BlocklistConfig, DnstapConfig, DnstapTarget, EncryptedConfig,
+    FeedConfig, HitlogConfig, LimitsConfig, LogConfig, Organisation, PostgresConfig,
+    ResolverConfig, ServerConfig, TaxiiConfig,
 };
 
 /// A config file that cannot be used; the message names the file and key.
@@ -83,6 +83,7 @@ pub struct Config {
     pub log: LogConfig,
     pub taxii: Vec<TaxiiConfig>,
     pub limits: LimitsConfig,
+    pub dnstap: Option<DnstapConfig>,
     /// Keys that are valid but ignored or not yet effective, each as
     /// ``key `KEY`: MESSAGE`` (the file is [`Config::path`]). Validation
     /// runs before logging is set up, so it only collects them: whoever
@@ -123,6 +124,10 @@ impl Config {
         let log = validate::log(raw.log, &cx)?;
         let taxii = validate::taxii(raw.taxii, &cx)?;
         let limits = validate::limits(raw.limits, &cx)?;
+        let dnstap = match raw.dnstap {
+            Some(d) => Some(validate::dnstap(d, &server.node_id, &cx)?),
+            None => None,
+        };
         validate::feed_files_present(&feeds, &blocklist.feeds_dir, &taxii, &mut cx);
         Ok(Config {
             path: path.to_path_buf(),
@@ -138,6 +143,7 @@ impl Config {
             log,
             taxii,
             limits,
+            dnstap,
             warnings: cx.into_warnings(),
         })
     }

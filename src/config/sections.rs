@@ -297,6 +297,29 @@ pub struct HitlogConfig {
     pub postgres: Option<PostgresConfig>,
 }
 
+/// `[dnstap]`: dnstap messages to a collector (Frame Streams).
+#[derive(Debug, Clone)]
+pub struct DnstapConfig {
+    pub target: DnstapTarget,
+    /// Only queries a blocklist entry decided.
+    pub only_policy: bool,
+    /// Send CLIENT_QUERY messages (when the query arrives).
+    pub client_query: bool,
+    /// Send CLIENT_RESPONSE messages (with the query and the response).
+    pub client_response: bool,
+    pub identity: String,
+    /// Messages waiting for the collector; beyond this they are dropped
+    /// and counted.
+    pub queue: usize,
+}
+
+/// Where a dnstap collector listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnstapTarget {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
 /// `[hitlog] postgres*`: the fleet's shared hit store.
 #[derive(Debug, Clone)]
 pub struct PostgresConfig {

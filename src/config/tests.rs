@@ -316,3 +316,36 @@ fn a_fleet_store_and_node_id_are_read_and_a_password_in_the_url_is_refused() {
         );
     }
 }
+
+#[test]
+fn dnstap_needs_one_collector_and_something_to_send() {
+    let c =
+        parse("[server]\nnode_id = \"n1\"\n[dnstap]\nsocket = \"/run/portcullis/dnstap.sock\"\n")
+            .unwrap();
+    let d = c.dnstap.unwrap();
+    assert_eq!(
+        d.target,
+        DnstapTarget::Unix(PathBuf::from("/run/portcullis/dnstap.sock"))
+    );
+    assert_eq!(d.identity, "n1", "the node id by default");
+    assert!(d.client_response && !d.client_query && !d.only_policy);
+    assert!(parse("").unwrap().dnstap.is_none());
+    for (text, says) in [
+        ("[dnstap]\n", "needs a collector"),
+        (
+            "[dnstap]\nsocket = \"/s\"\ntcp = \"127.0.0.1:6000\"\n",
+            "choose one",
+        ),
+        (
+            "[dnstap]\ntcp = \"127.0.0.1:6000\"\nqueue = 0\n",
+            "dnstap.queue",
+        ),
+        (
+            "[dnstap]\ntcp = \"127.0.0.1:6000\"\nclient_response = false\n",
+            "nothing would be sent",
+        ),
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(says), "{text}: {err}");
+    }
+}

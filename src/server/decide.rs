@@ -216,6 +216,14 @@ impl Handler {
         if checked.is_err() && self.hits.is_enabled() {
             self.hits.send(hit);
         }
+        if checked.is_err() && self.tap.is_some() {
+            crate::dnstap::note(crate::dnstap::PolicyNote {
+                stage,
+                matched: matched.into(),
+                feed: listed.feed.as_str().into(),
+                action: action.into(),
+            });
+        }
     }
 
     /// What this client's organisation makes of a listed entry found at

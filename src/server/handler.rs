@@ -62,6 +62,8 @@ pub struct Handler {
     pub local: LocalNames,
     /// Query rates, response rates and upstream queries waiting.
     pub limits: Limits,
+    /// dnstap output, when configured.
+    pub tap: Option<crate::dnstap::Tap>,
 }
 
 /// What the query name's own check decided before resolution.
@@ -220,6 +222,7 @@ impl Handler {
         }
         let mut query_header = [0u8; 12];
         query_header.copy_from_slice(&query[..12]);
+        let received = self.tap.as_ref().map(|_| std::time::SystemTime::now());
         let request = match Request::from_bytes(query, src, Protocol::Tcp) {
             Ok(request) => request,
             Err(error) => {
@@ -231,8 +234,30 @@ impl Handler {
             }
         };
         let collect = Collect::default();
-        self.serve(&request, collect.clone(), via).await;
-        let wire = collect.take()?;
+        let wire = match (&self.tap, received) {
+            (Some(tap), Some(received)) => {
+                let policy = crate::dnstap::scoped(async {
+                    self.serve(&request, collect.clone(), via).await;
+                    crate::dnstap::take()
+                })
+                .await;
+                let wire = collect.take();
+                tap.send(crate::dnstap::Exchange {
+                    transport: via.transport,
+                    client: src,
+                    server: None,
+                    query: request.as_slice(),
+                    response: wire.as_deref(),
+                    received,
+                    policy,
+                });
+                wire?
+            }
+            _ => {
+                self.serve(&request, collect.clone(), via).await;
+                collect.take()?
+            }
+        };
         // A response has an OPT record (to pad) only when the query had one.
         Some(if via.transport.encrypted() && request.edns.is_some() {
             padding::pad(wire)

@@ -26,7 +26,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use hickory_proto::rr::Record;
 use hickory_server::net::NetError;
@@ -49,6 +49,7 @@ const RECV_BUFFER: usize = 4096;
 
 /// Serve `socket` until the task is aborted.
 pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, cache: Option<Arc<PacketCache>>) {
+    let local = socket.local_addr().ok();
     let socket = Arc::new(socket);
     let mut inbox = Inbox::new(RECV_BUFFER);
     let mut outbox = Outbox::new(usize::from(MAX_UDP_PAYLOAD));
@@ -84,12 +85,26 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, cache: Option<Arc<P
                 }
                 continue;
             }
+            let received = handler.tap.as_ref().map(|_| SystemTime::now());
             if let Some(n) = handler.answer_from_bytes(cache.as_deref(), packet, src, out) {
                 let n = match handler.limits.response(src.ip(), &out[..n], &handler.orgs) {
                     Sending::Send => n,
                     Sending::Slip => slip(&mut out[..n]),
                     Sending::Drop => 0,
                 };
+                if let (Some(tap), Some(received)) = (&handler.tap, received) {
+                    let sent = (n > 0).then(|| &out[..n]);
+                    let policy = crate::dnstap::take();
+                    tap.send(crate::dnstap::Exchange {
+                        transport: Transport::Udp,
+                        client: src,
+                        server: local,
+                        query: packet,
+                        response: sent,
+                        received,
+                        policy,
+                    });
+                }
                 if n > 0 {
                     outbox.push(n, src);
                 }
@@ -109,12 +124,24 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, cache: Option<Arc<P
                     continue;
                 }
             };
-            run_or_spawn(answer(
+            let answering = answer(
                 request,
                 Arc::clone(&socket),
                 Arc::clone(&handler),
                 cache.clone(),
-            ));
+            );
+            match received {
+                Some(received) => run_or_spawn(crate::dnstap::scoped(tapped(
+                    answering,
+                    packet.to_vec(),
+                    local,
+                    received,
+                    Arc::clone(&handler),
+                ))),
+                None => run_or_spawn(async move {
+                    answering.await;
+                }),
+            }
         }
         outbox.flush(&socket).await;
     }
@@ -129,24 +156,56 @@ fn transient(error: &io::Error) -> bool {
 }
 
 /// Answer one decoded query, and hold the response when the handler says
-/// it may be held.
+/// it may be held. Returns the client and the response sent, when the
+/// tap wants it.
 async fn answer(
     request: Request,
     socket: Arc<UdpSocket>,
     handler: Arc<Handler>,
     cache: Option<Arc<PacketCache>>,
-) {
+) -> Option<(SocketAddr, Option<Vec<u8>>)> {
     let generation = handler.blocklist.load().generation();
     let sent = Arc::new(OnceLock::new());
+    let keep = cache.is_some() || handler.tap.is_some();
     let responder = Responder {
         socket,
         dst: request.src(),
-        sent: cache.as_ref().map(|_| Arc::clone(&sent)),
+        sent: keep.then(|| Arc::clone(&sent)),
         handler: Arc::clone(&handler),
     };
     let clean = handler.handle_udp(&request, responder).await;
     if let (true, Some(cache), Some(wire)) = (clean, cache, sent.get()) {
         cache.insert(request.as_slice(), wire, generation, Instant::now());
+    }
+    handler
+        .tap
+        .is_some()
+        .then(|| (request.src(), sent.get().cloned()))
+}
+
+/// [`answer`], then the query and its response to the tap, with the
+/// decision noted in this task's slot.
+async fn tapped(
+    answering: impl Future<Output = Option<(SocketAddr, Option<Vec<u8>>)>>,
+    query: Vec<u8>,
+    local: Option<SocketAddr>,
+    received: SystemTime,
+    handler: Arc<Handler>,
+) {
+    let Some((client, response)) = answering.await else {
+        return;
+    };
+    let policy = crate::dnstap::take();
+    if let Some(tap) = &handler.tap {
+        tap.send(crate::dnstap::Exchange {
+            transport: Transport::Udp,
+            client,
+            server: local,
+            query: &query,
+            response: response.as_deref(),
+            received,
+            policy,
+        });
     }
 }
 

@@ -14,6 +14,7 @@
 //! * `cli`: `compile`, `check --offline` and `config check`.
 //! * `differential`: the same RPZ through Unbound and Portcullis.
 //! * `dnssec`: validation over a signed lab (dnssec-signzone, NSD).
+//! * `dnstap`: dnstap to fstrm_capture, read back with dnstap-read.
 //! * `encrypted`: DoT, DoH and DoQ with kdig, dig, curl and aioquic;
 //!   roaming keys, discovery, certificate reload, connection caps.
 //! * `docs`: the shipped config and every README example load.
@@ -42,6 +43,7 @@ mod check;
 mod cli;
 mod differential;
 mod dnssec;
+mod dnstap;
 mod docs;
 pub mod encrypted;
 mod fleet;

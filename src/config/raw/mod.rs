@@ -55,6 +55,37 @@ pub struct RawConfig {
     pub taxii: Vec<RawTaxii>,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub dnstap: Option<RawDnstap>,
+}
+
+/// `[dnstap]`: where to send dnstap messages, and which.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDnstap {
+    /// A collector's Unix socket (Frame Streams, bidirectional).
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// Or a collector's TCP address.
+    #[serde(default)]
+    pub tcp: Option<std::net::SocketAddr>,
+    /// Only queries a blocklist entry decided (blocked, monitored, or let
+    /// through by an exception when those are logged).
+    #[serde(default)]
+    pub only_policy: bool,
+    #[serde(default)]
+    pub client_query: bool,
+    #[serde(default = "default_true")]
+    pub client_response: bool,
+    /// Default: the node id.
+    #[serde(default)]
+    pub identity: Option<String>,
+    #[serde(default = "default_dnstap_queue")]
+    pub queue: usize,
+}
+
+fn default_dnstap_queue() -> usize {
+    65_536
 }
 
 /// What a feed deleted from feeds_dir does to the list.

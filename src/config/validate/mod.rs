@@ -18,12 +18,13 @@ use ipnet::IpNet;
 
 use super::ConfigError;
 use super::raw::{
-    DnssecMode, RawAdmin, RawBlockPage, RawBlocklist, RawFeed, RawHitlog, RawLimits, RawLog,
-    RawOrganisation, RawResolver, ResolverMode,
+    DnssecMode, RawAdmin, RawBlockPage, RawBlocklist, RawDnstap, RawFeed, RawHitlog, RawLimits,
+    RawLog, RawOrganisation, RawResolver, ResolverMode,
 };
 use super::sections::{
-    AdminConfig, BlockPageConfig, BlocklistConfig, FeedConfig, HitlogConfig, LimitsConfig,
-    LogConfig, Organisation, PostgresConfig, ResolverConfig, TaxiiConfig,
+    AdminConfig, BlockPageConfig, BlocklistConfig, DnstapConfig, DnstapTarget, FeedConfig,
+    HitlogConfig, LimitsConfig, LogConfig, Organisation, PostgresConfig, ResolverConfig,
+    TaxiiConfig,
 };
 use crate::policy::Action;
 
@@ -494,6 +495,47 @@ pub(super) fn hitlog(
         coalesce_after: raw.coalesce_after,
         coalesce_window_s: raw.coalesce_window_s,
         postgres,
+    })
+}
+
+/// `[dnstap]`: one collector, a queue of at least one message.
+pub(super) fn dnstap(
+    raw: RawDnstap,
+    node_id: &str,
+    cx: &Checker,
+) -> Result<DnstapConfig, ConfigError> {
+    let target = match (raw.socket, raw.tcp) {
+        (Some(path), None) => DnstapTarget::Unix(cx.rel(&path)),
+        (None, Some(addr)) => DnstapTarget::Tcp(addr),
+        (Some(_), Some(_)) => {
+            return Err(cx.invalid(
+                "dnstap.socket",
+                "and dnstap.tcp are both set; choose one collector".into(),
+            ));
+        }
+        (None, None) => {
+            return Err(cx.invalid(
+                "dnstap",
+                "needs a collector: socket = \"/run/...\" or tcp = \"host:port\"".into(),
+            ));
+        }
+    };
+    if raw.queue == 0 {
+        return Err(cx.invalid("dnstap.queue", "must be at least 1".into()));
+    }
+    if !raw.client_query && !raw.client_response {
+        return Err(cx.invalid(
+            "dnstap.client_response",
+            "and dnstap.client_query are both false: nothing would be sent".into(),
+        ));
+    }
+    Ok(DnstapConfig {
+        target,
+        only_policy: raw.only_policy,
+        client_query: raw.client_query,
+        client_response: raw.client_response,
+        identity: raw.identity.unwrap_or_else(|| node_id.to_string()),
+        queue: raw.queue,
     })
 }
 

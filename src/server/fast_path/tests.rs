@@ -107,6 +107,7 @@ fn handler(dir: &std::path::Path, hits: HitSender) -> Handler {
         health: Arc::new(crate::health::Health::new(list, Duration::from_secs(30))),
         local: Default::default(),
         limits: crate::server::limits::Limits::new(&config.limits, &config.organisations),
+        tap: None,
     }
 }
 
