@@ -65,6 +65,7 @@ fn hit(ts: i64, org: u32, client: u32, matched: String, category: &str, feed: &s
         action: "nxdomain".into(),
         repeats: 1,
         last_ts: None,
+        node: None,
     }
 }
 

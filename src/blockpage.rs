@@ -266,6 +266,7 @@ mod tests {
             action: "sinkhole".into(),
             repeats: 1,
             last_ts: None,
+            node: None,
         };
         let html = render(
             Some("evil.example"),

@@ -96,7 +96,7 @@ async function loadHits(after) {
   const page = await api(`/api/v1/orgs/${encodeURIComponent(state.org)}/hits?` + params({ after, limit: "50" }));
   // A record coalesced from a flood stands for `repeats` queries.
   fill("hits", page.hits.map((h) => [h.id, h.ts, h.client, h.qname, h.qtype, h.stage, h.matched, h.feed, h.category, h.action,
-    h.repeats ? `${h.repeats} (to ${h.last_ts})` : "1"]));
+    h.repeats ? `${h.repeats} (to ${h.last_ts})` : "1", h.node || ""]));
   state.next = page.next;
   $("older").disabled = !page.next;
   $("page").textContent = `page ${state.cursors.length + 1}`;

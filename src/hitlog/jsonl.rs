@@ -130,6 +130,7 @@ mod tests {
             action: "log".into(),
             repeats: 1,
             last_ts: None,
+            node: None,
         }
     }
 

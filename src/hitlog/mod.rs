@@ -172,6 +172,10 @@ pub struct Hit {
         with = "rfc3339_ms_opt"
     )]
     pub last_ts: Option<i64>,
+    /// The resolver node that answered (`server.node_id`); absent in
+    /// records written before nodes were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 fn one() -> u64 {
@@ -322,6 +326,7 @@ mod tests {
             action: "nxdomain".into(),
             repeats: 1,
             last_ts: None,
+            node: None,
         };
         let json = serde_json::to_value(&hit).unwrap();
         assert_eq!(json["ts"], "1970-01-01T00:00:00.000Z");

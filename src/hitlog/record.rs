@@ -153,6 +153,7 @@ impl PackedHit {
             action: h.action.to_owned(),
             repeats: h.repeats,
             last_ts: h.last_ts,
+            node: None,
         }
     }
 }
@@ -200,6 +201,7 @@ mod tests {
             action: "sinkhole".into(),
             repeats: 1,
             last_ts: None,
+            node: None,
         };
         // No organisation and no indicator are not the same as empty ones.
         let bare = Hit {

@@ -48,7 +48,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-const HIT_COLUMNS: [&str; 15] = [
+const HIT_COLUMNS: [&str; 16] = [
     "ref",
     "ts",
     "org",
@@ -64,6 +64,7 @@ const HIT_COLUMNS: [&str; 15] = [
     "action",
     "repeats",
     "last_ts",
+    "node",
 ];
 
 fn hit_cells(h: &Hit) -> Vec<String> {
@@ -83,6 +84,7 @@ fn hit_cells(h: &Hit) -> Vec<String> {
         h.action.clone(),
         h.repeats.to_string(),
         h.last_ts.map(format_ts).unwrap_or_default(),
+        h.node.clone().unwrap_or_default(),
     ]
 }
 

@@ -352,6 +352,18 @@ fn nodes_forward_every_record_to_postgresql_once_through_an_outage_and_a_kill() 
         "evil.example.test nxdomain qname"
     );
     assert_eq!(pg.count("SELECT sum(n) FROM hits_daily"), 1600);
+    // The node's own records name it too.
+    let (code, out, err) = crate::harness::run(&[
+        "logs",
+        "--config",
+        &a_config.display().to_string(),
+        "--format",
+        "json",
+        "--limit",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"node\":\"node-a\""), "{out}");
     assert_eq!(pg.count("SELECT sum(n) FROM hits_daily_feeds"), 1600);
     assert_eq!(
         pg.count("SELECT max(version) FROM portcullis_migrations"),

@@ -84,11 +84,18 @@ pub struct Store {
     path: PathBuf,
     /// The schema version: 1 has no roll-up mark (see [`SCHEMA_VERSION`]).
     version: i64,
+    /// The node id written on each record ([`Store::set_node`]).
+    node: Option<String>,
 }
 
 impl Store {
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Write `node` (`server.node_id`) on every record from now on.
+    pub fn set_node(&mut self, node: &str) {
+        self.node = Some(node.to_string());
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {

@@ -205,18 +205,21 @@ impl Store {
 }
 
 const COLUMNS: &str = "id, ts, org, client, transport, qname, qtype, stage, matched, feed, \
-                       category, indicator, action, repeats, last_ts";
-/// The same for a database before version 4, read as it is.
+                       category, indicator, action, repeats, last_ts, node";
+/// The same for a version 4 database, read as it is.
+const COLUMNS_4: &str = "id, ts, org, client, transport, qname, qtype, stage, matched, feed, \
+                         category, indicator, action, repeats, last_ts, NULL";
+/// The same for a database before version 4.
 const COLUMNS_3: &str = "id, ts, org, client, transport, qname, qtype, stage, matched, feed, \
-                         category, indicator, action, 1, NULL";
+                         category, indicator, action, 1, NULL, NULL";
 
 impl Store {
     /// The columns [`row_to_hit`] reads, as this database has them.
     fn columns(&self) -> &'static str {
-        if self.version >= 4 {
-            COLUMNS
-        } else {
-            COLUMNS_3
+        match self.version {
+            5.. => COLUMNS,
+            4 => COLUMNS_4,
+            _ => COLUMNS_3,
         }
     }
 
@@ -257,6 +260,7 @@ fn row_to_hit(row: &rusqlite::Row<'_>) -> rusqlite::Result<Hit> {
         action: row.get(12)?,
         repeats: row.get::<_, i64>(13)?.max(1) as u64,
         last_ts: row.get(14)?,
+        node: row.get(15)?,
     })
 }
 

@@ -15,10 +15,13 @@ use super::{Store, StoreError};
 /// 4: `repeats` and `last_ts`, for records coalesced from a flood; an
 /// older database's records each stand for one query.
 ///
+/// 5: `node`, the resolver node that wrote the record; older records
+/// have none (NULL).
+///
 /// `forward_state` (what a fleet store has been sent) came without a new
 /// version: older builds read and write the database as before and leave
 /// it alone.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// The page size of a new database (SQLite's default is 4 KiB). On the
 /// writer's first-pass bench (`cargo bench --bench hitlog`: 400,000
@@ -49,7 +52,8 @@ CREATE TABLE IF NOT EXISTS hits (
     indicator TEXT,
     action    TEXT    NOT NULL,
     repeats   INTEGER NOT NULL DEFAULT 1, -- queries the record stands for
-    last_ts   INTEGER                     -- a coalesced record's last query
+    last_ts   INTEGER,                    -- a coalesced record's last query
+    node      TEXT                        -- server.node_id of the writer
 );
 CREATE INDEX IF NOT EXISTS hits_org ON hits (org);
 CREATE TABLE IF NOT EXISTS hits_minutes (
@@ -109,6 +113,11 @@ ALTER TABLE hits ADD COLUMN repeats INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE hits ADD COLUMN last_ts INTEGER;
 ";
 
+/// From any older version to 5, the same way.
+const UPGRADE_TO_5: &str = "
+ALTER TABLE hits ADD COLUMN node TEXT;
+";
+
 impl Store {
     /// Open (creating if needed) for the writer. `max_bytes` caps the file.
     pub fn open_writer(path: &Path, max_bytes: Option<u64>) -> Result<Store, StoreError> {
@@ -155,6 +164,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             version: SCHEMA_VERSION,
+            node: None,
         };
         let found = store.check_version(true)?;
         if found != 0 && found < SCHEMA_VERSION {
@@ -181,7 +191,20 @@ impl Store {
         } else {
             ""
         };
-        let upgrade = format!("{to_3} {to_4}");
+        let has_node: bool = store
+            .conn
+            .query_row(
+                "SELECT count(*) > 0 FROM pragma_table_info('hits') WHERE name = 'node'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(wrap)?;
+        let to_5 = if found != 0 && !has_node {
+            UPGRADE_TO_5
+        } else {
+            ""
+        };
+        let upgrade = format!("{to_3} {to_4} {to_5}");
         // One transaction: a failed upgrade leaves the old version whole.
         store
             .conn
@@ -220,6 +243,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             version: SCHEMA_VERSION,
+            node: None,
         };
         store.version = store.check_version(false)?;
         Ok(store)
@@ -386,9 +410,9 @@ mod tests {
         let path = dir.path().join("hits.sqlite");
         let t0 = 30 * DAY_MS;
         {
-            // Version 3's table: no repeats, no last_ts.
+            // Version 3's table: no repeats, no last_ts, no node.
             let v3 = SCHEMA.replace(
-                "action    TEXT    NOT NULL,\n    repeats   INTEGER NOT NULL DEFAULT 1, -- queries the record stands for\n    last_ts   INTEGER                     -- a coalesced record's last query",
+                "action    TEXT    NOT NULL,\n    repeats   INTEGER NOT NULL DEFAULT 1, -- queries the record stands for\n    last_ts   INTEGER,                    -- a coalesced record's last query\n    node      TEXT                        -- server.node_id of the writer",
                 "action    TEXT    NOT NULL",
             );
             assert_ne!(v3, SCHEMA);
@@ -412,7 +436,7 @@ mod tests {
         assert_eq!((page.hits[0].repeats, page.hits[0].last_ts), (1, None));
         drop(old);
         let mut s = Store::open_writer(&path, None).unwrap();
-        assert_eq!(s.version, 4);
+        assert_eq!(s.version, 5);
         let mut flood = hit(t0 + 10, "a", "10.0.0.1", "y.evil.example", "evil.example");
         flood.repeats = 500;
         flood.last_ts = Some(t0 + 59_000);
@@ -450,6 +474,79 @@ mod tests {
             .query_row("SELECT sum(n) FROM hits_daily_feeds", [], |r| r.get(0))
             .unwrap();
         assert_eq!(feeds, 501);
+    }
+
+    #[test]
+    fn a_version_4_database_is_read_without_nodes_and_gains_them_from_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hits.sqlite");
+        {
+            let v4 = SCHEMA.replace(
+                "last_ts   INTEGER,                    -- a coalesced record's last query\n    node      TEXT                        -- server.node_id of the writer",
+                "last_ts   INTEGER",
+            );
+            assert_ne!(v4, SCHEMA);
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!("{v4} PRAGMA user_version = 4;"))
+                .unwrap();
+        }
+        let mut s = Store::open_writer(&path, None).unwrap();
+        s.insert(&[hit(
+            1_000,
+            "a",
+            "10.0.0.1",
+            "x.evil.example",
+            "evil.example",
+        )])
+        .unwrap();
+        drop(s);
+        // Written before the upgrade took a node: none. (The writer above
+        // had no node set, as a writer without server.node_id never does.)
+        let old = Store::open_reader(&path).unwrap();
+        assert_eq!(old.version, 5);
+        let page = old.hits(&Filter::default(), None, 10).unwrap();
+        assert_eq!(page.hits[0].node, None);
+        let mut s = Store::open_writer(&path, None).unwrap();
+        s.set_node("pdns-lon-1");
+        s.insert(&[hit(
+            2_000,
+            "a",
+            "10.0.0.1",
+            "y.evil.example",
+            "evil.example",
+        )])
+        .unwrap();
+        let page = Store::open_reader(&path)
+            .unwrap()
+            .hits(&Filter::default(), None, 10)
+            .unwrap();
+        let nodes: Vec<_> = page.hits.iter().map(|h| h.node.as_deref()).collect();
+        assert_eq!(nodes, [Some("pdns-lon-1"), None]);
+    }
+
+    #[test]
+    fn a_version_4_reader_sees_no_node_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hits.sqlite");
+        let v4 = SCHEMA.replace(
+            "last_ts   INTEGER,                    -- a coalesced record's last query\n    node      TEXT                        -- server.node_id of the writer",
+            "last_ts   INTEGER",
+        );
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&format!("{v4} PRAGMA user_version = 4;"))
+            .unwrap();
+        conn.execute(
+            "INSERT INTO hits (ts, org, client, transport, qname, qtype, stage, matched, feed, category, action) \
+             VALUES (5, 'a', '10.0.0.1', 'udp', 'x.evil.example', 'A', 'qname', 'evil.example', 'f', 'malware', 'nxdomain')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let old = Store::open_reader(&path).unwrap();
+        assert_eq!(old.version, 4);
+        let page = old.hits(&Filter::default(), None, 10).unwrap();
+        assert_eq!(page.hits.len(), 1);
+        assert_eq!(page.hits[0].node, None);
     }
 
     #[test]

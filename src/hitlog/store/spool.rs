@@ -58,6 +58,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             version: SCHEMA_VERSION,
+            node: None,
         };
         store
             .conn

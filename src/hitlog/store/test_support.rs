@@ -20,6 +20,7 @@ pub(super) fn hit(ts: i64, org: &str, client: &str, qname: &str, matched: &str) 
         action: "nxdomain".into(),
         repeats: 1,
         last_ts: None,
+        node: None,
     }
 }
 

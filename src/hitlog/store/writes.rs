@@ -44,8 +44,8 @@ impl Store {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO hits (ts, org, client, transport, qname, qtype, stage, matched, \
-                     feed, category, indicator, action, repeats, last_ts, id) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                     feed, category, indicator, action, repeats, last_ts, id, node) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 )
                 .map_err(wrap)?;
             let mut client = String::with_capacity(40);
@@ -73,6 +73,7 @@ impl Store {
                         i64::try_from(h.repeats).unwrap_or(i64::MAX),
                         h.last_ts,
                         next_id.take(),
+                        self.node.as_deref(),
                     ])
                     .map_err(wrap)?;
                 let id = tx.last_insert_rowid();

@@ -79,6 +79,8 @@ pub struct Settings {
     /// Records are forwarded to a fleet store: retention and the size cap
     /// leave the ones it does not have yet.
     pub forwarding: bool,
+    /// `server.node_id`, written on every record.
+    pub node: Option<String>,
 }
 
 impl Settings {
@@ -95,6 +97,7 @@ impl Settings {
                 window_ms: i64::from(h.coalesce_window_s) * 1000,
             },
             forwarding: h.postgres.is_some(),
+            node: Some(config.server.node_id.clone()),
         }
     }
 }
@@ -205,13 +208,14 @@ fn gather_for(behind: bool, stopping: bool) -> Duration {
 }
 
 /// The batch as records for the stream, with the ids the store gave
-/// them (none if it could not take them).
-fn with_ids(batch: &[Box<PackedHit>], ids: &[i64]) -> Vec<Hit> {
+/// them (none if it could not take them) and the node.
+fn with_ids(batch: &[Box<PackedHit>], ids: &[i64], node: Option<&str>) -> Vec<Hit> {
     batch
         .iter()
         .enumerate()
         .map(|(i, packed)| Hit {
             id: ids.get(i).copied(),
+            node: node.map(str::to_owned),
             ..packed.unpack()
         })
         .collect()
@@ -332,7 +336,10 @@ impl Writer {
     fn open_store(&mut self) {
         self.last_open = Some(Instant::now());
         match Store::open_writer(&self.settings.database, self.settings.max_bytes) {
-            Ok(store) => {
+            Ok(mut store) => {
+                if let Some(node) = &self.settings.node {
+                    store.set_node(node);
+                }
                 self.identity = self.file_identity();
                 tracing::info!(database = %self.settings.database.display(), "hit log open");
                 if self.failures.count > 0 {
@@ -395,7 +402,10 @@ impl Writer {
             None => self.lost(n),
         }
         if let Some(jsonl) = self.jsonl.as_mut()
-            && let Err(error) = jsonl.write(&with_ids(batch, &ids), now_ms())
+            && let Err(error) = jsonl.write(
+                &with_ids(batch, &ids, self.settings.node.as_deref()),
+                now_ms(),
+            )
         {
             let path = jsonl.path().display().to_string();
             self.failed(&format!("cannot write the hit stream {path}"), &error);

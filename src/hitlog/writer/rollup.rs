@@ -187,6 +187,7 @@ mod tests {
             max_bytes: None,
             coalesce: NO_COALESCE,
             forwarding: false,
+            node: None,
         })
         .unwrap();
         assert!(log.close(Duration::from_secs(30)));

@@ -25,6 +25,7 @@ pub(super) fn hit(i: i64) -> Hit {
         action: "nxdomain".into(),
         repeats: 1,
         last_ts: None,
+        node: None,
     }
 }
 
@@ -45,6 +46,7 @@ pub(super) fn writer(database: &std::path::Path) -> Writer {
             max_bytes: None,
             coalesce: NO_COALESCE,
             forwarding: false,
+            node: None,
         },
         store: None,
         identity: None,
@@ -71,6 +73,7 @@ fn close_writes_everything_queued_to_the_store_and_the_stream() {
         max_bytes: None,
         coalesce: NO_COALESCE,
         forwarding: false,
+        node: None,
     };
     let log = spawn(settings.clone()).unwrap();
     let tx = log.sender();
@@ -129,6 +132,7 @@ fn a_channel_filled_again_and_again_loses_nothing() {
         max_bytes: None,
         coalesce: NO_COALESCE,
         forwarding: false,
+        node: None,
     })
     .unwrap();
     let sender = log.sender();
@@ -168,6 +172,7 @@ fn an_unopenable_database_counts_every_record_as_lost() {
         max_bytes: None,
         coalesce: NO_COALESCE,
         forwarding: false,
+        node: None,
     })
     .unwrap();
     for i in 0..50 {
@@ -194,6 +199,7 @@ fn a_flood_is_written_as_counted_records_and_every_query_is_counted() {
             window_ms: 60_000,
         },
         forwarding: false,
+        node: None,
     };
     let log = spawn(settings.clone()).unwrap();
     let tx = log.sender();
