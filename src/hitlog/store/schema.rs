@@ -173,33 +173,27 @@ impl Store {
         }
         // By the columns there, not the version alone: a test (or a
         // downgrade and upgrade again) may leave them behind.
-        let has_repeats: bool = store
-            .conn
-            .query_row(
-                "SELECT count(*) > 0 FROM pragma_table_info('hits') WHERE name = 'repeats'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(wrap)?;
+        let has_column = |name: &str| -> Result<bool, StoreError> {
+            store
+                .conn
+                .query_row(
+                    "SELECT count(*) > 0 FROM pragma_table_info('hits') WHERE name = ?1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .map_err(wrap)
+        };
         let to_3 = if (1..3).contains(&found) {
             UPGRADE_TO_3
         } else {
             ""
         };
-        let to_4 = if found != 0 && !has_repeats {
+        let to_4 = if found != 0 && !has_column("repeats")? {
             UPGRADE_TO_4
         } else {
             ""
         };
-        let has_node: bool = store
-            .conn
-            .query_row(
-                "SELECT count(*) > 0 FROM pragma_table_info('hits') WHERE name = 'node'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(wrap)?;
-        let to_5 = if found != 0 && !has_node {
+        let to_5 = if found != 0 && !has_column("node")? {
             UPGRADE_TO_5
         } else {
             ""
