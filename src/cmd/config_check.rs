@@ -33,6 +33,18 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    if let Some(pg) = &config.hitlog.postgres {
+        for (what, file) in [
+            ("password file", &pg.password_file),
+            ("CA file", &pg.ca_file),
+        ] {
+            if let Some(file) = file
+                && let Err(e) = std::fs::File::open(file)
+            {
+                problems.push(format!("hitlog.postgres: {what} {}: {e}", file.display()));
+            }
+        }
+    }
     let mut warnings = config.warnings.clone();
     if let Some(encrypted) = &config.server.encrypted {
         match portcullis::tls::CertStore::open(&encrypted.cert, &encrypted.key) {

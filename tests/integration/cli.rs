@@ -175,6 +175,34 @@ fn config_check_validates_without_serving() {
 }
 
 #[test]
+fn config_check_names_a_fleet_store_secret_it_cannot_read() {
+    let setup = Setup::new();
+    setup.write("feeds/list.txt", "evil.example.test\n");
+    let config = setup.config(
+        "[hitlog]\nenabled = false\n\
+         postgres = \"postgres://portcullis@127.0.0.1:5432/hits\"\n\
+         postgres_password_file = \"missing.pass\"\n",
+    );
+    let (code, out, err) = run(&["config", "check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("problem: hitlog.postgres: password file") && out.contains("missing.pass"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning:") && out.contains("nothing is forwarded"),
+        "{out}"
+    );
+    setup.write("missing.pass", "s3cret\n");
+    let (code, out, err) = run(&["config", "check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !out.contains("s3cret"),
+        "the secret is never printed: {out}"
+    );
+}
+
+#[test]
 fn every_command_logs_at_the_configs_level() {
     let (setup, config) = setup_with_feeds();
     // At info the compiler's per-feed timings (debug) stay out of stderr.

@@ -455,7 +455,7 @@ pub(super) fn block_page(raw: RawBlockPage) -> BlockPageConfig {
 pub(super) fn hitlog(
     raw: RawHitlog,
     state_dir: &Path,
-    cx: &Checker,
+    cx: &mut Checker,
 ) -> Result<HitlogConfig, ConfigError> {
     if raw.retention_days == 0 {
         return Err(cx.invalid("hitlog.retention_days", "must be at least 1".into()));
@@ -481,6 +481,13 @@ pub(super) fn hitlog(
         ));
     }
     let postgres = postgres(&raw, cx)?;
+    if postgres.is_some() && !raw.enabled {
+        cx.warn(
+            "hitlog.postgres",
+            "is set while hitlog.enabled = false: nothing is recorded, so nothing is forwarded"
+                .into(),
+        );
+    }
     Ok(HitlogConfig {
         enabled: raw.enabled,
         retention_days: raw.retention_days,
