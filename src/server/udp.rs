@@ -85,25 +85,14 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, cache: Option<Arc<P
                 }
                 continue;
             }
-            let received = handler.tap.as_ref().map(|_| SystemTime::now());
             if let Some(n) = handler.answer_from_bytes(cache.as_deref(), packet, src, out) {
                 let n = match handler.limits.response(src.ip(), &out[..n], &handler.orgs) {
                     Sending::Send => n,
                     Sending::Slip => slip(&mut out[..n]),
                     Sending::Drop => 0,
                 };
-                if let (Some(tap), Some(received)) = (&handler.tap, received) {
-                    let sent = (n > 0).then(|| &out[..n]);
-                    let policy = crate::dnstap::take();
-                    tap.send(crate::dnstap::Exchange {
-                        transport: Transport::Udp,
-                        client: src,
-                        server: local,
-                        query: packet,
-                        response: sent,
-                        received,
-                        policy,
-                    });
+                if let Some(tap) = &handler.tap {
+                    tap_fast_path(tap, src, local, packet, (n > 0).then(|| &out[..n]));
                 }
                 if n > 0 {
                     outbox.push(n, src);
@@ -124,23 +113,21 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, cache: Option<Arc<P
                     continue;
                 }
             };
-            let answering = answer(
-                request,
-                Arc::clone(&socket),
-                Arc::clone(&handler),
-                cache.clone(),
-            );
-            match received {
-                Some(received) => run_or_spawn(crate::dnstap::scoped(tapped(
-                    answering,
-                    packet.to_vec(),
-                    local,
-                    received,
+            match &handler.tap {
+                None => run_or_spawn(answer(
+                    request,
+                    Arc::clone(&socket),
                     Arc::clone(&handler),
+                    cache.clone(),
+                    None,
+                )),
+                Some(_) => run_or_spawn(crate::dnstap::scoped(answer(
+                    request,
+                    Arc::clone(&socket),
+                    Arc::clone(&handler),
+                    cache.clone(),
+                    Some(Tapped::new(packet, local)),
                 ))),
-                None => run_or_spawn(async move {
-                    answering.await;
-                }),
             }
         }
         outbox.flush(&socket).await;
@@ -156,57 +143,85 @@ fn transient(error: &io::Error) -> bool {
 }
 
 /// Answer one decoded query, and hold the response when the handler says
-/// it may be held. Returns the client and the response sent, when the
-/// tap wants it.
+/// it may be held; with `tapped`, hand it to the tap too.
 async fn answer(
     request: Request,
     socket: Arc<UdpSocket>,
     handler: Arc<Handler>,
     cache: Option<Arc<PacketCache>>,
-) -> Option<(SocketAddr, Option<Vec<u8>>)> {
+    tapped: Option<Tapped>,
+) {
     let generation = handler.blocklist.load().generation();
     let sent = Arc::new(OnceLock::new());
-    let keep = cache.is_some() || handler.tap.is_some();
     let responder = Responder {
         socket,
         dst: request.src(),
-        sent: keep.then(|| Arc::clone(&sent)),
+        sent: (cache.is_some() || tapped.is_some()).then(|| Arc::clone(&sent)),
         handler: Arc::clone(&handler),
     };
     let clean = handler.handle_udp(&request, responder).await;
     if let (true, Some(cache), Some(wire)) = (clean, cache, sent.get()) {
         cache.insert(request.as_slice(), wire, generation, Instant::now());
     }
-    handler
-        .tap
-        .is_some()
-        .then(|| (request.src(), sent.get().cloned()))
+    if let (Some(tapped), Some(tap)) = (tapped, &handler.tap) {
+        tapped.send(tap, request.src(), sent.get().map(Vec::as_slice));
+    }
 }
 
-/// [`answer`], then the query and its response to the tap, with the
-/// decision noted in this task's slot.
-async fn tapped(
-    answering: impl Future<Output = Option<(SocketAddr, Option<Vec<u8>>)>>,
+/// What the tap needs of a query answered on the full path, kept from
+/// when it arrived.
+struct Tapped {
     query: Vec<u8>,
     local: Option<SocketAddr>,
     received: SystemTime,
-    handler: Arc<Handler>,
-) {
-    let Some((client, response)) = answering.await else {
-        return;
-    };
-    let policy = crate::dnstap::take();
-    if let Some(tap) = &handler.tap {
+}
+
+impl Tapped {
+    #[cold]
+    fn new(packet: &[u8], local: Option<SocketAddr>) -> Tapped {
+        Tapped {
+            query: packet.to_vec(),
+            local,
+            received: SystemTime::now(),
+        }
+    }
+
+    /// With the decision noted in this task's slot.
+    #[cold]
+    fn send(self, tap: &crate::dnstap::Tap, client: SocketAddr, response: Option<&[u8]>) {
         tap.send(crate::dnstap::Exchange {
             transport: Transport::Udp,
             client,
-            server: local,
-            query: &query,
-            response: response.as_deref(),
-            received,
-            policy,
+            server: self.local,
+            query: &self.query,
+            response,
+            received: self.received,
+            policy: crate::dnstap::take(),
         });
     }
+}
+
+/// A fast-path answer to the tap. Out of line and cold: the loop it is
+/// called from is the resolver's hottest, and without dnstap it is never
+/// called. The query came in within the same microsecond it was answered.
+#[cold]
+#[inline(never)]
+fn tap_fast_path(
+    tap: &crate::dnstap::Tap,
+    client: SocketAddr,
+    local: Option<SocketAddr>,
+    query: &[u8],
+    response: Option<&[u8]>,
+) {
+    tap.send(crate::dnstap::Exchange {
+        transport: Transport::Udp,
+        client,
+        server: local,
+        query,
+        response,
+        received: SystemTime::now(),
+        policy: crate::dnstap::take(),
+    });
 }
 
 /// Poll `task` once here; only if it has to wait does it become a task.
