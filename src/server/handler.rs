@@ -27,16 +27,13 @@ use std::time::Instant;
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, LowerName, Name, Record, RecordType};
 use hickory_server::net::runtime::Time;
-use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
-use super::capture::Collect;
 use super::decide::{Attribution, Listed, QueryContext, Via, plain};
 use super::limits::{Limits, Verdict, write_limited};
 use super::local::LocalNames;
 use super::packet_cache::MAX_UDP_PAYLOAD;
-use super::padding;
 use super::query_metrics::{QueryMetrics, QueryOutcome};
 use super::response::{self, BlockSettings, block_answer};
 use crate::blocklist::BlocklistHandle;
@@ -197,73 +194,6 @@ impl Handler {
     /// cache (see `QueryOutcome::Clean`).
     pub async fn handle_udp<R: ResponseHandler>(&self, request: &Request, handle: R) -> bool {
         self.serve(request, handle, Via::UDP).await.1 == QueryOutcome::Clean
-    }
-
-    /// Answer one query that came over a stream transport (TCP, DoT, DoH,
-    /// DoQ): the response's bytes, or `None` where nothing is sent (a
-    /// message that is not a query, the `drop` action). Responses on the
-    /// encrypted transports are padded (RFC 8467).
-    pub async fn answer_message(
-        &self,
-        query: Vec<u8>,
-        src: SocketAddr,
-        via: Via,
-    ) -> Option<Vec<u8>> {
-        // A response sent to us is never answered; a message too short for
-        // a header has no ID to answer.
-        if query.len() < 12 || query[2] & 0x80 != 0 {
-            return None;
-        }
-        if self.limits.rates_clients() {
-            let mut limited = [0u8; 512];
-            if let Some(n) = self.over_rate(&query, src, via.transport, &mut limited) {
-                return (n > 0).then(|| limited[..n].to_vec());
-            }
-        }
-        let mut query_header = [0u8; 12];
-        query_header.copy_from_slice(&query[..12]);
-        let received = self.tap.as_ref().map(|_| std::time::SystemTime::now());
-        let request = match Request::from_bytes(query, src, Protocol::Tcp) {
-            Ok(request) => request,
-            Err(error) => {
-                tracing::debug!(%error, client = %src, transport = %via.transport, "malformed query");
-                self.metrics.rejected(via.transport);
-                let mut wire = vec![0; 12];
-                super::udp::form_error(&query_header, &mut wire);
-                return Some(wire);
-            }
-        };
-        let collect = Collect::default();
-        let wire = match (&self.tap, received) {
-            (Some(tap), Some(received)) => {
-                let policy = crate::dnstap::scoped(async {
-                    self.serve(&request, collect.clone(), via).await;
-                    crate::dnstap::take()
-                })
-                .await;
-                let wire = collect.take();
-                tap.send(crate::dnstap::Exchange {
-                    transport: via.transport,
-                    client: src,
-                    server: None,
-                    query: request.as_slice(),
-                    response: wire.as_deref(),
-                    received,
-                    policy,
-                });
-                wire?
-            }
-            _ => {
-                self.serve(&request, collect.clone(), via).await;
-                collect.take()?
-            }
-        };
-        // A response has an OPT record (to pad) only when the query had one.
-        Some(if via.transport.encrypted() && request.edns.is_some() {
-            padding::pad(wire)
-        } else {
-            wire
-        })
     }
 
     /// A query over its client's rate (`limits.client_qps`): the length

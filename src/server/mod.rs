@@ -32,6 +32,7 @@ pub mod question;
 pub mod response;
 mod roaming;
 mod stream;
+mod stream_answer;
 mod udp;
 
 use std::io;
