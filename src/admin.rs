@@ -26,7 +26,6 @@
 //! connection: in WAL mode they never hold up the writer.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
@@ -45,7 +44,9 @@ use crate::config::Config;
 pub struct AdminState {
     /// `None` when metrics are not recorded in this process.
     pub prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    pub database: PathBuf,
+    /// Where the review API reads records: the node's store, or the
+    /// fleet's.
+    pub source: crate::hitlog::reader::HitSource,
     pub orgs: Vec<OrgAccess>,
     pub operator_token_sha256: Option<String>,
     pub health: Arc<crate::health::Health>,
@@ -69,7 +70,7 @@ impl AdminState {
     ) -> AdminState {
         AdminState {
             prometheus,
-            database: config.hitlog.database.clone(),
+            source: crate::hitlog::reader::HitSource::from_config(config),
             orgs: config
                 .organisations
                 .iter()

@@ -38,6 +38,9 @@ pub struct Health {
     /// The forwarder to the fleet's hit store, if there is one: while it
     /// fails, a warning (DNS is unaffected and nothing is lost).
     pub forward: Option<Arc<crate::hitlog::forward::Status>>,
+    /// False on a reporting-only instance (`server.listen = []`): it
+    /// answers no DNS, so its upstream is not its readiness.
+    pub answers_dns: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,6 +74,7 @@ impl Health {
             reload: None,
             allow_empty: false,
             forward: None,
+            answers_dns: true,
         }
     }
 
@@ -109,7 +113,7 @@ impl Health {
         let ok = self.upstream_ok.load(Ordering::Relaxed);
         let now = now_ms();
         let last_ok = (ok > 0).then(|| (now - ok) as f64 / 1000.0);
-        if !self.upstream_fresh(self.upstream_fresh) {
+        if self.answers_dns && !self.upstream_fresh(self.upstream_fresh) {
             let error = self.upstream_error.load(Ordering::Relaxed);
             problems.push(match (last_ok, error > 0) {
                 (None, true) => "the upstream has not answered; queries to it fail".to_owned(),

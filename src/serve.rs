@@ -221,6 +221,7 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
     health.certs = bound.certs.clone();
     health.reload = Some(Arc::clone(&status));
     health.allow_empty = config.blocklist.allow_empty;
+    health.answers_dns = !config.server.is_reporting_only();
     let forwarder = match (&config.hitlog.postgres, config.hitlog.enabled) {
         (Some(postgres), true) => Some(
             hitlog::forward::Forwarder::spawn(hitlog::forward::Settings {
@@ -319,11 +320,22 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         let state = Arc::new(crate::blockpage::BlockPage::new(&config, Arc::clone(&orgs)));
         tokio::spawn(crate::blockpage::serve(listener, state));
     }
-    health::spawn_upstream_probe(
-        Arc::clone(&upstream),
-        Arc::clone(&health),
-        Duration::from_secs(config.admin.upstream_probe_secs.max(1)),
-    );
+    if config.server.is_reporting_only() {
+        tracing::info!(
+            "reporting only (server.listen = []): no DNS is answered; the review API and page read {}",
+            if config.hitlog.postgres.is_some() {
+                "the fleet's store"
+            } else {
+                "this node's store"
+            }
+        );
+    } else {
+        health::spawn_upstream_probe(
+            Arc::clone(&upstream),
+            Arc::clone(&health),
+            Duration::from_secs(config.admin.upstream_probe_secs.max(1)),
+        );
+    }
 
     let (trigger_tx, triggers) = tokio::sync::mpsc::channel::<Trigger>(8);
     let reloader = Reloader {

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{AdminState, OrgAccess, Principal};
-use crate::hitlog::store::{Cursor, Filter, Store, StoreError};
+use crate::hitlog::reader::ReadError;
+use crate::hitlog::store::{Cursor, Filter};
 use crate::hitlog::{now_ms, parse_time};
 use crate::report::{self, OutputFormat};
 use crate::telemetry;
@@ -33,8 +34,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
         tracing::warn!(error = %e, "hit log read failed");
         ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
     }
@@ -223,8 +224,8 @@ pub(super) async fn hits(
         None => None,
     };
     let limit = params.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
-    let db = state.database.clone();
-    let page = blocking(move || Store::open_reader(&db)?.hits(&filter, after, limit)).await?;
+    let source = state.source.clone();
+    let page = blocking(move || source.hits(&filter, after, limit)).await?;
     Ok(no_store(axum::Json(page).into_response()))
 }
 
@@ -234,8 +235,8 @@ pub(super) async fn hit(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let org = state.authorise(&headers, &org)?;
-    let db = state.database.clone();
-    match blocking(move || Store::open_reader(&db)?.get(id, Some(&org))).await? {
+    let source = state.source.clone();
+    match blocking(move || source.get(id, Some(&org))).await? {
         Some(hit) => Ok(no_store(axum::Json(hit).into_response())),
         None => Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -290,8 +291,8 @@ async fn run_report(
         return Err(bad("since must be before until".into()));
     }
     let top = params.top.unwrap_or(20).clamp(1, 1000);
-    let db = state.database.clone();
-    let r = blocking(move || Store::open_reader(&db)?.report(&filter, since, until, top)).await?;
+    let source = state.source.clone();
+    let r = blocking(move || source.report(&filter, since, until, top)).await?;
     let response = match format {
         OutputFormat::Json => axum::Json(r).into_response(),
         other => {
@@ -316,7 +317,7 @@ fn no_store(mut response: Response) -> Response {
 }
 
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    f: impl FnOnce() -> Result<T, ReadError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use portcullis::config::Config;
+use portcullis::hitlog::reader::HitSource;
 use portcullis::hitlog::store::whole_days_since;
-use portcullis::hitlog::store::{Cursor, Filter, Store};
+use portcullis::hitlog::store::{Cursor, Filter};
 use portcullis::hitlog::{now_ms, parse_time};
 use portcullis::report::OutputFormat;
 
@@ -79,12 +80,6 @@ impl FilterArgs {
     }
 }
 
-fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Ok(Store::open_reader(
-        &portcullis::hitlog::writer::Settings::from_config(config).database,
-    )?)
-}
-
 /// `logs`: matching records, newest first, `limit` of them (0: all).
 pub fn logs(
     args: &FilterArgs,
@@ -100,7 +95,7 @@ pub fn logs(
         ));
     }
     init_tracing(&config);
-    let store = open_store(&config)?;
+    let store = HitSource::from_config(&config);
     let mut hits = Vec::new();
     let mut after = None;
     loop {
@@ -140,7 +135,7 @@ pub fn report(
         return Err(UsageError::msg("--since must be before --until"));
     }
     init_tracing(&config);
-    let store = open_store(&config)?;
+    let store = HitSource::from_config(&config);
     let r = store.report(&filter, since, until, top.max(1))?;
     let text = portcullis::report::report(&r, format)?;
     match output {

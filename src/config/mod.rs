@@ -120,7 +120,13 @@ impl Config {
         let feeds = validate::feeds(raw.feeds, &cx)?;
         let organisations = validate::organisations(raw.organisations, &blocklist, &cx)?;
         let admin = validate::admin(raw.admin, &mut cx)?;
-        let hitlog = validate::hitlog(raw.hitlog, &blocklist.state_dir, &mut cx)?;
+        validate::reporting_only(&server, &admin, &cx)?;
+        let hitlog = validate::hitlog(
+            raw.hitlog,
+            &blocklist.state_dir,
+            server.is_reporting_only(),
+            &mut cx,
+        )?;
         let log = validate::log(raw.log, &cx)?;
         let taxii = validate::taxii(raw.taxii, &cx)?;
         let limits = validate::limits(raw.limits, &cx)?;

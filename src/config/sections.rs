@@ -80,6 +80,12 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// No DNS listener at all: an instance that serves only the review
+    /// API and page (over the fleet's store).
+    pub fn is_reporting_only(&self) -> bool {
+        self.listen.is_empty() && self.encrypted.is_none()
+    }
+
     /// Worker threads to run: the configured number, or one per CPU.
     pub fn worker_count(&self) -> usize {
         match self.workers {

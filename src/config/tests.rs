@@ -349,3 +349,27 @@ fn dnstap_needs_one_collector_and_something_to_send() {
         assert!(err.contains(says), "{text}: {err}");
     }
 }
+
+#[test]
+fn an_empty_listen_is_a_reporting_instance_and_needs_the_admin_listener() {
+    let c = parse(
+        "[server]\nlisten = []\n[hitlog]\nenabled = false\npostgres = \"host=db.example dbname=hits\"\n",
+    )
+    .unwrap();
+    assert!(c.server.is_reporting_only());
+    // Recording nothing while reading the fleet is the point here.
+    assert!(
+        c.warnings.iter().all(|w| !w.contains("hitlog.postgres")),
+        "{:?}",
+        c.warnings
+    );
+    let error = parse("[server]\nlisten = []\n[admin]\nlisten = \"\"\n")
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("server.listen") && error.contains("admin.listen"),
+        "{error}"
+    );
+    assert!(!parse("").unwrap().server.is_reporting_only());
+}

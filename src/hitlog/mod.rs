@@ -15,11 +15,14 @@
 //! machine: the last transactions before a power cut may be lost).
 //!
 //! [`store`] owns the schema, retention and the review queries that the
-//! CLI and the admin API share.
+//! CLI and the admin API share; with `[hitlog] postgres`, [`forward`]
+//! sends every record on to the fleet's store ([`postgres`]), and
+//! [`reader`] has the CLI and the API read that instead.
 
 pub mod forward;
 mod jsonl;
-mod postgres;
+pub mod postgres;
+pub mod reader;
 mod record;
 pub mod store;
 pub mod writer;

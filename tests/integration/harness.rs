@@ -150,6 +150,9 @@ impl Server {
                     // Text or JSON logs: the address ends at a quote or space.
                     let addr = rest.split(['"', ' ']).next().unwrap_or("");
                     let _ = tx.send(addr.trim().to_owned());
+                } else if line.contains("reporting only (server.listen = [])") {
+                    // No DNS address: `addr` is unspecified.
+                    let _ = tx.send("0.0.0.0:0".to_owned());
                 }
                 log_writer.lock().unwrap().push(line);
             }

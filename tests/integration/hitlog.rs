@@ -17,7 +17,7 @@ pub const TOKEN_A: &str = "token-for-council-a";
 pub const TOKEN_B: &str = "token-for-school-b";
 pub const TOKEN_OPERATOR: &str = "token-for-the-operator";
 
-fn sha(token: &str) -> String {
+pub fn sha(token: &str) -> String {
     Sha256::digest(token.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -47,6 +47,7 @@ mod dnstap;
 mod docs;
 pub mod encrypted;
 mod fleet;
+mod fleet_view;
 mod formats;
 mod forward;
 mod hitlog;

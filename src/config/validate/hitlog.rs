@@ -10,6 +10,7 @@ use crate::config::sections::{DnstapConfig, DnstapTarget, HitlogConfig, Postgres
 pub(in crate::config) fn hitlog(
     raw: RawHitlog,
     state_dir: &Path,
+    reporting_only: bool,
     cx: &mut Checker,
 ) -> Result<HitlogConfig, ConfigError> {
     if raw.retention_days == 0 {
@@ -36,7 +37,8 @@ pub(in crate::config) fn hitlog(
         ));
     }
     let postgres = postgres(&raw, cx)?;
-    if postgres.is_some() && !raw.enabled {
+    // A reporting-only instance reads the fleet's store and records nothing.
+    if postgres.is_some() && !raw.enabled && !reporting_only {
         cx.warn(
             "hitlog.postgres",
             "is set while hitlog.enabled = false: nothing is recorded, so nothing is forwarded"

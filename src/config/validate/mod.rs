@@ -32,7 +32,7 @@ mod server;
 mod taxii;
 
 pub(super) use hitlog::{dnstap, hitlog};
-pub(super) use server::server;
+pub(super) use server::{reporting_only, server};
 
 /// The host name, as a node id: the kernel's, cut to what a node id may
 /// hold; "localhost" when there is none.

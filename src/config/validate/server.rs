@@ -3,7 +3,7 @@
 
 use super::{Checker, ConfigError};
 use crate::config::raw::RawServer;
-use crate::config::sections::{EncryptedConfig, ServerConfig};
+use crate::config::sections::{AdminConfig, EncryptedConfig, ServerConfig};
 
 pub(in crate::config) fn server(
     raw: RawServer,
@@ -17,9 +17,6 @@ pub(in crate::config) fn server(
                 raw.workers
             ),
         ));
-    }
-    if raw.listen.is_empty() {
-        return Err(cx.invalid("server.listen", "needs at least one address".into()));
     }
     for (key, value) in [
         ("server.max_connections", raw.max_connections),
@@ -150,4 +147,23 @@ fn encrypted(raw: &RawServer, cx: &mut Checker) -> Result<Option<EncryptedConfig
         key: cx.rel(key),
         tls_name,
     }))
+}
+
+/// `server.listen = []` with no encrypted listener is a reporting-only
+/// instance: it answers no DNS, so it must have the admin listener, and
+/// it reads the fleet's store through it.
+pub(in crate::config) fn reporting_only(
+    server: &ServerConfig,
+    admin: &AdminConfig,
+    cx: &Checker,
+) -> Result<(), ConfigError> {
+    if server.is_reporting_only() && admin.listen.is_none() {
+        return Err(cx.invalid(
+            "server.listen",
+            "is empty and no encrypted listener is set: a reporting-only instance needs \
+             admin.listen (to serve the review API and page); otherwise give a DNS address"
+                .into(),
+        ));
+    }
+    Ok(())
 }

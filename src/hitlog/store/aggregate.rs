@@ -9,7 +9,7 @@ use super::reports::{CategoryCount, ClientRow, Count, DayCount, NameRow, Report}
 use crate::clock::{DAY_MS, day_name};
 
 /// One pass over roll-up or raw rows, interning names and clients.
-pub(super) struct Aggregate {
+pub(crate) struct Aggregate {
     since: i64,
     until: i64,
     total: u64,
@@ -43,10 +43,11 @@ struct ClientAgg {
 
 /// One row the report adds up: `n` hits of the listed name `matched` by
 /// one client of one organisation on one day, as a raw record (n = 1) or
-/// a daily roll-up gives it.
-pub(super) struct Pair<'a> {
+/// a daily roll-up gives it; or over several days (`day` is `None`), when
+/// the timeline comes separately ([`Aggregate::add_day`]).
+pub(crate) struct Pair<'a> {
     pub org: &'a str,
-    pub day: i64,
+    pub day: Option<i64>,
     pub matched: &'a str,
     pub client: &'a str,
     pub category: &'a str,
@@ -56,7 +57,7 @@ pub(super) struct Pair<'a> {
 }
 
 impl Aggregate {
-    pub(super) fn new(since: i64, until: i64) -> Aggregate {
+    pub(crate) fn new(since: i64, until: i64) -> Aggregate {
         Aggregate {
             since,
             until,
@@ -73,7 +74,7 @@ impl Aggregate {
     }
 
     /// Hits of one listed name by one client on one day.
-    pub(super) fn add_pair(&mut self, pair: Pair<'_>) {
+    pub(crate) fn add_pair(&mut self, pair: Pair<'_>) {
         let Pair {
             org,
             day,
@@ -88,7 +89,9 @@ impl Aggregate {
         // Rows repeat their strings; look up by reference and allocate
         // only for a key seen for the first time.
         bump(&mut self.by_org, org, n);
-        *self.timeline.entry(day).or_default() += n;
+        if let Some(day) = day {
+            self.add_day(day, n);
+        }
         let name_index = match self.names.get_mut(matched) {
             Some(name) => {
                 name.hits += n;
@@ -134,8 +137,14 @@ impl Aggregate {
         self.pairs.insert((name_index, client.index));
     }
 
+    /// `n` hits on `day` for the timeline alone: the totals come with the
+    /// pairs.
+    pub(crate) fn add_day(&mut self, day: i64, n: u64) {
+        *self.timeline.entry(day).or_default() += n;
+    }
+
     /// Hits by category, feed and action.
-    pub(super) fn add_feed(&mut self, category: &str, feed: &str, action: &str, n: u64) {
+    pub(crate) fn add_feed(&mut self, category: &str, feed: &str, action: &str, n: u64) {
         bump(&mut self.by_action, action, n);
         match self.by_category.get_mut(category) {
             Some(feeds) => bump(feeds, feed, n),
@@ -148,7 +157,7 @@ impl Aggregate {
     }
 
     /// Fold in an aggregate of other rows (the other half of the days).
-    pub(super) fn merge(&mut self, other: Aggregate) {
+    pub(crate) fn merge(&mut self, other: Aggregate) {
         self.total += other.total;
         for (k, n) in other.by_org {
             *self.by_org.entry(k).or_default() += n;
@@ -208,7 +217,7 @@ impl Aggregate {
         }
     }
 
-    pub(super) fn finish(self, org: Option<String>, top: usize) -> Report {
+    pub(crate) fn finish(self, org: Option<String>, top: usize) -> Report {
         let mut clients_per_name: HashMap<u32, u64> = HashMap::default();
         let mut names_per_client: HashMap<u32, u64> = HashMap::default();
         for (n, c) in &self.pairs {

@@ -59,6 +59,7 @@ use rusqlite::Connection;
 
 // The day helpers lived here; callers elsewhere still name them so.
 pub use crate::clock::{day_name, whole_days_since};
+pub(crate) use aggregate::{Aggregate, Pair};
 pub use queries::{Cursor, Filter, Page};
 pub use reports::{CategoryCount, ClientRow, Count, DayCount, NameRow, Report};
 use schema::SCHEMA_VERSION;

@@ -170,7 +170,7 @@ impl Store {
             let n = row.get::<_, i64>(7)?.max(1) as u64;
             agg.add_pair(Pair {
                 org: row.get_ref(0)?.as_str()?,
-                day: ts.div_euclid(DAY_MS),
+                day: Some(ts.div_euclid(DAY_MS)),
                 matched: row.get_ref(2)?.as_str()?,
                 client: row.get_ref(3)?.as_str()?,
                 category,
@@ -214,7 +214,7 @@ impl Store {
         self.scan(&sql, args, |row| {
             agg.add_pair(Pair {
                 org: row.get_ref(0)?.as_str()?,
-                day: row.get(1)?,
+                day: Some(row.get(1)?),
                 matched: row.get_ref(2)?.as_str()?,
                 client: row.get_ref(3)?.as_str()?,
                 category: row.get_ref(4)?.as_str()?,
