@@ -42,8 +42,7 @@ use portcullis::orgs::OrgMap;
 use portcullis::resolve::Upstream;
 use portcullis::server::capture::Capture;
 use portcullis::server::packet_cache::PacketCache;
-use portcullis::server::response::BlockSettings;
-use portcullis::server::{Handler, QueryMetrics};
+use portcullis::server::{ClientPolicy, Handler, QueryMetrics};
 
 /// Answers every A question with 192.0.2.1, TTL one day, until stopped.
 fn upstream(stop: Arc<AtomicBool>) -> SocketAddr {
@@ -113,23 +112,17 @@ fn bench(c: &mut Criterion) {
     let (list, _) = blocklist::compile(&config).expect("compile");
     let list: blocklist::BlocklistHandle = Arc::new(ArcSwap::from_pointee(list));
     let handler = rt.block_on(async {
+        let mut policy = ClientPolicy::new(&config, Arc::new(OrgMap::default()));
+        policy.allow_unknown_clients = true;
+        policy.block.ede_names_feed = true;
         Handler {
             blocklist: Arc::clone(&list),
-            orgs: Arc::new(OrgMap::default()),
+            policy: policy.handle(),
             upstream: Arc::new(Upstream::new(&config.resolver).expect("upstream")),
-            block: BlockSettings {
-                policy_ttl: 300,
-                sinkhole_ipv4: None,
-                sinkhole_ipv6: None,
-                ede_names_feed: true,
-            },
-            allow_unknown_clients: true,
             hits: HitSender::disabled(),
-            log_allowed: false,
             metrics: QueryMetrics::new(),
             health: Arc::new(Health::new(list, Duration::from_secs(30))),
             local: Default::default(),
-            limits: portcullis::server::limits::Limits::new(&config.limits, &[]),
             tap: None,
         }
     });

@@ -47,15 +47,40 @@ pub struct AdminState {
     /// Where the review API reads records: the node's store, or the
     /// fleet's.
     pub source: crate::hitlog::reader::HitSource,
-    pub orgs: Vec<OrgAccess>,
-    pub operator_token_sha256: Option<String>,
+    /// Organisations and tokens; a config reload swaps them whole, and a
+    /// new token works from the next request.
+    pub access: Arc<arc_swap::ArcSwap<Access>>,
     pub health: Arc<crate::health::Health>,
     /// The running resolver, for `/api/v1/check`; `None` where the admin
     /// routes run without one (tests of the review API).
     pub checker: Option<Arc<crate::server::Handler>>,
 }
 
+/// Who may read what: each organisation's token, and the operator's.
+pub struct Access {
+    pub orgs: Vec<OrgAccess>,
+    pub operator_token_sha256: Option<String>,
+}
+
+impl Access {
+    pub fn from_config(config: &Config) -> Access {
+        Access {
+            orgs: config
+                .organisations
+                .iter()
+                .map(|o| OrgAccess {
+                    id: o.id.clone(),
+                    name: o.name.clone(),
+                    token_sha256: o.token_sha256.clone(),
+                })
+                .collect(),
+            operator_token_sha256: config.admin.operator_token_sha256.clone(),
+        }
+    }
+}
+
 /// One organisation as the API knows it.
+#[derive(Clone)]
 pub struct OrgAccess {
     pub id: String,
     pub name: String,
@@ -71,16 +96,7 @@ impl AdminState {
         AdminState {
             prometheus,
             source: crate::hitlog::reader::HitSource::from_config(config),
-            orgs: config
-                .organisations
-                .iter()
-                .map(|o| OrgAccess {
-                    id: o.id.clone(),
-                    name: o.name.clone(),
-                    token_sha256: o.token_sha256.clone(),
-                })
-                .collect(),
-            operator_token_sha256: config.admin.operator_token_sha256.clone(),
+            access: Arc::new(arc_swap::ArcSwap::from_pointee(Access::from_config(config))),
             health,
             checker: None,
         }
@@ -200,7 +216,9 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
 /// Who a request is.
 enum Principal {
     Operator,
-    Org(usize),
+    /// The organisation whose token it presented, as the access list was
+    /// when it was checked.
+    Org(OrgAccess),
 }
 
 /// A refused or failed API request, as JSON `{"error": ...}`.

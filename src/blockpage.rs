@@ -35,7 +35,6 @@ use crate::config::Config;
 use crate::hitlog::store::{Filter, Store};
 use crate::hitlog::{Hit, format_ts, now_ms};
 use crate::http_limits::{HttpLimits, LimitedListener, Peer};
-use crate::orgs::OrgMap;
 use crate::server::connections::Caps;
 
 /// How far back a hit record may be to explain this visit.
@@ -45,15 +44,16 @@ const WINDOW_MS: i64 = 10 * 60 * 1000;
 /// default contact line.
 pub struct BlockPage {
     database: PathBuf,
-    orgs: Arc<OrgMap>,
+    /// Organisations as the serving policy has them now.
+    policy: crate::server::PolicyHandle,
     contact: String,
 }
 
 impl BlockPage {
-    pub fn new(config: &Config, orgs: Arc<OrgMap>) -> BlockPage {
+    pub fn new(config: &Config, policy: crate::server::PolicyHandle) -> BlockPage {
         BlockPage {
             database: crate::hitlog::writer::Settings::from_config(config).database,
-            orgs,
+            policy,
             contact: config.block_page.contact.clone(),
         }
     }
@@ -159,7 +159,9 @@ async fn page(
     };
     let outcome = if hit.is_some() { "found" } else { "not_found" };
     ::metrics::counter!(crate::telemetry::BLOCK_PAGE_VIEWS, "record" => outcome).increment(1);
-    let policy = state.orgs.lookup(client).map(|o| state.orgs.policy(o));
+    let client_policy = state.policy.load();
+    let orgs = &client_policy.orgs;
+    let policy = orgs.lookup(client).map(|o| orgs.policy(o));
     let organisation = policy.map_or("your organisation", |p| p.name.as_str());
     let contact = policy
         .and_then(|p| p.contact.as_deref())

@@ -58,6 +58,7 @@ pub mod memory;
 pub mod orgs;
 pub mod policy;
 pub mod prefix;
+pub mod reconfig;
 pub mod report;
 pub mod resolve;
 pub mod serve;

@@ -174,19 +174,6 @@ impl ShutdownSignal {
     }
 }
 
-/// SIGHUP (`systemctl reload`) forces a blocklist reload.
-pub fn spawn_sighup(tx: tokio::sync::mpsc::Sender<crate::watch::Trigger>) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup())?;
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the blocklist");
-            let _ = tx.send(crate::watch::Trigger::Signal).await;
-        }
-    });
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,10 @@ pub struct OrgPolicy {
     actions: BTreeMap<String, Action>,
     /// Shown on the block page instead of the global contact.
     pub contact: Option<String>,
+    /// Removed by a config reload: its slot stays so that every [`OrgId`]
+    /// handed out before names the same organisation, but nothing is
+    /// attributed to it any more.
+    pub retired: bool,
 }
 
 impl OrgPolicy {
@@ -97,6 +101,7 @@ impl OrgMap {
                 allow: org.allow.iter().cloned().collect(),
                 actions: org.actions.clone(),
                 contact: org.contact.clone(),
+                retired: false,
             });
             if let Some(hash) = &org.roaming_key_sha256
                 && let Some(first) = roaming.insert(hash.clone(), id)
@@ -148,7 +153,10 @@ impl OrgMap {
 
     /// The organisation with this id.
     pub fn by_id(&self, id: &str) -> Option<OrgId> {
-        let i = self.policies.iter().position(|p| p.id == id)?;
+        let i = self
+            .policies
+            .iter()
+            .position(|p| p.id == id && !p.retired)?;
         Some(OrgId(u16::try_from(i).ok()?))
     }
 
@@ -162,6 +170,51 @@ impl OrgMap {
 
     pub fn policies(&self) -> &[OrgPolicy] {
         &self.policies
+    }
+
+    /// The map for a reloaded config, keeping every id of `self`: an
+    /// organisation still configured keeps its index, a removed one stays
+    /// as a retired slot (no networks, no keys: nothing is attributed to
+    /// it), a new one comes after. A query or a roaming connection that
+    /// found its organisation before the reload still names the same one
+    /// after it. Returns the map and the organisations in its order (for
+    /// what else is indexed by [`OrgId`], the rate limits).
+    pub fn reloaded(
+        &self,
+        orgs: &[Organisation],
+    ) -> Result<(OrgMap, Vec<Organisation>), OrgMapError> {
+        let mut ordered: Vec<Organisation> =
+            Vec::with_capacity(orgs.len().max(self.policies.len()));
+        let mut retired = Vec::new();
+        for old in &self.policies {
+            match orgs.iter().find(|o| o.id == old.id) {
+                Some(org) => ordered.push(org.clone()),
+                None => {
+                    retired.push(ordered.len());
+                    ordered.push(Organisation {
+                        id: old.id.clone(),
+                        name: old.name.clone(),
+                        networks: Vec::new(),
+                        token_sha256: None,
+                        roaming_key_sha256: None,
+                        allow: Vec::new(),
+                        actions: BTreeMap::new(),
+                        contact: None,
+                        client_qps: None,
+                    });
+                }
+            }
+        }
+        for org in orgs {
+            if !self.policies.iter().any(|p| p.id == org.id) {
+                ordered.push(org.clone());
+            }
+        }
+        let mut map = OrgMap::new(&ordered)?;
+        for i in retired {
+            map.policies[i].retired = true;
+        }
+        Ok((map, ordered))
     }
 }
 
@@ -234,5 +287,31 @@ mod tests {
     fn the_same_network_in_two_organisations_is_an_error() {
         let err = OrgMap::new(&[org("a", &["10.0.0.0/8"]), org("b", &["10.0.0.0/8"])]).unwrap_err();
         assert!(err.to_string().contains("\"a\" and \"b\""), "{err}");
+    }
+
+    #[test]
+    fn a_reload_keeps_every_id_naming_the_same_organisation() {
+        let before =
+            OrgMap::new(&[org("a", &["10.0.0.0/8"]), org("b", &["192.0.2.0/24"])]).unwrap();
+        let b = before.by_id("b").unwrap();
+        // a goes, c comes, b moves to the front of the file.
+        let (after, ordered) = before
+            .reloaded(&[org("c", &["10.0.0.0/8"]), org("b", &["192.0.2.0/25"])])
+            .unwrap();
+        assert_eq!(after.by_id("b"), Some(b), "b keeps its id");
+        assert_eq!(after.id(b), "b");
+        assert_eq!(after.lookup("192.0.2.1".parse().unwrap()), Some(b));
+        assert_eq!(after.lookup("192.0.2.200".parse().unwrap()), None);
+        // a's slot stays, retired: nothing is attributed to it.
+        assert!(after.policy(OrgId(0)).retired);
+        assert_eq!(after.by_id("a"), None);
+        let c = after.lookup("10.1.1.1".parse().unwrap()).unwrap();
+        assert_eq!((after.id(c), c), ("c", OrgId(2)));
+        let ids: Vec<&str> = ordered.iter().map(|o| o.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        // Brought back later, a takes its old slot again.
+        let (again, _) = after.reloaded(&[org("a", &["172.16.0.0/12"])]).unwrap();
+        assert_eq!(again.by_id("a"), Some(OrgId(0)));
+        assert!(again.policy(b).retired && again.policy(c).retired);
     }
 }

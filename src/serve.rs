@@ -27,7 +27,7 @@ use crate::lifecycle;
 use crate::orgs::OrgMap;
 use crate::resolve::Upstream;
 use crate::server::local::{Endpoints, LocalNames};
-use crate::server::{self, Handler, response::BlockSettings};
+use crate::server::{self, Handler};
 use crate::tls::CertStore;
 use crate::watch::{Reloader, StatusHandle, Trigger, go_live};
 
@@ -185,6 +185,8 @@ pub async fn run(
 /// What is running, for the drain.
 struct Running {
     config: Arc<Config>,
+    /// Watches the config file for changes; stops when dropped.
+    _config_watch: Option<notify::RecommendedWatcher>,
     health: Arc<Health>,
     dns: server::Listeners,
     hitlog: Option<hitlog::HitLog>,
@@ -193,8 +195,8 @@ struct Running {
 }
 
 /// Phase "spawn": the DNS listeners, the hit-log writer, the admin and
-/// block page listeners, the upstream probe, the reloader, SIGHUP and the
-/// TAXII pollers.
+/// block page listeners, the upstream probe, the reloader, the config
+/// reload (SIGHUP, file changes) and the TAXII pollers.
 async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result<Running> {
     let Startup {
         config,
@@ -252,28 +254,20 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         }
         None => (None, None),
     };
+    let policy = server::ClientPolicy::new(&config, Arc::clone(&orgs)).handle();
     let handler = Arc::new(Handler {
         blocklist: Arc::clone(&handle),
-        orgs: Arc::clone(&orgs),
+        policy: Arc::clone(&policy),
         upstream: Arc::clone(&upstream),
-        block: BlockSettings {
-            policy_ttl: config.blocklist.policy_ttl,
-            sinkhole_ipv4: config.blocklist.sinkhole_ipv4,
-            sinkhole_ipv6: config.blocklist.sinkhole_ipv6,
-            ede_names_feed: config.blocklist.ede_names_feed,
-        },
-        allow_unknown_clients: config.server.allow_unknown_clients,
         hits: hitlog
             .as_ref()
             .map_or_else(hitlog::HitSender::disabled, |h| h.sender()),
-        log_allowed: config.hitlog.log_allowed,
         metrics: server::QueryMetrics::new(),
         health: Arc::clone(&health),
         local: LocalNames::new(
             config.server.application_dns_canary,
             &endpoints(&config, &bound.dns.encrypted),
         ),
-        limits: server::limits::Limits::new(&config.limits, &config.organisations),
         tap,
     });
     let tls_name = config
@@ -283,7 +277,7 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         .and_then(|e| e.tls_name.as_deref());
     let tls = bound.certs.map(|certs| server::TlsSetup {
         certs,
-        roaming: Arc::new(server::Roaming::new(Arc::clone(&orgs), tls_name)),
+        roaming: Arc::new(server::Roaming::new(Arc::clone(&policy), tls_name)),
     });
     let dns = server::serve(
         Arc::clone(&handler),
@@ -303,9 +297,11 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         ));
     }
     lifecycle::spawn_watchdog();
+    let mut access = None;
     if let Some(listener) = bound.admin {
         let mut state = crate::admin::AdminState::new(&config, prometheus, Arc::clone(&health));
         state.checker = Some(Arc::clone(&handler));
+        access = Some(Arc::clone(&state.access));
         let state = Arc::new(state);
         let app = crate::admin::router(state);
         let listener =
@@ -317,7 +313,10 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         });
     }
     if let Some(listener) = bound.block_page {
-        let state = Arc::new(crate::blockpage::BlockPage::new(&config, Arc::clone(&orgs)));
+        let state = Arc::new(crate::blockpage::BlockPage::new(
+            &config,
+            Arc::clone(&policy),
+        ));
         tokio::spawn(crate::blockpage::serve(listener, state));
     }
     if config.server.is_reporting_only() {
@@ -338,16 +337,27 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
     }
 
     let (trigger_tx, triggers) = tokio::sync::mpsc::channel::<Trigger>(8);
+    let serving_config = Arc::new(arc_swap::ArcSwap::new(Arc::clone(&config)));
     let reloader = Reloader {
-        config: Arc::clone(&config),
+        config: Arc::clone(&serving_config),
         handle,
         status,
     };
     tokio::spawn(reloader.run(compiler, known, triggers, trigger_tx.clone()));
-    lifecycle::spawn_sighup(trigger_tx).context("installing the SIGHUP handler")?;
-    crate::taxii::spawn_pollers(&config);
+    let (cause_tx, causes) = tokio::sync::mpsc::channel(8);
+    let config_watch = crate::reconfig::spawn_triggers(&config.path, cause_tx)
+        .context("installing the SIGHUP handler")?;
+    let reconfigurer = crate::reconfig::Reconfigurer {
+        config: serving_config,
+        policy,
+        access,
+        blocklist: trigger_tx,
+        taxii: crate::taxii::spawn_pollers(&config),
+    };
+    tokio::spawn(reconfigurer.run(causes));
     Ok(Running {
         config,
+        _config_watch: config_watch,
         health,
         dns,
         hitlog,
@@ -362,6 +372,7 @@ impl Running {
     async fn drain(self) {
         let Running {
             config,
+            _config_watch,
             health,
             mut dns,
             hitlog,

@@ -27,22 +27,25 @@ pub const TAXII_MEDIA_TYPE: &str = "application/taxii+json;version=2.1";
 
 /// Poll each configured TAXII source on its interval, in the background.
 /// A failed pull is logged and the previous bundle stays.
-pub fn spawn_pollers(config: &crate::config::Config) {
+/// Returns the pollers' handles, to stop them when a config reload
+/// changes the collections.
+pub fn spawn_pollers(config: &crate::config::Config) -> Vec<tokio::task::AbortHandle> {
+    let mut pollers = Vec::new();
     if config.taxii.is_empty() {
-        return;
+        return pollers;
     }
     let client = match client() {
         Ok(c) => c,
         Err(error) => {
             tracing::error!(%error, "cannot build the TAXII HTTP client; TAXII pulls are off");
-            return;
+            return pollers;
         }
     };
     for source in config.taxii.clone() {
         let client = client.clone();
         let feeds_dir = config.blocklist.feeds_dir.clone();
         let state_dir = config.blocklist.state_dir.clone();
-        tokio::spawn(async move {
+        let poller = tokio::spawn(async move {
             let mut interval =
                 tokio::time::interval(Duration::from_secs(source.poll_interval_secs));
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -58,7 +61,9 @@ pub fn spawn_pollers(config: &crate::config::Config) {
                 }
             }
         });
+        pollers.push(poller.abort_handle());
     }
+    pollers
 }
 
 /// Why a pull failed; the previous bundle stays in place.

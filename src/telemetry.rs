@@ -55,6 +55,7 @@ pub const TLS_HANDSHAKE_FAILURES: &str = "portcullis_tls_handshake_failures_tota
 pub const TLS_CERT_EXPIRY: &str = "portcullis_tls_certificate_expiry_seconds";
 pub const TLS_CERT_RELOADS: &str = "portcullis_tls_certificate_reloads_total";
 pub const DOH_ERRORS: &str = "portcullis_doh_errors_total";
+pub const CONFIG_RELOADS: &str = "portcullis_config_reloads_total";
 
 /// Every series name, for the checks on the shipped dashboard and rules.
 pub const ALL: &[&str] = &[
@@ -67,6 +68,7 @@ pub const ALL: &[&str] = &[
     TLS_CERT_EXPIRY,
     TLS_CERT_RELOADS,
     DOH_ERRORS,
+    CONFIG_RELOADS,
     QUERIES,
     QUERY_DURATION,
     BLOCKS,
@@ -260,6 +262,10 @@ fn describe() {
         "Size of the live blocklist's automata."
     );
     describe_counter!(RELOADS, "Blocklist reloads, by result (ok or error).");
+    describe_counter!(
+        CONFIG_RELOADS,
+        "Config file reloads (SIGHUP or a change to the file), by result (ok or error)."
+    );
     describe_gauge!(
         LAST_RELOAD,
         Unit::Seconds,

@@ -18,6 +18,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
@@ -40,6 +41,8 @@ pub enum Trigger {
     Expiry,
     /// Start-up from a snapshot: reload only if the feeds differ.
     Startup,
+    /// The config was reloaded: rebuild with its feed settings.
+    Config,
 }
 
 /// One feed as the status reports it.
@@ -167,6 +170,8 @@ pub fn go_live(
 /// A request to the compiler thread.
 struct Job {
     reply: oneshot::Sender<Result<(blocklist::Blocklist, CompileSummary), String>>,
+    /// The config to build with (a config reload may have changed it).
+    config: Arc<Config>,
     /// SIGHUP: feeds deleted from feeds_dir go for good.
     confirm_deletions: bool,
 }
@@ -183,6 +188,7 @@ fn spawn_compiler(mut compiler: Compiler) -> std::io::Result<mpsc::Sender<Job>> 
                 tracing::debug!(?error, "could not lower the compiler thread's priority");
             }
             for job in rx {
+                compiler.set_config(job.config);
                 let result = if job.confirm_deletions {
                     compiler.compile_confirming_deletions()
                 } else {
@@ -197,7 +203,8 @@ fn spawn_compiler(mut compiler: Compiler) -> std::io::Result<mpsc::Sender<Job>> 
 
 /// Everything the reload loop needs.
 pub struct Reloader {
-    pub config: Arc<Config>,
+    /// The serving config: a config reload swaps it.
+    pub config: Arc<ArcSwap<Config>>,
     pub handle: BlocklistHandle,
     pub status: StatusHandle,
 }
@@ -223,12 +230,15 @@ impl Reloader {
                 return;
             }
         };
-        let _watcher = watch_dir(&self.config.blocklist.feeds_dir, trigger_tx.clone());
+        // feeds_dir, the debounce and the rescan period are fixed until a
+        // restart (a config reload says so).
+        let first = self.config.load_full();
+        let _watcher = watch_dir(&first.blocklist.feeds_dir, trigger_tx.clone());
         // Files may have changed between the compile (or the snapshot) and
         // the watch starting: check once now that events cannot be missed.
         let _ = trigger_tx.try_send(Trigger::Startup);
-        let debounce = Duration::from_millis(self.config.blocklist.debounce_ms);
-        let rescan = Duration::from_secs(self.config.blocklist.rescan_secs);
+        let debounce = Duration::from_millis(first.blocklist.debounce_ms);
+        let rescan = Duration::from_secs(first.blocklist.rescan_secs);
         let mut next_rescan = tokio::time::Instant::now() + rescan;
         loop {
             let next_change = self
@@ -266,8 +276,9 @@ impl Reloader {
                     }
                 }
             }
+            let config = self.config.load_full();
             if matches!(trigger, Trigger::Rescan | Trigger::Startup | Trigger::Files)
-                && inputs_match(&self.config, &known)
+                && inputs_match(&config, &known)
             {
                 tracing::debug!(?trigger, "feeds unchanged; no reload");
                 continue;
@@ -276,6 +287,7 @@ impl Reloader {
             let (reply, result) = oneshot::channel();
             let job = Job {
                 reply,
+                config: Arc::clone(&config),
                 confirm_deletions: trigger == Trigger::Signal,
             };
             if compiler.send(job).is_err() {
@@ -287,7 +299,7 @@ impl Reloader {
                 Ok(Ok((list, report)))
                     if list.entries() == 0
                         && self.handle.load().entries() > 0
-                        && !self.config.blocklist.allow_empty =>
+                        && !config.blocklist.allow_empty =>
                 {
                     // Every feed gone or empty at once is an accident far
                     // more often than a decision.
@@ -304,7 +316,7 @@ impl Reloader {
                     for f in report.feeds.iter().filter(|f| f.error.is_some()) {
                         tracing::warn!(feed = %f.name, error = f.error.as_deref().unwrap_or(""), kept_previous = f.kept_previous, "feed error");
                     }
-                    let list = go_live(&self.handle, &self.status, &self.config, list, &report);
+                    let list = go_live(&self.handle, &self.status, &config, list, &report);
                     let (generation, entries) = (list.generation(), list.entries());
                     tracing::info!(
                         generation,

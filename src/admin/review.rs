@@ -64,15 +64,16 @@ impl AdminState {
             ));
         };
         let hash = hex(&Sha256::digest(token.as_bytes()));
-        if self.operator_token_sha256.as_deref() == Some(hash.as_str()) {
+        let access = self.access.load();
+        if access.operator_token_sha256.as_deref() == Some(hash.as_str()) {
             return Ok(Principal::Operator);
         }
-        match self
+        match access
             .orgs
             .iter()
-            .position(|o| o.token_sha256.as_deref() == Some(hash.as_str()))
+            .find(|o| o.token_sha256.as_deref() == Some(hash.as_str()))
         {
-            Some(i) => Ok(Principal::Org(i)),
+            Some(org) => Ok(Principal::Org(org.clone())),
             None => {
                 denied("bad_token");
                 Err(ApiError(
@@ -86,25 +87,25 @@ impl AdminState {
     /// The organisation in the path, if this principal may see it.
     fn authorise(&self, headers: &HeaderMap, org: &str) -> Result<String, ApiError> {
         let principal = self.principal(headers)?;
-        let Some(index) = self.orgs.iter().position(|o| o.id == org) else {
+        if !self.access.load().orgs.iter().any(|o| o.id == org) {
             return match principal {
                 Principal::Operator => Err(ApiError(
                     StatusCode::NOT_FOUND,
                     format!("no organisation {org:?}"),
                 )),
                 // Do not tell another organisation which ids exist.
-                Principal::Org(mine) => Err(self.forbidden(mine, org)),
+                Principal::Org(mine) => Err(self.forbidden(&mine, org)),
             };
-        };
+        }
         match principal {
             Principal::Operator => Ok(org.to_owned()),
-            Principal::Org(mine) if mine == index => Ok(org.to_owned()),
-            Principal::Org(mine) => Err(self.forbidden(mine, org)),
+            Principal::Org(mine) if mine.id == org => Ok(org.to_owned()),
+            Principal::Org(mine) => Err(self.forbidden(&mine, org)),
         }
     }
 
-    fn forbidden(&self, mine: usize, asked: &str) -> ApiError {
-        let mine = &self.orgs[mine].id;
+    fn forbidden(&self, mine: &OrgAccess, asked: &str) -> ApiError {
+        let mine = &mine.id;
         tracing::warn!(token_org = %mine, asked_for = %asked, "API: a token asked for another organisation's data");
         denied("other_org");
         ApiError(
@@ -141,11 +142,11 @@ pub(super) async fn whoami(
     Ok(axum::Json(match state.principal(&headers)? {
         Principal::Operator => WhoAmI {
             operator: true,
-            orgs: state.orgs.iter().map(info).collect(),
+            orgs: state.access.load().orgs.iter().map(info).collect(),
         },
-        Principal::Org(i) => WhoAmI {
+        Principal::Org(mine) => WhoAmI {
             operator: false,
-            orgs: vec![info(&state.orgs[i])],
+            orgs: vec![info(&mine)],
         },
     }))
 }
@@ -262,7 +263,7 @@ pub(super) async fn report_all(
 ) -> Result<Response, ApiError> {
     match state.principal(&headers)? {
         Principal::Operator => run_report(&state, params, None).await,
-        Principal::Org(mine) => Err(state.forbidden(mine, "(all organisations)")),
+        Principal::Org(mine) => Err(state.forbidden(&mine, "(all organisations)")),
     }
 }
 
@@ -362,10 +363,10 @@ pub(super) async fn check(
     let principal = state.principal(&headers)?;
     let org = match (principal, params.org.filter(|o| !o.is_empty())) {
         (Principal::Operator, org) => org,
-        (Principal::Org(mine), Some(asked)) if asked != state.orgs[mine].id => {
-            return Err(state.forbidden(mine, &asked));
+        (Principal::Org(mine), Some(asked)) if asked != mine.id => {
+            return Err(state.forbidden(&mine, &asked));
         }
-        (Principal::Org(mine), _) => Some(state.orgs[mine].id.clone()),
+        (Principal::Org(mine), _) => Some(mine.id),
     };
     let client = match params.client.as_deref().filter(|s| !s.is_empty()) {
         Some(c) => Some(

@@ -191,6 +191,20 @@ impl Compiler {
     /// Keep every accepted feed's last good copy in state_dir, and judge
     /// feeds against those copies after a restart (the serving resolver;
     /// `portcullis compile` reads the feeds as they are).
+    /// Build with `config` from now on (a config reload). Parsed feeds
+    /// are kept unless the feed settings changed: a feed's `format` is
+    /// not part of the parse cache's key.
+    pub fn set_config(&mut self, config: Arc<Config>) {
+        if Arc::ptr_eq(&config, &self.config) {
+            return;
+        }
+        if format!("{:?}", config.feeds) != format!("{:?}", self.config.feeds) {
+            self.cache.clear();
+            self.layers.clear();
+        }
+        self.config = config;
+    }
+
     pub fn keep_last_good(&mut self) {
         self.last_good = Some(LastGood::open(&self.config.blocklist.state_dir));
     }

@@ -113,7 +113,7 @@ impl Handler {
         let generation = list.generation();
         drop(list);
         let feed_last_good = feed.as_deref().and_then(|f| self.last_good_reason(f));
-        let org_id = org.map(|o| self.orgs.id(o).to_owned());
+        let org_id = org.map(|o| self.policy.load().orgs.id(o).to_owned());
         let decision = self.name_decision(&name, org, req);
         let resolution = if req.resolve {
             Some(self.resolve_as(&name, req, org).await)
@@ -135,9 +135,11 @@ impl Handler {
     /// The organisation a check speaks for: by id, or by the client's
     /// address; both must agree.
     fn check_org(&self, req: &CheckRequest) -> Result<Option<OrgId>, CheckError> {
+        let policy = self.policy.load();
         let by_id = match &req.org {
             Some(id) => Some(
-                self.orgs
+                policy
+                    .orgs
                     .by_id(id)
                     .ok_or_else(|| CheckError::UnknownOrg(id.clone()))?,
             ),
@@ -145,11 +147,11 @@ impl Handler {
         };
         let by_client = req
             .client
-            .and_then(|ip| self.orgs.lookup(ip.to_canonical()));
+            .and_then(|ip| policy.orgs.lookup(ip.to_canonical()));
         match (by_id, req.client) {
             (Some(id), Some(client)) if by_client != Some(id) => Err(CheckError::OrgMismatch {
                 client,
-                asked: self.orgs.id(id).to_owned(),
+                asked: policy.orgs.id(id).to_owned(),
             }),
             (Some(id), _) => Ok(Some(id)),
             (None, _) => Ok(by_client),
@@ -167,8 +169,9 @@ impl Handler {
 
     /// The organisation's judgement of the name itself, in words.
     fn name_decision(&self, name: &str, org: Option<OrgId>, req: &CheckRequest) -> String {
+        let policy = self.policy.load();
         if org.is_none()
-            && !self.allow_unknown_clients
+            && !policy.allow_unknown_clients
             && (req.client.is_some() || req.org.is_some())
         {
             return "refused: the client is in no organisation".to_owned();
@@ -183,9 +186,9 @@ impl Handler {
         };
         let owner = org.map_or_else(
             || "no organisation".to_owned(),
-            |o| self.orgs.id(o).to_owned(),
+            |o| policy.orgs.id(o).to_owned(),
         );
-        match self.judge(org, name, &listed) {
+        match Handler::judge(&policy, org, name, &listed) {
             Judgement::Excepted(Some(entry)) => {
                 format!("passes: {owner}'s allow entry {entry} (its whole answer is not inspected)")
             }

@@ -35,9 +35,10 @@ pub struct Caps {
 #[derive(Debug)]
 pub struct Connections {
     caps: Caps,
-    /// Whose addresses are members (see the module doc); `None`: no one
-    /// is told apart (the admin listener, a config without organisations).
-    members: Option<Arc<crate::orgs::OrgMap>>,
+    /// Whose addresses are members (see the module doc), as the serving
+    /// policy says now; `None`: no one is told apart (the admin listener).
+    /// A config without organisations tells no one apart either.
+    members: Option<super::PolicyHandle>,
     open: Mutex<Open>,
 }
 
@@ -75,13 +76,12 @@ impl Connections {
         })
     }
 
-    /// Caps that keep a quarter of the total for the organisations in
-    /// `orgs` (none kept when it has no organisation).
-    pub fn with_members(caps: Caps, orgs: Arc<crate::orgs::OrgMap>) -> Arc<Connections> {
-        let members = (!orgs.policies().is_empty()).then_some(orgs);
+    /// Caps that keep a quarter of the total for the organisations of
+    /// `policy` (none kept while it has no organisation).
+    pub fn with_members(caps: Caps, policy: super::PolicyHandle) -> Arc<Connections> {
         Arc::new(Connections {
             caps,
-            members,
+            members: Some(policy),
             open: Mutex::new(Open::default()),
         })
     }
@@ -101,10 +101,10 @@ impl Connections {
         listener: &'static str,
     ) -> Result<Admitted, Refusal> {
         let client = client.to_canonical();
-        let outsider = self
-            .members
-            .as_ref()
-            .is_some_and(|orgs| orgs.lookup(client).is_none());
+        let outsider = self.members.as_ref().is_some_and(|policy| {
+            let orgs = &policy.load().orgs;
+            !orgs.policies().is_empty() && orgs.lookup(client).is_none()
+        });
         let refused = {
             let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
             let mine = open.by_client.get(&client).copied().unwrap_or(0);
@@ -208,26 +208,21 @@ mod tests {
         );
     }
 
+    fn policy(toml: &str) -> crate::server::PolicyHandle {
+        let config =
+            crate::config::Config::from_str(toml, std::path::Path::new("/p.toml")).unwrap();
+        let orgs = Arc::new(crate::orgs::OrgMap::new(&config.organisations).unwrap());
+        crate::server::ClientPolicy::new(&config, orgs).handle()
+    }
+
     #[test]
     fn a_quarter_of_the_total_is_kept_for_members() {
-        let orgs = crate::orgs::OrgMap::new(&[crate::config::Organisation {
-            id: "a".into(),
-            name: "A".into(),
-            networks: vec!["10.0.0.0/8".parse().unwrap()],
-            token_sha256: None,
-            roaming_key_sha256: None,
-            allow: Vec::new(),
-            actions: Default::default(),
-            contact: None,
-            client_qps: None,
-        }])
-        .unwrap();
         let connections = Connections::with_members(
             Caps {
                 total: 8,
                 per_client: 100,
             },
-            Arc::new(orgs),
+            policy("[[organisation]]\nid = \"a\"\nname = \"A\"\nnetworks = [\"10.0.0.0/8\"]\n"),
         );
         let outsider: IpAddr = "192.0.2.1".parse().unwrap();
         let member: IpAddr = "10.1.2.3".parse().unwrap();
@@ -257,7 +252,7 @@ mod tests {
                 total: 4,
                 per_client: 100,
             },
-            Arc::new(crate::orgs::OrgMap::default()),
+            policy(""),
         );
         let all: Vec<_> = (0..4).map(|_| open.admit(outsider, "tcp")).collect();
         assert!(all.iter().all(Result::is_ok));

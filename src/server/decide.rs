@@ -13,6 +13,7 @@ use hickory_server::server::Request;
 use ipnet::IpNet;
 
 use super::Handler;
+use super::client_policy::ClientPolicy;
 use super::inspect;
 use super::response::blocked_ede;
 use crate::blocklist::{Blocklist, Match};
@@ -166,7 +167,10 @@ impl Handler {
             address,
             local: list.answer(found).to_vec(),
             generation: list.generation(),
-            ede: blocked_ede(category, self.block.ede_names_feed.then_some(feed)),
+            ede: blocked_ede(
+                category,
+                self.policy.load().block.ede_names_feed.then_some(feed),
+            ),
             feed: feed.to_owned(),
             category: category.to_owned(),
             indicator: list.detail(found).map(str::to_owned),
@@ -192,9 +196,10 @@ impl Handler {
         matched: &str,
         action: &str,
     ) {
+        let policy = self.policy.load();
         let hit = HitRef {
             ts: now_ms(),
-            org: cx.org.map(|o| self.orgs.id(o)),
+            org: cx.org.map(|o| policy.orgs.id(o)),
             client: cx.client,
             transport: cx.transport,
             qname,
@@ -228,13 +233,13 @@ impl Handler {
 
     /// What this client's organisation makes of a listed entry found at
     /// `checked` (no side effects).
-    pub(super) fn judge(
-        &self,
+    pub(super) fn judge<'a>(
+        client_policy: &'a ClientPolicy,
         org: Option<OrgId>,
         checked: &str,
         listed: &Listed,
-    ) -> Judgement<'_> {
-        let policy = org.map(|o| self.orgs.policy(o));
+    ) -> Judgement<'a> {
+        let policy = org.map(|o| client_policy.orgs.policy(o));
         let org_allow = policy.and_then(|p| p.allowed(checked));
         if listed.verdict == Verdict::Allow || org_allow.is_some() {
             return Judgement::Excepted(org_allow);
@@ -274,10 +279,11 @@ impl Handler {
         checked: &str,
         listed: &Listed,
     ) -> Option<Action> {
-        match self.judge(cx.org, checked, listed) {
+        let policy = self.policy.load();
+        match Handler::judge(&policy, cx.org, checked, listed) {
             Judgement::Excepted(org_allow) => {
                 // An exception let it through; with log_allowed, say so.
-                if self.log_allowed || super::check::checking() {
+                if policy.log_allowed || super::check::checking() {
                     let matched = org_allow.map_or_else(|| matched_text(listed), str::to_owned);
                     self.record(cx, stage, qname, listed, &matched, "allow");
                 }

@@ -12,6 +12,7 @@ use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use super::Handler;
+use super::client_policy::ClientPolicy;
 use super::decide::{Judgement, QueryContext, plain};
 use super::packet_cache::{PacketCache, Question};
 use super::query_metrics::QueryOutcome;
@@ -61,8 +62,9 @@ impl Handler {
         out: &mut [u8],
     ) -> Option<usize> {
         let question = Question::parse(packet)?;
-        let org = self.orgs.lookup(src.ip());
-        if org.is_none() && !self.allow_unknown_clients {
+        let policy = self.policy.load();
+        let org = policy.orgs.lookup(src.ip());
+        if org.is_none() && !policy.allow_unknown_clients {
             return None;
         }
         if let Some(cache) = cache
@@ -73,7 +75,7 @@ impl Handler {
         if question.qtype() == u16::from(RecordType::ANY) && !question.dnssec_ok() {
             return self.answer_any(&question, packet, out);
         }
-        self.answer_blocked(&question, org, packet, src, out)
+        self.answer_blocked(&policy, &question, org, packet, src, out)
     }
 
     /// The minimal answer to ANY (RFC 8482), written from the bytes so that
@@ -106,6 +108,7 @@ impl Handler {
     /// before it is sure to answer.
     fn answer_blocked(
         &self,
+        policy: &ClientPolicy,
         question: &Question,
         org: Option<OrgId>,
         packet: &[u8],
@@ -135,7 +138,7 @@ impl Handler {
         };
         let listed = self.listed(&list, &found, Name::root(), None);
         drop(list);
-        let action = match self.judge(org, &name, &listed) {
+        let action = match Handler::judge(policy, org, &name, &listed) {
             Judgement::Blocks(Action::Log) | Judgement::Excepted(_) => return None,
             Judgement::Blocks(action) => action,
         };
@@ -153,7 +156,7 @@ impl Handler {
                     generation: listed.generation,
                     ede,
                 };
-                write_block(out, packet, question, &block, &self.block)?
+                write_block(out, packet, question, &block, &policy.block)?
             }
         };
         let cx = QueryContext {

@@ -13,7 +13,8 @@
 //! ([`super::fast_path`]); [`super::query_metrics`] counts how each ended.
 //!
 //! Nothing here takes a lock or blocks: the blocklist is behind an
-//! `ArcSwap`, the org map is immutable, and hit records go into a bounded
+//! `ArcSwap`, so is the client policy (organisations, limits; swapped by a
+//! config reload), and hit records go into a bounded
 //! channel that drops (and counts) rather than waits. A failure to resolve
 //! becomes SERVFAIL, never an error out of the handler.
 //!
@@ -30,35 +31,30 @@ use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
+use super::client_policy::PolicyHandle;
 use super::decide::{Attribution, Listed, QueryContext, Via, plain};
-use super::limits::{Limits, Verdict, write_limited};
+use super::limits::{Verdict, write_limited};
 use super::local::LocalNames;
 use super::packet_cache::MAX_UDP_PAYLOAD;
 use super::query_metrics::{QueryMetrics, QueryOutcome};
-use super::response::{self, BlockSettings, block_answer};
+use super::response::{self, block_answer};
 use crate::blocklist::BlocklistHandle;
 use crate::dnssec::{self, Security};
 use crate::hitlog::{HitSender, Stage};
-use crate::orgs::OrgMap;
 use crate::policy::Action;
 use crate::resolve::Upstream;
 
 /// Everything a query needs, shared by all tasks.
 pub struct Handler {
     pub blocklist: BlocklistHandle,
-    pub orgs: Arc<OrgMap>,
+    /// Organisations, block settings, limits: what a config reload swaps.
+    pub policy: PolicyHandle,
     pub upstream: Arc<Upstream>,
-    pub block: BlockSettings,
-    pub allow_unknown_clients: bool,
     pub hits: HitSender,
-    /// Record queries an allow entry let through.
-    pub log_allowed: bool,
     pub metrics: QueryMetrics,
     pub health: Arc<crate::health::Health>,
     /// Names answered here, never sent upstream.
     pub local: LocalNames,
-    /// Query rates, response rates and upstream queries waiting.
-    pub limits: Limits,
     /// dnstap output, when configured.
     pub tap: Option<crate::dnstap::Tap>,
 }
@@ -207,12 +203,13 @@ impl Handler {
         transport: crate::hitlog::Transport,
         out: &mut [u8],
     ) -> Option<usize> {
-        if !self.limits.rates_clients() {
+        let policy = self.policy.load();
+        if !policy.limits.rates_clients() {
             return None;
         }
-        let org = self.orgs.lookup(src.ip());
+        let org = policy.orgs.lookup(src.ip());
         let udp = transport == crate::hitlog::Transport::Udp;
-        let truncate = match self.limits.query(src.ip(), org, udp) {
+        let truncate = match policy.limits.query(src.ip(), org, udp) {
             Verdict::Pass => return None,
             Verdict::Drop => None,
             Verdict::Truncate => Some(udp),
@@ -246,17 +243,30 @@ impl Handler {
         {
             return reject(request, handle, ResponseCode::Refused).await;
         }
-        let org = match via.attribution {
-            Attribution::Address => self.orgs.lookup(info.src.ip()),
-            Attribution::Key(org) => Some(org),
-            Attribution::UnknownKey => {
-                tracing::debug!(client = %info.src, transport = %via.transport, "refused: unknown roaming key");
-                self.metrics.refused_client();
-                let info = send_code(request, handle, ResponseCode::Refused, edns.as_ref()).await;
-                return (info, QueryOutcome::Refused);
-            }
+        let (org, allow_unknown) = {
+            let policy = self.policy.load();
+            let org = match via.attribution {
+                Attribution::Address => policy.orgs.lookup(info.src.ip()),
+                // An organisation removed by a reload since the connection
+                // was attributed: its key is no longer valid.
+                Attribution::Key(org) if policy.orgs.policy(org).retired => None,
+                Attribution::Key(org) => Some(org),
+                Attribution::UnknownKey => None,
+            };
+            (org, policy.allow_unknown_clients)
         };
-        if org.is_none() && !self.allow_unknown_clients {
+        let unknown_key = match via.attribution {
+            Attribution::UnknownKey => true,
+            Attribution::Key(_) => org.is_none(),
+            Attribution::Address => false,
+        };
+        if unknown_key {
+            tracing::debug!(client = %info.src, transport = %via.transport, "refused: unknown roaming key");
+            self.metrics.refused_client();
+            let info = send_code(request, handle, ResponseCode::Refused, edns.as_ref()).await;
+            return (info, QueryOutcome::Refused);
+        }
+        if org.is_none() && !allow_unknown {
             tracing::debug!(client = %info.src, "refused: client in no organisation");
             self.metrics.refused_client();
             let info = send_code(request, handle, ResponseCode::Refused, edns.as_ref()).await;
@@ -364,7 +374,7 @@ impl Handler {
                     cx.qtype,
                     listed.name,
                     &listed.local,
-                    &self.block,
+                    &self.policy.load().block,
                     listed.generation,
                 );
                 if let Some(edns) = edns.as_mut() {
@@ -435,7 +445,8 @@ impl Handler {
         let checking_disabled = request.metadata.checking_disabled;
         // A place among the queries waiting on the upstream (a cached
         // answer gives it back at once); past a cap, SERVFAIL now.
-        let _place = match self.limits.wait_upstream(cx.client, cx.org, qname) {
+        let limits = Arc::clone(&self.policy.load().limits);
+        let _place = match limits.wait_upstream(cx.client, cx.org, qname) {
             Ok(place) => place,
             Err(cap) => {
                 tracing::debug!(client = %cx.client, %qname, limit = cap.label(), "upstream queries capped");

@@ -15,6 +15,7 @@
 
 pub mod capture;
 pub mod check;
+pub mod client_policy;
 pub mod connections;
 mod decide;
 mod doh;
@@ -44,6 +45,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+pub use client_policy::{ClientPolicy, PolicyHandle};
 pub use connections::Caps;
 use connections::Connections;
 pub use decide::{Attribution, Via};
@@ -270,7 +272,7 @@ pub fn serve(
     tls: Option<TlsSetup>,
 ) -> io::Result<Listeners> {
     let cache = PacketCache::new(settings.packet_cache).map(Arc::new);
-    let connections = Connections::with_members(settings.caps, Arc::clone(&handler.orgs));
+    let connections = Connections::with_members(settings.caps, Arc::clone(&handler.policy));
     let stream_settings = StreamSettings {
         idle: settings.idle,
         max_in_flight: settings.max_queries_per_connection,

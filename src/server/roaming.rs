@@ -11,25 +11,25 @@
 //! judged by another organisation's policy. Without a key, the address
 //! decides as on clear DNS.
 
-use std::sync::Arc;
-
+use super::PolicyHandle;
 use super::decide::Attribution;
-use crate::orgs::OrgMap;
 
 /// Keys to organisations, and the server-name suffix that carries one.
 #[derive(Debug)]
 pub struct Roaming {
-    orgs: Arc<OrgMap>,
+    /// The keys as the serving policy has them now (a config reload may
+    /// add or revoke one).
+    policy: PolicyHandle,
     /// `.dot.{tls_name}`, lower case, no trailing dot; `None` without a
     /// configured name (server names then carry no key).
     suffix: Option<String>,
 }
 
 impl Roaming {
-    pub fn new(orgs: Arc<OrgMap>, tls_name: Option<&str>) -> Roaming {
+    pub fn new(policy: PolicyHandle, tls_name: Option<&str>) -> Roaming {
         let suffix = tls_name
             .map(|name| format!(".dot.{}", name.trim_end_matches('.').to_ascii_lowercase()));
-        Roaming { orgs, suffix }
+        Roaming { policy, suffix }
     }
 
     /// Attribution by the TLS server name (SNI) a DoT or DoQ client sent.
@@ -49,7 +49,7 @@ impl Roaming {
 
     /// Attribution by a key as presented (a DoH path segment).
     pub fn by_key(&self, key: &str) -> Attribution {
-        match self.orgs.by_roaming_key(key) {
+        match self.policy.load().orgs.by_roaming_key(key) {
             Some(org) => Attribution::Key(org),
             None => Attribution::UnknownKey,
         }
@@ -66,9 +66,9 @@ fn strip_suffix_ignore_case<'a>(name: &'a str, suffix: &str) -> Option<&'a str> 
 mod tests {
     use super::*;
     use crate::config::Organisation;
-    use crate::orgs::OrgId;
+    use crate::orgs::{OrgId, OrgMap};
 
-    fn orgs() -> Arc<OrgMap> {
+    fn orgs() -> PolicyHandle {
         let org = |id: &str, key: Option<&str>| Organisation {
             id: id.into(),
             name: id.into(),
@@ -85,7 +85,9 @@ mod tests {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        Arc::new(OrgMap::new(&[org("a", None), org("b", Some(&hash))]).unwrap())
+        crate::server::ClientPolicy::for_orgs(
+            OrgMap::new(&[org("a", None), org("b", Some(&hash))]).unwrap(),
+        )
     }
 
     #[test]

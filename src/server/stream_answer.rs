@@ -28,7 +28,7 @@ impl Handler {
         if query.len() < 12 || query[2] & 0x80 != 0 {
             return None;
         }
-        if self.limits.rates_clients() {
+        if self.policy.load().limits.rates_clients() {
             let mut limited = [0u8; 512];
             if let Some(n) = self.over_rate(&query, src, via.transport, &mut limited) {
                 return (n > 0).then(|| limited[..n].to_vec());

@@ -86,7 +86,11 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, cache: Option<Arc<P
                 continue;
             }
             if let Some(n) = handler.answer_from_bytes(cache.as_deref(), packet, src, out) {
-                let n = match handler.limits.response(src.ip(), &out[..n], &handler.orgs) {
+                let sending = {
+                    let policy = handler.policy.load();
+                    policy.limits.response(src.ip(), &out[..n], &policy.orgs)
+                };
+                let n = match sending {
                     Sending::Send => n,
                     Sending::Slip => slip(&mut out[..n]),
                     Sending::Drop => 0,
@@ -280,20 +284,24 @@ impl ResponseHandler for Responder {
         >,
     ) -> Result<ResponseInfo, NetError> {
         let (info, wire) = encode_udp(response)?;
-        let limits = &self.handler.limits;
-        if !limits.rates_responses() {
-            send(&self.socket, &wire, self.dst).await;
-        } else {
-            match limits.response(self.dst.ip(), &wire, &self.handler.orgs) {
-                Sending::Send => send(&self.socket, &wire, self.dst).await,
-                Sending::Slip => {
-                    // The cache keeps the whole response, not the slip.
-                    let mut cut = wire.clone();
-                    let n = slip(&mut cut);
-                    send(&self.socket, &cut[..n], self.dst).await;
-                }
-                Sending::Drop => {}
+        // Decided before any await: the policy's guard is not held there.
+        let sending = {
+            let policy = self.handler.policy.load();
+            if policy.limits.rates_responses() {
+                policy.limits.response(self.dst.ip(), &wire, &policy.orgs)
+            } else {
+                Sending::Send
             }
+        };
+        match sending {
+            Sending::Send => send(&self.socket, &wire, self.dst).await,
+            Sending::Slip => {
+                // The cache keeps the whole response, not the slip.
+                let mut cut = wire.clone();
+                let n = slip(&mut cut);
+                send(&self.socket, &cut[..n], self.dst).await;
+            }
+            Sending::Drop => {}
         }
         if let Some(sent) = &self.sent {
             let _ = sent.set(wire);

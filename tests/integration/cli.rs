@@ -159,7 +159,10 @@ fn config_check_validates_without_serving() {
         "{out}"
     );
     // A bad config exits 64 and names the key.
-    let bad = setup.write("bad.toml", "[server]\nlisten = []\n");
+    let bad = setup.write(
+        "bad.toml",
+        "[server]\nlisten = []\n[admin]\nlisten = \"\"\n",
+    );
     let (code, _, err) = run(&["config", "check", "--config", bad.to_str().unwrap()]);
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("server.listen"), "{err}");

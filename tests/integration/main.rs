@@ -41,6 +41,7 @@ mod blocking;
 mod browser;
 mod check;
 mod cli;
+mod config_reload;
 mod differential;
 mod dnssec;
 mod dnstap;

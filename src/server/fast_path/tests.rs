@@ -17,9 +17,8 @@ use crate::config::Config;
 use crate::hitlog::{Hit, HitSender, PackedHit};
 use crate::orgs::OrgMap;
 use crate::resolve::Upstream;
-use crate::server::QueryMetrics;
 use crate::server::capture::Capture;
-use crate::server::response::BlockSettings;
+use crate::server::{ClientPolicy, QueryMetrics};
 
 const CONFIG: &str = r#"
 [server]
@@ -90,23 +89,21 @@ fn handler(dir: &std::path::Path, hits: HitSender) -> Handler {
     let config = Config::from_str(CONFIG, &dir.join("portcullis.toml")).unwrap();
     let (list, _) = crate::blocklist::compile(&config).unwrap();
     let list: BlocklistHandle = Arc::new(ArcSwap::from_pointee(list));
+    let mut policy = ClientPolicy::new(
+        &config,
+        Arc::new(OrgMap::new(&config.organisations).unwrap()),
+    );
+    policy.allow_unknown_clients = true;
+    policy.log_allowed = true;
+    policy.block.ede_names_feed = true;
     Handler {
         blocklist: Arc::clone(&list),
-        orgs: Arc::new(OrgMap::new(&config.organisations).unwrap()),
+        policy: policy.handle(),
         upstream: Arc::new(Upstream::new(&config.resolver).unwrap()),
-        block: BlockSettings {
-            policy_ttl: config.blocklist.policy_ttl,
-            sinkhole_ipv4: config.blocklist.sinkhole_ipv4,
-            sinkhole_ipv6: config.blocklist.sinkhole_ipv6,
-            ede_names_feed: true,
-        },
-        allow_unknown_clients: true,
         hits,
-        log_allowed: true,
         metrics: QueryMetrics::new(),
         health: Arc::new(crate::health::Health::new(list, Duration::from_secs(30))),
         local: Default::default(),
-        limits: crate::server::limits::Limits::new(&config.limits, &config.organisations),
         tap: None,
     }
 }
