@@ -13,10 +13,13 @@
 //! * the API's tokens, for the next request;
 //! * feed settings, actions, allow and protected lists: the blocklist is
 //!   rebuilt with them (after SIGHUP as always; after a file change too);
-//! * TAXII collections: the pollers are restarted when they changed.
+//! * TAXII collections: the pollers are restarted when they changed;
+//! * the hit log's retention, size cap, JSON stream and coalescing: the
+//!   writer takes them between batches.
 //!
-//! Listeners, the resolver, the hit log's store and writer, dnstap,
-//! logging, the node id, feeds_dir and state_dir need a restart: a reload
+//! Listeners, the resolver, the hit log's database, channel and fleet
+//! store, dnstap, logging, the node id, feeds_dir and state_dir need a
+//! restart: a reload
 //! that changes one keeps the running value and logs that it needs one.
 
 use std::path::{Path, PathBuf};
@@ -49,6 +52,8 @@ pub struct Reconfigurer {
     pub access: Option<Arc<ArcSwap<Access>>>,
     /// The blocklist reloader.
     pub blocklist: mpsc::Sender<Trigger>,
+    /// The hit-log writer, when it runs.
+    pub hitlog: Option<std::sync::mpsc::Sender<crate::hitlog::writer::Settings>>,
     pub taxii: Vec<tokio::task::AbortHandle>,
 }
 
@@ -113,6 +118,11 @@ impl Reconfigurer {
             self.taxii = crate::taxii::spawn_pollers(&next);
             tracing::info!(collections = next.taxii.len(), "TAXII pollers restarted");
         }
+        if let Some(hitlog) = &self.hitlog
+            && format!("{:?}", running.hitlog) != format!("{:?}", next.hitlog)
+        {
+            let _ = hitlog.send(crate::hitlog::writer::Settings::from_config(&next));
+        }
         self.config.store(Arc::clone(&next));
         ::metrics::counter!(telemetry::CONFIG_RELOADS, "result" => "ok").increment(1);
         tracing::info!(
@@ -144,8 +154,11 @@ fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
     server.allow_unknown_clients = running.server.allow_unknown_clients;
     let mut admin = next.admin.clone();
     admin.operator_token_sha256 = running.admin.operator_token_sha256.clone();
-    let mut hitlog = next.hitlog.clone();
-    hitlog.log_allowed = running.hitlog.log_allowed;
+    let mut hitlog = running.hitlog.clone();
+    hitlog.database = next.hitlog.database.clone();
+    hitlog.enabled = next.hitlog.enabled;
+    hitlog.channel_capacity = next.hitlog.channel_capacity;
+    hitlog.postgres = next.hitlog.postgres.clone();
     let mut sections = Vec::new();
     for (name, changed) in [
         ("[server]", differs(&running.server, &server)),
@@ -184,9 +197,10 @@ fn keep_running(running: &Config, mut next: Config) -> Config {
     next.admin = running.admin.clone();
     next.admin.operator_token_sha256 = operator;
     next.block_page = running.block_page.clone();
-    let log_allowed = next.hitlog.log_allowed;
-    next.hitlog = running.hitlog.clone();
-    next.hitlog.log_allowed = log_allowed;
+    next.hitlog.database = running.hitlog.database.clone();
+    next.hitlog.enabled = running.hitlog.enabled;
+    next.hitlog.channel_capacity = running.hitlog.channel_capacity;
+    next.hitlog.postgres = running.hitlog.postgres.clone();
     next.log = running.log.clone();
     next.dnstap = running.dnstap.clone();
     next.blocklist.feeds_dir = running.blocklist.feeds_dir.clone();
@@ -260,6 +274,7 @@ mod tests {
         let next = parse(
             "[server]\nlisten = [\"127.0.0.1:5354\"]\nallow_unknown_clients = true\n\
              [resolver]\nmode = \"forward\"\nupstreams = [\"192.0.2.1\"]\n\
+             [hitlog]\nretention_days = 7\n\
              [[organisation]]\nid = \"a\"\nname = \"A\"\nnetworks = [\"10.0.0.0/8\"]\n",
         );
         assert_eq!(needs_restart(&running, &next), ["[server]", "[resolver]"]);
@@ -268,6 +283,13 @@ mod tests {
         assert!(kept.server.allow_unknown_clients, "taken at once");
         assert_eq!(kept.resolver.mode, running.resolver.mode);
         assert_eq!(kept.organisations.len(), 1);
+        assert_eq!(kept.hitlog.retention_days, 7, "taken by the writer");
         assert!(needs_restart(&running, &kept).is_empty());
+        let moved = parse("[hitlog]\ndatabase = \"/elsewhere/hits.sqlite\"\n");
+        assert_eq!(needs_restart(&running, &moved), ["[hitlog]"]);
+        assert_eq!(
+            keep_running(&running, moved).hitlog.database,
+            running.hitlog.database
+        );
     }
 }

@@ -352,6 +352,7 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         policy,
         access,
         blocklist: trigger_tx,
+        hitlog: hitlog.as_ref().map(|h| h.updates()),
         taxii: crate::taxii::spawn_pollers(&config),
     };
     tokio::spawn(reconfigurer.run(causes));

@@ -196,8 +196,10 @@ fn organisations_tokens_actions_and_networks_change_with_sighup_and_a_broken_edi
         ) >= 2.0
     );
 
-    // A file change alone: school-b lets evil.example.test through now; a
-    // changed listener is named as needing a restart and keeps serving.
+    // A file change alone: school-b lets evil.example.test through now;
+    // the hit log starts a JSON stream without a restart; a changed
+    // listener is named as needing a restart and keeps serving.
+    let jsonl = setup.path("hits.jsonl");
     let fixed = edited
         .replace(
             "actions = { malware = \"nodata\" }",
@@ -207,7 +209,8 @@ fn organisations_tokens_actions_and_networks_change_with_sighup_and_a_broken_edi
             "listen = [\"127.0.0.1:0\"]",
             "listen = [\"127.0.0.1:1\"]",
             1,
-        );
+        )
+        + &format!("[hitlog]\njsonl = {:?}\n", jsonl.to_str().unwrap());
     let tmp = setup.path("portcullis.toml.new");
     std::fs::write(&tmp, &fixed).unwrap();
     std::fs::rename(&tmp, &config).unwrap();
@@ -227,6 +230,24 @@ fn organisations_tokens_actions_and_networks_change_with_sighup_and_a_broken_edi
         "school-b gets the upstream's answer, no longer the block"
     );
     assert_eq!(crate::harness::ede(&r), None, "no block EDE");
+    // The writer takes new settings between batches, after the reload.
+    wait_for("the hit log's new settings", Duration::from_secs(5), || {
+        server.log_contains("hit log settings reloaded")
+    });
+    assert!(!server.log_contains("[hitlog] changed and needs a restart"));
+    assert_eq!(
+        rcode(&server, "127.0.0.4", "evil.example.test."),
+        ResponseCode::NXDomain
+    );
+    wait_for(
+        "college-c's block in the JSON stream",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&jsonl)
+                .unwrap_or_default()
+                .contains("\"org\":\"college-c\"")
+        },
+    );
 
     stop.store(true, Ordering::Relaxed);
     let answered = stream.join().expect("every streamed query was answered");

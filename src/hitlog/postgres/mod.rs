@@ -1,7 +1,7 @@
 //! The fleet's hit store in PostgreSQL: connecting (here), the schema and
-//! its migrations ([`schema`]), writing a batch of spooled records
-//! exactly once ([`insert`]), and reading records and reports back for
-//! the whole fleet ([`read`]).
+//! its migrations (`schema`), writing a batch of spooled records
+//! exactly once (`insert`), and reading records and reports back for
+//! the whole fleet (`read`).
 //!
 //! Every node keeps writing its own SQLite database, which is also its
 //! spool ([`super::forward`] sends what PostgreSQL does not have yet).

@@ -105,6 +105,8 @@ impl Settings {
 /// The running hit log: hand out senders, then [`HitLog::close`].
 pub struct HitLog {
     sender: HitSender,
+    /// New settings from a config reload, taken between batches.
+    updates: std::sync::mpsc::Sender<Settings>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     done: Receiver<()>,
@@ -118,6 +120,7 @@ pub fn spawn(settings: Settings) -> std::io::Result<HitLog> {
     let counters = Arc::clone(sender.counters());
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done) = sync_channel(1);
+    let (updates, updated) = std::sync::mpsc::channel();
     let mut writer = Writer {
         coalescer: Coalescer::new(settings.coalesce),
         evict_logged: None,
@@ -134,11 +137,12 @@ pub fn spawn(settings: Settings) -> std::io::Result<HitLog> {
     let thread = std::thread::Builder::new()
         .name("portcullis-hitlog".into())
         .spawn(move || {
-            writer.run(&rx, &stop_flag);
+            writer.run(&rx, &updated, &stop_flag);
             let _ = done_tx.send(());
         })?;
     Ok(HitLog {
         sender,
+        updates,
         stop,
         thread: Some(thread),
         done,
@@ -152,6 +156,11 @@ impl HitLog {
 
     pub fn counters(&self) -> &Arc<Counters> {
         self.sender.counters()
+    }
+
+    /// Where a config reload sends the writer its new settings.
+    pub fn updates(&self) -> std::sync::mpsc::Sender<Settings> {
+        self.updates.clone()
     }
 
     /// Write everything queued, then stop. Returns false when the writer
@@ -222,7 +231,12 @@ fn with_ids(batch: &[Box<PackedHit>], ids: &[i64], node: Option<&str>) -> Vec<Hi
 }
 
 impl Writer {
-    fn run(&mut self, rx: &Receiver<Box<PackedHit>>, stop: &AtomicBool) {
+    fn run(
+        &mut self,
+        rx: &Receiver<Box<PackedHit>>,
+        updated: &Receiver<Settings>,
+        stop: &AtomicBool,
+    ) {
         self.jsonl = self.settings.jsonl.clone().map(JsonLines::new);
         self.open_store();
         let mut next_retention = Instant::now();
@@ -233,6 +247,9 @@ impl Writer {
         // roll-up waits until it has caught up.
         let mut behind = false;
         loop {
+            while let Ok(settings) = updated.try_recv() {
+                self.apply(settings, &mut batch);
+            }
             let stopping = stop.load(Ordering::Acquire);
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(hit) => batch.push(hit),
@@ -285,6 +302,34 @@ impl Writer {
                     };
             }
         }
+    }
+
+    /// Take a reloaded config's settings: retention, the size cap, the
+    /// JSON stream and coalescing (what is being folded is written first,
+    /// so no count is lost). The database, the channel, the node and
+    /// forwarding stay until a restart.
+    #[allow(clippy::vec_box)]
+    fn apply(&mut self, new: Settings, batch: &mut Vec<Box<PackedHit>>) {
+        self.settings.retention_days = new.retention_days;
+        if new.coalesce != self.settings.coalesce {
+            self.write_all(batch);
+            self.coalescer = Coalescer::new(new.coalesce);
+            self.settings.coalesce = new.coalesce;
+        }
+        if new.jsonl != self.settings.jsonl {
+            self.jsonl = new.jsonl.clone().map(JsonLines::new);
+            self.settings.jsonl = new.jsonl;
+        }
+        if new.max_bytes != self.settings.max_bytes {
+            // The cap is a pragma set when the store opens.
+            self.settings.max_bytes = new.max_bytes;
+            self.store = None;
+            self.open_store();
+        }
+        tracing::info!(
+            retention_days = self.settings.retention_days,
+            "hit log settings reloaded"
+        );
     }
 
     /// Fold the flood in `batch` into counted records (see [`coalesce`]).
