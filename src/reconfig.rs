@@ -19,8 +19,8 @@
 //!
 //! Listeners, the resolver, the hit log's database, channel and fleet
 //! store, dnstap, logging, the node id, feeds_dir and state_dir need a
-//! restart: a reload
-//! that changes one keeps the running value and logs that it needs one.
+//! restart: a reload that changes one keeps the running value and logs
+//! that it needs one.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::admin::Access;
-use crate::config::Config;
+use crate::config::{Config, HitlogConfig};
 use crate::server::PolicyHandle;
 use crate::telemetry;
 use crate::watch::Trigger;
@@ -111,7 +111,7 @@ impl Reconfigurer {
         if let Some(access) = &self.access {
             access.store(Arc::new(Access::from_config(&next)));
         }
-        if format!("{:?}", running.taxii) != format!("{:?}", next.taxii) {
+        if differs(&running.taxii, &next.taxii) {
             for poller in self.taxii.drain(..) {
                 poller.abort();
             }
@@ -119,7 +119,7 @@ impl Reconfigurer {
             tracing::info!(collections = next.taxii.len(), "TAXII pollers restarted");
         }
         if let Some(hitlog) = &self.hitlog
-            && format!("{:?}", running.hitlog) != format!("{:?}", next.hitlog)
+            && differs(&running.hitlog, &next.hitlog)
         {
             let _ = hitlog.send(crate::hitlog::writer::Settings::from_config(&next));
         }
@@ -148,17 +148,12 @@ impl Reconfigurer {
 /// The sections (or keys) that differ between `running` and `next` and
 /// take effect only at a restart.
 fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
-    let differs =
-        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     let mut server = next.server.clone();
     server.allow_unknown_clients = running.server.allow_unknown_clients;
     let mut admin = next.admin.clone();
     admin.operator_token_sha256 = running.admin.operator_token_sha256.clone();
     let mut hitlog = running.hitlog.clone();
-    hitlog.database = next.hitlog.database.clone();
-    hitlog.enabled = next.hitlog.enabled;
-    hitlog.channel_capacity = next.hitlog.channel_capacity;
-    hitlog.postgres = next.hitlog.postgres.clone();
+    hitlog_restart_keys(&mut hitlog, &next.hitlog);
     let mut sections = Vec::new();
     for (name, changed) in [
         ("[server]", differs(&running.server, &server)),
@@ -187,6 +182,20 @@ fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
     sections
 }
 
+/// Config sections compared whole (none of them is on the query path).
+fn differs(a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug) -> bool {
+    format!("{a:?}") != format!("{b:?}")
+}
+
+/// Copy the hit-log keys that need a restart (the store, the channel,
+/// the fleet store) from `from`; the writer takes the others at once.
+fn hitlog_restart_keys(hitlog: &mut HitlogConfig, from: &HitlogConfig) {
+    hitlog.database = from.database.clone();
+    hitlog.enabled = from.enabled;
+    hitlog.channel_capacity = from.channel_capacity;
+    hitlog.postgres = from.postgres.clone();
+}
+
 /// `next` with what needs a restart as it runs now.
 fn keep_running(running: &Config, mut next: Config) -> Config {
     let allow_unknown_clients = next.server.allow_unknown_clients;
@@ -197,10 +206,7 @@ fn keep_running(running: &Config, mut next: Config) -> Config {
     next.admin = running.admin.clone();
     next.admin.operator_token_sha256 = operator;
     next.block_page = running.block_page.clone();
-    next.hitlog.database = running.hitlog.database.clone();
-    next.hitlog.enabled = running.hitlog.enabled;
-    next.hitlog.channel_capacity = running.hitlog.channel_capacity;
-    next.hitlog.postgres = running.hitlog.postgres.clone();
+    hitlog_restart_keys(&mut next.hitlog, &running.hitlog);
     next.log = running.log.clone();
     next.dnstap = running.dnstap.clone();
     next.blocklist.feeds_dir = running.blocklist.feeds_dir.clone();

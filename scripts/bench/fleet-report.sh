@@ -18,29 +18,18 @@ cd "$(dirname "$0")/../.."
 BIN=${BIN:-$PWD/target/release/portcullis}
 RUNS=${REPORT_RUNS:-3}
 [[ -x $BIN ]] || { echo "build first: cargo build --release" >&2; exit 1; }
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
-[[ -x $PGBIN/initdb ]] || { echo "fleet-report.sh: install postgresql" >&2; exit 1; }
+source scripts/bench/pg-cluster.sh
 
 work=$(mktemp -d /tmp/portcullis-fleet-report.XXXXXX)
 chmod 755 "$work"
 PORT=55433
-as_pg() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-mkdir "$work/pg"
-echo bench >"$work/pw"
-[[ $(id -u) == 0 ]] && chown postgres "$work/pg" "$work/pw"
-as_pg "$PGBIN/initdb" -D "$work/pg" -U portcullis --auth-host=scram-sha-256 \
-    --auth-local=trust --pwfile="$work/pw" --no-sync >/dev/null
-as_pg "$PGBIN/pg_ctl" -D "$work/pg" -w -l "$work/pg/log" -o \
-    "-p $PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='' \
-     -c synchronous_commit=off -c shared_buffers=1GB -c work_mem=64MB \
-     -c maintenance_work_mem=512MB -c max_wal_size=4GB" \
-    start >/dev/null
 cleanup() {
-    as_pg "$PGBIN/pg_ctl" -D "$work/pg" -m fast stop >/dev/null 2>&1 || true
+    pg_stop
     rm -rf "$work"
 }
 trap cleanup EXIT
-PGPASSWORD=bench "$PGBIN/createdb" -h 127.0.0.1 -p $PORT -U portcullis hits
+pg_start $PORT "-c shared_buffers=1GB -c work_mem=64MB -c maintenance_work_mem=512MB \
+    -c max_wal_size=4GB"
 psql() { PGPASSWORD=bench "$PGBIN/psql" -h 127.0.0.1 -p $PORT -U portcullis -d hits -Atq -v ON_ERROR_STOP=1 "$@"; }
 
 echo bench >"$work/pg-password"

@@ -16,30 +16,20 @@ QPS=${FLEET_QPS:-20000}
 SECONDS_RUN=${FLEET_SECONDS:-15}
 NODES=${FLEET_NODES:-3}
 [[ -x $BIN ]] || { echo "build first: cargo build --release" >&2; exit 1; }
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
-[[ -x $PGBIN/initdb ]] || { echo "fleet.sh: install postgresql" >&2; exit 1; }
 command -v dnsperf >/dev/null || { echo "fleet.sh: install dnsperf" >&2; exit 1; }
+source scripts/bench/pg-cluster.sh
 
 work=$(mktemp -d /tmp/portcullis-fleet.XXXXXX)
 chmod 755 "$work"
 PORT=55432
-as_pg() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-mkdir "$work/pg"
-echo bench > "$work/pw"
-[[ $(id -u) == 0 ]] && chown postgres "$work/pg" "$work/pw"
-as_pg "$PGBIN/initdb" -D "$work/pg" -U portcullis --auth-host=scram-sha-256 \
-    --auth-local=trust --pwfile="$work/pw" --no-sync >/dev/null
-as_pg "$PGBIN/pg_ctl" -D "$work/pg" -w -l "$work/pg/log" -o \
-    "-p $PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c synchronous_commit=off" \
-    start >/dev/null
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    as_pg "$PGBIN/pg_ctl" -D "$work/pg" -m fast stop >/dev/null 2>&1 || true
+    pg_stop
     rm -rf "$work"
 }
 trap cleanup EXIT
-PGPASSWORD=bench "$PGBIN/createdb" -h 127.0.0.1 -p $PORT -U portcullis hits
+pg_start $PORT
 psql() { PGPASSWORD=bench "$PGBIN/psql" -h 127.0.0.1 -p $PORT -U portcullis -d hits -At -c "$1"; }
 cpu() { awk '{ printf "%.1f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
 
