@@ -61,6 +61,18 @@ pub fn compile_summary(report: &CompileSummary) -> String {
                 }
             );
         }
+        if feed.parse.apexes_open > 0 {
+            let _ = writeln!(
+                out,
+                "  below-only rules (*.name): {} leave their own name open{}",
+                feed.parse.apexes_open,
+                if feed.format == Some(crate::formats::Format::Plain) {
+                    " (a wildcard-domains list? set format = \"wildcard\" in its [[feed]])"
+                } else {
+                    ""
+                }
+            );
+        }
         if !feed.parse.skipped.is_empty() {
             let kinds: Vec<String> = feed
                 .parse

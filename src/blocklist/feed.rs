@@ -264,6 +264,7 @@ impl FeedBuilder {
         let key = |e: &RawEntry| &arena[e.start as usize..e.start as usize + usize::from(e.len)];
         let order = |a: &RawEntry, b: &RawEntry| key(a).cmp(key(b)).then(a.start.cmp(&b.start));
         self.entries = sort_in_two(std::mem::take(&mut self.entries), order);
+        report.apexes_open = apexes_open(&self.arena, &self.entries, &self.metas);
         self.arena.shrink_to_fit();
         self.entries.shrink_to_fit();
         tracing::debug!(feed = %self.source.name, entries = self.entries.len(), sort_ms = started.elapsed().as_millis() as u64, "feed sorted");
@@ -278,6 +279,42 @@ impl FeedBuilder {
             nets: self.nets,
         }
     }
+}
+
+/// How many below-only block rules (`*.name`) leave their apex open: no
+/// rule of the same feed blocks `name` itself. Tells the operator when a
+/// list read as plain may have meant `format = "wildcard"`.
+fn apexes_open(arena: &[u8], entries: &[RawEntry], metas: &[LocalMeta]) -> usize {
+    let key = |e: &RawEntry| &arena[e.start as usize..e.start as usize + usize::from(e.len)];
+    let blocks = |e: &&RawEntry, scope: Scope| {
+        let meta = &metas[e.meta as usize];
+        meta.verdict == Verdict::Block && meta.scope == scope
+    };
+    if !entries.iter().any(|e| blocks(&e, Scope::Below)) {
+        return 0;
+    }
+    let subtree: std::collections::HashSet<&[u8]> = entries
+        .iter()
+        .filter(|e| blocks(e, Scope::Subtree))
+        .map(key)
+        .collect();
+    let exact: std::collections::HashSet<&[u8]> = entries
+        .iter()
+        .filter(|e| blocks(e, Scope::Exact))
+        .map(key)
+        .collect();
+    let covered = |k: &[u8]| {
+        exact.contains(k)
+            || k.iter()
+                .enumerate()
+                .filter(|(_, b)| **b == domain::KEY_SEPARATOR)
+                .any(|(i, _)| subtree.contains(&k[..=i]))
+    };
+    entries
+        .iter()
+        .filter(|e| blocks(e, Scope::Below))
+        .filter(|e| !covered(key(e)))
+        .count()
 }
 
 /// Sort, using a second thread for half of a large input and merging the

@@ -35,6 +35,8 @@ pub fn detect_text(head: &str) -> Option<Format> {
     }
     let mut saw_plain = false;
     let mut saw_anything = false;
+    // A list whose every name line is `*.name` is a wildcard-domains list.
+    let (mut starred, mut bare) = (0usize, 0usize);
     for line in head.lines().take(500) {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -72,9 +74,19 @@ pub fn detect_text(head: &str) -> Option<Format> {
         if first.parse::<IpAddr>().is_ok() && tokens.next().is_some() {
             return Some(Format::Hosts);
         }
-        if plain::looks_like_name(first) || parse_net(first).is_some() {
+        if plain::looks_like_name(first) {
+            saw_plain = true;
+            if first.starts_with("*.") {
+                starred += 1;
+            } else {
+                bare += 1;
+            }
+        } else if parse_net(first).is_some() {
             saw_plain = true;
         }
+    }
+    if starred > 0 && bare == 0 {
+        return Some(Format::Wildcard);
     }
     // An empty list (or one of comments only) is a valid plain list with
     // no entries; the shrink guard decides whether to believe it.
@@ -91,7 +103,12 @@ mod tests {
             ("# c\nevil.com\tmalware\temotet\n", Format::Tsv),
             ("# c\n\nevil.com\nbad.org # x\n", Format::Plain),
             ("192.0.2.1\n203.0.113.0/24\n", Format::Plain),
-            ("*.evil.com\n", Format::Plain),
+            ("*.evil.com\n", Format::Wildcard),
+            (
+                "# Title: HaGeZi's Pro DNS Blocklist\n*.evil.com\n*.bad.org\n",
+                Format::Wildcard,
+            ),
+            ("evil.com\n*.wild.example\n", Format::Plain),
             (
                 "# hosts\n127.0.0.1 localhost\n0.0.0.0 evil.com\n",
                 Format::Hosts,

@@ -141,6 +141,7 @@ fn parse_bounded(
     let mut parser: Box<dyn LineParser> = match format {
         Format::Stix => return stix::parse(reader, SystemTime::now(), sink),
         Format::Plain => Box::new(Stateless(plain::parse_line)),
+        Format::Wildcard => Box::new(Stateless(plain::parse_wildcard_line)),
         Format::Tsv => Box::new(Stateless(tsv::parse_line)),
         Format::Hosts => Box::new(Stateless(hosts::parse_line)),
         Format::Adblock => Box::new(Stateless(adblock::parse_line)),
@@ -267,8 +268,9 @@ mod proptests {
 
     use super::*;
 
-    const FORMATS: [Format; 8] = [
+    const FORMATS: [Format; 9] = [
         Format::Plain,
+        Format::Wildcard,
         Format::Tsv,
         Format::Hosts,
         Format::Adblock,

@@ -2,12 +2,32 @@
 //! after the name). A threat list entry covers the name and everything below
 //! it (subtree); `*.name` covers only the names below `name`. A line that
 //! is an address or a CIDR range is an address indicator (answer-IP policy).
+//!
+//! The wildcard format is the same syntax read as its publishers mean it:
+//! `*.name` is the name and everything below it.
 
 use super::{Indicator, LineError, LineOutcome, Scope};
 use crate::domain;
 
 pub(super) fn parse_line(
     line: &str,
+    sink: &mut dyn FnMut(Indicator<'_>),
+) -> Result<LineOutcome, LineError> {
+    parse_with(line, Scope::Below, sink)
+}
+
+/// A wildcard-domains list line: `*.name` is the name and everything below
+/// it, as the lists' publishers and dnscrypt-proxy mean it.
+pub(super) fn parse_wildcard_line(
+    line: &str,
+    sink: &mut dyn FnMut(Indicator<'_>),
+) -> Result<LineOutcome, LineError> {
+    parse_with(line, Scope::Subtree, sink)
+}
+
+fn parse_with(
+    line: &str,
+    star_scope: Scope,
     sink: &mut dyn FnMut(Indicator<'_>),
 ) -> Result<LineOutcome, LineError> {
     let text = match line.find('#') {
@@ -23,7 +43,7 @@ pub(super) fn parse_line(
         return Ok(LineOutcome::Loaded(1));
     }
     let (scope, name) = match text.strip_prefix("*.") {
-        Some(rest) => (Scope::Below, rest),
+        Some(rest) => (star_scope, rest),
         None => (Scope::Subtree, text),
     };
     sink(Indicator::block(domain::normalize(name)?, scope));
@@ -49,6 +69,22 @@ mod tests {
         let (got, report) = parse_str("::\n", Format::Plain);
         let names: Vec<&str> = got.iter().map(|(n, ..)| n.as_str()).collect();
         assert_eq!(names, ["::/128"]);
+        assert_eq!(report.rejected, 0);
+    }
+
+    #[test]
+    fn a_wildcard_list_blocks_the_name_and_below() {
+        let text = "# Title: wildcard\n*.evil.example\nbare.example\n192.0.2.1\n";
+        let (got, report) = parse_str(text, Format::Wildcard);
+        let names: Vec<(&str, Scope)> = got.iter().map(|(n, s, ..)| (n.as_str(), *s)).collect();
+        assert_eq!(
+            names,
+            [
+                ("evil.example", Scope::Subtree),
+                ("bare.example", Scope::Subtree),
+                ("192.0.2.1/32", Scope::Exact),
+            ]
+        );
         assert_eq!(report.rejected, 0);
     }
 

@@ -233,8 +233,8 @@ pub fn parse(
                     report.skip("file-hash");
                     continue;
                 }
-                _ => {
-                    report.skip("other-object");
+                other => {
+                    report.skip(pattern::unacted_kind(other));
                     continue;
                 }
             };
@@ -373,5 +373,22 @@ mod tests {
             parse(&b"{not json"[..], SystemTime::now(), &mut |_| {}),
             Err(ReadError::Stix(_))
         ));
+    }
+
+    #[test]
+    fn patterns_on_objects_we_do_not_act_on_are_skipped_by_kind() {
+        let doc = r#"[
+          {"type": "indicator", "id": "indicator--nt", "valid_from": "2024-01-01T00:00:00Z",
+           "pattern": "[network-traffic:dst_ref.value = '198.51.100.7' OR network-traffic:dst_port = '443']"},
+          {"type": "indicator", "id": "indicator--rr", "valid_from": "2024-01-01T00:00:00Z",
+           "pattern": "[domain-name:resolves_to_refs[*].value = '198.51.100.8']"},
+          {"type": "indicator", "id": "indicator--ok", "valid_from": "2024-01-01T00:00:00Z",
+           "pattern": "[domain-name:value = 'ok.example']"}
+        ]"#;
+        let (got, report) = collect(doc, "2026-01-01T00:00:00Z");
+        assert_eq!(got.len(), 1);
+        assert_eq!(report.rejected, 0, "{:?}", report.first_rejects);
+        assert_eq!(report.skipped.get("network-traffic"), Some(&2));
+        assert_eq!(report.skipped.get("domain-name:resolves_to_refs"), Some(&1));
     }
 }

@@ -119,6 +119,10 @@ pub fn parse_net(text: &str) -> Option<IpNet> {
 pub enum Format {
     /// One name a line, `#` comments; `*.name` means below-only.
     Plain,
+    /// The "wildcard domains" lists (hagezi, StevenBlack's DNSCrypt files):
+    /// one `*.name` a line, meaning the name and everything below it, as
+    /// dnscrypt-proxy reads them.
+    Wildcard,
     /// `domain<TAB>category<TAB>family`, as maltrail-derived lists use.
     Tsv,
     /// `/etc/hosts` style: `0.0.0.0 name [name...]`.
@@ -139,6 +143,7 @@ impl Format {
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Plain => "plain",
+            Format::Wildcard => "wildcard",
             Format::Tsv => "tsv",
             Format::Hosts => "hosts",
             Format::Adblock => "adblock",
@@ -212,6 +217,9 @@ pub struct ParseCounts {
     pub expired: usize,
     /// STIX indicators whose `valid_from` is still to come.
     pub not_yet_valid: usize,
+    /// Below-only rules (`*.name`) whose apex no rule of the same feed
+    /// blocks: names the publisher may have meant to block that resolve.
+    pub apexes_open: usize,
     /// The next time the feed's contents change by the clock alone (the
     /// earliest future `valid_until` or `valid_from`): a reload is due then.
     pub next_change: Option<SystemTime>,

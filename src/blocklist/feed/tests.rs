@@ -42,3 +42,27 @@ fn entries_come_out_sorted_with_file_order_for_ties() {
     let second = feed.metas()[feed.entries()[1].meta as usize];
     assert_eq!(second.detail.map(|d| feed.string(d)), Some("second"));
 }
+
+#[test]
+fn below_only_rules_whose_apex_no_rule_blocks_are_counted() {
+    let mut b = FeedBuilder::new(FeedSource::feed("f".into(), None));
+    for (name, scope) in [
+        ("open.example", Scope::Below),
+        ("same.example", Scope::Below),
+        ("same.example", Scope::Exact),
+        ("a.parent.example", Scope::Below),
+        ("parent.example", Scope::Subtree),
+        ("b.exactparent.example", Scope::Below),
+        ("exactparent.example", Scope::Exact),
+        ("other.example", Scope::Subtree),
+    ] {
+        b.add(Indicator::block(name.into(), scope));
+    }
+    let mut allowed = Indicator::block("allowed.example".into(), Scope::Below);
+    allowed.verdict = Verdict::Allow;
+    b.add(allowed);
+    let feed = b.finish(ParseCounts::default());
+    // open.example and b.exactparent.example (an exact rule on the parent
+    // does not cover a child); an allow rule is not a block left open.
+    assert_eq!(feed.report.apexes_open, 2);
+}

@@ -90,7 +90,15 @@ fn tokenize(pattern: &str) -> Result<Vec<Token>, PatternError> {
                 // (`file:hashes.'SHA-256'`).
                 let mut word = String::new();
                 while let Some(&c) = chars.peek() {
-                    if c == '\'' && word.ends_with('.') {
+                    if c == '[' && word.contains(':') {
+                        // A list step inside a path: `resolves_to_refs[*]`.
+                        for c in chars.by_ref() {
+                            word.push(c);
+                            if c == ']' {
+                                break;
+                            }
+                        }
+                    } else if c == '\'' && word.ends_with('.') {
                         chars.next();
                         word.push('\'');
                         word.push_str(&quoted(&mut chars)?);
@@ -109,6 +117,42 @@ fn tokenize(pattern: &str) -> Result<Vec<Token>, PatternError> {
         }
     }
     Ok(tokens)
+}
+
+/// The skip kind for a comparison on a path we do not act on: its object
+/// type (or, for a domain name, the property), from a fixed list so a
+/// feed cannot grow the report without bound.
+pub(super) fn unacted_kind(path: &str) -> &'static str {
+    const TYPES: [&str; 14] = [
+        "artifact",
+        "autonomous-system",
+        "directory",
+        "email-addr",
+        "email-message",
+        "mac-addr",
+        "mutex",
+        "network-traffic",
+        "process",
+        "software",
+        "user-account",
+        "windows-registry-key",
+        "x509-certificate",
+        "file",
+    ];
+    let (object, property) = path.split_once(':').unwrap_or((path, ""));
+    if object == "domain-name" || object == "ipv4-addr" || object == "ipv6-addr" {
+        let stem = property.split(['[', '.']).next().unwrap_or("");
+        return match (object, stem) {
+            ("domain-name", "resolves_to_refs") => "domain-name:resolves_to_refs",
+            ("ipv4-addr" | "ipv6-addr", "resolves_to_refs") => "ip-addr:resolves_to_refs",
+            ("ipv4-addr" | "ipv6-addr", "belongs_to_refs") => "ip-addr:belongs_to_refs",
+            _ => "other-property",
+        };
+    }
+    TYPES
+        .into_iter()
+        .find(|t| *t == object)
+        .unwrap_or("other-object")
 }
 
 /// The `(path, value)` comparisons of an all-OR pattern.
@@ -243,6 +287,19 @@ mod tests {
             skip("[domain-name:value != 'a']"),
             PatternError::Skip("operator")
         );
+        assert_eq!(
+            ok("[domain-name:resolves_to_refs[*].value = '198.51.100.3']")[0].0,
+            "domain-name:resolves_to_refs[*].value"
+        );
+        assert_eq!(
+            unacted_kind("domain-name:resolves_to_refs[*].value"),
+            "domain-name:resolves_to_refs"
+        );
+        assert_eq!(
+            unacted_kind("network-traffic:dst_ref.value"),
+            "network-traffic"
+        );
+        assert_eq!(unacted_kind("x-custom:thing"), "other-object");
         assert!(matches!(
             skip("[domain-name:value = 'a'"),
             PatternError::Syntax(_)
