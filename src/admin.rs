@@ -16,6 +16,7 @@
 //! | `GET /api/v1/orgs/{org}/report` | the report (`format=json|csv|html`) |
 //! | `GET /api/v1/report` | across organisations (operator only) |
 //! | `GET /api/v1/check` | one name against the live list and policy (`name`, `type`, `client`, `org`, `resolve`) |
+//! | `GET /api/v1/feeds` | every feed file and remote source: version, last attempt and success, entries, last failure (operator only) |
 //!
 //! Filters are query parameters: `since`, `until` (a duration back from
 //! now like `24h`, an RFC 3339 time, or a date), `client`, `domain`,
@@ -34,6 +35,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+mod feeds;
 mod review;
 
 use review::{check, hit, hits, report_all, report_org, whoami};
@@ -54,6 +56,8 @@ pub struct AdminState {
     /// The running resolver, for `/api/v1/check`; `None` where the admin
     /// routes run without one (tests of the review API).
     pub checker: Option<Arc<crate::server::Handler>>,
+    /// What the remote feed sources last did, for `/api/v1/feeds`.
+    pub sources: Option<Arc<crate::sources::Registry>>,
 }
 
 /// Who may read what: each organisation's token, and the operator's.
@@ -99,6 +103,7 @@ impl AdminState {
             access: Arc::new(arc_swap::ArcSwap::from_pointee(Access::from_config(config))),
             health,
             checker: None,
+            sources: None,
         }
     }
 }
@@ -112,6 +117,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/report", get(report_all))
         .route("/api/v1/check", get(check))
+        .route("/api/v1/feeds", get(feeds::feeds))
         .route("/api/v1/orgs/{org}/hits", get(hits))
         .route("/api/v1/orgs/{org}/hits/{id}", get(hit))
         .route("/api/v1/orgs/{org}/report", get(report_org))

@@ -63,6 +63,7 @@ pub mod report;
 pub mod resolve;
 pub mod serve;
 pub mod server;
+pub mod sources;
 pub mod summary;
 pub mod taxii;
 pub mod telemetry;

@@ -69,6 +69,16 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Every feed file and remote source (TAXII, download) of the running
+    /// resolver: version held, last attempt and success, entries, last
+    /// failure. Asks its admin API with the operator's token
+    /// (PORTCULLIS_TOKEN or --token-file).
+    Feeds {
+        #[command(flatten)]
+        feeds: cmd::feeds::Args,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -152,6 +162,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => cmd::serve::run(&config.path),
         Command::Compile { config } => cmd::compile::run(&config.path),
+        Command::Feeds { feeds, config } => cmd::feeds::run(&feeds, &config.path),
         Command::Check {
             check,
             offline,

@@ -13,7 +13,8 @@
 //! * the API's tokens, for the next request;
 //! * feed settings, actions, allow and protected lists: the blocklist is
 //!   rebuilt with them (after SIGHUP as always; after a file change too);
-//! * TAXII collections: the pollers are restarted when they changed;
+//! * TAXII collections and downloads: the pullers are restarted when they
+//!   changed;
 //! * the hit log's retention, size cap, JSON stream and coalescing: the
 //!   writer takes them between batches.
 //!
@@ -54,7 +55,9 @@ pub struct Reconfigurer {
     pub blocklist: mpsc::Sender<Trigger>,
     /// The hit-log writer, when it runs.
     pub hitlog: Option<std::sync::mpsc::Sender<crate::hitlog::writer::Settings>>,
-    pub taxii: Vec<tokio::task::AbortHandle>,
+    /// The TAXII and download pullers, and what they last did.
+    pub pullers: crate::sources::Pullers,
+    pub sources: Arc<crate::sources::Registry>,
 }
 
 impl Reconfigurer {
@@ -111,12 +114,14 @@ impl Reconfigurer {
         if let Some(access) = &self.access {
             access.store(Arc::new(Access::from_config(&next)));
         }
-        if differs(&running.taxii, &next.taxii) {
-            for poller in self.taxii.drain(..) {
-                poller.abort();
-            }
-            self.taxii = crate::taxii::spawn_pollers(&next);
-            tracing::info!(collections = next.taxii.len(), "TAXII pollers restarted");
+        if crate::sources::Pullers::changed(&running, &next) {
+            self.pullers.stop();
+            self.pullers = crate::sources::Pullers::spawn(&next, &self.sources);
+            tracing::info!(
+                taxii = next.taxii.len(),
+                downloads = next.downloads.len(),
+                "feed source pullers restarted"
+            );
         }
         if let Some(hitlog) = &self.hitlog
             && differs(&running.hitlog, &next.hitlog)

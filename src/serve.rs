@@ -297,10 +297,12 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         ));
     }
     lifecycle::spawn_watchdog();
+    let sources = crate::sources::Registry::new();
     let mut access = None;
     if let Some(listener) = bound.admin {
         let mut state = crate::admin::AdminState::new(&config, prometheus, Arc::clone(&health));
         state.checker = Some(Arc::clone(&handler));
+        state.sources = Some(Arc::clone(&sources));
         access = Some(Arc::clone(&state.access));
         let state = Arc::new(state);
         let app = crate::admin::router(state);
@@ -353,7 +355,8 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         access,
         blocklist: trigger_tx,
         hitlog: hitlog.as_ref().map(|h| h.updates()),
-        taxii: crate::taxii::spawn_pollers(&config),
+        pullers: crate::sources::Pullers::spawn(&config, &sources),
+        sources,
     };
     tokio::spawn(reconfigurer.run(causes));
     Ok(Running {

@@ -29,7 +29,10 @@ pub const TAXII_MEDIA_TYPE: &str = "application/taxii+json;version=2.1";
 /// A failed pull is logged and the previous bundle stays.
 /// Returns the pollers' handles, to stop them when a config reload
 /// changes the collections.
-pub fn spawn_pollers(config: &crate::config::Config) -> Vec<tokio::task::AbortHandle> {
+pub fn spawn_pollers(
+    config: &crate::config::Config,
+    registry: &std::sync::Arc<crate::sources::Registry>,
+) -> Vec<tokio::task::AbortHandle> {
     let mut pollers = Vec::new();
     if config.taxii.is_empty() {
         return pollers;
@@ -45,20 +48,36 @@ pub fn spawn_pollers(config: &crate::config::Config) -> Vec<tokio::task::AbortHa
         let client = client.clone();
         let feeds_dir = config.blocklist.feeds_dir.clone();
         let state_dir = config.blocklist.state_dir.clone();
+        let file = feed_file_name(&source);
+        registry.register(
+            "taxii",
+            &file,
+            &objects_url(&source),
+            load_state(&state_dir, &source.name).added_after,
+        );
+        let registry = std::sync::Arc::clone(registry);
         let poller = tokio::spawn(async move {
             let mut interval =
                 tokio::time::interval(Duration::from_secs(source.poll_interval_secs));
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 interval.tick().await;
-                match pull(&source, &client, &feeds_dir, &state_dir).await {
+                let outcome = pull(&source, &client, &feeds_dir, &state_dir).await;
+                let outcome = match outcome {
                     Ok(r) => {
-                        tracing::info!(taxii = %source.name, received = r.received, total = r.total, "TAXII pull done")
+                        tracing::info!(taxii = %source.name, received = r.received, total = r.total, "TAXII pull done");
+                        Ok(crate::sources::Pulled {
+                            version: r.added_after,
+                            changed: r.received > 0,
+                        })
                     }
                     Err(error) => {
-                        tracing::warn!(%error, "TAXII pull failed; the previous bundle stays")
+                        tracing::warn!(%error, "TAXII pull failed; the previous bundle stays");
+                        Err(error.to_string())
                     }
-                }
+                };
+                crate::sources::count_pull("taxii", &outcome);
+                registry.record(&file, &outcome);
             }
         });
         pollers.push(poller.abort_handle());
@@ -131,6 +150,17 @@ struct Envelope {
     objects: Vec<Value>,
 }
 
+fn state_path(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("taxii").join(format!("{name}.json"))
+}
+
+fn load_state(state_dir: &Path, name: &str) -> State {
+    std::fs::read(state_path(state_dir, name))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
 /// The feed file a TAXII source writes.
 pub fn feed_file_name(config: &TaxiiConfig) -> String {
     format!("taxii-{}.json", config.name)
@@ -193,13 +223,8 @@ pub async fn pull(
     state_dir: &Path,
 ) -> Result<PullCounts, TaxiiError> {
     let name = config.name.clone();
-    let state_path = state_dir
-        .join("taxii")
-        .join(format!("{}.json", config.name));
-    let state: State = std::fs::read(&state_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let state_path = state_path(state_dir, &config.name);
+    let state = load_state(state_dir, &config.name);
     let password = secret(config, &config.password_file, &config.password_env)?;
     let token = secret(config, &config.token_file, &config.token_env)?;
     let url = objects_url(config);

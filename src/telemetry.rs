@@ -32,6 +32,7 @@ pub const RELOADS: &str = "portcullis_reloads_total";
 pub const LAST_RELOAD: &str = "portcullis_last_successful_reload_timestamp_seconds";
 pub const RELOAD_DURATION: &str = "portcullis_rebuild_duration_seconds";
 pub const FEED_ERRORS: &str = "portcullis_feed_errors_total";
+pub const SOURCE_PULLS: &str = "portcullis_feed_source_pulls_total";
 pub const HITLOG_WRITTEN: &str = "portcullis_hitlog_written_total";
 pub const HITLOG_DROPPED: &str = "portcullis_hitlog_dropped_total";
 pub const HITLOG_ERRORS: &str = "portcullis_hitlog_errors_total";
@@ -88,6 +89,7 @@ pub const ALL: &[&str] = &[
     LAST_RELOAD,
     RELOAD_DURATION,
     FEED_ERRORS,
+    SOURCE_PULLS,
     HITLOG_WRITTEN,
     HITLOG_DROPPED,
     HITLOG_ERRORS,
@@ -279,6 +281,10 @@ fn describe() {
     describe_counter!(
         FEED_ERRORS,
         "Feed files that could not be used in a reload (the last good contents stay)."
+    );
+    describe_counter!(
+        SOURCE_PULLS,
+        "Pulls of remote feed sources, by kind (taxii, download) and result (changed, unchanged, error)."
     );
     describe_counter!(
         HITLOG_WRITTEN,

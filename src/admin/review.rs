@@ -18,7 +18,7 @@ use crate::hitlog::{now_ms, parse_time};
 use crate::report::{self, OutputFormat};
 use crate::telemetry;
 
-pub(super) struct ApiError(StatusCode, String);
+pub(super) struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -46,7 +46,7 @@ fn denied(reason: &'static str) {
 }
 
 impl AdminState {
-    fn principal(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    pub(super) fn principal(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -104,7 +104,7 @@ impl AdminState {
         }
     }
 
-    fn forbidden(&self, mine: &OrgAccess, asked: &str) -> ApiError {
+    pub(super) fn forbidden(&self, mine: &OrgAccess, asked: &str) -> ApiError {
         let mine = &mine.id;
         tracing::warn!(token_org = %mine, asked_for = %asked, "API: a token asked for another organisation's data");
         denied("other_org");

@@ -4,17 +4,13 @@
 //! with `--resolve`, a real resolution. `--offline` compiles the config's
 //! feeds here, for a host where the resolver is not running.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 
 use super::{UsageError, init_tracing, load_config};
-
-/// The environment variable that holds the API token.
-const TOKEN_ENV: &str = "PORTCULLIS_TOKEN";
 
 pub fn offline(name: &str, path: &Path) -> anyhow::Result<ExitCode> {
     let config = load_config(path)?;
@@ -58,97 +54,29 @@ pub struct Live {
 pub fn live(args: &Live, path: &Path) -> anyhow::Result<ExitCode> {
     let config = load_config(path)?;
     init_tracing(&config);
-    let Some(listen) = args.admin.or(config.admin.listen) else {
-        return Err(UsageError::msg(format!(
-            "{}: [admin] listen is not set, so the running resolver cannot be asked; \
-             use --offline to compile the feeds here",
-            config.path.display()
-        )));
+    let mut query = vec![("name", args.name.clone()), ("type", args.qtype.clone())];
+    if let Some(client) = args.client {
+        query.push(("client", client.to_string()));
+    }
+    if let Some(org) = &args.org {
+        query.push(("org", org.clone()));
+    }
+    if args.resolve {
+        query.push(("resolve", "true".to_owned()));
+    }
+    let ask = super::api::Ask {
+        admin: args.admin,
+        token_file: args.token_file.as_deref(),
+        what: "the check",
+        offline: Some("--offline compiles the feeds here instead"),
     };
-    let token = token(args.token_file.as_deref())?;
-    let addr = reachable(listen);
-    let mut url = reqwest::Url::parse(&format!("http://{addr}/api/v1/check"))
-        .context("building the admin URL")?;
-    {
-        let mut q = url.query_pairs_mut();
-        q.append_pair("name", &args.name);
-        q.append_pair("type", &args.qtype);
-        if let Some(client) = args.client {
-            q.append_pair("client", &client.to_string());
-        }
-        if let Some(org) = &args.org {
-            q.append_pair("org", org);
-        }
-        if args.resolve {
-            q.append_pair("resolve", "true");
-        }
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the HTTP client")?;
-    let (status, body) = runtime
-        .block_on(async {
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()?;
-            let response = client.get(url.clone()).bearer_auth(&token).send().await?;
-            let status = response.status();
-            Ok::<_, reqwest::Error>((status, response.text().await?))
-        })
-        .with_context(|| {
-            format!(
-                "cannot reach the running resolver's admin listener at {addr} \
-             (is it running? --offline compiles the feeds here instead)"
-            )
-        })?;
-    let json: serde_json::Value = serde_json::from_str(&body)
-        .with_context(|| format!("the admin listener at {addr} answered {status}: {body}"))?;
-    if !status.is_success() {
-        let message = json["error"].as_str().unwrap_or(&body);
-        let error = anyhow::anyhow!("the resolver refused the check ({status}): {message}");
-        return Err(if status.is_client_error() {
-            UsageError(error).into()
-        } else {
-            error
-        });
-    }
+    let json = super::api::get(&config, &ask, "/api/v1/check", &query)?;
     if args.json {
         println!("{json:#}");
     } else {
         print!("{}", text(&json, &args.qtype));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The token from `--token-file` or the environment.
-fn token(file: Option<&Path>) -> anyhow::Result<String> {
-    let token = match file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading the token file {}", path.display()))?,
-        None => std::env::var(TOKEN_ENV).map_err(|_| {
-            UsageError::msg(format!(
-                "the admin API needs a token: set {TOKEN_ENV} or pass --token-file \
-                 (or use --offline)"
-            ))
-        })?,
-    };
-    let token = token.trim().to_owned();
-    if token.is_empty() {
-        return Err(UsageError::msg("the API token is empty"));
-    }
-    Ok(token)
-}
-
-/// Where to connect for a listener bound to `listen`: a wildcard address
-/// is reached over loopback.
-fn reachable(listen: SocketAddr) -> SocketAddr {
-    let ip = match listen.ip() {
-        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    SocketAddr::new(ip, listen.port())
 }
 
 /// The report as text for a terminal.

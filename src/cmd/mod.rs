@@ -2,9 +2,11 @@
 //! calls one of them. Each returns the exit code or an error; an error
 //! wrapped in [`UsageError`] exits with 64 (EX_USAGE), any other with 1.
 
+pub mod api;
 pub mod check;
 pub mod compile;
 pub mod config_check;
+pub mod feeds;
 pub mod review;
 pub mod serve;
 pub mod taxii;

@@ -34,13 +34,13 @@ mod tests;
 
 pub use raw::{
     DeletedFeeds, DnssecMode, LogFormat, OverLimit, RawAdmin, RawBlockPage, RawBlocklist,
-    RawConfig, RawDnstap, RawFeed, RawHitlog, RawLimits, RawLog, RawOrganisation, RawResolver,
-    RawServer, RawTaxii, ResolverMode,
+    RawConfig, RawDnstap, RawDownload, RawFeed, RawHitlog, RawLimits, RawLog, RawOrganisation,
+    RawResolver, RawServer, RawTaxii, ResolverMode,
 };
 pub use sections::{
-    AdminConfig, BlockPageConfig, BlocklistConfig, DnstapConfig, DnstapTarget, EncryptedConfig,
-    FeedConfig, HitlogConfig, LimitsConfig, LogConfig, Organisation, PostgresConfig,
-    ResolverConfig, ServerConfig, TaxiiConfig,
+    AdminConfig, BlockPageConfig, BlocklistConfig, DnstapConfig, DnstapTarget, DownloadConfig,
+    EncryptedConfig, FeedConfig, HitlogConfig, LimitsConfig, LogConfig, Organisation,
+    PostgresConfig, ResolverConfig, ServerConfig, TaxiiConfig,
 };
 
 /// A config file that cannot be used; the message names the file and key.
@@ -82,6 +82,8 @@ pub struct Config {
     pub hitlog: HitlogConfig,
     pub log: LogConfig,
     pub taxii: Vec<TaxiiConfig>,
+    /// HTTP(S) feed sources; their feed settings are in `feeds`.
+    pub downloads: Vec<DownloadConfig>,
     pub limits: LimitsConfig,
     pub dnstap: Option<DnstapConfig>,
     /// Keys that are valid but ignored or not yet effective, each as
@@ -116,8 +118,12 @@ impl Config {
         let server = validate::server(raw.server, &mut cx)?;
         let resolver = validate::resolver(raw.resolver, &mut cx)?;
         let blocklist = validate::blocklist(raw.blocklist, &cx)?;
-        validate::sinkhole(&blocklist, &raw.actions, &raw.feeds, &cx)?;
-        let feeds = validate::feeds(raw.feeds, &cx)?;
+        let (downloads, download_feeds) =
+            validate::downloads(raw.downloads, &raw.feeds, &blocklist, &cx)?;
+        let mut raw_feeds = raw.feeds;
+        raw_feeds.extend(download_feeds);
+        validate::sinkhole(&blocklist, &raw.actions, &raw_feeds, &cx)?;
+        let feeds = validate::feeds(raw_feeds, &cx)?;
         let organisations = validate::organisations(raw.organisations, &blocklist, &cx)?;
         let admin = validate::admin(raw.admin, &mut cx)?;
         validate::reporting_only(&server, &admin, &cx)?;
@@ -134,7 +140,7 @@ impl Config {
             Some(d) => Some(validate::dnstap(d, &server.node_id, &cx)?),
             None => None,
         };
-        validate::feed_files_present(&feeds, &blocklist.feeds_dir, &taxii, &mut cx);
+        validate::feed_files_present(&feeds, &blocklist.feeds_dir, &taxii, &downloads, &mut cx);
         Ok(Config {
             path: path.to_path_buf(),
             server,
@@ -148,6 +154,7 @@ impl Config {
             hitlog,
             log,
             taxii,
+            downloads,
             limits,
             dnstap,
             warnings: cx.into_warnings(),

@@ -382,3 +382,19 @@ pub struct TaxiiConfig {
     /// Objects asked for per page (`limit`).
     pub page_size: u32,
 }
+
+/// One `[[download]]`: a feed file fetched over HTTP(S) on an interval
+/// and written into feeds_dir, where the file-drop path compiles it. Its
+/// feed settings are in [`super::Config::feeds`] under the same file name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DownloadConfig {
+    pub url: String,
+    /// File name inside feeds_dir.
+    pub file: String,
+    pub interval_secs: u64,
+    pub sha256_url: Option<String>,
+    /// Bytes of body (as sent, before gzip is undone) taken at most.
+    pub max_bytes: u64,
+    /// Absolute.
+    pub ca_file: Option<PathBuf>,
+}

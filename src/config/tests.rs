@@ -373,3 +373,53 @@ fn an_empty_listen_is_a_reporting_instance_and_needs_the_admin_listener() {
     );
     assert!(!parse("").unwrap().server.is_reporting_only());
 }
+
+#[test]
+fn a_download_is_a_source_and_the_feed_settings_of_its_file() {
+    let c = parse(
+        "[[download]]\nurl = \"https://lists.example/pro.txt\"\nfile = \"pro.txt\"\n\
+         format = \"wildcard\"\ncategory = \"ads\"\nca_file = \"ca.pem\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.downloads[0].interval_secs, 3600);
+    assert_eq!(c.downloads[0].max_bytes, c.blocklist.max_feed_mib << 20);
+    assert_eq!(
+        c.downloads[0].ca_file.as_deref(),
+        Some(Path::new("/etc/portcullis/ca.pem"))
+    );
+    let settings = c.feed_settings("pro.txt").unwrap();
+    assert_eq!(settings.format, Some(crate::formats::Format::Wildcard));
+    assert_eq!(settings.category.as_deref(), Some("ads"));
+
+    let err = |text: &str| parse(text).unwrap_err().to_string();
+    let e = err("[[download]]\nurl = \"http://lists.example/a.txt\"\nfile = \"a.txt\"\n");
+    assert!(e.contains("download[0].url") && e.contains("https"), "{e}");
+    let e = err("[[download]]\nurl = \"https://lists.example/a.txt\"\nfile = \"../a.txt\"\n");
+    assert!(e.contains("download[0].file"), "{e}");
+    let e = err(
+        "[[download]]\nurl = \"https://lists.example/a.txt\"\nfile = \"a.txt\"\ninterval_secs = 5\n",
+    );
+    assert!(e.contains("download[0].interval_secs"), "{e}");
+    // A loopback mirror may be polled every second.
+    parse("[[download]]\nurl = \"http://127.0.0.1:8080/a.txt\"\nfile = \"a.txt\"\ninterval_secs = 1\n")
+        .unwrap();
+    let e = err(
+        "[[download]]\nurl = \"https://lists.example/a.txt\"\nfile = \"a.txt\"\n\
+         [[feed]]\nfile = \"a.txt\"\ncategory = \"x\"\n",
+    );
+    assert!(
+        e.contains("download[0].file") && e.contains("[[feed]]"),
+        "{e}"
+    );
+    let e = err(
+        "[[download]]\nurl = \"https://a.example/a.txt\"\nfile = \"a.txt\"\n\
+         [[download]]\nurl = \"https://b.example/a.txt\"\nfile = \"a.txt\"\n",
+    );
+    assert!(
+        e.contains("download[1].file") && e.contains("two downloads"),
+        "{e}"
+    );
+    let e =
+        err("[[download]]\nurl = \"https://lists.example/a.txt\"\nfile = \"a.txt\"\nsecret = 1\n");
+    assert!(e.contains("unknown field `secret`"), "{e}");
+}

@@ -46,6 +46,7 @@ mod differential;
 mod dnssec;
 mod dnstap;
 mod docs;
+mod download;
 pub mod encrypted;
 mod fleet;
 mod fleet_view;

@@ -23,9 +23,11 @@ use crate::policy::Action;
 
 mod limits;
 mod server;
+mod sources;
 
 pub use limits::{OverLimit, RawLimits};
 pub use server::RawServer;
+pub use sources::RawDownload;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +55,8 @@ pub struct RawConfig {
     pub log: RawLog,
     #[serde(default, rename = "taxii")]
     pub taxii: Vec<RawTaxii>,
+    #[serde(default, rename = "download")]
+    pub downloads: Vec<RawDownload>,
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]

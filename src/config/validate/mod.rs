@@ -22,17 +22,19 @@ use super::raw::{
     RawResolver, ResolverMode,
 };
 use super::sections::{
-    AdminConfig, BlockPageConfig, BlocklistConfig, FeedConfig, LimitsConfig, LogConfig,
-    Organisation, ResolverConfig, TaxiiConfig,
+    AdminConfig, BlockPageConfig, BlocklistConfig, DownloadConfig, FeedConfig, LimitsConfig,
+    LogConfig, Organisation, ResolverConfig, TaxiiConfig,
 };
 use crate::policy::Action;
 
 mod hitlog;
 mod server;
+mod sources;
 mod taxii;
 
 pub(super) use hitlog::{dnstap, hitlog};
 pub(super) use server::{reporting_only, server};
+pub(super) use sources::downloads;
 
 /// The host name, as a node id: the kernel's, cut to what a node id may
 /// hold; "localhost" when there is none.
@@ -303,18 +305,23 @@ pub(super) fn feeds(raw: Vec<RawFeed>, cx: &Checker) -> Result<Vec<FeedConfig>, 
 /// TAXII source's file appears only after its first pull, which itself
 /// needs this config), so refusing to start would turn a late delivery or
 /// a deliberate deletion into an outage. A file a configured `[[taxii]]`
-/// source writes is not warned about, nor is anything when feeds_dir
+/// or `[[download]]` source writes is not warned about, nor is anything when feeds_dir
 /// itself is missing (the compiler reports that).
 pub(super) fn feed_files_present(
     feeds: &[FeedConfig],
     feeds_dir: &Path,
     taxii: &[TaxiiConfig],
+    downloads: &[DownloadConfig],
     cx: &mut Checker,
 ) {
     if !feeds_dir.is_dir() {
         return;
     }
-    let pulled: HashSet<String> = taxii.iter().map(crate::taxii::feed_file_name).collect();
+    let pulled: HashSet<String> = taxii
+        .iter()
+        .map(crate::taxii::feed_file_name)
+        .chain(downloads.iter().map(|d| d.file.clone()))
+        .collect();
     for (i, feed) in feeds.iter().enumerate() {
         // is_file follows links, as the compiler's listing does: a
         // dangling link is no feed.

@@ -28,7 +28,7 @@ pub(in crate::config) fn taxii(
         if !seen_names.insert(t.name.clone()) {
             return Err(cx.invalid(&key("name"), format!("{:?} is used twice", t.name)));
         }
-        check_taxii_url(&t.url).map_err(|m| cx.invalid(&key("url"), m))?;
+        super::sources::check_fetch_url(&t.url).map_err(|m| cx.invalid(&key("url"), m))?;
         if t.password_file.is_some() && t.password_env.is_some() {
             return Err(cx.invalid(
                 &key("password_file"),
@@ -75,27 +75,4 @@ pub(in crate::config) fn taxii(
         });
     }
     Ok(taxii)
-}
-
-/// TAXII over HTTPS; plain HTTP only to a loopback address (a local relay
-/// or a test server), never across a network.
-fn check_taxii_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" => {
-            let loopback = match parsed.host() {
-                Some(url::Host::Ipv4(a)) => a.is_loopback(),
-                Some(url::Host::Ipv6(a)) => a.is_loopback(),
-                Some(url::Host::Domain(d)) => d == "localhost",
-                None => false,
-            };
-            if loopback {
-                Ok(())
-            } else {
-                Err("plain http is only allowed to a loopback address; use https".into())
-            }
-        }
-        other => Err(format!("scheme {other:?}: use https")),
-    }
 }
