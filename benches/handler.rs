@@ -124,6 +124,7 @@ fn bench(c: &mut Criterion) {
             health: Arc::new(Health::new(list, Duration::from_secs(30))),
             local: Default::default(),
             tap: None,
+            notify: portcullis::sources::rpz::NotifyTargets::new(),
         }
     });
     let client: SocketAddr = "127.0.0.1:5300".parse().expect("addr");

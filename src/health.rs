@@ -38,6 +38,9 @@ pub struct Health {
     /// The forwarder to the fleet's hit store, if there is one: while it
     /// fails, a warning (DNS is unaffected and nothing is lost).
     pub forward: Option<Arc<crate::hitlog::forward::Status>>,
+    /// The remote feed sources: an RPZ zone past its SOA expire is a
+    /// warning (its data keeps serving).
+    pub sources: Option<Arc<crate::sources::Registry>>,
     /// False on a reporting-only instance (`server.listen = []`): it
     /// answers no DNS, so its upstream is not its readiness.
     pub answers_dns: bool,
@@ -74,6 +77,7 @@ impl Health {
             reload: None,
             allow_empty: false,
             forward: None,
+            sources: None,
             answers_dns: true,
         }
     }
@@ -154,6 +158,9 @@ impl Health {
         }
         if let Some(warning) = self.forward.as_ref().and_then(|f| f.warning()) {
             warnings.push(warning);
+        }
+        if let Some(sources) = &self.sources {
+            warnings.extend(sources.warnings());
         }
         Readiness {
             ready: problems.is_empty(),

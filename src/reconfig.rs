@@ -13,8 +13,8 @@
 //! * the API's tokens, for the next request;
 //! * feed settings, actions, allow and protected lists: the blocklist is
 //!   rebuilt with them (after SIGHUP as always; after a file change too);
-//! * TAXII collections and downloads: the pullers are restarted when they
-//!   changed;
+//! * TAXII collections, downloads and RPZ zones: the pullers are
+//!   restarted when they changed;
 //! * the hit log's retention, size cap, JSON stream and coalescing: the
 //!   writer takes them between batches.
 //!
@@ -58,6 +58,7 @@ pub struct Reconfigurer {
     /// The TAXII and download pullers, and what they last did.
     pub pullers: crate::sources::Pullers,
     pub sources: Arc<crate::sources::Registry>,
+    pub notify: Arc<crate::sources::rpz::NotifyTargets>,
 }
 
 impl Reconfigurer {
@@ -116,10 +117,11 @@ impl Reconfigurer {
         }
         if crate::sources::Pullers::changed(&running, &next) {
             self.pullers.stop();
-            self.pullers = crate::sources::Pullers::spawn(&next, &self.sources);
+            self.pullers = crate::sources::Pullers::spawn(&next, &self.sources, &self.notify);
             tracing::info!(
                 taxii = next.taxii.len(),
                 downloads = next.downloads.len(),
+                rpz = next.rpz.len(),
                 "feed source pullers restarted"
             );
         }

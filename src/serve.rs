@@ -236,6 +236,9 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         _ => None,
     };
     health.forward = forwarder.as_ref().map(|f| Arc::clone(f.status()));
+    let sources = crate::sources::Registry::new();
+    let notify = crate::sources::rpz::NotifyTargets::new();
+    health.sources = Some(Arc::clone(&sources));
     let health = Arc::new(health);
     let hitlog = if config.hitlog.enabled {
         Some(
@@ -264,6 +267,7 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
             .map_or_else(hitlog::HitSender::disabled, |h| h.sender()),
         metrics: server::QueryMetrics::new(),
         health: Arc::clone(&health),
+        notify: Arc::clone(&notify),
         local: LocalNames::new(
             config.server.application_dns_canary,
             &endpoints(&config, &bound.dns.encrypted),
@@ -297,7 +301,6 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         ));
     }
     lifecycle::spawn_watchdog();
-    let sources = crate::sources::Registry::new();
     let mut access = None;
     if let Some(listener) = bound.admin {
         let mut state = crate::admin::AdminState::new(&config, prometheus, Arc::clone(&health));
@@ -355,8 +358,9 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         access,
         blocklist: trigger_tx,
         hitlog: hitlog.as_ref().map(|h| h.updates()),
-        pullers: crate::sources::Pullers::spawn(&config, &sources),
+        pullers: crate::sources::Pullers::spawn(&config, &sources, &notify),
         sources,
+        notify,
     };
     tokio::spawn(reconfigurer.run(causes));
     Ok(Running {

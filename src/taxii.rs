@@ -69,6 +69,10 @@ pub fn spawn_pollers(
                         Ok(crate::sources::Pulled {
                             version: r.added_after,
                             changed: r.received > 0,
+                            detail: Some(format!(
+                                "{} objects received, {} held",
+                                r.received, r.total
+                            )),
                         })
                     }
                     Err(error) => {
@@ -364,6 +368,12 @@ fn merge(objects: &mut BTreeMap<String, Value>, object: Value) {
 
 /// Write to a temporary name in the same folder (which the feed watcher
 /// ignores), sync, then rename into place.
+///
+/// The file is stamped as modified a second before now: the compiler
+/// tells a file written in place (read once it has settled) from one
+/// renamed into place (read at once) by its change time being later than
+/// its modification time, and a small file can be written and renamed
+/// within the same millisecond.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let file_name = path
@@ -373,6 +383,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_file_name(format!(".{file_name}.tmp"));
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(bytes)?;
+    let stamp = std::time::SystemTime::now() - Duration::from_secs(1);
+    file.set_modified(stamp)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)
 }

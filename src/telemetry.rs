@@ -33,6 +33,7 @@ pub const LAST_RELOAD: &str = "portcullis_last_successful_reload_timestamp_secon
 pub const RELOAD_DURATION: &str = "portcullis_rebuild_duration_seconds";
 pub const FEED_ERRORS: &str = "portcullis_feed_errors_total";
 pub const SOURCE_PULLS: &str = "portcullis_feed_source_pulls_total";
+pub const NOTIFY: &str = "portcullis_notify_total";
 pub const HITLOG_WRITTEN: &str = "portcullis_hitlog_written_total";
 pub const HITLOG_DROPPED: &str = "portcullis_hitlog_dropped_total";
 pub const HITLOG_ERRORS: &str = "portcullis_hitlog_errors_total";
@@ -90,6 +91,7 @@ pub const ALL: &[&str] = &[
     RELOAD_DURATION,
     FEED_ERRORS,
     SOURCE_PULLS,
+    NOTIFY,
     HITLOG_WRITTEN,
     HITLOG_DROPPED,
     HITLOG_ERRORS,
@@ -284,7 +286,11 @@ fn describe() {
     );
     describe_counter!(
         SOURCE_PULLS,
-        "Pulls of remote feed sources, by kind (taxii, download) and result (changed, unchanged, error)."
+        "Pulls of remote feed sources, by kind (taxii, download, rpz) and result (changed, unchanged, error)."
+    );
+    describe_counter!(
+        NOTIFY,
+        "DNS NOTIFY messages received, by result (accepted, not_primary, unknown_zone)."
     );
     describe_counter!(
         HITLOG_WRITTEN,

@@ -35,12 +35,12 @@ mod tests;
 pub use raw::{
     DeletedFeeds, DnssecMode, LogFormat, OverLimit, RawAdmin, RawBlockPage, RawBlocklist,
     RawConfig, RawDnstap, RawDownload, RawFeed, RawHitlog, RawLimits, RawLog, RawOrganisation,
-    RawResolver, RawServer, RawTaxii, ResolverMode,
+    RawResolver, RawRpz, RawServer, RawTaxii, ResolverMode,
 };
 pub use sections::{
     AdminConfig, BlockPageConfig, BlocklistConfig, DnstapConfig, DnstapTarget, DownloadConfig,
     EncryptedConfig, FeedConfig, HitlogConfig, LimitsConfig, LogConfig, Organisation,
-    PostgresConfig, ResolverConfig, ServerConfig, TaxiiConfig,
+    PostgresConfig, ResolverConfig, RpzConfig, ServerConfig, TaxiiConfig, TsigConfig,
 };
 
 /// A config file that cannot be used; the message names the file and key.
@@ -84,6 +84,9 @@ pub struct Config {
     pub taxii: Vec<TaxiiConfig>,
     /// HTTP(S) feed sources; their feed settings are in `feeds`.
     pub downloads: Vec<DownloadConfig>,
+    /// Response Policy Zones by zone transfer; their feed settings are in
+    /// `feeds`.
+    pub rpz: Vec<RpzConfig>,
     pub limits: LimitsConfig,
     pub dnstap: Option<DnstapConfig>,
     /// Keys that are valid but ignored or not yet effective, each as
@@ -122,6 +125,8 @@ impl Config {
             validate::downloads(raw.downloads, &raw.feeds, &blocklist, &cx)?;
         let mut raw_feeds = raw.feeds;
         raw_feeds.extend(download_feeds);
+        let (rpz, rpz_feeds) = validate::rpz(raw.rpz, &raw_feeds, &cx)?;
+        raw_feeds.extend(rpz_feeds);
         validate::sinkhole(&blocklist, &raw.actions, &raw_feeds, &cx)?;
         let feeds = validate::feeds(raw_feeds, &cx)?;
         let organisations = validate::organisations(raw.organisations, &blocklist, &cx)?;
@@ -140,7 +145,14 @@ impl Config {
             Some(d) => Some(validate::dnstap(d, &server.node_id, &cx)?),
             None => None,
         };
-        validate::feed_files_present(&feeds, &blocklist.feeds_dir, &taxii, &downloads, &mut cx);
+        validate::feed_files_present(
+            &feeds,
+            &blocklist.feeds_dir,
+            &taxii,
+            &downloads,
+            &rpz,
+            &mut cx,
+        );
         Ok(Config {
             path: path.to_path_buf(),
             server,
@@ -155,6 +167,7 @@ impl Config {
             log,
             taxii,
             downloads,
+            rpz,
             limits,
             dnstap,
             warnings: cx.into_warnings(),

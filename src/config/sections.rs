@@ -398,3 +398,28 @@ pub struct DownloadConfig {
     /// Absolute.
     pub ca_file: Option<PathBuf>,
 }
+
+/// One `[[rpz]]`: a Response Policy Zone kept by AXFR/IXFR and NOTIFY,
+/// written into feeds_dir as the file named like the zone. Its feed
+/// settings are in [`super::Config::feeds`] under that file name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpzConfig {
+    /// Lower case, no trailing dot; also the feed file's name.
+    pub zone: String,
+    pub primaries: Vec<std::net::SocketAddr>,
+    pub tsig: Option<TsigConfig>,
+    pub refresh_floor: std::time::Duration,
+    pub refresh_ceiling: std::time::Duration,
+    pub timeout: std::time::Duration,
+}
+
+/// A TSIG key: the secret is read from its file at each transfer, so a
+/// rotated key is picked up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TsigConfig {
+    pub name: String,
+    /// `hmac-sha256`, `hmac-sha384` or `hmac-sha512`.
+    pub algorithm: String,
+    /// Absolute.
+    pub secret_file: PathBuf,
+}

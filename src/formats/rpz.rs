@@ -53,13 +53,18 @@ pub(super) struct RpzParser {
     continued: Option<String>,
     /// Local data being gathered for one owner.
     pending: Option<(String, Scope, Vec<IpAddr>)>,
+    /// `<zone> serial <N>` once the apex SOA is read: every entry's
+    /// indicator, so a hit names the zone version that listed it.
+    detail: Option<std::rc::Rc<str>>,
 }
 
 impl RpzParser {
     fn flush(&mut self, sink: &mut dyn FnMut(Indicator<'_>)) -> usize {
+        let detail = self.detail.clone();
         match self.pending.take() {
             Some((name, scope, addrs)) => {
                 let mut indicator = Indicator::block(name, scope);
+                indicator.detail = detail.as_deref();
                 indicator.action = Some(Action::Sinkhole);
                 indicator.local = addrs;
                 sink(indicator);
@@ -131,8 +136,15 @@ impl RpzParser {
         }
         let Some(trigger) = self.trigger(&owner)? else {
             // The zone's own SOA and NS.
+            if rtype == "SOA"
+                && let (Some(origin), Some(serial)) = (&self.origin, rdata.get(2))
+                && serial.parse::<u32>().is_ok()
+            {
+                self.detail = Some(format!("{origin} serial {serial}").into());
+            }
             return Ok(LineOutcome::Empty);
         };
+        let detail = self.detail.clone();
         if let Some(address) = trigger.strip_suffix(".rpz-ip") {
             let flushed = self.flush(sink);
             let net = rpz_ip(address)?;
@@ -146,6 +158,7 @@ impl RpzParser {
                 Err(skipped) => return Ok(LineOutcome::Skipped(skipped)),
             };
             let mut indicator = Indicator::address(net);
+            indicator.detail = detail.as_deref();
             indicator.verdict = verdict;
             indicator.action = (verdict == Verdict::Block).then_some(action);
             sink(indicator);
@@ -200,6 +213,7 @@ impl RpzParser {
                     Err(skipped) => return Ok(LineOutcome::Skipped(skipped)),
                 };
                 let mut indicator = Indicator::block(name, scope);
+                indicator.detail = detail.as_deref();
                 indicator.verdict = verdict;
                 indicator.action = (verdict == Verdict::Block).then_some(action);
                 sink(indicator);

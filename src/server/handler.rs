@@ -44,6 +44,8 @@ use crate::hitlog::{HitSender, Stage};
 use crate::policy::Action;
 use crate::resolve::Upstream;
 
+mod notify;
+
 /// Everything a query needs, shared by all tasks.
 pub struct Handler {
     pub blocklist: BlocklistHandle,
@@ -57,6 +59,8 @@ pub struct Handler {
     pub local: LocalNames,
     /// dnstap output, when configured.
     pub tap: Option<crate::dnstap::Tap>,
+    /// The RPZ zones a NOTIFY may name, and their primaries.
+    pub notify: Arc<crate::sources::rpz::NotifyTargets>,
 }
 
 /// What the query name's own check decided before resolution.
@@ -227,6 +231,9 @@ impl Handler {
         via: Via,
     ) -> (ResponseInfo, QueryOutcome) {
         let mut edns = response_edns(request);
+        if request.metadata.op_code == OpCode::Notify {
+            return self.notify(request, handle).await;
+        }
         if request.metadata.op_code != OpCode::Query {
             return reject(request, handle, ResponseCode::NotImp).await;
         }

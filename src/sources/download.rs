@@ -218,6 +218,7 @@ pub async fn fetch(
         return Ok(Pulled {
             version: state.version(),
             changed: false,
+            detail: Some("304 not modified".into()),
         });
     }
     if status != StatusCode::OK {
@@ -325,6 +326,11 @@ pub async fn fetch(
     Ok(Pulled {
         version: state.version(),
         changed,
+        detail: Some(if changed {
+            format!("200, {new_len} bytes written")
+        } else {
+            "200, same contents".to_owned()
+        }),
     })
 }
 

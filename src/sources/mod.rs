@@ -1,4 +1,5 @@
-//! Remote feed sources: TAXII collections and HTTP(S) downloads. Each
+//! Remote feed sources: TAXII collections, HTTP(S) downloads and RPZ
+//! zone transfers. Each
 //! puller runs on its own interval and writes one file into feeds_dir,
 //! atomically; the ordinary file-drop path compiles it, so last-good,
 //! the shrink guard, the snapshot and provenance work as for a file an
@@ -9,9 +10,11 @@
 //! version (kept in state_dir) but no attempts until its first pull.
 
 pub mod download;
+pub mod rpz;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -22,7 +25,8 @@ use crate::config::Config;
 /// One source as `/api/v1/feeds` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SourceStatus {
-    /// `taxii` or `download` (the API shows it as the feed's `source`).
+    /// `taxii`, `download` or `rpz` (the API shows it as the feed's
+    /// `source`).
     #[serde(skip)]
     pub kind: &'static str,
     /// The feed file it writes in feeds_dir (the API's key).
@@ -30,8 +34,11 @@ pub struct SourceStatus {
     pub file: String,
     pub url: String,
     /// What identifies the version held: an ETag or Last-Modified date, a
-    /// TAXII `added_after` cursor.
+    /// TAXII `added_after` cursor, an RPZ zone's serial.
     pub version: Option<String>,
+    /// What the last successful attempt did, in words (`IXFR 4 to 5: 1
+    /// deleted, 2 added`, `not modified`).
+    pub last_result: Option<String>,
     /// RFC 3339 times.
     pub last_attempt: Option<String>,
     pub last_success: Option<String>,
@@ -41,6 +48,28 @@ pub struct SourceStatus {
     pub last_error: Option<String>,
     /// Failed attempts in a row.
     pub failures: u64,
+    /// When the data held goes stale without contact (an RPZ zone's SOA
+    /// expire after the last answer from a primary).
+    #[serde(skip)]
+    pub expires: Option<(SystemTime, Duration)>,
+}
+
+impl SourceStatus {
+    /// A warning when the data is past its expiry.
+    pub fn stale(&self, now: SystemTime) -> Option<String> {
+        let (contact, expire) = self.expires?;
+        let silent = now.duration_since(contact).ok()?;
+        (silent > expire).then(|| {
+            format!(
+                "{} {}: no answer from its source for {} s, past its expire time of {} s; \
+                 the data held keeps serving",
+                self.kind,
+                self.file,
+                silent.as_secs(),
+                expire.as_secs()
+            )
+        })
+    }
 }
 
 /// What a successful pull did.
@@ -49,6 +78,8 @@ pub struct Pulled {
     pub version: Option<String>,
     /// Whether the file in feeds_dir was rewritten.
     pub changed: bool,
+    /// What it did, in words.
+    pub detail: Option<String>,
 }
 
 /// What every source last did. Written once per pull, read by the API.
@@ -73,11 +104,13 @@ impl Registry {
                 file: file.to_owned(),
                 url: url.to_owned(),
                 version: None,
+                last_result: None,
                 last_attempt: None,
                 last_success: None,
                 last_change: None,
                 last_error: None,
                 failures: 0,
+                expires: None,
             });
         entry.kind = kind;
         entry.url = url.to_owned();
@@ -108,6 +141,7 @@ impl Registry {
                 if pulled.version.is_some() {
                     s.version = pulled.version.clone();
                 }
+                s.last_result = pulled.detail.clone();
                 if pulled.changed {
                     s.last_change = Some(now);
                 }
@@ -117,6 +151,21 @@ impl Registry {
                 s.failures += 1;
             }
         }
+    }
+
+    /// Note when a source's data goes stale without contact.
+    pub fn set_expiry(&self, file: &str, contact: SystemTime, expire: Duration) {
+        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = sources.get_mut(file) {
+            s.expires = Some((contact, expire));
+        }
+    }
+
+    /// Warnings for `/readyz`: sources past their expiry.
+    pub fn warnings(&self) -> Vec<String> {
+        let now = SystemTime::now();
+        let sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        sources.values().filter_map(|s| s.stale(now)).collect()
     }
 
     /// Every source, by file name.
@@ -149,17 +198,24 @@ pub struct Pullers {
 }
 
 impl Pullers {
-    /// Start a puller for every `[[taxii]]` and `[[download]]`.
-    pub fn spawn(config: &Config, registry: &Arc<Registry>) -> Pullers {
+    /// Start a puller for every `[[taxii]]`, `[[download]]` and `[[rpz]]`;
+    /// the RPZ zones' NOTIFY targets are published in `notify`.
+    pub fn spawn(
+        config: &Config,
+        registry: &Arc<Registry>,
+        notify: &Arc<rpz::NotifyTargets>,
+    ) -> Pullers {
         let mut files: Vec<String> = config
             .taxii
             .iter()
             .map(crate::taxii::feed_file_name)
             .collect();
         files.extend(config.downloads.iter().map(|d| d.file.clone()));
+        files.extend(config.rpz.iter().map(|z| z.zone.clone()));
         registry.retain(&files);
         let mut handles = crate::taxii::spawn_pollers(config, registry);
         handles.extend(download::spawn(config, registry));
+        handles.extend(rpz::spawn(config, registry, notify));
         Pullers { handles }
     }
 
@@ -172,7 +228,9 @@ impl Pullers {
 
     /// Whether the sources differ between two configs.
     pub fn changed(running: &Config, next: &Config) -> bool {
-        running.taxii != next.taxii || running.downloads != next.downloads
+        running.taxii != next.taxii
+            || running.downloads != next.downloads
+            || running.rpz != next.rpz
     }
 }
 
@@ -193,6 +251,7 @@ mod tests {
         let ok = Ok(Pulled {
             version: Some("\"v1\"".into()),
             changed: true,
+            detail: Some("200, written".into()),
         });
         registry.record("list.txt", &ok);
         registry.record("list.txt", &Err("404".into()));
@@ -203,6 +262,19 @@ mod tests {
         assert_eq!((s.failures, s.last_error.as_deref()), (2, Some("404")));
         registry.record("list.txt", &ok);
         assert_eq!(registry.list()[0].failures, 0);
+        assert_eq!(
+            registry.list()[0].last_result.as_deref(),
+            Some("200, written")
+        );
+        let long_ago = SystemTime::now() - Duration::from_secs(100);
+        registry.set_expiry("list.txt", long_ago, Duration::from_secs(200));
+        assert!(registry.warnings().is_empty());
+        registry.set_expiry("list.txt", long_ago, Duration::from_secs(50));
+        let warnings = registry.warnings();
+        assert!(
+            warnings[0].contains("past its expire time of 50 s"),
+            "{warnings:?}"
+        );
         registry.retain(&[]);
         assert!(registry.list().is_empty());
     }

@@ -157,10 +157,20 @@ fn a_download_follows_its_publisher_and_keeps_the_last_good_file() {
     let publisher = Publisher::start(setup.dir.path(), "http", None);
     publisher.publish("list.txt", &list("one", 400, &["first.dl.test"]));
     let base = format!("http://127.0.0.1:{}", publisher.port);
+    let (_upstream, resolver) = crate::upstream::wildcard_upstream("dl.test.");
     let admin = format!("operator_token_sha256 = \"{}\"", sha(TOKEN_OPERATOR));
-    let config =
-        setup.config_with_admin(&admin, &download(&format!("{base}/list.txt"), "dl.txt", ""));
+    let config = setup.config_with_admin(
+        &admin,
+        &format!(
+            "{resolver}{}",
+            download(&format!("{base}/list.txt"), "dl.txt", "")
+        ),
+    );
     let server = Server::start(&config);
+    assert!(
+        !blocked(&server, "first.dl.test"),
+        "answered before the list arrives"
+    );
 
     wait_for("the first download blocks", Duration::from_secs(20), || {
         blocked(&server, "first.dl.test")
@@ -282,8 +292,9 @@ fn https_downloads_trust_the_configured_ca_only() {
     publisher.publish("list.txt", &list("tls", 10, &["over-tls.dl.test"]));
     let url = format!("https://127.0.0.1:{}/list.txt", publisher.port);
     let admin = format!("operator_token_sha256 = \"{}\"", sha(TOKEN_OPERATOR));
+    let (_upstream, resolver) = crate::upstream::wildcard_upstream("dl.test.");
     let extra = format!(
-        "{}{}",
+        "{resolver}{}{}",
         download(
             &url,
             "trusted.txt",

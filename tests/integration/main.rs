@@ -62,4 +62,5 @@ mod real_data;
 mod recursive;
 mod reload;
 mod resilience;
+mod rpz_xfr;
 mod taxii;

@@ -187,3 +187,19 @@ impl Drop for SlowRelay {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// An upstream that answers every name under `origin` (a wildcard A
+/// record), so that only a block makes a name under it NXDOMAIN; and the
+/// `[resolver]` section that forwards to it.
+pub fn wildcard_upstream(origin: &str) -> (Authority, String) {
+    let zone = format!(
+        "{}*.{origin} IN A 192.0.2.10\n",
+        zone_head(origin, "127.0.0.1")
+    );
+    let auth = Authority::start("127.0.0.1:0".parse().unwrap(), &[(origin, zone)]);
+    let resolver = format!(
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ntimeout_ms = 2000\n",
+        auth.addr
+    );
+    (auth, resolver)
+}

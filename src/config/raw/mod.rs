@@ -27,7 +27,7 @@ mod sources;
 
 pub use limits::{OverLimit, RawLimits};
 pub use server::RawServer;
-pub use sources::RawDownload;
+pub use sources::{RawDownload, RawRpz};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +57,8 @@ pub struct RawConfig {
     pub taxii: Vec<RawTaxii>,
     #[serde(default, rename = "download")]
     pub downloads: Vec<RawDownload>,
+    #[serde(default, rename = "rpz")]
+    pub rpz: Vec<RawRpz>,
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]

@@ -1,6 +1,7 @@
-//! `[[download]]`: feed files fetched over HTTP(S). The feed settings a
-//! `[[feed]]` would carry are keys of the download itself, so one entry
-//! says where a list comes from and how to read it.
+//! `[[download]]` and `[[rpz]]`: feeds fetched over HTTP(S) and by zone
+//! transfer. The feed settings a `[[feed]]` would carry are keys of the
+//! source itself, so one entry says where a list comes from and how to
+//! read it.
 
 use std::path::PathBuf;
 
@@ -45,4 +46,54 @@ pub struct RawDownload {
 
 fn default_download_interval() -> u64 {
     3600
+}
+
+/// One `[[rpz]]`: a Response Policy Zone transferred from its primaries.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawRpz {
+    pub zone: String,
+    /// `ADDRESS` (port 53) or `ADDRESS:PORT`, `[V6]:PORT`; tried in order.
+    pub primaries: Vec<String>,
+    #[serde(default)]
+    pub tsig_name: Option<String>,
+    #[serde(default = "default_tsig_algorithm")]
+    pub tsig_algorithm: String,
+    /// The key's secret, base64, as `tsig-keygen` writes it in `secret`.
+    #[serde(default)]
+    pub tsig_secret_file: Option<PathBuf>,
+    /// Bounds on the SOA's refresh and retry.
+    #[serde(default = "default_refresh_floor")]
+    pub refresh_floor_secs: u64,
+    #[serde(default = "default_refresh_ceiling")]
+    pub refresh_ceiling_secs: u64,
+    /// Wait for each message of a transfer at most this long.
+    #[serde(default = "default_xfr_timeout")]
+    pub timeout_secs: u64,
+    #[serde(default)]
+    pub category: Option<String>,
+    #[serde(default)]
+    pub action: Option<Action>,
+    #[serde(default)]
+    pub trusted: bool,
+    #[serde(default)]
+    pub answer_ip: bool,
+    #[serde(default)]
+    pub max_entries: Option<usize>,
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".to_owned()
+}
+
+fn default_refresh_floor() -> u64 {
+    60
+}
+
+fn default_refresh_ceiling() -> u64 {
+    86_400
+}
+
+fn default_xfr_timeout() -> u64 {
+    30
 }

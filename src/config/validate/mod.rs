@@ -23,7 +23,7 @@ use super::raw::{
 };
 use super::sections::{
     AdminConfig, BlockPageConfig, BlocklistConfig, DownloadConfig, FeedConfig, LimitsConfig,
-    LogConfig, Organisation, ResolverConfig, TaxiiConfig,
+    LogConfig, Organisation, ResolverConfig, RpzConfig, TaxiiConfig,
 };
 use crate::policy::Action;
 
@@ -34,7 +34,7 @@ mod taxii;
 
 pub(super) use hitlog::{dnstap, hitlog};
 pub(super) use server::{reporting_only, server};
-pub(super) use sources::downloads;
+pub(super) use sources::{downloads, rpz};
 
 /// The host name, as a node id: the kernel's, cut to what a node id may
 /// hold; "localhost" when there is none.
@@ -304,14 +304,15 @@ pub(super) fn feeds(raw: Vec<RawFeed>, cx: &Checker) -> Result<Vec<FeedConfig>, 
 /// feeds arrive and leave by file drop while the resolver runs (and a
 /// TAXII source's file appears only after its first pull, which itself
 /// needs this config), so refusing to start would turn a late delivery or
-/// a deliberate deletion into an outage. A file a configured `[[taxii]]`
-/// or `[[download]]` source writes is not warned about, nor is anything when feeds_dir
-/// itself is missing (the compiler reports that).
+/// a deliberate deletion into an outage. A file a configured `[[taxii]]`,
+/// `[[download]]` or `[[rpz]]` source writes is not warned about, nor is
+/// anything when feeds_dir itself is missing (the compiler reports that).
 pub(super) fn feed_files_present(
     feeds: &[FeedConfig],
     feeds_dir: &Path,
     taxii: &[TaxiiConfig],
     downloads: &[DownloadConfig],
+    rpz: &[RpzConfig],
     cx: &mut Checker,
 ) {
     if !feeds_dir.is_dir() {
@@ -321,6 +322,7 @@ pub(super) fn feed_files_present(
         .iter()
         .map(crate::taxii::feed_file_name)
         .chain(downloads.iter().map(|d| d.file.clone()))
+        .chain(rpz.iter().map(|z| z.zone.clone()))
         .collect();
     for (i, feed) in feeds.iter().enumerate() {
         // is_file follows links, as the compiler's listing does: a

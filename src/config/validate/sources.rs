@@ -1,11 +1,13 @@
-//! `[[download]]`: HTTP(S) feed sources. Each becomes a download and the
-//! `[[feed]]` settings of the file it writes.
+//! `[[download]]` and `[[rpz]]`: feed sources. Each becomes a source and
+//! the `[[feed]]` settings of the file it writes.
 
 use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use super::{Checker, ConfigError};
-use crate::config::raw::{RawDownload, RawFeed};
-use crate::config::sections::{BlocklistConfig, DownloadConfig};
+use crate::config::raw::{RawDownload, RawFeed, RawRpz};
+use crate::config::sections::{BlocklistConfig, DownloadConfig, RpzConfig, TsigConfig};
 
 /// The downloads, and the feed settings they carry for their files.
 pub(in crate::config) fn downloads(
@@ -113,4 +115,115 @@ pub(super) fn check_fetch_url(url: &str) -> Result<bool, String> {
         "http" => Err("plain http is only allowed to a loopback address; use https".into()),
         other => Err(format!("scheme {other:?}: use https")),
     }
+}
+
+/// The RPZ sources, and the feed settings (format `rpz`) of their files.
+pub(in crate::config) fn rpz(
+    raw: Vec<RawRpz>,
+    feeds: &[RawFeed],
+    cx: &Checker,
+) -> Result<(Vec<RpzConfig>, Vec<RawFeed>), ConfigError> {
+    let mut zones = Vec::new();
+    let mut settings = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("rpz[{i}].{k}");
+        let zone = crate::domain::normalize(&r.zone)
+            .map_err(|e| cx.invalid(&key("zone"), format!("{:?}: {e}", r.zone)))?;
+        if !zone.contains('.') || !crate::blocklist::is_feed_file_name(&zone) {
+            return Err(cx.invalid(
+                &key("zone"),
+                format!("{zone:?}: give the policy zone's full name, such as rpz.example.org"),
+            ));
+        }
+        if zones.iter().any(|z: &RpzConfig| z.zone == zone) {
+            return Err(cx.invalid(&key("zone"), format!("{zone:?} is configured twice")));
+        }
+        if feeds.iter().any(|f| f.file == zone) {
+            return Err(cx.invalid(
+                &key("zone"),
+                format!(
+                    "the zone is written to feeds_dir as {zone:?}, which another [[feed]] or \
+                     [[download]] also names"
+                ),
+            ));
+        }
+        if r.primaries.is_empty() {
+            return Err(cx.invalid(&key("primaries"), "name at least one primary".into()));
+        }
+        let mut primaries = Vec::new();
+        for (j, text) in r.primaries.iter().enumerate() {
+            let addr = text
+                .parse::<SocketAddr>()
+                .ok()
+                .or_else(|| {
+                    text.parse::<IpAddr>()
+                        .ok()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .ok_or_else(|| {
+                    cx.invalid(
+                        &format!("rpz[{i}].primaries[{j}]"),
+                        format!("{text:?}: an address, or address:port (no host names)"),
+                    )
+                })?;
+            primaries.push(addr);
+        }
+        let tsig = match (&r.tsig_name, &r.tsig_secret_file) {
+            (None, None) => None,
+            (Some(name), Some(file)) => {
+                if crate::sources::rpz::xfr::tsig_algorithm(&r.tsig_algorithm).is_none() {
+                    return Err(cx.invalid(
+                        &key("tsig_algorithm"),
+                        format!(
+                            "{:?}: use hmac-sha256, hmac-sha384 or hmac-sha512",
+                            r.tsig_algorithm
+                        ),
+                    ));
+                }
+                Some(TsigConfig {
+                    name: name.clone(),
+                    algorithm: r.tsig_algorithm.to_ascii_lowercase(),
+                    secret_file: cx.rel(file),
+                })
+            }
+            (Some(_), None) => {
+                return Err(cx.invalid(
+                    &key("tsig_secret_file"),
+                    "a TSIG key needs its secret file".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(
+                    cx.invalid(&key("tsig_name"), "a TSIG secret needs its key name".into())
+                );
+            }
+        };
+        if r.refresh_floor_secs == 0 || r.refresh_ceiling_secs < r.refresh_floor_secs {
+            return Err(cx.invalid(
+                &key("refresh_ceiling_secs"),
+                "refresh_floor_secs must be above 0 and at most refresh_ceiling_secs".into(),
+            ));
+        }
+        if r.timeout_secs == 0 {
+            return Err(cx.invalid(&key("timeout_secs"), "must be above 0".into()));
+        }
+        settings.push(RawFeed {
+            file: zone.clone(),
+            format: Some(crate::formats::Format::Rpz),
+            category: r.category,
+            action: r.action,
+            trusted: r.trusted,
+            answer_ip: r.answer_ip,
+            max_entries: r.max_entries,
+        });
+        zones.push(RpzConfig {
+            zone,
+            primaries,
+            tsig,
+            refresh_floor: Duration::from_secs(r.refresh_floor_secs),
+            refresh_ceiling: Duration::from_secs(r.refresh_ceiling_secs),
+            timeout: Duration::from_secs(r.timeout_secs),
+        });
+    }
+    Ok((zones, settings))
 }

@@ -136,3 +136,16 @@ fn origin_comes_from_the_soa_when_there_is_no_origin_directive() {
     assert_eq!(names, ["evil.example", "rel.example"]);
     assert_eq!(report.rejected, 0);
 }
+
+#[test]
+fn entries_name_the_zone_serial_that_listed_them() {
+    let text = "$ORIGIN rpz.example.\n\
+                @ IN SOA ns.rpz.example. admin.rpz.example. 2026120601 60 60 600 60\n\
+                nx.example CNAME .\nsink.example A 192.0.2.1\n32.1.2.0.192.rpz-ip CNAME .\n";
+    let (got, _) = parse_full(text, Format::Rpz);
+    let details: Vec<Option<&str>> = got.iter().map(|((.., d), _, _)| d.as_deref()).collect();
+    assert_eq!(details, [Some("rpz.example serial 2026120601"); 3]);
+    // Without an SOA there is no version to name.
+    let (got, _) = parse_full("$ORIGIN rpz.example.\nnx.example CNAME .\n", Format::Rpz);
+    assert_eq!(got[0].0.4, None);
+}

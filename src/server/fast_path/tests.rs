@@ -105,6 +105,7 @@ fn handler(dir: &std::path::Path, hits: HitSender) -> Handler {
         health: Arc::new(crate::health::Health::new(list, Duration::from_secs(30))),
         local: Default::default(),
         tap: None,
+        notify: crate::sources::rpz::NotifyTargets::new(),
     }
 }
 
