@@ -33,6 +33,18 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    for zone in &config.rpz {
+        if let Some(tsig) = &zone.tsig
+            && let Err(e) = portcullis::sources::rpz::signer(tsig)
+        {
+            problems.push(format!("rpz {}: {e}", zone.zone));
+        }
+    }
+    for d in &config.downloads {
+        if let Err(e) = portcullis::sources::download::client(d) {
+            problems.push(format!("download {}: {e}", d.file));
+        }
+    }
     if let Some(pg) = &config.hitlog.postgres {
         for (what, file) in [
             ("password file", &pg.password_file),
@@ -66,12 +78,14 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     println!(
-        "{}: {} feeds, {} names, {} organisations, {} TAXII sources",
+        "{}: {} feeds, {} names, {} organisations, {} TAXII sources, {} downloads, {} RPZ zones",
         path.display(),
         report.feeds.len(),
         report.entries,
         config.organisations.len(),
-        config.taxii.len()
+        config.taxii.len(),
+        config.downloads.len(),
+        config.rpz.len()
     );
     for warning in &warnings {
         println!("warning: {warning}");

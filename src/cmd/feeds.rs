@@ -68,6 +68,7 @@ fn text(view: &serde_json::Value) -> String {
         }
         for (key, label) in [
             ("version", "version"),
+            ("last_result", "last result"),
             ("last_attempt", "last attempt"),
             ("last_success", "last success"),
             ("last_change", "last change"),

@@ -178,6 +178,34 @@ fn config_check_validates_without_serving() {
 }
 
 #[test]
+fn config_check_reads_the_sources_secrets_and_roots() {
+    let setup = Setup::new();
+    setup.write("xfr.key", "not base64 at all!\n");
+    setup.write("ca.pem", "-----BEGIN NOTHING-----\n");
+    let config = setup.write(
+        "portcullis.toml",
+        "[blocklist]\nfeeds_dir = \"feeds\"\nallow_empty = true\n\
+         [[rpz]]\nzone = \"rpz.example.org\"\nprimaries = [\"192.0.2.53\"]\n\
+         tsig_name = \"k\"\ntsig_secret_file = \"xfr.key\"\n\
+         [[download]]\nurl = \"https://lists.example.org/a.txt\"\nfile = \"a.txt\"\nca_file = \"ca.pem\"\n",
+    );
+    let (code, out, _) = run(&["config", "check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("1 downloads, 1 RPZ zones"), "{out}");
+    assert!(
+        out.contains("problem: rpz rpz.example.org: the TSIG secret in")
+            && out.contains("not base64"),
+        "{out}"
+    );
+    assert!(out.contains("problem: download a.txt: ca_file"), "{out}");
+    // A good key and no CA file: all well.
+    setup.write("xfr.key", "cG9ydGN1bGxpcy10ZXN0LXRzaWctc2VjcmV0LTMyYg==\n");
+    setup.edit_config("ca_file = \"ca.pem\"\n", "");
+    let (code, out, _) = run(&["config", "check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
 fn config_check_names_a_fleet_store_secret_it_cannot_read() {
     let setup = Setup::new();
     setup.write("feeds/list.txt", "evil.example.test\n");

@@ -203,12 +203,15 @@ pub fn spawn(
                 state,
             };
             loop {
+                let started = std::time::Instant::now();
                 let outcome = zone_task.refresh().await;
+                let took_ms = started.elapsed().as_millis() as u64;
                 let wait = zone_task.next_wait(outcome.is_ok());
                 match &outcome {
                     Ok(p) if p.changed => tracing::info!(
                         zone = %zone_task.config.zone,
                         result = p.detail.as_deref().unwrap_or(""),
+                        took_ms,
                         "rpz: zone updated"
                     ),
                     Ok(p) => {
@@ -383,8 +386,8 @@ impl ZoneTask {
 }
 
 /// The TSIG signer, with the secret read from its file now (a rotated
-/// key is picked up at the next transfer).
-fn signer(tsig: &TsigConfig) -> Result<TSigner, String> {
+/// key is picked up at the next transfer). `config check` calls it too.
+pub fn signer(tsig: &TsigConfig) -> Result<TSigner, String> {
     let text = std::fs::read_to_string(&tsig.secret_file).map_err(|e| {
         format!(
             "cannot read the TSIG secret file {}: {e}",

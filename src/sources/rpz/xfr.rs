@@ -451,4 +451,54 @@ mod tests {
             Ok(Some(Xfr::Full { .. }))
         ));
     }
+
+    /// A primary on loopback that reads the request and sends `reply`
+    /// (each message framed with the id of the request), then closes.
+    async fn primary(reply: Vec<Vec<Record>>, cut: Option<usize>) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let len = s.read_u16().await.unwrap();
+            let mut q = vec![0; usize::from(len)];
+            s.read_exact(&mut q).await.unwrap();
+            let id = Message::from_vec(&q).unwrap().metadata.id;
+            for records in reply {
+                let mut m = Message::new(id, MessageType::Response, OpCode::Query);
+                for r in records {
+                    m.add_answer(r);
+                }
+                let wire = m.to_vec().unwrap();
+                let mut framed = (wire.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&wire);
+                let end = cut.map_or(framed.len(), |c| c.min(framed.len()));
+                s.write_all(&framed[..end]).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_transfer_cut_short_or_garbled_is_an_error() {
+        let zone = Name::from_ascii("rpz.test.").unwrap();
+        let wait = Duration::from_secs(5);
+        let whole = vec![vec![soa(5), cname("a.rpz.test.")], vec![soa(5)]];
+        let addr = primary(whole, None).await;
+        assert!(matches!(
+            transfer(addr, &zone, None, None, wait).await,
+            Ok(Xfr::Full { count: 1, .. })
+        ));
+        // The closing message never comes: the connection closes.
+        let addr = primary(vec![vec![soa(5), cname("a.rpz.test.")]], None).await;
+        let e = transfer(addr, &zone, None, None, wait).await.unwrap_err();
+        assert!(e.to_string().contains("cut short"), "{e}");
+        // A message cut in the middle.
+        let addr = primary(vec![vec![soa(5), cname("a.rpz.test."), soa(5)]], Some(20)).await;
+        let e = transfer(addr, &zone, None, None, wait).await.unwrap_err();
+        assert!(e.to_string().contains("cut short"), "{e}");
+        // A first record that is not the SOA.
+        let addr = primary(vec![vec![cname("a.rpz.test."), soa(5)]], None).await;
+        let e = transfer(addr, &zone, None, None, wait).await.unwrap_err();
+        assert!(e.to_string().contains("not the zone's SOA"), "{e}");
+    }
 }
