@@ -69,7 +69,7 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Every feed file and remote source (TAXII, download) of the running
+    /// Every feed file and remote source (TAXII, download, RPZ) of the running
     /// resolver: version held, last attempt and success, entries, last
     /// failure. Asks its admin API with the operator's token
     /// (PORTCULLIS_TOKEN or --token-file).

@@ -1,6 +1,6 @@
 //! `GET /api/v1/feeds` (operator token): every feed file with what the
 //! last reload made of it, and for a file a remote source writes (TAXII,
-//! download) what that source last did.
+//! download, RPZ transfer) what that source last did.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError};
@@ -18,7 +18,7 @@ use crate::sources::SourceStatus;
 #[derive(Debug, Serialize)]
 pub struct FeedView {
     pub file: String,
-    /// `file` (dropped by hand), `taxii` or `download`.
+    /// `file` (dropped by hand), `taxii`, `download` or `rpz`.
     pub source: &'static str,
     /// The remote source's state, where there is one.
     #[serde(flatten)]

@@ -43,6 +43,10 @@ pub use sections::{
     PostgresConfig, ResolverConfig, RpzConfig, ServerConfig, TaxiiConfig, TsigConfig,
 };
 
+/// The rule a fetched URL keeps to (HTTPS, or HTTP to loopback), for the
+/// redirects of a download too.
+pub(crate) use validate::check_fetch_url;
+
 /// A config file that cannot be used; the message names the file and key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

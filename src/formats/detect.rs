@@ -7,6 +7,10 @@ use std::path::Path;
 use super::read::open;
 use super::{FeedError, Format, parse_net, plain, rpz};
 
+/// `*.name` lines, and no bare name, that make a list a wildcard-domains
+/// list without a header saying so.
+const WILDCARD_LINES: usize = 20;
+
 /// Guess a format from the first meaningful lines of a file.
 pub fn detect(path: &Path) -> Result<Format, FeedError> {
     let io_err = |source| FeedError::Io {
@@ -35,8 +39,14 @@ pub fn detect_text(head: &str) -> Option<Format> {
     }
     let mut saw_plain = false;
     let mut saw_anything = false;
-    // A list whose every name line is `*.name` is a wildcard-domains list.
+    // A list whose every name line is `*.name` is a wildcard-domains list,
+    // when there are enough of them to tell (a hand-written plain list of
+    // one or two `*.name` lines means below-only) or its header says so.
     let (mut starred, mut bare) = (0usize, 0usize);
+    let header_says_wildcard = head.lines().take(50).any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with('#') && (l.contains("wildcard domain") || l.contains("wildcard-domain"))
+    });
     for line in head.lines().take(500) {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -85,7 +95,7 @@ pub fn detect_text(head: &str) -> Option<Format> {
             saw_plain = true;
         }
     }
-    if starred > 0 && bare == 0 {
+    if bare == 0 && (starred >= WILDCARD_LINES || starred > 0 && header_says_wildcard) {
         return Some(Format::Wildcard);
     }
     // An empty list (or one of comments only) is a valid plain list with
@@ -103,9 +113,9 @@ mod tests {
             ("# c\nevil.com\tmalware\temotet\n", Format::Tsv),
             ("# c\n\nevil.com\nbad.org # x\n", Format::Plain),
             ("192.0.2.1\n203.0.113.0/24\n", Format::Plain),
-            ("*.evil.com\n", Format::Wildcard),
+            ("*.evil.com\n", Format::Plain),
             (
-                "# Title: HaGeZi's Pro DNS Blocklist\n*.evil.com\n*.bad.org\n",
+                "# Title: Pro DNS Blocklist\n# Format: Wildcard domains\n*.evil.com\n*.bad.org\n",
                 Format::Wildcard,
             ),
             ("evil.com\n*.wild.example\n", Format::Plain),
@@ -128,6 +138,14 @@ mod tests {
         for (text, format) in cases {
             assert_eq!(detect_text(text), Some(format), "{text:?}");
         }
+        let many: String = (0..20).map(|i| format!("*.n{i}.example\n")).collect();
+        assert_eq!(detect_text(&many), Some(Format::Wildcard));
+        assert_eq!(detect_text(&many[..many.len() / 2]), Some(Format::Plain));
+        // A header that mentions a wildcard entry is not a wildcard list.
+        assert_eq!(
+            detect_text("# plain list with a wildcard entry\n*.a.example\n"),
+            Some(Format::Plain)
+        );
         assert_eq!(detect_text("<html><body>404</body></html>\n"), None);
         assert_eq!(detect_text("{\"error\": 1}"), None);
         assert_eq!(

@@ -160,7 +160,19 @@ pub fn spawn(config: &Config, registry: &Arc<Registry>) -> Vec<tokio::task::Abor
 
 /// The HTTP client for one download: WebPKI roots plus its `ca_file`.
 pub fn client(config: &DownloadConfig) -> Result<reqwest::Client, String> {
+    // A redirect must keep to the rule the URL itself was held to (HTTPS,
+    // or HTTP to loopback), or a 302 to plain HTTP would undo it.
+    let redirects = reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() >= 5 {
+            attempt.error("more than 5 redirects")
+        } else if crate::config::check_fetch_url(attempt.url().as_str()).is_err() {
+            attempt.error("a redirect to plain http (only https, or http to loopback)")
+        } else {
+            attempt.follow()
+        }
+    });
     let mut builder = reqwest::Client::builder()
+        .redirect(redirects)
         .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15))
         .timeout(Duration::from_secs(300));
@@ -253,27 +265,45 @@ pub async fn fetch(
         }
         body.extend_from_slice(&chunk);
     }
-    let content = match encoding.as_deref() {
-        None | Some("identity") => body,
-        Some("gzip" | "x-gzip") => inflate(&body, config.max_bytes)
-            .map_err(|e| body_err(format!("gzip content encoding: {e}")))?,
-        Some(other) => return Err(body_err(format!("unsupported content encoding {other:?}"))),
-    };
-    if content.starts_with(&[0x1f, 0x8b]) {
-        test_gzip(&content)
-            .map_err(|e| body_err(format!("a .gz list that does not inflate: {e}")))?;
-    }
-    let digest = hex(&Sha256::digest(&content));
+    // Inflating and hashing a large list is CPU work: off the runtime.
+    let max_bytes = config.max_bytes;
+    let (content, digest) = tokio::task::spawn_blocking(move || {
+        let content = match encoding.as_deref() {
+            None | Some("identity") => body,
+            Some("gzip" | "x-gzip") => {
+                inflate(&body, max_bytes).map_err(|e| format!("gzip content encoding: {e}"))?
+            }
+            Some(other) => return Err(format!("unsupported content encoding {other:?}")),
+        };
+        if content.starts_with(&[0x1f, 0x8b]) {
+            test_gzip(&content).map_err(|e| format!("a .gz list that does not inflate: {e}"))?;
+        }
+        let digest = hex(&Sha256::digest(&content));
+        Ok((content, digest))
+    })
+    .await
+    .map_err(|e| body_err(e.to_string()))?
+    .map_err(body_err)?;
     if let Some(url) = &config.sha256_url {
-        let text = client
+        let mut response = client
             .get(url)
             .send()
             .await
             .and_then(|r| r.error_for_status())
-            .map_err(|e| http(url, e))?
-            .text()
-            .await
             .map_err(|e| http(url, e))?;
+        // A checksum file is a line; a few KiB is plenty.
+        let mut text = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| http(url, e))? {
+            text.extend_from_slice(&chunk);
+            if text.len() > 4096 {
+                return Err(DownloadError::Body {
+                    file: file.clone(),
+                    url: url.clone(),
+                    message: "more than 4 KiB: not a checksum file".into(),
+                });
+            }
+        }
+        let text = String::from_utf8_lossy(&text);
         let expected = checksum_in(&text).ok_or_else(|| DownloadError::Body {
             file: file.clone(),
             url: url.clone(),

@@ -140,7 +140,11 @@ fn pulls_a_collection_with_paging_and_added_after() {
     let bundle_path = setup.path("feeds/taxii-threats.json");
     assert!(bundle_path.is_file());
     assert!(
-        !setup.path("feeds/.taxii-threats.json.tmp").exists(),
+        !std::fs::read_dir(setup.path("feeds")).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".tmp")),
         "no temporary file left behind"
     );
 

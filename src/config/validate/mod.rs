@@ -34,6 +34,7 @@ mod taxii;
 
 pub(super) use hitlog::{dnstap, hitlog};
 pub(super) use server::{reporting_only, server};
+pub(crate) use sources::check_fetch_url;
 pub(super) use sources::{downloads, rpz};
 
 /// The host name, as a node id: the kernel's, cut to what a node id may

@@ -101,7 +101,7 @@ pub(in crate::config) fn downloads(
 /// HTTPS anywhere; plain HTTP only to a loopback address (a local relay
 /// or a test server), never across a network. Returns whether the host is
 /// loopback.
-pub(super) fn check_fetch_url(url: &str) -> Result<bool, String> {
+pub(crate) fn check_fetch_url(url: &str) -> Result<bool, String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     let loopback = match parsed.host() {
         Some(url::Host::Ipv4(a)) => a.is_loopback(),

@@ -194,6 +194,16 @@ pub fn spawn(
             kick: Arc::clone(&kick),
         });
         let registry = Arc::clone(registry);
+        let max_records = config
+            .feed_settings(&zone.zone)
+            .and_then(|f| f.max_entries)
+            .unwrap_or(config.blocklist.max_feed_entries);
+        let limits = xfr::Limits {
+            per_message: zone.timeout,
+            deadline: zone.timeout * 20,
+            max_records,
+            max_bytes: usize::try_from(config.blocklist.max_feed_mib << 20).unwrap_or(usize::MAX),
+        };
         let task = tokio::spawn(async move {
             let mut zone_task = ZoneTask {
                 config: zone,
@@ -201,6 +211,7 @@ pub fn spawn(
                 feeds_dir,
                 state_dir,
                 state,
+                limits,
             };
             loop {
                 let started = std::time::Instant::now();
@@ -231,6 +242,13 @@ pub fn spawn(
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = kick.notified() => {
+                        // NOTIFYs (spoofable, and sent again by primaries
+                        // that get no answer) refresh at most once per
+                        // refresh_floor_secs.
+                        let floor = zone_task.config.refresh_floor;
+                        if let Some(rest) = floor.checked_sub(started.elapsed()) {
+                            tokio::time::sleep(rest).await;
+                        }
                         tracing::info!(zone = %zone_task.config.zone, "rpz: NOTIFY received; refreshing");
                     }
                 }
@@ -248,6 +266,7 @@ struct ZoneTask {
     feeds_dir: PathBuf,
     state_dir: PathBuf,
     state: State,
+    limits: xfr::Limits,
 }
 
 impl ZoneTask {
@@ -282,23 +301,27 @@ impl ZoneTask {
             Some(tsig) => Some(signer(tsig)?),
             None => None,
         };
-        // IXFR only while the file we would edit is there.
-        let current = self.state.soa().filter(|_| self.path().is_file());
+        // IXFR only from the version the zone file holds: the file is
+        // written before the state, and either may be lost.
+        let path = self.path();
+        let current = self.state.soa().filter(|soa| {
+            // One short read of the file's first line.
+            let file = zone_file::serial_of(&path);
+            file.is_some() && file == xfr::soa_serial(soa)
+        });
         let mut errors = Vec::new();
         for primary in self.config.primaries.clone() {
             let result = match &current {
                 Some(soa) => match self.transfer(primary, Some(soa), signer.as_ref()).await {
                     Ok(done) => Ok(done),
-                    // A key the primary refuses refuses AXFR too.
-                    Err(e @ (XfrError::Tsig { .. } | XfrError::Refused { .. })) => {
-                        Err(e.to_string())
-                    }
-                    Err(e) => {
-                        tracing::info!(zone = %self.config.zone, error = %e, "rpz: IXFR failed; trying AXFR");
+                    Err(e) if e.axfr_may_help() => {
+                        tracing::info!(zone = %self.config.zone, error = %e, "rpz: IXFR not usable; trying AXFR");
                         self.transfer(primary, None, signer.as_ref())
                             .await
                             .map_err(|e| e.to_string())
                     }
+                    // A key the primary refuses, it refuses for AXFR too.
+                    Err(e) => Err(e.to_string()),
                 },
                 None => self
                     .transfer(primary, None, signer.as_ref())
@@ -320,9 +343,8 @@ impl ZoneTask {
         current: Option<&Record>,
         signer: Option<&TSigner>,
     ) -> Result<Pulled, XfrError> {
-        let result =
-            xfr::transfer(primary, &self.name, current, signer, self.config.timeout).await?;
-        let local = |message: String| XfrError::Malformed { primary, message };
+        let result = xfr::transfer(primary, &self.name, current, signer, self.limits).await?;
+        let local = |message: String| XfrError::Local { message };
         let zone = self.config.zone.clone();
         let path = self.path();
         let old = current.and_then(xfr::soa_serial);
@@ -337,8 +359,13 @@ impl ZoneTask {
             }
             Xfr::Full { soa, lines, count } => {
                 let how = format!("AXFR from {primary}");
-                zone_file::write_full(&path, &zone, &soa, &lines, &how)
-                    .map_err(|e| local(format!("cannot write {}: {e}", path.display())))?;
+                let (p, z, s) = (path.clone(), zone.clone(), soa.clone());
+                tokio::task::spawn_blocking(move || {
+                    zone_file::write_full(&p, &z, &s, &lines, &how)
+                })
+                .await
+                .map_err(|e| local(e.to_string()))?
+                .map_err(|e| local(format!("cannot write {}: {e}", path.display())))?;
                 let serial = xfr::soa_serial(&soa).unwrap_or(0);
                 (
                     soa,
@@ -348,7 +375,12 @@ impl ZoneTask {
             Xfr::Incremental { soa, diffs } => {
                 let serial = xfr::soa_serial(&soa).unwrap_or(0);
                 let how = format!("IXFR from {primary}");
-                match zone_file::apply(&path, &zone, &soa, &diffs, &how) {
+                let (p, z, s) = (path.clone(), zone.clone(), soa.clone());
+                let applied =
+                    tokio::task::spawn_blocking(move || zone_file::apply(&p, &z, &s, &diffs, &how))
+                        .await
+                        .map_err(|e| local(e.to_string()))?;
+                match applied {
                     Ok((deleted, added)) => (
                         soa,
                         format!(
@@ -357,8 +389,10 @@ impl ZoneTask {
                         ),
                     ),
                     Err(message) => {
-                        tracing::warn!(zone = %zone, %message, "rpz: the increment does not fit the zone held; transferring it whole");
-                        return Box::pin(self.transfer(primary, None, signer)).await;
+                        return Err(XfrError::NeedsAxfr {
+                            primary,
+                            message: format!("the increment does not fit the zone held: {message}"),
+                        });
                     }
                 }
             }

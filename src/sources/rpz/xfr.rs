@@ -6,8 +6,16 @@
 //! SOA's MNAME is not the zone name (every real RPZ), cannot tell a
 //! finished up-to-date IXFR from a timeout, has one timeout for the whole
 //! transfer, and drops messages when its 8-slot channel is full. This
-//! reads one message at a time with a timeout per message and verifies
-//! each message's TSIG, chained (RFC 8945 5.3.1).
+//! reads one message at a time with a timeout per message, a deadline
+//! for the whole transfer and caps on records and bytes, and verifies
+//! each message's TSIG, chained (RFC 8945 5.3.1). hickory's verifier
+//! wants a TSIG on every message: a primary that signs only every Nth
+//! message (allowed by RFC 8945, done by some old servers) fails the
+//! check; NSD 4 and BIND 9 sign every one.
+//!
+//! Only the records an RPZ acts on are kept (CNAME, A, AAAA), written as
+//! master-file lines with escaped, ASCII owner names; SOA and NS at the
+//! apex, RRSIGs and other local data are dropped here.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -69,6 +77,41 @@ pub enum XfrError {
         primary: SocketAddr,
         message: String,
     },
+    /// The increment cannot be used (it does not fit the zone held, or
+    /// the primary's serial is behind ours): transfer the whole zone.
+    #[error("{primary}: {message}")]
+    NeedsAxfr {
+        primary: SocketAddr,
+        message: String,
+    },
+    /// Writing the zone or its state here failed: no transfer helps.
+    #[error("{message}")]
+    Local { message: String },
+}
+
+impl XfrError {
+    /// Whether an AXFR from the same primary may succeed where this
+    /// (IXFR) attempt failed: not when the primary refused our key.
+    pub fn axfr_may_help(&self) -> bool {
+        match self {
+            XfrError::Tsig { .. } | XfrError::Local { .. } => false,
+            XfrError::Refused { rcode, tsig, .. } => {
+                tsig.is_empty() && *rcode != ResponseCode::NotAuth
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Bounds on one transfer.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Wait for each message at most this long.
+    pub per_message: Duration,
+    /// The whole transfer at most this long.
+    pub deadline: Duration,
+    pub max_records: usize,
+    pub max_bytes: usize,
 }
 
 fn unix_now() -> u64 {
@@ -85,14 +128,34 @@ pub fn soa_serial(record: &Record) -> Option<u32> {
 }
 
 /// Transfer `zone` from `primary`: IXFR from `current` (our SOA record)
-/// when given, else AXFR. `per_message` bounds the wait for each message.
+/// when given, else AXFR, within `limits`.
 pub async fn transfer(
     primary: SocketAddr,
     zone: &Name,
     current: Option<&Record>,
     signer: Option<&TSigner>,
-    per_message: Duration,
+    limits: Limits,
 ) -> Result<Xfr, XfrError> {
+    timeout(
+        limits.deadline,
+        transfer_within(primary, zone, current, signer, limits),
+    )
+    .await
+    .map_err(|_| XfrError::Timeout {
+        primary,
+        what: "the whole transfer",
+        secs: limits.deadline.as_secs(),
+    })?
+}
+
+async fn transfer_within(
+    primary: SocketAddr,
+    zone: &Name,
+    current: Option<&Record>,
+    signer: Option<&TSigner>,
+    limits: Limits,
+) -> Result<Xfr, XfrError> {
+    let per_message = limits.per_message;
     let malformed = |message: String| XfrError::Malformed { primary, message };
     let qtype = if current.is_some() {
         RecordType::IXFR
@@ -138,7 +201,7 @@ pub async fn transfer(
     stream.write_all(&framed).await.map_err(io("send"))?;
 
     let ours = current.and_then(soa_serial);
-    let mut collector = Collector::new(ours);
+    let mut collector = Collector::new(zone.clone(), ours, limits);
     let mut buf = Vec::new();
     loop {
         let len = timeout(per_message, stream.read_u16())
@@ -190,8 +253,19 @@ pub async fn transfer(
                 return Ok(done);
             }
         }
-        if let Some(serial) = collector.up_to_date() {
-            return Ok(Xfr::UpToDate { serial });
+        match collector.lone_soa() {
+            Some(Lone::UpToDate(serial)) => return Ok(Xfr::UpToDate { serial }),
+            Some(Lone::Behind(theirs)) => {
+                return Err(XfrError::NeedsAxfr {
+                    primary,
+                    message: format!(
+                        "the primary's serial {theirs} is not newer than ours {}: \
+                         transferring the whole zone",
+                        ours.unwrap_or(0)
+                    ),
+                });
+            }
+            None => {}
         }
     }
 }
@@ -205,7 +279,13 @@ fn refused(primary: SocketAddr, message: &Message) -> XfrError {
                 " (TSIG error {e:?}: the key name, algorithm or secret differs from the primary's)"
             )
         })
-        .unwrap_or_default();
+        .unwrap_or_else(|| {
+            if message.metadata.response_code == ResponseCode::NotAuth {
+                " (NOTAUTH: the primary does not accept our key, or wants one)".to_owned()
+            } else {
+                String::new()
+            }
+        });
     XfrError::Refused {
         primary,
         rcode: message.metadata.response_code,
@@ -233,11 +313,33 @@ enum Half {
     Adding,
 }
 
+/// A message that held only the primary's SOA.
+enum Lone {
+    UpToDate(u32),
+    Behind(u32),
+}
+
+/// A record an RPZ acts on, as a master-file line: the owner and target
+/// escaped and in A-labels (`Name::to_ascii`), so that the RPZ parser
+/// reads back exactly this record. `None` for every other type.
+pub fn master_line(record: &Record) -> Option<String> {
+    let owner = record.name.to_ascii();
+    let ttl = record.ttl;
+    match &record.data {
+        RData::CNAME(target) => Some(format!("{owner} {ttl} IN CNAME {}", target.0.to_ascii())),
+        RData::A(a) => Some(format!("{owner} {ttl} IN A {}", a.0)),
+        RData::AAAA(a) => Some(format!("{owner} {ttl} IN AAAA {}", a.0)),
+        _ => None,
+    }
+}
+
 /// Reads the record stream and says when it is complete (RFC 1995 2,
 /// RFC 5936 2.2): AXFR is SOA(S), records, SOA(S); IXFR is SOA(S), then
 /// per step SOA(old), deletions, SOA(new), additions, then SOA(S).
 struct Collector {
+    zone: Name,
     ours: Option<u32>,
+    limits: Limits,
     soa: Option<Record>,
     new: u32,
     half: Half,
@@ -246,14 +348,18 @@ struct Collector {
     diffs: Vec<(Vec<Record>, Vec<Record>)>,
     deleted: Vec<Record>,
     added: Vec<Record>,
-    /// Records seen after the first SOA.
+    /// Records seen after the first SOA (all types).
     seen: usize,
+    /// Bytes held in the increments (approximate).
+    held: usize,
 }
 
 impl Collector {
-    fn new(ours: Option<u32>) -> Collector {
+    fn new(zone: Name, ours: Option<u32>, limits: Limits) -> Collector {
         Collector {
+            zone,
             ours,
+            limits,
             soa: None,
             new: 0,
             half: Half::Start,
@@ -263,24 +369,56 @@ impl Collector {
             deleted: Vec::new(),
             added: Vec::new(),
             seen: 0,
+            held: 0,
         }
     }
 
-    /// After a message: a lone SOA not newer than ours means no change.
-    fn up_to_date(&self) -> Option<u32> {
+    /// After a message: a lone SOA equal to ours means no change; one
+    /// older than ours (or incomparable) means the primary went back.
+    fn lone_soa(&self) -> Option<Lone> {
         let ours = self.ours?;
-        (self.soa.is_some()
-            && self.seen == 0
-            // RFC 1982: not newer (equal, older, or incomparable).
-            && SerialNumber::new(self.new).partial_cmp(&SerialNumber::new(ours))
-                != Some(std::cmp::Ordering::Greater))
-        .then_some(self.new)
+        if self.soa.is_none() || self.seen != 0 {
+            return None;
+        }
+        match SerialNumber::new(self.new).partial_cmp(&SerialNumber::new(ours)) {
+            Some(std::cmp::Ordering::Equal) => Some(Lone::UpToDate(self.new)),
+            Some(std::cmp::Ordering::Greater) => None,
+            _ => Some(Lone::Behind(self.new)),
+        }
     }
 
-    fn line(&mut self, record: &Record) {
-        use std::fmt::Write;
-        let _ = writeln!(self.lines, "{record}");
-        self.count += 1;
+    fn line(&mut self, record: &Record) -> Result<(), String> {
+        if let Some(line) = master_line(record) {
+            self.lines.push_str(&line);
+            self.lines.push('\n');
+            self.count += 1;
+        }
+        if self.lines.len() > self.limits.max_bytes {
+            return Err(format!(
+                "the zone passes {} bytes (blocklist.max_feed_mib); refused",
+                self.limits.max_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    fn keep(&mut self, deleting: bool, record: Record) -> Result<(), String> {
+        if master_line(&record).is_none() {
+            return Ok(());
+        }
+        self.held += 64 + record.name.len();
+        if self.held > self.limits.max_bytes {
+            return Err(format!(
+                "the increment passes {} bytes; refused",
+                self.limits.max_bytes
+            ));
+        }
+        if deleting {
+            self.deleted.push(record);
+        } else {
+            self.added.push(record);
+        }
+        Ok(())
     }
 
     fn push(&mut self, record: Record) -> Result<Option<Xfr>, String> {
@@ -289,26 +427,47 @@ impl Collector {
             let Some(serial) = serial else {
                 return Err("the first record is not the zone's SOA".into());
             };
+            if record.name != self.zone {
+                return Err(format!(
+                    "the SOA is for {}, not for {}",
+                    record.name, self.zone
+                ));
+            }
             self.new = serial;
             self.soa = Some(record);
             return Ok(None);
         };
         self.seen += 1;
+        if self.seen > self.limits.max_records {
+            return Err(format!(
+                "more than {} records (max_entries or blocklist.max_feed_entries); refused",
+                self.limits.max_records
+            ));
+        }
+        // Records outside the zone have no place in it (RFC 5936 3.2).
+        if serial.is_none() && !self.zone.zone_of(&record.name) {
+            return Ok(None);
+        }
         match (self.half, serial) {
-            (Half::Start, Some(s)) if Some(s) == self.ours && s != self.new => {
-                self.half = Half::Deleting;
-            }
             (Half::Start, Some(s)) if s == self.new => {
-                // An empty zone, AXFR-style.
-                return Ok(Some(Xfr::Full {
-                    soa: first.clone(),
-                    lines: String::new(),
-                    count: 0,
-                }));
+                // SOA(S) SOA(S): an IXFR saying "no change", or a zone
+                // with nothing in it, which no RPZ is (it has an NS).
+                return if self.ours == Some(s) {
+                    Ok(Some(Xfr::UpToDate { serial: s }))
+                } else {
+                    Err("a zone with no records at all; refused".into())
+                };
             }
-            (Half::Start, _) => {
+            (Half::Start, Some(s)) if Some(s) == self.ours => self.half = Half::Deleting,
+            (Half::Start, Some(s)) => {
+                return Err(format!(
+                    "an increment from serial {s}, where ours is {:?}",
+                    self.ours
+                ));
+            }
+            (Half::Start, None) => {
                 self.half = Half::Whole;
-                self.line(&record);
+                self.line(&record)?;
             }
             (Half::Whole, Some(s)) if s == self.new => {
                 return Ok(Some(Xfr::Full {
@@ -317,9 +476,10 @@ impl Collector {
                     count: self.count,
                 }));
             }
-            (Half::Whole, _) => self.line(&record),
+            (Half::Whole, Some(_)) => return Err("an SOA inside the zone".into()),
+            (Half::Whole, None) => self.line(&record)?,
             (Half::Deleting, Some(_)) => self.half = Half::Adding,
-            (Half::Deleting, None) => self.deleted.push(record),
+            (Half::Deleting, None) => self.keep(true, record)?,
             (Half::Adding, Some(s)) => {
                 self.diffs.push((
                     std::mem::take(&mut self.deleted),
@@ -333,7 +493,7 @@ impl Collector {
                 }
                 self.half = Half::Deleting;
             }
-            (Half::Adding, None) => self.added.push(record),
+            (Half::Adding, None) => self.keep(false, record)?,
         }
         Ok(None)
     }
@@ -377,14 +537,29 @@ mod tests {
         )
     }
 
+    const LIMITS: Limits = Limits {
+        per_message: Duration::from_secs(5),
+        deadline: Duration::from_secs(10),
+        max_records: 1000,
+        max_bytes: 1 << 20,
+    };
+
+    fn zone() -> Name {
+        Name::from_ascii("rpz.test.").unwrap()
+    }
+
     fn run(ours: Option<u32>, records: Vec<Record>) -> Result<Option<Xfr>, String> {
-        let mut c = Collector::new(ours);
+        let mut c = Collector::new(zone(), ours, LIMITS);
         for r in records {
             if let Some(done) = c.push(r)? {
                 return Ok(Some(done));
             }
         }
-        Ok(c.up_to_date().map(|serial| Xfr::UpToDate { serial }))
+        Ok(match c.lone_soa() {
+            Some(Lone::UpToDate(serial)) => Some(Xfr::UpToDate { serial }),
+            Some(Lone::Behind(_)) => return Err("behind".into()),
+            None => None,
+        })
     }
 
     #[test]
@@ -408,6 +583,45 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // Another zone's SOA is refused; records outside the zone and
+        // types an RPZ does not use are left out.
+        let other = Record::from_rdata(
+            Name::from_ascii("other.test.").unwrap(),
+            60,
+            soa(5).data.clone(),
+        );
+        assert!(
+            run(None, vec![other])
+                .unwrap_err()
+                .contains("not for rpz.test.")
+        );
+        let txt = Record::from_rdata(
+            Name::from_ascii("t.rpz.test.").unwrap(),
+            60,
+            RData::TXT(hickory_proto::rr::rdata::TXT::new(vec!["a (b".into()])),
+        );
+        let mixed = vec![
+            soa(5),
+            cname("x.other.test."),
+            txt,
+            cname("a.rpz.test."),
+            soa(5),
+        ];
+        match run(None, mixed) {
+            Ok(Some(Xfr::Full { lines, count, .. })) => {
+                assert_eq!((lines.as_str(), count), ("a.rpz.test. 60 IN CNAME .\n", 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A cap on records.
+        let many: Vec<Record> = std::iter::once(soa(5))
+            .chain((0..1001).map(|i| cname(&format!("n{i}.rpz.test."))))
+            .collect();
+        assert!(
+            run(None, many)
+                .unwrap_err()
+                .contains("more than 1000 records")
+        );
         // Not finished without the closing SOA.
         assert!(matches!(
             run(None, vec![soa(5), cname("a.rpz.test.")]),
@@ -445,6 +659,22 @@ mod tests {
             run(Some(5), vec![soa(5)]),
             Ok(Some(Xfr::UpToDate { serial: 5 }))
         ));
+        // A primary that went back is not "up to date": transfer it whole.
+        assert_eq!(run(Some(2026120601), vec![soa(5)]).unwrap_err(), "behind");
+        // An increment from a serial that is not ours is refused, not
+        // taken as the whole zone.
+        let e = run(
+            Some(3),
+            vec![soa(5), soa(2), cname("old.rpz.test."), soa(5), soa(5)],
+        )
+        .unwrap_err();
+        assert!(e.contains("from serial 2"), "{e}");
+        // SOA SOA: no change for IXFR; an empty zone for AXFR is refused.
+        assert!(matches!(
+            run(Some(5), vec![soa(5), soa(5)]),
+            Ok(Some(Xfr::UpToDate { serial: 5 }))
+        ));
+        assert!(run(None, vec![soa(5), soa(5)]).is_err());
         // An IXFR answered with the whole zone.
         assert!(matches!(
             run(Some(3), vec![soa(5), cname("a.rpz.test."), soa(5)]),
@@ -481,7 +711,7 @@ mod tests {
     #[tokio::test]
     async fn a_transfer_cut_short_or_garbled_is_an_error() {
         let zone = Name::from_ascii("rpz.test.").unwrap();
-        let wait = Duration::from_secs(5);
+        let wait = LIMITS;
         let whole = vec![vec![soa(5), cname("a.rpz.test.")], vec![soa(5)]];
         let addr = primary(whole, None).await;
         assert!(matches!(

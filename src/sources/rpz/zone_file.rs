@@ -1,8 +1,9 @@
 //! The zone as a master file in feeds_dir: written whole after an AXFR,
-//! edited after an IXFR, always replaced atomically. Each record is one
-//! line as hickory prints it (`owner TTL IN TYPE RDATA`, absolute names),
-//! which the RPZ feed parser reads; a comment at the top says where and
-//! when it came from.
+//! edited after an IXFR, always replaced atomically. Each record the RPZ
+//! acts on is one line (`owner TTL IN TYPE RDATA`, absolute, escaped
+//! ASCII names: [`super::xfr::master_line`]), which the RPZ feed parser
+//! reads; the first line is a comment naming the zone's serial, which an
+//! IXFR checks before it edits the file.
 //!
 //! Nothing of the zone stays in memory between transfers: an IXFR reads
 //! the file back, drops the deleted records and appends the added ones.
@@ -11,7 +12,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use hickory_proto::rr::Record;
+use hickory_proto::rr::{RData, Record};
 
 /// The header and SOA of a zone file.
 fn head(zone: &str, soa: &Record, how: &str) -> String {
@@ -23,8 +24,32 @@ fn head(zone: &str, soa: &Record, how: &str) -> String {
         crate::sources::now_rfc3339()
     );
     let _ = writeln!(text, "$ORIGIN {zone}.");
-    let _ = writeln!(text, "{soa}");
+    if let RData::SOA(d) = &soa.data {
+        let _ = writeln!(
+            text,
+            "{} {} IN SOA {} {} {} {} {} {} {}",
+            soa.name.to_ascii(),
+            soa.ttl,
+            d.mname.to_ascii(),
+            d.rname.to_ascii(),
+            d.serial,
+            d.refresh,
+            d.retry,
+            d.expire,
+            d.minimum
+        );
+    }
     text
+}
+
+/// The serial the zone file holds, from its first line.
+pub fn serial_of(path: &Path) -> Option<u32> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).ok()?;
+    let mut first = String::new();
+    std::io::BufReader::new(file).read_line(&mut first).ok()?;
+    let rest = first.split(" serial ").nth(1)?;
+    rest.split(':').next()?.trim().parse().ok()
 }
 
 /// Write the whole zone (after an AXFR).
@@ -52,7 +77,8 @@ fn key(line: &str) -> Option<String> {
 
 /// Apply IXFR steps to the zone file. Fails, leaving the file alone,
 /// when a deleted record is not in it (the file is not the version the
-/// increment starts from: fall back to AXFR).
+/// increment starts from: fall back to AXFR). An added record the zone
+/// already holds is not added twice (RRsets are sets).
 pub fn apply(
     path: &Path,
     zone: &str,
@@ -72,12 +98,12 @@ pub fn apply(
     let (mut deleted_total, mut added_total) = (0, 0);
     for (deleted, added) in diffs {
         let mut pending: HashMap<String, usize> = HashMap::new();
-        for record in deleted {
-            if let Some(k) = key(&record.to_string()) {
+        for line in deleted.iter().filter_map(super::xfr::master_line) {
+            if let Some(k) = key(&line) {
                 *pending.entry(k).or_default() += 1;
             }
         }
-        let wanted = deleted.len();
+        let wanted: usize = pending.values().sum();
         let mut removed = 0;
         let mut keep = |line: &str| match key(line).and_then(|k| pending.get_mut(&k)) {
             Some(n) if *n > 0 => {
@@ -97,11 +123,25 @@ pub fn apply(
                 wanted - removed
             ));
         }
-        for record in added {
-            added_text.push(record.to_string());
+        let mut new: HashMap<String, String> = added
+            .iter()
+            .filter_map(super::xfr::master_line)
+            .filter_map(|l| Some((key(&l)?, l)))
+            .collect();
+        if !new.is_empty() {
+            for line in lines
+                .iter()
+                .copied()
+                .chain(added_text.iter().map(String::as_str))
+            {
+                if let Some(k) = key(line) {
+                    new.remove(&k);
+                }
+            }
         }
+        added_total += new.len();
+        added_text.extend(new.into_values());
         deleted_total += wanted;
-        added_total += added.len();
     }
     let mut out = head(zone, soa, how);
     out.reserve(text.len());
@@ -121,8 +161,8 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_proto::rr::Name;
     use hickory_proto::rr::rdata::{CNAME, SOA};
-    use hickory_proto::rr::{Name, RData};
 
     fn soa(serial: u32) -> Record {
         Record::from_rdata(
@@ -140,6 +180,10 @@ mod tests {
         )
     }
 
+    fn cname_line(owner: &str, ttl: u32) -> String {
+        super::super::xfr::master_line(&cname(owner, ttl)).unwrap()
+    }
+
     fn cname(owner: &str, ttl: u32) -> Record {
         Record::from_rdata(
             Name::from_ascii(owner).unwrap(),
@@ -154,10 +198,11 @@ mod tests {
         let path = dir.path().join("rpz.test");
         let body = format!(
             "{}\n{}\n",
-            cname("a.rpz.test.", 60),
-            cname("b.rpz.test.", 60)
+            cname_line("a.rpz.test.", 60),
+            cname_line("b.rpz.test.", 60)
         );
         write_full(&path, "rpz.test", &soa(1), &body, "AXFR").unwrap();
+        assert_eq!(serial_of(&path), Some(1));
         // A deletion matches whatever the TTL, and in any case.
         let diffs = vec![
             (
@@ -178,7 +223,7 @@ mod tests {
         assert_eq!(
             records,
             [
-                soa(3).to_string().as_str(),
+                "rpz.test. 60 IN SOA ns.rpz.test. admin.rpz.test. 3 60 60 600 60",
                 "b.rpz.test. 60 IN CNAME .",
                 "d.rpz.test. 60 IN CNAME ."
             ]
@@ -187,5 +232,14 @@ mod tests {
         let wrong = vec![(vec![cname("zz.rpz.test.", 60)], vec![])];
         assert!(apply(&path, "rpz.test", &soa(4), &wrong, "IXFR").is_err());
         assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert_eq!(serial_of(&path), Some(3));
+        // An addition already held is not added again.
+        let again = vec![(vec![], vec![cname("b.rpz.test.", 60)])];
+        assert_eq!(
+            apply(&path, "rpz.test", &soa(4), &again, "IXFR").unwrap(),
+            (0, 0)
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("b.rpz.test.").count(), 1);
     }
 }
