@@ -103,6 +103,8 @@ pub struct ParsedFeed {
     answers: Vec<Box<[IpAddr]>>,
     /// Address indicators with their local metadata, in file order.
     nets: Vec<(IpNet, u32)>,
+    /// RPZ client-IP triggers with their local metadata, in file order.
+    clients: Vec<(IpNet, u32)>,
 }
 
 impl ParsedFeed {
@@ -131,6 +133,11 @@ impl ParsedFeed {
         &self.nets
     }
 
+    /// Client-IP triggers (RPZ `rpz-client-ip`) with their local metadata.
+    pub fn clients(&self) -> &[(IpNet, u32)] {
+        &self.clients
+    }
+
     /// Number of name entries (what sizes a layer).
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -138,7 +145,7 @@ impl ParsedFeed {
 
     /// Names and addresses together (for the shrink and size guards).
     pub fn indicators(&self) -> usize {
-        self.entries.len() + self.nets.len()
+        self.entries.len() + self.nets.len() + self.clients.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -170,6 +177,7 @@ pub struct FeedBuilder {
     answers: Vec<Box<[IpAddr]>>,
     answer_ids: HashMap<Box<[IpAddr]>, u32>,
     nets: Vec<(IpNet, u32)>,
+    clients: Vec<(IpNet, u32)>,
 }
 
 impl FeedBuilder {
@@ -185,6 +193,7 @@ impl FeedBuilder {
             answers: Vec::new(),
             answer_ids: HashMap::new(),
             nets: Vec::new(),
+            clients: Vec::new(),
         }
     }
 
@@ -241,7 +250,11 @@ impl FeedBuilder {
             }
         };
         if let Some(net) = indicator.net {
-            self.nets.push((net, meta));
+            if indicator.client_ip {
+                self.clients.push((net, meta));
+            } else {
+                self.nets.push((net, meta));
+            }
             return;
         }
         let Ok(start) = u32::try_from(self.arena.len()) else {
@@ -277,6 +290,7 @@ impl FeedBuilder {
             strings: self.strings,
             answers: self.answers,
             nets: self.nets,
+            clients: self.clients,
         }
     }
 }

@@ -261,6 +261,7 @@ pub fn merge_ranges(
     }
 
     let addresses = merge_addresses(feeds, ranges, &remap, &tables, settings);
+    let clients = merge_clients(feeds, ranges, &remap, &tables);
 
     let mut suppressed = vec![Suppressed::default(); feeds.len()];
     let mut heap: BinaryHeap<Reverse<(&[u8], usize, usize)>> =
@@ -336,6 +337,7 @@ pub fn merge_ranges(
         details: tables.details,
         answers: tables.answers,
         addresses,
+        clients,
         filter: super::filter::KeyFilter::build(hashes),
         tlds,
         tld_keys,
@@ -378,6 +380,33 @@ fn merge_addresses(
         }
     }
     addresses
+}
+
+/// The RPZ client-IP triggers of `feeds` (always in force: a trigger on
+/// the client is explicit policy). As for addresses: a big feed's go with
+/// its first shard, and at one network allow beats block, then the first
+/// feed wins.
+fn merge_clients(
+    feeds: &[Arc<ParsedFeed>],
+    ranges: &[Range<usize>],
+    remap: &[Vec<u32>],
+    tables: &Tables,
+) -> PrefixMap<u32> {
+    let mut clients = PrefixMap::default();
+    let metas = &tables.metas;
+    for (f, feed) in feeds.iter().enumerate() {
+        if ranges[f].start != 0 {
+            continue;
+        }
+        for (net, local) in feed.clients() {
+            let meta = remap[f][*local as usize];
+            clients.insert_with(*net, meta, |old, new| {
+                metas[*old as usize].verdict == Verdict::Block
+                    && metas[*new as usize].verdict == Verdict::Allow
+            });
+        }
+    }
+    clients
 }
 
 #[cfg(test)]

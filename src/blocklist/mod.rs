@@ -133,6 +133,8 @@ pub struct Layer {
     answers: Vec<Box<[IpAddr]>>,
     /// Listed addresses and ranges (answer-IP policy) -> metadata index.
     addresses: PrefixMap<u32>,
+    /// RPZ client-IP triggers: client networks -> metadata index.
+    clients: PrefixMap<u32>,
     /// "Certainly not here" for most unlisted names, before the walk;
     /// `None` (an empty layer) means always walk.
     filter: Option<KeyFilter>,
@@ -162,6 +164,7 @@ impl Layer {
             details: Vec::new(),
             answers: Vec::new(),
             addresses: PrefixMap::default(),
+            clients: PrefixMap::default(),
             filter: None,
             tlds: (Box::default(), Box::default()),
             tld_keys: false,
@@ -298,6 +301,21 @@ impl Blocklist {
         self.layers.iter().map(|l| l.addresses.len()).sum()
     }
 
+    /// Client-IP triggers, over all layers.
+    pub fn clients(&self) -> usize {
+        self.layers.iter().map(|l| l.clients.len()).sum()
+    }
+
+    /// The client-IP trigger for a client address: chosen as
+    /// [`Blocklist::lookup_address`] chooses. `None` at once when no feed
+    /// has one.
+    pub fn lookup_client(&self, ip: IpAddr) -> Option<(Match, IpNet)> {
+        if self.layers.iter().all(|l| l.clients.is_empty()) {
+            return None;
+        }
+        self.lookup_prefix(ip, |l| &l.clients)
+    }
+
     /// Addresses in use per feed name (for the compile report).
     pub fn addresses_by_feed(&self) -> std::collections::HashMap<&str, usize> {
         let mut out = std::collections::HashMap::new();
@@ -319,9 +337,17 @@ impl Blocklist {
     /// prefix length per layer, whatever the number of entries.
     /// [`Match::depth`] is the network's prefix length.
     pub fn lookup_address(&self, ip: IpAddr) -> Option<(Match, IpNet)> {
+        self.lookup_prefix(ip, |l| &l.addresses)
+    }
+
+    fn lookup_prefix(
+        &self,
+        ip: IpAddr,
+        table: impl Fn(&Layer) -> &PrefixMap<u32>,
+    ) -> Option<(Match, IpNet)> {
         let mut best: Option<(Match, IpNet)> = None;
         for (i, layer) in self.layers.iter().enumerate() {
-            let Some((net, meta)) = layer.addresses.longest(ip) else {
+            let Some((net, meta)) = table(layer).longest(ip) else {
                 continue;
             };
             if *meta as usize >= layer.metas.len() {

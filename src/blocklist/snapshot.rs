@@ -91,6 +91,9 @@ struct LayerMeta {
     /// Answer-IP policy: (network, metadata index).
     #[serde(default)]
     addresses: Vec<(IpNet, u32)>,
+    /// RPZ client-IP triggers: (network, metadata index).
+    #[serde(default)]
+    clients: Vec<(IpNet, u32)>,
     /// The negative filter: its descriptor (seed, segment length, mask,
     /// segment count length) and where its fingerprints sit in the region.
     #[serde(default)]
@@ -199,6 +202,7 @@ pub fn save(
             fst_len,
             own: layer.own,
             addresses: layer.addresses.iter().map(|(n, m)| (n, *m)).collect(),
+            clients: layer.clients.iter().map(|(n, m)| (n, *m)).collect(),
             filter,
         });
     }
@@ -403,18 +407,24 @@ pub fn load(dir: &Path) -> Result<Loaded, SnapshotError> {
                 )
             }
         };
-        let mut addresses = PrefixMap::default();
-        for (net, meta) in layer.addresses {
-            if meta as usize >= metas.len() {
-                return Err(bad("an address points past a table".into()));
+        let table = |pairs: Vec<(IpNet, u32)>| {
+            let mut map = PrefixMap::default();
+            for (net, meta) in pairs {
+                if meta as usize >= metas.len() {
+                    return Err(bad("an address points past a table".into()));
+                }
+                map.insert_with(net, meta, |_, _| false);
             }
-            addresses.insert_with(net, meta, |_, _| false);
-        }
+            Ok(map)
+        };
+        let addresses = table(layer.addresses)?;
+        let clients = table(layer.clients)?;
         layers.push(Arc::new(Layer {
             tlds: Layer::tld_bounds(&map),
             tld_keys: Layer::lists_a_tld(&map),
             map,
             addresses,
+            clients,
             filter,
             metas,
             feeds: layer
@@ -498,9 +508,14 @@ mod tests {
                 local,
             ],
         );
+        let mut client = Indicator::address("127.0.0.2/32".parse().unwrap());
+        client.client_ip = true;
         let g = feed(
             source("g.txt"),
-            vec![Indicator::block("second.example".into(), Scope::Exact)],
+            vec![
+                Indicator::block("second.example".into(), Scope::Exact),
+                client,
+            ],
         );
         let layer = |f| {
             Arc::new(
@@ -539,6 +554,16 @@ mod tests {
         assert_eq!(list.answer(&m), ["192.0.2.1".parse::<IpAddr>().unwrap()]);
         let m = list.lookup_str("second.example").unwrap();
         assert_eq!((m.layer, list.feed(&m).name.as_str()), (1, "g.txt"));
+        // Client-IP triggers come back, apart from the answer addresses.
+        assert_eq!(list.clients(), 1);
+        assert_eq!(list.addresses(), 0);
+        let (m, net) = list.lookup_client("127.0.0.2".parse().unwrap()).unwrap();
+        assert_eq!(
+            (list.feed(&m).name.as_str(), net.to_string()),
+            ("g.txt", "127.0.0.2/32".into())
+        );
+        assert!(list.lookup_client("127.0.0.3".parse().unwrap()).is_none());
+        assert!(list.lookup_address("127.0.0.2".parse().unwrap()).is_none());
     }
 
     #[test]

@@ -392,14 +392,18 @@ fn protocol(transport: Transport) -> SocketProtocol {
 /// dnstap's policy fields for a decision (see the module doc).
 fn policy(note: &PolicyNote) -> Policy {
     let (matched, value) = match note.stage {
-        Stage::AnswerIp => {
+        Stage::AnswerIp | Stage::ClientIp => {
             let address = note
                 .matched
                 .split('/')
                 .next()
                 .and_then(|a| a.parse::<IpAddr>().ok());
             (
-                PolicyMatch::ResponseIp,
+                if note.stage == Stage::ClientIp {
+                    PolicyMatch::ClientIp
+                } else {
+                    PolicyMatch::ResponseIp
+                },
                 address.map(|a| match a {
                     IpAddr::V4(v4) => v4.octets().to_vec(),
                     IpAddr::V6(v6) => v6.octets().to_vec(),

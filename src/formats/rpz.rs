@@ -19,11 +19,12 @@
 //!
 //! Consecutive A/AAAA records of one owner make one answer set; records of
 //! one owner that are not consecutive are separate entries and the first
-//! wins. `rpz-nsdname`, `rpz-nsip` and `rpz-client-ip` triggers, `CNAME`
-//! redirects to other names, `rpz-tcp-only`, and other local-data types
-//! are skipped and counted by kind (organisations take the place of
-//! client-IP triggers; NS triggers need the delegation path, which a
-//! forwarder never sees). SOA and NS at the apex are the zone's own records.
+//! wins. `rpz-client-ip` triggers (`32.2.0.0.127.rpz-client-ip`) match the
+//! client's source address, with the same actions. `rpz-nsdname` and
+//! `rpz-nsip` triggers, `CNAME` redirects to other names, `rpz-tcp-only`,
+//! and other local-data types are skipped and counted by kind (NS
+//! triggers need the delegation path, which a forwarder never sees). SOA
+//! and NS at the apex are the zone's own records.
 
 use std::net::IpAddr;
 
@@ -164,10 +165,29 @@ impl RpzParser {
             sink(indicator);
             return Ok(LineOutcome::Loaded(flushed + 1));
         }
+        if let Some(address) = trigger.strip_suffix(".rpz-client-ip") {
+            let flushed = self.flush(sink);
+            let net = rpz_ip(address)?;
+            let target = match (rtype.as_str(), rdata.first()) {
+                ("CNAME", Some(t)) => t.to_ascii_lowercase(),
+                ("CNAME", None) => return Err(LineError::MissingColumn("CNAME target")),
+                _ => return Ok(LineOutcome::Skipped("rpz-client-ip local data")),
+            };
+            let (verdict, action) = match policy_action(&target, None) {
+                Ok(found) => found,
+                Err(skipped) => return Ok(LineOutcome::Skipped(skipped)),
+            };
+            let mut indicator = Indicator::address(net);
+            indicator.client_ip = true;
+            indicator.detail = detail.as_deref();
+            indicator.verdict = verdict;
+            indicator.action = (verdict == Verdict::Block).then_some(action);
+            sink(indicator);
+            return Ok(LineOutcome::Loaded(flushed + 1));
+        }
         for (suffix, kind) in [
             (".rpz-nsdname", "rpz-nsdname trigger"),
             (".rpz-nsip", "rpz-nsip trigger"),
-            (".rpz-client-ip", "rpz-client-ip trigger"),
         ] {
             if trigger.ends_with(suffix) {
                 return Ok(LineOutcome::Skipped(kind));

@@ -66,6 +66,9 @@ pub struct Indicator<'a> {
     /// answer-IP policy (TSV/plain IP lines, STIX `ipv4-addr`/`ipv6-addr`,
     /// RPZ `rpz-ip` triggers). Its `scope` means nothing.
     pub net: Option<IpNet>,
+    /// With `net`: an RPZ `rpz-client-ip` trigger, matched against the
+    /// client's address rather than the answer's.
+    pub client_ip: bool,
     pub scope: Scope,
     pub verdict: Verdict,
     /// The feed's own category for this entry, if the format carries one.
@@ -86,6 +89,7 @@ impl<'a> Indicator<'a> {
         Indicator {
             name,
             net: None,
+            client_ip: false,
             scope,
             verdict: Verdict::Block,
             category: None,

@@ -50,6 +50,8 @@ pub enum Stage {
     Cname,
     /// An A or AAAA address in the answer.
     AnswerIp,
+    /// The client's own address (an RPZ client-IP trigger).
+    ClientIp,
 }
 
 impl Stage {
@@ -58,11 +60,12 @@ impl Stage {
             Stage::Qname => "qname",
             Stage::Cname => "cname",
             Stage::AnswerIp => "answer_ip",
+            Stage::ClientIp => "client_ip",
         }
     }
 
     pub fn parse(s: &str) -> Option<Stage> {
-        [Stage::Qname, Stage::Cname, Stage::AnswerIp]
+        [Stage::Qname, Stage::Cname, Stage::AnswerIp, Stage::ClientIp]
             .into_iter()
             .find(|st| st.as_str() == s)
     }

@@ -177,6 +177,14 @@ impl Handler {
         }
     }
 
+    /// The client-IP trigger for this client, if any (the block response
+    /// speaks for `qname`). Costs nothing while no feed has one.
+    pub(super) fn check_client(&self, client: IpAddr, qname: &Name) -> Option<Listed> {
+        let list = self.blocklist.load();
+        let (found, net) = list.lookup_client(client)?;
+        Some(self.listed(&list, &found, qname.clone(), Some(net)))
+    }
+
     /// The answer-IP policy's entry for an address in the answer, owned by
     /// `owner`.
     fn check_address(&self, ip: IpAddr, owner: &Name) -> Option<Listed> {

@@ -67,6 +67,16 @@ impl Handler {
         if org.is_none() && !policy.allow_unknown_clients {
             return None;
         }
+        // A client-IP trigger decides every query of this client, cached
+        // or not: the full path applies it.
+        if self
+            .blocklist
+            .load()
+            .lookup_client(src.ip().to_canonical())
+            .is_some()
+        {
+            return None;
+        }
         if let Some(cache) = cache
             && let Some(len) = self.answer_cached(cache, &question, packet, out)
         {

@@ -291,9 +291,14 @@ impl Handler {
             return (info, QueryOutcome::Answered);
         }
         let cx = QueryContext::of(request, via.transport, org, qtype);
-        if let Some(listed) = self.check(qname) {
+        // RPZ precedence: a client-IP trigger before the query name's.
+        let (stage, listed) = match self.check_client(cx.client, qname) {
+            Some(listed) => (Stage::ClientIp, Some(listed)),
+            None => (Stage::Qname, self.check(qname)),
+        };
+        if let Some(listed) = listed {
             let name = plain(qname);
-            let Some(action) = self.decide(cx, Stage::Qname, &name, &name, &listed) else {
+            let Some(action) = self.decide(cx, stage, &name, &name, &listed) else {
                 // An exception for the query name covers its whole answer
                 // (RPZ: PASSTHRU ends policy evaluation).
                 return self

@@ -304,3 +304,150 @@ fn the_same_rpz_gives_the_same_answers_as_unbound() {
     );
     assert_eq!(deliberate_seen.len(), DELIBERATE.len());
 }
+
+/// Client-IP triggers: the policy a client's own address selects.
+const CLIENT_RPZ: &str = "$TTL 300\n\
+@ IN SOA localhost. root.localhost. 1 3600 600 86400 300\n\
+@ IN NS localhost.\n\
+nx.diff.test CNAME .\n\
+32.10.0.0.127.rpz-client-ip CNAME .\n\
+32.11.0.0.127.rpz-client-ip CNAME *.\n\
+32.12.0.0.127.rpz-client-ip CNAME rpz-passthru.\n\
+31.14.0.0.127.rpz-client-ip CNAME .\n";
+
+/// (source address, what its trigger does)
+const CLIENTS: &[(&str, &str)] = &[
+    ("127.0.0.10", "NXDOMAIN for every name"),
+    ("127.0.0.11", "NODATA for every name"),
+    ("127.0.0.12", "PASSTHRU: even the listed name resolves"),
+    ("127.0.0.15", "inside 127.0.0.14/31: NXDOMAIN"),
+    ("127.0.0.20", "no trigger: the query-name policy"),
+];
+
+/// The one deliberate difference: (source, name, why).
+const PASSTHRU_CLIENT: (&str, &str, &str) = (
+    "127.0.0.12",
+    "nx",
+    "RPZ draft: a matching rule ends policy evaluation, so a client-IP \
+     PASSTHRU exempts that client from the query-name rule as well (BIND does \
+     the same); Unbound 1.17 goes on to the query-name trigger",
+);
+
+fn ask_from(
+    server: SocketAddr,
+    source: &str,
+    name: &str,
+    rtype: RecordType,
+) -> Result<Seen, String> {
+    let msg = build_query(name, rtype, true);
+    let sock = UdpSocket::bind((source, 0)).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    sock.send_to(&msg.to_vec().map_err(|e| e.to_string())?, server)
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 65535];
+    let (n, _) = sock.recv_from(&mut buf).map_err(|e| e.to_string())?;
+    Message::from_vec(&buf[..n])
+        .map(|m| seen(&m))
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn client_ip_triggers_give_the_same_answers_as_unbound() {
+    let auth = Authority::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &[("diff.test.", upstream_zone())],
+    );
+    let setup = Setup::new();
+    let rpz = setup.write("feeds/clients.rpz", CLIENT_RPZ);
+    let unbound = Unbound::start(setup.dir.path(), auth.addr, &rpz);
+    let config = setup.config(&format!(
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ntimeout_ms = 2000\n\
+         [blocklist]\npolicy_ttl = 300\n",
+        auth.addr
+    ));
+    let server = Server::start(&config);
+    let mut cases = 0;
+    let mut differences = Vec::new();
+    let mut deliberate_seen = 0;
+    for (source, what) in CLIENTS {
+        for name in ["clean", "www.clean", "nx", "sub.nx"] {
+            for rtype in [RecordType::A, RecordType::AAAA, RecordType::TXT] {
+                let fqdn = format!("{name}.diff.test.");
+                cases += 1;
+                let ours = ask_from(server.addr, source, &fqdn, rtype);
+                let theirs = ask_from(unbound.addr, source, &fqdn, rtype);
+                let deliberate = *source == PASSTHRU_CLIENT.0 && name == PASSTHRU_CLIENT.1;
+                if deliberate {
+                    if ours == theirs {
+                        differences.push(format!(
+                            "{source} {fqdn} {rtype}: listed as a deliberate difference ({}) but both give {ours:?}",
+                            PASSTHRU_CLIENT.2
+                        ));
+                    } else {
+                        deliberate_seen += 1;
+                    }
+                } else if ours != theirs {
+                    differences.push(format!(
+                        "{source} ({what}) {fqdn} {rtype}:\n  portcullis {ours:?}\n  unbound    {theirs:?}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(cases >= 30, "the table has {cases} cases");
+    assert!(
+        differences.is_empty(),
+        "{} of {cases} cases differ:\n{}",
+        differences.len(),
+        differences.join("\n")
+    );
+    assert_eq!(
+        deliberate_seen, 3,
+        "the deliberate difference, for A, AAAA and TXT"
+    );
+    // The triggers did act: a blocked client's clean name is NXDOMAIN.
+    let blocked = ask_from(server.addr, "127.0.0.10", "clean.diff.test.", RecordType::A).unwrap();
+    assert_eq!(blocked.rcode, ResponseCode::NXDomain);
+    // A clean answer in the packet cache is not served to a client whose
+    // own address is listed.
+    for _ in 0..2 {
+        let clean = ask_from(
+            server.addr,
+            "127.0.0.20",
+            "www.clean.diff.test.",
+            RecordType::MX,
+        );
+        assert_eq!(clean.unwrap().rcode, ResponseCode::NoError);
+    }
+    let blocked = ask_from(
+        server.addr,
+        "127.0.0.15",
+        "www.clean.diff.test.",
+        RecordType::MX,
+    );
+    assert_eq!(blocked.unwrap().rcode, ResponseCode::NXDomain);
+    crate::harness::wait_for(
+        "the client-IP hits written",
+        Duration::from_secs(20),
+        || {
+            let (_, out, _) = crate::harness::run(&[
+                "logs",
+                "--format",
+                "json",
+                "--limit",
+                "0",
+                "-c",
+                config.to_str().unwrap(),
+            ]);
+            out.lines().any(|l| {
+                l.contains("\"stage\":\"client_ip\"") && l.contains("\"matched\":\"127.0.0.14/31\"")
+            })
+        },
+    );
+    let passed = ask_from(server.addr, "127.0.0.12", "nx.diff.test.", RecordType::A).unwrap();
+    assert_eq!(
+        (passed.rcode, passed.answers.len()),
+        (ResponseCode::NoError, 1)
+    );
+}

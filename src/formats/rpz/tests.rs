@@ -149,3 +149,41 @@ fn entries_name_the_zone_serial_that_listed_them() {
     let (got, _) = parse_full("$ORIGIN rpz.example.\nnx.example CNAME .\n", Format::Rpz);
     assert_eq!(got[0].0.4, None);
 }
+
+#[test]
+fn client_ip_triggers_are_client_address_indicators() {
+    let text = "$ORIGIN rpz.example.\n\
+                32.2.0.0.127.rpz-client-ip CNAME .\n\
+                24.0.2.0.192.rpz-client-ip CNAME rpz-passthru.\n\
+                128.1.zz.db8.2001.rpz-client-ip CNAME rpz-drop.\n\
+                32.3.0.0.127.rpz-client-ip A 192.0.2.1\n";
+    let mut got = Vec::new();
+    let report = crate::formats::parse_reader(text.as_bytes(), Format::Rpz, &mut |i| {
+        got.push((
+            i.net.map(|n| n.to_string()),
+            i.client_ip,
+            i.verdict,
+            i.action,
+        ))
+    })
+    .unwrap();
+    assert_eq!(
+        got,
+        [
+            (
+                Some("127.0.0.2/32".into()),
+                true,
+                Verdict::Block,
+                Some(Action::Nxdomain)
+            ),
+            (Some("192.0.2.0/24".into()), true, Verdict::Allow, None),
+            (
+                Some("2001:db8::1/128".into()),
+                true,
+                Verdict::Block,
+                Some(Action::Drop)
+            ),
+        ]
+    );
+    assert_eq!(report.skipped.get("rpz-client-ip local data"), Some(&1));
+}
