@@ -11,7 +11,7 @@
 //! the file as it was.
 //!
 //! The zone's SOA, serial and last contact with a primary are kept in
-//! state_dir/rpz/<zone>.json, so a restart asks for an IXFR. When no
+//! `state_dir/rpz/<zone>.json`, so a restart asks for an IXFR. When no
 //! primary has answered for the SOA's expire time, `/readyz` says so (a
 //! warning: the zone held keeps blocking, which is what an operator wants
 //! of a threat feed whose primary is down).
