@@ -8,7 +8,7 @@
 //! Nothing of the zone stays in memory between transfers: an IXFR reads
 //! the file back, drops the deleted records and appends the added ones.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -104,14 +104,36 @@ pub fn apply(
             }
         }
         let wanted: usize = pending.values().sum();
+        // Deletions apply before additions (RFC 1995): a record deleted
+        // and added back in one step is kept; an added record the zone
+        // still holds is not added twice. One pass, one key per line.
+        // In the order sent: consecutive A/AAAA records of one owner are
+        // one answer set to the RPZ parser.
+        let new: Vec<(String, String)> = added
+            .iter()
+            .filter_map(super::xfr::master_line)
+            .filter_map(|l| Some((key(&l)?, l)))
+            .collect();
+        let new_keys: HashSet<String> = new.iter().map(|(k, _)| k.clone()).collect();
+        let mut present: HashSet<String> = HashSet::new();
         let mut removed = 0;
-        let mut keep = |line: &str| match key(line).and_then(|k| pending.get_mut(&k)) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                removed += 1;
-                false
+        let mut keep = |line: &str| {
+            let Some(k) = key(line) else {
+                return true;
+            };
+            match pending.get_mut(&k) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    removed += 1;
+                    false
+                }
+                _ => {
+                    if new_keys.contains(&k) {
+                        present.insert(k);
+                    }
+                    true
+                }
             }
-            _ => true,
         };
         lines.retain(|l| keep(l));
         // Records added by an earlier step of this IXFR are held apart
@@ -123,24 +145,12 @@ pub fn apply(
                 wanted - removed
             ));
         }
-        let mut new: HashMap<String, String> = added
-            .iter()
-            .filter_map(super::xfr::master_line)
-            .filter_map(|l| Some((key(&l)?, l)))
-            .collect();
-        if !new.is_empty() {
-            for line in lines
-                .iter()
-                .copied()
-                .chain(added_text.iter().map(String::as_str))
-            {
-                if let Some(k) = key(line) {
-                    new.remove(&k);
-                }
+        for (k, line) in new {
+            if present.insert(k) {
+                added_text.push(line);
+                added_total += 1;
             }
         }
-        added_total += new.len();
-        added_text.extend(new.into_values());
         deleted_total += wanted;
     }
     let mut out = head(zone, soa, how);
@@ -162,6 +172,7 @@ pub fn apply(
 mod tests {
     use super::*;
     use hickory_proto::rr::Name;
+    use hickory_proto::rr::rdata::{A, AAAA};
     use hickory_proto::rr::rdata::{CNAME, SOA};
 
     fn soa(serial: u32) -> Record {
@@ -241,5 +252,29 @@ mod tests {
         );
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.matches("b.rpz.test.").count(), 1);
+        // Additions keep the order sent (an owner's A and AAAA stay one
+        // answer set), and a record deleted and added back in one step
+        // stays.
+        let owner = Name::from_ascii("sink.rpz.test.").unwrap();
+        let a = Record::from_rdata(owner.clone(), 60, RData::A(A("192.0.2.1".parse().unwrap())));
+        let aaaa = Record::from_rdata(owner, 60, RData::AAAA(AAAA("2001:db8::1".parse().unwrap())));
+        let steps = vec![(
+            vec![cname("b.rpz.test.", 60)],
+            vec![a, aaaa, cname("b.rpz.test.", 60)],
+        )];
+        assert_eq!(
+            apply(&path, "rpz.test", &soa(5), &steps, "IXFR").unwrap(),
+            (1, 3)
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let tail: Vec<&str> = text.lines().rev().take(3).collect();
+        assert_eq!(
+            tail,
+            [
+                "b.rpz.test. 60 IN CNAME .",
+                "sink.rpz.test. 60 IN AAAA 2001:db8::1",
+                "sink.rpz.test. 60 IN A 192.0.2.1"
+            ]
+        );
     }
 }
