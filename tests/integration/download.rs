@@ -95,7 +95,9 @@ fn list(tag: &str, n: usize, extra: &[&str]) -> String {
     text
 }
 
-fn blocked(server: &Server, name: &str) -> bool {
+/// Whether `name` gets NXDOMAIN: a block (the test upstreams answer
+/// every name). Also for the RPZ transfer test.
+pub(crate) fn blocked(server: &Server, name: &str) -> bool {
     query(server.addr, name, RecordType::A, Transport::Udp, true)
         .metadata
         .response_code
@@ -103,7 +105,7 @@ fn blocked(server: &Server, name: &str) -> bool {
 }
 
 /// `portcullis feeds --json` from the running resolver.
-fn feeds(config: &Path, server: &Server) -> serde_json::Value {
+pub(crate) fn feeds(config: &Path, server: &Server) -> serde_json::Value {
     let out = Command::new(BIN)
         .args(["feeds", "--json", "--config"])
         .arg(config)
@@ -120,7 +122,7 @@ fn feeds(config: &Path, server: &Server) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("feeds --json is JSON")
 }
 
-fn feed<'a>(view: &'a serde_json::Value, file: &str) -> &'a serde_json::Value {
+pub(crate) fn feed<'a>(view: &'a serde_json::Value, file: &str) -> &'a serde_json::Value {
     view["feeds"]
         .as_array()
         .and_then(|f| f.iter().find(|f| f["file"] == file))

@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 
-use crate::harness::{
-    BIN, Server, Setup, Transport, http_get, metric, query, run, scrape, wait_for,
-};
+use crate::download::{blocked, feed, feeds};
+use crate::harness::{Server, Setup, http_get, metric, run, scrape, wait_for};
 use crate::hitlog::{TOKEN_OPERATOR, sha};
 
 const NSD: &str = "/usr/sbin/nsd";
@@ -111,33 +110,9 @@ fn free_port() -> u16 {
     }
 }
 
-fn blocked(server: &Server, name: &str) -> bool {
-    query(server.addr, name, RecordType::A, Transport::Udp, true)
-        .metadata
-        .response_code
-        == ResponseCode::NXDomain
-}
-
+/// The rpz.test row of `portcullis feeds --json`.
 fn source(config: &Path, server: &Server) -> serde_json::Value {
-    let out = Command::new(BIN)
-        .args(["feeds", "--json", "--config"])
-        .arg(config)
-        .arg("--admin")
-        .arg(server.admin().to_string())
-        .env("PORTCULLIS_TOKEN", TOKEN_OPERATOR)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    view["feeds"]
-        .as_array()
-        .and_then(|f| f.iter().find(|f| f["file"] == "rpz.test"))
-        .cloned()
-        .unwrap_or_else(|| panic!("no rpz.test in {view:#}"))
+    feed(&feeds(config, server), "rpz.test").clone()
 }
 
 /// A NOTIFY for rpz.test sent from `from` (a loopback address).
