@@ -291,6 +291,16 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
     )
     .context("starting the DNS listeners")?;
     health.dns_bound.store(true, Ordering::Relaxed);
+    if config.server.is_reporting_only() {
+        tracing::info!(
+            "reporting only (server.listen = []): no DNS is answered; the review API and page read {}",
+            if config.hitlog.postgres.is_some() {
+                "the fleet's store"
+            } else {
+                "this node's store"
+            }
+        );
+    }
     tracing::info!(startup_ms = started.elapsed().as_millis() as u64, "serving");
     {
         let list = handle.load();
@@ -324,16 +334,7 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         ));
         tokio::spawn(crate::blockpage::serve(listener, state));
     }
-    if config.server.is_reporting_only() {
-        tracing::info!(
-            "reporting only (server.listen = []): no DNS is answered; the review API and page read {}",
-            if config.hitlog.postgres.is_some() {
-                "the fleet's store"
-            } else {
-                "this node's store"
-            }
-        );
-    } else {
+    if !config.server.is_reporting_only() {
         health::spawn_upstream_probe(
             Arc::clone(&upstream),
             Arc::clone(&health),
