@@ -35,12 +35,13 @@ mod tests;
 pub use raw::{
     DeletedFeeds, DnssecMode, LogFormat, OverLimit, RawAdmin, RawBlockPage, RawBlocklist,
     RawConfig, RawDnstap, RawDownload, RawFeed, RawHitlog, RawLimits, RawLog, RawOrganisation,
-    RawResolver, RawRpz, RawServer, RawTaxii, ResolverMode,
+    RawResolver, RawRpz, RawServer, RawShare, RawTaxii, ResolverMode,
 };
 pub use sections::{
     AdminConfig, BlockPageConfig, BlocklistConfig, DnstapConfig, DnstapTarget, DownloadConfig,
     EncryptedConfig, FeedConfig, HitlogConfig, LimitsConfig, LogConfig, Organisation,
-    PostgresConfig, ResolverConfig, RpzConfig, ServerConfig, TaxiiConfig, TsigConfig,
+    PostgresConfig, ResolverConfig, RpzConfig, ServerConfig, ShareConfig, StructuredErrors,
+    TaxiiConfig, Tlp, TsigConfig, WhereSighted,
 };
 
 /// The rule a fetched URL keeps to (HTTPS, or HTTP to loopback), for the
@@ -93,6 +94,7 @@ pub struct Config {
     pub rpz: Vec<RpzConfig>,
     pub limits: LimitsConfig,
     pub dnstap: Option<DnstapConfig>,
+    pub share: ShareConfig,
     /// Keys that are valid but ignored or not yet effective, each as
     /// ``key `KEY`: MESSAGE`` (the file is [`Config::path`]). Validation
     /// runs before logging is set up, so it only collects them: whoever
@@ -149,6 +151,7 @@ impl Config {
             Some(d) => Some(validate::dnstap(d, &server.node_id, &cx)?),
             None => None,
         };
+        let share = validate::share(raw.share, &cx)?;
         validate::feed_files_present(
             &feeds,
             &blocklist.feeds_dir,
@@ -174,6 +177,7 @@ impl Config {
             rpz,
             limits,
             dnstap,
+            share,
             warnings: cx.into_warnings(),
         })
     }

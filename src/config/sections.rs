@@ -153,6 +153,10 @@ pub struct BlocklistConfig {
     /// Name the feed in the Extended DNS Error text? Some operators would
     /// rather not tell clients which partner listed a name.
     pub ede_names_feed: bool,
+    /// The EDE text of a block as structured JSON (draft-ietf-dnsop-
+    /// structured-dns-error): contact, justification, sub-error,
+    /// organisation. `None`: plain text.
+    pub structured_errors: Option<StructuredErrors>,
     /// Categories whose address indicators take part in the answer-IP
     /// policy, in every feed (a feed can also opt in with `answer_ip`).
     pub answer_ip_categories: Vec<String>,
@@ -422,4 +426,54 @@ pub struct TsigConfig {
     pub algorithm: String,
     /// Absolute.
     pub secret_file: PathBuf,
+}
+
+/// `[share]`: the sightings this service shares back.
+#[derive(Debug, Clone)]
+pub struct ShareConfig {
+    /// The service's STIX identity name.
+    pub name: String,
+    pub where_sighted: WhereSighted,
+    pub tlp: Tlp,
+    /// TAXII 2.1 collections on the admin listener.
+    pub taxii: bool,
+}
+
+/// Whom a shared sighting says saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhereSighted {
+    /// Each organisation, as a STIX identity of its own (its name).
+    #[default]
+    Organisation,
+    /// The service as a whole: one sighting per indicator and day, summed
+    /// over organisations, naming none.
+    Service,
+}
+
+/// The TLP 2.0 marking on every shared object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+pub enum Tlp {
+    #[serde(rename = "clear")]
+    Clear,
+    #[serde(rename = "green")]
+    Green,
+    /// The default: the recipients' organisations and their clients, on a
+    /// need-to-know basis; what a member's sightings usually merit.
+    #[default]
+    #[serde(rename = "amber")]
+    Amber,
+    #[serde(rename = "amber+strict")]
+    AmberStrict,
+    #[serde(rename = "red")]
+    Red,
+}
+
+/// What the structured EDE text says besides the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StructuredErrors {
+    /// Contact URIs (`c`).
+    pub contact: Vec<String>,
+    /// Who blocked (`o`).
+    pub organisation: Option<String>,
 }

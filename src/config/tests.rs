@@ -423,3 +423,46 @@ fn a_download_is_a_source_and_the_feed_settings_of_its_file() {
         err("[[download]]\nurl = \"https://lists.example/a.txt\"\nfile = \"a.txt\"\nsecret = 1\n");
     assert!(e.contains("unknown field `secret`"), "{e}");
 }
+
+#[test]
+fn structured_errors_and_sharing_settings_are_checked() {
+    let c = parse(
+        "[blocklist]\nstructured_errors = true\nerror_contact = [\"mailto:soc@example.gov.uk\"]\n\
+         error_organisation = \"Example CERT\"\n",
+    )
+    .unwrap();
+    let s = c.blocklist.structured_errors.unwrap();
+    assert_eq!(s.contact, ["mailto:soc@example.gov.uk"]);
+    assert_eq!(s.organisation.as_deref(), Some("Example CERT"));
+    assert!(parse("").unwrap().blocklist.structured_errors.is_none());
+    let share = parse("[share]\nwhere_sighted = \"service\"\ntlp = \"amber+strict\"\n")
+        .unwrap()
+        .share;
+    assert_eq!(share.where_sighted, WhereSighted::Service);
+    assert_eq!(share.tlp, Tlp::AmberStrict);
+    let share = parse("").unwrap().share;
+    assert_eq!(
+        (share.where_sighted, share.tlp, share.taxii),
+        (WhereSighted::Organisation, Tlp::Amber, true)
+    );
+    for (text, says) in [
+        (
+            "[blocklist]\nstructured_errors = true\nerror_contact = [\"https://example.org\"]\n",
+            "blocklist.error_contact",
+        ),
+        (
+            "[blocklist]\nerror_contact = [\"mailto:a@b.example\"]\n",
+            "set blocklist.structured_errors = true",
+        ),
+        (
+            "[blocklist]\nstructured_errors = true\nerror_organisation = \"\"\n",
+            "blocklist.error_organisation",
+        ),
+        ("[share]\nname = \" \"\n", "share.name"),
+        ("[share]\ntlp = \"white\"\n", "tlp"),
+        ("[share]\nwhere_sighted = \"nobody\"\n", "where_sighted"),
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(says), "{text}: {err}");
+    }
+}

@@ -167,10 +167,14 @@ impl Handler {
             address,
             local: list.answer(found).to_vec(),
             generation: list.generation(),
-            ede: blocked_ede(
-                category,
-                self.policy.load().block.ede_names_feed.then_some(feed),
-            ),
+            ede: {
+                let policy = self.policy.load();
+                blocked_ede(
+                    category,
+                    policy.block.ede_names_feed.then_some(feed),
+                    &policy.block,
+                )
+            },
             feed: feed.to_owned(),
             category: category.to_owned(),
             indicator: list.detail(found).map(str::to_owned),

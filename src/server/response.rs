@@ -42,6 +42,8 @@ pub struct BlockSettings {
     pub sinkhole_ipv4: Option<Ipv4Addr>,
     pub sinkhole_ipv6: Option<Ipv6Addr>,
     pub ede_names_feed: bool,
+    /// The EDE text as structured JSON, with these contacts.
+    pub structured: Option<crate::config::StructuredErrors>,
 }
 
 /// The records and code of a block response (everything but the header
@@ -309,13 +311,60 @@ impl Writer<'_> {
 }
 
 /// The RFC 8914 option: info-code 15 and a UTF-8 text. The text names the
-/// category and feed, never a path.
-pub fn blocked_ede(category: &str, feed: Option<&str>) -> EdnsOption {
-    let text = match feed {
-        Some(feed) => format!("blocked by protective DNS: category {category}, feed {feed}"),
-        None => format!("blocked by protective DNS: category {category}"),
+/// category and feed, never a path; with structured errors on, it is the
+/// JSON of draft-ietf-dnsop-structured-dns-error instead.
+pub fn blocked_ede(category: &str, feed: Option<&str>, settings: &BlockSettings) -> EdnsOption {
+    let reason = match feed {
+        Some(feed) => format!("category {category}, feed {feed}"),
+        None => format!("category {category}"),
     };
-    ede(EDE_BLOCKED, &text)
+    match &settings.structured {
+        Some(structured) => ede(EDE_BLOCKED, &structured_text(category, &reason, structured)),
+        None => ede(EDE_BLOCKED, &format!("blocked by protective DNS: {reason}")),
+    }
+}
+
+/// The longest structured text sent whole; past it, `j` and `o` go, as
+/// the draft orders for a response that would not fit.
+const STRUCTURED_MAX: usize = 300;
+
+/// The draft's I-JSON, minified: contacts `c`, justification `j`, the
+/// sub-error `s` for the category, organisation `o`, and the language `l`
+/// that `j` and `o` are in.
+fn structured_text(
+    category: &str,
+    reason: &str,
+    structured: &crate::config::StructuredErrors,
+) -> String {
+    let mut object = serde_json::Map::new();
+    if !structured.contact.is_empty() {
+        object.insert("c".into(), structured.contact.clone().into());
+    }
+    object.insert("s".into(), sub_error(category).into());
+    let mut whole = object.clone();
+    whole.insert("j".into(), format!("protective DNS: {reason}").into());
+    if let Some(o) = &structured.organisation {
+        whole.insert("o".into(), o.clone().into());
+    }
+    whole.insert("l".into(), "en".into());
+    let text = serde_json::Value::Object(whole).to_string();
+    if text.len() <= STRUCTURED_MAX {
+        return text;
+    }
+    serde_json::Value::Object(object).to_string()
+}
+
+/// The draft's sub-error codes: 1 malware, 2 phishing, 3 spam, 4 spyware;
+/// any other category is this service's own policy (6, "DNS operator
+/// policy").
+pub fn sub_error(category: &str) -> u8 {
+    match category.to_ascii_lowercase().as_str() {
+        "malware" | "c2" | "botnet" | "ransomware" | "cryptojacking" | "exploit" => 1,
+        "phishing" | "fraud" | "scam" => 2,
+        "spam" => 3,
+        "spyware" | "stalkerware" => 4,
+        _ => 6,
+    }
 }
 
 /// The answer to an ANY query (RFC 8482 section 4.2): one HINFO record

@@ -63,6 +63,39 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub dnstap: Option<RawDnstap>,
+    #[serde(default)]
+    pub share: RawShare,
+}
+
+/// `[share]`: the sightings this service shares back (STIX 2.1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShare {
+    /// The service's STIX identity: who made the sightings.
+    #[serde(default = "default_share_name")]
+    pub name: String,
+    #[serde(default)]
+    pub where_sighted: crate::config::WhereSighted,
+    #[serde(default)]
+    pub tlp: crate::config::Tlp,
+    /// Serve the sightings as TAXII 2.1 collections on the admin listener.
+    #[serde(default = "default_true")]
+    pub taxii: bool,
+}
+
+fn default_share_name() -> String {
+    "Portcullis protective DNS".into()
+}
+
+impl Default for RawShare {
+    fn default() -> Self {
+        RawShare {
+            name: default_share_name(),
+            where_sighted: Default::default(),
+            tlp: Default::default(),
+            taxii: true,
+        }
+    }
 }
 
 /// `[dnstap]`: where to send dnstap messages, and which.
@@ -242,6 +275,16 @@ pub struct RawBlocklist {
     pub sinkhole_ipv6: Option<Ipv6Addr>,
     #[serde(default = "default_true")]
     pub ede_names_feed: bool,
+    /// The EDE text as the structured JSON of the IETF draft (off: plain
+    /// text, until the draft is final).
+    #[serde(default)]
+    pub structured_errors: bool,
+    /// Contact URIs (mailto:, tel:, sips:) for the structured text's `c`.
+    #[serde(default)]
+    pub error_contact: Vec<String>,
+    /// The organisation named in the structured text's `o`.
+    #[serde(default)]
+    pub error_organisation: Option<String>,
     /// Off by default: one address often serves many unrelated names.
     #[serde(default)]
     pub answer_ip_categories: Vec<String>,
@@ -302,6 +345,9 @@ impl Default for RawBlocklist {
             sinkhole_ipv4: None,
             sinkhole_ipv6: None,
             ede_names_feed: true,
+            structured_errors: false,
+            error_contact: Vec::new(),
+            error_organisation: None,
             answer_ip_categories: Vec::new(),
             max_shrink: default_max_shrink(),
             debounce_ms: default_debounce_ms(),

@@ -48,6 +48,7 @@ mod aggregate;
 mod queries;
 mod reports;
 mod schema;
+mod sightings;
 mod spool;
 #[cfg(test)]
 mod test_support;
@@ -63,6 +64,7 @@ pub(crate) use aggregate::{Aggregate, Pair};
 pub use queries::{Cursor, Filter, Page};
 pub use reports::{CategoryCount, ClientRow, Count, DayCount, NameRow, Report};
 use schema::SCHEMA_VERSION;
+pub use sightings::{SightingCursor, SightingPage, SightingRow, SightingView};
 pub use spool::{Backlog, SpoolRow};
 
 /// A hit-store failure, naming the database.

@@ -17,11 +17,13 @@ use super::{Store, StoreError};
 ///
 /// 5: `node`, the resolver node that wrote the record; older records
 /// have none (NULL).
+/// 6: `hits_daily_sightings`, the roll-up the shared sightings are read
+/// from; an older database's is built from the records it still holds.
 ///
 /// `forward_state` (what a fleet store has been sent) came without a new
 /// version: older builds read and write the database as before and leave
 /// it alone.
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 /// The page size of a new database (SQLite's default is 4 KiB). On the
 /// writer's first-pass bench (`cargo bench --bench hitlog`: 400,000
@@ -82,6 +84,26 @@ CREATE TABLE IF NOT EXISTS hits_daily_feeds (
     n        INTEGER NOT NULL,
     PRIMARY KEY (day, org, category, feed, action)
 ) WITHOUT ROWID;
+-- One row per (UTC day, listed name, indicator, org): what a STIX sighting
+-- counts. Keyed by the indicator first, so one indicator's organisations
+-- are neighbours (the anonymous view adds them up); the indexes by time
+-- serve TAXII's paging by the time a sighting last changed.
+CREATE TABLE IF NOT EXISTS hits_daily_sightings (
+    day       INTEGER NOT NULL,
+    feed      TEXT    NOT NULL,
+    matched   TEXT    NOT NULL,
+    indicator TEXT    NOT NULL,   -- '' where the feed names none
+    org       TEXT    NOT NULL,
+    category  TEXT    NOT NULL,   -- the latest seen
+    n         INTEGER NOT NULL,
+    first_ts  INTEGER NOT NULL,
+    last_ts   INTEGER NOT NULL,
+    PRIMARY KEY (day, feed, matched, indicator, org)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS hits_daily_sightings_last
+    ON hits_daily_sightings (last_ts, day, feed, matched, indicator, org);
+CREATE INDEX IF NOT EXISTS hits_daily_sightings_org
+    ON hits_daily_sightings (org, last_ts, day, feed, matched, indicator);
 CREATE TABLE IF NOT EXISTS rollup_state (
     rolled_up INTEGER NOT NULL    -- id of the last record in the roll-ups
 );
@@ -117,6 +139,17 @@ ALTER TABLE hits ADD COLUMN last_ts INTEGER;
 const UPGRADE_TO_5: &str = "
 ALTER TABLE hits ADD COLUMN node TEXT;
 ";
+
+/// From any older version to 6: the sightings of the records already
+/// rolled up (the ones after the mark are the next roll-up's).
+fn upgrade_to_6() -> String {
+    format!(
+        "INSERT OR IGNORE INTO hits_daily_sightings {} \
+         AND id <= (SELECT rolled_up FROM rollup_state) {};",
+        super::sightings::ROLLUP_SELECT,
+        super::sightings::ROLLUP_GROUP
+    )
+}
 
 impl Store {
     /// Open (creating if needed) for the writer. `max_bytes` caps the file.
@@ -198,7 +231,12 @@ impl Store {
         } else {
             ""
         };
-        let upgrade = format!("{to_3} {to_4} {to_5}");
+        let to_6 = if (1..6).contains(&found) {
+            upgrade_to_6()
+        } else {
+            String::new()
+        };
+        let upgrade = format!("{to_3} {to_4} {to_5} {to_6}");
         // One transaction: a failed upgrade leaves the old version whole.
         store
             .conn
@@ -430,7 +468,7 @@ mod tests {
         assert_eq!((page.hits[0].repeats, page.hits[0].last_ts), (1, None));
         drop(old);
         let mut s = Store::open_writer(&path, None).unwrap();
-        assert_eq!(s.version, 5);
+        assert_eq!(s.version, SCHEMA_VERSION);
         let mut flood = hit(t0 + 10, "a", "10.0.0.1", "y.evil.example", "evil.example");
         flood.repeats = 500;
         flood.last_ts = Some(t0 + 59_000);
@@ -497,7 +535,7 @@ mod tests {
         // Written before the upgrade took a node: none. (The writer above
         // had no node set, as a writer without server.node_id never does.)
         let old = Store::open_reader(&path).unwrap();
-        assert_eq!(old.version, 5);
+        assert_eq!(old.version, SCHEMA_VERSION);
         let page = old.hits(&Filter::default(), None, 10).unwrap();
         assert_eq!(page.hits[0].node, None);
         let mut s = Store::open_writer(&path, None).unwrap();

@@ -106,7 +106,8 @@ impl Store {
     }
 
     /// Fold the records written since the last roll-up, at most `limit`
-    /// of them (by id), into `hits_daily` and `hits_daily_feeds`, in one
+    /// of them (by id), into `hits_daily`, `hits_daily_feeds` and
+    /// `hits_daily_sightings`, in one
     /// transaction that also moves the mark. Returns how many ids it
     /// took: fewer than `limit` means it has caught up. Sorting by the
     /// roll-up's key first means each page of the tree is written once.
@@ -156,6 +157,18 @@ impl Store {
                  SELECT ts / {DAY_MS}, org, category, feed, action, sum(repeats) \
                  FROM hits WHERE id > ?1 AND id <= ?2 GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 \
                  ON CONFLICT (day, org, category, feed, action) DO UPDATE SET n = n + excluded.n"
+            ),
+            [from, to],
+        )
+        .map_err(wrap)?;
+        tx.execute(
+            &format!(
+                "INSERT INTO hits_daily_sightings {} AND id > ?1 AND id <= ?2 {} \
+                 ON CONFLICT (day, feed, matched, indicator, org) DO UPDATE SET \
+                 category = excluded.category, n = n + excluded.n, \
+                 first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)",
+                super::sightings::ROLLUP_SELECT,
+                super::sightings::ROLLUP_GROUP
             ),
             [from, to],
         )
@@ -229,7 +242,7 @@ impl Store {
                 .map_err(|e| self.err(e))?;
         }
         // The roll-up keeps whole days: a day goes when all of it is old.
-        for table in ["hits_daily", "hits_daily_feeds"] {
+        for table in ["hits_daily", "hits_daily_feeds", "hits_daily_sightings"] {
             self.conn
                 .execute(
                     &format!("DELETE FROM {table} WHERE day < ?1"),

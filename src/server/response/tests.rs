@@ -6,6 +6,7 @@ fn settings() -> BlockSettings {
         sinkhole_ipv4: Some(Ipv4Addr::new(192, 0, 2, 53)),
         sinkhole_ipv6: None,
         ede_names_feed: true,
+        structured: None,
     }
 }
 
@@ -128,7 +129,9 @@ fn feed_local_data_replaces_the_configured_sinkhole() {
 
 #[test]
 fn ede_payload_is_code_then_text() {
-    let EdnsOption::Unknown(code, payload) = blocked_ede("malware", Some("threats.tsv")) else {
+    let EdnsOption::Unknown(code, payload) =
+        blocked_ede("malware", Some("threats.tsv"), &settings())
+    else {
         panic!("wrong option kind")
     };
     assert_eq!(code, 15);
@@ -138,8 +141,66 @@ fn ede_payload_is_code_then_text() {
         text.contains("malware") && text.contains("threats.tsv"),
         "{text}"
     );
-    let EdnsOption::Unknown(_, payload) = blocked_ede("malware", None) else {
+    let EdnsOption::Unknown(_, payload) = blocked_ede("malware", None, &settings()) else {
         panic!()
     };
     assert!(!std::str::from_utf8(&payload[2..]).unwrap().contains("feed"));
+}
+
+fn structured(settings: &BlockSettings, category: &str, feed: Option<&str>) -> serde_json::Value {
+    let EdnsOption::Unknown(code, payload) = blocked_ede(category, feed, settings) else {
+        panic!("wrong option kind")
+    };
+    assert_eq!((code, &payload[..2]), (15, &[0u8, 15][..]));
+    let text = std::str::from_utf8(&payload[2..]).unwrap();
+    assert!(
+        !text.contains(' ') || text.contains("\"j\""),
+        "minified: {text}"
+    );
+    serde_json::from_str(text).unwrap()
+}
+
+#[test]
+fn structured_errors_carry_the_drafts_fields() {
+    let mut s = settings();
+    s.structured = Some(crate::config::StructuredErrors {
+        contact: vec![
+            "mailto:soc@example.gov.uk".into(),
+            "tel:+441234567890".into(),
+        ],
+        organisation: Some("Example CERT".into()),
+    });
+    let v = structured(&s, "phishing", Some("threats.tsv"));
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "c": ["mailto:soc@example.gov.uk", "tel:+441234567890"],
+            "j": "protective DNS: category phishing, feed threats.tsv",
+            "s": 2,
+            "o": "Example CERT",
+            "l": "en",
+        })
+    );
+    assert_eq!(structured(&s, "malware", None)["s"], 1);
+    assert_eq!(structured(&s, "ads", None)["s"], 6, "our own policy");
+    assert_eq!(
+        structured(&s, "malware", None)["j"],
+        "protective DNS: category malware"
+    );
+
+    // Too long to send whole: j and o go first, c and s stay.
+    let long = "x".repeat(280);
+    let v = structured(&s, "malware", Some(&long));
+    assert_eq!(
+        v,
+        serde_json::json!({"c": ["mailto:soc@example.gov.uk", "tel:+441234567890"], "s": 1})
+    );
+    // No contacts configured: no empty `c`.
+    s.structured = Some(crate::config::StructuredErrors {
+        contact: vec![],
+        organisation: None,
+    });
+    let v = structured(&s, "spyware", None);
+    assert!(v.get("c").is_none() && v.get("o").is_none());
+    assert_eq!(v["s"], 4);
 }
