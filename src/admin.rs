@@ -17,6 +17,7 @@
 //! | `GET /api/v1/report` | across organisations (operator only) |
 //! | `GET /api/v1/check` | one name against the live list and policy (`name`, `type`, `client`, `org`, `resolve`) |
 //! | `GET /api/v1/feeds` | every feed file and remote source: version, last attempt and success, entries, last failure (operator only) |
+//! | `GET /taxii2/...` | the sightings as TAXII 2.1 collections (see the `taxii` module) |
 //!
 //! Filters are query parameters: `since`, `until` (a duration back from
 //! now like `24h`, an RFC 3339 time, or a date), `client`, `domain`,
@@ -37,6 +38,7 @@ use axum::routing::get;
 
 mod feeds;
 mod review;
+mod taxii;
 
 use review::{check, hit, hits, report_all, report_org, whoami};
 
@@ -64,6 +66,8 @@ pub struct AdminState {
 pub struct Access {
     pub orgs: Vec<OrgAccess>,
     pub operator_token_sha256: Option<String>,
+    /// How sightings are shared (`[share]`); `None`: no TAXII server.
+    pub sharer: Option<crate::share::Sharer>,
 }
 
 impl Access {
@@ -79,6 +83,10 @@ impl Access {
                 })
                 .collect(),
             operator_token_sha256: config.admin.operator_token_sha256.clone(),
+            sharer: config
+                .share
+                .taxii
+                .then(|| crate::share::Sharer::from_config(config)),
         }
     }
 }
@@ -121,6 +129,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/orgs/{org}/hits", get(hits))
         .route("/api/v1/orgs/{org}/hits/{id}", get(hit))
         .route("/api/v1/orgs/{org}/report", get(report_org))
+        .merge(taxii::routes())
         .route(
             "/",
             get(|| async { page(PAGE_HTML, "text/html; charset=utf-8") }),

@@ -35,6 +35,7 @@
 //! * [`lifecycle`]: systemd notifications, signals, draining on shutdown.
 //! * [`log_output`]: log lines to standard error, control characters escaped.
 //! * [`taxii`]: pulls TAXII 2.1 collections into feeds_dir.
+//! * [`share`]: what was blocked, as STIX 2.1 sightings for the community.
 //! * [`watch`]: file drops, SIGHUP, rescans -> debounced reload -> swap.
 
 #![deny(unsafe_code)]
@@ -63,6 +64,7 @@ pub mod report;
 pub mod resolve;
 pub mod serve;
 pub mod server;
+pub mod share;
 pub mod sources;
 pub mod summary;
 pub mod taxii;

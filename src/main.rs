@@ -84,6 +84,14 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Write what was blocked as one STIX 2.1 bundle of sightings, for a
+    /// sharing community that takes file uploads.
+    Share {
+        #[command(flatten)]
+        share: cmd::share::Args,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// TAXII 2.1 collections.
     Taxii {
         #[command(subcommand)]
@@ -190,6 +198,7 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => cmd::config_check::run(&config.path),
+        Command::Share { share, config } => cmd::share::run(&share, &config.path),
         Command::Taxii {
             command: TaxiiCommand::Pull { name, config },
         } => cmd::taxii::pull(name.as_deref(), &config.path),

@@ -9,6 +9,7 @@ pub mod config_check;
 pub mod feeds;
 pub mod review;
 pub mod serve;
+pub mod share;
 pub mod taxii;
 
 use std::path::Path;

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use super::Hit;
 use super::postgres::{FleetReader, PgError};
-use super::store::{Cursor, Filter, Page, Report, Store, StoreError};
+use super::store::{
+    Cursor, Filter, Page, Report, SightingCursor, SightingPage, SightingView, Store, StoreError,
+};
 use crate::config::Config;
 
 /// The hit store the readers use.
@@ -74,6 +76,21 @@ impl HitSource {
         Ok(match self {
             HitSource::Local(db) => Store::open_reader(db)?.report(filter, since, until, top)?,
             HitSource::Fleet(fleet) => fleet.report(filter, since, until, top)?,
+        })
+    }
+
+    /// Sightings rows that last changed after `after` (and at or after
+    /// `since`), oldest change first, at most `limit`.
+    pub fn sightings(
+        &self,
+        view: SightingView<'_>,
+        after: Option<&SightingCursor>,
+        since: Option<i64>,
+        limit: usize,
+    ) -> Result<SightingPage, ReadError> {
+        Ok(match self {
+            HitSource::Local(db) => Store::open_reader(db)?.sightings(view, after, since, limit)?,
+            HitSource::Fleet(fleet) => fleet.sightings(view, after, since, limit)?,
         })
     }
 }

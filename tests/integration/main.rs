@@ -31,6 +31,8 @@
 //! * `recursive`: recursive mode from a loopback root.
 //! * `reload`: file drops, SIGHUP, last good, the snapshot.
 //! * `resilience`: serve-stale and quick failure when the upstream dies.
+//! * `share`: sightings as STIX 2.1 over TAXII, `portcullis share`, and
+//!   structured block reasons, read by the OASIS tools and medallion.
 //! * `taxii`: pulling a collection from a real TAXII 2.1 server.
 
 mod harness;
@@ -63,4 +65,5 @@ mod recursive;
 mod reload;
 mod resilience;
 mod rpz_xfr;
+mod share;
 mod taxii;

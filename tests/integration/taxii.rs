@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{Setup, run};
 
-const COLLECTION: &str = "91a7b528-80eb-42ed-a74d-c6fbd5a26116";
-const USER: &str = "reader";
-const PASSWORD: &str = "correct horse battery staple";
+pub const COLLECTION: &str = "91a7b528-80eb-42ed-a74d-c6fbd5a26116";
+pub const USER: &str = "reader";
+pub const PASSWORD: &str = "correct horse battery staple";
 
-struct Medallion {
+pub struct Medallion {
     child: Child,
-    api_root: String,
+    pub api_root: String,
 }
 
 impl Drop for Medallion {
@@ -26,7 +26,7 @@ impl Drop for Medallion {
     }
 }
 
-fn available() -> bool {
+pub fn available() -> bool {
     let ok = Command::new("python3")
         .args(["-c", "import medallion, stix2"])
         .stderr(Stdio::null())
@@ -46,7 +46,7 @@ fn available() -> bool {
     ok
 }
 
-fn start_medallion(dir: &Path) -> Medallion {
+pub fn start_medallion(dir: &Path) -> Medallion {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -93,7 +93,8 @@ fn insert_sql(rows: usize) -> String {
                 matched, feed, category, indicator, action, repeats, last_ts)
             VALUES {values}
             ON CONFLICT (node, epoch, seq) DO NOTHING
-            RETURNING seq, ts, org, client, matched, feed, category, action, repeats, last_ts
+            RETURNING seq, ts, org, client, stage, matched, feed, category, indicator, action,
+                repeats, last_ts
         ), daily AS (
             INSERT INTO hits_daily (day, org, matched, client, category, n, first_ts, last_ts)
             SELECT (ts AT TIME ZONE 'UTC')::date, org, matched, client,
@@ -110,6 +111,18 @@ fn insert_sql(rows: usize) -> String {
             FROM new GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
             ON CONFLICT (day, org, category, feed, action) DO UPDATE SET
                 n = hits_daily_feeds.n + excluded.n
+        ), sightings AS (
+            INSERT INTO hits_daily_sightings (day, feed, matched, indicator, org, category, n,
+                first_ts, last_ts)
+            SELECT (ts AT TIME ZONE 'UTC')::date, feed, matched,
+                CASE WHEN indicator LIKE 'indicator--%' THEN indicator ELSE '' END, org,
+                (array_agg(category ORDER BY seq DESC))[1], sum(repeats), min(ts),
+                max(coalesce(last_ts, ts))
+            FROM new WHERE stage <> 'client_ip' GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+            ON CONFLICT (day, feed, matched, indicator, org) DO UPDATE SET
+                category = excluded.category, n = hits_daily_sightings.n + excluded.n,
+                first_ts = least(hits_daily_sightings.first_ts, excluded.first_ts),
+                last_ts = greatest(hits_daily_sightings.last_ts, excluded.last_ts)
         )
         SELECT count(*) FROM new"
     )

@@ -23,7 +23,10 @@ use postgres::{Client, IsolationLevel, Row};
 use super::{PgError, connect, db, migrate};
 use crate::clock::DAY_MS;
 use crate::config::PostgresConfig;
-use crate::hitlog::store::{Aggregate, Cursor, Filter, Page, Pair, Report};
+use crate::hitlog::store::{
+    Aggregate, Cursor, Filter, Page, Pair, Report, SightingCursor, SightingPage, SightingRow,
+    SightingView,
+};
 use crate::hitlog::{Hit, Stage, Transport};
 
 /// Connections kept open between requests: a review page opens several
@@ -415,4 +418,116 @@ fn row_to_hit(row: &Row) -> Result<Hit, PgError> {
         })
     };
     read().map_err(db("record row"))
+}
+
+impl FleetReader {
+    /// Sightings rows that last changed after `after` (and at or after
+    /// `since`), oldest change first, at most `limit`: the fleet's
+    /// roll-up is updated with each insert, so it is whole. The anonymous
+    /// view adds organisations up in the query.
+    pub fn sightings(
+        &self,
+        view: SightingView<'_>,
+        after: Option<&SightingCursor>,
+        since: Option<i64>,
+        limit: usize,
+    ) -> Result<SightingPage, PgError> {
+        let anonymous = view == SightingView::Anonymous;
+        let mut sql = Sql::new("");
+        let (cols, key) = if anonymous {
+            (
+                concat!(
+                    "(day - DATE '1970-01-01')::bigint, feed, matched, indicator, '', \
+                     (array_agg(category ORDER BY last_ts DESC))[1], sum(n)::bigint, ",
+                    ms!("min(first_ts)"),
+                    ", ",
+                    ms!("max(last_ts)")
+                ),
+                "(max(last_ts), day, feed, matched, indicator)",
+            )
+        } else {
+            (
+                concat!(
+                    "(day - DATE '1970-01-01')::bigint, feed, matched, indicator, org, category, n, ",
+                    ms!("first_ts"),
+                    ", ",
+                    ms!("last_ts")
+                ),
+                "(last_ts, day, feed, matched, indicator, org)",
+            )
+        };
+        let mut cond = String::from("true");
+        if let SightingView::Org(org) = view {
+            let p = sql.bind(org.to_owned());
+            cond.push_str(&format!(" AND org = {p}"));
+        }
+        let mut having = String::from("true");
+        let last = if anonymous { "max(last_ts)" } else { "last_ts" };
+        if let Some(since) = since {
+            let t = sql.time(since);
+            if anonymous {
+                having.push_str(&format!(" AND {last} >= {t}"));
+            } else {
+                cond.push_str(&format!(" AND {last} >= {t}"));
+            }
+        }
+        if let Some(c) = after {
+            let t = sql.time(c.last);
+            let after_key = if c.day == i64::MAX {
+                format!("{last} > {t}")
+            } else {
+                let day = sql.day(c.day);
+                let feed = sql.bind(c.feed.clone());
+                let matched = sql.bind(c.matched.clone());
+                let indicator = sql.bind(c.indicator.clone());
+                if anonymous {
+                    format!("{key} > ({t}, {day}, {feed}, {matched}, {indicator})")
+                } else {
+                    let org = sql.bind(c.org.clone());
+                    format!("{key} > ({t}, {day}, {feed}, {matched}, {indicator}, {org})")
+                }
+            };
+            if anonymous {
+                // A sum changed after `t` has a member that did, on that
+                // day or (a coalesced record running past midnight) the one
+                // before.
+                let from = sql.day(c.last.div_euclid(crate::clock::DAY_MS) - 1);
+                cond.push_str(&format!(" AND day >= {from}"));
+                having.push_str(&format!(" AND {after_key}"));
+            } else {
+                cond.push_str(&format!(" AND {after_key}"));
+            }
+        }
+        let n = sql.bind(limit as i64 + 1);
+        sql.push(&if anonymous {
+            format!(
+                "SELECT {cols} FROM hits_daily_sightings WHERE {cond} \
+                 GROUP BY day, feed, matched, indicator HAVING {having} \
+                 ORDER BY {key} LIMIT {n}"
+            )
+        } else {
+            format!("SELECT {cols} FROM hits_daily_sightings WHERE {cond} ORDER BY {key} LIMIT {n}")
+        });
+        let rows =
+            self.with_client(|c| c.query(&sql.text, &sql.args()).map_err(db("sightings")))?;
+        let mut page = SightingPage::default();
+        for row in rows {
+            page.rows.push(SightingRow {
+                day: row.try_get(0).map_err(db("sightings"))?,
+                feed: row.try_get(1).map_err(db("sightings"))?,
+                matched: row.try_get(2).map_err(db("sightings"))?,
+                indicator: row.try_get(3).map_err(db("sightings"))?,
+                org: row.try_get(4).map_err(db("sightings"))?,
+                category: row.try_get(5).map_err(db("sightings"))?,
+                n: row.try_get::<_, i64>(6).map_err(db("sightings"))?.max(0) as u64,
+                first: row.try_get(7).map_err(db("sightings"))?,
+                last: row.try_get(8).map_err(db("sightings"))?,
+            });
+        }
+        if page.rows.len() > limit {
+            page.rows.truncate(limit);
+            page.next = page.rows.last().map(SightingCursor::of);
+        }
+        Ok(page)
+    }
 }

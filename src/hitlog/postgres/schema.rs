@@ -64,6 +64,30 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX hits_org_ts ON hits (org, ts, id);
     DROP INDEX hits_ts;
     CREATE INDEX hits_ts ON hits (ts, id);",
+    // The sightings roll-up (as SQLite's `hits_daily_sightings`), built
+    // from the records already there.
+    "CREATE TABLE hits_daily_sightings (
+        day       date        NOT NULL,
+        feed      text        NOT NULL,
+        matched   text        NOT NULL,
+        indicator text        NOT NULL,  -- the STIX indicator id, or ''
+        org       text        NOT NULL,
+        category  text        NOT NULL,
+        n         bigint      NOT NULL,
+        first_ts  timestamptz NOT NULL,
+        last_ts   timestamptz NOT NULL,
+        PRIMARY KEY (day, feed, matched, indicator, org)
+    );
+    CREATE INDEX hits_daily_sightings_last
+        ON hits_daily_sightings (last_ts, day, feed, matched, indicator, org);
+    CREATE INDEX hits_daily_sightings_org
+        ON hits_daily_sightings (org, last_ts, day, feed, matched, indicator);
+    INSERT INTO hits_daily_sightings
+        SELECT (ts AT TIME ZONE 'UTC')::date, feed, matched,
+            CASE WHEN indicator LIKE 'indicator--%' THEN indicator ELSE '' END, org,
+            (array_agg(category ORDER BY ts DESC))[1], sum(repeats), min(ts),
+            max(coalesce(last_ts, ts))
+        FROM hits WHERE stage <> 'client_ip' GROUP BY 1, 2, 3, 4, 5;",
 ];
 
 /// Bring the schema up to this build's version. Returns the version the

@@ -92,7 +92,7 @@ CREATE TABLE IF NOT EXISTS hits_daily_sightings (
     day       INTEGER NOT NULL,
     feed      TEXT    NOT NULL,
     matched   TEXT    NOT NULL,
-    indicator TEXT    NOT NULL,   -- '' where the feed names none
+    indicator TEXT    NOT NULL,   -- the STIX indicator id, or ''
     org       TEXT    NOT NULL,
     category  TEXT    NOT NULL,   -- the latest seen
     n         INTEGER NOT NULL,

@@ -24,7 +24,8 @@ use crate::clock::DAY_MS;
 /// The roll-up's `SELECT`, up to its `WHERE` (the caller adds the id range
 /// and [`ROLLUP_GROUP`]); shared by the roll-up and the schema upgrade.
 pub(super) const ROLLUP_SELECT: &str = "(day, feed, matched, indicator, org, category, n, first_ts, last_ts) \
-     SELECT ts / 86400000, feed, matched, coalesce(indicator, ''), org, \
+     SELECT ts / 86400000, feed, matched, \
+     CASE WHEN indicator LIKE 'indicator--%' THEN indicator ELSE '' END, org, \
      substr(max(format('%020d', id) || category), 21), sum(repeats), min(ts), \
      max(coalesce(last_ts, ts)) FROM hits WHERE stage != 'client_ip'";
 pub(super) const ROLLUP_GROUP: &str = "GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5";
@@ -36,8 +37,9 @@ pub struct SightingRow {
     pub day: i64,
     pub feed: String,
     pub matched: String,
-    /// The indicator the feed named (a STIX id, an RPZ zone and serial);
-    /// empty where it named none.
+    /// The STIX indicator the entry came from; empty for other formats
+    /// (an RPZ entry's zone and serial is no indicator of its own: one
+    /// name's sightings would split at every transfer).
     pub indicator: String,
     /// The organisation; empty for clients in none, and in the anonymous
     /// view.
@@ -62,12 +64,13 @@ pub enum SightingView<'a> {
 /// Where a page ended: the last row's time and key. Opaque to clients.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SightingCursor {
-    last: i64,
-    day: i64,
-    feed: String,
-    matched: String,
-    indicator: String,
-    org: String,
+    pub(crate) last: i64,
+    /// `i64::MAX` in a cursor made by [`SightingCursor::after_time`].
+    pub(crate) day: i64,
+    pub(crate) feed: String,
+    pub(crate) matched: String,
+    pub(crate) indicator: String,
+    pub(crate) org: String,
 }
 
 impl SightingCursor {
@@ -100,7 +103,7 @@ impl SightingCursor {
         }
     }
 
-    fn of(row: &SightingRow) -> SightingCursor {
+    pub(crate) fn of(row: &SightingRow) -> SightingCursor {
         SightingCursor {
             last: row.last,
             day: row.day,
@@ -272,7 +275,8 @@ impl Store {
     fn unrolled(&self, org: Option<&str>) -> Result<HashMap<Key, SightingRow>, StoreError> {
         let mark = self.rolled_up()?.unwrap_or(i64::MAX);
         let sql = format!(
-            "SELECT ts / {DAY_MS}, feed, matched, coalesce(indicator, ''), org, \
+            "SELECT ts / {DAY_MS}, feed, matched, \
+             CASE WHEN indicator LIKE 'indicator--%' THEN indicator ELSE '' END, org, \
              substr(max(format('%020d', id) || category), 21), sum(repeats), min(ts), \
              max(coalesce(last_ts, ts)) FROM hits WHERE id > ?1 AND stage != 'client_ip' \
              AND (?2 IS NULL OR org = ?2) GROUP BY 1, 2, 3, 4, 5"
