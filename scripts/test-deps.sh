@@ -5,7 +5,8 @@
 #   * Unbound (Debian's package), for the RPZ differential test; the
 #     package's own service is kept from starting (policy-rc.d), the test
 #     runs its own Unbound on loopback;
-#   * OASIS medallion and stix2 (PyPI), for the TAXII test;
+#   * OASIS medallion and stix2 (PyPI), for the TAXII test, and
+#     stix2-validator and taxii2-client (PyPI), for the sharing test;
 #   * bind9-utils (dnssec-keygen, dnssec-signzone), NSD, dig and xxd, for
 #     the signed DNSSEC lab (tests/lab/signed-lab.sh); NSD's own service is
 #     kept from starting like Unbound's;
@@ -79,4 +80,9 @@ fi
 if ! python3 -c 'import medallion, stix2' >/dev/null 2>&1; then
     echo "test-deps: installing medallion and stix2"
     python3 -m pip install --quiet --disable-pip-version-check medallion stix2
+fi
+
+if ! python3 -c 'import stix2validator, taxii2client' >/dev/null 2>&1; then
+    echo "test-deps: installing stix2-validator and taxii2-client"
+    python3 -m pip install --quiet --disable-pip-version-check stix2-validator taxii2-client
 fi

@@ -367,9 +367,10 @@ fn nodes_forward_every_record_to_postgresql_once_through_an_outage_and_a_kill() 
     assert_eq!(out.matches("\"node\":\"node-a\"").count(), 1000);
     assert_eq!(out.matches("\"node\":\"node-b\"").count(), 600);
     assert_eq!(pg.count("SELECT sum(n) FROM hits_daily_feeds"), 1600);
+    assert_eq!(pg.count("SELECT sum(n) FROM hits_daily_sightings"), 1600);
     assert_eq!(
         pg.count("SELECT max(version) FROM portcullis_migrations"),
-        2,
+        3,
         "the schema was made by the binary"
     );
 

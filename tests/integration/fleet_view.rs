@@ -252,9 +252,52 @@ fn a_reporting_instance_shows_each_organisation_its_records_from_every_node() {
     assert_eq!(code, 0, "{err}");
     let cli: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(cli["total"], 62);
+
+    // Sightings from the fleet's roll-up: over TAXII for an organisation,
+    // and the operator's bundle across them.
+    let (status, _, body) = http_get(
+        reports.admin(),
+        "/taxii2/sightings/collections/",
+        Some(TOKEN_A),
+    );
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = list["collections"][0]["id"].as_str().unwrap().to_owned();
+    let mut seen = 0;
+    let mut next = String::new();
+    loop {
+        let (status, _, body) = http_get(
+            reports.admin(),
+            &format!("/taxii2/sightings/collections/{id}/objects/?limit=1{next}"),
+            Some(TOKEN_A),
+        );
+        assert_eq!(status, 200, "{body}");
+        let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+        for o in page["objects"].as_array().unwrap() {
+            if o["type"] == "sighting" {
+                seen += o["count"].as_u64().unwrap();
+            }
+        }
+        match page["next"].as_str() {
+            Some(n) => next = format!("&next={n}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 35, "council-a's hits on every node");
+    let (code, out, err) = run(&["share", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let bundle: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let counted: u64 = bundle["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["type"] == "sighting")
+        .map(|o| o["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 62);
     assert_eq!(
         pg.count("SELECT max(version) FROM portcullis_migrations"),
-        2
+        3
     );
     drop(reports);
     drop(nodes);

@@ -81,7 +81,7 @@ impl SightingCursor {
     }
 
     pub fn decode(text: &str) -> Option<SightingCursor> {
-        if text.len() % 2 != 0 || text.len() > 8192 {
+        if !text.len().is_multiple_of(2) || text.len() > 8192 {
             return None;
         }
         let bytes: Option<Vec<u8>> = (0..text.len())
