@@ -17,7 +17,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use portcullis::hitlog::store::{Filter, Store};
+use portcullis::config::{Tlp, WhereSighted};
+use portcullis::hitlog::store::{Filter, SightingCursor, SightingView, Store};
+use portcullis::share::{Sharer, stix};
 use portcullis::hitlog::writer::{MAX_BATCH, ROLLUP_CHUNK, ROLLUP_MAX_PENDING};
 use portcullis::hitlog::{Hit, Stage, Transport};
 
@@ -316,6 +318,74 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("logs_one_org_newest_100", |b| {
         b.iter(|| store.hits(black_box(&one), None, 100).expect("hits"))
+    });
+
+    // Sharing: the last day's bundle across organisations (what
+    // `portcullis share --since 1d` writes), and one TAXII page of 1,000
+    // sightings from the middle of the collection.
+    let sharer = Sharer::new(
+        "bench",
+        Tlp::Amber,
+        WhereSighted::Organisation,
+        (0..ORGS).map(|o| (format!("org-{o:03}"), format!("Organisation {o}"))),
+    );
+    let bundle = |view: SightingView<'_>, since: i64| {
+        let mut rows = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .sightings(view, after.as_ref(), Some(since), 50_000)
+                .expect("sightings");
+            rows.extend(page.rows);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let objects: Vec<_> = sharer.objects(&rows).into_iter().map(|s| s.object).collect();
+        let n = objects.len();
+        (rows.len(), n, serde_json::to_vec(&stix::bundle(objects, 0)).expect("json").len())
+    };
+    let day_start = start + (days() - 1) * DAY;
+    let (rows, objects, bytes) = bundle(SightingView::EachOrg, day_start);
+    eprintln!(
+        "the last day's bundle: {rows} sightings, {objects} objects, {:.1} MiB of JSON",
+        bytes as f64 / 1048576.0
+    );
+    let (rows, objects, _) = bundle(SightingView::Anonymous, day_start);
+    eprintln!("anonymous: {rows} sightings, {objects} objects");
+    group.bench_function("share_bundle_last_day_each_org", |b| {
+        b.iter(|| bundle(black_box(SightingView::EachOrg), day_start))
+    });
+    group.bench_function("share_bundle_last_day_anonymous", |b| {
+        b.iter(|| bundle(black_box(SightingView::Anonymous), day_start))
+    });
+    let middle = SightingCursor::after_time(start + days() * DAY / 2);
+    group.bench_function("taxii_page_1000_each_org", |b| {
+        b.iter(|| {
+            let page = store
+                .sightings(SightingView::EachOrg, Some(black_box(&middle)), None, 1000)
+                .expect("sightings");
+            let objects: Vec<_> = sharer
+                .objects(&page.rows)
+                .into_iter()
+                .map(|s| s.object)
+                .collect();
+            serde_json::to_vec(&objects).expect("json")
+        })
+    });
+    group.bench_function("taxii_page_1000_one_org", |b| {
+        b.iter(|| {
+            let page = store
+                .sightings(SightingView::Org("org-042"), None, None, 1000)
+                .expect("sightings");
+            let objects: Vec<_> = sharer
+                .objects(&page.rows)
+                .into_iter()
+                .map(|s| s.object)
+                .collect();
+            serde_json::to_vec(&objects).expect("json")
+        })
     });
     group.finish();
 }

@@ -50,15 +50,29 @@ pub struct Sharer {
 
 impl Sharer {
     pub fn from_config(config: &Config) -> Sharer {
-        Sharer {
-            name: config.share.name.clone(),
-            tlp: config.share.tlp,
-            where_sighted: config.share.where_sighted,
-            orgs: config
+        Sharer::new(
+            &config.share.name,
+            config.share.tlp,
+            config.share.where_sighted,
+            config
                 .organisations
                 .iter()
-                .map(|o| (o.id.clone(), o.name.clone()))
-                .collect(),
+                .map(|o| (o.id.clone(), o.name.clone())),
+        )
+    }
+
+    /// `orgs`: each organisation's id and name.
+    pub fn new(
+        name: &str,
+        tlp: Tlp,
+        where_sighted: WhereSighted,
+        orgs: impl IntoIterator<Item = (String, String)>,
+    ) -> Sharer {
+        Sharer {
+            name: name.to_owned(),
+            tlp,
+            where_sighted,
+            orgs: orgs.into_iter().collect(),
         }
     }
 
