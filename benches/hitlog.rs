@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use portcullis::config::{Tlp, WhereSighted};
 use portcullis::hitlog::store::{Filter, SightingCursor, SightingView, Store};
-use portcullis::share::{Sharer, stix};
 use portcullis::hitlog::writer::{MAX_BATCH, ROLLUP_CHUNK, ROLLUP_MAX_PENDING};
 use portcullis::hitlog::{Hit, Stage, Transport};
+use portcullis::share::{Sharer, stix};
 
 const DAY: i64 = 86_400_000;
 /// Days of data; `HITLOG_BENCH_DAYS=3` builds a tenth for a quick look.
@@ -342,9 +342,19 @@ fn bench(c: &mut Criterion) {
                 None => break,
             }
         }
-        let objects: Vec<_> = sharer.objects(&rows).into_iter().map(|s| s.object).collect();
+        let objects: Vec<_> = sharer
+            .objects(&rows)
+            .into_iter()
+            .map(|s| s.object)
+            .collect();
         let n = objects.len();
-        (rows.len(), n, serde_json::to_vec(&stix::bundle(objects, 0)).expect("json").len())
+        (
+            rows.len(),
+            n,
+            serde_json::to_vec(&stix::bundle(objects, 0))
+                .expect("json")
+                .len(),
+        )
     };
     let day_start = start + (days() - 1) * DAY;
     let (rows, objects, bytes) = bundle(SightingView::EachOrg, day_start);

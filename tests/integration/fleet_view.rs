@@ -126,7 +126,7 @@ fn a_reporting_instance_shows_each_organisation_its_records_from_every_node() {
         );
     }
 
-    let (_setup, config) = member(auth.addr, &pg, "reports", true);
+    let (report_setup, config) = member(auth.addr, &pg, "reports", true);
     let reports = Server::start(&config);
     assert!(reports.log_contains("reporting only"), "{}", reports.log());
     let (status, ready) = api(&reports, "/readyz", TOKEN_OPERATOR);
@@ -295,6 +295,71 @@ fn a_reporting_instance_shows_each_organisation_its_records_from_every_node() {
         .map(|o| o["count"].as_u64().unwrap())
         .sum();
     assert_eq!(counted, 62);
+
+    // Anonymous: reloaded with `where_sighted = "service"`, the operator's
+    // collection adds the organisations up, a sighting a page. A second
+    // name, seen by both organisations on an old day, is put straight into
+    // the roll-up so that there are sums to page through.
+    pg.value(
+        "INSERT INTO hits_daily_sightings VALUES \
+         ('2020-01-01', 'malware.txt', 'other.example.test', '', 'council-a', 'malware', 3, \
+          '2020-01-01 09:00Z', '2020-01-01 10:00Z'), \
+         ('2020-01-01', 'malware.txt', 'other.example.test', '', 'school-b', 'malware', 4, \
+          '2020-01-01 08:00Z', '2020-01-01 11:00Z')",
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    report_setup.write(
+        "portcullis.toml",
+        &format!("{text}\n[share]\nwhere_sighted = \"service\"\n"),
+    );
+    reports.signal("HUP");
+    assert!(
+        reports.wait_log("config reloaded", Duration::from_secs(10)),
+        "{}",
+        reports.log()
+    );
+    let (_, _, body) = http_get(
+        reports.admin(),
+        "/taxii2/sightings/collections/",
+        Some(TOKEN_OPERATOR),
+    );
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let all = list["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["title"] == "Sightings: all organisations")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (mut total, mut sightings, mut next) = (0, 0, String::new());
+    loop {
+        let (status, _, body) = http_get(
+            reports.admin(),
+            &format!("/taxii2/sightings/collections/{all}/objects/?limit=1{next}"),
+            Some(TOKEN_OPERATOR),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            !body.contains("Council A") && !body.contains("School B"),
+            "{body}"
+        );
+        let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+        for o in page["objects"].as_array().unwrap() {
+            if o["type"] == "sighting" {
+                total += o["count"].as_u64().unwrap();
+                sightings += 1;
+            }
+        }
+        match page["next"].as_str() {
+            Some(n) => next = format!("&next={n}"),
+            None => break,
+        }
+    }
+    assert_eq!(total, 62 + 7, "both organisations, every node");
+    // A sighting a name and UTC day (one more if the run spans midnight).
+    assert!((2..=3).contains(&sightings), "{sightings}");
     assert_eq!(
         pg.count("SELECT max(version) FROM portcullis_migrations"),
         3
