@@ -131,6 +131,30 @@ fn counts(objects: &[Value]) -> BTreeMap<String, (u64, String, String)> {
         .collect()
 }
 
+/// A request line and headers as given (plus the operator's token), on
+/// the admin listener; returns the status and body.
+fn raw_request(server: &Server, head: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(server.admin()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let body = if head.starts_with("POST") { "{}" } else { "" };
+    write!(
+        stream,
+        "{head}Authorization: Bearer {TOKEN_OPERATOR}\r\n\r\n{body}"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
 fn block(server: &Server, from: &str, name: &str, times: usize) {
     for _ in 0..times {
         let r = query_from(server.addr, from, name, RecordType::A);
@@ -366,13 +390,41 @@ fn sightings_are_shared_over_taxii_and_as_a_bundle_and_block_reasons_are_structu
                 )]))
     );
 
+    // One object by its id; a wrong media type; writing.
+    let col = mine[0]["id"].as_str().unwrap();
+    let sighting_id = stix["id"].as_str().unwrap();
+    let (status, one) = taxii_get(
+        &server,
+        &format!("/taxii2/sightings/collections/{col}/objects/{sighting_id}/"),
+        Some(TOKEN_A),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(one["objects"].as_array().unwrap().len(), 1);
+    assert_eq!(&one["objects"][0], stix);
+    let (status, body) = raw_request(
+        &server,
+        &format!(
+            "GET /taxii2/sightings/collections/{col}/objects/ HTTP/1.0\r\nAccept: application/taxii+json;version=2.0\r\n"
+        ),
+    );
+    assert!(
+        status == 406 && body.contains("\"http_status\":\"406\""),
+        "{body}"
+    );
+    let (status, body) = raw_request(
+        &server,
+        &format!(
+            "POST /taxii2/sightings/collections/{col}/objects/ HTTP/1.0\r\nContent-Length: 2\r\n"
+        ),
+    );
+    assert_eq!(status, 405, "{body}");
+
     // added_after: nothing changed since the last sighting's time.
     let last = of_type(objects, "sighting")
         .iter()
         .map(|s| s["modified"].as_str().unwrap().to_owned())
         .max()
         .unwrap();
-    let col = mine[0]["id"].as_str().unwrap();
     let (status, empty) = taxii_get(
         &server,
         &format!("/taxii2/sightings/collections/{col}/objects/?added_after={last}"),
