@@ -142,7 +142,7 @@ pub fn spawn(config: &Config, registry: &Arc<Registry>) -> Vec<tokio::task::Abor
                 let outcome = fetch(&source, &client, &feeds_dir, &state_dir).await;
                 match &outcome {
                     Ok(p) if p.changed => {
-                        tracing::info!(file = %source.file, url = %source.url, "download: new list written")
+                        tracing::info!(file = %source.file, url = %super::shown_url(&source.url), "download: new list written")
                     }
                     Ok(_) => tracing::debug!(file = %source.file, "download: unchanged"),
                     Err(error) => {
@@ -204,10 +204,11 @@ pub async fn fetch(
     let path = feeds_dir.join(&config.file);
     let state = load_state(state_dir, &config.file);
     let old_len = std::fs::metadata(&path).ok().map(|m| m.len());
+    // The URL as shown: a subscriber's key in it stays out of logs.
     let http = |url: &str, e: reqwest::Error| DownloadError::Http {
         file: file.clone(),
-        url: url.to_owned(),
-        message: error_chain(&e),
+        url: super::shown_url(url),
+        message: error_chain(&e.without_url()),
     };
 
     let mut request = client.get(&config.url).header(ACCEPT_ENCODING, "gzip");
@@ -236,7 +237,7 @@ pub async fn fetch(
     if status != StatusCode::OK {
         return Err(DownloadError::Status {
             file,
-            url: config.url.clone(),
+            url: super::shown_url(&config.url),
             status: status.as_u16(),
         });
     }
@@ -252,7 +253,7 @@ pub async fn fetch(
     let encoding = header(CONTENT_ENCODING).map(|e| e.to_ascii_lowercase());
     let body_err = |message: String| DownloadError::Body {
         file: file.clone(),
-        url: config.url.clone(),
+        url: super::shown_url(&config.url),
         message,
     };
     let mut body = Vec::new();
@@ -298,7 +299,7 @@ pub async fn fetch(
             if text.len() > 4096 {
                 return Err(DownloadError::Body {
                     file: file.clone(),
-                    url: url.clone(),
+                    url: super::shown_url(url),
                     message: "more than 4 KiB: not a checksum file".into(),
                 });
             }
@@ -306,13 +307,13 @@ pub async fn fetch(
         let text = String::from_utf8_lossy(&text);
         let expected = checksum_in(&text).ok_or_else(|| DownloadError::Body {
             file: file.clone(),
-            url: url.clone(),
+            url: super::shown_url(url),
             message: "holds no SHA-256 (64 hex digits)".into(),
         })?;
         if expected != digest {
             return Err(DownloadError::Checksum {
                 file,
-                url: url.clone(),
+                url: super::shown_url(url),
                 expected,
                 actual: digest,
             });

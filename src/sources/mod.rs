@@ -102,7 +102,7 @@ impl Registry {
             .or_insert_with(|| SourceStatus {
                 kind,
                 file: file.to_owned(),
-                url: url.to_owned(),
+                url: shown_url(url),
                 version: None,
                 last_result: None,
                 last_attempt: None,
@@ -113,7 +113,7 @@ impl Registry {
                 expires: None,
             });
         entry.kind = kind;
-        entry.url = url.to_owned();
+        entry.url = shown_url(url);
         if entry.version.is_none() {
             entry.version = version;
         }
@@ -277,5 +277,62 @@ mod tests {
         );
         registry.retain(&[]);
         assert!(registry.list().is_empty());
+    }
+}
+
+/// A source URL as logs, errors and the feeds API show it: a user name
+/// and password, and the values of query parameters named like a secret
+/// (`key`, `token`, `secret`, `pass`, `auth`, `sig`), are replaced by
+/// `***`. A feed URL often carries its subscriber's key.
+pub fn shown_url(url: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return url.to_owned();
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        let _ = parsed.set_username("***");
+        let _ = parsed.set_password(None);
+    }
+    if parsed.query().is_some() {
+        let secret = |k: &str| {
+            let k = k.to_ascii_lowercase();
+            ["key", "token", "secret", "pass", "auth", "sig"]
+                .iter()
+                .any(|s| k.contains(s))
+        };
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
+#[cfg(test)]
+mod shown_url_tests {
+    use super::shown_url;
+
+    #[test]
+    fn secrets_in_a_url_are_not_shown() {
+        assert_eq!(
+            shown_url("https://member:hunter2@feeds.example/list.txt"),
+            "https://***@feeds.example/list.txt"
+        );
+        assert_eq!(
+            shown_url("https://feeds.example/list?format=plain&api_key=abc123&Token=x"),
+            "https://feeds.example/list?format=plain&api_key=***&Token=***"
+        );
+        assert_eq!(
+            shown_url("https://feeds.example/list.txt"),
+            "https://feeds.example/list.txt"
+        );
+        assert_eq!(shown_url("not a url"), "not a url");
     }
 }
