@@ -86,61 +86,70 @@ impl Sharer {
         }
     }
 
-    /// The identity that saw `row`: its organisation's, or the service's
-    /// (anonymous sharing, and clients in no organisation).
-    fn where_ref(&self, row: &SightingRow) -> String {
-        if self.where_sighted == WhereSighted::Service || row.org.is_empty() {
-            stix::service_identity_id(&self.name)
-        } else {
-            stix::org_identity_id(&self.name, &row.org)
-        }
-    }
-
     /// The objects for `rows` (in their order): each sighting, preceded
     /// the first time by what it refers to (the marking, the identities,
     /// this service's indicator for the listed entry, and for a STIX
     /// entry its `derived-from` link to the feed's), so any page or file
     /// of them stands on its own.
     pub fn objects(&self, rows: &[SightingRow]) -> Vec<Shared> {
-        let mut out = Vec::with_capacity(rows.len() + 3);
+        let ids = stix::Ids::new(&self.name, self.tlp);
+        let mut out = Vec::with_capacity(rows.len() * 2 + 3);
         let mut sent: HashSet<String> = HashSet::new();
-        let mut once = |out: &mut Vec<Shared>, object: Value, date_added: i64| {
-            let id = object["id"].as_str().unwrap_or_default().to_owned();
-            if sent.insert(id) {
-                out.push(Shared { object, date_added });
-            }
-        };
+        let mut org_ids: HashMap<&str, String> = HashMap::new();
+        // Each supporting object is built only the first time its id is
+        // met: a day's bundle has tens of thousands of sightings.
         for row in rows {
-            once(&mut out, stix::marking(self.tlp), row.last);
-            once(
-                &mut out,
-                stix::service_identity(&self.name, self.tlp),
-                row.last,
-            );
-            let where_ref = self.where_ref(row);
-            if where_ref != stix::service_identity_id(&self.name) {
-                let name = self.orgs.get(&row.org).unwrap_or(&row.org);
-                once(
-                    &mut out,
-                    stix::org_identity(&self.name, &row.org, name, self.tlp),
-                    row.last,
-                );
+            let at = row.last;
+            if out.is_empty() {
+                out.push(Shared {
+                    object: stix::marking(self.tlp),
+                    date_added: at,
+                });
+                out.push(Shared {
+                    object: stix::service_identity(&ids),
+                    date_added: at,
+                });
             }
-            once(
-                &mut out,
-                stix::made_indicator(&self.name, row, self.tlp),
-                row.last,
-            );
-            if stix::is_indicator_id(&row.indicator) {
-                once(
-                    &mut out,
-                    stix::derived_from(&self.name, row, self.tlp),
-                    row.last,
-                );
+            // The identity that saw it: its organisation's, or the
+            // service's (anonymous sharing, and clients in none).
+            let where_ref = if self.where_sighted == WhereSighted::Service || row.org.is_empty() {
+                ids.service_id.clone()
+            } else {
+                let id = org_ids
+                    .entry(row.org.as_str())
+                    .or_insert_with(|| stix::org_identity_id(&self.name, &row.org))
+                    .clone();
+                if sent.insert(id.clone()) {
+                    let name = self.orgs.get(&row.org).unwrap_or(&row.org);
+                    out.push(Shared {
+                        object: stix::org_identity(&ids, &id, name),
+                        date_added: at,
+                    });
+                }
+                id
+            };
+            let made = stix::made_indicator_id(&self.name, row);
+            if sent.insert(made.clone()) {
+                out.push(Shared {
+                    object: stix::made_indicator(&ids, row, &made),
+                    date_added: at,
+                });
             }
+            let of = if stix::is_indicator_id(&row.indicator) {
+                let link = stix::derived_from_id(&made, &row.indicator);
+                if sent.insert(link) {
+                    out.push(Shared {
+                        object: stix::derived_from(&ids, row, &made),
+                        date_added: at,
+                    });
+                }
+                row.indicator.clone()
+            } else {
+                made
+            };
             out.push(Shared {
-                object: stix::sighting(&self.name, row, &where_ref, self.tlp),
-                date_added: row.last,
+                object: stix::sighting(&ids, row, &where_ref, &of),
+                date_added: at,
             });
         }
         out

@@ -89,18 +89,38 @@ pub fn marking_id(tlp: Tlp) -> String {
     marking(tlp)["id"].as_str().unwrap_or_default().to_owned()
 }
 
+/// What every object of one export refers to, worked out once.
+pub struct Ids {
+    /// The service's name.
+    pub service: String,
+    pub service_id: String,
+    pub marking_id: String,
+    pub tlp: Tlp,
+}
+
+impl Ids {
+    pub fn new(service: &str, tlp: Tlp) -> Ids {
+        Ids {
+            service: service.to_owned(),
+            service_id: service_identity_id(service),
+            marking_id: marking_id(tlp),
+            tlp,
+        }
+    }
+}
+
 /// The service's identity: the creator of every object shared.
-pub fn service_identity(name: &str, tlp: Tlp) -> Value {
+pub fn service_identity(ids: &Ids) -> Value {
     json!({
         "type": "identity",
         "spec_version": "2.1",
-        "id": service_identity_id(name),
+        "id": ids.service_id,
         "created": MADE,
         "modified": MADE,
-        "name": name,
+        "name": ids.service,
         "description": "A protective DNS resolver service: it blocks queries for names that threat feeds list and reports what it blocked.",
         "identity_class": "system",
-        "object_marking_refs": [marking_id(tlp)],
+        "object_marking_refs": [ids.marking_id],
     })
 }
 
@@ -108,18 +128,19 @@ pub fn service_identity_id(name: &str) -> String {
     stix_id("identity", &["service", name])
 }
 
-/// A member organisation's identity, where sightings name who saw them.
-pub fn org_identity(service: &str, org: &str, name: &str, tlp: Tlp) -> Value {
+/// A member organisation's identity (its id from [`org_identity_id`]),
+/// where sightings name who saw them.
+pub fn org_identity(ids: &Ids, id: &str, name: &str) -> Value {
     json!({
         "type": "identity",
         "spec_version": "2.1",
-        "id": org_identity_id(service, org),
+        "id": id,
         "created": MADE,
         "modified": MADE,
-        "created_by_ref": service_identity_id(service),
+        "created_by_ref": ids.service_id,
         "name": name,
         "identity_class": "organization",
-        "object_marking_refs": [marking_id(tlp)],
+        "object_marking_refs": [ids.marking_id],
     })
 }
 
@@ -141,14 +162,15 @@ pub fn made_indicator_id(service: &str, row: &SightingRow) -> String {
     stix_id("indicator", &[service, &row.feed, &row.matched])
 }
 
-/// This service's indicator for a listed entry: a `domain-name` pattern
-/// for a name, an address pattern for an address or network (answer-IP
-/// entries). For an entry of another format than STIX it is what the
-/// sighting is of; for a STIX entry it says which name the feed's
-/// indicator was acted on as, and a `derived-from` relationship points
-/// to the feed's own (which is its publisher's to share, not ours), so
-/// whoever reads the sightings learns every name blocked.
-pub fn made_indicator(service: &str, row: &SightingRow, tlp: Tlp) -> Value {
+/// This service's indicator `id` ([`made_indicator_id`]) for a listed
+/// entry: a `domain-name` pattern for a name, an address pattern for an
+/// address or network (answer-IP entries). For an entry of another
+/// format than STIX it is what the sighting is of; for a STIX entry it
+/// says which name the feed's indicator was acted on as, and a
+/// `derived-from` relationship points to the feed's own (which is its
+/// publisher's to share, not ours), so whoever reads the sightings learns
+/// every name blocked.
+pub fn made_indicator(ids: &Ids, row: &SightingRow, id: &str) -> Value {
     let pattern = match row.matched.parse::<ipnet::IpNet>() {
         Ok(net) => address_pattern(net),
         Err(_) => match row.matched.parse::<std::net::IpAddr>() {
@@ -163,35 +185,38 @@ pub fn made_indicator(service: &str, row: &SightingRow, tlp: Tlp) -> Value {
     json!({
         "type": "indicator",
         "spec_version": "2.1",
-        "id": made_indicator_id(service, row),
+        "id": id,
         "created": MADE,
         "modified": MADE,
-        "created_by_ref": service_identity_id(service),
+        "created_by_ref": ids.service_id,
         "name": row.matched,
-        "description": format!("Listed in the feed {} that {service} blocks.", row.feed),
+        "description": format!("Listed in the feed {} that {} blocks.", row.feed, ids.service),
         "indicator_types": [kind],
         "pattern": pattern,
         "pattern_type": "stix",
         "valid_from": MADE,
-        "object_marking_refs": [marking_id(tlp)],
+        "object_marking_refs": [ids.marking_id],
     })
 }
 
 /// `made` (this service's indicator) derived from the feed's STIX one.
-pub fn derived_from(service: &str, row: &SightingRow, tlp: Tlp) -> Value {
-    let made = made_indicator_id(service, row);
+pub fn derived_from(ids: &Ids, row: &SightingRow, made: &str) -> Value {
     json!({
         "type": "relationship",
         "spec_version": "2.1",
-        "id": stix_id("relationship", &[&made, &row.indicator]),
+        "id": derived_from_id(made, &row.indicator),
         "created": MADE,
         "modified": MADE,
-        "created_by_ref": service_identity_id(service),
+        "created_by_ref": ids.service_id,
         "relationship_type": "derived-from",
         "source_ref": made,
         "target_ref": row.indicator,
-        "object_marking_refs": [marking_id(tlp)],
+        "object_marking_refs": [ids.marking_id],
     })
+}
+
+pub fn derived_from_id(made: &str, original: &str) -> String {
+    stix_id("relationship", &[made, original])
 }
 
 fn address_pattern(net: ipnet::IpNet) -> String {
@@ -212,25 +237,24 @@ fn quoted(text: &str) -> String {
     text.replace('\\', "\\\\").replace('\'', "\\'")
 }
 
-/// The sighting of `row` by `where_ref` (an identity id). Its id is the
-/// day, the indicator and who saw it; `created` is the start of the day,
-/// so every version of it has the same.
-pub fn sighting(service: &str, row: &SightingRow, where_ref: &str, tlp: Tlp) -> Value {
-    let of = indicator_ref(service, row);
+/// The sighting of `row` by `where_ref` (an identity id), of the
+/// indicator `of`. Its id is the day, the indicator and who saw it;
+/// `created` is the start of the day, so every version has the same.
+pub fn sighting(ids: &Ids, row: &SightingRow, where_ref: &str, of: &str) -> Value {
     let day = row.day.to_string();
     json!({
         "type": "sighting",
         "spec_version": "2.1",
-        "id": stix_id("sighting", &[service, where_ref, &day, &of]),
+        "id": stix_id("sighting", &[&ids.service, where_ref, &day, of]),
         "created": format_ts(row.day * DAY_MS),
         "modified": format_ts(row.last),
-        "created_by_ref": service_identity_id(service),
+        "created_by_ref": ids.service_id,
         "first_seen": format_ts(row.first),
         "last_seen": format_ts(row.last),
         "count": row.n.min(999_999_999),
         "sighting_of_ref": of,
         "where_sighted_refs": [where_ref],
-        "object_marking_refs": [marking_id(tlp)],
+        "object_marking_refs": [ids.marking_id],
     })
 }
 
@@ -289,31 +313,34 @@ mod tests {
     fn an_indicator_is_made_for_other_formats_and_a_stix_one_is_referred_to() {
         let stix = "indicator--0b8b2f2a-1c3d-4e5f-8a9b-0c1d2e3f4a5b";
         assert_eq!(indicator_ref("svc", &row("evil.test", stix)), stix);
-        let made = made_indicator("svc", &row("evil.test", ""), Tlp::Green);
-        assert_eq!(made["pattern"], "[domain-name:value = 'evil.test']");
-        assert_eq!(made["indicator_types"][0], "malicious-activity");
-        assert_eq!(made["id"], indicator_ref("svc", &row("evil.test", "")));
+        let ids = Ids::new("svc", Tlp::Green);
+        let made = |r: &SightingRow| made_indicator(&ids, r, &made_indicator_id("svc", r));
+        let evil = row("evil.test", "");
+        assert_eq!(made(&evil)["pattern"], "[domain-name:value = 'evil.test']");
+        assert_eq!(made(&evil)["indicator_types"][0], "malicious-activity");
+        assert_eq!(made(&evil)["id"], indicator_ref("svc", &evil));
         assert_eq!(
-            made_indicator("svc", &row("192.0.2.0/24", ""), Tlp::Green)["pattern"],
+            made(&row("192.0.2.0/24", ""))["pattern"],
             "[ipv4-addr:value = '192.0.2.0/24']"
         );
         assert_eq!(
-            made_indicator("svc", &row("2001:db8::1/128", ""), Tlp::Green)["pattern"],
+            made(&row("2001:db8::1/128", ""))["pattern"],
             "[ipv6-addr:value = '2001:db8::1']"
         );
         assert_eq!(
-            made_indicator("svc", &row("it's.test", ""), Tlp::Green)["pattern"],
+            made(&row("it's.test", ""))["pattern"],
             "[domain-name:value = 'it\\'s.test']"
         );
     }
 
     #[test]
     fn a_sighting_keeps_its_id_and_created_as_its_count_grows() {
+        let ids = Ids::new("svc", Tlp::Amber);
         let mut r = row("evil.test", "");
-        let first = sighting("svc", &r, "identity--x", Tlp::Amber);
+        let first = sighting(&ids, &r, "identity--x", "indicator--y");
         r.n = 10;
         r.last += 5_000;
-        let later = sighting("svc", &r, "identity--x", Tlp::Amber);
+        let later = sighting(&ids, &r, "identity--x", "indicator--y");
         assert_eq!(first["id"], later["id"]);
         assert_eq!(first["created"], later["created"]);
         assert_ne!(first["modified"], later["modified"]);
@@ -321,7 +348,7 @@ mod tests {
         assert_eq!(later["first_seen"], format_ts(r.first));
         assert_ne!(
             first["id"],
-            sighting("svc", &r, "identity--y", Tlp::Amber)["id"],
+            sighting(&ids, &r, "identity--y", "indicator--y")["id"],
             "another organisation's sighting"
         );
         assert_eq!(

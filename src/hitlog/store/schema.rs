@@ -85,9 +85,9 @@ CREATE TABLE IF NOT EXISTS hits_daily_feeds (
     PRIMARY KEY (day, org, category, feed, action)
 ) WITHOUT ROWID;
 -- One row per (UTC day, listed name, indicator, org): what a STIX sighting
--- counts. Keyed by the indicator first, so one indicator's organisations
--- are neighbours (the anonymous view adds them up); the indexes by time
--- serve TAXII's paging by the time a sighting last changed.
+-- counts. A rowid table, so that the indexes by time (TAXII pages by the
+-- time a sighting last changed) hold a time and a rowid, not the whole
+-- key: every hit of a name moves its row in both.
 CREATE TABLE IF NOT EXISTS hits_daily_sightings (
     day       INTEGER NOT NULL,
     feed      TEXT    NOT NULL,
@@ -97,13 +97,14 @@ CREATE TABLE IF NOT EXISTS hits_daily_sightings (
     category  TEXT    NOT NULL,   -- the latest seen
     n         INTEGER NOT NULL,
     first_ts  INTEGER NOT NULL,
-    last_ts   INTEGER NOT NULL,
-    PRIMARY KEY (day, feed, matched, indicator, org)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS hits_daily_sightings_last
-    ON hits_daily_sightings (last_ts, day, feed, matched, indicator, org);
-CREATE INDEX IF NOT EXISTS hits_daily_sightings_org
-    ON hits_daily_sightings (org, last_ts, day, feed, matched, indicator);
+    last_ts   INTEGER NOT NULL
+);
+-- The indicator first, so one indicator's organisations are neighbours
+-- (the anonymous view adds them up).
+CREATE UNIQUE INDEX IF NOT EXISTS hits_daily_sightings_key
+    ON hits_daily_sightings (day, feed, matched, indicator, org);
+CREATE INDEX IF NOT EXISTS hits_daily_sightings_last ON hits_daily_sightings (last_ts);
+CREATE INDEX IF NOT EXISTS hits_daily_sightings_org ON hits_daily_sightings (org, last_ts);
 CREATE TABLE IF NOT EXISTS rollup_state (
     rolled_up INTEGER NOT NULL    -- id of the last record in the roll-ups
 );

@@ -175,10 +175,13 @@ impl Store {
             _ => None,
         };
         let raw = self.unrolled(org)?;
+        // `since` narrows the floor too, so the index is read from there
+        // rather than filtered from its start.
+        let since = since.unwrap_or(i64::MIN);
         let floor = after
             .cloned()
-            .unwrap_or_else(|| SightingCursor::after_time(i64::MIN));
-        let since = since.unwrap_or(i64::MIN);
+            .unwrap_or_else(|| SightingCursor::after_time(i64::MIN))
+            .max(SightingCursor::after_time(since.saturating_sub(1)));
         let wanted = |row: &SightingRow| row.last >= since && SightingCursor::of(row) > floor;
 
         // The rows with records not yet rolled up, whole, in order.
@@ -204,7 +207,7 @@ impl Store {
         };
         let sql = format!(
             "SELECT {COLUMNS} FROM hits_daily_sightings INDEXED BY {index} WHERE {org_clause} \
-             (last_ts, day, feed, matched, indicator, org) > (?1, ?2, ?3, ?4, ?5, ?6) \
+             last_ts >= ?1 AND (last_ts, day, feed, matched, indicator, org) > (?1, ?2, ?3, ?4, ?5, ?6) \
              AND last_ts >= ?8 ORDER BY last_ts, day, feed, matched, indicator, org"
         );
         let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
@@ -229,7 +232,7 @@ impl Store {
                 // Rows with unrolled records come from `merged`, whole.
                 while let Some(row) = rows.next().map_err(|e| self.err(e))? {
                     let row = read_row(row).map_err(|e| self.err(e))?;
-                    if !raw.contains_key(&key(&row)) {
+                    if raw.is_empty() || !raw.contains_key(&key(&row)) {
                         rolled = Some(row);
                         break;
                     }
@@ -250,23 +253,24 @@ impl Store {
             }) else {
                 break;
             };
-            let cursor = SightingCursor::of(&row);
-            let row = match view {
+            // The anonymous view's rows are sums; the page goes on from
+            // the member each was listed at.
+            let (row, member) = match view {
                 SightingView::Anonymous => match self.whole_indicator(&row, &raw)? {
-                    Some(all) => all,
+                    Some(all) => (all, Some(SightingCursor::of(&row))),
                     // Another organisation's hit came later: the sum is
                     // listed there.
                     None => continue,
                 },
-                _ => row,
+                _ => (row, None),
             };
             if page.rows.len() == limit {
                 // One more there: the page ends at the last row taken.
-                page.next = last_taken;
+                page.next = last_taken.or_else(|| page.rows.last().map(SightingCursor::of));
                 break;
             }
             page.rows.push(row);
-            last_taken = Some(cursor);
+            last_taken = member;
         }
         Ok(page)
     }
