@@ -110,6 +110,13 @@ CREATE TABLE IF NOT EXISTS rollup_state (
 );
 INSERT INTO rollup_state (rolled_up)
     SELECT (SELECT coalesce(max(id), 0) FROM hits) WHERE NOT EXISTS (SELECT 1 FROM rollup_state);
+-- The sightings roll-up's own mark: it waits longer than the others for
+-- a quiet moment (see the writer), and starts where they stood.
+CREATE TABLE IF NOT EXISTS sightings_state (
+    rolled_up INTEGER NOT NULL    -- id of the last record in hits_daily_sightings
+);
+INSERT INTO sightings_state (rolled_up)
+    SELECT rolled_up FROM rollup_state WHERE NOT EXISTS (SELECT 1 FROM sightings_state);
 CREATE TABLE IF NOT EXISTS forward_state (
     epoch     INTEGER NOT NULL,   -- random, drawn when the table is made
     forwarded INTEGER NOT NULL    -- id of the last record the fleet store has
@@ -142,7 +149,8 @@ ALTER TABLE hits ADD COLUMN node TEXT;
 ";
 
 /// From any older version to 6: the sightings of the records already
-/// rolled up (the ones after the mark are the next roll-up's).
+/// rolled up (the ones after the mark, which `sightings_state` starts at,
+/// are the next sightings roll-up's).
 fn upgrade_to_6() -> String {
     format!(
         "INSERT OR IGNORE INTO hits_daily_sightings {} \

@@ -277,7 +277,7 @@ impl Store {
 
     /// Records after the roll-up's mark, added up by row key.
     fn unrolled(&self, org: Option<&str>) -> Result<HashMap<Key, SightingRow>, StoreError> {
-        let mark = self.rolled_up()?.unwrap_or(i64::MAX);
+        let mark = self.sightings_rolled_up()?.unwrap_or(i64::MAX);
         let sql = format!(
             "SELECT ts / {DAY_MS}, feed, matched, \
              CASE WHEN indicator LIKE 'indicator--%' THEN indicator ELSE '' END, org, \

@@ -27,15 +27,17 @@ impl Store {
         let mut ids = Vec::with_capacity(hits.len());
         {
             // Ids only grow, even when retention or the cap has emptied the
-            // table (SQLite would start again at 1): the roll-up and the
-            // fleet store's cursor are ids, and a reused one would be
-            // skipped by both.
+            // table (SQLite would start again at 1): the roll-ups' marks
+            // and the fleet store's cursor are ids, and a reused one would
+            // be skipped by all.
             let mut next_id: Option<i64> = tx
                 .query_row(
                     "SELECT max((SELECT rolled_up FROM rollup_state), \
+                     (SELECT rolled_up FROM sightings_state), \
                      (SELECT forwarded FROM forward_state)) + 1 \
                      WHERE (SELECT coalesce(max(id), 0) FROM hits) < \
-                     max((SELECT rolled_up FROM rollup_state), (SELECT forwarded FROM forward_state))",
+                     max((SELECT rolled_up FROM rollup_state), \
+                     (SELECT rolled_up FROM sightings_state), (SELECT forwarded FROM forward_state))",
                     [],
                     |r| r.get(0),
                 )
@@ -100,14 +102,72 @@ impl Store {
         Ok(ids)
     }
 
-    /// Fold every record written since the last roll-up into the roll-ups.
+    /// Fold every record written since the last roll-up into the roll-ups
+    /// (the sightings' too). Returns how many the reports' roll-up took.
     pub fn roll_up(&mut self) -> Result<u64, StoreError> {
-        self.roll_up_at_most(u64::MAX)
+        let taken = self.roll_up_at_most(u64::MAX)?;
+        self.roll_up_sightings_at_most(u64::MAX)?;
+        Ok(taken)
+    }
+
+    /// Fold the records after the sightings' mark, at most `limit` of
+    /// them, into `hits_daily_sightings`, in one transaction that moves
+    /// the mark; fewer than `limit` taken means it has caught up. Separate
+    /// from [`Store::roll_up_at_most`]: it costs as much again (a row
+    /// per name and organisation, moved in two time indexes), and sharing
+    /// can wait for a quieter moment than the reports.
+    pub fn roll_up_sightings_at_most(&mut self, limit: u64) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let wrap = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(wrap)?;
+        let from: i64 = tx
+            .query_row("SELECT rolled_up FROM sightings_state", [], |r| r.get(0))
+            .map_err(wrap)?;
+        let last: i64 = tx
+            .query_row("SELECT coalesce(max(id), 0) FROM hits", [], |r| r.get(0))
+            .map_err(wrap)?;
+        let to = last.min(from.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)));
+        if to <= from {
+            return Ok(0);
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO hits_daily_sightings {} AND id > ?1 AND id <= ?2 {} \
+                 ON CONFLICT (day, feed, matched, indicator, org) DO UPDATE SET \
+                 category = excluded.category, n = n + excluded.n, \
+                 first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)",
+                super::sightings::ROLLUP_SELECT,
+                super::sightings::ROLLUP_GROUP
+            ),
+            [from, to],
+        )
+        .map_err(wrap)?;
+        tx.execute("UPDATE sightings_state SET rolled_up = ?1", [to])
+            .map_err(wrap)?;
+        tx.commit().map_err(wrap)?;
+        Ok((to - from) as u64)
+    }
+
+    /// The id of the last record in the sightings roll-up; `None` for a
+    /// database without one (opened for reading at an older version).
+    pub fn sightings_rolled_up(&self) -> Result<Option<i64>, StoreError> {
+        if self.version < 6 {
+            return Ok(None);
+        }
+        self.conn
+            .query_row("SELECT rolled_up FROM sightings_state", [], |r| r.get(0))
+            .map(Some)
+            .map_err(|e| self.err(e))
     }
 
     /// Fold the records written since the last roll-up, at most `limit`
-    /// of them (by id), into `hits_daily`, `hits_daily_feeds` and
-    /// `hits_daily_sightings`, in one
+    /// of them (by id), into `hits_daily` and `hits_daily_feeds`, in one
     /// transaction that also moves the mark. Returns how many ids it
     /// took: fewer than `limit` means it has caught up. Sorting by the
     /// roll-up's key first means each page of the tree is written once.
@@ -157,18 +217,6 @@ impl Store {
                  SELECT ts / {DAY_MS}, org, category, feed, action, sum(repeats) \
                  FROM hits WHERE id > ?1 AND id <= ?2 GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 \
                  ON CONFLICT (day, org, category, feed, action) DO UPDATE SET n = n + excluded.n"
-            ),
-            [from, to],
-        )
-        .map_err(wrap)?;
-        tx.execute(
-            &format!(
-                "INSERT INTO hits_daily_sightings {} AND id > ?1 AND id <= ?2 {} \
-                 ON CONFLICT (day, feed, matched, indicator, org) DO UPDATE SET \
-                 category = excluded.category, n = n + excluded.n, \
-                 first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)",
-                super::sightings::ROLLUP_SELECT,
-                super::sightings::ROLLUP_GROUP
             ),
             [from, to],
         )
@@ -261,6 +309,7 @@ impl Store {
         let mark = self
             .rolled_up()?
             .unwrap_or(i64::MAX)
+            .min(self.sightings_rolled_up()?.unwrap_or(i64::MAX))
             .min(keep_above.unwrap_or(i64::MAX));
         let n = self
             .conn

@@ -132,6 +132,7 @@ pub fn spawn(settings: Settings) -> std::io::Result<HitLog> {
         counters: Arc::clone(&counters),
         failures: Failures::default(),
         pending: Pending::default(),
+        sightings: Pending::default(),
     };
     let stop_flag = Arc::clone(&stop);
     let thread = std::thread::Builder::new()
@@ -186,6 +187,8 @@ struct Writer {
     counters: Arc<Counters>,
     failures: Failures,
     pending: Pending,
+    /// What the sightings roll-up has not yet taken (it waits longer).
+    sightings: Pending,
     coalescer: Coalescer,
     /// When eviction was last logged (it is logged at most every 30 s).
     evict_logged: Option<Instant>,
@@ -279,6 +282,7 @@ impl Writer {
             behind = !empty;
             if !batch.is_empty() {
                 self.pending.last_record = Some(Instant::now());
+                self.sightings.last_record = self.pending.last_record;
             }
             // Stop only once the channel is empty: a clean shutdown
             // flushes what the query path handed over.
@@ -291,6 +295,9 @@ impl Writer {
             self.write(&mut batch);
             if !behind && self.pending.due(Instant::now()) {
                 self.roll_up(ROLLUP_CHUNK);
+            } else if !behind && self.sightings.sightings_due(Instant::now()) {
+                // One roll-up a round: the sightings' after the reports'.
+                self.roll_up_sightings(ROLLUP_CHUNK);
             }
             if Instant::now() >= next_retention {
                 let more = self.expire();
@@ -392,6 +399,7 @@ impl Writer {
                 }
                 self.store = Some(store);
                 self.pending.add(1);
+                self.sightings.add(1);
             }
             Err(error) => self.failed("cannot open the hit log database", &error),
         }
@@ -432,6 +440,7 @@ impl Writer {
             Some(Ok(given)) => {
                 ids = given;
                 self.pending.add(n);
+                self.sightings.add(n);
                 self.counters.written.fetch_add(n, Ordering::Relaxed);
                 ::metrics::counter!(telemetry::HITLOG_WRITTEN).increment(n);
             }
@@ -466,7 +475,18 @@ impl Writer {
             return false;
         };
         let keep_above = forwarded(store, self.settings.forwarding);
-        match store.evict_oldest(n, keep_above) {
+        let mut evicted = store.evict_oldest(n, keep_above);
+        if matches!(evicted, Ok(0)) {
+            // Only rolled-up records may go: the roll-ups (the sightings'
+            // waits longest) take the oldest now, then they make room.
+            let rolled = store
+                .roll_up_at_most(n)
+                .and_then(|_| store.roll_up_sightings_at_most(n));
+            if rolled.is_ok() {
+                evicted = store.evict_oldest(n, keep_above);
+            }
+        }
+        match evicted {
             Ok(0) => false,
             Ok(evicted) => {
                 self.counters.evicted.fetch_add(evicted, Ordering::Relaxed);

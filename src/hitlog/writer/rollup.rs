@@ -16,6 +16,12 @@ const ROLLUP_QUIET: Duration = Duration::from_secs(1);
 /// The longest the roll-up waits for a quiet moment: a report reads at
 /// most this much of the raw log on top of the roll-up.
 const ROLLUP_MAX_LAG: Duration = Duration::from_secs(60);
+/// The sightings roll-up (`hits_daily_sightings`) costs as much again as
+/// the reports' two, so under load it waits longer: for a quiet moment,
+/// ten minutes, or two million records. Shared sightings are read exact
+/// meanwhile (the raw records after its mark are added in), only slower.
+const SIGHTINGS_MAX_LAG: Duration = Duration::from_secs(600);
+pub const SIGHTINGS_MAX_PENDING: u64 = 2_000_000;
 /// Records that make a roll-up due, quiet or not (a few seconds of a
 /// saturated core; a report reads them in a fraction of a second).
 pub const ROLLUP_MAX_PENDING: u64 = 250_000;
@@ -46,7 +52,17 @@ impl Pending {
         self.since.get_or_insert_with(Instant::now);
     }
 
+    /// The reports' roll-up.
     pub(super) fn due(&self, now: Instant) -> bool {
+        self.due_within(now, ROLLUP_MAX_LAG, ROLLUP_MAX_PENDING)
+    }
+
+    /// The sightings' roll-up.
+    pub(super) fn sightings_due(&self, now: Instant) -> bool {
+        self.due_within(now, SIGHTINGS_MAX_LAG, SIGHTINGS_MAX_PENDING)
+    }
+
+    fn due_within(&self, now: Instant, max_lag: Duration, max_pending: u64) -> bool {
         let Some(since) = self.since else {
             return false;
         };
@@ -54,17 +70,37 @@ impl Pending {
             return false;
         }
         let quiet = self.last_record.map_or(Duration::MAX, |t| now - t);
-        rollup_due(self.records, now - since, quiet)
+        self.records > 0
+            && (quiet >= ROLLUP_QUIET || now - since >= max_lag || self.records >= max_pending)
     }
 }
 
-/// Whether to roll up now: `pending` records have waited `age` and the
-/// writer has had nothing to write for `quiet`.
+/// Whether to roll up the reports now: `pending` records have waited
+/// `age` and the writer has had nothing to write for `quiet`.
+#[cfg(test)]
 fn rollup_due(pending: u64, age: Duration, quiet: Duration) -> bool {
     pending > 0 && (quiet >= ROLLUP_QUIET || age >= ROLLUP_MAX_LAG || pending >= ROLLUP_MAX_PENDING)
 }
 
 impl Writer {
+    /// Bring the sightings roll-up up to the raw log, taking at most
+    /// `limit` records; on failure a later round takes them.
+    pub(super) fn roll_up_sightings(&mut self, limit: u64) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        match store.roll_up_sightings_at_most(limit) {
+            Ok(taken) if taken < limit => self.sightings = Pending::default(),
+            Ok(taken) => {
+                self.sightings.records = self.sightings.records.saturating_sub(taken).max(1);
+            }
+            Err(error) => {
+                self.sightings.retry_at = Some(Instant::now() + REOPEN_AFTER);
+                self.failed("hit log sightings roll-up failed", &error);
+            }
+        }
+    }
+
     /// Bring the roll-ups up to the raw log, taking at most `limit`
     /// records; once caught up, checkpoint the WAL. On failure the records
     /// stay in the raw log and a later round takes them.
@@ -157,6 +193,54 @@ mod tests {
         // Busy, but the lag or the backlog is at its bound.
         assert!(rollup_due(1, ROLLUP_MAX_LAG, ms(1)));
         assert!(rollup_due(ROLLUP_MAX_PENDING, ms(1), ms(1)));
+    }
+
+    #[test]
+    fn the_sightings_rollup_waits_longer_under_load() {
+        let now = Instant::now();
+        let mut p = Pending::default();
+        p.add(ROLLUP_MAX_PENDING);
+        p.since = Some(now - ROLLUP_MAX_LAG);
+        p.last_record = Some(now);
+        assert!(p.due(now), "the reports' bounds are reached");
+        assert!(!p.sightings_due(now), "the sightings' are not");
+        p.since = Some(now - SIGHTINGS_MAX_LAG);
+        assert!(p.sightings_due(now));
+        p.since = Some(now);
+        p.records = SIGHTINGS_MAX_PENDING;
+        assert!(p.sightings_due(now));
+        // A quiet moment is enough for both.
+        p.records = 1;
+        p.last_record = Some(now - ROLLUP_QUIET);
+        assert!(p.due(now) && p.sightings_due(now));
+    }
+
+    #[test]
+    fn the_writer_takes_the_sightings_in_chunks_and_reads_stay_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("hits.sqlite");
+        let mut w = writer(&database);
+        let mut batch: Vec<_> = (0..25).map(packed).collect();
+        w.write(&mut batch);
+        w.roll_up(u64::MAX);
+        let store = Store::open_reader(&database).unwrap();
+        let before = store
+            .sightings(crate::hitlog::store::SightingView::EachOrg, None, None, 100)
+            .unwrap()
+            .rows;
+        assert_eq!(store.sightings_rolled_up().unwrap(), Some(0), "not yet");
+        w.roll_up_sightings(10);
+        assert!(w.sightings.records > 0, "more to take");
+        w.roll_up_sightings(10);
+        w.roll_up_sightings(10);
+        assert_eq!(store.sightings_rolled_up().unwrap(), Some(25));
+        assert_eq!(w.sightings.records, 0, "caught up");
+        let after = store
+            .sightings(crate::hitlog::store::SightingView::EachOrg, None, None, 100)
+            .unwrap()
+            .rows;
+        assert_eq!(after, before, "the same, rolled up or read raw");
+        assert_eq!(after.iter().map(|r| r.n).sum::<u64>(), 25);
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub(super) fn writer(database: &std::path::Path) -> Writer {
         counters: Arc::new(Counters::default()),
         failures: Failures::default(),
         pending: Pending::default(),
+        sightings: Pending::default(),
         coalescer: Coalescer::new(NO_COALESCE),
         evict_logged: None,
     };
