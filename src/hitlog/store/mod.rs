@@ -3,7 +3,8 @@
 //!
 //! `schema` opens the database and migrates it, `writes` inserts records,
 //! rolls them up and expires them, `queries` lists them a page at a time,
-//! and `reports` (with `aggregate`) sums them up.
+//! `reports` (with `aggregate`) sums them up, and `sightings` pages the
+//! sightings roll-up.
 //!
 //! `hits` holds every record in arrival order (its id), indexed by org
 //! (so by org and id). Time ranges are found through `hits_minutes`, which
@@ -16,10 +17,12 @@
 //! --bench hitlog`, first pass); `hits_minutes` costs it one row a minute.
 //! Records arrive in time order to within a batch, so a minute's ids are a
 //! narrow range; a clock that steps back widens some ranges but loses
-//! nothing. Two roll-ups are built from `hits`: `hits_daily` has one row
-//! per (UTC day, org, listed name, client) with a count and the first and
-//! last time seen, and `hits_daily_feeds` one per (day, org, category,
-//! feed, action) with a count.
+//! nothing. Two roll-ups are built from `hits` for the reports:
+//! `hits_daily` has one row per (UTC day, org, listed name, client) with
+//! a count and the first and last time seen, and `hits_daily_feeds` one
+//! per (day, org, category, feed, action) with a count. A third,
+//! `hits_daily_sightings` (see `sightings`), is what shared STIX
+//! sightings are read from; it keeps its own mark and waits longer.
 //!
 //! The roll-up runs behind the raw log, not in its transaction
 //! ([`Store::roll_up`], from the writer when it is quiet, and at least
