@@ -179,7 +179,18 @@ impl Handler {
         let Ok(qname) = Name::from_ascii(name) else {
             return "not listed".to_owned();
         };
-        let Some(listed) = self.check(&qname) else {
+        // An RPZ client-IP trigger decides before the name, as it does
+        // for a query.
+        let by_client = req.client.and_then(|c| self.check_client(c, &qname));
+        let client_trigger = by_client.as_ref().map(|l| {
+            format!(
+                "the client's address is listed (client-IP trigger {}, feed {}), which decides \
+                 before the name",
+                l.address.map(|n| n.to_string()).unwrap_or_default(),
+                l.feed
+            )
+        });
+        let Some(listed) = by_client.or_else(|| self.check(&qname)) else {
             return "not listed: resolves normally (CNAME targets and answer addresses are \
                     checked when it resolves)"
                 .to_owned();
@@ -188,7 +199,26 @@ impl Handler {
             || "no organisation".to_owned(),
             |o| policy.orgs.id(o).to_owned(),
         );
-        match Handler::judge(&policy, org, name, &listed) {
+        if let Some(why) = &client_trigger
+            && listed.verdict == Verdict::Allow
+        {
+            return format!("passes: {why}; a PASSTHRU exempts this client from all policy");
+        }
+        let decision = Self::judged(&policy, org, name, &listed, &owner);
+        match client_trigger {
+            Some(why) => format!("{decision}: {why}"),
+            None => decision,
+        }
+    }
+
+    fn judged(
+        policy: &crate::server::ClientPolicy,
+        org: Option<OrgId>,
+        name: &str,
+        listed: &super::decide::Listed,
+        owner: &str,
+    ) -> String {
+        match Handler::judge(policy, org, name, listed) {
             Judgement::Excepted(Some(entry)) => {
                 format!("passes: {owner}'s allow entry {entry} (its whole answer is not inspected)")
             }

@@ -270,3 +270,48 @@ fn check_without_a_running_resolver_says_to_use_offline() {
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("evil.example.test: BLOCKED"), "{out}");
 }
+
+#[test]
+fn check_names_a_client_ip_trigger_before_the_name() {
+    let (setup, _auth, server) = two_orgs("");
+    let config = setup.path("portcullis.toml");
+    let admin = Some(server.admin());
+    // 127.0.0.9 (council-a): every name it asks is NXDOMAIN; 127.0.0.3
+    // (school-b) is exempt from all policy.
+    setup.write(
+        "feeds/clients.rpz",
+        "$TTL 300\n@ IN SOA localhost. root.localhost. 1 3600 600 86400 300\n@ IN NS localhost.\n\
+         32.9.0.0.127.rpz-client-ip CNAME .\n32.3.0.0.127.rpz-client-ip CNAME rpz-passthru.\n",
+    );
+    let decision = |client: &str, name: &str| {
+        let (_, out, err) = check_at(
+            admin,
+            &config,
+            Some(TOKEN_OPERATOR),
+            &[name, "--client", client, "--json"],
+        );
+        json(&format!("{out}{err}"))["decision"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    wait_for("the client-IP feed", Duration::from_secs(20), || {
+        decision("127.0.0.9", "clean.example.test").contains("client-IP trigger")
+    });
+    assert_eq!(
+        decision("127.0.0.9", "clean.example.test"),
+        "blocked with nxdomain for council-a (uncategorised, feed clients.rpz): the client's address \
+         is listed (client-IP trigger 127.0.0.9/32, feed clients.rpz), which decides before the name"
+    );
+    assert_eq!(
+        decision("127.0.0.3", "x.evil.example.test"),
+        "passes: the client's address is listed (client-IP trigger 127.0.0.3/32, feed \
+         clients.rpz), which decides before the name; a PASSTHRU exempts this client from all \
+         policy"
+    );
+    // Another client: the name's own entry, as before.
+    assert!(
+        decision("127.0.0.1", "x.evil.example.test")
+            .starts_with("blocked with nxdomain for council-a (malware"),
+    );
+}
