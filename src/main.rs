@@ -97,6 +97,11 @@ enum Command {
         #[command(subcommand)]
         command: TaxiiCommand,
     },
+    /// `[[download]]` lists.
+    Download {
+        #[command(subcommand)]
+        command: DownloadCommand,
+    },
     /// List blocked queries from the hit log, newest first.
     Logs {
         #[command(flatten)]
@@ -165,6 +170,19 @@ enum TaxiiCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum DownloadCommand {
+    /// Fetch every `[[download]]` list (or one) into feeds_dir now, with
+    /// the checks the resolver applies.
+    Pull {
+        /// Only the `[[download]]` entry with this file name.
+        #[arg(long)]
+        file: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -199,6 +217,9 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { config },
         } => cmd::config_check::run(&config.path),
         Command::Share { share, config } => cmd::share::run(&share, &config.path),
+        Command::Download {
+            command: DownloadCommand::Pull { file, config },
+        } => cmd::download::pull(file.as_deref(), &config.path),
         Command::Taxii {
             command: TaxiiCommand::Pull { name, config },
         } => cmd::taxii::pull(name.as_deref(), &config.path),

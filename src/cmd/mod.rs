@@ -6,6 +6,7 @@ pub mod api;
 pub mod check;
 pub mod compile;
 pub mod config_check;
+pub mod download;
 pub mod feeds;
 pub mod review;
 pub mod serve;

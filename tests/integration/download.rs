@@ -316,3 +316,62 @@ fn https_downloads_trust_the_configured_ca_only() {
     );
     assert!(!setup.path("feeds/untrusted.txt").exists());
 }
+
+#[test]
+fn download_pull_fetches_now_and_keeps_the_file_on_failure() {
+    let setup = Setup::new();
+    let publisher = Publisher::start(setup.dir.path(), "http", None);
+    publisher.publish("list.txt", &list("now", 50, &[]));
+    let base = format!("http://127.0.0.1:{}", publisher.port);
+    let config = setup.config(&format!(
+        "{}{}",
+        download(
+            &format!("http://member:s3cret@127.0.0.1:{}/list.txt", publisher.port),
+            "dl.txt",
+            ""
+        ),
+        download(&format!("{base}/missing.txt"), "gone.txt", "")
+    ));
+    let config = config.to_str().unwrap();
+    let pull = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["download", "pull"])
+            .args(args)
+            .args(["--config", config])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = pull(&["--file", "dl.txt"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        "dl.txt: new list written (200, 751 bytes written)"
+    );
+    assert!(
+        std::fs::read_to_string(setup.path("feeds/dl.txt"))
+            .unwrap()
+            .contains("now-49.dl.test")
+    );
+    // Again: asked conditionally, unchanged.
+    let (code, out, _) = pull(&["--file", "dl.txt"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, "dl.txt: unchanged (304 not modified)")
+    );
+    assert_eq!(publisher.count("/list.txt", 304), 1);
+    // All of them: the missing one fails, says why without the key, and
+    // leaves nothing behind.
+    let (code, out, err) = pull(&[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("dl.txt: unchanged"), "{out}");
+    assert!(err.contains("gone.txt") && err.contains("404"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    assert!(!setup.path("feeds/gone.txt").exists());
+    let (code, _, err) = pull(&["--file", "nope.txt"]);
+    assert_eq!(code, 64, "{err}");
+}
