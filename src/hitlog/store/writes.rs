@@ -117,41 +117,15 @@ impl Store {
     /// per name and organisation, moved in two time indexes), and sharing
     /// can wait for a quieter moment than the reports.
     pub fn roll_up_sightings_at_most(&mut self, limit: u64) -> Result<u64, StoreError> {
-        let path = self.path.clone();
-        let wrap = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(wrap)?;
-        let from: i64 = tx
-            .query_row("SELECT rolled_up FROM sightings_state", [], |r| r.get(0))
-            .map_err(wrap)?;
-        let last: i64 = tx
-            .query_row("SELECT coalesce(max(id), 0) FROM hits", [], |r| r.get(0))
-            .map_err(wrap)?;
-        let to = last.min(from.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)));
-        if to <= from {
-            return Ok(0);
-        }
-        tx.execute(
-            &format!(
-                "INSERT INTO hits_daily_sightings {} AND id > ?1 AND id <= ?2 {} \
-                 ON CONFLICT (day, feed, matched, indicator, org) DO UPDATE SET \
-                 category = excluded.category, n = n + excluded.n, \
-                 first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)",
-                super::sightings::ROLLUP_SELECT,
-                super::sightings::ROLLUP_GROUP
-            ),
-            [from, to],
-        )
-        .map_err(wrap)?;
-        tx.execute("UPDATE sightings_state SET rolled_up = ?1", [to])
-            .map_err(wrap)?;
-        tx.commit().map_err(wrap)?;
-        Ok((to - from) as u64)
+        let upsert = format!(
+            "INSERT INTO hits_daily_sightings {} AND id > ?1 AND id <= ?2 {} \
+             ON CONFLICT (day, feed, matched, indicator, org) DO UPDATE SET \
+             category = excluded.category, n = n + excluded.n, \
+             first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)",
+            super::sightings::ROLLUP_SELECT,
+            super::sightings::ROLLUP_GROUP
+        );
+        self.roll_up_range("sightings_state", limit, &[&upsert])
     }
 
     /// The id of the last record in the sightings roll-up; `None` for a
@@ -172,6 +146,40 @@ impl Store {
     /// took: fewer than `limit` means it has caught up. Sorting by the
     /// roll-up's key first means each page of the tree is written once.
     pub fn roll_up_at_most(&mut self, limit: u64) -> Result<u64, StoreError> {
+        // The category is the latest seen for the name: the one on the
+        // group's newest record, carried through `max` behind its
+        // zero-padded id. Joining the groups back to their newest record
+        // made SQLite materialise them and sort them a second time: a
+        // quarter slower for a burst of new names.
+        let daily = format!(
+            "INSERT INTO hits_daily (day, org, matched, client, category, n, first_ts, last_ts) \
+             SELECT ts / {DAY_MS}, org, matched, client, \
+             substr(max(format('%020d', id) || category), 21), sum(repeats), min(ts), \
+             max(coalesce(last_ts, ts)) \
+             FROM hits WHERE id > ?1 AND id <= ?2 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 \
+             ON CONFLICT (day, org, matched, client) DO UPDATE SET \
+             category = excluded.category, n = n + excluded.n, \
+             first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)"
+        );
+        let feeds = format!(
+            "INSERT INTO hits_daily_feeds (day, org, category, feed, action, n) \
+             SELECT ts / {DAY_MS}, org, category, feed, action, sum(repeats) \
+             FROM hits WHERE id > ?1 AND id <= ?2 GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 \
+             ON CONFLICT (day, org, category, feed, action) DO UPDATE SET n = n + excluded.n"
+        );
+        self.roll_up_range("rollup_state", limit, &[&daily, &feeds])
+    }
+
+    /// One round of a roll-up whose mark is `mark_table`'s `rolled_up`:
+    /// the records after the mark, at most `limit`, through `statements`
+    /// (each takes the id range as ?1 and ?2), and the mark moved, in one
+    /// transaction. Returns how many ids it took.
+    fn roll_up_range(
+        &mut self,
+        mark_table: &str,
+        limit: u64,
+        statements: &[&str],
+    ) -> Result<u64, StoreError> {
         let path = self.path.clone();
         let wrap = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -183,7 +191,9 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(wrap)?;
         let from: i64 = tx
-            .query_row("SELECT rolled_up FROM rollup_state", [], |r| r.get(0))
+            .query_row(&format!("SELECT rolled_up FROM {mark_table}"), [], |r| {
+                r.get(0)
+            })
             .map_err(wrap)?;
         let last: i64 = tx
             .query_row("SELECT coalesce(max(id), 0) FROM hits", [], |r| r.get(0))
@@ -192,36 +202,10 @@ impl Store {
         if to <= from {
             return Ok(0);
         }
-        // The category is the latest seen for the name: the one on the
-        // group's newest record, carried through `max` behind its
-        // zero-padded id. Joining the groups back to their newest record
-        // made SQLite materialise them and sort them a second time: a
-        // quarter slower for a burst of new names.
-        tx.execute(
-            &format!(
-                "INSERT INTO hits_daily (day, org, matched, client, category, n, first_ts, last_ts) \
-                 SELECT ts / {DAY_MS}, org, matched, client, \
-                 substr(max(format('%020d', id) || category), 21), sum(repeats), min(ts), \
-                 max(coalesce(last_ts, ts)) \
-                 FROM hits WHERE id > ?1 AND id <= ?2 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 \
-                 ON CONFLICT (day, org, matched, client) DO UPDATE SET \
-                 category = excluded.category, n = n + excluded.n, \
-                 first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)"
-            ),
-            [from, to],
-        )
-        .map_err(wrap)?;
-        tx.execute(
-            &format!(
-                "INSERT INTO hits_daily_feeds (day, org, category, feed, action, n) \
-                 SELECT ts / {DAY_MS}, org, category, feed, action, sum(repeats) \
-                 FROM hits WHERE id > ?1 AND id <= ?2 GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 \
-                 ON CONFLICT (day, org, category, feed, action) DO UPDATE SET n = n + excluded.n"
-            ),
-            [from, to],
-        )
-        .map_err(wrap)?;
-        tx.execute("UPDATE rollup_state SET rolled_up = ?1", [to])
+        for sql in statements {
+            tx.execute(sql, [from, to]).map_err(wrap)?;
+        }
+        tx.execute(&format!("UPDATE {mark_table} SET rolled_up = ?1"), [to])
             .map_err(wrap)?;
         tx.commit().map_err(wrap)?;
         Ok((to - from) as u64)
