@@ -98,7 +98,11 @@ fn block_settings(config: &Config) -> BlockSettings {
         sinkhole_ipv4: config.blocklist.sinkhole_ipv4,
         sinkhole_ipv6: config.blocklist.sinkhole_ipv6,
         ede_names_feed: config.blocklist.ede_names_feed,
-        structured: config.blocklist.structured_errors.clone(),
+        structured: config
+            .blocklist
+            .structured_errors
+            .as_ref()
+            .map(super::response::StructuredText::new),
     }
 }
 

@@ -43,7 +43,7 @@ pub struct BlockSettings {
     pub sinkhole_ipv6: Option<Ipv6Addr>,
     pub ede_names_feed: bool,
     /// The EDE text as structured JSON, with these contacts.
-    pub structured: Option<crate::config::StructuredErrors>,
+    pub structured: Option<StructuredText>,
 }
 
 /// The records and code of a block response (everything but the header
@@ -328,30 +328,49 @@ pub fn blocked_ede(category: &str, feed: Option<&str>, settings: &BlockSettings)
 /// the draft orders for a response that would not fit.
 const STRUCTURED_MAX: usize = 300;
 
-/// The draft's I-JSON, minified: contacts `c`, justification `j`, the
-/// sub-error `s` for the category, organisation `o`, and the language `l`
-/// that `j` and `o` are in.
-fn structured_text(
-    category: &str,
-    reason: &str,
-    structured: &crate::config::StructuredErrors,
-) -> String {
-    let mut object = serde_json::Map::new();
-    if !structured.contact.is_empty() {
-        object.insert("c".into(), structured.contact.clone().into());
+/// The parts of the structured text that are the same for every block,
+/// as JSON, made once when the config is read: a block answer then
+/// writes one string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StructuredText {
+    /// `"c":[...],`, or empty without contacts.
+    contact: String,
+    /// `"o":"...",`, or empty.
+    organisation: String,
+}
+
+impl StructuredText {
+    pub fn new(config: &crate::config::StructuredErrors) -> StructuredText {
+        let json = |v: serde_json::Value| v.to_string();
+        StructuredText {
+            contact: if config.contact.is_empty() {
+                String::new()
+            } else {
+                format!("\"c\":{},", json(config.contact.clone().into()))
+            },
+            organisation: config
+                .organisation
+                .as_ref()
+                .map(|o| format!("\"o\":{},", json(o.clone().into())))
+                .unwrap_or_default(),
+        }
     }
-    object.insert("s".into(), sub_error(category).into());
-    let mut whole = object.clone();
-    whole.insert("j".into(), format!("protective DNS: {reason}").into());
-    if let Some(o) = &structured.organisation {
-        whole.insert("o".into(), o.clone().into());
-    }
-    whole.insert("l".into(), "en".into());
-    let text = serde_json::Value::Object(whole).to_string();
+}
+
+/// The draft's I-JSON, minified, its names in order: contacts `c`,
+/// justification `j`, the language `l` that `j` and `o` are in, the
+/// organisation `o`, and the sub-error `s` for the category.
+fn structured_text(category: &str, reason: &str, parts: &StructuredText) -> String {
+    let s = sub_error(category);
+    let j = serde_json::Value::from(format!("protective DNS: {reason}")).to_string();
+    let text = format!(
+        "{{{}\"j\":{j},\"l\":\"en\",{}\"s\":{s}}}",
+        parts.contact, parts.organisation
+    );
     if text.len() <= STRUCTURED_MAX {
         return text;
     }
-    serde_json::Value::Object(object).to_string()
+    format!("{{{}\"s\":{s}}}", parts.contact)
 }
 
 /// The draft's sub-error codes: 1 malware, 2 phishing, 3 spam, 4 spyware;

@@ -163,13 +163,13 @@ fn structured(settings: &BlockSettings, category: &str, feed: Option<&str>) -> s
 #[test]
 fn structured_errors_carry_the_drafts_fields() {
     let mut s = settings();
-    s.structured = Some(crate::config::StructuredErrors {
+    s.structured = Some(StructuredText::new(&crate::config::StructuredErrors {
         contact: vec![
             "mailto:soc@example.gov.uk".into(),
             "tel:+441234567890".into(),
         ],
         organisation: Some("Example CERT".into()),
-    });
+    }));
     let v = structured(&s, "phishing", Some("threats.tsv"));
     assert_eq!(
         v,
@@ -196,10 +196,10 @@ fn structured_errors_carry_the_drafts_fields() {
         serde_json::json!({"c": ["mailto:soc@example.gov.uk", "tel:+441234567890"], "s": 1})
     );
     // No contacts configured: no empty `c`.
-    s.structured = Some(crate::config::StructuredErrors {
+    s.structured = Some(StructuredText::new(&crate::config::StructuredErrors {
         contact: vec![],
         organisation: None,
-    });
+    }));
     let v = structured(&s, "spyware", None);
     assert!(v.get("c").is_none() && v.get("o").is_none());
     assert_eq!(v["s"], 4);
