@@ -61,6 +61,13 @@ pub fn compile_summary(report: &CompileSummary) -> String {
                 }
             );
         }
+        if feed.parse.name_servers > 0 {
+            let _ = writeln!(
+                out,
+                "  name-server triggers (rpz-nsdname, rpz-nsip): {}",
+                feed.parse.name_servers
+            );
+        }
         if feed.parse.apexes_open > 0 {
             let _ = writeln!(
                 out,

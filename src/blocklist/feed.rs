@@ -15,7 +15,7 @@ use ipnet::IpNet;
 
 use crate::config::FeedConfig;
 use crate::domain;
-use crate::formats::{Format, Indicator, ParseCounts, Scope, Verdict};
+use crate::formats::{Format, Indicator, ParseCounts, Scope, Subject, Verdict};
 use crate::policy::Action;
 
 /// A file the compiler read, with what applies to its entries: the
@@ -105,6 +105,10 @@ pub struct ParsedFeed {
     nets: Vec<(IpNet, u32)>,
     /// RPZ client-IP triggers with their local metadata, in file order.
     clients: Vec<(IpNet, u32)>,
+    /// RPZ NSDNAME triggers (name, local metadata), in file order.
+    ns_names: Vec<(Box<str>, u32)>,
+    /// RPZ NSIP triggers with their local metadata, in file order.
+    ns_nets: Vec<(IpNet, u32)>,
 }
 
 impl ParsedFeed {
@@ -138,6 +142,17 @@ impl ParsedFeed {
         &self.clients
     }
 
+    /// Name-server name triggers (RPZ `rpz-nsdname`): (name, local
+    /// metadata); the scope is in the metadata.
+    pub fn ns_names(&self) -> &[(Box<str>, u32)] {
+        &self.ns_names
+    }
+
+    /// Name-server address triggers (RPZ `rpz-nsip`).
+    pub fn ns_nets(&self) -> &[(IpNet, u32)] {
+        &self.ns_nets
+    }
+
     /// Number of name entries (what sizes a layer).
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -145,7 +160,11 @@ impl ParsedFeed {
 
     /// Names and addresses together (for the shrink and size guards).
     pub fn indicators(&self) -> usize {
-        self.entries.len() + self.nets.len() + self.clients.len()
+        self.entries.len()
+            + self.nets.len()
+            + self.clients.len()
+            + self.ns_names.len()
+            + self.ns_nets.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -178,6 +197,8 @@ pub struct FeedBuilder {
     answer_ids: HashMap<Box<[IpAddr]>, u32>,
     nets: Vec<(IpNet, u32)>,
     clients: Vec<(IpNet, u32)>,
+    ns_names: Vec<(Box<str>, u32)>,
+    ns_nets: Vec<(IpNet, u32)>,
 }
 
 impl FeedBuilder {
@@ -194,6 +215,8 @@ impl FeedBuilder {
             answer_ids: HashMap::new(),
             nets: Vec::new(),
             clients: Vec::new(),
+            ns_names: Vec::new(),
+            ns_nets: Vec::new(),
         }
     }
 
@@ -249,13 +272,16 @@ impl FeedBuilder {
                 id
             }
         };
-        if let Some(net) = indicator.net {
-            if indicator.client_ip {
-                self.clients.push((net, meta));
-            } else {
-                self.nets.push((net, meta));
+        match (indicator.net, indicator.subject) {
+            (Some(net), Subject::Query) => return self.nets.push((net, meta)),
+            (Some(net), Subject::Client) => return self.clients.push((net, meta)),
+            (Some(net), Subject::NameServer) => return self.ns_nets.push((net, meta)),
+            (None, Subject::NameServer) => {
+                return self.ns_names.push((indicator.name.into(), meta));
             }
-            return;
+            // A client trigger is an address; a name has no client form.
+            (None, Subject::Client) => return,
+            (None, Subject::Query) => {}
         }
         let Ok(start) = u32::try_from(self.arena.len()) else {
             return;
@@ -271,6 +297,7 @@ impl FeedBuilder {
     /// Sort and seal. Ties keep file order (the arena offset is the order).
     pub fn finish(mut self, mut report: ParseCounts) -> ParsedFeed {
         report.addresses = self.nets.len();
+        report.name_servers = self.ns_names.len() + self.ns_nets.len();
         self.nets.shrink_to_fit();
         let started = std::time::Instant::now();
         let arena = &self.arena;
@@ -291,6 +318,8 @@ impl FeedBuilder {
             answers: self.answers,
             nets: self.nets,
             clients: self.clients,
+            ns_names: self.ns_names,
+            ns_nets: self.ns_nets,
         }
     }
 }

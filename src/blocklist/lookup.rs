@@ -95,7 +95,7 @@ impl Layer {
 }
 
 impl Blocklist {
-    fn rank(&self, m: &Match) -> u8 {
+    pub(super) fn rank(&self, m: &Match) -> u8 {
         let meta = self.meta(m);
         if m.at_name {
             exact_rank(meta)

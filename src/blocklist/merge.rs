@@ -14,6 +14,8 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ipnet::IpNet;
+
 use super::feed::{LocalMeta, ParsedFeed, Protected};
 use super::{EntryMeta, FeedInfo, Layer};
 use crate::domain;
@@ -261,7 +263,22 @@ pub fn merge_ranges(
     }
 
     let addresses = merge_addresses(feeds, ranges, &remap, &tables, settings);
-    let clients = merge_clients(feeds, ranges, &remap, &tables);
+    let clients = merge_clients(feeds, ranges, &remap, &tables, ParsedFeed::clients);
+    let ns_addresses = merge_clients(feeds, ranges, &remap, &tables, ParsedFeed::ns_nets);
+    // Like addresses, a big feed's NS names go with its first shard.
+    let ns_names = super::ns_names::NsNames::build(
+        feeds
+            .iter()
+            .enumerate()
+            .filter(|(f, _)| ranges[*f].start == 0)
+            .flat_map(|(f, feed)| {
+                let remap = &remap[f];
+                feed.ns_names()
+                    .iter()
+                    .map(move |(name, local)| (&**name, remap[*local as usize]))
+            }),
+        &tables.metas,
+    );
 
     let mut suppressed = vec![Suppressed::default(); feeds.len()];
     let mut heap: BinaryHeap<Reverse<(&[u8], usize, usize)>> =
@@ -338,6 +355,8 @@ pub fn merge_ranges(
         answers: tables.answers,
         addresses,
         clients,
+        ns_names,
+        ns_addresses,
         filter: super::filter::KeyFilter::build(hashes),
         tlds,
         tld_keys,
@@ -382,15 +401,16 @@ fn merge_addresses(
     addresses
 }
 
-/// The RPZ client-IP triggers of `feeds` (always in force: a trigger on
-/// the client is explicit policy). As for addresses: a big feed's go with
-/// its first shard, and at one network allow beats block, then the first
-/// feed wins.
+/// The RPZ client-IP or NSIP triggers of `feeds`, as `table` gives them
+/// (always in force: such a trigger is explicit policy). As for
+/// addresses: a big feed's go with its first shard, and at one network
+/// allow beats block, then the first feed wins.
 fn merge_clients(
     feeds: &[Arc<ParsedFeed>],
     ranges: &[Range<usize>],
     remap: &[Vec<u32>],
     tables: &Tables,
+    table: fn(&ParsedFeed) -> &[(IpNet, u32)],
 ) -> PrefixMap<u32> {
     let mut clients = PrefixMap::default();
     let metas = &tables.metas;
@@ -398,7 +418,7 @@ fn merge_clients(
         if ranges[f].start != 0 {
             continue;
         }
-        for (net, local) in feed.clients() {
+        for (net, local) in table(feed) {
             let meta = remap[f][*local as usize];
             clients.insert_with(*net, meta, |old, new| {
                 metas[*old as usize].verdict == Verdict::Block

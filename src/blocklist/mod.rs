@@ -47,6 +47,7 @@ mod fingerprint;
 pub mod last_good;
 mod lookup;
 mod merge;
+mod ns_names;
 pub mod snapshot;
 
 use std::net::IpAddr;
@@ -70,6 +71,7 @@ pub use lookup::{Explanation, Match, Step};
 pub use merge::{
     DEFAULT_CATEGORY, MergeError, MergeSettings, Suppressed, merge, merge_ranges, shard_ranges,
 };
+use ns_names::NsNames;
 
 /// Feeds with at least this many entries get a layer of their own.
 pub const OWN_LAYER_MIN: usize = 50_000;
@@ -135,6 +137,10 @@ pub struct Layer {
     addresses: PrefixMap<u32>,
     /// RPZ client-IP triggers: client networks -> metadata index.
     clients: PrefixMap<u32>,
+    /// RPZ NSDNAME triggers: name-server names.
+    ns_names: NsNames,
+    /// RPZ NSIP triggers: name-server networks -> metadata index.
+    ns_addresses: PrefixMap<u32>,
     /// "Certainly not here" for most unlisted names, before the walk;
     /// `None` (an empty layer) means always walk.
     filter: Option<KeyFilter>,
@@ -165,6 +171,8 @@ impl Layer {
             answers: Vec::new(),
             addresses: PrefixMap::default(),
             clients: PrefixMap::default(),
+            ns_names: NsNames::default(),
+            ns_addresses: PrefixMap::default(),
             filter: None,
             tlds: (Box::default(), Box::default()),
             tld_keys: false,
@@ -314,6 +322,54 @@ impl Blocklist {
             return None;
         }
         self.lookup_prefix(ip, |l| &l.clients)
+    }
+
+    /// Whether any feed has a name-server trigger: (NSDNAME, NSIP). While
+    /// neither, an answer costs no name-server lookups.
+    pub fn ns_triggers(&self) -> (bool, bool) {
+        let names = self.layers.iter().any(|l| !l.ns_names.is_empty());
+        let addresses = self.layers.iter().any(|l| !l.ns_addresses.is_empty());
+        (names, addresses)
+    }
+
+    /// The NSDNAME trigger for a name server's name (lower case, no
+    /// trailing dot): the most specific over all layers; at one depth the
+    /// higher rank, then the earlier layer. Returns the match and the
+    /// listed name.
+    pub fn lookup_ns_name<'n>(&self, name: &'n str) -> Option<(Match, &'n str)> {
+        let mut best: Option<Match> = None;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let Some(found) = layer.ns_names.lookup(name) else {
+                continue;
+            };
+            let found = Match {
+                layer: i as u8,
+                meta: found.meta,
+                depth: found.depth,
+                contested: false,
+                at_name: found.at_name,
+            };
+            let better = match &best {
+                None => true,
+                Some(b) => {
+                    found.depth > b.depth
+                        || found.depth == b.depth && self.rank(&found) > self.rank(b)
+                }
+            };
+            if better {
+                best = Some(found);
+            }
+        }
+        let found = best?;
+        let skip = name.split('.').count() - usize::from(found.depth);
+        let listed = name.splitn(skip + 1, '.').last().unwrap_or(name);
+        Some((found, listed))
+    }
+
+    /// The NSIP trigger for a name server's address, chosen as
+    /// [`Blocklist::lookup_address`] chooses.
+    pub fn lookup_ns_address(&self, ip: IpAddr) -> Option<(Match, IpNet)> {
+        self.lookup_prefix(ip, |l| &l.ns_addresses)
     }
 
     /// Addresses in use per feed name (for the compile report).

@@ -41,8 +41,8 @@ use std::sync::Arc;
 const MAGIC: &[u8; 8] = b"PCULSNAP";
 /// Bump when the layout or the meaning of the metadata changes, or the
 /// filters' key hash (version 6: hashed a word at a time; 7: an odd
-/// multiplier per label length).
-pub const VERSION: u32 = 7;
+/// multiplier per label length; 8: name-server triggers).
+pub const VERSION: u32 = 8;
 const HEADER: usize = 32;
 pub const FILE_NAME: &str = "blocklist.snapshot";
 
@@ -94,6 +94,12 @@ struct LayerMeta {
     /// RPZ client-IP triggers: (network, metadata index).
     #[serde(default)]
     clients: Vec<(IpNet, u32)>,
+    /// RPZ NSDNAME triggers: (name, exact slot, below slot).
+    #[serde(default)]
+    ns_names: Vec<(String, u32, u32)>,
+    /// RPZ NSIP triggers: (network, metadata index).
+    #[serde(default)]
+    ns_addresses: Vec<(IpNet, u32)>,
     /// The negative filter: its descriptor (seed, segment length, mask,
     /// segment count length) and where its fingerprints sit in the region.
     #[serde(default)]
@@ -203,6 +209,12 @@ pub fn save(
             own: layer.own,
             addresses: layer.addresses.iter().map(|(n, m)| (n, *m)).collect(),
             clients: layer.clients.iter().map(|(n, m)| (n, *m)).collect(),
+            ns_names: layer
+                .ns_names
+                .iter()
+                .map(|(n, e, b)| (n.to_owned(), e, b))
+                .collect(),
+            ns_addresses: layer.ns_addresses.iter().map(|(n, m)| (n, *m)).collect(),
             filter,
         });
     }
@@ -419,12 +431,17 @@ pub fn load(dir: &Path) -> Result<Loaded, SnapshotError> {
         };
         let addresses = table(layer.addresses)?;
         let clients = table(layer.clients)?;
+        let ns_addresses = table(layer.ns_addresses)?;
+        let ns_names = super::NsNames::from_slots(layer.ns_names, metas.len())
+            .ok_or_else(|| bad("a name-server name points past a table".into()))?;
         layers.push(Arc::new(Layer {
             tlds: Layer::tld_bounds(&map),
             tld_keys: Layer::lists_a_tld(&map),
             map,
             addresses,
             clients,
+            ns_names,
+            ns_addresses,
             filter,
             metas,
             feeds: layer

@@ -103,6 +103,8 @@ pub enum PolicyMatch {
     Qname = 1,
     ClientIp = 2,
     ResponseIp = 3,
+    NsName = 4,
+    NsIp = 5,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]

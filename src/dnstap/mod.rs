@@ -12,7 +12,8 @@
 //!
 //! The policy fields, for a query an entry decided: `type` "blocklist",
 //! `rule` the feed's name, `match` QNAME (the query name or a CNAME
-//! target) or RESPONSE_IP (an answer address), `value` the listed name in
+//! target), RESPONSE_IP (an answer address), CLIENT_IP, NS_NAME or NS_IP
+//! (a name server of the answering zone), `value` the listed name in
 //! wire form or the address, `action` NXDOMAIN, NODATA, DROP, LOCAL_DATA
 //! (sinkhole) or PASS (monitor mode, an exception); REFUSED has no dnstap
 //! action and leaves it unset.
@@ -392,17 +393,17 @@ fn protocol(transport: Transport) -> SocketProtocol {
 /// dnstap's policy fields for a decision (see the module doc).
 fn policy(note: &PolicyNote) -> Policy {
     let (matched, value) = match note.stage {
-        Stage::AnswerIp | Stage::ClientIp => {
+        Stage::AnswerIp | Stage::ClientIp | Stage::Nsip => {
             let address = note
                 .matched
                 .split('/')
                 .next()
                 .and_then(|a| a.parse::<IpAddr>().ok());
             (
-                if note.stage == Stage::ClientIp {
-                    PolicyMatch::ClientIp
-                } else {
-                    PolicyMatch::ResponseIp
+                match note.stage {
+                    Stage::ClientIp => PolicyMatch::ClientIp,
+                    Stage::Nsip => PolicyMatch::NsIp,
+                    _ => PolicyMatch::ResponseIp,
                 },
                 address.map(|a| match a {
                     IpAddr::V4(v4) => v4.octets().to_vec(),
@@ -411,6 +412,7 @@ fn policy(note: &PolicyNote) -> Policy {
             )
         }
         Stage::Qname | Stage::Cname => (PolicyMatch::Qname, Some(wire_name(&note.matched))),
+        Stage::Nsdname => (PolicyMatch::NsName, Some(wire_name(&note.matched))),
     };
     let action = match &*note.action {
         "nxdomain" => Some(PolicyAction::Nxdomain),
@@ -475,6 +477,25 @@ mod tests {
         assert_eq!(ip.r#match, Some(PolicyMatch::ResponseIp as i32));
         assert_eq!(ip.value.as_deref(), Some(&[192, 0, 2, 7][..]));
         assert_eq!(ip.action, None, "REFUSED has no dnstap action");
+        let ns_name = policy(&PolicyNote {
+            stage: Stage::Nsdname,
+            matched: "ns1.evil.test".into(),
+            feed: "policy.rpz".into(),
+            action: "nodata".into(),
+        });
+        assert_eq!(ns_name.r#match, Some(PolicyMatch::NsName as i32));
+        assert_eq!(
+            ns_name.value.as_deref(),
+            Some(&b"\x03ns1\x04evil\x04test\x00"[..])
+        );
+        let ns_ip = policy(&PolicyNote {
+            stage: Stage::Nsip,
+            matched: "198.51.100.0/24".into(),
+            feed: "policy.rpz".into(),
+            action: "nxdomain".into(),
+        });
+        assert_eq!(ns_ip.r#match, Some(PolicyMatch::NsIp as i32));
+        assert_eq!(ns_ip.value.as_deref(), Some(&[198, 51, 100, 0][..]));
     }
 
     #[test]

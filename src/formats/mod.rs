@@ -40,7 +40,7 @@ pub use detect::{detect, detect_text};
 use read::open;
 pub use types::{
     FeedError, Format, Indicator, LineError, LineOutcome, ParseCounts, REJECTS_KEPT, ReadError,
-    Reject, Scope, Verdict, parse_net,
+    Reject, Scope, Subject, Verdict, parse_net,
 };
 
 /// A parser for a line-oriented format. Most are stateless; RPZ keeps the

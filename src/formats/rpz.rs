@@ -20,17 +20,19 @@
 //! Consecutive A/AAAA records of one owner make one answer set; records of
 //! one owner that are not consecutive are separate entries and the first
 //! wins. `rpz-client-ip` triggers (`32.2.0.0.127.rpz-client-ip`) match the
-//! client's source address, with the same actions. `rpz-nsdname` and
-//! `rpz-nsip` triggers, `CNAME` redirects to other names, `rpz-tcp-only`,
-//! and other local-data types are skipped and counted by kind (NS
-//! triggers need the delegation path, which a forwarder never sees). SOA
-//! and NS at the apex are the zone's own records.
+//! client's source address, `rpz-nsdname` triggers (`ns.example.rpz-nsdname`,
+//! `*.example.rpz-nsdname`) the names of the answering zone's name servers
+//! and `rpz-nsip` triggers (same form as `rpz-ip`) their addresses, with
+//! the same actions (see `server::name_servers`). Local data on these
+//! triggers, `CNAME` redirects to other names, `rpz-tcp-only`, and other
+//! local-data types are skipped and counted by kind. SOA and NS at the
+//! apex are the zone's own records.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::{Indicator, LineError, LineOutcome, LineParser, Scope, Verdict};
+use super::{Indicator, LineError, LineOutcome, LineParser, Scope, Subject, Verdict};
 use crate::domain;
 use crate::policy::Action;
 
@@ -146,52 +148,50 @@ impl RpzParser {
             return Ok(LineOutcome::Empty);
         };
         let detail = self.detail.clone();
-        if let Some(address) = trigger.strip_suffix(".rpz-ip") {
-            let flushed = self.flush(sink);
-            let net = rpz_ip(address)?;
-            let target = match (rtype.as_str(), rdata.first()) {
-                ("CNAME", Some(t)) => t.to_ascii_lowercase(),
-                ("CNAME", None) => return Err(LineError::MissingColumn("CNAME target")),
-                _ => return Ok(LineOutcome::Skipped("rpz-ip local data")),
-            };
-            let (verdict, action) = match policy_action(&target, None) {
-                Ok(found) => found,
-                Err(skipped) => return Ok(LineOutcome::Skipped(skipped)),
-            };
-            let mut indicator = Indicator::address(net);
-            indicator.detail = detail.as_deref();
-            indicator.verdict = verdict;
-            indicator.action = (verdict == Verdict::Block).then_some(action);
-            sink(indicator);
-            return Ok(LineOutcome::Loaded(flushed + 1));
-        }
-        if let Some(address) = trigger.strip_suffix(".rpz-client-ip") {
-            let flushed = self.flush(sink);
-            let net = rpz_ip(address)?;
-            let target = match (rtype.as_str(), rdata.first()) {
-                ("CNAME", Some(t)) => t.to_ascii_lowercase(),
-                ("CNAME", None) => return Err(LineError::MissingColumn("CNAME target")),
-                _ => return Ok(LineOutcome::Skipped("rpz-client-ip local data")),
-            };
-            let (verdict, action) = match policy_action(&target, None) {
-                Ok(found) => found,
-                Err(skipped) => return Ok(LineOutcome::Skipped(skipped)),
-            };
-            let mut indicator = Indicator::address(net);
-            indicator.client_ip = true;
-            indicator.detail = detail.as_deref();
-            indicator.verdict = verdict;
-            indicator.action = (verdict == Verdict::Block).then_some(action);
-            sink(indicator);
-            return Ok(LineOutcome::Loaded(flushed + 1));
-        }
-        for (suffix, kind) in [
-            (".rpz-nsdname", "rpz-nsdname trigger"),
-            (".rpz-nsip", "rpz-nsip trigger"),
+        for (suffix, subject, kind) in [
+            (".rpz-ip", Subject::Query, "rpz-ip local data"),
+            (
+                ".rpz-client-ip",
+                Subject::Client,
+                "rpz-client-ip local data",
+            ),
+            (".rpz-nsip", Subject::NameServer, "rpz-nsip local data"),
         ] {
-            if trigger.ends_with(suffix) {
-                return Ok(LineOutcome::Skipped(kind));
+            if let Some(address) = trigger.strip_suffix(suffix) {
+                let flushed = self.flush(sink);
+                let net = rpz_ip(address)?;
+                let (verdict, action) = match trigger_policy(&rtype, &rdata, kind)? {
+                    Ok(found) => found,
+                    Err(skipped) => return Ok(LineOutcome::Skipped(skipped)),
+                };
+                let mut indicator = Indicator::address(net);
+                indicator.subject = subject;
+                indicator.detail = detail.as_deref();
+                indicator.verdict = verdict;
+                indicator.action = (verdict == Verdict::Block).then_some(action);
+                sink(indicator);
+                return Ok(LineOutcome::Loaded(flushed + 1));
             }
+        }
+        if let Some(ns) = trigger.strip_suffix(".rpz-nsdname") {
+            let flushed = self.flush(sink);
+            let (scope, name) = match ns.strip_prefix("*.") {
+                Some(rest) => (Scope::Below, rest),
+                None => (Scope::Exact, ns),
+            };
+            let name = domain::normalize(name)?;
+            let (verdict, action) = match trigger_policy(&rtype, &rdata, "rpz-nsdname local data")?
+            {
+                Ok(found) => found,
+                Err(skipped) => return Ok(LineOutcome::Skipped(skipped)),
+            };
+            let mut indicator = Indicator::block(name, scope);
+            indicator.subject = Subject::NameServer;
+            indicator.detail = detail.as_deref();
+            indicator.verdict = verdict;
+            indicator.action = (verdict == Verdict::Block).then_some(action);
+            sink(indicator);
+            return Ok(LineOutcome::Loaded(flushed + 1));
         }
         let (scope, name) = match trigger.strip_prefix("*.") {
             Some(rest) => (Scope::Below, rest),
@@ -246,6 +246,22 @@ impl RpzParser {
             }
             other => Err(LineError::Syntax(format!("unknown record type {other:?}"))),
         }
+    }
+}
+
+/// The policy of a trigger that is not a query name (`rpz-ip`,
+/// `rpz-client-ip`, `rpz-nsdname`, `rpz-nsip`): a `CNAME` action, or
+/// or what is skipped: its local data (counted under `local`),
+/// `rpz-tcp-only` or a redirect.
+fn trigger_policy(
+    rtype: &str,
+    rdata: &[&str],
+    local: &'static str,
+) -> Result<Result<(Verdict, Action), &'static str>, LineError> {
+    match (rtype, rdata.first()) {
+        ("CNAME", Some(t)) => Ok(policy_action(&t.to_ascii_lowercase(), None)),
+        ("CNAME", None) => Err(LineError::MissingColumn("CNAME target")),
+        _ => Ok(Err(local)),
     }
 }
 

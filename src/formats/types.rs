@@ -40,6 +40,23 @@ impl fmt::Display for Scope {
     }
 }
 
+/// What an entry is matched against (RPZ's trigger kinds beyond the
+/// query name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Subject {
+    /// A name entry: the query name and its CNAME targets; an address
+    /// entry: the addresses in the answer (RPZ QNAME and response IP).
+    #[default]
+    Query,
+    /// An address entry matched against the client's source address
+    /// (RPZ `rpz-client-ip`).
+    Client,
+    /// Matched against the name servers of the zone that holds the
+    /// answer: a name entry against their names (`rpz-nsdname`), an
+    /// address entry against their addresses (`rpz-nsip`).
+    NameServer,
+}
+
 /// Whether an entry blocks or makes an exception.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verdict {
@@ -66,9 +83,10 @@ pub struct Indicator<'a> {
     /// answer-IP policy (TSV/plain IP lines, STIX `ipv4-addr`/`ipv6-addr`,
     /// RPZ `rpz-ip` triggers). Its `scope` means nothing.
     pub net: Option<IpNet>,
-    /// With `net`: an RPZ `rpz-client-ip` trigger, matched against the
-    /// client's address rather than the answer's.
-    pub client_ip: bool,
+    /// What the entry is matched against: the query (its name, CNAME
+    /// targets and answer addresses), the client's address, or the name
+    /// servers of the zone that answers.
+    pub subject: Subject,
     pub scope: Scope,
     pub verdict: Verdict,
     /// The feed's own category for this entry, if the format carries one.
@@ -89,7 +107,7 @@ impl<'a> Indicator<'a> {
         Indicator {
             name,
             net: None,
-            client_ip: false,
+            subject: Subject::Query,
             scope,
             verdict: Verdict::Block,
             category: None,
@@ -213,6 +231,9 @@ pub struct ParseCounts {
     pub first_rejects: Vec<Reject>,
     /// Of `loaded`, how many are address indicators (answer-IP policy).
     pub addresses: usize,
+    /// Of `loaded`, how many are name-server triggers (RPZ `rpz-nsdname`
+    /// and `rpz-nsip`).
+    pub name_servers: usize,
     /// Valid entries not turned into blocklist entries, by kind.
     pub skipped: BTreeMap<String, usize>,
     /// STIX indicators marked `revoked`.

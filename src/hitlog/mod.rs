@@ -52,6 +52,12 @@ pub enum Stage {
     AnswerIp,
     /// The client's own address (an RPZ client-IP trigger).
     ClientIp,
+    /// The name of a name server of the zone that answered (an RPZ
+    /// NSDNAME trigger).
+    Nsdname,
+    /// The address of a name server of the zone that answered (an RPZ
+    /// NSIP trigger).
+    Nsip,
 }
 
 impl Stage {
@@ -61,13 +67,22 @@ impl Stage {
             Stage::Cname => "cname",
             Stage::AnswerIp => "answer_ip",
             Stage::ClientIp => "client_ip",
+            Stage::Nsdname => "nsdname",
+            Stage::Nsip => "nsip",
         }
     }
 
     pub fn parse(s: &str) -> Option<Stage> {
-        [Stage::Qname, Stage::Cname, Stage::AnswerIp, Stage::ClientIp]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        [
+            Stage::Qname,
+            Stage::Cname,
+            Stage::AnswerIp,
+            Stage::ClientIp,
+            Stage::Nsdname,
+            Stage::Nsip,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
     }
 }
 

@@ -106,6 +106,9 @@ pub(super) struct Listed {
     pub name: Name,
     /// The listed network, for an address entry.
     pub address: Option<IpNet>,
+    /// For an NSDNAME entry: the listed name-server name (`name` is then
+    /// the name the block answer speaks for).
+    pub ns_name: Option<String>,
     /// The feed's own answer addresses (empty for most entries).
     pub local: Vec<std::net::IpAddr>,
     pub generation: u64,
@@ -126,6 +129,9 @@ pub(super) enum Judgement<'a> {
 /// The hit record's `matched`: the listed name, or for an address entry
 /// the address (a single one as itself, a range in CIDR form).
 fn matched_text(listed: &Listed) -> String {
+    if let Some(ns) = &listed.ns_name {
+        return ns.clone();
+    }
     match listed.address {
         Some(net) if net.prefix_len() == net.max_prefix_len() => net.addr().to_string(),
         Some(net) => net.to_string(),
@@ -165,6 +171,7 @@ impl Handler {
             action: meta.action,
             name: listed,
             address,
+            ns_name: None,
             local: list.answer(found).to_vec(),
             generation: list.generation(),
             ede: {
@@ -309,6 +316,25 @@ impl Handler {
         }
     }
 
+    /// The action an entry found in an answer (at `name`, for the query
+    /// `qname`) takes for this client: `None` when it lets the answer
+    /// through (an exception, or monitor mode, whose hit is recorded here
+    /// and the inspection goes on).
+    pub(super) fn blocks_in_answer(
+        &self,
+        cx: QueryContext,
+        stage: Stage,
+        qname: &Name,
+        name: &Name,
+        listed: &Listed,
+    ) -> Option<Action> {
+        let (query, checked) = (plain(qname), plain(name));
+        match self.decide(cx, stage, &query, &checked, listed) {
+            Some(Action::Log) | None => None,
+            action => action,
+        }
+    }
+
     /// The first name in an answer that this client must not reach, in
     /// RPZ's order: each CNAME target along the chain from the query name
     /// (stage `cname`), then each A/AAAA address (stage `answer_ip`; no
@@ -325,11 +351,7 @@ impl Handler {
         touched: &mut bool,
     ) -> Option<(Vec<Record>, Name, Listed, Action)> {
         let blocks = |stage, name: &Name, listed: &Listed| {
-            let (query, checked) = (plain(qname), plain(name));
-            match self.decide(cx, stage, &query, &checked, listed) {
-                Some(Action::Log) | None => None,
-                action => action,
-            }
+            self.blocks_in_answer(cx, stage, qname, name, listed)
         };
         for (_, target) in inspect::cname_chain(qname, answers) {
             let Some(listed) = self.check(target) else {

@@ -498,11 +498,23 @@ impl Handler {
                 // CNAME-target rule; the rcode speaks for the last name).
                 // Then the addresses it resolved to (RPZ's response-IP rule).
                 let mut touched = query_name != QnameCheck::Unlisted;
-                let blocked = if query_name == QnameCheck::Excepted {
-                    None
-                } else {
-                    self.inspect_answer(cx, qname, &answer.answers, &mut touched)
-                };
+                // Last, the name servers of the zones that answered (RPZ's
+                // NSDNAME and NSIP; nothing is asked while none is listed).
+                let mut blocked = None;
+                if query_name != QnameCheck::Excepted {
+                    blocked = self.inspect_answer(cx, qname, &answer.answers, &mut touched);
+                    if blocked.is_none() {
+                        blocked = self
+                            .inspect_name_servers(
+                                cx,
+                                qname,
+                                &answer.answers,
+                                checking_disabled,
+                                &mut touched,
+                            )
+                            .await;
+                    }
+                }
                 let handle = match blocked {
                     Some((chain, target, listed, action)) => {
                         tracing::debug!(%qname, %target, listed = %listed.name, address = ?listed.address, %action, "blocked in the answer");

@@ -26,6 +26,7 @@ pub mod inspect;
 pub mod limits;
 pub mod local;
 mod mmsg;
+mod name_servers;
 pub mod packet_cache;
 mod padding;
 mod query_metrics;

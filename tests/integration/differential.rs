@@ -149,12 +149,12 @@ const NODATA_CHAIN: &str =
 /// What the comparison looks at: the rcode and the answer section as
 /// (owner, type, rdata), in order; TTLs separately (they tick down).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Seen {
-    rcode: ResponseCode,
-    answers: Vec<String>,
+pub(crate) struct Seen {
+    pub rcode: ResponseCode,
+    pub answers: Vec<String>,
 }
 
-fn seen(msg: &Message) -> Seen {
+pub(crate) fn seen(msg: &Message) -> Seen {
     Seen {
         rcode: msg.metadata.response_code,
         answers: msg
@@ -165,14 +165,14 @@ fn seen(msg: &Message) -> Seen {
     }
 }
 
-fn ask(server: SocketAddr, name: &str, rtype: RecordType) -> Result<Message, String> {
+pub(crate) fn ask(server: SocketAddr, name: &str, rtype: RecordType) -> Result<Message, String> {
     let msg = build_query(name, rtype, true);
     let bytes = msg.to_vec().map_err(|e| e.to_string())?;
     let reply = exchange(server, &bytes, Transport::Udp).map_err(|e| e.to_string())?;
     Message::from_vec(&reply).map_err(|e| e.to_string())
 }
 
-fn unbound_binary() -> PathBuf {
+pub(crate) fn unbound_binary() -> PathBuf {
     ["/usr/sbin/unbound", "/usr/local/sbin/unbound"]
         .iter()
         .map(PathBuf::from)
@@ -182,34 +182,84 @@ fn unbound_binary() -> PathBuf {
         })
 }
 
-/// Unbound on a free loopback port, forwarding to `upstream`, with the RPZ.
-struct Unbound {
+/// Unbound on a free loopback port: with the RPZ, forwarding to
+/// `upstream`, or iterating from root hints.
+pub(crate) struct Unbound {
     child: Child,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
+}
+
+/// Where an Unbound gets its answers.
+pub(crate) enum Upstream<'a> {
+    Forward(SocketAddr),
+    /// Iterate from this root server (a hints file is written for it).
+    Root(&'a str),
 }
 
 impl Unbound {
     fn start(dir: &Path, upstream: SocketAddr, rpz: &Path) -> Unbound {
-        let port = UdpSocket::bind("127.0.0.1:0")
+        Unbound::start_on(
+            dir,
+            "127.0.0.1",
+            Upstream::Forward(upstream),
+            Some(rpz),
+            "clean.diff.test.",
+        )
+    }
+
+    /// Start one on `ip` (a free port); ready once `probe` resolves.
+    pub(crate) fn start_on(
+        dir: &Path,
+        ip: &str,
+        upstream: Upstream<'_>,
+        rpz: Option<&Path>,
+        probe: &str,
+    ) -> Unbound {
+        std::fs::create_dir_all(dir).expect("unbound dir");
+        let port = UdpSocket::bind((ip, 0))
             .and_then(|s| s.local_addr())
             .expect("a free port")
             .port();
+        let tail = match upstream {
+            Upstream::Forward(upstream) => format!(
+                "forward-zone:\n  name: \".\"\n  forward-addr: {}@{}\n",
+                upstream.ip(),
+                upstream.port()
+            ),
+            Upstream::Root(root) => {
+                let hints = dir.join("root.hints");
+                std::fs::write(
+                    &hints,
+                    format!(". 3600000 NS a.root-servers.\na.root-servers. 3600000 A {root}\n"),
+                )
+                .expect("write root hints");
+                format!("  root-hints: \"{}\"\n", hints.display())
+            }
+        };
+        // Root hints belong to the server: section, before any other.
+        let (server_tail, after) = if tail.starts_with("forward") {
+            (String::new(), tail)
+        } else {
+            (tail, String::new())
+        };
+        let rpz = rpz.map_or_else(String::new, |rpz| {
+            format!(
+                "rpz:\n  name: rpz.test.\n  zonefile: \"{}\"\n  rpz-log: no\n",
+                rpz.display()
+            )
+        });
         let conf = dir.join("unbound.conf");
         std::fs::write(
             &conf,
             format!(
-                "server:\n  interface: 127.0.0.1@{port}\n  port: {port}\n  do-daemonize: no\n  \
+                "server:\n  interface: {ip}@{port}\n  port: {port}\n  do-daemonize: no\n  \
                  use-syslog: no\n  logfile: \"\"\n  chroot: \"\"\n  username: \"\"\n  directory: \"{dir}\"\n  \
                  pidfile: \"{dir}/unbound.pid\"\n  module-config: \"respip iterator\"\n  \
                  access-control: 127.0.0.0/8 allow\n  do-not-query-localhost: no\n  \
                  qname-minimisation: no\n  num-threads: 1\n  verbosity: 1\n  \
-                 local-zone: \"test.\" nodefault\n  domain-insecure: \"test.\"\n\
-                 rpz:\n  name: rpz.test.\n  zonefile: \"{rpz}\"\n  rpz-log: no\n\
-                 forward-zone:\n  name: \".\"\n  forward-addr: {ip}@{uport}\n",
+                 local-zone: \"test.\" nodefault\n  domain-insecure: \"test.\"\n{server_tail}\
+                 {rpz}{after}",
                 dir = dir.display(),
-                rpz = rpz.display(),
-                ip = upstream.ip(),
-                uport = upstream.port(),
             ),
         )
         .expect("write unbound.conf");
@@ -220,10 +270,10 @@ impl Unbound {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start unbound");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let addr: SocketAddr = format!("{ip}:{port}").parse().expect("address");
         let mut unbound = Unbound { child, addr };
         let deadline = Instant::now() + Duration::from_secs(15);
-        while ask(addr, "clean.diff.test.", RecordType::A).is_err() {
+        while ask(addr, probe, RecordType::A).is_err() {
             if let Ok(Some(status)) = unbound.child.try_wait() {
                 let mut err = String::new();
                 if let Some(mut e) = unbound.child.stderr.take() {

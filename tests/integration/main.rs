@@ -56,6 +56,7 @@ mod formats;
 mod forward;
 mod hitlog;
 mod in_process;
+mod name_servers;
 mod operations;
 mod packet_cache;
 mod packet_fuzz;

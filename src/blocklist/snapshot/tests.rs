@@ -1,7 +1,7 @@
 use super::*;
 use crate::blocklist::merge::tests::{feed, source};
 use crate::blocklist::{MergeSettings, Protected, merge};
-use crate::formats::Indicator;
+use crate::formats::{Indicator, Subject};
 
 fn sample() -> Blocklist {
     let local = Indicator {
@@ -19,12 +19,18 @@ fn sample() -> Blocklist {
         ],
     );
     let mut client = Indicator::address("127.0.0.2/32".parse().unwrap());
-    client.client_ip = true;
+    client.subject = Subject::Client;
+    let mut ns_ip = Indicator::address("127.0.55.0/24".parse().unwrap());
+    ns_ip.subject = Subject::NameServer;
+    let mut ns_name = Indicator::block("evil-dns.example".into(), Scope::Below);
+    ns_name.subject = Subject::NameServer;
     let g = feed(
         source("g.txt"),
         vec![
             Indicator::block("second.example".into(), Scope::Exact),
             client,
+            ns_ip,
+            ns_name,
         ],
     );
     let layer = |f| {
@@ -74,6 +80,23 @@ fn round_trip() {
     );
     assert!(list.lookup_client("127.0.0.3".parse().unwrap()).is_none());
     assert!(list.lookup_address("127.0.0.2".parse().unwrap()).is_none());
+    // So do the name-server triggers, apart from the query names.
+    assert_eq!(list.ns_triggers(), (true, true));
+    let (m, listed) = list.lookup_ns_name("ns1.evil-dns.example").unwrap();
+    assert_eq!(
+        (list.feed(&m).name.as_str(), listed),
+        ("g.txt", "evil-dns.example")
+    );
+    assert!(list.lookup_ns_name("evil-dns.example").is_none());
+    assert!(list.lookup_str("ns1.evil-dns.example").is_none());
+    let (m, net) = list
+        .lookup_ns_address("127.0.55.9".parse().unwrap())
+        .unwrap();
+    assert_eq!(
+        (list.feed(&m).name.as_str(), net.to_string()),
+        ("g.txt", "127.0.55.0/24".into())
+    );
+    assert!(list.lookup_address("127.0.55.9".parse().unwrap()).is_none());
 }
 
 #[test]

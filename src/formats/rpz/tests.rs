@@ -15,7 +15,6 @@ fn golden_rpz() {
                 abs.example.rpz.example. CNAME . ; absolute owner\n\
                 EVIL.Example CNAME .\n\
                 32.1.2.0.192.rpz-ip CNAME .\n\
-                ns.example.rpz-nsdname CNAME .\n\
                 redirect.example CNAME walled-garden.example.\n\
                 txt.example TXT \"hello\"\n\
                 outside.other. CNAME .\n\
@@ -90,14 +89,13 @@ fn golden_rpz() {
         ]
     );
     assert_eq!(report.loaded, 10);
-    assert_eq!(report.skipped.get("rpz-nsdname trigger"), Some(&1));
     assert_eq!(report.skipped.get("rpz CNAME redirect"), Some(&1));
     assert_eq!(
         report.skipped.get("rpz local data other than A/AAAA"),
         Some(&1)
     );
     let rejected: Vec<usize> = report.first_rejects.iter().map(|r| r.line).collect();
-    assert_eq!(rejected, [21, 22, 23]);
+    assert_eq!(rejected, [20, 21, 22]);
 }
 
 #[test]
@@ -161,7 +159,7 @@ fn client_ip_triggers_are_client_address_indicators() {
     let report = crate::formats::parse_reader(text.as_bytes(), Format::Rpz, &mut |i| {
         got.push((
             i.net.map(|n| n.to_string()),
-            i.client_ip,
+            i.subject == crate::formats::Subject::Client,
             i.verdict,
             i.action,
         ))
@@ -186,4 +184,66 @@ fn client_ip_triggers_are_client_address_indicators() {
         ]
     );
     assert_eq!(report.skipped.get("rpz-client-ip local data"), Some(&1));
+}
+
+#[test]
+fn name_server_triggers_are_name_server_indicators() {
+    let text = "$ORIGIN rpz.example.\n\
+                ns1.evil.example.rpz-nsdname CNAME .\n\
+                *.bad-dns.example.rpz-nsdname CNAME *.\n\
+                ok.bad-dns.example.rpz-nsdname CNAME rpz-passthru.\n\
+                ns2.evil.example.rpz-nsdname A 192.0.2.1\n\
+                ns3.evil.example.rpz-nsdname CNAME rpz-tcp-only.\n\
+                32.5.55.0.127.rpz-nsip CNAME .\n\
+                24.0.2.0.192.rpz-nsip A 192.0.2.1\n\
+                bad!.example.rpz-nsdname CNAME .\n";
+    let mut got = Vec::new();
+    let report = crate::formats::parse_reader(text.as_bytes(), Format::Rpz, &mut |i| {
+        got.push((
+            i.net.map_or(i.name, |n| n.to_string()),
+            i.scope,
+            i.subject,
+            i.verdict,
+            i.action,
+        ))
+    })
+    .unwrap();
+    use crate::formats::Subject::NameServer;
+    assert_eq!(
+        got,
+        [
+            (
+                "ns1.evil.example".to_owned(),
+                Scope::Exact,
+                NameServer,
+                Verdict::Block,
+                Some(Action::Nxdomain)
+            ),
+            (
+                "bad-dns.example".to_owned(),
+                Scope::Below,
+                NameServer,
+                Verdict::Block,
+                Some(Action::Nodata)
+            ),
+            (
+                "ok.bad-dns.example".to_owned(),
+                Scope::Exact,
+                NameServer,
+                Verdict::Allow,
+                None
+            ),
+            (
+                "127.0.55.5/32".to_owned(),
+                Scope::Exact,
+                NameServer,
+                Verdict::Block,
+                Some(Action::Nxdomain)
+            ),
+        ]
+    );
+    assert_eq!(report.skipped.get("rpz-nsdname local data"), Some(&1));
+    assert_eq!(report.skipped.get("rpz-nsip local data"), Some(&1));
+    assert_eq!(report.skipped.get("rpz-tcp-only action"), Some(&1));
+    assert_eq!(report.rejected, 1, "the bad name is a rejected line");
 }
