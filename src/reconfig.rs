@@ -59,6 +59,8 @@ pub struct Reconfigurer {
     pub pullers: crate::sources::Pullers,
     pub sources: Arc<crate::sources::Registry>,
     pub notify: Arc<crate::sources::rpz::NotifyTargets>,
+    /// Where an RPZ zone's increments go live.
+    pub increments: Arc<crate::blocklist::increments::Increments>,
 }
 
 impl Reconfigurer {
@@ -117,7 +119,12 @@ impl Reconfigurer {
         }
         if crate::sources::Pullers::changed(&running, &next) {
             self.pullers.stop();
-            self.pullers = crate::sources::Pullers::spawn(&next, &self.sources, &self.notify);
+            self.pullers = crate::sources::Pullers::spawn(
+                &next,
+                &self.sources,
+                &self.notify,
+                &self.increments,
+            );
             tracing::info!(
                 taxii = next.taxii.len(),
                 downloads = next.downloads.len(),

@@ -52,6 +52,8 @@ pub async fn serve(startup: Startup, shutdown: impl Future<Output = ()>) -> anyh
 /// and the compiler and input fingerprints the reloader carries on from.
 pub struct Loaded {
     pub handle: BlocklistHandle,
+    /// Every list goes live through it (compiles and RPZ increments).
+    pub increments: Arc<blocklist::increments::Increments>,
     pub status: StatusHandle,
     compiler: Compiler,
     known: BTreeMap<String, Fingerprint>,
@@ -62,6 +64,7 @@ pub struct Loaded {
 pub async fn blocklist(config: &Arc<Config>, started: Instant) -> anyhow::Result<Loaded> {
     let status: StatusHandle = Arc::default();
     let handle = blocklist::empty_handle();
+    let increments = blocklist::increments::Increments::new(Arc::clone(&handle));
     let mut compiler = Compiler::new(Arc::clone(config));
     compiler.keep_last_good();
     match snapshot::load(&config.blocklist.state_dir) {
@@ -88,6 +91,7 @@ pub async fn blocklist(config: &Arc<Config>, started: Instant) -> anyhow::Result
             handle.store(Arc::new(loaded.list));
             Ok(Loaded {
                 handle,
+                increments,
                 status,
                 compiler,
                 known: loaded.fingerprints,
@@ -107,7 +111,7 @@ pub async fn blocklist(config: &Arc<Config>, started: Instant) -> anyhow::Result
             .context("blocklist compiler task")?;
             let (list, report) = result.context("compiling the blocklist")?;
             log_feeds(&report);
-            let list = go_live(&handle, &status, config, list, &report);
+            let list = go_live(&increments, &status, config, list, &report);
             tracing::info!(
                 entries = list.entries(),
                 bytes = list.fst_bytes(),
@@ -117,6 +121,7 @@ pub async fn blocklist(config: &Arc<Config>, started: Instant) -> anyhow::Result
             );
             Ok(Loaded {
                 handle,
+                increments,
                 status,
                 compiler,
                 known: report.inputs,
@@ -209,6 +214,7 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
     }
     let Loaded {
         handle,
+        increments,
         status,
         compiler,
         known,
@@ -347,6 +353,7 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
     let reloader = Reloader {
         config: Arc::clone(&serving_config),
         handle,
+        increments: Arc::clone(&increments),
         status,
     };
     tokio::spawn(reloader.run(compiler, known, triggers, trigger_tx.clone()));
@@ -359,9 +366,10 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         access,
         blocklist: trigger_tx,
         hitlog: hitlog.as_ref().map(|h| h.updates()),
-        pullers: crate::sources::Pullers::spawn(&config, &sources, &notify),
+        pullers: crate::sources::Pullers::spawn(&config, &sources, &notify, &increments),
         sources,
         notify,
+        increments,
     };
     tokio::spawn(reconfigurer.run(causes));
     Ok(Running {

@@ -34,6 +34,7 @@ pub const RELOAD_DURATION: &str = "portcullis_rebuild_duration_seconds";
 pub const FEED_ERRORS: &str = "portcullis_feed_errors_total";
 pub const SOURCE_PULLS: &str = "portcullis_feed_source_pulls_total";
 pub const NOTIFY: &str = "portcullis_notify_total";
+pub const RPZ_INCREMENTS: &str = "portcullis_rpz_increments_total";
 pub const HITLOG_WRITTEN: &str = "portcullis_hitlog_written_total";
 pub const HITLOG_DROPPED: &str = "portcullis_hitlog_dropped_total";
 pub const HITLOG_ERRORS: &str = "portcullis_hitlog_errors_total";
@@ -92,6 +93,7 @@ pub const ALL: &[&str] = &[
     FEED_ERRORS,
     SOURCE_PULLS,
     NOTIFY,
+    RPZ_INCREMENTS,
     HITLOG_WRITTEN,
     HITLOG_DROPPED,
     HITLOG_ERRORS,
@@ -291,6 +293,10 @@ fn describe() {
     describe_counter!(
         NOTIFY,
         "DNS NOTIFY messages received, by result (accepted, not_primary, unknown_zone)."
+    );
+    describe_counter!(
+        RPZ_INCREMENTS,
+        "RPZ IXFR increments, by how they went live (live: at once, before the zone's compile; compile: by the compile alone)."
     );
     describe_counter!(
         HITLOG_WRITTEN,

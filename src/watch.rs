@@ -22,6 +22,7 @@ use arc_swap::ArcSwap;
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
+use crate::blocklist::increments::Increments;
 use crate::blocklist::{
     self, BlocklistHandle, CompileSummary, Compiler, Fingerprint, inputs_match, snapshot,
 };
@@ -138,20 +139,31 @@ pub fn record_success(status: &StatusHandle, generation: u64, report: &CompileSu
 /// take this one path, so a list is never live without its snapshot and
 /// status. Returns the list now serving.
 pub fn go_live(
-    handle: &BlocklistHandle,
+    increments: &Increments,
     status: &StatusHandle,
     config: &Config,
-    mut list: blocklist::Blocklist,
+    list: blocklist::Blocklist,
     report: &CompileSummary,
 ) -> Arc<blocklist::Blocklist> {
-    let generation = handle.load().generation() + 1;
-    list.set_generation(generation);
-    let list = Arc::new(list);
-    handle.store(Arc::clone(&list));
+    // Pending RPZ increments stay on top of the compiled list until a
+    // compile that read their zone file goes live.
+    let started = Instant::now()
+        .checked_sub(report.elapsed)
+        .unwrap_or_else(Instant::now);
+    let kept: Vec<&str> = report
+        .feeds
+        .iter()
+        .filter(|f| f.kept_previous || f.error.is_some())
+        .map(|f| f.name.as_str())
+        .collect();
+    let (compiled, list) = increments.publish(list, started, &kept);
+    let generation = list.generation();
     publish_list(&list);
     record_success(status, generation, report);
     let state_dir = config.blocklist.state_dir.clone();
-    let (snapshot_list, fingerprints) = (Arc::clone(&list), report.inputs.clone());
+    // The snapshot is the compiled list: increments are not what the
+    // feeds compile to until their compile.
+    let (snapshot_list, fingerprints) = (compiled, report.inputs.clone());
     let next_change = report.next_change;
     // Writing 15 MB is not query-path work.
     tokio::task::spawn_blocking(move || {
@@ -206,6 +218,7 @@ pub struct Reloader {
     /// The serving config: a config reload swaps it.
     pub config: Arc<ArcSwap<Config>>,
     pub handle: BlocklistHandle,
+    pub increments: Arc<Increments>,
     pub status: StatusHandle,
 }
 
@@ -316,7 +329,7 @@ impl Reloader {
                     for f in report.feeds.iter().filter(|f| f.error.is_some()) {
                         tracing::warn!(feed = %f.name, error = f.error.as_deref().unwrap_or(""), kept_previous = f.kept_previous, "feed error");
                     }
-                    let list = go_live(&self.handle, &self.status, &config, list, &report);
+                    let list = go_live(&self.increments, &self.status, &config, list, &report);
                     let (generation, entries) = (list.generation(), list.entries());
                     tracing::info!(
                         generation,

@@ -316,16 +316,7 @@ impl Compiler {
             .retain(|path, _| jobs.iter().any(|(p, ..)| p == path));
 
         let now = SystemTime::now();
-        let settings = MergeSettings {
-            by_category: config.actions.clone(),
-            default_action: config.blocklist.default_action,
-            answer_ip_categories: config
-                .blocklist
-                .answer_ip_categories
-                .iter()
-                .cloned()
-                .collect(),
-        };
+        let settings = MergeSettings::of(&config);
         // What a layer's contents depend on besides its feed: the actions
         // and the protected names.
         let settings_key = settings_key(&config, &inputs);

@@ -9,6 +9,7 @@
 
 use fst::raw::Output;
 
+use super::mask::Mask;
 use super::merge::{CONTESTED, below_rank, exact_rank};
 use super::{Blocklist, EntryMeta, Layer};
 use crate::domain::{self, KEY_SEPARATOR};
@@ -49,8 +50,9 @@ fn decode(slot: u32, layer: u8, metas: usize, depth: u8, at_name: bool) -> Optio
 }
 
 impl Layer {
-    /// The most specific applicable entry in this layer.
-    fn walk<'l, I>(&self, labels: I, layer: u8) -> Option<Match>
+    /// The most specific applicable entry in this layer, less what `mask`
+    /// hides.
+    fn walk<'l, I>(&self, labels: I, layer: u8, mask: Option<&Mask>) -> Option<Match>
     where
         I: Iterator<Item = &'l [u8]>,
     {
@@ -60,6 +62,10 @@ impl Layer {
         let mut best = None;
         let mut depth: u8 = 0;
         let mut labels = labels.peekable();
+        // The key so far, kept only for a masked layer (rare: between an
+        // increment and the next compile), so an unmasked walk never
+        // allocates.
+        let mut key = Vec::new();
         while let Some(label) = labels.next() {
             // A dot inside a wire label can never be part of a stored label;
             // feeding it as a separator would misalign the walk.
@@ -71,6 +77,9 @@ impl Layer {
                 let Some(i) = node.find_input(byte) else {
                     return best;
                 };
+                if mask.is_some() {
+                    key.push(byte);
+                }
                 let t = node.transition(i);
                 out = out.cat(t.out);
                 node = fst.node(t.addr);
@@ -79,6 +88,9 @@ impl Layer {
             if node.is_final() {
                 let value = out.cat(node.final_output()).value();
                 let at_name = labels.peek().is_none();
+                if mask.is_some_and(|m| m.hides(&key, at_name)) {
+                    continue;
+                }
                 if let Some(m) = decode(
                     slot(value, at_name),
                     layer,
@@ -150,7 +162,7 @@ impl Blocklist {
             {
                 continue;
             }
-            let Some(found) = layer.walk(labels(), i as u8) else {
+            let Some(found) = layer.walk(labels(), i as u8, self.mask(i)) else {
                 continue;
             };
             best = Some(match best {
@@ -196,6 +208,7 @@ impl Blocklist {
                 let Some(value) = layer.map.get(&key) else {
                     continue;
                 };
+                let hidden = |at_name| self.mask(li).is_some_and(|m| m.hides(&key, at_name));
                 // The slot that applies here first; the other only when it
                 // holds a different entry (a subtree entry fills both).
                 let n = layer.metas.len();
@@ -203,6 +216,9 @@ impl Blocklist {
                 let other = decode(slot(value, !is_name), li as u8, n, depth, !is_name);
                 for (found, applies) in [(applying, true), (other, false)] {
                     let Some(m) = found else { continue };
+                    if hidden(applies == is_name) {
+                        continue;
+                    }
                     if !applies && applying.is_some_and(|a| a.meta == m.meta) {
                         continue;
                     }

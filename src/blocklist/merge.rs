@@ -56,6 +56,22 @@ pub struct MergeSettings {
     pub answer_ip_categories: BTreeSet<String>,
 }
 
+impl MergeSettings {
+    /// The settings a config gives every merge.
+    pub fn of(config: &crate::config::Config) -> MergeSettings {
+        MergeSettings {
+            by_category: config.actions.clone(),
+            default_action: config.blocklist.default_action,
+            answer_ip_categories: config
+                .blocklist
+                .answer_ip_categories
+                .iter()
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
 /// Global tables being filled while feeds are merged.
 #[derive(Default)]
 struct Tables {

@@ -44,8 +44,10 @@ mod compiler;
 mod feed;
 mod filter;
 mod fingerprint;
+pub mod increments;
 pub mod last_good;
 mod lookup;
+mod mask;
 mod merge;
 mod ns_names;
 pub mod snapshot;
@@ -275,6 +277,9 @@ fn tld_within(low: &[u8], high: &[u8], tld: &[u8]) -> bool {
 /// A compiled, immutable blocklist: its layers, consulted together.
 pub struct Blocklist {
     layers: Vec<Arc<Layer>>,
+    /// Per layer, what an applied increment hides in it; empty (the
+    /// usual case) when nothing is hidden anywhere.
+    masks: Vec<Option<Arc<mask::Mask>>>,
     /// Increases by one with every swap; 0 is the empty list at start-up.
     generation: u64,
 }
@@ -282,17 +287,28 @@ pub struct Blocklist {
 impl Blocklist {
     /// A list with nothing in it (before the first compile finishes).
     pub fn empty() -> Blocklist {
-        Blocklist {
-            layers: Vec::new(),
-            generation: 0,
-        }
+        Blocklist::from_layers(Vec::new())
     }
 
     pub fn from_layers(layers: Vec<Arc<Layer>>) -> Blocklist {
         Blocklist {
             layers,
+            masks: Vec::new(),
             generation: 0,
         }
+    }
+
+    /// What is hidden in layer `i`, if anything.
+    #[inline]
+    fn mask(&self, i: usize) -> Option<&mask::Mask> {
+        self.masks.get(i)?.as_deref()
+    }
+
+    /// Whether some layer has entries hidden by an increment (such a
+    /// list is not written as the snapshot: it is not what the feeds
+    /// compile to yet).
+    pub fn is_masked(&self) -> bool {
+        self.masks.iter().any(Option::is_some)
     }
 
     pub fn layers(&self) -> &[Arc<Layer>] {

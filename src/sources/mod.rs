@@ -204,6 +204,7 @@ impl Pullers {
         config: &Config,
         registry: &Arc<Registry>,
         notify: &Arc<rpz::NotifyTargets>,
+        increments: &Arc<crate::blocklist::increments::Increments>,
     ) -> Pullers {
         let mut files: Vec<String> = config
             .taxii
@@ -215,7 +216,7 @@ impl Pullers {
         registry.retain(&files);
         let mut handles = crate::taxii::spawn_pollers(config, registry);
         handles.extend(download::spawn(config, registry));
-        handles.extend(rpz::spawn(config, registry, notify));
+        handles.extend(rpz::spawn(config, registry, notify, increments));
         Pullers { handles }
     }
 

@@ -17,7 +17,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 
 use crate::download::{blocked, feed, feeds};
-use crate::harness::{Server, Setup, http_get, metric, run, scrape, wait_for};
+use crate::harness::{Server, Setup, Transport, http_get, metric, query, run, scrape, wait_for};
 use crate::hitlog::{TOKEN_OPERATOR, sha};
 
 const NSD: &str = "/usr/sbin/nsd";
@@ -79,6 +79,11 @@ impl Nsd {
     /// the NOTIFY).
     fn publish(&self, serial: u32, names: &[&str]) {
         write_zone(&self.dir, serial, names);
+        self.reload();
+    }
+
+    /// Have NSD reload its zone file (which sends the NOTIFY).
+    fn reload(&self) {
         let status = Command::new("kill")
             .args(["-HUP", &self.child.id().to_string()])
             .status()
@@ -88,14 +93,20 @@ impl Nsd {
 }
 
 fn write_zone(dir: &Path, serial: u32, names: &[&str]) {
+    let lines: Vec<String> = names.iter().map(|n| format!("{n} CNAME .")).collect();
+    write_zone_lines(dir, serial, &lines);
+}
+
+fn write_zone_lines(dir: &Path, serial: u32, lines: &[String]) {
     // refresh 3600: only a NOTIFY (or a failure's 1 s retry) brings a
     // change within the test; expire 8 s: the staleness warning comes soon.
     let mut text = format!(
         "$ORIGIN rpz.test.\n$TTL 60\n@ IN SOA ns.rpz.test. admin.rpz.test. {serial} 3600 1 8 60\n\
          @ IN NS ns.rpz.test.\n"
     );
-    for name in names {
-        text.push_str(&format!("{name} CNAME .\n"));
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
     }
     std::fs::write(dir.join("rpz.test.zone"), text).unwrap();
 }
@@ -282,4 +293,103 @@ fn an_rpz_follows_its_primary_by_axfr_notify_and_ixfr() {
     let (status, _, body) = http_get(server.admin(), "/readyz", None);
     assert_eq!(status, 200, "still ready: {body}");
     assert!(blocked(&server, "www.evil.xfr.test"));
+}
+
+/// A zone big enough for layers of its own (60,000 names): its IXFR is
+/// live before the zone's compile (the increment: a mask over the zone's
+/// layers and a layer of the changed owners), and the compile that
+/// follows gives the same answers.
+#[test]
+fn a_big_zone_s_increment_is_live_before_its_compile() {
+    if !Path::new(NSD).exists() {
+        eprintln!("SKIPPED RPZ increment test: NSD is not installed (apt-get install nsd)");
+        return;
+    }
+    let setup = Setup::new();
+    let nsd_dir = setup.path("nsd");
+    std::fs::create_dir(&nsd_dir).unwrap();
+    setup.write("xfr.key", &format!("{SECRET}\n"));
+    let nsd_port = free_port();
+    let admin = format!("operator_token_sha256 = \"{}\"", sha(TOKEN_OPERATOR));
+    let (_upstream, resolver) = crate::upstream::wildcard_upstream("xfr.test.");
+    let config = setup.config_with_admin(
+        &admin,
+        &format!(
+            "{resolver}[[rpz]]\nzone = \"rpz.test\"\nprimaries = [\"127.0.0.1:{nsd_port}\"]\n\
+             tsig_name = \"{KEY}\"\ntsig_secret_file = \"xfr.key\"\nrefresh_floor_secs = 1\n\
+             timeout_secs = 10\n"
+        ),
+    );
+    let server = Server::start(&config);
+    let zone = |changed: bool| {
+        let mut lines: Vec<String> = (0..60_000)
+            .map(|i| format!("n{i}.xfr.test CNAME ."))
+            .collect();
+        if changed {
+            lines.push("new.xfr.test CNAME .".into());
+            lines.push("*.wild.xfr.test CNAME *.".into());
+        } else {
+            lines.push("gone.xfr.test CNAME .".into());
+            lines.push("*.wild.xfr.test CNAME .".into());
+        }
+        lines
+    };
+    write_zone_lines(&nsd_dir, 1, &zone(false));
+    let nsd = Nsd::start(&nsd_dir, nsd_port, server.addr.port());
+    wait_for("the AXFR blocks", Duration::from_secs(60), || {
+        blocked(&server, "gone.xfr.test")
+    });
+    let nodata = |name: &str| {
+        let reply = query(server.addr, name, RecordType::A, Transport::Udp, true);
+        reply.metadata.response_code == ResponseCode::NoError && reply.answers.is_empty()
+    };
+    let answered = |name: &str| {
+        let reply = query(server.addr, name, RecordType::A, Transport::Udp, true);
+        reply.metadata.response_code == ResponseCode::NoError && !reply.answers.is_empty()
+    };
+    assert!(blocked(&server, "a.wild.xfr.test") && answered("new.xfr.test"));
+    let generation = |s: &Server| metric(&scrape(s), "portcullis_blocklist_generation", &[]);
+    let before = generation(&server);
+
+    // Serial 2: one owner deleted, one added, one changed (NXDOMAIN to
+    // NODATA).
+    write_zone_lines(&nsd_dir, 2, &zone(true));
+    nsd.reload();
+    wait_for("the increment blocks", Duration::from_secs(20), || {
+        blocked(&server, "new.xfr.test")
+    });
+    assert!(answered("gone.xfr.test"), "the deleted name resolves again");
+    assert!(nodata("a.wild.xfr.test"), "the changed rule answers NODATA");
+    assert!(
+        blocked(&server, "n59999.xfr.test"),
+        "the rest of the zone still blocks"
+    );
+    assert!(
+        server.log_contains("rpz: increment live"),
+        "{}",
+        server.log()
+    );
+    let live = |s: &Server| {
+        metric(
+            &scrape(s),
+            "portcullis_rpz_increments_total",
+            &[("result", "live")],
+        )
+    };
+    assert_eq!(live(&server), 1.0);
+
+    // The zone file and its compile follow; the answers stay the same.
+    wait_for("the compile of the zone", Duration::from_secs(60), || {
+        generation(&server) >= before + 2.0
+    });
+    assert!(blocked(&server, "new.xfr.test"));
+    assert!(answered("gone.xfr.test"));
+    assert!(nodata("a.wild.xfr.test"));
+    let kept = std::fs::read_to_string(setup.path("feeds/rpz.test")).unwrap();
+    assert!(kept.contains("new.xfr.test") && !kept.contains("gone.xfr.test"));
+    // After a restart (from the snapshot the compile wrote) as well.
+    drop(server);
+    let server = Server::start(&config);
+    assert!(blocked(&server, "new.xfr.test") && !blocked(&server, "gone.xfr.test"));
+    drop(nsd);
 }

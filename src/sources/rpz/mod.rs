@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use self::xfr::{Xfr, XfrError};
 use super::{Pulled, Registry};
+use crate::blocklist::increments::{Increments, NotApplied};
 use crate::config::{Config, RpzConfig, TsigConfig};
 
 /// What the zone task keeps between transfers.
@@ -158,8 +159,10 @@ pub fn spawn(
     config: &Config,
     registry: &Arc<Registry>,
     notify: &Arc<NotifyTargets>,
+    increments: &Arc<Increments>,
 ) -> Vec<tokio::task::AbortHandle> {
     let mut handles = Vec::new();
+    let whole = Arc::new(config.clone());
     let mut targets = Vec::new();
     for zone in config.rpz.clone() {
         let Ok(name) = Name::from_ascii(format!("{}.", zone.zone)) else {
@@ -204,6 +207,7 @@ pub fn spawn(
             max_records,
             max_bytes: usize::try_from(config.blocklist.max_feed_mib << 20).unwrap_or(usize::MAX),
         };
+        let (whole, increments) = (Arc::clone(&whole), Arc::clone(increments));
         let task = tokio::spawn(async move {
             let mut zone_task = ZoneTask {
                 config: zone,
@@ -212,6 +216,8 @@ pub fn spawn(
                 state_dir,
                 state,
                 limits,
+                whole,
+                increments,
             };
             loop {
                 let started = std::time::Instant::now();
@@ -267,6 +273,10 @@ struct ZoneTask {
     state_dir: PathBuf,
     state: State,
     limits: xfr::Limits,
+    /// The whole config: an increment is built with the zone's feed
+    /// settings.
+    whole: Arc<Config>,
+    increments: Arc<Increments>,
 }
 
 impl ZoneTask {
@@ -375,11 +385,50 @@ impl ZoneTask {
             Xfr::Incremental { soa, diffs } => {
                 let serial = xfr::soa_serial(&soa).unwrap_or(0);
                 let how = format!("IXFR from {primary}");
+                // Live at once where it can be (see blocklist::increments);
+                // the zone file and its compile follow either way.
+                let steps: Vec<(Vec<String>, Vec<String>)> = diffs
+                    .iter()
+                    .map(|(deleted, added)| {
+                        let lines = |records: &[Record]| {
+                            records.iter().filter_map(xfr::master_line).collect()
+                        };
+                        (lines(deleted), lines(added))
+                    })
+                    .collect();
+                let soa_text = zone_file::soa_line(&soa).unwrap_or_default();
+                let (increments, whole, z) = (
+                    Arc::clone(&self.increments),
+                    Arc::clone(&self.whole),
+                    zone.clone(),
+                );
+                let live = tokio::task::spawn_blocking(move || {
+                    increments.apply(&whole, &z, &soa_text, &steps)
+                })
+                .await
+                .unwrap_or_else(|e| Err(NotApplied::Build(e.to_string())));
+                let result = if live.is_ok() { "live" } else { "compile" };
+                ::metrics::counter!(crate::telemetry::RPZ_INCREMENTS, "result" => result)
+                    .increment(1);
+                match &live {
+                    Ok(changes) => {
+                        tracing::info!(zone = %zone, serial, changes, "rpz: increment live; the zone file and its compile follow")
+                    }
+                    Err(reason) => {
+                        tracing::info!(zone = %zone, serial, %reason, "rpz: increment left to the compile")
+                    }
+                }
                 let (p, z, s) = (path.clone(), zone.clone(), soa.clone());
                 let applied =
                     tokio::task::spawn_blocking(move || zone_file::apply(&p, &z, &s, &diffs, &how))
                         .await
-                        .map_err(|e| local(e.to_string()))?;
+                        .unwrap_or_else(|e| Err(e.to_string()));
+                match &applied {
+                    Ok(_) => self.increments.written(&zone),
+                    // Not in the file: the AXFR that follows brings the
+                    // zone, and its compile.
+                    Err(_) => self.increments.abandon(&zone),
+                }
                 match applied {
                     Ok((deleted, added)) => (
                         soa,

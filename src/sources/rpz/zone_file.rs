@@ -24,22 +24,30 @@ fn head(zone: &str, soa: &Record, how: &str) -> String {
         crate::sources::now_rfc3339()
     );
     let _ = writeln!(text, "$ORIGIN {zone}.");
-    if let RData::SOA(d) = &soa.data {
-        let _ = writeln!(
-            text,
-            "{} {} IN SOA {} {} {} {} {} {} {}",
-            soa.name.to_ascii(),
-            soa.ttl,
-            d.mname.to_ascii(),
-            d.rname.to_ascii(),
-            d.serial,
-            d.refresh,
-            d.retry,
-            d.expire,
-            d.minimum
-        );
+    if let Some(line) = soa_line(soa) {
+        let _ = writeln!(text, "{line}");
     }
     text
+}
+
+/// The SOA as a master-file line (the RPZ parser takes the serial from
+/// it).
+pub fn soa_line(soa: &Record) -> Option<String> {
+    let RData::SOA(d) = &soa.data else {
+        return None;
+    };
+    Some(format!(
+        "{} {} IN SOA {} {} {} {} {} {} {}",
+        soa.name.to_ascii(),
+        soa.ttl,
+        d.mname.to_ascii(),
+        d.rname.to_ascii(),
+        d.serial,
+        d.refresh,
+        d.retry,
+        d.expire,
+        d.minimum
+    ))
 }
 
 /// The serial the zone file holds, from its first line.
