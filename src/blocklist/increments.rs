@@ -49,10 +49,14 @@ struct State {
     zones: BTreeMap<String, ZoneChanges>,
 }
 
+/// An owner of a policy zone: the trigger's name, and whether it is the
+/// below-only `*.name`.
+type Owner = (String, bool);
+
 /// One zone's changes since its last compile.
 struct ZoneChanges {
-    /// (owner name, below-only) -> its entry now; `None`: deleted.
-    entries: HashMap<(String, bool), Option<Entry>>,
+    /// Each changed owner's entry now; `None`: deleted.
+    entries: HashMap<Owner, Option<Entry>>,
     mask: Arc<Mask>,
     layer: Arc<Layer>,
     /// When the zone file holding every change was written; `None` while
@@ -223,17 +227,13 @@ fn own_layers<'a>(list: &'a Blocklist, zone: &'a str) -> impl Iterator<Item = us
 
 /// Read record lines of `zone` as the RPZ parser does; refuse what an
 /// increment cannot apply exactly.
-fn parse(
-    zone: &str,
-    soa: &str,
-    lines: &[String],
-) -> Result<Vec<((String, bool), Entry)>, NotApplied> {
+fn parse(zone: &str, soa: &str, lines: &[String]) -> Result<Vec<(Owner, Entry)>, NotApplied> {
     if lines.is_empty() {
         return Ok(Vec::new());
     }
     let mut text = format!("$ORIGIN {zone}.\n{soa}\n");
     for line in lines {
-        if !line.split_whitespace().nth(3).is_some_and(|t| t == "CNAME") {
+        if line.split_whitespace().nth(3).is_none_or(|t| t != "CNAME") {
             return Err(NotApplied::Unsupported(format!("local data ({line})")));
         }
         text.push_str(line);
@@ -275,7 +275,7 @@ fn parse(
 fn build(
     config: &Config,
     zone: &str,
-    entries: &HashMap<(String, bool), Option<Entry>>,
+    entries: &HashMap<Owner, Option<Entry>>,
 ) -> Result<(Mask, Layer), NotApplied> {
     let mut mask = Mask::default();
     let source = FeedSource {

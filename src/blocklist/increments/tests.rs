@@ -34,7 +34,7 @@ fn compiled() -> Blocklist {
             rule("wild.example", Scope::Below, Action::Nxdomain),
         ],
     );
-    let ranges = [0..zone.len()];
+    let ranges = vec![0..zone.len(); 1];
     let settings = MergeSettings::of(&config());
     let (own, _) = merge_ranges(&[zone], &ranges, &Protected::default(), &settings, true).unwrap();
     let small = feed(
