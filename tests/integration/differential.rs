@@ -216,10 +216,7 @@ impl Unbound {
         probe: &str,
     ) -> Unbound {
         std::fs::create_dir_all(dir).expect("unbound dir");
-        let port = UdpSocket::bind((ip, 0))
-            .and_then(|s| s.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::harness::port_to_reuse(ip.parse().expect("an IPv4 address")).port();
         let tail = match upstream {
             Upstream::Forward(upstream) => format!(
                 "forward-zone:\n  name: \".\"\n  forward-addr: {}@{}\n",

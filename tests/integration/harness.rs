@@ -556,3 +556,24 @@ pub fn assert_blocked_nxdomain(msg: &Message, listed: &str, ttl: u32) {
     assert_eq!(code, 15, "EDE info-code Blocked");
     assert!(!text.contains('/'), "EDE text names no path: {text}");
 }
+
+/// An address on loopback `ip` whose UDP and TCP ports are both free now, for a
+/// server that a test starts there later (after a restart, say). Taken
+/// below the kernel's ephemeral range, where no other test's outgoing
+/// connection can take it in between; spread by the process id so that
+/// test processes running side by side rarely try the same one.
+pub fn port_to_reuse(ip: std::net::Ipv4Addr) -> SocketAddr {
+    // Each call in this process starts past the last one's.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start = 20_000 + ((std::process::id() % 500) * 20 + call) % 12_000;
+    for port in (start..32_000).chain(20_000..start) {
+        let addr: SocketAddr = (ip, port as u16).into();
+        let free =
+            std::net::UdpSocket::bind(addr).is_ok() && std::net::TcpListener::bind(addr).is_ok();
+        if free {
+            return addr;
+        }
+    }
+    panic!("no free port below the ephemeral range");
+}

@@ -173,11 +173,8 @@ fn metrics_move_by_exactly_the_queries_and_reloads_the_test_caused() {
 
 #[test]
 fn readyz_follows_the_upstream_and_shutdown_while_healthz_stays_up() {
-    // An upstream port with nothing on it yet.
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // An upstream port with nothing on it yet, started on later.
+    let port = crate::harness::port_to_reuse(std::net::Ipv4Addr::LOCALHOST);
     let setup = Setup::new();
     setup.write("feeds/list.txt", "evil.example.test\n");
     let config = setup.config_with_admin(

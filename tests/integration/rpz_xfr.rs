@@ -8,7 +8,7 @@
 //! SOA expire time has passed. Skipped with a message where NSD is not
 //! installed (scripts/test-deps.sh installs it).
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -112,13 +112,7 @@ fn write_zone_lines(dir: &Path, serial: u32, lines: &[String]) {
 }
 
 fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    crate::harness::port_to_reuse(std::net::Ipv4Addr::LOCALHOST).port()
 }
 
 /// The rpz.test row of `portcullis feeds --json`.
