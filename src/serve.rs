@@ -88,7 +88,7 @@ pub async fn blocklist(config: &Arc<Config>, started: Instant) -> anyhow::Result
                 compiler.adopt(&loaded.list, &loaded.fingerprints);
             }
             crate::watch::publish_list(&loaded.list);
-            handle.store(Arc::new(loaded.list));
+            increments.seed(loaded.list, Arc::clone(config));
             Ok(Loaded {
                 handle,
                 increments,

@@ -141,22 +141,24 @@ pub fn record_success(status: &StatusHandle, generation: u64, report: &CompileSu
 pub fn go_live(
     increments: &Increments,
     status: &StatusHandle,
-    config: &Config,
+    config: &Arc<Config>,
     list: blocklist::Blocklist,
     report: &CompileSummary,
 ) -> Arc<blocklist::Blocklist> {
     // Pending RPZ increments stay on top of the compiled list until a
     // compile that read their zone file goes live.
-    let started = Instant::now()
-        .checked_sub(report.elapsed)
-        .unwrap_or_else(Instant::now);
+    let started = report.started.unwrap_or_else(|| {
+        Instant::now()
+            .checked_sub(report.elapsed)
+            .unwrap_or_else(Instant::now)
+    });
     let kept: Vec<&str> = report
         .feeds
         .iter()
         .filter(|f| f.kept_previous || f.error.is_some())
         .map(|f| f.name.as_str())
         .collect();
-    let (compiled, list) = increments.publish(list, started, &kept);
+    let (compiled, list) = increments.publish(list, Arc::clone(config), started, &kept);
     let generation = list.generation();
     publish_list(&list);
     record_success(status, generation, report);

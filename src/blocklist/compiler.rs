@@ -81,6 +81,8 @@ pub struct CompileSummary {
     pub addresses: usize,
     pub fst_bytes: usize,
     pub elapsed: Duration,
+    /// When the compile started: every file it read was read after.
+    pub started: Option<Instant>,
     /// When the contents change by the clock (earliest STIX validity edge).
     pub next_change: Option<SystemTime>,
     /// Fingerprints of every input, taken before any was read: a file
@@ -448,6 +450,7 @@ impl Compiler {
             addresses: list.addresses(),
             fst_bytes: list.fst_bytes(),
             elapsed: started.elapsed(),
+            started: Some(started),
             next_change,
             inputs,
         };

@@ -43,8 +43,12 @@ pub struct Increments {
 
 #[derive(Default)]
 struct State {
-    /// The last compiled list, without increments.
+    /// The list served from the feeds (the last compile's, or the
+    /// snapshot's), without increments.
     base: Option<Arc<Blocklist>>,
+    /// The config the base was built with: an increment overlays its
+    /// layers, so it is built with the same settings.
+    config: Option<Arc<Config>>,
     /// Pending increments by feed name (the zone).
     zones: BTreeMap<String, ZoneChanges>,
 }
@@ -62,6 +66,11 @@ struct ZoneChanges {
     /// When the zone file holding every change was written; `None` while
     /// a change is not in the file yet.
     written: Option<Instant>,
+    /// A later increment could not be applied here: it is only in the
+    /// zone file, so no further increment of this zone goes live (it
+    /// would be built on entries that increment changed) until a compile
+    /// has read the file and dropped this one.
+    frozen: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +91,10 @@ pub enum NotApplied {
     Parse(String),
     #[error("building the increment's layer failed: {0}")]
     Build(String),
+    #[error("an earlier increment of the zone waits for its compile")]
+    Frozen,
+    #[error("no list has gone live yet")]
+    NoList,
 }
 
 impl Increments {
@@ -96,54 +109,102 @@ impl Increments {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Serve a list loaded from the snapshot, built with `config`'s
+    /// settings (checked by the caller), as the base.
+    pub fn seed(&self, list: Blocklist, config: Arc<Config>) -> Arc<Blocklist> {
+        let mut state = self.state();
+        state.base = Some(Arc::new(list));
+        state.config = Some(config);
+        state.zones.clear();
+        let generation = state.base.as_ref().map_or(0, |b| b.generation());
+        self.store(&state, generation)
+    }
+
     /// Put a compiled list live as the next generation, with the pending
     /// increments on top. A compile that `started` after a zone's file
     /// holding all its changes was written carries them: that increment
     /// is dropped, unless the compile kept the zone's previous contents
     /// (`kept`: it did not read the file). Returns the compiled list
-    /// (what the snapshot holds) and the list now live.
+    /// (what the snapshot holds, with the same generation) and the list
+    /// now live.
     pub fn publish(
         &self,
-        list: Blocklist,
+        mut list: Blocklist,
+        config: Arc<Config>,
         started: Instant,
         kept: &[&str],
     ) -> (Arc<Blocklist>, Arc<Blocklist>) {
         let mut state = self.state();
+        let generation = self.handle.load().generation() + 1;
+        list.set_generation(generation);
         let base = Arc::new(list);
         state.base = Some(Arc::clone(&base));
+        state.config = Some(config);
         state.zones.retain(|zone, changes| {
             let carried = changes.written.is_some_and(|w| w <= started);
             let in_layers = own_layers(&base, zone).next().is_some();
             (!carried || kept.contains(&zone.as_str())) && in_layers
         });
-        let live = self.store(&state);
+        let live = self.store(&state, generation);
         (base, live)
     }
 
     /// Put a zone's increment live: `steps` are the IXFR's (deleted,
     /// added) record lines (master-file lines, absolute owners) in order;
     /// `soa` is the new SOA as a line, so the entries name the new serial.
-    /// Until [`Increments::written`], a compile does not drop it.
+    /// Until [`Increments::written`], a compile does not drop it. Returns
+    /// how many records it changed.
     pub fn apply(
         &self,
-        config: &Config,
         zone: &str,
         soa: &str,
         steps: &[(Vec<String>, Vec<String>)],
     ) -> Result<usize, NotApplied> {
         let mut state = self.state();
-        let base = state
-            .base
-            .clone()
-            .unwrap_or_else(|| self.handle.load_full());
-        if own_layers(&base, zone).next().is_none() {
+        let result = Increments::changes(&state, zone, soa, steps);
+        let (entries, changed) = match result {
+            Ok(found) => found,
+            Err(error) => {
+                if let Some(pending) = state.zones.get_mut(zone) {
+                    pending.frozen = true;
+                }
+                return Err(error);
+            }
+        };
+        let config = state.config.clone().ok_or(NotApplied::NoList)?;
+        let (mask, layer) = build(&config, zone, &entries)?;
+        state.zones.insert(
+            zone.to_owned(),
+            ZoneChanges {
+                entries,
+                mask: Arc::new(mask),
+                layer: Arc::new(layer),
+                written: None,
+                frozen: false,
+            },
+        );
+        let generation = self.handle.load().generation() + 1;
+        self.store(&state, generation);
+        Ok(changed)
+    }
+
+    /// The zone's pending entries with `steps` applied, and how many
+    /// records they change.
+    fn changes(
+        state: &State,
+        zone: &str,
+        soa: &str,
+        steps: &[(Vec<String>, Vec<String>)],
+    ) -> Result<(HashMap<Owner, Option<Entry>>, usize), NotApplied> {
+        let base = state.base.as_ref().ok_or(NotApplied::NoList)?;
+        if own_layers(base, zone).next().is_none() {
             return Err(NotApplied::NotBig);
         }
-        let mut entries = state
-            .zones
-            .get(zone)
-            .map(|z| z.entries.clone())
-            .unwrap_or_default();
+        let pending = state.zones.get(zone);
+        if pending.is_some_and(|z| z.frozen) {
+            return Err(NotApplied::Frozen);
+        }
+        let mut entries = pending.map(|z| z.entries.clone()).unwrap_or_default();
         let mut changed = 0;
         for (deleted, added) in steps {
             for (key, _) in parse(zone, "", deleted)? {
@@ -155,21 +216,11 @@ impl Increments {
                 changed += 1;
             }
         }
-        let (mask, layer) = build(config, zone, &entries)?;
-        state.zones.insert(
-            zone.to_owned(),
-            ZoneChanges {
-                entries,
-                mask: Arc::new(mask),
-                layer: Arc::new(layer),
-                written: None,
-            },
-        );
-        self.store(&state);
-        Ok(changed)
+        Ok((entries, changed))
     }
 
-    /// The zone file now holds every change applied to `zone`.
+    /// The zone file now holds every change applied to `zone`, and any
+    /// increment that was refused.
     pub fn written(&self, zone: &str) {
         if let Some(changes) = self.state().zones.get_mut(zone) {
             changes.written = Some(Instant::now());
@@ -181,7 +232,8 @@ impl Increments {
     pub fn abandon(&self, zone: &str) {
         let mut state = self.state();
         if state.zones.remove(zone).is_some() {
-            self.store(&state);
+            let generation = self.handle.load().generation() + 1;
+            self.store(&state, generation);
         }
     }
 
@@ -190,26 +242,27 @@ impl Increments {
         self.state().zones.values().map(|z| z.entries.len()).sum()
     }
 
-    /// Compose the base and the increments, and store it as the next
-    /// generation. Runs under the state lock, so stores are in order.
-    fn store(&self, state: &State) -> Arc<Blocklist> {
-        let base = state
-            .base
-            .clone()
-            .unwrap_or_else(|| self.handle.load_full());
-        let mut list = Blocklist::from_layers(base.layers.clone());
-        if !state.zones.is_empty() {
-            list.masks = vec![None; list.layers.len()];
-            for (zone, changes) in &state.zones {
-                let own: Vec<usize> = own_layers(&base, zone).collect();
-                for i in own {
-                    list.masks[i] = Some(Arc::clone(&changes.mask));
-                }
-                list.layers.push(Arc::clone(&changes.layer));
-                list.masks.push(None);
-            }
+    /// Compose the base and the increments, and store it as `generation`.
+    /// Runs under the state lock, so stores are in order.
+    fn store(&self, state: &State, generation: u64) -> Arc<Blocklist> {
+        let Some(base) = state.base.clone() else {
+            return self.handle.load_full();
+        };
+        if state.zones.is_empty() && base.generation() == generation {
+            self.handle.store(Arc::clone(&base));
+            return base;
         }
-        list.set_generation(self.handle.load().generation() + 1);
+        let mut list = Blocklist::from_layers(base.layers.clone());
+        list.masks = vec![None; list.layers.len()];
+        for (zone, changes) in &state.zones {
+            let own: Vec<usize> = own_layers(&base, zone).collect();
+            for i in own {
+                list.masks[i] = Some(Arc::clone(&changes.mask));
+            }
+            list.layers.push(Arc::clone(&changes.layer));
+            list.masks.push(None);
+        }
+        list.set_generation(generation);
         let list = Arc::new(list);
         self.handle.store(Arc::clone(&list));
         list

@@ -6,8 +6,10 @@
 //! resolver modes: the zone is the closest enclosing zone cut of the
 //! query name (and of each CNAME target after it), found by asking the
 //! upstream for `NS` at the name and, where that is negative, at the
-//! zone its SOA names or else one label up; the servers are that NS set
-//! and, for NSIP, their A and AAAA records. Every one of these lookups
+//! zone its SOA names (unless the name is an alias) or else one label
+//! up; the servers are that NS set (the first 16 in name order) and, for
+//! NSIP, their A and AAAA records. At most 8 names of a CNAME chain are
+//! checked. Every one of these lookups
 //! goes through the upstream's cache, so a zone costs its lookups once
 //! per TTL. A forwarder never sees the delegation path, and the
 //! recursor's is not exposed, so asking is what works in both; it also
@@ -21,13 +23,15 @@
 //! The triggers come last in RPZ's precedence: only an answer that the
 //! query name, the client's address, a CNAME target and the answer's
 //! addresses all left alone is inspected, and nothing is asked at all
-//! while no feed lists a name-server trigger. When a lookup fails the
-//! answer goes out unchecked (a protective resolver that failed closed
+//! while no feed lists a name-server trigger. When a lookup fails (no
+//! answer, SERVFAIL, REFUSED, a bogus answer) the answer goes out
+//! unchecked (a protective resolver that failed closed
 //! would fail every name of a zone whose servers are slow), and it is
 //! not put in the packet cache, so the next query checks again.
 
 use std::net::IpAddr;
 
+use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use super::Handler;
@@ -43,7 +47,8 @@ pub(super) type AnswerBlock = (Vec<Record>, Name, Listed, Action);
 /// Names of one answer (the query name and its CNAME targets) whose
 /// zones are checked, at most.
 const MAX_OWNERS: usize = 8;
-/// Name servers of one zone that are checked, at most.
+/// Name servers of one zone that are checked, at most (the first in
+/// name order).
 const MAX_SERVERS: usize = 16;
 
 /// A zone and the names of its name servers (lower case, sorted).
@@ -163,10 +168,8 @@ impl Handler {
                 return Ok(None);
             }
             let answer = self
-                .upstream
-                .answer(&LowerName::from(&at), RecordType::NS, checking_disabled)
-                .await
-                .map_err(|_| LookupFailed)?;
+                .ask(&LowerName::from(&at), RecordType::NS, checking_disabled)
+                .await?;
             let mut servers: Vec<Name> = answer
                 .answers
                 .iter()
@@ -183,9 +186,15 @@ impl Handler {
                 return Ok(Some(ZoneServers { apex: at, servers }));
             }
             // A negative answer's SOA names the zone: go straight there.
+            // Not behind a CNAME: that SOA is the target's zone's.
+            let alias = answer
+                .answers
+                .iter()
+                .any(|r| r.name == at && matches!(r.data, RData::CNAME(_)));
             let zone = answer
                 .authorities
                 .iter()
+                .filter(|_| !alias)
                 .find(|r| matches!(r.data, RData::SOA(_)) && r.name != at && r.name.zone_of(&at))
                 .map(|r| r.name.to_lowercase());
             at = zone.unwrap_or_else(|| at.base_name());
@@ -202,13 +211,30 @@ impl Handler {
         let name = LowerName::from(server);
         let mut out = Vec::new();
         for rtype in [RecordType::A, RecordType::AAAA] {
-            let answer = self
-                .upstream
-                .answer(&name, rtype, checking_disabled)
-                .await
-                .map_err(|_| LookupFailed)?;
+            let answer = self.ask(&name, rtype, checking_disabled).await?;
             out.extend(inspect::addresses(&answer.answers).map(|(ip, _)| ip));
         }
         Ok(out)
+    }
+
+    /// One lookup for the check. An answer the upstream could not give
+    /// (SERVFAIL, REFUSED, a bogus one) is a failed lookup, not a name
+    /// without servers.
+    async fn ask(
+        &self,
+        name: &LowerName,
+        rtype: RecordType,
+        checking_disabled: bool,
+    ) -> Result<crate::resolve::Answer, LookupFailed> {
+        let answer = self
+            .upstream
+            .answer(name, rtype, checking_disabled)
+            .await
+            .map_err(|_| LookupFailed)?;
+        let answered = matches!(answer.rcode, ResponseCode::NoError | ResponseCode::NXDomain);
+        if !answered || matches!(answer.security, crate::dnssec::Security::Bogus(_)) {
+            return Err(LookupFailed);
+        }
+        Ok(answer)
     }
 }

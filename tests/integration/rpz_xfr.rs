@@ -385,5 +385,11 @@ fn a_big_zone_s_increment_is_live_before_its_compile() {
     drop(server);
     let server = Server::start(&config);
     assert!(blocked(&server, "new.xfr.test") && !blocked(&server, "gone.xfr.test"));
+    // Ready from the snapshot: it carries a generation.
+    let (_, _, body) = http_get(server.admin(), "/readyz", None);
+    assert!(!body.contains("no blocklist is loaded"), "{body}");
+    wait_for("ready after the restart", Duration::from_secs(10), || {
+        http_get(server.admin(), "/readyz", None).0 == 200
+    });
     drop(nsd);
 }

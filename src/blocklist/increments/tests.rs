@@ -8,8 +8,8 @@ use crate::formats::Indicator;
 
 const ZONE: &str = "rpz.test";
 
-fn config() -> Config {
-    Config::from_str("", std::path::Path::new("/nonexistent/p.toml")).unwrap()
+fn config() -> Arc<Config> {
+    Arc::new(Config::from_str("", std::path::Path::new("/nonexistent/p.toml")).unwrap())
 }
 
 fn rule(name: &str, scope: Scope, action: Action) -> Indicator<'static> {
@@ -65,8 +65,10 @@ fn decides(list: &Blocklist, name: &str) -> Option<(Action, String, Option<Strin
 fn an_increment_changes_the_live_list_as_its_compile_would() {
     let handle = crate::blocklist::empty_handle();
     let increments = Increments::new(Arc::clone(&handle));
-    let (_, live) = increments.publish(compiled(), Instant::now(), &[]);
+    let (compiled_list, live) = increments.publish(compiled(), config(), Instant::now(), &[]);
     assert_eq!(live.generation(), 1);
+    // The snapshot is written from the compiled list: same generation.
+    assert_eq!(compiled_list.generation(), 1);
     assert!(!live.is_masked());
     assert!(decides(&live, "gone.example").is_some());
 
@@ -81,7 +83,7 @@ fn an_increment_changes_the_live_list_as_its_compile_would() {
             "*.wild.example.rpz.test. 300 IN CNAME *.",
         ]),
     )];
-    let owners = increments.apply(&config(), ZONE, SOA, &steps).unwrap();
+    let owners = increments.apply(ZONE, SOA, &steps).unwrap();
     assert_eq!(owners, 5);
     let live = handle.load_full();
     assert_eq!(live.generation(), 2);
@@ -125,7 +127,7 @@ fn an_increment_changes_the_live_list_as_its_compile_would() {
         lines(&["new.example.rpz.test. 300 IN CNAME ."]),
         lines(&["gone.example.rpz.test. 300 IN CNAME rpz-drop."]),
     )];
-    increments.apply(&config(), ZONE, SOA, &steps).unwrap();
+    increments.apply(ZONE, SOA, &steps).unwrap();
     let live = handle.load_full();
     assert_eq!(decides(&live, "new.example"), None);
     assert_eq!(
@@ -143,22 +145,22 @@ fn an_increment_changes_the_live_list_as_its_compile_would() {
 fn a_compile_that_read_the_zone_file_drops_the_increment() {
     let handle = crate::blocklist::empty_handle();
     let increments = Increments::new(Arc::clone(&handle));
-    increments.publish(compiled(), Instant::now(), &[]);
+    increments.publish(compiled(), config(), Instant::now(), &[]);
     let steps = vec![(Vec::new(), lines(&["new.example.rpz.test. 300 IN CNAME ."]))];
-    increments.apply(&config(), ZONE, SOA, &steps).unwrap();
+    increments.apply(ZONE, SOA, &steps).unwrap();
     // A compile that started before the file was written does not carry
     // it: the increment stays on top (the compiled list lacks the name).
     let before = Instant::now();
     std::thread::sleep(Duration::from_millis(2));
     increments.written(ZONE);
-    let (compiled_list, live) = increments.publish(compiled(), before, &[]);
+    let (compiled_list, live) = increments.publish(compiled(), config(), before, &[]);
     assert!(decides(&compiled_list, "new.example").is_none());
     assert!(decides(&live, "new.example").is_some());
     // Nor does one that kept the zone's previous contents.
-    let (_, live) = increments.publish(compiled(), Instant::now(), &[ZONE]);
+    let (_, live) = increments.publish(compiled(), config(), Instant::now(), &[ZONE]);
     assert!(decides(&live, "new.example").is_some());
     // One that started after the write read it: the increment goes.
-    let (_, live) = increments.publish(compiled(), Instant::now(), &[]);
+    let (_, live) = increments.publish(compiled(), config(), Instant::now(), &[]);
     assert!(!live.is_masked());
     assert_eq!(live.layers().len(), 2);
     assert_eq!(increments.pending(), 0);
@@ -169,10 +171,10 @@ fn a_compile_that_read_the_zone_file_drops_the_increment() {
 fn what_an_increment_cannot_apply_exactly_is_left_to_the_compile() {
     let handle = crate::blocklist::empty_handle();
     let increments = Increments::new(Arc::clone(&handle));
-    increments.publish(compiled(), Instant::now(), &[]);
+    increments.publish(compiled(), config(), Instant::now(), &[]);
     let refused = |added: &[&str]| {
         increments
-            .apply(&config(), ZONE, SOA, &[(Vec::new(), lines(added))])
+            .apply(ZONE, SOA, &[(Vec::new(), lines(added))])
             .unwrap_err()
     };
     assert!(matches!(
@@ -199,7 +201,6 @@ fn what_an_increment_cannot_apply_exactly_is_left_to_the_compile() {
     assert_eq!(
         increments
             .apply(
-                &config(),
                 "small.txt",
                 SOA,
                 &[(Vec::new(), lines(&["x.example.small.txt. 300 IN CNAME ."]))]
@@ -211,4 +212,62 @@ fn what_an_increment_cannot_apply_exactly_is_left_to_the_compile() {
     let live = handle.load_full();
     assert_eq!(live.generation(), 1);
     assert!(!live.is_masked());
+}
+
+#[test]
+fn after_a_start_from_the_snapshot_increments_build_on_the_snapshot_not_on_each_other() {
+    let handle = crate::blocklist::empty_handle();
+    let increments = Increments::new(Arc::clone(&handle));
+    let mut snapshot = compiled();
+    snapshot.set_generation(7);
+    let live = increments.seed(snapshot, config());
+    assert_eq!(live.generation(), 7);
+    let add = vec![(Vec::new(), lines(&["new.example.rpz.test. 300 IN CNAME ."]))];
+    increments.apply(ZONE, SOA, &add).unwrap();
+    assert!(decides(&handle.load_full(), "new.example").is_some());
+    let delete = vec![(lines(&["new.example.rpz.test. 300 IN CNAME ."]), Vec::new())];
+    increments.apply(ZONE, SOA, &delete).unwrap();
+    let live = handle.load_full();
+    assert_eq!(decides(&live, "new.example"), None);
+    assert_eq!(
+        live.layers().len(),
+        3,
+        "the base's two layers and one increment"
+    );
+    assert_eq!(live.generation(), 9);
+}
+
+#[test]
+fn after_a_refused_increment_the_zone_waits_for_its_compile() {
+    let handle = crate::blocklist::empty_handle();
+    let increments = Increments::new(Arc::clone(&handle));
+    increments.publish(compiled(), config(), Instant::now(), &[]);
+    let add = |name: &str| {
+        vec![(
+            Vec::new(),
+            lines(&[&format!("{name}.example.rpz.test. 300 IN CNAME .")]),
+        )]
+    };
+    increments.apply(ZONE, SOA, &add("first")).unwrap();
+    // An increment with local data goes to the zone file only; one built
+    // on top of the first would miss what it changed.
+    let local = vec![(
+        lines(&["first.example.rpz.test. 300 IN CNAME ."]),
+        lines(&["first.example.rpz.test. 300 IN A 192.0.2.1"]),
+    )];
+    assert!(matches!(
+        increments.apply(ZONE, SOA, &local),
+        Err(NotApplied::Unsupported(_))
+    ));
+    assert_eq!(
+        increments.apply(ZONE, SOA, &add("third")),
+        Err(NotApplied::Frozen)
+    );
+    // The compile that read the file (after both were written) takes over.
+    increments.written(ZONE);
+    std::thread::sleep(Duration::from_millis(2));
+    increments.publish(compiled(), config(), Instant::now(), &[]);
+    assert_eq!(increments.pending(), 0);
+    increments.apply(ZONE, SOA, &add("fourth")).unwrap();
+    assert!(decides(&handle.load_full(), "fourth.example").is_some());
 }

@@ -162,7 +162,6 @@ pub fn spawn(
     increments: &Arc<Increments>,
 ) -> Vec<tokio::task::AbortHandle> {
     let mut handles = Vec::new();
-    let whole = Arc::new(config.clone());
     let mut targets = Vec::new();
     for zone in config.rpz.clone() {
         let Ok(name) = Name::from_ascii(format!("{}.", zone.zone)) else {
@@ -207,7 +206,7 @@ pub fn spawn(
             max_records,
             max_bytes: usize::try_from(config.blocklist.max_feed_mib << 20).unwrap_or(usize::MAX),
         };
-        let (whole, increments) = (Arc::clone(&whole), Arc::clone(increments));
+        let increments = Arc::clone(increments);
         let task = tokio::spawn(async move {
             let mut zone_task = ZoneTask {
                 config: zone,
@@ -216,7 +215,6 @@ pub fn spawn(
                 state_dir,
                 state,
                 limits,
-                whole,
                 increments,
             };
             loop {
@@ -273,9 +271,6 @@ struct ZoneTask {
     state_dir: PathBuf,
     state: State,
     limits: xfr::Limits,
-    /// The whole config: an increment is built with the zone's feed
-    /// settings.
-    whole: Arc<Config>,
     increments: Arc<Increments>,
 }
 
@@ -397,16 +392,11 @@ impl ZoneTask {
                     })
                     .collect();
                 let soa_text = zone_file::soa_line(&soa).unwrap_or_default();
-                let (increments, whole, z) = (
-                    Arc::clone(&self.increments),
-                    Arc::clone(&self.whole),
-                    zone.clone(),
-                );
-                let live = tokio::task::spawn_blocking(move || {
-                    increments.apply(&whole, &z, &soa_text, &steps)
-                })
-                .await
-                .unwrap_or_else(|e| Err(NotApplied::Build(e.to_string())));
+                let (increments, z) = (Arc::clone(&self.increments), zone.clone());
+                let live =
+                    tokio::task::spawn_blocking(move || increments.apply(&z, &soa_text, &steps))
+                        .await
+                        .unwrap_or_else(|e| Err(NotApplied::Build(e.to_string())));
                 let result = if live.is_ok() { "live" } else { "compile" };
                 ::metrics::counter!(crate::telemetry::RPZ_INCREMENTS, "result" => result)
                     .increment(1);
