@@ -478,16 +478,7 @@ fn client_ip_triggers_give_the_same_answers_as_unbound() {
         "the client-IP hits written",
         Duration::from_secs(20),
         || {
-            let (_, out, _) = crate::harness::run(&[
-                "logs",
-                "--format",
-                "json",
-                "--limit",
-                "0",
-                "-c",
-                config.to_str().unwrap(),
-            ]);
-            out.lines().any(|l| {
+            crate::harness::hit_records(&config).lines().any(|l| {
                 l.contains("\"stage\":\"client_ip\"") && l.contains("\"matched\":\"127.0.0.14/31\"")
             })
         },

@@ -577,3 +577,11 @@ pub fn port_to_reuse(ip: std::net::Ipv4Addr) -> SocketAddr {
     }
     panic!("no free port below the ephemeral range");
 }
+
+/// Every hit record in the store of the resolver configured by `config`,
+/// one JSON object a line (`portcullis logs --format json --limit 0`).
+pub fn hit_records(config: &Path) -> String {
+    let config = config.to_str().expect("a UTF-8 config path");
+    let (_, out, _) = run(&["logs", "--format", "json", "--limit", "0", "-c", config]);
+    out
+}

@@ -302,15 +302,7 @@ fn name_server_triggers_give_the_same_answers_as_unbound_in_both_modes() {
         "the name-server hits written",
         Duration::from_secs(20),
         || {
-            let (_, out, _) = crate::harness::run(&[
-                "logs",
-                "--format",
-                "json",
-                "--limit",
-                "0",
-                "-c",
-                config.to_str().unwrap(),
-            ]);
+            let out = crate::harness::hit_records(&config);
             let hit = |stage: &str, matched: &str, qname: &str| {
                 out.lines().any(|l| {
                     l.contains(&format!("\"stage\":\"{stage}\""))

@@ -138,11 +138,22 @@ fn send_notify(server: &Server, from: &str) -> ResponseCode {
     reply.metadata.response_code
 }
 
-#[test]
-fn an_rpz_follows_its_primary_by_axfr_notify_and_ixfr() {
+/// A resolver keeping `rpz.test` from an NSD (not started yet) whose
+/// folder and port are given, with the TSIG key, an operator token and a
+/// wildcard upstream for `xfr.test.`; `rpz` adds keys to the `[[rpz]]`.
+struct Primed {
+    setup: Setup,
+    nsd_dir: PathBuf,
+    nsd_port: u16,
+    config: PathBuf,
+    _upstream: crate::upstream::Authority,
+}
+
+/// `None` (the test is skipped, and says so) where NSD is not installed.
+fn primed(test: &str, rpz: &str) -> Option<Primed> {
     if !Path::new(NSD).exists() {
-        eprintln!("SKIPPED RPZ transfer test: NSD is not installed (apt-get install nsd)");
-        return;
+        eprintln!("SKIPPED {test}: NSD is not installed (apt-get install nsd)");
+        return None;
     }
     let setup = Setup::new();
     let nsd_dir = setup.path("nsd");
@@ -150,15 +161,39 @@ fn an_rpz_follows_its_primary_by_axfr_notify_and_ixfr() {
     setup.write("xfr.key", &format!("{SECRET}\n"));
     let nsd_port = free_port();
     let admin = format!("operator_token_sha256 = \"{}\"", sha(TOKEN_OPERATOR));
-    let (_upstream, resolver) = crate::upstream::wildcard_upstream("xfr.test.");
+    let (upstream, resolver) = crate::upstream::wildcard_upstream("xfr.test.");
     let config = setup.config_with_admin(
         &admin,
         &format!(
             "{resolver}[[rpz]]\nzone = \"rpz.test\"\nprimaries = [\"127.0.0.1:{nsd_port}\"]\n\
-             tsig_name = \"{KEY}\"\ntsig_secret_file = \"xfr.key\"\nrefresh_floor_secs = 1\n\
-             timeout_secs = 5\ncategory = \"threat-rpz\"\n"
+             tsig_name = \"{KEY}\"\ntsig_secret_file = \"xfr.key\"\nrefresh_floor_secs = 1\n{rpz}"
         ),
     );
+    Some(Primed {
+        setup,
+        nsd_dir,
+        nsd_port,
+        config,
+        _upstream: upstream,
+    })
+}
+
+#[test]
+fn an_rpz_follows_its_primary_by_axfr_notify_and_ixfr() {
+    let Some(primed) = primed(
+        "RPZ transfer test",
+        "timeout_secs = 5\ncategory = \"threat-rpz\"\n",
+    ) else {
+        return;
+    };
+    // `_upstream` (not `_`) keeps the upstream running to the end.
+    let Primed {
+        setup,
+        nsd_dir,
+        nsd_port,
+        config,
+        _upstream,
+    } = primed;
     let server = Server::start(&config);
     assert!(
         !blocked(&server, "www.evil.xfr.test"),
@@ -295,25 +330,17 @@ fn an_rpz_follows_its_primary_by_axfr_notify_and_ixfr() {
 /// follows gives the same answers.
 #[test]
 fn a_big_zone_s_increment_is_live_before_its_compile() {
-    if !Path::new(NSD).exists() {
-        eprintln!("SKIPPED RPZ increment test: NSD is not installed (apt-get install nsd)");
+    let Some(primed) = primed("RPZ increment test", "timeout_secs = 10\n") else {
         return;
-    }
-    let setup = Setup::new();
-    let nsd_dir = setup.path("nsd");
-    std::fs::create_dir(&nsd_dir).unwrap();
-    setup.write("xfr.key", &format!("{SECRET}\n"));
-    let nsd_port = free_port();
-    let admin = format!("operator_token_sha256 = \"{}\"", sha(TOKEN_OPERATOR));
-    let (_upstream, resolver) = crate::upstream::wildcard_upstream("xfr.test.");
-    let config = setup.config_with_admin(
-        &admin,
-        &format!(
-            "{resolver}[[rpz]]\nzone = \"rpz.test\"\nprimaries = [\"127.0.0.1:{nsd_port}\"]\n\
-             tsig_name = \"{KEY}\"\ntsig_secret_file = \"xfr.key\"\nrefresh_floor_secs = 1\n\
-             timeout_secs = 10\n"
-        ),
-    );
+    };
+    // `_upstream` (not `_`) keeps the upstream running to the end.
+    let Primed {
+        setup,
+        nsd_dir,
+        nsd_port,
+        config,
+        _upstream,
+    } = primed;
     let server = Server::start(&config);
     let zone = |changed: bool| {
         let mut lines: Vec<String> = (0..60_000)
