@@ -272,11 +272,18 @@ fn name_server_triggers_give_the_same_answers_as_unbound_in_both_modes() {
 
     let forward_setup = Setup::new();
     forward_setup.write("feeds/name-servers.rpz", RPZ);
-    let config = forward_setup.config(&format!(
-        "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ntimeout_ms = 3000\n\
+    let admin = format!(
+        "operator_token_sha256 = \"{}\"",
+        crate::hitlog::sha(crate::hitlog::TOKEN_OPERATOR)
+    );
+    let config = forward_setup.config_with_admin(
+        &admin,
+        &format!(
+            "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ntimeout_ms = 3000\n\
          [blocklist]\npolicy_ttl = 300\n",
-        plain.addr
-    ));
+            plain.addr
+        ),
+    );
     let forward = Server::start(&config);
     let (n, diff, seen) = compare(&forward, &unbound, "forward");
     cases += n;
@@ -315,5 +322,27 @@ fn name_server_triggers_give_the_same_answers_as_unbound_in_both_modes() {
                 && hit("nsip", "127.0.55.4", "www.ipbad.nst")
                 && hit("nsip", "127.0.55.6/31", "www.netbad.nst")
         },
+    );
+    // `portcullis check` names the trigger for the operator.
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args([
+            "check",
+            "www.wild.nst",
+            "--client",
+            "127.0.0.1",
+            "--resolve",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("--admin")
+        .arg(forward.admin().to_string())
+        .env("PORTCULLIS_TOKEN", crate::hitlog::TOKEN_OPERATOR)
+        .output()
+        .expect("run portcullis check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("nxdomain at nsdname: evilhost.nst (feed name-servers.rpz"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
