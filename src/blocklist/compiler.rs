@@ -344,7 +344,10 @@ impl Compiler {
                 contributions.push(FeedContribution::Layers(a.layers.clone()));
                 continue;
             }
-            let (feed, mut report) = self.refresh(&path, source, format, bounds, now);
+            // The content hash taken with the inputs, if the file has not
+            // moved since: a big file is not read twice for it.
+            let input = inputs.get(&path.display().to_string()).copied();
+            let (feed, mut report) = self.refresh(&path, source, format, bounds, now, input);
             match feed {
                 Some(feed) => {
                     self.adopted.remove(&path);

@@ -30,18 +30,42 @@ fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
 
 const FNV_SEED: u64 = 0xcbf2_9ce4_8422_2325;
 
-/// FNV-1a over a file's bytes, read in blocks.
+/// A file's bytes folded eight at a time (FNV-1a's step on words, with a
+/// rotation so that high bits reach the low ones), read in blocks: a
+/// change detector several times faster than FNV-1a byte by byte, which
+/// a compile of a big feed paid for hundreds of milliseconds.
 pub(super) fn content_hash(path: &Path) -> io::Result<u64> {
     let mut file = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 1 << 16];
     let mut h = FNV_SEED;
     loop {
-        let n = file.read(&mut buf)?;
+        let n = read_full(&mut file, &mut buf)?;
         if n == 0 {
             return Ok(h);
         }
-        h = fnv1a(h, &buf[..n]);
+        let mut words = buf[..n].chunks_exact(8);
+        for word in words.by_ref() {
+            let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
+            h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
+        }
+        h = fnv1a(h, words.remainder());
     }
+}
+
+/// Fill `buf` as far as the file allows, so that blocks start at the same
+/// offsets whatever the reads return (the hash depends on where words
+/// begin).
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// What a big feed's layers depend on besides the feed itself: the
@@ -147,4 +171,34 @@ pub fn inputs_match(config: &Config, known: &BTreeMap<String, Fingerprint>) -> b
         };
         fingerprint(path, Some(k)).is_some_and(|now| now.size == k.size && now.hash == k.hash)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_hash;
+
+    /// Any change shows: a byte anywhere (the high byte of a word too),
+    /// the length, and content across the read blocks.
+    #[test]
+    fn the_content_hash_sees_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = |bytes: &[u8]| {
+            let path = dir.path().join("f");
+            std::fs::write(&path, bytes).unwrap();
+            content_hash(&path).unwrap()
+        };
+        let base: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let h = hash(&base);
+        assert_eq!(h, hash(&base), "the same bytes, the same hash");
+        for at in [0, 7, 8, 65_535, 65_536, 131_071, 199_999] {
+            let mut changed = base.clone();
+            changed[at] ^= 0x80;
+            assert_ne!(h, hash(&changed), "a change at {at}");
+        }
+        assert_ne!(h, hash(&base[..199_999]));
+        let mut longer = base.clone();
+        longer.push(0);
+        assert_ne!(h, hash(&longer));
+        assert_ne!(hash(&[0; 8]), hash(&[0; 16]));
+    }
 }

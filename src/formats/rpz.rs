@@ -365,9 +365,12 @@ impl LineParser for RpzParser {
                 trimmed.split_whitespace().next().unwrap_or("")
             )));
         }
-        let joined = text.replace(['(', ')'], " ");
+        // Most lines have no parentheses: no copy for them.
         let owner_given = !text.starts_with(char::is_whitespace);
-        self.record(&joined, owner_given, sink)
+        if text.contains(['(', ')']) {
+            return self.record(&text.replace(['(', ')'], " "), owner_given, sink);
+        }
+        self.record(text, owner_given, sink)
     }
 
     fn finish(&mut self, sink: &mut dyn FnMut(Indicator<'_>)) -> usize {

@@ -164,6 +164,7 @@ impl Compiler {
         format: Option<Format>,
         bounds: Bounds,
         now: SystemTime,
+        input: Option<Fingerprint>,
     ) -> (Option<Arc<ParsedFeed>>, FeedResult) {
         let mut report = FeedResult {
             name: source.name.clone(),
@@ -213,7 +214,10 @@ impl Compiler {
             report.settling_until = Some(until);
             return self.previous_contents(path, report, fallback);
         }
-        let hash = match meta.and_then(|_| content_hash(path)) {
+        let hashed = input
+            .filter(|f| meta.is_ok() && f.size == size && f.modified == modified)
+            .map(|f| Ok(f.hash));
+        let hash = match hashed.unwrap_or_else(|| meta.and_then(|_| content_hash(path))) {
             Ok(h) => h,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path.exists() => {
                 let error = if path.is_symlink() {

@@ -348,6 +348,7 @@ impl ZoneTask {
         current: Option<&Record>,
         signer: Option<&TSigner>,
     ) -> Result<Pulled, XfrError> {
+        let started = std::time::Instant::now();
         let result = xfr::transfer(primary, &self.name, current, signer, self.limits).await?;
         let local = |message: String| XfrError::Local { message };
         let zone = self.config.zone.clone();
@@ -363,6 +364,7 @@ impl ZoneTask {
                 });
             }
             Xfr::Full { soa, lines, count } => {
+                tracing::info!(zone = %zone, records = count, transfer_ms = started.elapsed().as_millis() as u64, "rpz: AXFR received; writing the zone file");
                 let how = format!("AXFR from {primary}");
                 let (p, z, s) = (path.clone(), zone.clone(), soa.clone());
                 tokio::task::spawn_blocking(move || {
