@@ -323,13 +323,57 @@ enum Lone {
 /// escaped and in A-labels (`Name::to_ascii`), so that the RPZ parser
 /// reads back exactly this record. `None` for every other type.
 pub fn master_line(record: &Record) -> Option<String> {
-    let owner = record.name.to_ascii();
-    let ttl = record.ttl;
-    match &record.data {
-        RData::CNAME(target) => Some(format!("{owner} {ttl} IN CNAME {}", target.0.to_ascii())),
-        RData::A(a) => Some(format!("{owner} {ttl} IN A {}", a.0)),
-        RData::AAAA(a) => Some(format!("{owner} {ttl} IN AAAA {}", a.0)),
-        _ => None,
+    let mut line = String::new();
+    write_master_line(&mut line, record).then(|| {
+        line.pop();
+        line
+    })
+}
+
+/// [`master_line`] appended to `out`, with a newline; false (nothing
+/// written) for a type the RPZ does not act on. A full transfer writes a
+/// million of these: no allocation per record.
+pub fn write_master_line(out: &mut String, record: &Record) -> bool {
+    use std::fmt::Write as _;
+    let (rtype, target) = match &record.data {
+        RData::CNAME(target) => ("CNAME", Some(&target.0)),
+        RData::A(_) => ("A", None),
+        RData::AAAA(_) => ("AAAA", None),
+        _ => return false,
+    };
+    write_ascii_name(out, &record.name);
+    let _ = write!(out, " {} IN {rtype} ", record.ttl);
+    match (&record.data, target) {
+        (_, Some(target)) => write_ascii_name(out, target),
+        (RData::A(a), _) => {
+            let _ = write!(out, "{}", a.0);
+        }
+        (RData::AAAA(a), _) => {
+            let _ = write!(out, "{}", a.0);
+        }
+        _ => {}
+    }
+    out.push('\n');
+    true
+}
+
+/// `Name::to_ascii`, written into `out` (escaped A-labels, a trailing
+/// dot for an absolute name).
+fn write_ascii_name(out: &mut String, name: &Name) {
+    for (i, raw) in name.iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        match hickory_proto::rr::domain::Label::from_raw_bytes(raw) {
+            Ok(label) => {
+                let _ = label.write_ascii(out);
+            }
+            // A label off the wire is at most 63 bytes: never taken.
+            Err(_) => out.push_str(&String::from_utf8_lossy(raw)),
+        }
+    }
+    if name.is_root() || name.is_fqdn() {
+        out.push('.');
     }
 }
 
@@ -388,9 +432,7 @@ impl Collector {
     }
 
     fn line(&mut self, record: &Record) -> Result<(), String> {
-        if let Some(line) = master_line(record) {
-            self.lines.push_str(&line);
-            self.lines.push('\n');
+        if write_master_line(&mut self.lines, record) {
             self.count += 1;
         }
         if self.lines.len() > self.limits.max_bytes {
@@ -403,7 +445,7 @@ impl Collector {
     }
 
     fn keep(&mut self, deleting: bool, record: Record) -> Result<(), String> {
-        if master_line(&record).is_none() {
+        if !matches!(record.data, RData::CNAME(_) | RData::A(_) | RData::AAAA(_)) {
             return Ok(());
         }
         self.held += 64 + record.name.len();

@@ -217,3 +217,61 @@ async fn a_transfer_cut_short_or_garbled_is_an_error() {
     let e = transfer(addr, &zone, None, None, wait).await.unwrap_err();
     assert!(e.to_string().contains("not the zone's SOA"), "{e}");
 }
+
+/// The lines written without allocating are `Name::to_ascii`'s, escapes
+/// and all, so the RPZ parser reads back exactly the record.
+#[test]
+fn master_lines_spell_names_as_to_ascii_does() {
+    use hickory_proto::rr::domain::Label;
+    use hickory_proto::rr::rdata::{A, AAAA};
+    let zone = Name::from_ascii("rpz.test.").unwrap();
+    let odd = Name::from_labels(vec![
+        Label::from_raw_bytes(b"a.b").unwrap(),
+        Label::from_raw_bytes(b"sp ace").unwrap(),
+        Label::from_raw_bytes(b"\x01\xff").unwrap(),
+    ])
+    .unwrap()
+    .append_domain(&zone)
+    .unwrap();
+    let names = [
+        Name::from_ascii("*.evil.example.rpz.test.").unwrap(),
+        Name::from_ascii("xn--bcher-kva.example.rpz.test.").unwrap(),
+        Name::from_ascii("under_score.example.rpz.test.").unwrap(),
+        odd,
+    ];
+    let targets = [
+        Name::root(),
+        Name::from_ascii("*.").unwrap(),
+        Name::from_ascii("rpz-passthru.").unwrap(),
+        Name::from_ascii("relative").unwrap(),
+    ];
+    for owner in &names {
+        for target in &targets {
+            let record =
+                Record::from_rdata(owner.clone(), 300, RData::CNAME(CNAME(target.clone())));
+            let expected = format!("{} 300 IN CNAME {}", owner.to_ascii(), target.to_ascii());
+            assert_eq!(master_line(&record).as_deref(), Some(expected.as_str()));
+            let mut out = String::from("before\n");
+            assert!(write_master_line(&mut out, &record));
+            assert_eq!(out, format!("before\n{expected}\n"));
+        }
+    }
+    let a = Record::from_rdata(names[0].clone(), 60, RData::A(A::new(192, 0, 2, 1)));
+    assert_eq!(
+        master_line(&a).unwrap(),
+        format!("{} 60 IN A 192.0.2.1", names[0].to_ascii())
+    );
+    let aaaa = Record::from_rdata(
+        names[1].clone(),
+        60,
+        RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+    );
+    assert_eq!(
+        master_line(&aaaa).unwrap(),
+        format!("{} 60 IN AAAA 2001:db8::1", names[1].to_ascii())
+    );
+    assert_eq!(master_line(&soa(1)), None);
+    let mut out = String::new();
+    assert!(!write_master_line(&mut out, &soa(1)));
+    assert!(out.is_empty());
+}
