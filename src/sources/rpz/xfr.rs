@@ -199,6 +199,10 @@ async fn transfer_within(
     framed.extend_from_slice(&(wire.len() as u16).to_be_bytes());
     framed.extend_from_slice(&wire);
     stream.write_all(&framed).await.map_err(io("send"))?;
+    // Read in large blocks: a length prefix and a message each cost a
+    // wake-up and a system call otherwise, which left a million-record
+    // transfer waiting on its own reads.
+    let mut stream = tokio::io::BufReader::with_capacity(1 << 18, stream);
 
     let ours = current.and_then(soa_serial);
     let mut collector = Collector::new(zone.clone(), ours, limits);
