@@ -51,8 +51,25 @@ fn decode(slot: u32, layer: u8, metas: usize, depth: u8, at_name: bool) -> Optio
 
 impl Layer {
     /// The most specific applicable entry in this layer, less what `mask`
-    /// hides.
+    /// hides. A masked layer (rare: between an RPZ increment and the next
+    /// compile) walks a copy of this code that keeps the key so far;
+    /// the unmasked copy has no trace of it in its loop.
     fn walk<'l, I>(&self, labels: I, layer: u8, mask: Option<&Mask>) -> Option<Match>
+    where
+        I: Iterator<Item = &'l [u8]>,
+    {
+        match mask {
+            None => self.walk_with::<I, false>(labels, layer, None),
+            Some(mask) => self.walk_with::<I, true>(labels, layer, Some(mask)),
+        }
+    }
+
+    fn walk_with<'l, I, const MASKED: bool>(
+        &self,
+        labels: I,
+        layer: u8,
+        mask: Option<&Mask>,
+    ) -> Option<Match>
     where
         I: Iterator<Item = &'l [u8]>,
     {
@@ -62,9 +79,7 @@ impl Layer {
         let mut best = None;
         let mut depth: u8 = 0;
         let mut labels = labels.peekable();
-        // The key so far, kept only for a masked layer (rare: between an
-        // increment and the next compile), so an unmasked walk never
-        // allocates.
+        // The key so far, for the mask (never grown unmasked).
         let mut key = Vec::new();
         while let Some(label) = labels.next() {
             // A dot inside a wire label can never be part of a stored label;
@@ -77,7 +92,7 @@ impl Layer {
                 let Some(i) = node.find_input(byte) else {
                     return best;
                 };
-                if mask.is_some() {
+                if MASKED {
                     key.push(byte);
                 }
                 let t = node.transition(i);
@@ -88,7 +103,7 @@ impl Layer {
             if node.is_final() {
                 let value = out.cat(node.final_output()).value();
                 let at_name = labels.peek().is_none();
-                if mask.is_some_and(|m| m.hides(&key, at_name)) {
+                if MASKED && mask.is_some_and(|m| m.hides(&key, at_name)) {
                     continue;
                 }
                 if let Some(m) = decode(
