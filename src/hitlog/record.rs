@@ -123,6 +123,12 @@ impl PackedHit {
         self.last_ts = Some(last_ts);
     }
 
+    /// Count one more query in this coalesced record, at `ts`.
+    pub fn fold_one(&mut self, ts: i64) {
+        self.repeats += 1;
+        self.last_ts = Some(self.last_ts.map_or(ts, |last| last.max(ts)));
+    }
+
     pub fn ts(&self) -> i64 {
         self.ts
     }

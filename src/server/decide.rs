@@ -118,6 +118,25 @@ pub(super) struct Listed {
     pub ede: EdnsOption,
 }
 
+impl Listed {
+    pub fn evidence(&self) -> Evidence<'_> {
+        Evidence {
+            feed: &self.feed,
+            category: &self.category,
+            indicator: self.indicator.as_deref(),
+        }
+    }
+}
+
+/// What a hit record says of the entry that matched, borrowed: from a
+/// [`Listed`], or on the fast path straight from the blocklist's guard.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Evidence<'a> {
+    pub feed: &'a str,
+    pub category: &'a str,
+    pub indicator: Option<&'a str>,
+}
+
 /// An organisation's view of a listed entry.
 pub(super) enum Judgement<'a> {
     /// An exception lets it through: the global allow list, or this
@@ -211,7 +230,7 @@ impl Handler {
         cx: QueryContext,
         stage: Stage,
         qname: &str,
-        listed: &Listed,
+        evidence: Evidence<'_>,
         matched: &str,
         action: &str,
     ) {
@@ -225,9 +244,9 @@ impl Handler {
             qtype: cx.qtype.into(),
             stage,
             matched,
-            feed: &listed.feed,
-            category: &listed.category,
-            indicator: listed.indicator.as_deref(),
+            feed: evidence.feed,
+            category: evidence.category,
+            indicator: evidence.indicator,
             action,
             repeats: 1,
             last_ts: None,
@@ -244,7 +263,7 @@ impl Handler {
             crate::dnstap::note(crate::dnstap::PolicyNote {
                 stage,
                 matched: matched.into(),
-                feed: listed.feed.as_str().into(),
+                feed: evidence.feed.into(),
                 action: action.into(),
             });
         }
@@ -258,16 +277,32 @@ impl Handler {
         checked: &str,
         listed: &Listed,
     ) -> Judgement<'a> {
+        Handler::judge_entry(
+            client_policy,
+            org,
+            checked,
+            listed.verdict,
+            &listed.category,
+            listed.action,
+        )
+    }
+
+    /// [`Handler::judge`] of an entry's parts: its verdict, category and
+    /// the action its feed gives.
+    pub(super) fn judge_entry<'a>(
+        client_policy: &'a ClientPolicy,
+        org: Option<OrgId>,
+        checked: &str,
+        verdict: Verdict,
+        category: &str,
+        action: Action,
+    ) -> Judgement<'a> {
         let policy = org.map(|o| client_policy.orgs.policy(o));
         let org_allow = policy.and_then(|p| p.allowed(checked));
-        if listed.verdict == Verdict::Allow || org_allow.is_some() {
+        if verdict == Verdict::Allow || org_allow.is_some() {
             return Judgement::Excepted(org_allow);
         }
-        Judgement::Blocks(
-            policy
-                .and_then(|p| p.action(&listed.category))
-                .unwrap_or(listed.action),
-        )
+        Judgement::Blocks(policy.and_then(|p| p.action(category)).unwrap_or(action))
     }
 
     /// Count a block and record its hit.
@@ -276,15 +311,15 @@ impl Handler {
         cx: QueryContext,
         stage: Stage,
         qname: &str,
-        listed: &Listed,
+        evidence: Evidence<'_>,
         action: Action,
         matched: &str,
     ) {
         if !super::check::checking() {
-            ::metrics::counter!(telemetry::BLOCKS, "category" => listed.category.clone(), "action" => action.as_str())
+            ::metrics::counter!(telemetry::BLOCKS, "category" => evidence.category.to_owned(), "action" => action.as_str())
                 .increment(1);
         }
-        self.record(cx, stage, qname, listed, matched, action.as_str());
+        self.record(cx, stage, qname, evidence, matched, action.as_str());
     }
 
     /// What this client's organisation does with a listed name found at
@@ -304,13 +339,13 @@ impl Handler {
                 // An exception let it through; with log_allowed, say so.
                 if policy.log_allowed || super::check::checking() {
                     let matched = org_allow.map_or_else(|| matched_text(listed), str::to_owned);
-                    self.record(cx, stage, qname, listed, &matched, "allow");
+                    self.record(cx, stage, qname, listed.evidence(), &matched, "allow");
                 }
                 None
             }
             Judgement::Blocks(action) => {
                 let matched = matched_text(listed);
-                self.count_block(cx, stage, qname, listed, action, &matched);
+                self.count_block(cx, stage, qname, listed.evidence(), action, &matched);
                 Some(action)
             }
         }

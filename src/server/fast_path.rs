@@ -7,19 +7,24 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use super::Handler;
 use super::client_policy::ClientPolicy;
-use super::decide::{Judgement, QueryContext, plain};
+use super::decide::{Evidence, Judgement, QueryContext, plain};
 use super::packet_cache::{PacketCache, Question};
 use super::query_metrics::QueryOutcome;
-use super::response::{WireBlock, write_block, write_minimal_any};
+use super::response::{WireBlock, write_block, write_blocked_ede, write_minimal_any};
 use crate::hitlog::{Stage, Transport};
 use crate::orgs::OrgId;
 use crate::policy::Action;
+
+thread_local! {
+    /// The block answer's EDE payload, written again for each block: one
+    /// buffer per worker thread instead of an allocation per answer.
+    static EDE_PAYLOAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// The query name and its last `depth` labels as [`plain`] spells them,
 /// straight from the wire; `None` when a label needs escaping (anything
@@ -146,28 +151,45 @@ impl Handler {
                 (plain(&qname), plain(&listed))
             }
         };
-        let listed = self.listed(&list, &found, Name::root(), None);
-        drop(list);
-        let action = match Handler::judge(policy, org, &name, &listed) {
+        // The entry's parts are read in place, under the guard: nothing of
+        // it is copied for a query that blocks here.
+        let meta = list.meta(&found);
+        let feed = list.feed(&found).name.as_str();
+        let evidence = Evidence {
+            feed,
+            category: list.category(&found),
+            indicator: list.detail(&found),
+        };
+        let judged = Handler::judge_entry(
+            policy,
+            org,
+            &name,
+            meta.verdict,
+            evidence.category,
+            meta.action,
+        );
+        let action = match judged {
             Judgement::Blocks(Action::Log) | Judgement::Excepted(_) => return None,
             Judgement::Blocks(action) => action,
         };
         let len = match action {
             Action::Drop => 0,
-            _ => {
-                let ede = match &listed.ede {
-                    EdnsOption::Unknown(_, payload) => payload.as_slice(),
-                    _ => &[],
-                };
+            _ => EDE_PAYLOAD.with_borrow_mut(|ede| {
+                write_blocked_ede(
+                    ede,
+                    evidence.category,
+                    policy.block.ede_names_feed.then_some(feed),
+                    &policy.block,
+                );
                 let block = WireBlock {
                     action,
                     depth: found.depth,
-                    local: &listed.local,
-                    generation: listed.generation,
+                    local: list.answer(&found),
+                    generation: list.generation(),
                     ede,
                 };
-                write_block(out, packet, question, &block, &policy.block)?
-            }
+                write_block(out, packet, question, &block, &policy.block)
+            })?,
         };
         let cx = QueryContext {
             client: src.ip().to_canonical(),
@@ -175,7 +197,7 @@ impl Handler {
             org,
             qtype,
         };
-        self.count_block(cx, Stage::Qname, &name, &listed, action, &matched);
+        self.count_block(cx, Stage::Qname, &name, evidence, action, &matched);
         self.metrics
             .record(Transport::Udp, QueryOutcome::Blocked, started);
         Some(len)

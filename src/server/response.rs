@@ -314,13 +314,35 @@ impl Writer<'_> {
 /// category and feed, never a path; with structured errors on, it is the
 /// JSON of draft-ietf-dnsop-structured-dns-error instead.
 pub fn blocked_ede(category: &str, feed: Option<&str>, settings: &BlockSettings) -> EdnsOption {
-    let reason = match feed {
-        Some(feed) => format!("category {category}, feed {feed}"),
-        None => format!("category {category}"),
-    };
-    match &settings.structured {
-        Some(structured) => ede(EDE_BLOCKED, &structured_text(category, &reason, structured)),
-        None => ede(EDE_BLOCKED, &format!("blocked by protective DNS: {reason}")),
+    let mut payload = Vec::new();
+    write_blocked_ede(&mut payload, category, feed, settings);
+    EdnsOption::Unknown(EDE_OPTION_CODE, payload)
+}
+
+/// [`blocked_ede`]'s payload (info-code and text) into `out`, which is
+/// cleared first: the fast path reuses one buffer, so a block answer
+/// allocates nothing for it (the structured text is still formatted).
+pub fn write_blocked_ede(
+    out: &mut Vec<u8>,
+    category: &str,
+    feed: Option<&str>,
+    settings: &BlockSettings,
+) {
+    out.clear();
+    out.extend_from_slice(&EDE_BLOCKED.to_be_bytes());
+    if let Some(structured) = &settings.structured {
+        let reason = match feed {
+            Some(feed) => format!("category {category}, feed {feed}"),
+            None => format!("category {category}"),
+        };
+        out.extend_from_slice(structured_text(category, &reason, structured).as_bytes());
+        return;
+    }
+    out.extend_from_slice(b"blocked by protective DNS: category ");
+    out.extend_from_slice(category.as_bytes());
+    if let Some(feed) = feed {
+        out.extend_from_slice(b", feed ");
+        out.extend_from_slice(feed.as_bytes());
     }
 }
 

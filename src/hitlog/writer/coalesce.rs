@@ -1,34 +1,45 @@
-//! Coalescing a flood of like hits into counted records.
+//! Coalescing repeated and flooding hits into counted records.
 //!
-//! A client that sends random names under one blocked domain (a
-//! random-subdomain flood, or malware that beacons fast) would otherwise
-//! get a record per query: 191 MB of hit log in 15 s on loopback. Hits are
-//! alike when they share organisation, client, listed name, stage, feed,
-//! category and action; the query name, type and transport may differ (they are what the
-//! flood varies). In each window (`coalesce_window_s`, from the first hit
-//! of a run of like ones) the first `coalesce_after` hits are written as
-//! they are, so ordinary traffic keeps one record per query; the rest
-//! are folded into one record that stands for all of them: the first
-//! folded hit's fields and time, `repeats` = how many, `last_ts` = the
-//! last one's time. That record is written when its window ends (or at
-//! shutdown), so it can be up to one window late, and a crash loses the
-//! count of an unfinished window (never a record already written).
+//! Beaconing malware asks for the same blocked name every few seconds, and
+//! a client that sends random names under one blocked domain (a
+//! random-subdomain flood) would get a record per query: 191 MB of hit log
+//! in 15 s on loopback. Hits are alike when they share organisation,
+//! client, listed name, stage, feed, category and action; they form a run
+//! for a window (`coalesce_window_s`, from the first hit of the run). In a
+//! window each distinct query of the run (query name and type) is written
+//! as a record of its own the first time, up to `coalesce_after` of them,
+//! so ordinary traffic keeps its evidence; an exact repeat of a query
+//! already written, and every hit past that limit, is folded into one
+//! record that stands for all of them: the first folded hit's fields and
+//! time, `repeats` = how many, `last_ts` = the last one's time. That record
+//! is written when its window ends (or at shutdown), so it can be up to one
+//! window late, and a crash loses the count of an unfinished window (never
+//! a record already written).
 //!
-//! Runs on the writer thread: the query path pays nothing for it.
+//! Runs are keyed by a 128-bit keyed hash of their fields, so a run costs
+//! no allocation of its own and about 250 bytes with its folded record;
+//! [`MAX_KEYS`] bounds them. Runs on the writer thread: the query path pays
+//! nothing for it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use rustc_hash::FxBuildHasher;
+use smallvec::SmallVec;
 
 use crate::hitlog::{AsHitRef, HitRef, PackedHit};
 
-/// Runs of like hits tracked at once. Past this, a hit with a key not
-/// yet tracked is written as it is: memory stays bounded whatever the
-/// number of clients, and nothing is lost (it is only not folded).
-pub const MAX_KEYS: usize = 65_536;
+/// Runs tracked at once (about 32 MiB at most). Past this, a hit with a
+/// key not yet tracked is written as it is: memory stays bounded whatever
+/// the number of clients, and nothing is lost (it is only not folded).
+pub const MAX_KEYS: usize = 131_072;
 
 /// What the coalescer needs from the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
-    /// Like hits written one record each in a window; 0 = never coalesce.
+    /// Distinct queries of a run written one record each in a window;
+    /// 0 = never coalesce.
     pub after: u64,
     /// The window's length, ms.
     pub window_ms: i64,
@@ -38,18 +49,67 @@ pub struct Settings {
 struct Run {
     /// When the run's window started (the first hit's time), ms.
     start: i64,
-    /// Hits seen in the window.
-    seen: u64,
-    /// The record the hits past `after` are folded into, with how many
-    /// and the time of the last.
-    folded: Option<(Box<PackedHit>, u64, i64)>,
+    /// The distinct queries written in this window, by hash of name and
+    /// type (at most `after`).
+    written: SmallVec<[u64; 2]>,
+    /// The record the folded hits go into; its `repeats` and `last_ts`
+    /// count them.
+    folded: Option<Box<PackedHit>>,
+}
+
+impl Run {
+    fn new(start: i64, query: u64) -> Run {
+        let mut written = SmallVec::new();
+        written.push(query);
+        Run {
+            start,
+            written,
+            folded: None,
+        }
+    }
+}
+
+/// The keyed hashers: two for a run's 128-bit key, the first also for a
+/// query. Keys are random per process, so a client cannot choose names
+/// that collide with another run.
+struct Hashers([RandomState; 2]);
+
+impl Hashers {
+    fn new() -> Hashers {
+        Hashers([RandomState::new(), RandomState::new()])
+    }
+
+    /// The run's key, from what makes hits alike (every field but the
+    /// time, the query name and type, and the transport), and the query's
+    /// hash, from the run's fields and the query name and type.
+    fn keys(&self, h: &HitRef<'_>) -> (u128, u64) {
+        let fields = (
+            h.org,
+            h.client,
+            h.matched,
+            h.stage.as_str(),
+            h.feed,
+            h.action,
+            h.category,
+        );
+        let [a, b] = &self.0;
+        let mut first = a.build_hasher();
+        fields.hash(&mut first);
+        let mut query = first.clone();
+        h.qname.hash(&mut query);
+        h.qtype.hash(&mut query);
+        let key = (u128::from(first.finish()) << 64) | u128::from(b.hash_one(fields));
+        (key, query.finish())
+    }
 }
 
 pub struct Coalescer {
     settings: Settings,
-    runs: HashMap<Box<str>, Run>,
-    /// Reused to build the key of each hit without allocating.
-    key: String,
+    runs: HashMap<u128, Run, FxBuildHasher>,
+    /// When each run's window ends, in the order they started: (end, key).
+    /// An entry whose run has since started again is stale and skipped.
+    due: VecDeque<(i64, u128)>,
+    hashers: Hashers,
 }
 
 /// The outcome of one call: hits folded into another record (no record
@@ -60,8 +120,9 @@ impl Coalescer {
     pub fn new(settings: Settings) -> Coalescer {
         Coalescer {
             settings,
-            runs: HashMap::new(),
-            key: String::new(),
+            runs: HashMap::default(),
+            due: VecDeque::new(),
+            hashers: Hashers::new(),
         }
     }
 
@@ -101,44 +162,39 @@ impl Coalescer {
     #[allow(clippy::vec_box)]
     fn take(&mut self, hit: Box<PackedHit>, out: &mut Vec<Box<PackedHit>>) -> Folded {
         let ts = hit.ts();
-        make_key(&mut self.key, &hit.as_hit_ref());
+        let (key, query) = self.hashers.keys(&hit.as_hit_ref());
         let window = self.settings.window_ms;
-        let Some(run) = self.runs.get_mut(self.key.as_str()) else {
+        let Some(run) = self.runs.get_mut(&key) else {
             if self.runs.len() < MAX_KEYS {
-                let run = Run {
-                    start: ts,
-                    seen: 1,
-                    folded: None,
-                };
-                self.runs.insert(self.key.as_str().into(), run);
+                self.runs.insert(key, Run::new(ts, query));
+                self.due.push_back((ts.saturating_add(window), key));
             }
             out.push(hit);
             return 0;
         };
         if ts >= run.start.saturating_add(window) {
             // A new window: the old one's folded record goes first.
-            out.extend(finish(run));
-            *run = Run {
-                start: ts,
-                seen: 1,
-                folded: None,
-            };
+            out.extend(run.folded.take());
+            *run = Run::new(ts, query);
+            self.due.push_back((ts.saturating_add(window), key));
             out.push(hit);
             return 0;
         }
-        run.seen += 1;
-        if run.seen <= self.settings.after {
+        let repeat = run.written.contains(&query);
+        if !repeat && (run.written.len() as u64) < self.settings.after {
+            run.written.push(query);
             out.push(hit);
             return 0;
         }
         match &mut run.folded {
             None => {
-                run.folded = Some((hit, 1, ts));
+                let mut record = hit;
+                record.coalesce(1, ts);
+                run.folded = Some(record);
                 0
             }
-            Some((_, repeats, last)) => {
-                *repeats += 1;
-                *last = (*last).max(ts);
+            Some(record) => {
+                record.fold_one(ts);
                 1
             }
         }
@@ -147,42 +203,20 @@ impl Coalescer {
     #[allow(clippy::vec_box)]
     fn finish_due(&mut self, now: i64, out: &mut Vec<Box<PackedHit>>) {
         let window = self.settings.window_ms;
-        self.runs.retain(|_, run| {
-            if now < run.start.saturating_add(window) {
-                return true;
+        while let Some(&(end, key)) = self.due.front() {
+            if now < end {
+                break;
             }
-            out.extend(finish(run));
-            false
-        });
+            self.due.pop_front();
+            let ended = self
+                .runs
+                .get(&key)
+                .is_some_and(|run| now >= run.start.saturating_add(window));
+            if ended && let Some(mut run) = self.runs.remove(&key) {
+                out.extend(run.folded.take());
+            }
+        }
     }
-}
-
-/// The run's folded record, if it has one, standing for all it folded.
-fn finish(run: &mut Run) -> Option<Box<PackedHit>> {
-    let (mut record, repeats, last) = run.folded.take()?;
-    record.coalesce(repeats, last);
-    Some(record)
-}
-
-/// What makes hits alike, in `key`: every field but the time, the query
-/// name and type, and the transport.
-fn make_key(key: &mut String, h: &HitRef<'_>) {
-    use std::fmt::Write as _;
-    key.clear();
-    // NUL cannot occur in any of the fields (names are normalised, the
-    // rest come from our config and feeds' ids without control bytes),
-    // so the fields cannot run into each other.
-    let _ = write!(
-        key,
-        "{}\0{}\0{}\0{}\0{}\0{}\0{}",
-        h.org.unwrap_or(""),
-        h.client,
-        h.matched,
-        h.stage.as_str(),
-        h.feed,
-        h.action,
-        h.category,
-    );
 }
 
 #[cfg(test)]
@@ -258,17 +292,59 @@ mod tests {
         assert_eq!(c.tracked(), 0, "ended runs are forgotten");
     }
 
+    fn with_type(mut h: Box<PackedHit>, qtype: &str) -> Box<PackedHit> {
+        let mut hit = h.unpack();
+        hit.qtype = qtype.into();
+        h = Box::new(PackedHit::pack(&hit.as_hit_ref()));
+        h
+    }
+
     #[test]
-    fn ordinary_traffic_keeps_a_record_per_query() {
+    fn each_distinct_query_keeps_a_record_of_its_own() {
         let mut c = Coalescer::new(SETTINGS);
-        // Three hits a minute from one client never fold.
+        // A browser asks A and AAAA, then another name under the same
+        // listed domain, each minute: never folded.
         for minute in 0..5 {
-            let mut batch: Vec<_> = (0..3)
-                .map(|i| hit(minute * 60_000 + i, "10.0.0.1", "x.evil.example"))
-                .collect();
-            assert_eq!(c.fold(&mut batch, minute * 60_000 + 5), 0);
+            let t = minute * 60_000;
+            let mut batch = vec![
+                hit(t, "10.0.0.1", "x.evil.example"),
+                with_type(hit(t + 1, "10.0.0.1", "x.evil.example"), "AAAA"),
+                hit(t + 2, "10.0.0.1", "y.evil.example"),
+            ];
+            assert_eq!(c.fold(&mut batch, t + 5), 0);
             assert_eq!(batch.len(), 3);
         }
+    }
+
+    #[test]
+    fn an_exact_repeat_is_folded_from_the_first_repeat() {
+        let mut c = Coalescer::new(SETTINGS);
+        // Malware beaconing every 5 s for a minute, and a second query.
+        let mut batch: Vec<_> = (0..12)
+            .map(|i| hit(i * 5_000, "10.0.0.1", "c2.evil.example"))
+            .collect();
+        batch.push(hit(56_000, "10.0.0.1", "other.evil.example"));
+        assert_eq!(c.fold(&mut batch, 57_000), 10);
+        let got = summary(&batch);
+        assert_eq!(got.len(), 2, "the first beacon and the other query");
+        assert_eq!((got[0].1.as_str(), got[0].2), ("c2.evil.example", 1));
+        assert_eq!(got[1].1, "other.evil.example");
+        let mut later = Vec::new();
+        assert_eq!(c.fold(&mut later, 60_000), 0);
+        assert_eq!(
+            summary(&later),
+            [(
+                "10.0.0.1".to_owned(),
+                "c2.evil.example".to_owned(),
+                11,
+                Some(55_000)
+            )]
+        );
+        assert_eq!(later[0].ts(), 5_000, "the first repeat's time");
+        // The next window starts again with a record of its own.
+        let mut next = vec![hit(61_000, "10.0.0.1", "c2.evil.example")];
+        assert_eq!(c.fold(&mut next, 61_000), 0);
+        assert_eq!(summary(&next)[0].2, 1);
     }
 
     #[test]
@@ -291,10 +367,11 @@ mod tests {
     fn shutdown_writes_unfinished_runs_and_off_folds_nothing() {
         let mut c = Coalescer::new(SETTINGS);
         let mut batch: Vec<_> = (0..10).map(|i| hit(i, "10.0.0.1", "x.example")).collect();
-        assert_eq!(c.fold(&mut batch, 20), 6);
+        assert_eq!(c.fold(&mut batch, 20), 8);
+        assert_eq!(batch.len(), 1);
         let mut rest = Vec::new();
         c.finish_all(&mut rest);
-        assert_eq!(summary(&rest)[0].2, 7);
+        assert_eq!(summary(&rest)[0].2, 9);
         let mut off = Coalescer::new(Settings {
             after: 0,
             window_ms: 60_000,
