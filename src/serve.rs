@@ -105,6 +105,7 @@ pub async fn blocklist(config: &Arc<Config>, started: Instant) -> anyhow::Result
             }
             let (compiler, result) = tokio::task::spawn_blocking(move || {
                 let result = compiler.compile();
+                crate::memory::purge();
                 (compiler, result)
             })
             .await

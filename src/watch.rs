@@ -210,6 +210,7 @@ fn spawn_compiler(mut compiler: Compiler) -> std::io::Result<mpsc::Sender<Job>> 
                 };
                 let result = result.map_err(|e| e.to_string());
                 let _ = job.reply.send(result);
+                crate::memory::purge();
             }
         })?;
     Ok(tx)
