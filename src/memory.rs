@@ -25,7 +25,10 @@ pub fn purge() {
         )
     };
     if rc != 0 {
-        tracing::debug!(rc, "jemalloc purge failed; memory returns over the decay time");
+        tracing::debug!(
+            rc,
+            "jemalloc purge failed; memory returns over the decay time"
+        );
     }
 }
 

@@ -187,8 +187,9 @@ fn configure(setup: &Setup, pki: &Pki, upstream: SocketAddr, server_extra: &str)
              [[feed]]\nfile = \"phish.txt\"\ncategory = \"phishing\"\n\
              [[organisation]]\nid = \"home\"\nnetworks = [\"::1/128\"]\n\
              [[organisation]]\nid = \"roamer\"\nnetworks = [\"192.0.2.0/24\"]\n\
-             roaming_key_sha256 = \"{}\"\n",
-            sha(ROAMING_KEY)
+             roaming_key_sha256 = \"{}\"\n{}",
+            sha(ROAMING_KEY),
+            crate::harness::EVERY_QUERY_RECORDED
         ),
     );
     setup.edit_config(

@@ -578,6 +578,11 @@ pub fn port_to_reuse(ip: std::net::Ipv4Addr) -> SocketAddr {
     panic!("no free port below the ephemeral range");
 }
 
+/// A `[hitlog]` table for tests that count a record per query: they ask
+/// the same name again (over UDP and TCP, with and without EDNS), which
+/// the coalescer would fold into a counted record until its window ends.
+pub const EVERY_QUERY_RECORDED: &str = "[hitlog]\ncoalesce_after = 0\n";
+
 /// Every hit record in the store of the resolver configured by `config`,
 /// one JSON object a line (`portcullis logs --format json --limit 0`).
 pub fn hit_records(config: &Path) -> String {

@@ -556,6 +556,70 @@ fn a_burst_larger_than_the_channel_is_answered_and_every_drop_counted() {
 }
 
 #[test]
+fn a_beacon_is_its_first_query_and_one_counted_record() {
+    // Malware asks for its C2 name again and again; the same client's AAAA
+    // and a TCP retry are queries of their own.
+    let (setup, _auth, server) = two_orgs("coalesce_window_s = 2");
+    let ask = |qtype, transport| {
+        let r = query(server.addr, "c2.example.test.", qtype, transport, false);
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    };
+    for _ in 0..30 {
+        ask(RecordType::A, Transport::Udp);
+    }
+    ask(RecordType::AAAA, Transport::Udp);
+    ask(RecordType::A, Transport::Tcp);
+    // The counted record comes once its window ends.
+    wait_for("the beacon's records", Duration::from_secs(20), || {
+        let m = scrape(&server);
+        metric(&m, "portcullis_hitlog_written_total", &[])
+            + metric(&m, "portcullis_hitlog_coalesced_total", &[])
+            >= 32.0
+    });
+    let m = scrape(&server);
+    // Three queries as they came, one record for the other 29 A/UDP
+    // queries (the 28 folded into it count as coalesced).
+    assert_eq!(metric(&m, "portcullis_hitlog_written_total", &[]), 4.0);
+    assert_eq!(metric(&m, "portcullis_hitlog_coalesced_total", &[]), 28.0);
+    let (status, _, body) = http_get(
+        server.admin(),
+        "/api/v1/orgs/council-a/hits?limit=500",
+        Some(TOKEN_A),
+    );
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut got: Vec<(String, String, u64, bool)> = page["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["qtype"].as_str().unwrap().to_owned(),
+                h["transport"].as_str().unwrap().to_owned(),
+                h["repeats"].as_u64().unwrap_or(1),
+                h["last_ts"].is_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let want = [
+        ("A", "tcp", 1, false),
+        ("A", "udp", 1, false),
+        ("A", "udp", 29, true),
+        ("AAAA", "udp", 1, false),
+    ]
+    .map(|(t, tr, n, last)| (t.to_owned(), tr.to_owned(), n, last));
+    assert_eq!(got, want, "{page}");
+    // The report counts the 32 queries.
+    assert_eq!(server.terminate().code(), Some(0));
+    let config = setup.path("portcullis.toml");
+    let (code, out, err) = run(&["report", "--format", "json", "-c", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["total"].as_u64(), Some(32), "{r}");
+}
+
+#[test]
 fn a_flood_from_one_client_is_coalesced_into_counted_records() {
     // The default threshold, a short window so that the counted record
     // is written while the test watches.

@@ -35,7 +35,10 @@ fn a_clean_name_that_cnames_to_a_listed_one_is_blocked_after_the_chain() {
             ("block.txt", "www.example.test\n"),
             ("watch.txt", "chain2.example.test\n"),
         ],
-        "[[feed]]\nfile = \"watch.txt\"\ncategory = \"watch\"\naction = \"log\"\n",
+        &format!(
+            "[[feed]]\nfile = \"watch.txt\"\ncategory = \"watch\"\naction = \"log\"\n{}",
+            crate::harness::EVERY_QUERY_RECORDED
+        ),
     );
     for transport in [Transport::Udp, Transport::Tcp] {
         let r = query(
@@ -161,8 +164,9 @@ fn answers_resolving_into_listed_addresses_are_blocked_only_where_enabled() {
          [blocklist]\nanswer_ip_categories = [\"c2\"]\nallow = [\"allow.txt\"]\n\
          [[feed]]\nfile = \"bad-ips.tsv\"\nanswer_ip = true\n\
          [[feed]]\nfile = \"c2-ranges.txt\"\ncategory = \"c2\"\n\
-         [[feed]]\nfile = \"watch.txt\"\ncategory = \"watch\"\naction = \"log\"\nanswer_ip = true\n",
-        auth.addr
+         [[feed]]\nfile = \"watch.txt\"\ncategory = \"watch\"\naction = \"log\"\nanswer_ip = true\n{}",
+        auth.addr,
+        crate::harness::EVERY_QUERY_RECORDED
     ));
     let (code, out, err) = run(&["compile", "--config", config.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
@@ -311,10 +315,13 @@ fn every_action_over_udp_and_tcp_with_and_without_edns() {
                 alias.example.test\tc-drop\tf\nnotevil.example.test\tc-log\tf\n";
     let (setup, _auth, server) = crate::forward::forwarder(
         &[("partner-feed.tsv", feed)],
-        "[blocklist]\npolicy_ttl = 120\nede_names_feed = false\n\
+        &format!(
+            "[blocklist]\npolicy_ttl = 120\nede_names_feed = false\n\
          sinkhole_ipv4 = \"127.0.0.1\"\nsinkhole_ipv6 = \"::1\"\n\
          [actions]\nc-nx = \"nxdomain\"\nc-nodata = \"nodata\"\nc-refused = \"refused\"\n\
-         c-sink = \"sinkhole\"\nc-drop = \"drop\"\nc-log = \"log\"\n",
+         c-sink = \"sinkhole\"\nc-drop = \"drop\"\nc-log = \"log\"\n{}",
+            crate::harness::EVERY_QUERY_RECORDED
+        ),
     );
     let soa_of = |r: &hickory_proto::op::Message| {
         r.authorities.iter().find_map(|x| match &x.data {

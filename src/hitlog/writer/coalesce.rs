@@ -6,9 +6,10 @@
 //! in 15 s on loopback. Hits are alike when they share organisation,
 //! client, listed name, stage, feed, category and action; they form a run
 //! for a window (`coalesce_window_s`, from the first hit of the run). In a
-//! window each distinct query of the run (query name and type) is written
-//! as a record of its own the first time, up to `coalesce_after` of them,
-//! so ordinary traffic keeps its evidence; an exact repeat of a query
+//! window each distinct query of the run (query name, type and transport)
+//! is written as a record of its own the first time, up to
+//! `coalesce_after` of them, so ordinary traffic keeps its evidence; an
+//! exact repeat of a query
 //! already written, and every hit past that limit, is folded into one
 //! record that stands for all of them: the first folded hit's fields and
 //! time, `repeats` = how many, `last_ts` = the last one's time. That record
@@ -21,8 +22,8 @@
 //! [`MAX_KEYS`] bounds them. Runs on the writer thread: the query path pays
 //! nothing for it.
 
-use std::collections::{HashMap, VecDeque};
 use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use rustc_hash::FxBuildHasher;
@@ -49,8 +50,8 @@ pub struct Settings {
 struct Run {
     /// When the run's window started (the first hit's time), ms.
     start: i64,
-    /// The distinct queries written in this window, by hash of name and
-    /// type (at most `after`).
+    /// The distinct queries written in this window, by hash of name, type
+    /// and transport (at most `after`).
     written: SmallVec<[u64; 2]>,
     /// The record the folded hits go into; its `repeats` and `last_ts`
     /// count them.
@@ -81,7 +82,7 @@ impl Hashers {
 
     /// The run's key, from what makes hits alike (every field but the
     /// time, the query name and type, and the transport), and the query's
-    /// hash, from the run's fields and the query name and type.
+    /// hash, from the run's fields and the query name, type and transport.
     fn keys(&self, h: &HitRef<'_>) -> (u128, u64) {
         let fields = (
             h.org,
@@ -98,6 +99,7 @@ impl Hashers {
         let mut query = first.clone();
         h.qname.hash(&mut query);
         h.qtype.hash(&mut query);
+        h.transport.hash(&mut query);
         let key = (u128::from(first.finish()) << 64) | u128::from(b.hash_one(fields));
         (key, query.finish())
     }
