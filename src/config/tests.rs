@@ -107,6 +107,17 @@ fn bad_values_name_their_key() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("iterative"), "{err}");
+    let err = parse("[hitlog]\ncoalesce_after = 101\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("hitlog.coalesce_after"), "{err}");
+    assert_eq!(
+        parse("[hitlog]\ncoalesce_after = 100\n")
+            .unwrap()
+            .hitlog
+            .coalesce_after,
+        100
+    );
     let err = parse("[blocklist]\ndefault_action = \"sinkhole\"\n")
         .unwrap_err()
         .to_string();

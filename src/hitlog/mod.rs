@@ -183,8 +183,9 @@ pub struct Hit {
     /// (an allow entry let the query through).
     pub action: String,
     /// Queries the record stands for: 1, or more when the writer
-    /// coalesced a flood of like hits into it (`qname` is then the first
-    /// of them, `ts` its time and `last_ts` the last one's).
+    /// coalesced repeats or a flood of like hits into it (`qname` is then
+    /// the first of them, `ts` its time and `last_ts` the last one's). A
+    /// coalesced record that folded a single repeat has 1 and a `last_ts`.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub repeats: u64,
     #[serde(

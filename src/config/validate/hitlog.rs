@@ -7,6 +7,11 @@ use crate::config::ConfigError;
 use crate::config::raw::{RawDnstap, RawHitlog};
 use crate::config::sections::{DnstapConfig, DnstapTarget, HitlogConfig, PostgresConfig};
 
+/// The most distinct queries a run of like hits writes in a window: the
+/// coalescer keeps and compares that many per run, so it bounds its memory
+/// and the writer's work per hit.
+const MAX_COALESCE_AFTER: u64 = 100;
+
 pub(in crate::config) fn hitlog(
     raw: RawHitlog,
     state_dir: &Path,
@@ -34,6 +39,15 @@ pub(in crate::config) fn hitlog(
         return Err(cx.invalid(
             "hitlog.coalesce_window_s",
             format!("{} is not between 1 and 3600", raw.coalesce_window_s),
+        ));
+    }
+    if raw.coalesce_after > MAX_COALESCE_AFTER {
+        return Err(cx.invalid(
+            "hitlog.coalesce_after",
+            format!(
+                "{} is more than {MAX_COALESCE_AFTER}: each run of like hits keeps that many queries to compare",
+                raw.coalesce_after
+            ),
         ));
     }
     let postgres = postgres(&raw, cx)?;
