@@ -125,6 +125,7 @@ fn bench(c: &mut Criterion) {
             local: Default::default(),
             tap: None,
             notify: portcullis::sources::rpz::NotifyTargets::new(),
+            listed_memo: Default::default(),
         }
     });
     let client: SocketAddr = "127.0.0.1:5300".parse().expect("addr");

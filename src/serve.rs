@@ -275,6 +275,7 @@ async fn spawn(startup: Startup, loaded: Loaded, bound: Bound) -> anyhow::Result
         metrics: server::QueryMetrics::new(),
         health: Arc::clone(&health),
         notify: Arc::clone(&notify),
+        listed_memo: Default::default(),
         local: LocalNames::new(
             config.server.application_dns_canary,
             &endpoints(&config, &bound.dns.encrypted),

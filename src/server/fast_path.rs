@@ -138,7 +138,16 @@ impl Handler {
         }
         let started = Instant::now();
         let list = self.blocklist.load();
-        let found = list.lookup(question.labels(packet).rev())?;
+        let generation = list.generation();
+        let wire_name = &packet[question.name()];
+        let found = match self.listed_memo.get(wire_name, generation) {
+            Some(found) => found,
+            None => {
+                let found = list.lookup(question.labels(packet).rev())?;
+                self.listed_memo.put(wire_name, generation, found);
+                found
+            }
+        };
         let _in_flight = self.health.lifecycle.enter()?;
         // The hit log's spellings of the query and listed names; the
         // response itself is written from the bytes, so the entry's name
@@ -185,7 +194,7 @@ impl Handler {
                     action,
                     depth: found.depth,
                     local: list.answer(&found),
-                    generation: list.generation(),
+                    generation,
                     ede,
                 };
                 write_block(out, packet, question, &block, &policy.block)

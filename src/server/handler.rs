@@ -61,6 +61,8 @@ pub struct Handler {
     pub tap: Option<crate::dnstap::Tap>,
     /// The RPZ zones a NOTIFY may name, and their primaries.
     pub notify: Arc<crate::sources::rpz::NotifyTargets>,
+    /// Listed names asked lately and their entries, for the fast path.
+    pub listed_memo: super::listed_memo::ListedMemo,
 }
 
 /// What the query name's own check decided before resolution.

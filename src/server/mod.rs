@@ -24,6 +24,7 @@ mod fast_path;
 mod handler;
 pub mod inspect;
 pub mod limits;
+pub mod listed_memo;
 pub mod local;
 mod mmsg;
 mod name_servers;

@@ -106,6 +106,7 @@ fn handler(dir: &std::path::Path, hits: HitSender) -> Handler {
         local: Default::default(),
         tap: None,
         notify: crate::sources::rpz::NotifyTargets::new(),
+        listed_memo: Default::default(),
     }
 }
 
@@ -344,4 +345,37 @@ fn the_fast_path_stands_aside_for_unusual_queries() {
             .answer_from_bytes(None, &good, src, &mut out)
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn a_repeated_listed_name_comes_from_the_memo_until_a_new_list_goes_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hits, _received) = HitSender::channel(1024);
+    let handler = handler(dir.path(), hits);
+    let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+    let ask = |name: &str, id: u16| {
+        let mut out = [0u8; 4096];
+        let wire = packet(name, RecordType::A, false, id);
+        handler
+            .answer_from_bytes(None, &wire, src, &mut out)
+            .map(|len| Message::from_vec(&out[..len]).unwrap())
+    };
+    let first = ask("evil.example.test.", 1).expect("blocked on the fast path");
+    assert_eq!(handler.listed_memo.len(), 1);
+    // Asked again, in another case: the memo's entry gives the same answer.
+    let again = ask("EVIL.Example.TEST.", 3).expect("blocked again");
+    assert_eq!(again.metadata.response_code, first.metadata.response_code);
+    assert_eq!(again.authorities, first.authorities);
+    assert_eq!(handler.listed_memo.len(), 1);
+    // A new list without the name goes live: the memo does not block it.
+    std::fs::write(dir.path().join("feeds/malware.txt"), "other.example.test\n").unwrap();
+    let config = Config::from_str(CONFIG, &dir.path().join("portcullis.toml")).unwrap();
+    let (mut list, _) = crate::blocklist::compile(&config).unwrap();
+    list.set_generation(handler.blocklist.load().generation() + 1);
+    handler.blocklist.store(Arc::new(list));
+    assert!(
+        ask("evil.example.test.", 5).is_none(),
+        "no longer listed: the full path resolves it"
+    );
+    assert!(ask("other.example.test.", 7).is_some());
 }

@@ -1,0 +1,199 @@
+//! Query names the blocklist listed lately, with the entry that decided
+//! each, so that a listed name asked again is found with one probe
+//! instead of a walk of the automaton.
+//!
+//! Beaconing malware asks for its C2 name every few seconds, and a blocked
+//! tracker is asked on every page. The walk for a listed name visits a
+//! node of the automaton per byte, and with a list of a million names each
+//! node is a likely cache miss: about a quarter of the core at 145,000
+//! repeated blocked queries a second. A probe here is one hash and one or
+//! two misses.
+//!
+//! What is held, and for how long:
+//! - only names the list matched, keyed by the lower-cased wire name (the
+//!   name is kept and compared, so a hash collision is a miss, never
+//!   another name's entry); clean names repeat through the packet cache;
+//! - with the blocklist generation they were found under, and used only
+//!   while it is still the one in force: a reload, an RPZ increment or a
+//!   compile after a config change brings a new generation, which empties
+//!   it in effect;
+//! - the [`Match`] only: the organisation's judgement, the response and
+//!   the hit record are made for each query as before.
+//!
+//! Shards of a plain mutex, as the packet cache: a lookup holds one for a
+//! hash probe and a compare; nothing else (no reload, no log write) ever
+//! takes them. Each shard forgets its oldest name when full.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use rustc_hash::FxBuildHasher;
+
+use crate::blocklist::Match;
+
+const SHARDS: usize = 64;
+
+/// Names held at once: some 12 MiB when full (a name, its entry and the
+/// table's slot, about 90 bytes).
+pub const CAPACITY: usize = 131_072;
+
+struct Entry {
+    /// The lower-cased wire name.
+    name: Box<[u8]>,
+    generation: u64,
+    found: Match,
+}
+
+#[derive(Default)]
+struct Shard {
+    /// Name hash -> entry; a colliding name replaces the entry.
+    entries: HashMap<u64, Entry, FxBuildHasher>,
+    /// The hashes in `entries`, oldest first: once full, the oldest goes.
+    order: VecDeque<u64>,
+}
+
+pub struct ListedMemo {
+    shards: Box<[Mutex<Shard>]>,
+    per_shard: usize,
+}
+
+impl Default for ListedMemo {
+    fn default() -> ListedMemo {
+        ListedMemo::new(CAPACITY)
+    }
+}
+
+/// The hash of a wire name, lower-cased.
+fn hash(name: &[u8]) -> u64 {
+    let mut h = FxBuildHasher.build_hasher();
+    for &b in name {
+        h.write_u8(b.to_ascii_lowercase());
+    }
+    h.finish()
+}
+
+impl ListedMemo {
+    pub fn new(capacity: usize) -> ListedMemo {
+        ListedMemo {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            per_shard: capacity.div_ceil(SHARDS).max(1),
+        }
+    }
+
+    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
+        self.shards[(hash >> 58) as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The entry that decided `name` (a wire name, any case) under
+    /// `generation`, if it is held.
+    pub fn get(&self, name: &[u8], generation: u64) -> Option<Match> {
+        let hash = hash(name);
+        let shard = self.shard(hash);
+        let entry = shard.entries.get(&hash)?;
+        (entry.generation == generation && entry.name.eq_ignore_ascii_case(name))
+            .then_some(entry.found)
+    }
+
+    /// Hold `found` for `name` (a wire name, any case) under `generation`.
+    pub fn put(&self, name: &[u8], generation: u64, found: Match) {
+        let hash = hash(name);
+        let entry = Entry {
+            name: name.to_ascii_lowercase().into_boxed_slice(),
+            generation,
+            found,
+        };
+        let mut shard = self.shard(hash);
+        if shard.entries.insert(hash, entry).is_none() {
+            shard.order.push_back(hash);
+        }
+        while shard.entries.len() > self.per_shard {
+            let Some(oldest) = shard.order.pop_front() else {
+                break;
+            };
+            shard.entries.remove(&oldest);
+        }
+    }
+
+    /// Names held now.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entries
+                    .len()
+            })
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blocklist::Blocklist;
+
+    fn wire(name: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        for label in name.split('.').filter(|l| !l.is_empty()) {
+            out.push(label.len() as u8);
+            out.extend_from_slice(label.as_bytes());
+        }
+        out.push(0);
+        out
+    }
+
+    fn found(list: &Blocklist, name: &str) -> Match {
+        list.lookup_str(name).expect("listed")
+    }
+
+    fn list() -> Blocklist {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("feeds")).unwrap();
+        std::fs::write(dir.path().join("feeds/list.txt"), "evil.example\nc2.test\n").unwrap();
+        let config = crate::config::Config::from_str(
+            "[blocklist]\nfeeds_dir = \"feeds\"\nstate_dir = \"state\"\n",
+            &dir.path().join("portcullis.toml"),
+        )
+        .unwrap();
+        crate::blocklist::compile(&config).unwrap().0
+    }
+
+    #[test]
+    fn a_held_name_is_found_in_any_case_and_only_under_its_generation() {
+        let list = list();
+        let memo = ListedMemo::new(1_024);
+        let m = found(&list, "www.evil.example");
+        assert_eq!(memo.get(&wire("www.evil.example"), 7), None);
+        memo.put(&wire("WWW.Evil.Example"), 7, m);
+        assert_eq!(memo.get(&wire("www.evil.example"), 7), Some(m));
+        assert_eq!(memo.get(&wire("wWw.EVIL.example"), 7), Some(m));
+        // A new list: the entry no longer speaks.
+        assert_eq!(memo.get(&wire("www.evil.example"), 8), None);
+        // Another name is never given this one's entry.
+        assert_eq!(memo.get(&wire("ww.evil.example"), 7), None);
+        assert_eq!(memo.len(), 1);
+    }
+
+    #[test]
+    fn a_full_memo_forgets_its_oldest_names() {
+        let list = list();
+        let memo = ListedMemo::new(SHARDS);
+        let m = found(&list, "c2.test");
+        for i in 0..10 * SHARDS {
+            memo.put(&wire(&format!("n{i}.c2.test")), 1, m);
+        }
+        assert!(memo.len() <= SHARDS, "{}", memo.len());
+        assert!(!memo.is_empty());
+        // The newest is still held.
+        let last = format!("n{}.c2.test", 10 * SHARDS - 1);
+        assert_eq!(memo.get(&wire(&last), 1), Some(m));
+    }
+}
