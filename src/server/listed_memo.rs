@@ -22,7 +22,10 @@
 //!
 //! Shards of a plain mutex, as the packet cache: a lookup holds one for a
 //! hash probe and a compare; nothing else (no reload, no log write) ever
-//! takes them. Each shard forgets its oldest name when full.
+//! takes them. Each shard forgets its oldest name when full (first in,
+//! first out: a hit does not refresh a name). A flood of names never asked
+//! twice (random subdomains under a listed domain) costs each of them an
+//! insert and can push repeated names out; they are then walked again.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
@@ -34,8 +37,9 @@ use crate::blocklist::Match;
 
 const SHARDS: usize = 64;
 
-/// Names held at once: some 12 MiB when full (a name, its entry and the
-/// table's slot, about 90 bytes).
+/// Names held at once: about 16 MiB when full (the table's slot, the
+/// queue's and the name, some 120 bytes a name). The oldest first out,
+/// by when each name was first held.
 pub const CAPACITY: usize = 131_072;
 
 struct Entry {
@@ -106,15 +110,18 @@ impl ListedMemo {
             found,
         };
         let mut shard = self.shard(hash);
-        if shard.entries.insert(hash, entry).is_none() {
+        // Room first, so that neither the table nor the queue outgrows
+        // `per_shard` (and doubles its allocation) for one name.
+        if !shard.entries.contains_key(&hash) {
+            while shard.entries.len() >= self.per_shard {
+                let Some(oldest) = shard.order.pop_front() else {
+                    break;
+                };
+                shard.entries.remove(&oldest);
+            }
             shard.order.push_back(hash);
         }
-        while shard.entries.len() > self.per_shard {
-            let Some(oldest) = shard.order.pop_front() else {
-                break;
-            };
-            shard.entries.remove(&oldest);
-        }
+        shard.entries.insert(hash, entry);
     }
 
     /// Names held now.

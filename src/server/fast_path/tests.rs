@@ -361,7 +361,15 @@ async fn a_repeated_listed_name_comes_from_the_memo_until_a_new_list_goes_live()
             .map(|len| Message::from_vec(&out[..len]).unwrap())
     };
     let first = ask("evil.example.test.", 1).expect("blocked on the fast path");
-    assert_eq!(handler.listed_memo.len(), 1);
+    let generation = handler.blocklist.load().generation();
+    let held = handler
+        .listed_memo
+        .get(b"\x04evil\x07example\x04test\x00", generation)
+        .expect("the listed name is held");
+    assert_eq!(
+        Some(held),
+        handler.blocklist.load().lookup_str("evil.example.test")
+    );
     // Asked again, in another case: the memo's entry gives the same answer.
     let again = ask("EVIL.Example.TEST.", 3).expect("blocked again");
     assert_eq!(again.metadata.response_code, first.metadata.response_code);
