@@ -52,29 +52,8 @@ esac
 cargo build --release --quiet
 WORK=$(mktemp -d /tmp/portcullis-peers.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-mkdir -p "$WORK/feeds"
-ln -s "$(realpath "$DATA/threat-domains.tsv.gz")" "$WORK/feeds/threat-domains.tsv.gz"
-cat >"$WORK/portcullis.toml" <<TOML
-[server]
-listen = ["127.0.0.20:53"]
-allow_unknown_clients = true
-workers = 1
-[resolver]
-# The peers run unvalidated in these workloads; so do we.
-dnssec = "off"
-mode = "forward"
-upstreams = ["127.0.0.2:53"]
-cache_size = 1048576
-[blocklist]
-feeds_dir = "feeds"
-state_dir = "state"
-[admin]
-listen = ""
-[hitlog]
-enabled = ${HITLOG_ENABLED}
-[log]
-level = "warn"
-TOML
+source "$ROOT/scripts/bench/peers-config.sh"
+peers_workdir "$WORK" "$DATA" "$HITLOG_ENABLED"
 
 OUT_DIR=${OUT_DIR:-$WORK/results}
 # verify.py finds the workloads through WL_DIR (where gen-data.py wrote them).

@@ -37,27 +37,9 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-mkdir -p "$WORK/feeds"
-ln -s "$(realpath "$DATA/threat-domains.tsv.gz")" "$WORK/feeds/threat-domains.tsv.gz"
-# The same config as peers.sh's.
-cat >"$WORK/portcullis.toml" <<TOML
-[server]
-listen = ["127.0.0.20:53"]
-allow_unknown_clients = true
-workers = 1
-[resolver]
-dnssec = "off"
-mode = "forward"
-upstreams = ["127.0.0.2:53"]
-cache_size = 1048576
-[blocklist]
-feeds_dir = "feeds"
-state_dir = "state"
-[admin]
-listen = ""
-[log]
-level = "warn"
-TOML
+# The same resolver as peers.sh runs.
+source "$ROOT/scripts/bench/peers-config.sh"
+peers_workdir "$WORK" "$DATA" true
 
 bash "$PEERS_DIR/upstream.sh" start >/dev/null
 

@@ -137,6 +137,17 @@ pub(super) struct Evidence<'a> {
     pub indicator: Option<&'a str>,
 }
 
+impl<'a> Evidence<'a> {
+    /// The entry `found` names in `list`.
+    pub fn of(list: &'a Blocklist, found: &Match) -> Evidence<'a> {
+        Evidence {
+            feed: list.feed(found).name.as_str(),
+            category: list.category(found),
+            indicator: list.detail(found),
+        }
+    }
+}
+
 /// An organisation's view of a listed entry.
 pub(super) enum Judgement<'a> {
     /// An exception lets it through: the global allow list, or this
@@ -183,8 +194,8 @@ impl Handler {
         address: Option<IpNet>,
     ) -> Listed {
         let meta = list.meta(found);
-        let feed = list.feed(found).name.as_str();
-        let category = list.category(found);
+        let evidence = Evidence::of(list, found);
+        let (feed, category) = (evidence.feed, evidence.category);
         Listed {
             verdict: meta.verdict,
             action: meta.action,
@@ -203,7 +214,7 @@ impl Handler {
             },
             feed: feed.to_owned(),
             category: category.to_owned(),
-            indicator: list.detail(found).map(str::to_owned),
+            indicator: evidence.indicator.map(str::to_owned),
         }
     }
 

@@ -163,12 +163,7 @@ impl Handler {
         // The entry's parts are read in place, under the guard: nothing of
         // it is copied for a query that blocks here.
         let meta = list.meta(&found);
-        let feed = list.feed(&found).name.as_str();
-        let evidence = Evidence {
-            feed,
-            category: list.category(&found),
-            indicator: list.detail(&found),
-        };
+        let evidence = Evidence::of(&list, &found);
         let judged = Handler::judge_entry(
             policy,
             org,
@@ -187,7 +182,7 @@ impl Handler {
                 write_blocked_ede(
                     ede,
                     evidence.category,
-                    policy.block.ede_names_feed.then_some(feed),
+                    policy.block.ede_names_feed.then_some(evidence.feed),
                     &policy.block,
                 );
                 let block = WireBlock {

@@ -555,6 +555,44 @@ fn a_burst_larger_than_the_channel_is_answered_and_every_drop_counted() {
     );
 }
 
+/// Once `n` hits have been handed to the writer (coalesced ones written
+/// when their window ended): the records written and the hits folded.
+fn handed_over(server: &Server, what: &str, n: f64) -> (f64, f64) {
+    let counts = || {
+        let m = scrape(server);
+        (
+            metric(&m, "portcullis_hitlog_written_total", &[]),
+            metric(&m, "portcullis_hitlog_coalesced_total", &[]),
+        )
+    };
+    wait_for(what, Duration::from_secs(20), || {
+        let (written, coalesced) = counts();
+        written + coalesced >= n
+    });
+    counts()
+}
+
+/// council-a's hit records, as its security team reads them.
+fn council_a_hits(server: &Server) -> serde_json::Value {
+    let (status, _, body) = http_get(
+        server.admin(),
+        "/api/v1/orgs/council-a/hits?limit=500",
+        Some(TOKEN_A),
+    );
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Stop the server, then the report's total of queries.
+fn report_total(setup: &Setup, server: Server) -> Option<u64> {
+    assert_eq!(server.terminate().code(), Some(0));
+    let config = setup.path("portcullis.toml");
+    let (code, out, err) = run(&["report", "--format", "json", "-c", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    r["total"].as_u64()
+}
+
 #[test]
 fn a_beacon_is_its_first_query_and_one_counted_record() {
     // Malware asks for its C2 name again and again; the same client's AAAA
@@ -570,25 +608,12 @@ fn a_beacon_is_its_first_query_and_one_counted_record() {
     }
     ask(RecordType::AAAA, Transport::Udp);
     ask(RecordType::A, Transport::Tcp);
-    // The counted record comes once its window ends.
-    wait_for("the beacon's records", Duration::from_secs(20), || {
-        let m = scrape(&server);
-        metric(&m, "portcullis_hitlog_written_total", &[])
-            + metric(&m, "portcullis_hitlog_coalesced_total", &[])
-            >= 32.0
-    });
-    let m = scrape(&server);
-    // Three queries as they came, one record for the other 29 A/UDP
-    // queries (the 28 folded into it count as coalesced).
-    assert_eq!(metric(&m, "portcullis_hitlog_written_total", &[]), 4.0);
-    assert_eq!(metric(&m, "portcullis_hitlog_coalesced_total", &[]), 28.0);
-    let (status, _, body) = http_get(
-        server.admin(),
-        "/api/v1/orgs/council-a/hits?limit=500",
-        Some(TOKEN_A),
-    );
-    assert_eq!(status, 200, "{body}");
-    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // The counted record comes once its window ends. Three queries as
+    // they came, one record for the other 29 A/UDP queries (the 28 folded
+    // into it count as coalesced).
+    let (written, coalesced) = handed_over(&server, "the beacon's records", 32.0);
+    assert_eq!((written, coalesced), (4.0, 28.0));
+    let page = council_a_hits(&server);
     let mut got: Vec<(String, String, u64, bool)> = page["hits"]
         .as_array()
         .unwrap()
@@ -612,12 +637,7 @@ fn a_beacon_is_its_first_query_and_one_counted_record() {
     .map(|(t, tr, n, last)| (t.to_owned(), tr.to_owned(), n, last));
     assert_eq!(got, want, "{page}");
     // The report counts the 32 queries.
-    assert_eq!(server.terminate().code(), Some(0));
-    let config = setup.path("portcullis.toml");
-    let (code, out, err) = run(&["report", "--format", "json", "-c", config.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
-    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(r["total"].as_u64(), Some(32), "{r}");
+    assert_eq!(report_total(&setup, server), Some(32));
 }
 
 #[test]
@@ -632,27 +652,13 @@ fn a_flood_from_one_client_is_coalesced_into_counted_records() {
         .sum();
     assert_eq!(answered, 6000, "every query answered");
     // The counted record comes once its window ends.
-    wait_for("the flood's records", Duration::from_secs(20), || {
-        let m = scrape(&server);
-        metric(&m, "portcullis_hitlog_written_total", &[])
-            + metric(&m, "portcullis_hitlog_coalesced_total", &[])
-            >= 6000.0
-    });
-    let m = scrape(&server);
-    let written = metric(&m, "portcullis_hitlog_written_total", &[]);
-    let coalesced = metric(&m, "portcullis_hitlog_coalesced_total", &[]);
+    let (written, coalesced) = handed_over(&server, "the flood's records", 6000.0);
     assert_eq!(written + coalesced, 6000.0);
     // 20 a window as they came and one counted record per window: the
     // flood lasts a few windows at most, not 6,000 records.
     assert!(written < 200.0, "{written} records for one client's flood");
     // The security team sees the counted record through the API.
-    let (status, _, body) = http_get(
-        server.admin(),
-        "/api/v1/orgs/council-a/hits?limit=500",
-        Some(TOKEN_A),
-    );
-    assert_eq!(status, 200, "{body}");
-    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let page = council_a_hits(&server);
     let hits = page["hits"].as_array().unwrap();
     let counted: Vec<&serde_json::Value> = hits
         .iter()
@@ -669,12 +675,7 @@ fn a_flood_from_one_client_is_coalesced_into_counted_records() {
         .sum();
     assert_eq!(queries, 6000, "each query counted once across the records");
     // The report counts queries, not records.
-    assert_eq!(server.terminate().code(), Some(0));
-    let config = setup.path("portcullis.toml");
-    let (code, out, err) = run(&["report", "--format", "json", "-c", config.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
-    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(r["total"].as_u64(), Some(6000), "{r}");
+    assert_eq!(report_total(&setup, server), Some(6000));
 }
 
 #[test]
