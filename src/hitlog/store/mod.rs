@@ -6,8 +6,11 @@
 //! `reports` (with `aggregate`) sums them up, and `sightings` pages the
 //! sightings roll-up.
 //!
-//! `hits` holds every record in arrival order (its id), indexed by org
-//! (so by org and id). Time ranges are found through `hits_minutes`, which
+//! `hit_rows` holds every record in arrival order (its id), indexed by
+//! org (so by org and id), with the organisation and the few-valued
+//! columns as numbers into `hit_orgs` and `hit_labels` (see
+//! `schema::HIT_TABLES`); `hits` is the view that names them again, and
+//! what the readers and roll-ups select from. Time ranges are found through `hits_minutes`, which
 //! holds for each minute the lowest and highest id of the records whose
 //! time falls in it (a block range index, as PostgreSQL's BRIN): a range
 //! of minutes gives a range of ids, and the time condition is checked on
@@ -48,6 +51,7 @@
 //! serves one organisation's report.
 
 mod aggregate;
+mod labels;
 mod queries;
 mod reports;
 mod schema;
@@ -92,6 +96,8 @@ pub struct Store {
     version: i64,
     /// The node id written on each record ([`Store::set_node`]).
     node: Option<String>,
+    /// The writer's interned organisations and labels.
+    labels: labels::Labels,
 }
 
 impl Store {
@@ -102,6 +108,17 @@ impl Store {
     /// Write `node` (`server.node_id`) on every record from now on.
     pub fn set_node(&mut self, node: &str) {
         self.node = Some(node.to_string());
+    }
+
+    /// The table the records' own columns are in: `hit_rows` from
+    /// version 7, where `hits` is a view that joins the interned columns
+    /// back in. Counting and the id range need no join.
+    fn rows_table(&self) -> &'static str {
+        if self.version >= 7 {
+            "hit_rows"
+        } else {
+            "hits"
+        }
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {

@@ -95,7 +95,7 @@ impl Store {
         above: Option<i64>,
         below: Option<i64>,
     ) -> Result<(), StoreError> {
-        push_filter(sql, args, filter);
+        push_filter(sql, args, filter, self.version >= 7);
         let (mut first, mut last) = self
             .id_range(filter.since, filter.until)?
             .unwrap_or((i64::MIN, i64::MAX));
@@ -141,7 +141,10 @@ impl Store {
         };
         self.conn
             .query_row(
-                "SELECT max(ts) FROM hits WHERE id BETWEEN ?1 AND ?2",
+                &format!(
+                    "SELECT max(ts) FROM {} WHERE id BETWEEN ?1 AND ?2",
+                    self.rows_table()
+                ),
                 [first, last],
                 |r| r.get(0),
             )
@@ -151,7 +154,11 @@ impl Store {
     /// Records in the store (all organisations).
     pub fn count(&self) -> Result<u64, StoreError> {
         self.conn
-            .query_row("SELECT count(*) FROM hits", [], |r| r.get::<_, i64>(0))
+            .query_row(
+                &format!("SELECT count(*) FROM {}", self.rows_table()),
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
     }
@@ -264,18 +271,28 @@ fn row_to_hit(row: &rusqlite::Row<'_>) -> rusqlite::Result<Hit> {
     })
 }
 
-/// Append `filter`'s conditions as numbered parameters.
+/// Append `filter`'s conditions as numbered parameters. `org_ids`: the
+/// rows are version 7's `hits`, whose organisation is read by its id
+/// (through `hit_rows_org`, newest first); the roll-ups hold its name.
 pub(super) fn push_filter(
     sql: &mut String,
     args: &mut Vec<rusqlite::types::Value>,
     filter: &Filter,
+    org_ids: bool,
 ) {
     let mut push = |cond: &str, value: rusqlite::types::Value| {
         args.push(value);
         sql.push_str(&cond.replace("?N", &format!("?{}", args.len())));
     };
     if let Some(org) = &filter.org {
-        push(" AND org = ?N", org.clone().into());
+        if org_ids {
+            push(
+                " AND org_id = (SELECT id FROM hit_orgs WHERE org = ?N)",
+                org.clone().into(),
+            );
+        } else {
+            push(" AND org = ?N", org.clone().into());
+        }
     }
     if let Some(since) = filter.since {
         push(" AND ts >= ?N", since.into());

@@ -210,7 +210,7 @@ impl Store {
              FROM hits_daily WHERE day >= ?1 AND day < ?2",
         );
         let mut args: Vec<rusqlite::types::Value> = vec![from.into(), to.into()];
-        push_filter(&mut sql, &mut args, &days);
+        push_filter(&mut sql, &mut args, &days, false);
         self.scan(&sql, args, |row| {
             agg.add_pair(Pair {
                 org: row.get_ref(0)?.as_str()?,
@@ -228,7 +228,7 @@ impl Store {
             "SELECT category, feed, action, n FROM hits_daily_feeds WHERE day >= ?1 AND day < ?2",
         );
         let mut args: Vec<rusqlite::types::Value> = vec![from.into(), to.into()];
-        push_filter(&mut sql, &mut args, &days);
+        push_filter(&mut sql, &mut args, &days, false);
         self.scan(&sql, args, |row| {
             agg.add_feed(
                 row.get_ref(0)?.as_str()?,

@@ -59,6 +59,7 @@ impl Store {
             path: path.to_path_buf(),
             version: SCHEMA_VERSION,
             node: None,
+            labels: Default::default(),
         };
         store
             .conn

@@ -11,19 +11,25 @@ impl Store {
     /// Write a batch in one transaction; returns the ids given, in order.
     /// The roll-ups catch up in [`Store::roll_up`].
     pub fn insert<H: AsHitRef>(&mut self, hits: &[H]) -> Result<Vec<i64>, StoreError> {
-        let path = self.path.clone();
-        let wrap = |source| StoreError::Sqlite {
-            path: path.clone(),
+        let inserted = self.insert_tx(hits);
+        if inserted.is_err() {
+            self.labels.forget();
+        }
+        inserted.map_err(|source| StoreError::Sqlite {
+            path: self.path.clone(),
             source,
-        };
+        })
+    }
+
+    fn insert_tx<H: AsHitRef>(&mut self, hits: &[H]) -> rusqlite::Result<Vec<i64>> {
+        let Store {
+            conn, labels, node, ..
+        } = self;
         // Immediate: the write lock is taken at BEGIN, where SQLite's busy
         // timeout waits for it. A deferred transaction that read first (the
         // id floor below) and then wrote would fail at once, without
         // waiting, if the forwarder had written in between.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(wrap)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut ids = Vec::with_capacity(hits.len());
         {
             // Ids only grow, even when retention or the cap has emptied the
@@ -35,21 +41,18 @@ impl Store {
                     "SELECT max((SELECT rolled_up FROM rollup_state), \
                      (SELECT rolled_up FROM sightings_state), \
                      (SELECT forwarded FROM forward_state)) + 1 \
-                     WHERE (SELECT coalesce(max(id), 0) FROM hits) < \
+                     WHERE (SELECT coalesce(max(id), 0) FROM hit_rows) < \
                      max((SELECT rolled_up FROM rollup_state), \
                      (SELECT rolled_up FROM sightings_state), (SELECT forwarded FROM forward_state))",
                     [],
                     |r| r.get(0),
                 )
-                .optional()
-                .map_err(wrap)?;
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO hits (ts, org, client, transport, qname, qtype, stage, matched, \
-                     feed, category, indicator, action, repeats, last_ts, id, node) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-                )
-                .map_err(wrap)?;
+                .optional()?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO hit_rows (ts, org, label, client, qname, matched, indicator, \
+                 repeats, last_ts, id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            let node = node.as_deref().unwrap_or("");
             let mut client = String::with_capacity(40);
             // The minutes of the batch, with their lowest and highest id:
             // one or two, unless the clock stepped.
@@ -58,26 +61,20 @@ impl Store {
                 use std::fmt::Write as _;
                 client.clear();
                 let _ = write!(client, "{}", h.client);
-                insert
-                    .execute(params![
-                        h.ts,
-                        h.org.unwrap_or(""),
-                        client,
-                        h.transport.as_str(),
-                        h.qname,
-                        h.qtype,
-                        h.stage.as_str(),
-                        h.matched,
-                        h.feed,
-                        h.category,
-                        h.indicator,
-                        h.action,
-                        i64::try_from(h.repeats).unwrap_or(i64::MAX),
-                        h.last_ts,
-                        next_id.take(),
-                        self.node.as_deref(),
-                    ])
-                    .map_err(wrap)?;
+                let org = labels.org(&tx, h.org.unwrap_or(""))?;
+                let label = labels.label(&tx, &h, node)?;
+                insert.execute(params![
+                    h.ts,
+                    org,
+                    label,
+                    client,
+                    h.qname,
+                    h.matched,
+                    h.indicator,
+                    i64::try_from(h.repeats).unwrap_or(i64::MAX),
+                    h.last_ts,
+                    next_id.take(),
+                ])?;
                 let id = tx.last_insert_rowid();
                 ids.push(id);
                 let m = minute(h.ts);
@@ -87,18 +84,16 @@ impl Store {
                     None => minutes.push((m, id, id)),
                 }
             }
-            let mut range = tx
-                .prepare_cached(
-                    "INSERT INTO hits_minutes (minute, first_id, last_id) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (minute) DO UPDATE SET first_id = min(first_id, excluded.first_id), \
-                     last_id = max(last_id, excluded.last_id)",
-                )
-                .map_err(wrap)?;
+            let mut range = tx.prepare_cached(
+                "INSERT INTO hits_minutes (minute, first_id, last_id) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (minute) DO UPDATE SET first_id = min(first_id, excluded.first_id), \
+                 last_id = max(last_id, excluded.last_id)",
+            )?;
             for (m, first, last) in minutes {
-                range.execute([m, first, last]).map_err(wrap)?;
+                range.execute([m, first, last])?;
             }
         }
-        tx.commit().map_err(wrap)?;
+        tx.commit()?;
         Ok(ids)
     }
 
@@ -196,7 +191,9 @@ impl Store {
             })
             .map_err(wrap)?;
         let last: i64 = tx
-            .query_row("SELECT coalesce(max(id), 0) FROM hits", [], |r| r.get(0))
+            .query_row("SELECT coalesce(max(id), 0) FROM hit_rows", [], |r| {
+                r.get(0)
+            })
             .map_err(wrap)?;
         let to = last.min(from.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)));
         if to <= from {
@@ -252,8 +249,8 @@ impl Store {
                 let n = self
                     .conn
                     .execute(
-                        "DELETE FROM hits WHERE id IN \
-                         (SELECT id FROM hits WHERE id <= ?2 AND ts < ?1 LIMIT 10000)",
+                        "DELETE FROM hit_rows WHERE id IN \
+                         (SELECT id FROM hit_rows WHERE id <= ?2 AND ts < ?1 LIMIT 10000)",
                         [cutoff, last],
                     )
                     .map_err(|e| self.err(e))?;
@@ -298,14 +295,14 @@ impl Store {
         let n = self
             .conn
             .execute(
-                "DELETE FROM hits WHERE id IN (SELECT id FROM hits WHERE id <= ?1 ORDER BY id LIMIT ?2)",
+                "DELETE FROM hit_rows WHERE id IN (SELECT id FROM hit_rows WHERE id <= ?1 ORDER BY id LIMIT ?2)",
                 [mark, i64::try_from(limit).unwrap_or(i64::MAX)],
             )
             .map_err(|e| self.err(e))?;
         if n > 0 {
             self.conn
                 .execute(
-                    "DELETE FROM hits_minutes WHERE last_id < (SELECT coalesce(min(id), ?1) FROM hits)",
+                    "DELETE FROM hits_minutes WHERE last_id < (SELECT coalesce(min(id), ?1) FROM hit_rows)",
                     [i64::MAX],
                 )
                 .map_err(|e| self.err(e))?;
