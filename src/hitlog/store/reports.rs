@@ -151,8 +151,10 @@ impl Store {
     fn add_raw(&self, filter: &Filter, after: i64, agg: &mut Aggregate) -> Result<(), StoreError> {
         // Records after a mark are the newest, a range of ids: read them
         // by id, not through an index (in version 2, on (org, ts) or ts)
-        // that would walk the whole range of days the filter names.
-        let table = if after > 0 {
+        // that would walk the whole range of days the filter names. (From
+        // version 7 `hits` is a view, where the hint would mean nothing;
+        // its one index, on the organisation, is read with the id range.)
+        let table = if after > 0 && self.version < 7 {
             "hits NOT INDEXED"
         } else {
             "hits"

@@ -282,26 +282,6 @@ impl Store {
                 )
                 .map_err(wrap)
         };
-        let to_3 = if (1..3).contains(&found) {
-            UPGRADE_TO_3
-        } else {
-            ""
-        };
-        let to_4 = if found != 0 && !has_column("repeats")? {
-            UPGRADE_TO_4
-        } else {
-            ""
-        };
-        let to_5 = if found != 0 && !has_column("node")? {
-            UPGRADE_TO_5
-        } else {
-            ""
-        };
-        let to_6 = if (1..6).contains(&found) {
-            upgrade_to_6()
-        } else {
-            String::new()
-        };
         // A `hits` table, not the view: its records move to `hit_rows`.
         let old_table: bool = found != 0
             && store
@@ -312,6 +292,26 @@ impl Store {
                     |r| r.get(0),
                 )
                 .map_err(wrap)?;
+        let to_3 = if (1..3).contains(&found) {
+            UPGRADE_TO_3
+        } else {
+            ""
+        };
+        let to_4 = if old_table && !has_column("repeats")? {
+            UPGRADE_TO_4
+        } else {
+            ""
+        };
+        let to_5 = if old_table && !has_column("node")? {
+            UPGRADE_TO_5
+        } else {
+            ""
+        };
+        let to_6 = if (1..6).contains(&found) {
+            upgrade_to_6()
+        } else {
+            String::new()
+        };
         let upgrade = format!("{to_3} {to_4} {to_5} {to_6}");
         let schema = if old_table {
             format!("{SUPPORT} {upgrade} {HIT_TABLES} {UPGRADE_TO_7} {HITS_VIEW}")
@@ -327,12 +327,29 @@ impl Store {
             .map_err(wrap)?;
         if let Some(max) = max_bytes {
             let pages = (max / page.max(512) as u64).max(1);
+            if old_table {
+                store.shrink_to(pages).map_err(wrap)?;
+            }
             store
                 .conn
                 .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
                 .map_err(wrap)?;
         }
         Ok(store)
+    }
+
+    /// After the upgrade to version 7: the old table's pages are free but
+    /// still in the file, and SQLite keeps a cap no lower than the file,
+    /// so a database that was near its cap would stay above it for good.
+    /// Rewritten without them when it is over.
+    fn shrink_to(&self, pages: u64) -> rusqlite::Result<()> {
+        let count: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        if u64::try_from(count).unwrap_or(0) <= pages {
+            return Ok(());
+        }
+        tracing::info!(database = %self.path.display(), pages = count, cap = pages,
+            "the upgraded hit log is over its cap: rewriting it without the old records' pages");
+        self.conn.execute_batch("VACUUM")
     }
 
     /// Open an existing database for review.

@@ -529,3 +529,47 @@ fn a_failed_batch_forgets_the_organisations_it_added() {
     assert_eq!(page.hits[0].org.as_deref(), Some(lost.as_str()));
     assert_eq!(s.count().unwrap(), 50 * n + 1);
 }
+
+#[test]
+fn an_upgrade_near_the_cap_leaves_the_file_within_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hits.sqlite");
+    {
+        let mut s = Store::open_writer(&path, None).unwrap();
+        let batch: Vec<Hit> = (0..20_000)
+            .map(|i| {
+                hit(
+                    i,
+                    "a",
+                    "10.0.0.1",
+                    &format!("n{i}.phish.example"),
+                    "phish.example",
+                )
+            })
+            .collect();
+        s.insert(&batch).unwrap();
+        s.roll_up().unwrap();
+        downgrade_to_6(&s.conn);
+        s.conn.execute_batch("VACUUM").unwrap();
+    }
+    // A cap the version 6 file just fits in: the copy alone outgrows it.
+    let v6_bytes = std::fs::metadata(&path).unwrap().len();
+    let cap = v6_bytes + 2 * PAGE_SIZE as u64;
+    let mut s = Store::open_writer(&path, Some(cap)).unwrap();
+    let bytes = pragma(&s, "page_count") * pragma(&s, "page_size");
+    assert!(bytes as u64 <= cap, "{bytes} bytes against a cap of {cap}");
+    assert_eq!(
+        pragma(&s, "max_page_count") * PAGE_SIZE,
+        cap as i64 / PAGE_SIZE * PAGE_SIZE
+    );
+    assert_eq!(s.count().unwrap(), 20_000);
+    s.insert(&[hit(
+        30_000,
+        "b",
+        "10.0.0.2",
+        "late.phish.example",
+        "phish.example",
+    )])
+    .unwrap();
+    assert_eq!(Store::open_reader(&path).unwrap().count().unwrap(), 20_001);
+}
