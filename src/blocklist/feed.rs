@@ -300,12 +300,9 @@ impl FeedBuilder {
         report.name_servers = self.ns_names.len() + self.ns_nets.len();
         self.nets.shrink_to_fit();
         let started = std::time::Instant::now();
-        let arena = &self.arena;
-        let key = |e: &RawEntry| &arena[e.start as usize..e.start as usize + usize::from(e.len)];
-        let order = |a: &RawEntry, b: &RawEntry| key(a).cmp(key(b)).then(a.start.cmp(&b.start));
-        self.entries = sort_in_two(std::mem::take(&mut self.entries), order);
+        self.entries = sorted(std::mem::take(&mut self.entries), &self.arena);
+        self.arena = in_order(&self.arena, &mut self.entries);
         report.apexes_open = apexes_open(&self.arena, &self.entries, &self.metas);
-        self.arena.shrink_to_fit();
         self.entries.shrink_to_fit();
         tracing::debug!(feed = %self.source.name, entries = self.entries.len(), sort_ms = started.elapsed().as_millis() as u64, "feed sorted");
         ParsedFeed {
@@ -360,36 +357,80 @@ fn apexes_open(arena: &[u8], entries: &[RawEntry], metas: &[LocalMeta]) -> usize
         .count()
 }
 
-/// Sort, using a second thread for half of a large input and merging the
-/// halves: the sort is a quarter of a big feed's compile time.
-fn sort_in_two(
-    mut entries: Vec<RawEntry>,
-    order: impl Fn(&RawEntry, &RawEntry) -> std::cmp::Ordering + Sync,
-) -> Vec<RawEntry> {
-    if entries.len() < 100_000 {
-        entries.sort_unstable_by(&order);
-        return entries;
+/// An entry with the first eight bytes of its key in front (big-endian,
+/// zero-padded, so they order as the key does). The keys lie in the arena
+/// in file order, so every look at one from a sorted position is a cache
+/// miss; with the head at hand most comparisons need none.
+#[derive(Clone, Copy)]
+struct Headed {
+    head: u64,
+    entry: RawEntry,
+}
+
+/// The entries sorted by key, ties in file order (by arena offset), with
+/// a second thread for half of a large input and the halves merged: the
+/// sort is a large part of a big feed's compile time.
+fn sorted(entries: Vec<RawEntry>, arena: &[u8]) -> Vec<RawEntry> {
+    let key = |e: &RawEntry| &arena[e.start as usize..e.start as usize + usize::from(e.len)];
+    let mut headed: Vec<Headed> = entries
+        .into_iter()
+        .map(|entry| {
+            let mut head = [0u8; 8];
+            let k = key(&entry);
+            let n = k.len().min(8);
+            head[..n].copy_from_slice(&k[..n]);
+            Headed {
+                head: u64::from_be_bytes(head),
+                entry,
+            }
+        })
+        .collect();
+    let order = |a: &Headed, b: &Headed| {
+        a.head
+            .cmp(&b.head)
+            .then_with(|| key(&a.entry).cmp(key(&b.entry)))
+            .then(a.entry.start.cmp(&b.entry.start))
+    };
+    if headed.len() < 100_000 {
+        headed.sort_unstable_by(order);
+        return headed.into_iter().map(|h| h.entry).collect();
     }
-    let mid = entries.len() / 2;
-    let (left, right) = entries.split_at_mut(mid);
+    let mid = headed.len() / 2;
+    let (left, right) = headed.split_at_mut(mid);
     std::thread::scope(|s| {
-        s.spawn(|| left.sort_unstable_by(&order));
-        right.sort_unstable_by(&order);
+        s.spawn(|| left.sort_unstable_by(order));
+        right.sort_unstable_by(order);
     });
-    let mut merged = Vec::with_capacity(entries.len());
+    let mut merged = Vec::with_capacity(headed.len());
     let (mut i, mut j) = (0, mid);
-    while i < mid && j < entries.len() {
-        if order(&entries[i], &entries[j]) != std::cmp::Ordering::Greater {
-            merged.push(entries[i]);
+    while i < mid && j < headed.len() {
+        if order(&headed[i], &headed[j]) != std::cmp::Ordering::Greater {
+            merged.push(headed[i].entry);
             i += 1;
         } else {
-            merged.push(entries[j]);
+            merged.push(headed[j].entry);
             j += 1;
         }
     }
-    merged.extend_from_slice(&entries[i..mid]);
-    merged.extend_from_slice(&entries[j..]);
+    merged.extend(headed[i..mid].iter().map(|h| h.entry));
+    merged.extend(headed[j..].iter().map(|h| h.entry));
     merged
+}
+
+/// A new arena with the keys in the entries' (sorted) order, each entry
+/// pointed at its copy. The merge and the fst builder then read the keys
+/// front to back instead of at random: on a 10 M-name list that was most
+/// of the merge's own time. The copy's reads are as scattered, but they
+/// do not wait on each other.
+fn in_order(arena: &[u8], entries: &mut [RawEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(arena.len());
+    for e in entries.iter_mut() {
+        let start = out.len();
+        out.extend_from_slice(&arena[e.start as usize..e.start as usize + usize::from(e.len)]);
+        // No larger than the arena, whose offsets fit.
+        e.start = u32::try_from(start).unwrap_or(u32::MAX);
+    }
+    out
 }
 
 /// Names no feed may take down (docs/architecture.md "Protected names"),

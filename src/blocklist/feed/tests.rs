@@ -66,3 +66,67 @@ fn below_only_rules_whose_apex_no_rule_blocks_are_counted() {
     // does not cover a child); an allow rule is not a block left open.
     assert_eq!(feed.report.apexes_open, 2);
 }
+
+#[test]
+fn a_large_feed_sorts_as_a_plain_sort_of_its_keys_would() {
+    // Over the two-thread threshold, with keys shorter and longer than
+    // the eight bytes compared first, many sharing those eight, and
+    // repeats whose file order must hold.
+    let mut b = FeedBuilder::new(FeedSource::feed("f".into(), None));
+    let mut names = Vec::new();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..120_000u64 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let name = match i % 4 {
+            0 => format!("{}.io", rng % 500),
+            1 => format!("h{}.shared-registrable.example", rng % 5_000),
+            2 => format!("x{}", rng % 50),
+            _ => format!("{:x}.bad{}.example", rng, rng % 7),
+        };
+        names.push(name);
+    }
+    for (i, name) in names.iter().enumerate() {
+        let detail = format!("{i}");
+        b.add(Indicator {
+            net: None,
+            detail: Some(&detail),
+            ..Indicator::block(name.as_str().into(), Scope::Subtree)
+        });
+    }
+    let feed = b.finish(ParseCounts::default());
+    let got: Vec<(Vec<u8>, usize)> = feed
+        .entries()
+        .iter()
+        .map(|e| {
+            let meta = feed.metas()[e.meta as usize];
+            let line = meta
+                .detail
+                .map(|d| feed.string(d))
+                .unwrap()
+                .parse()
+                .unwrap();
+            (feed.key(e).to_vec(), line)
+        })
+        .collect();
+    let mut want: Vec<(Vec<u8>, usize)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut key = Vec::new();
+            for label in n.rsplit('.') {
+                key.extend_from_slice(label.as_bytes());
+                key.push(domain::KEY_SEPARATOR);
+            }
+            (key, i)
+        })
+        .collect();
+    want.sort();
+    assert_eq!(got.len(), want.len());
+    assert!(
+        got == want,
+        "first difference at {:?}",
+        got.iter().zip(&want).position(|(a, b)| a != b)
+    );
+}
