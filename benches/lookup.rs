@@ -16,7 +16,9 @@
 //! (here the 173,000 addresses of threat-ips.tsv.gz, opted in).
 //!
 //! `cargo bench --bench lookup` (`PORTCULLIS_BENCH_DATA=DIR` reads the
-//! data from DIR instead of ../shared/data)
+//! data from DIR instead of ../shared/data; `LOOKUP_BENCH_LIST=FILE` takes
+//! the listed names from a plain or TSV list instead of the threat list,
+//! such as the 5 M and 10 M lists `scripts/bench/grow-list.py` writes)
 
 use std::collections::HashSet;
 use std::hint::black_box;
@@ -44,12 +46,22 @@ fn data() -> Option<PathBuf> {
 fn list(work: &Path) -> (Vec<String>, Blocklist) {
     let feeds = work.join("feeds");
     std::fs::create_dir_all(&feeds).expect("feeds dir");
-    let names: Vec<String> = match data() {
-        Some(dir) => {
+    let grown = std::env::var_os("LOOKUP_BENCH_LIST").map(PathBuf::from);
+    let names: Vec<String> = match (grown, data()) {
+        (Some(file), _) => {
+            let name = file.file_name().expect("LOOKUP_BENCH_LIST names a file");
+            let _ = std::os::unix::fs::symlink(&file, feeds.join(name));
+            std::fs::read_to_string(&file)
+                .expect("read LOOKUP_BENCH_LIST")
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split('\t').next())
+                .map(str::to_ascii_lowercase)
+                .collect()
+        }
+        (None, Some(dir)) => {
             let file = dir.join("threat-domains.tsv.gz");
             let _ = std::os::unix::fs::symlink(&file, feeds.join("threat-domains.tsv.gz"));
-            let ips = dir.join("threat-ips.tsv.gz");
-            let _ = std::os::unix::fs::symlink(&ips, feeds.join("threat-ips.tsv.gz"));
             let mut text = String::new();
             use std::io::Read;
             flate2::read::GzDecoder::new(std::fs::File::open(&file).expect("open list"))
@@ -61,20 +73,29 @@ fn list(work: &Path) -> (Vec<String>, Blocklist) {
                 .map(str::to_ascii_lowercase)
                 .collect()
         }
-        None => {
+        (None, None) => {
             eprintln!("../shared/data is absent: generating a list of the same size");
             let names: Vec<String> = (0..1_062_258)
                 .map(|i| format!("h{i:x}.d{}.example{}", i % 9973, i % 7))
                 .collect();
             std::fs::write(feeds.join("generated.txt"), names.join("\n")).expect("write list");
+            names
+        }
+    };
+    match data() {
+        Some(dir) => {
+            let ips = dir.join("threat-ips.tsv.gz");
+            let _ = std::os::unix::fs::symlink(&ips, feeds.join("threat-ips.tsv.gz"));
+        }
+        None => {
             let ips: Vec<String> = (0..173_212u32)
                 .map(|i| std::net::Ipv4Addr::from(0x0b00_0000 + i * 97).to_string())
                 .collect();
             std::fs::write(feeds.join("threat-ips.tsv.gz"), ips.join("\n")).expect("write ips");
-            names
         }
-    };
+    }
     let toml = "[blocklist]\nfeeds_dir = \"feeds\"\nstate_dir = \"state\"\n\
+                max_feed_entries = 20000000\nmax_feed_mib = 2048\n\
                 [[feed]]\nfile = \"threat-ips.tsv.gz\"\nanswer_ip = true\n";
     let config = Config::from_str(toml, &work.join("portcullis.toml")).expect("config");
     let (list, report) = blocklist::compile(&config).expect("compile");
