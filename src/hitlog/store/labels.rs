@@ -7,7 +7,6 @@
 //! query types costs lookups in the database, not memory.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use rusqlite::Connection;
 
@@ -19,12 +18,13 @@ const MOST: usize = 65_536;
 #[derive(Default)]
 pub(super) struct Labels {
     orgs: HashMap<String, i64>,
-    /// By the label's columns, each written as its length and its text,
-    /// so no text can be taken for two.
-    labels: HashMap<String, i64>,
+    /// By the label's columns, each written as its length (four bytes)
+    /// and its text, so no text can be taken for two. Bytes, not a
+    /// formatted string: this is built for every record.
+    labels: HashMap<Vec<u8>, i64>,
     /// The key being looked up, reused so a known label costs no
     /// allocation.
-    key: String,
+    key: Vec<u8>,
 }
 
 impl Labels {
@@ -63,9 +63,11 @@ impl Labels {
         ];
         self.key.clear();
         for c in columns {
-            let _ = write!(self.key, "{}:{c}", c.len());
+            let len = u32::try_from(c.len()).unwrap_or(u32::MAX);
+            self.key.extend_from_slice(&len.to_le_bytes());
+            self.key.extend_from_slice(c.as_bytes());
         }
-        if let Some(&id) = self.labels.get(self.key.as_str()) {
+        if let Some(&id) = self.labels.get(self.key.as_slice()) {
             return Ok(id);
         }
         conn.prepare_cached(

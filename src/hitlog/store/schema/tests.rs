@@ -573,3 +573,29 @@ fn an_upgrade_near_the_cap_leaves_the_file_within_it() {
     .unwrap();
     assert_eq!(Store::open_reader(&path).unwrap().count().unwrap(), 20_001);
 }
+
+#[test]
+fn labels_whose_columns_join_to_the_same_text_stay_apart() {
+    let (_dir, mut s) = crate::hitlog::store::test_support::store();
+    let mut first = hit(1, "a", "10.0.0.1", "x.bad.example", "bad.example");
+    first.feed = "ab".into();
+    first.category = "c".into();
+    let mut second = first.clone();
+    second.ts = 2;
+    second.feed = "a".into();
+    second.category = "bc".into();
+    s.insert(&[first, second.clone()]).unwrap();
+    s.insert(&[second]).unwrap();
+    let page = s.hits(&Filter::default(), None, 10).unwrap();
+    let got: Vec<_> = page
+        .hits
+        .iter()
+        .map(|h| (h.feed.as_str(), h.category.as_str()))
+        .collect();
+    assert_eq!(got, [("a", "bc"), ("a", "bc"), ("ab", "c")]);
+    let labels: i64 = s
+        .conn
+        .query_row("SELECT count(*) FROM hit_labels", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(labels, 2);
+}
