@@ -10,9 +10,10 @@
 //! org (so by org and id), with the organisation and the few-valued
 //! columns as numbers into `hit_orgs` and `hit_labels` (see
 //! `schema::HIT_TABLES`); `hits` is the view that names them again, and
-//! what the readers and roll-ups select from. Time ranges are found through `hits_minutes`, which
-//! holds for each minute the lowest and highest id of the records whose
-//! time falls in it (a block range index, as PostgreSQL's BRIN): a range
+//! what the readers and roll-ups select from. Time ranges are found
+//! through `hits_minutes`, which holds for each minute the lowest and
+//! highest id of the records whose time falls in it (a block range
+//! index, as PostgreSQL's BRIN): a range
 //! of minutes gives a range of ids, and the time condition is checked on
 //! the rows in it. Why not an index on the time: the writer inserts a row
 //! into every index for every record, and an index on `ts`, and `ts` after
@@ -100,6 +101,11 @@ pub struct Store {
     labels: labels::Labels,
 }
 
+/// The table the records' own columns are in at schema `version`.
+fn rows_table(version: i64) -> &'static str {
+    if version >= 7 { "hit_rows" } else { "hits" }
+}
+
 impl Store {
     pub fn path(&self) -> &Path {
         &self.path
@@ -114,11 +120,7 @@ impl Store {
     /// version 7, where `hits` is a view that joins the interned columns
     /// back in. Counting and the id range need no join.
     fn rows_table(&self) -> &'static str {
-        if self.version >= 7 {
-            "hit_rows"
-        } else {
-            "hits"
-        }
+        rows_table(self.version)
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {

@@ -135,7 +135,7 @@ impl Store {
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| self.err(e))?;
-        let table = if version >= 7 { "hit_rows" } else { "hits" };
+        let table = super::rows_table(version);
         let (records, oldest_ts): (i64, Option<i64>) = self
             .conn
             .query_row(
