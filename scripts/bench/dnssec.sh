@@ -17,6 +17,9 @@
 # Needs root (port 53), the lab's tools, pdns-recursor, unbound, dnsperf and
 # `cargo build --release`. Every server is started here and stopped by PID.
 # Variables: DNSSEC_BENCH_NAMES (20000), DNSSEC_BENCH_SECONDS (10),
+# DNSSEC_BENCH_WHO (which resolvers: "portcullis pdns unbound"),
+# DNSSEC_BENCH_PROFILE (a file: `perf record` the resolver's cold run into it;
+# DNSSEC_BENCH_PROFILE_ARGS, perf record's options, "-g" unless set),
 # DNSSEC_BENCH_WORK (/tmp/portcullis-dnssec-bench), PORTCULLIS_BENCH_DATA,
 # PORTCULLIS_PEERS_DIR (the peers harness, which generates the RPZ zone).
 set -euo pipefail
@@ -145,7 +148,7 @@ stop_server() {
 }
 
 declare -A COLD COLD_LOST CACHED CACHED_LOST RSS LOADED
-for who in portcullis pdns unbound; do
+for who in ${DNSSEC_BENCH_WHO:-portcullis pdns unbound}; do
     case $who in
         portcullis) start_ours; addr=$OURS port=53 ;;
         pdns) start_pdns; addr=$PDNS port=53 ;;
@@ -155,7 +158,12 @@ for who in portcullis pdns unbound; do
     dig +dnssec @"$addr" -p "$port" www.example.test A | grep -q 'flags:.* ad' ||
         { echo "dnssec.sh: $who does not validate the lab" >&2; exit 1; }
     LOADED[$who]=$(rss_mib "$SERVER_PID")
+    if [[ -n ${DNSSEC_BENCH_PROFILE:-} ]]; then
+        command perf record ${DNSSEC_BENCH_PROFILE_ARGS:--g} -p "$SERVER_PID" -o "$DNSSEC_BENCH_PROFILE.$who" 2>/dev/null &
+        PROFILER=$!
+    fi
     read -r COLD[$who] COLD_LOST[$who] < <(perf "$addr" "$port" "$WORK/cold.txt" -n 1)
+    if [[ -n ${DNSSEC_BENCH_PROFILE:-} ]]; then kill -INT "$PROFILER"; wait "$PROFILER" || true; fi
     perf "$addr" "$port" "$WORK/cached.txt" -n 1 >/dev/null
     read -r CACHED[$who] CACHED_LOST[$who] < <(perf "$addr" "$port" "$WORK/cached.txt" -l "$RUN_SECONDS")
     RSS[$who]=$(rss_mib "$SERVER_PID")
@@ -166,9 +174,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; els
 {
     echo "| | Portcullis | PowerDNS Recursor | Unbound | Portcullis / PowerDNS |"
     echo "|---|---:|---:|---:|---:|"
-    echo "| cold validated q/s ($NAMES names once) | ${COLD[portcullis]} | ${COLD[pdns]} | ${COLD[unbound]} | $(ratio "${COLD[portcullis]}" "${COLD[pdns]}") |"
-    echo "| cached validated q/s | ${CACHED[portcullis]} | ${CACHED[pdns]} | ${CACHED[unbound]} | $(ratio "${CACHED[portcullis]}" "${CACHED[pdns]}") |"
-    echo "| lost (cold / cached) | ${COLD_LOST[portcullis]} / ${CACHED_LOST[portcullis]} | ${COLD_LOST[pdns]} / ${CACHED_LOST[pdns]} | ${COLD_LOST[unbound]} / ${CACHED_LOST[unbound]} | |"
-    echo "| RSS serving, before the runs (MiB) | ${LOADED[portcullis]} | ${LOADED[pdns]} | ${LOADED[unbound]} (no list) | $(ratio "${LOADED[portcullis]}" "${LOADED[pdns]}") |"
-    echo "| RSS after the runs (MiB) | ${RSS[portcullis]} | ${RSS[pdns]} | ${RSS[unbound]} (no list) | $(ratio "${RSS[portcullis]}" "${RSS[pdns]}") |"
+    echo "| cold validated q/s ($NAMES names once) | ${COLD[portcullis]:--} | ${COLD[pdns]:--} | ${COLD[unbound]:--} | $(ratio "${COLD[portcullis]:--}" "${COLD[pdns]:--}") |"
+    echo "| cached validated q/s | ${CACHED[portcullis]:--} | ${CACHED[pdns]:--} | ${CACHED[unbound]:--} | $(ratio "${CACHED[portcullis]:--}" "${CACHED[pdns]:--}") |"
+    echo "| lost (cold / cached) | ${COLD_LOST[portcullis]:--} / ${CACHED_LOST[portcullis]:--} | ${COLD_LOST[pdns]:--} / ${CACHED_LOST[pdns]:--} | ${COLD_LOST[unbound]:--} / ${CACHED_LOST[unbound]:--} | |"
+    echo "| RSS serving, before the runs (MiB) | ${LOADED[portcullis]:--} | ${LOADED[pdns]:--} | ${LOADED[unbound]:--} (no list) | $(ratio "${LOADED[portcullis]:--}" "${LOADED[pdns]:--}") |"
+    echo "| RSS after the runs (MiB) | ${RSS[portcullis]:--} | ${RSS[pdns]:--} | ${RSS[unbound]:--} (no list) | $(ratio "${RSS[portcullis]:--}" "${RSS[pdns]:--}") |"
 } | tee "$WORK/results.md"
