@@ -201,12 +201,13 @@ fn differs(a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug) -> bool {
     format!("{a:?}") != format!("{b:?}")
 }
 
-/// Copy the hit-log keys that need a restart (the store, the channel,
-/// the fleet store) from `from`; the writer takes the others at once.
+/// Copy the hit-log keys that need a restart (the store, the channel and
+/// its writer's priority, the fleet store) from `from`; the writer takes the others at once.
 fn hitlog_restart_keys(hitlog: &mut HitlogConfig, from: &HitlogConfig) {
     hitlog.database = from.database.clone();
     hitlog.enabled = from.enabled;
     hitlog.channel_capacity = from.channel_capacity;
+    hitlog.yield_to_queries = from.yield_to_queries;
     hitlog.postgres = from.postgres.clone();
 }
 

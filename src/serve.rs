@@ -426,12 +426,18 @@ impl Running {
                 tokio::task::spawn_blocking(move || hitlog.close(Duration::from_secs(10)))
                     .await
                     .unwrap_or(false);
-            tracing::info!(
-                written = counters.written.load(Ordering::Relaxed),
-                dropped = counters.dropped(),
-                flushed,
-                "hit log closed"
-            );
+            let written = counters.written.load(Ordering::Relaxed);
+            let dropped = counters.dropped();
+            if dropped > 0 || !flushed {
+                tracing::warn!(
+                    written,
+                    dropped,
+                    flushed,
+                    "hit log closed; records were lost"
+                );
+            } else {
+                tracing::info!(written, dropped, flushed, "hit log closed");
+            }
         }
         // The listeners are gone: what is queued is the last of the stream.
         if let Some(dnstap) = dnstap {

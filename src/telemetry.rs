@@ -44,6 +44,8 @@ pub const HITLOG_FORWARDED: &str = "portcullis_hitlog_forwarded_total";
 pub const HITLOG_FORWARD_ERRORS: &str = "portcullis_hitlog_forward_errors_total";
 pub const HITLOG_SPOOLED: &str = "portcullis_hitlog_spooled_records";
 pub const HITLOG_SPOOL_AGE: &str = "portcullis_hitlog_spool_oldest_age_seconds";
+pub const HITLOG_BACKLOG: &str = "portcullis_hitlog_backlog_records";
+pub const HITLOG_CATCH_UPS: &str = "portcullis_hitlog_catch_ups_total";
 pub const DNSTAP_MESSAGES: &str = "portcullis_dnstap_messages_total";
 pub const DNSTAP_DROPPED: &str = "portcullis_dnstap_dropped_total";
 pub const DNSTAP_ERRORS: &str = "portcullis_dnstap_errors_total";
@@ -103,6 +105,8 @@ pub const ALL: &[&str] = &[
     HITLOG_FORWARD_ERRORS,
     HITLOG_SPOOLED,
     HITLOG_SPOOL_AGE,
+    HITLOG_BACKLOG,
+    HITLOG_CATCH_UPS,
     DNSTAP_MESSAGES,
     DNSTAP_DROPPED,
     DNSTAP_ERRORS,
@@ -338,6 +342,14 @@ fn describe() {
         HITLOG_SPOOL_AGE,
         Unit::Seconds,
         "Age of the oldest hit record waiting for the PostgreSQL hit store (0: none waiting)."
+    );
+    describe_gauge!(
+        HITLOG_BACKLOG,
+        "Hit records waiting in the channel for the writer."
+    );
+    describe_counter!(
+        HITLOG_CATCH_UPS,
+        "Times the hit log writer's backlog passed half the channel and it went back to normal priority."
     );
     describe_counter!(DNSTAP_MESSAGES, "dnstap messages written to the collector.");
     describe_counter!(

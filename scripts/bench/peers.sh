@@ -93,5 +93,14 @@ for label, key, invert, goal in [
         status = "n/a"
     print(f"  {label}: {r} (ours {ours.get(key)}, pdns {pdns.get(key)}); goal {goal}x: {status}")
 PY
+# The evidence: every blocked query of the run in the hit log (a record,
+# or counted in one's repeats), none lost (the resolver warns at shutdown
+# if any was).
+if [ "$HITLOG_ENABLED" = true ] && [ -f "$WORK/state/hits.sqlite" ]; then
+    read -r records queries < <(sqlite3 -separator ' ' "$WORK/state/hits.sqlite" \
+        "SELECT count(*), coalesce(sum(repeats), 0) FROM hits")
+    echo "  hit log: $records records counting $queries blocked queries"
+    grep 'records were lost' "${RUN_DIR:-/tmp/peers-run}/custom/stdout.log" || echo "  hit log: none lost"
+fi
 cp "$OUT_DIR/results.tsv" "$ROOT/target/peers-results.tsv" 2>/dev/null || true
 cp "$RESULTS_MD" "$ROOT/target/peers-RESULTS.md" 2>/dev/null || true

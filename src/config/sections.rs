@@ -295,6 +295,10 @@ pub struct HitlogConfig {
     /// Records that may wait for the writer; beyond this they are dropped
     /// and counted, never waited for.
     pub channel_capacity: usize,
+    /// The writer runs at idle priority, taking only CPU time the queries
+    /// leave, and at normal priority while its backlog is past half the
+    /// channel.
+    pub yield_to_queries: bool,
     /// Cap on the database file (`None`: no cap). At the cap the oldest
     /// records already in the daily roll-ups are deleted to make room.
     pub max_db_mib: Option<u64>,

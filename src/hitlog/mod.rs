@@ -247,6 +247,13 @@ mod rfc3339_ms_opt {
 /// series are fed from the same events.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Records handed to the writer's channel.
+    pub sent: AtomicU64,
+    /// Records the writer has taken from the channel.
+    pub taken: AtomicU64,
+    /// Times the writer went from idle priority back to normal to catch
+    /// up with its backlog ([`writer::priority`]).
+    pub catch_ups: AtomicU64,
     /// Records committed to the database.
     pub written: AtomicU64,
     /// Records dropped because the channel was full.
@@ -265,6 +272,12 @@ pub struct Counters {
 impl Counters {
     pub fn dropped(&self) -> u64 {
         self.dropped_full.load(Ordering::Relaxed) + self.dropped_store.load(Ordering::Relaxed)
+    }
+
+    /// Records waiting in the channel for the writer.
+    pub fn backlog(&self) -> u64 {
+        let taken = self.taken.load(Ordering::Relaxed);
+        self.sent.load(Ordering::Relaxed).saturating_sub(taken)
     }
 }
 
@@ -302,7 +315,9 @@ impl HitSender {
     pub fn send(&self, hit: HitRef<'_>) {
         let Some(tx) = &self.tx else { return };
         match tx.try_send(Box::new(PackedHit::pack(&hit))) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.counters.sent.fetch_add(1, Ordering::Relaxed);
+            }
             Err(TrySendError::Full(_)) => {
                 self.counters.dropped_full.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(crate::telemetry::HITLOG_DROPPED, "reason" => "channel_full")

@@ -24,6 +24,8 @@ pub struct RawHitlog {
     pub log_allowed: bool,
     #[serde(default = "default_channel_capacity")]
     pub channel_capacity: usize,
+    #[serde(default = "default_true")]
+    pub yield_to_queries: bool,
     /// 0 = no cap.
     #[serde(default = "default_max_db_mib")]
     pub max_db_mib: u64,
@@ -48,6 +50,7 @@ impl Default for RawHitlog {
             database: None,
             log_allowed: false,
             channel_capacity: default_channel_capacity(),
+            yield_to_queries: true,
             max_db_mib: default_max_db_mib(),
             coalesce_after: default_coalesce_after(),
             coalesce_window_s: default_coalesce_window_s(),
@@ -62,8 +65,10 @@ fn default_retention() -> u32 {
     90
 }
 
+/// A burst of 100,000 blocked first-pass queries at full speed fits with
+/// half to spare, while the writer yields the core to them.
 fn default_channel_capacity() -> usize {
-    65_536
+    262_144
 }
 
 fn default_max_db_mib() -> u64 {

@@ -69,6 +69,7 @@ pub(in crate::config) fn hitlog(
             .unwrap_or_else(|| state_dir.join("hits.sqlite")),
         log_allowed: raw.log_allowed,
         channel_capacity: raw.channel_capacity,
+        yield_to_queries: raw.yield_to_queries,
         max_db_mib: (raw.max_db_mib != 0).then_some(raw.max_db_mib),
         coalesce_after: raw.coalesce_after,
         coalesce_window_s: raw.coalesce_window_s,

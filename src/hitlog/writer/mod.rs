@@ -2,7 +2,9 @@
 //! JSON-lines stream, and runs retention.
 //!
 //! A plain OS thread, not a tokio task: SQLite calls block, and a blocked
-//! runtime worker would delay queries. When a record arrives the thread
+//! runtime worker would delay queries. It runs at idle priority where the
+//! process may bring it back, so it takes only the CPU that queries leave
+//! ([`priority`]). When a record arrives the thread
 //! waits `GATHER` for more, then takes whatever is queued (up to
 //! [`MAX_BATCH`]) as one transaction: under load a batch holds hundreds of
 //! records, and each commit's fixed cost (rewriting the tail pages of the
@@ -21,6 +23,9 @@
 //! writer retries the database every few seconds.
 
 pub mod coalesce;
+mod failures;
+pub mod priority;
+mod retention;
 mod rollup;
 #[cfg(test)]
 mod tests;
@@ -35,9 +40,10 @@ use std::time::{Duration, Instant};
 use super::jsonl::JsonLines;
 use super::store::{Store, StoreError};
 use super::{Counters, Hit, HitSender, PackedHit};
-use crate::clock::{DAY_MS, now_ms};
+use crate::clock::now_ms;
 use crate::telemetry;
 use coalesce::Coalescer;
+use failures::Failures;
 use rollup::Pending;
 pub use rollup::{ROLLUP_CHUNK, ROLLUP_MAX_PENDING};
 
@@ -81,6 +87,9 @@ pub struct Settings {
     pub forwarding: bool,
     /// `server.node_id`, written on every record.
     pub node: Option<String>,
+    /// Run the writer at idle priority, catching up at normal priority
+    /// when its backlog passes half the channel ([`priority`]).
+    pub yield_to_queries: bool,
 }
 
 impl Settings {
@@ -98,6 +107,7 @@ impl Settings {
             },
             forwarding: h.postgres.is_some(),
             node: Some(config.server.node_id.clone()),
+            yield_to_queries: h.yield_to_queries,
         }
     }
 }
@@ -109,6 +119,10 @@ pub struct HitLog {
     updates: std::sync::mpsc::Sender<Settings>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Sets the writer's priority; `None` when it keeps normal priority.
+    keeper: Option<JoinHandle<()>>,
+    #[cfg(test)]
+    writer_thread: Arc<priority::WriterThread>,
     done: Receiver<()>,
 }
 
@@ -135,17 +149,35 @@ pub fn spawn(settings: Settings) -> std::io::Result<HitLog> {
         sightings: Pending::default(),
     };
     let stop_flag = Arc::clone(&stop);
+    let capacity = writer.settings.capacity;
+    let yielding = writer.settings.yield_to_queries;
+    let writer_thread = Arc::new(priority::WriterThread::default());
+    let registered = Arc::clone(&writer_thread);
     let thread = std::thread::Builder::new()
         .name("portcullis-hitlog".into())
         .spawn(move || {
+            registered.register();
             writer.run(&rx, &updated, &stop_flag);
             let _ = done_tx.send(());
         })?;
+    let keeper = yielding
+        .then(|| {
+            priority::spawn_keeper(
+                Arc::clone(&writer_thread),
+                Arc::clone(&counters),
+                capacity,
+                Arc::clone(&stop),
+            )
+        })
+        .flatten();
     Ok(HitLog {
         sender,
         updates,
         stop,
         thread: Some(thread),
+        keeper,
+        #[cfg(test)]
+        writer_thread,
         done,
     })
 }
@@ -157,6 +189,17 @@ impl HitLog {
 
     pub fn counters(&self) -> &Arc<Counters> {
         self.sender.counters()
+    }
+
+    /// Whether a keeper sets the writer's priority (see [`priority`]).
+    pub fn yields(&self) -> bool {
+        self.keeper.is_some()
+    }
+
+    /// The writer thread's id, once it has started.
+    #[cfg(test)]
+    pub(crate) fn writer_tid(&self) -> Option<i32> {
+        priority::writer_tid(&self.writer_thread)
     }
 
     /// Where a config reload sends the writer its new settings.
@@ -171,6 +214,10 @@ impl HitLog {
         let finished = self.done.recv_timeout(timeout).is_ok();
         if finished && let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        // It sees the stop within a tick.
+        if let Some(keeper) = self.keeper.take() {
+            let _ = keeper.join();
         }
         finished
     }
@@ -254,6 +301,7 @@ impl Writer {
                 self.apply(settings, &mut batch);
             }
             let stopping = stop.load(Ordering::Acquire);
+            let before = batch.len();
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(hit) => batch.push(hit),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -280,6 +328,10 @@ impl Writer {
                 }
             }
             behind = !empty;
+            let taken = (batch.len() - before) as u64;
+            self.counters.taken.fetch_add(taken, Ordering::Relaxed);
+            // The keeper sets it too: it runs while an idle writer waits.
+            ::metrics::gauge!(telemetry::HITLOG_BACKLOG).set(self.counters.backlog() as f64);
             if !batch.is_empty() {
                 self.pending.last_record = Some(Instant::now());
                 self.sightings.last_record = self.pending.last_record;
@@ -467,78 +519,9 @@ impl Writer {
         batch.clear();
     }
 
-    /// Delete up to `n` of the oldest records to bring the database under
-    /// its cap; false when none could go (all newer than the roll-up, or
-    /// the delete failed).
-    fn make_room(&mut self, n: u64) -> bool {
-        let Some(store) = self.store.as_mut() else {
-            return false;
-        };
-        let keep_above = forwarded(store, self.settings.forwarding);
-        let mut evicted = store.evict_oldest(n, keep_above);
-        if matches!(evicted, Ok(0)) {
-            // Only rolled-up records may go: the roll-ups (the sightings'
-            // waits longest) take the oldest now, then they make room.
-            let rolled = store
-                .roll_up_at_most(n)
-                .and_then(|_| store.roll_up_sightings_at_most(n));
-            if rolled.is_ok() {
-                evicted = store.evict_oldest(n, keep_above);
-            }
-        }
-        match evicted {
-            Ok(0) => false,
-            Ok(evicted) => {
-                self.counters.evicted.fetch_add(evicted, Ordering::Relaxed);
-                ::metrics::counter!(telemetry::HITLOG_EVICTED).increment(evicted);
-                if self
-                    .evict_logged
-                    .is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY)
-                {
-                    tracing::warn!(
-                        evicted,
-                        max_db_mib = self.settings.max_bytes.unwrap_or(0) >> 20,
-                        "the hit log is at its size cap; the oldest records make room \
-                         (daily counts keep them; raise hitlog.max_db_mib or lower retention_days)"
-                    );
-                    self.evict_logged = Some(Instant::now());
-                }
-                true
-            }
-            Err(error) => {
-                self.failed("cannot make room in the hit log database", &error);
-                false
-            }
-        }
-    }
-
     fn lost(&self, n: u64) {
         self.counters.dropped_store.fetch_add(n, Ordering::Relaxed);
         ::metrics::counter!(telemetry::HITLOG_DROPPED, "reason" => "store_error").increment(n);
-    }
-
-    /// One round of retention; true when there may be more to delete.
-    fn expire(&mut self) -> bool {
-        let cutoff = now_ms() - i64::from(self.settings.retention_days) * DAY_MS;
-        let Some(store) = self.store.as_mut() else {
-            return false;
-        };
-        let keep_above = forwarded(store, self.settings.forwarding);
-        match store.expire(cutoff, RETENTION_CHUNK, keep_above) {
-            Ok(0) => false,
-            Ok(n) => {
-                tracing::info!(
-                    deleted = n,
-                    days = self.settings.retention_days,
-                    "hit log retention"
-                );
-                n >= RETENTION_CHUNK
-            }
-            Err(error) => {
-                self.failed("hit log retention failed", &error);
-                false
-            }
-        }
     }
 
     fn failed(&mut self, what: &str, error: &dyn std::fmt::Display) {
@@ -556,32 +539,4 @@ fn is_full(error: &StoreError) -> bool {
             ..
         } if e.code == rusqlite::ErrorCode::DiskFull
     )
-}
-
-/// Logs the first failure at once and then at most every 30 s, with the
-/// number suppressed in between: a full disk must not flood the journal.
-#[derive(Default)]
-struct Failures {
-    count: u64,
-    since_logged: u64,
-    last_logged: Option<Instant>,
-}
-
-impl Failures {
-    fn report(&mut self, what: &str, error: &dyn std::fmt::Display) {
-        self.count += 1;
-        self.since_logged += 1;
-        if self
-            .last_logged
-            .is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY)
-        {
-            tracing::error!(
-                %error,
-                failures = self.since_logged,
-                "{what}; hit records are being lost (queries are still answered)"
-            );
-            self.since_logged = 0;
-            self.last_logged = Some(Instant::now());
-        }
-    }
 }

@@ -272,6 +272,7 @@ mod tests {
             coalesce: NO_COALESCE,
             forwarding: false,
             node: None,
+            yield_to_queries: false,
         })
         .unwrap();
         assert!(log.close(Duration::from_secs(30)));

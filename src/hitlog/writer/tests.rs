@@ -1,6 +1,7 @@
 //! Tests of the writer thread: batching, shutdown and lost records.
 
 use super::*;
+use crate::clock::DAY_MS;
 use crate::hitlog::AsHitRef;
 use crate::hitlog::{Stage, Transport};
 
@@ -47,6 +48,7 @@ pub(super) fn writer(database: &std::path::Path) -> Writer {
             coalesce: NO_COALESCE,
             forwarding: false,
             node: None,
+            yield_to_queries: false,
         },
         store: None,
         identity: None,
@@ -75,6 +77,7 @@ fn close_writes_everything_queued_to_the_store_and_the_stream() {
         coalesce: NO_COALESCE,
         forwarding: false,
         node: None,
+        yield_to_queries: false,
     };
     let log = spawn(settings.clone()).unwrap();
     let tx = log.sender();
@@ -134,6 +137,7 @@ fn a_channel_filled_again_and_again_loses_nothing() {
         coalesce: NO_COALESCE,
         forwarding: false,
         node: None,
+        yield_to_queries: false,
     })
     .unwrap();
     let sender = log.sender();
@@ -174,6 +178,7 @@ fn an_unopenable_database_counts_every_record_as_lost() {
         coalesce: NO_COALESCE,
         forwarding: false,
         node: None,
+        yield_to_queries: false,
     })
     .unwrap();
     for i in 0..50 {
@@ -201,6 +206,7 @@ fn a_flood_is_written_as_counted_records_and_every_query_is_counted() {
         },
         forwarding: false,
         node: None,
+        yield_to_queries: false,
     };
     let log = spawn(settings.clone()).unwrap();
     let tx = log.sender();
@@ -282,4 +288,100 @@ fn at_the_size_cap_the_oldest_rolled_up_records_make_room() {
         )
         .unwrap();
     assert_eq!(report.total, written);
+}
+
+/// Pin this thread to the CPU it is on; threads it starts inherit that.
+fn pin_to_one_cpu() {
+    #[allow(unsafe_code)]
+    // SAFETY: a zeroed cpu_set_t is an empty set; the calls only read it.
+    unsafe {
+        let cpu = libc::sched_getcpu().max(0) as usize;
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+fn yielding(database: std::path::PathBuf, capacity: usize) -> Settings {
+    Settings {
+        database,
+        jsonl: None,
+        retention_days: 1,
+        capacity,
+        max_bytes: None,
+        coalesce: NO_COALESCE,
+        forwarding: false,
+        node: None,
+        yield_to_queries: true,
+    }
+}
+
+#[test]
+fn a_yielding_writer_waits_at_idle_priority_and_still_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = spawn(yielding(dir.path().join("hits.sqlite"), 1000)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let tid = loop {
+        if let Some(tid) = log.writer_tid() {
+            break tid;
+        }
+        assert!(Instant::now() < deadline, "the writer never started");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // Without the right to come back from idle priority (not root, no
+    // RLIMIT_NICE) the writer must never be put there.
+    let may = log.yields();
+    while may && !priority::is_idle(tid) {
+        assert!(
+            Instant::now() < deadline,
+            "the writer was not put at idle priority"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(priority::is_idle(tid), may);
+    for i in 0..100 {
+        log.sender().send(hit(i).as_hit_ref());
+    }
+    let counters = Arc::clone(log.counters());
+    while counters.written.load(Ordering::Relaxed) < 100 {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(25),
+            "an idle writer on a quiet machine did not write"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(log.close(Duration::from_secs(30)));
+    assert_eq!(counters.backlog(), 0);
+}
+
+#[test]
+fn a_flood_past_half_the_channel_brings_the_writer_back_to_catch_up() {
+    // The sender, the writer and the keeper on one CPU, the sender busy
+    // 10 us for each record like a worker answering queries: a writer
+    // left at idle priority would get almost none of that CPU and the
+    // channel would overflow. The keeper must give it its share back.
+    pin_to_one_cpu();
+    let dir = tempfile::tempdir().unwrap();
+    let log = spawn(yielding(dir.path().join("hits.sqlite"), 16_384)).unwrap();
+    if !log.yields() {
+        eprintln!("skipped: this process may not return a thread from idle priority");
+        return;
+    }
+    let sender = log.sender();
+    let counters = Arc::clone(log.counters());
+    let records = 60_000;
+    for i in 0..records {
+        let busy = Instant::now();
+        while busy.elapsed() < Duration::from_micros(10) {
+            std::hint::spin_loop();
+        }
+        sender.send(hit(i).as_hit_ref());
+    }
+    assert!(log.close(Duration::from_secs(60)));
+    assert_eq!(counters.dropped(), 0, "the channel overflowed");
+    assert_eq!(counters.written.load(Ordering::Relaxed), records as u64);
+    assert!(counters.catch_ups.load(Ordering::Relaxed) >= 1);
 }
