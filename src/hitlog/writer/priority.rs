@@ -11,11 +11,12 @@
 //! A flood that outlasts the spare time must not cost evidence, so a
 //! keeper thread (normal priority, awake every [`TICK`] while records wait
 //! and every [`QUIET_TICK`] while none do) watches the
-//! backlog. Past half the channel it puts the writer back to normal
-//! priority, to take its fair share until the backlog is down to a batch
-//! or so; then it yields again. A sustained flood therefore slows the
-//! queries as before rather than dropping records; a burst that fits in
-//! the channel costs them nothing.
+//! backlog. Past half the channel it gives the writer a small share of a
+//! busy core (nice 10, about a tenth), which moves the queries' latency
+//! little; past three quarters, an equal share (nice 0). Once the backlog
+//! is down to a batch or so, the writer yields again. A sustained flood
+//! therefore slows the queries as before rather than dropping records; a
+//! burst that fits in the channel costs them nothing.
 //!
 //! Returning a thread from `SCHED_IDLE` needs `CAP_SYS_NICE` or an
 //! `RLIMIT_NICE` of at least 20 (systemd: `LimitNICE=+0`). Without either
@@ -41,21 +42,38 @@ pub const TICK: Duration = Duration::from_millis(20);
 /// A burst has grown by 20,000 records at most when it is first seen.
 pub const QUIET_TICK: Duration = Duration::from_millis(100);
 
-/// Backlog below which a writer at normal priority yields again.
-fn low_water(capacity: usize) -> u64 {
-    (capacity as u64 / 16).min(super::MAX_BATCH as u64)
+/// The writer's priority, from yielding everything to an equal share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// `SCHED_IDLE`: only the time nothing else wants.
+    Idle,
+    /// `SCHED_OTHER` at nice 10: about a tenth of a core the workers
+    /// keep busy, so catching up barely moves their latency.
+    Behind,
+    /// `SCHED_OTHER` at nice 0, the workers' own: an equal share, for a
+    /// flood that a tenth cannot keep up with.
+    Flooded,
 }
 
-/// Whether the writer should be idle, given whether it is now and the
-/// records waiting in a channel of `capacity`. Two marks, so that it does
-/// not flip at every tick around one.
-pub fn idle_next(idle_now: bool, backlog: u64, capacity: usize) -> bool {
-    if backlog > capacity as u64 / 2 {
-        false
-    } else if idle_now {
-        true
+/// Backlog at or below which a catching-up writer yields again.
+fn low_water(capacity: u64) -> u64 {
+    (capacity / 16).min(super::MAX_BATCH as u64)
+}
+
+/// The writer's next level, given its level now and the records waiting
+/// in a channel of `capacity`. It climbs past half and past three
+/// quarters of the channel, and yields again only once the backlog is
+/// down to the low mark, so that it does not flip at every tick.
+pub fn next_level(now: Level, backlog: u64, capacity: usize) -> Level {
+    let capacity = capacity as u64;
+    if backlog * 4 > capacity * 3 {
+        Level::Flooded
+    } else if backlog * 2 > capacity {
+        now.max(Level::Behind)
+    } else if backlog > low_water(capacity) {
+        now
     } else {
-        backlog <= low_water(capacity)
+        Level::Idle
     }
 }
 
@@ -104,8 +122,8 @@ pub fn spawn_keeper(
 }
 
 fn keep(writer: &WriterThread, counters: &Counters, capacity: usize, stop: &AtomicBool) {
-    // None: the writer's policy is not set yet (it starts at normal).
-    let mut idle: Option<bool> = None;
+    // None: not set yet (the writer starts as the workers are, Flooded).
+    let mut level: Option<Level> = None;
     loop {
         let backlog = counters.backlog();
         ::metrics::gauge!(telemetry::HITLOG_BACKLOG).set(backlog as f64);
@@ -113,20 +131,20 @@ fn keep(writer: &WriterThread, counters: &Counters, capacity: usize, stop: &Atom
             // The flush must not wait for spare time. The writer may
             // have finished already (an error then is no news).
             if let Some(tid) = writer.tid() {
-                let _ = set_idle(tid, false);
+                let _ = set_level(tid, Level::Flooded);
             }
             return;
         }
         if let Some(tid) = writer.tid() {
-            let want = idle_next(idle.unwrap_or(false), backlog, capacity);
-            if idle != Some(want) {
-                match set_idle(tid, want) {
+            let want = next_level(level.unwrap_or(Level::Flooded), backlog, capacity);
+            if level != Some(want) {
+                match set_level(tid, want) {
                     Ok(()) => {
-                        if idle == Some(true) && !want {
+                        if level == Some(Level::Idle) {
                             counters.catch_ups.fetch_add(1, Ordering::Relaxed);
                             ::metrics::counter!(telemetry::HITLOG_CATCH_UPS).increment(1);
                         }
-                        idle = Some(want);
+                        level = Some(want);
                     }
                     Err(error) => {
                         // The writer has exited, or the right was taken
@@ -149,8 +167,9 @@ fn may_yield() -> io::Result<()> {
         .name("portcullis-priority-probe".into())
         .spawn(|| {
             let tid = gettid();
-            set_idle(tid, true)?;
-            set_idle(tid, false)
+            set_level(tid, Level::Idle)?;
+            set_level(tid, Level::Behind)?;
+            set_level(tid, Level::Flooded)
         })?
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("the priority probe panicked")))
@@ -164,17 +183,27 @@ fn gettid() -> i32 {
     }
 }
 
-/// Put thread `tid` at `SCHED_IDLE` or back at `SCHED_OTHER`.
-fn set_idle(tid: i32, idle: bool) -> io::Result<()> {
-    let policy = if idle {
-        libc::SCHED_IDLE
-    } else {
-        libc::SCHED_OTHER
+/// Put thread `tid` at `level`. The nice value goes first: leaving
+/// `SCHED_IDLE` is judged against the nice value the thread has then.
+fn set_level(tid: i32, level: Level) -> io::Result<()> {
+    let (policy, nice) = match level {
+        Level::Idle => (libc::SCHED_IDLE, 0),
+        Level::Behind => (libc::SCHED_OTHER, 10),
+        Level::Flooded => (libc::SCHED_OTHER, 0),
     };
     let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `param` lives across the call, which only reads it.
+    // SAFETY: plain system calls on a thread id; `param` lives across the
+    // call that reads it.
     #[allow(unsafe_code)]
-    let rc = unsafe { libc::sched_setscheduler(tid, policy, &param) };
+    let rc = unsafe {
+        // A thread's nice value is its own on Linux (PRIO_PROCESS with a
+        // thread id).
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) == 0 {
+            libc::sched_setscheduler(tid, policy, &param)
+        } else {
+            -1
+        }
+    };
     if rc == 0 {
         Ok(())
     } else {
@@ -201,20 +230,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_writer_yields_until_half_the_channel_waits_and_again_once_caught_up() {
+    fn the_writer_climbs_past_half_and_three_quarters_and_yields_once_caught_up() {
+        use Level::*;
         let cap = 262_144;
-        assert!(idle_next(true, 0, cap));
-        assert!(idle_next(true, 131_072, cap), "half is still in reserve");
-        assert!(!idle_next(true, 131_073, cap), "past half: catch up");
+        assert_eq!(next_level(Idle, 0, cap), Idle);
+        assert_eq!(next_level(Idle, 131_072, cap), Idle, "half is in reserve");
+        assert_eq!(next_level(Idle, 131_073, cap), Behind, "past half");
+        assert_eq!(next_level(Behind, 196_608, cap), Behind);
+        assert_eq!(next_level(Behind, 196_609, cap), Flooded, "past 3/4");
+        assert_eq!(next_level(Idle, 200_000, cap), Flooded);
+        // Flooded stays so until caught up; it does not step down to
+        // Behind on the way.
+        assert_eq!(next_level(Flooded, 150_000, cap), Flooded);
+        assert_eq!(next_level(Flooded, 16_385, cap), Flooded);
+        assert_eq!(next_level(Behind, 16_385, cap), Behind);
         // Caught up means down to a batch, not to the mark it left at.
-        assert!(!idle_next(false, 100_000, cap));
-        assert!(!idle_next(false, 16_385, cap));
-        assert!(idle_next(false, 16_384, cap));
+        assert_eq!(next_level(Flooded, 16_384, cap), Idle);
+        assert_eq!(next_level(Behind, 0, cap), Idle);
         // A small channel: the low mark is a sixteenth of it.
-        assert!(!idle_next(false, 65, 1024));
-        assert!(idle_next(false, 64, 1024));
-        // A channel of one: any record waiting is a backlog.
-        assert!(!idle_next(true, 1, 1));
-        assert!(idle_next(false, 0, 1));
+        assert_eq!(next_level(Behind, 65, 1024), Behind);
+        assert_eq!(next_level(Behind, 64, 1024), Idle);
+        // A channel of one: any record waiting is past three quarters.
+        assert_eq!(next_level(Idle, 1, 1), Flooded);
+        assert_eq!(next_level(Flooded, 0, 1), Idle);
     }
 }

@@ -365,14 +365,14 @@ fn a_flood_past_half_the_channel_brings_the_writer_back_to_catch_up() {
     // channel would overflow. The keeper must give it its share back.
     pin_to_one_cpu();
     let dir = tempfile::tempdir().unwrap();
-    let log = spawn(yielding(dir.path().join("hits.sqlite"), 16_384)).unwrap();
+    let log = spawn(yielding(dir.path().join("hits.sqlite"), 32_768)).unwrap();
     if !log.yields() {
         eprintln!("skipped: this process may not return a thread from idle priority");
         return;
     }
     let sender = log.sender();
     let counters = Arc::clone(log.counters());
-    let records = 60_000;
+    let records = 100_000;
     for i in 0..records {
         let busy = Instant::now();
         while busy.elapsed() < Duration::from_micros(10) {
