@@ -185,6 +185,10 @@ fn gettid() -> i32 {
 
 /// Put thread `tid` at `level`. The nice value goes first: leaving
 /// `SCHED_IDLE` is judged against the nice value the thread has then.
+/// Plain system calls rather than the `thread-priority` crate (which the
+/// compiler thread uses for itself): for a normal policy that crate sets
+/// the nice value of the calling thread, and here the keeper changes the
+/// writer's.
 fn set_level(tid: i32, level: Level) -> io::Result<()> {
     let (policy, nice) = match level {
         Level::Idle => (libc::SCHED_IDLE, 0),
