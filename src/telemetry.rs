@@ -349,7 +349,7 @@ fn describe() {
     );
     describe_counter!(
         HITLOG_CATCH_UPS,
-        "Times the hit log writer's backlog passed half the channel and it went back to normal priority."
+        "Times the hit log writer's backlog passed half the channel and it left idle priority to catch up."
     );
     describe_counter!(DNSTAP_MESSAGES, "dnstap messages written to the collector.");
     describe_counter!(

@@ -296,8 +296,8 @@ pub struct HitlogConfig {
     /// and counted, never waited for.
     pub channel_capacity: usize,
     /// The writer runs at idle priority, taking only CPU time the queries
-    /// leave, and at normal priority while its backlog is past half the
-    /// channel.
+    /// leave, and catches up at nice 10 past half the channel and nice 0
+    /// past three quarters.
     pub yield_to_queries: bool,
     /// Cap on the database file (`None`: no cap). At the cap the oldest
     /// records already in the daily roll-ups are deleted to make room.

@@ -251,8 +251,8 @@ pub struct Counters {
     pub sent: AtomicU64,
     /// Records the writer has taken from the channel.
     pub taken: AtomicU64,
-    /// Times the writer went from idle priority back to normal to catch
-    /// up with its backlog ([`writer::priority`]).
+    /// Times the writer left idle priority to catch up with its backlog
+    /// ([`writer::priority`]).
     pub catch_ups: AtomicU64,
     /// Records committed to the database.
     pub written: AtomicU64,

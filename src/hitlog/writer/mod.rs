@@ -87,8 +87,8 @@ pub struct Settings {
     pub forwarding: bool,
     /// `server.node_id`, written on every record.
     pub node: Option<String>,
-    /// Run the writer at idle priority, catching up at normal priority
-    /// when its backlog passes half the channel ([`priority`]).
+    /// Run the writer at idle priority, catching up at nice 10 past half
+    /// the channel and nice 0 past three quarters ([`priority`]).
     pub yield_to_queries: bool,
 }
 
