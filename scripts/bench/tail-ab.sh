@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Two builds of Portcullis alternated on the repeated blocked workload,
+# to tell what a change does to the tail: each run pins the resolver to
+# CPU 0 (dnsperf on CPU 1), warms it as tail-latency.sh does (every
+# benign name once, then blocked names at full speed, whose rate is
+# reported as the maximum), then sends blocked names at a fixed RATE with
+# dnsperf -v and prints p50, p99 and p99.9 of every answer, and the CPU
+# seconds of the hit log's threads and of the whole process. Alternating
+# A and B in ROUNDS rounds keeps the VM's drift out of the comparison.
+#   bash scripts/bench/tail-ab.sh BIN_A BIN_B
+# Variables: RATE (60000), ROUNDS (2), AB_SECONDS (10), HITLOG (true).
+# Needs dnsperf, dig, python3, nsd and the workloads one peers.sh run
+# leaves; about 45 s a run. Loopback only; bounded in time; stops what it
+# started by its PID.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+[ $# -eq 2 ] || { echo "usage: $0 BIN_A BIN_B" >&2; exit 64; }
+PEERS_DIR=${PORTCULLIS_PEERS_DIR:-$ROOT/../shared/tools/peers}
+DATA=${PORTCULLIS_BENCH_DATA:-$ROOT/../shared/data}
+WL_DIR=${WL_DIR:-${PEERS_WORK:-/tmp/peers-work}/workloads}
+RATE=${RATE:-60000}
+ROUNDS=${ROUNDS:-2}
+SECONDS_RUN=${AB_SECONDS:-10}
+HITLOG=${HITLOG:-true}
+for bin in "$@"; do
+    [ -x "$bin" ] || { echo "not an executable: $bin" >&2; exit 1; }
+done
+for f in benign.txt blocked.txt; do
+    [ -f "$WL_DIR/$f" ] || { echo "no $WL_DIR/$f: run scripts/bench/peers.sh once first" >&2; exit 1; }
+done
+for tool in dnsperf dig python3; do
+    command -v $tool >/dev/null || { echo "needs $tool" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d /tmp/portcullis-tail-ab.XXXXXX)
+OURS=""
+cleanup() {
+    [ -n "$OURS" ] && kill "$OURS" 2>/dev/null && wait "$OURS" 2>/dev/null
+    bash "$PEERS_DIR/upstream.sh" stop >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+source "$ROOT/scripts/bench/peers-config.sh"
+peers_workdir "$WORK" "$DATA" "$HITLOG"
+# The benign warm-up resolves through the harness's fake upstream.
+bash "$PEERS_DIR/upstream.sh" start >/dev/null
+
+# cpu_s STATFILE: user + system CPU seconds from a /proc stat line.
+cpu_s() { awk -v tk="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / tk}' "$1"; }
+
+run_one() {
+    local bin=$1
+    taskset -c 0 "$bin" serve --config "$WORK/portcullis.toml" >/dev/null 2>"$WORK/serve.log" &
+    OURS=$!
+    local up=""
+    for _ in $(seq 1 600); do
+        if dig +time=1 +tries=1 @127.0.0.20 0debug.cc 2>/dev/null | grep -q NXDOMAIN; then up=1; break; fi
+        sleep 0.1
+    done
+    [ -n "$up" ] || { echo "$bin never blocked; its log:" >&2; tail -5 "$WORK/serve.log" >&2; exit 1; }
+    taskset -c 1 dnsperf -s 127.0.0.20 -d "$WL_DIR/benign.txt" -n 1 -q 200 -c 4 -l 60 >/dev/null 2>&1
+    local max
+    max=$(taskset -c 1 dnsperf -s 127.0.0.20 -d "$WL_DIR/blocked.txt" -q 200 -c 4 -l "$SECONDS_RUN" 2>&1 |
+        awk '/Queries per second/ {printf "%d", $4}')
+    taskset -c 1 dnsperf -s 127.0.0.20 -d "$WL_DIR/blocked.txt" -q 2000 -c 4 -b 4096 \
+        -l "$SECONDS_RUN" -Q "$RATE" -v >"$WORK/v.txt" 2>&1 || true
+    local hitlog_cpu=""
+    for task in /proc/"$OURS"/task/*; do
+        case $(cat "$task/comm") in
+            portcullis-hitl*) hitlog_cpu="$hitlog_cpu $(cpu_s "$task/stat")" ;;
+        esac
+    done
+    python3 - "$WORK/v.txt" "$bin" "$max" "${hitlog_cpu:- none}" "$(cpu_s /proc/"$OURS"/stat)" <<'PY'
+import sys
+path, name, top, hitlog, process = sys.argv[1:6]
+lat, qps, lost = [], "NA", "NA"
+for line in open(path, errors="replace"):
+    if line.startswith("> "):
+        try:
+            lat.append(float(line.split()[-1]))
+        except ValueError:
+            pass
+    elif "Queries per second" in line:
+        qps = f"{float(line.split()[-1]):.0f}"
+    elif "Queries lost" in line:
+        lost = line.split()[2]
+lat.sort()
+def p(q):
+    return f"{lat[min(len(lat) - 1, int(q * len(lat)))] * 1000:.2f}" if lat else "NA"
+print(f"{name}: maximum {top} q/s; at {qps} q/s p50 {p(.5)} / p99 {p(.99)} / p99.9 {p(.999)} ms, "
+      f"lost {lost}; hit log threads' CPU{hitlog} s, process {process} s")
+PY
+    kill "$OURS" 2>/dev/null && wait "$OURS" 2>/dev/null || true
+    OURS=""
+}
+
+echo "repeated blocked names at $RATE q/s, $SECONDS_RUN s a run, hit log $HITLOG" >&2
+for _ in $(seq 1 "$ROUNDS"); do
+    run_one "$1"
+    run_one "$2"
+done
