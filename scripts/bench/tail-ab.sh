@@ -71,26 +71,10 @@ run_one() {
             portcullis-hitl*) hitlog_cpu="$hitlog_cpu $(cpu_s "$task/stat")" ;;
         esac
     done
-    python3 - "$WORK/v.txt" "$bin" "$max" "${hitlog_cpu:- none}" "$(cpu_s /proc/"$OURS"/stat)" <<'PY'
-import sys
-path, name, top, hitlog, process = sys.argv[1:6]
-lat, qps, lost = [], "NA", "NA"
-for line in open(path, errors="replace"):
-    if line.startswith("> "):
-        try:
-            lat.append(float(line.split()[-1]))
-        except ValueError:
-            pass
-    elif "Queries per second" in line:
-        qps = f"{float(line.split()[-1]):.0f}"
-    elif "Queries lost" in line:
-        lost = line.split()[2]
-lat.sort()
-def p(q):
-    return f"{lat[min(len(lat) - 1, int(q * len(lat)))] * 1000:.2f}" if lat else "NA"
-print(f"{name}: maximum {top} q/s; at {qps} q/s p50 {p(.5)} / p99 {p(.99)} / p99.9 {p(.999)} ms, "
-      f"lost {lost}; hit log threads' CPU{hitlog} s, process {process} s")
-PY
+    local qps p50 p99 p999 lost
+    read -r qps p50 p99 p999 lost < <(python3 "$ROOT/scripts/bench/dnsperf-latency.py" "$WORK/v.txt")
+    echo "$bin: maximum $max q/s; at $qps q/s p50 $p50 / p99 $p99 / p99.9 $p999 ms, lost $lost;" \
+        "hit log threads' CPU${hitlog_cpu:- none} s, process $(cpu_s /proc/"$OURS"/stat) s"
     kill "$OURS" 2>/dev/null && wait "$OURS" 2>/dev/null || true
     OURS=""
 }

@@ -67,25 +67,7 @@ latency() {
     local ip=$1 file=$2 rate=$3
     taskset -c 1 dnsperf -s "$ip" -d "$file" -q 2000 -c 4 -b 4096 -l "$SECONDS_RUN" -Q "$rate" -v \
         >"$WORK/v.txt" 2>&1 || true
-    python3 - "$WORK/v.txt" <<'PY'
-import re, sys
-lat = []
-qps = lost = "NA"
-for line in open(sys.argv[1], errors="replace"):
-    if line.startswith("> "):
-        try:
-            lat.append(float(line.split()[-1]))
-        except ValueError:
-            pass
-    elif "Queries per second" in line:
-        qps = f"{float(line.split()[-1]):.0f}"
-    elif "Queries lost" in line:
-        lost = line.split()[2]
-lat.sort()
-def p(q):
-    return f"{lat[min(len(lat) - 1, int(q * len(lat)))] * 1000:.3f}" if lat else "NA"
-print(qps, p(0.50), p(0.99), p(0.999), lost)
-PY
+    python3 "$ROOT/scripts/bench/dnsperf-latency.py" "$WORK/v.txt"
 }
 
 declare -A MAX
