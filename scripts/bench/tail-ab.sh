@@ -8,7 +8,8 @@
 # seconds of the hit log's threads and of the whole process. Alternating
 # A and B in ROUNDS rounds keeps the VM's drift out of the comparison.
 #   bash scripts/bench/tail-ab.sh BIN_A BIN_B
-# Variables: RATE (60000), ROUNDS (2), AB_SECONDS (10), HITLOG (true).
+# Variables: RATE (60000), ROUNDS (2), AB_SECONDS (10), HITLOG (on; off
+# runs both without the hit log, as in peers.sh).
 # Needs dnsperf, dig, python3, nsd and the workloads one peers.sh run
 # leaves; about 45 s a run. Loopback only; bounded in time; stops what it
 # started by its PID.
@@ -22,7 +23,11 @@ WL_DIR=${WL_DIR:-${PEERS_WORK:-/tmp/peers-work}/workloads}
 RATE=${RATE:-60000}
 ROUNDS=${ROUNDS:-2}
 SECONDS_RUN=${AB_SECONDS:-10}
-HITLOG=${HITLOG:-true}
+case "${HITLOG:-on}" in
+    on) HITLOG_ENABLED=true ;;
+    off) HITLOG_ENABLED=false ;;
+    *) echo "HITLOG must be on or off" >&2; exit 64 ;;
+esac
 for bin in "$@"; do
     [ -x "$bin" ] || { echo "not an executable: $bin" >&2; exit 1; }
 done
@@ -42,7 +47,7 @@ cleanup() {
 }
 trap cleanup EXIT
 source "$ROOT/scripts/bench/peers-config.sh"
-peers_workdir "$WORK" "$DATA" "$HITLOG"
+peers_workdir "$WORK" "$DATA" "$HITLOG_ENABLED"
 # The benign warm-up resolves through the harness's fake upstream.
 bash "$PEERS_DIR/upstream.sh" start >/dev/null
 
@@ -79,7 +84,7 @@ run_one() {
     OURS=""
 }
 
-echo "repeated blocked names at $RATE q/s, $SECONDS_RUN s a run, hit log $HITLOG" >&2
+echo "repeated blocked names at $RATE q/s, $SECONDS_RUN s a run, hit log ${HITLOG:-on}" >&2
 for _ in $(seq 1 "$ROUNDS"); do
     run_one "$1"
     run_one "$2"
