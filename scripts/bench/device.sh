@@ -60,7 +60,6 @@ workers = $threads
 dnssec = "off"
 mode = "forward"
 upstreams = ["$upstream"]
-cache_size = 1048576
 [blocklist]
 feeds_dir = "feeds"
 state_dir = "state"

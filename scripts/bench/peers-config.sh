@@ -17,7 +17,6 @@ workers = 1
 dnssec = "off"
 mode = "forward"
 upstreams = ["127.0.0.2:53"]
-cache_size = 1048576
 [blocklist]
 feeds_dir = "feeds"
 state_dir = "state"

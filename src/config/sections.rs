@@ -118,9 +118,11 @@ pub struct ResolverConfig {
     /// Milliseconds a client waits for the upstream before it gets the
     /// stale answer.
     pub stale_answer_after_ms: u64,
-    /// Memory bound of the kept answers, MiB.
+    /// Memory bound of the answer store (fresh answers for every
+    /// transport, and stale ones for serve-stale), MiB; 0 = no store.
     pub stale_cache_mib: u64,
-    /// Answer cache entries.
+    /// Entries of hickory's own caches: delegations, keys, and answers
+    /// the answer store does not hold.
     pub cache_size: u64,
     /// Whole UDP responses kept for clean names (answers no blocklist
     /// entry touched), so a repeated question is answered without

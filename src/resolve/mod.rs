@@ -119,7 +119,9 @@ pub struct Upstream {
     /// The time one whole resolution may take (`timeout_ms`), in both
     /// modes: hickory's own limits are per server query.
     limit: Duration,
-    /// Expired answers kept for serve-stale; `None` when it is off.
+    /// Every good answer, packed: served while fresh to every transport,
+    /// and for `serve_stale_secs` past its TTL when the upstream fails;
+    /// `None` when `stale_cache_mib` is 0.
     stale: Option<stale::StaleStore>,
     /// Validated NSEC ranges (RFC 8198); `None` unless validating with
     /// `aggressive_nsec` on.
@@ -213,7 +215,7 @@ impl Upstream {
                 Kind::Recursive(Box::new(recursor))
             }
         };
-        let stale = (config.serve_stale_secs > 0).then(|| {
+        let stale = (config.stale_cache_mib > 0).then(|| {
             stale::StaleStore::new(
                 Duration::from_secs(config.serve_stale_secs),
                 Duration::from_millis(config.stale_answer_after_ms),

@@ -1,6 +1,16 @@
-//! Serve-stale (RFC 8767): the last good answer to each question, kept
-//! past its TTL for `resolver.serve_stale_secs`, and given (with TTL 30
-//! and EDE 3, Stale Answer) when the upstream cannot answer in time.
+//! The answer store: the last good answer to each question, packed,
+//! served while fresh to every transport, and kept past its TTL for
+//! serve-stale (RFC 8767, `resolver.serve_stale_secs`), when it is given
+//! with TTL 30 and EDE 3 (Stale Answer) if the upstream cannot answer in
+//! time.
+//!
+//! Why it answers fresh questions too: hickory's recursor keeps every
+//! answer as a decoded message, twice when validating (its own cache and
+//! the validator's), and the NODATA of its NS probe beside it, about
+//! 8 KiB a new name in all. Answering from here lets hickory's caches
+//! shrink to a working set of delegations and keys (`resolver.cache_size`),
+//! as Unbound's small message and key caches do; a name then costs its
+//! packed records here and its response in the UDP packet cache.
 //!
 //! When a question's answer has expired, the upstream is asked as usual;
 //! if it has not answered within `resolver.stale_answer_after_ms`, or
@@ -9,16 +19,19 @@
 //! upstream is failing (its last resolution failed or was too slow, and
 //! none has succeeded since) or the name itself failed in the last 30 s
 //! (RFC 8767's failure recheck), stale answers go out at once and one
-//! refresh per name runs behind them.
+//! refresh per name runs behind them. With serve-stale off an answer
+//! leaves the store when its TTL runs out.
 //!
 //! Only what could be answered again is kept: NOERROR and NXDOMAIN
-//! answers that are not bogus, to clients that did not set CD. A stale
-//! answer never carries AD: its signatures may have expired with it.
-//! The store is bounded in bytes and evicts the least used entries first
-//! (moka, which hickory's own cache uses). An answer is kept as its
-//! records in wire form and decoded only when it is served stale, which
-//! is rare: as hickory's structures a signed answer took about 1.3 KiB,
-//! three to four times its wire size.
+//! answers that are not bogus, to clients that did not set CD (a CD
+//! query always goes to the upstream). A fresh answer keeps the
+//! validation state it was stored with, and its TTLs fall with its age;
+//! a stale answer never carries AD: its signatures may have expired with
+//! it. The store is bounded in bytes and evicts the least used entries
+//! first (moka, which hickory's own cache uses). An answer is kept as its
+//! records in wire form and decoded when it is served: as hickory's
+//! structures a signed answer took about 1.3 KiB, three to four times its
+//! wire size.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -86,6 +99,9 @@ impl Packed {
 /// One kept answer.
 pub struct Kept {
     packed: Packed,
+    /// What validation said when it was stored; never bogus.
+    security: Security,
+    stored: Instant,
     fresh_until: Instant,
     /// ms since the store's epoch of the last failed refresh (0: none).
     failed_at: AtomicU64,
@@ -96,6 +112,25 @@ pub struct Kept {
 impl Kept {
     fn expired(&self, now: Instant) -> bool {
         now >= self.fresh_until
+    }
+
+    /// The answer while it is fresh, with every TTL lowered by the time
+    /// it has been kept; None if the kept copy does not decode, which
+    /// would be a fault in [`Packed`].
+    fn fresh_answer(&self, now: Instant) -> Option<Answer> {
+        let (mut answers, mut authorities) = self.packed.unpack()?;
+        let held =
+            u32::try_from(now.saturating_duration_since(self.stored).as_secs()).unwrap_or(u32::MAX);
+        for record in answers.iter_mut().chain(&mut authorities) {
+            record.ttl = record.ttl.saturating_sub(held);
+        }
+        Some(Answer {
+            rcode: self.packed.rcode,
+            answers,
+            authorities,
+            security: self.security.clone(),
+            stale: false,
+        })
     }
 
     /// The answer as served stale; an error only if the kept copy does
@@ -149,8 +184,10 @@ pub struct StaleStore {
 
 /// What the store says about a question before it is asked upstream.
 pub enum Plan {
-    /// Nothing kept, or still fresh: ask the upstream as usual.
-    Ask { store: bool },
+    /// Nothing kept: ask the upstream, and keep what it says.
+    Ask,
+    /// Kept and still fresh: answer from the store.
+    Fresh(Arc<Kept>),
     /// Expired: ask, but answer stale if the upstream is slow or fails.
     Race(Arc<Kept>),
     /// Expired and the upstream is failing: answer stale now.
@@ -188,11 +225,11 @@ impl StaleStore {
     pub fn consult(&self, name: &LowerName, rtype: RecordType) -> Plan {
         let key = (name.clone(), rtype);
         let Some(kept) = self.cache.get(&key) else {
-            return Plan::Ask { store: true };
+            return Plan::Ask;
         };
         let now = Instant::now();
         if !kept.expired(now) {
-            return Plan::Ask { store: false };
+            return Plan::Fresh(kept);
         }
         let failing = self.failing.load(Ordering::Relaxed);
         let failed_at = kept.failed_at.load(Ordering::Relaxed);
@@ -222,6 +259,8 @@ impl StaleStore {
                 {
                     let kept = Kept {
                         packed,
+                        security: answer.security.clone(),
+                        stored: now,
                         fresh_until: now + Duration::from_secs(u64::from(ttl)),
                         failed_at: AtomicU64::new(0),
                         refreshing: AtomicBool::new(false),
@@ -235,13 +274,6 @@ impl StaleStore {
                     kept.failed_at.store(self.ms(now), Ordering::Relaxed);
                 }
             }
-        }
-    }
-
-    /// The upstream answered (a question whose answer is kept fresh).
-    pub fn answered(&self) {
-        if self.failing.load(Ordering::Relaxed) {
-            self.failing.store(false, Ordering::Relaxed);
         }
     }
 
@@ -276,15 +308,11 @@ impl Upstream {
             return self.resolve(name, rtype, checking_disabled).await;
         };
         match store.consult(name, rtype) {
-            Plan::Ask { store: keep } => {
-                let result = self.resolve(name, rtype, false).await;
-                if keep || result.is_err() {
-                    store.remember(name, rtype, &result, None);
-                } else {
-                    store.answered();
-                }
-                result
-            }
+            Plan::Fresh(kept) => match kept.fresh_answer(Instant::now()) {
+                Some(answer) => Ok(answer),
+                None => self.ask_and_remember(store, name, rtype).await,
+            },
+            Plan::Ask => self.ask_and_remember(store, name, rtype).await,
             Plan::Now(kept) => {
                 self.refresh(name, rtype, &kept);
                 kept.stale_answer()
@@ -310,6 +338,17 @@ impl Upstream {
                 }
             }
         }
+    }
+
+    async fn ask_and_remember(
+        &self,
+        store: &StaleStore,
+        name: &LowerName,
+        rtype: RecordType,
+    ) -> Result<Answer, UpstreamError> {
+        let result = self.resolve(name, rtype, false).await;
+        store.remember(name, rtype, &result, None);
+        result
     }
 
     /// Ask again in the background, unless a refresh already runs.
@@ -383,10 +422,7 @@ mod tests {
     #[test]
     fn an_expired_answer_is_served_stale_without_ad_and_with_ttl_30() {
         let store = StaleStore::new(Duration::from_secs(60), Duration::from_millis(10), 1 << 20);
-        assert!(matches!(
-            store.consult(&name(), RecordType::A),
-            Plan::Ask { store: true }
-        ));
+        assert!(matches!(store.consult(&name(), RecordType::A), Plan::Ask));
         store.remember(&name(), RecordType::A, &Ok(answer(0)), None);
         let Plan::Race(kept) = store.consult(&name(), RecordType::A) else {
             panic!("an expired answer is raced against the upstream");
@@ -398,7 +434,7 @@ mod tests {
         // Another type of the same name is not kept.
         assert!(matches!(
             store.consult(&name(), RecordType::AAAA),
-            Plan::Ask { store: true }
+            Plan::Ask
         ));
     }
 
@@ -442,7 +478,7 @@ mod tests {
         store.remember(&name(), RecordType::A, &Ok(answer(300)), None);
         assert!(matches!(
             store.consult(&name(), RecordType::A),
-            Plan::Ask { store: false }
+            Plan::Fresh(_)
         ));
         store.remember(&name(), RecordType::A, &Ok(answer(0)), None);
         store.remember(&name(), RecordType::MX, &Err(UpstreamError::Timeout), None);
@@ -457,6 +493,34 @@ mod tests {
             store.consult(&name(), RecordType::A),
             Plan::Race(_)
         ));
+    }
+
+    #[test]
+    fn a_fresh_answer_comes_back_with_its_security_and_ttls_lowered_by_its_age() {
+        let store = StaleStore::new(Duration::ZERO, Duration::from_millis(10), 1 << 20);
+        let mut insecure = answer(300);
+        insecure.security = Security::Insecure;
+        store.remember(&name(), RecordType::A, &Ok(answer(300)), None);
+        store.remember(&name(), RecordType::AAAA, &Ok(insecure), None);
+        let Plan::Fresh(kept) = store.consult(&name(), RecordType::A) else {
+            panic!("a fresh answer is served from the store");
+        };
+        let later = kept.stored + Duration::from_millis(2_500);
+        let fresh = kept.fresh_answer(later).unwrap();
+        assert!(!fresh.stale);
+        assert_eq!(fresh.security, Security::Secure);
+        assert_eq!(fresh.answers[0].ttl, 298);
+        assert_eq!(fresh.answers[0].data, answer(300).answers[0].data);
+        let Plan::Fresh(kept) = store.consult(&name(), RecordType::AAAA) else {
+            panic!("a fresh insecure answer is served from the store");
+        };
+        assert_eq!(
+            kept.fresh_answer(later).unwrap().security,
+            Security::Insecure
+        );
+        // Serve-stale off (window 0): an expired answer is gone, not raced.
+        store.remember(&name(), RecordType::MX, &Ok(answer(0)), None);
+        assert!(matches!(store.consult(&name(), RecordType::MX), Plan::Ask));
     }
 
     #[test]

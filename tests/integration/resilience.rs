@@ -124,6 +124,65 @@ fn names_asked_before_are_answered_stale_when_the_upstream_dies() {
     });
 }
 
+/// A fresh answer is the answer store's to give, on every transport, with
+/// its TTL lowered by its age. With `dnssec = "process"` the forwarder
+/// asks the upstream past hickory's cache, and serve-stale is off, so
+/// once the upstream is gone nothing but the store can answer.
+#[test]
+fn fresh_answers_come_from_the_answer_store_after_the_upstream_is_gone() {
+    let auth = Authority::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &[("example.test.", zone("192.0.2.50"))],
+    );
+    let setup = Setup::new();
+    let config = forwarding(
+        &setup,
+        &auth.addr.to_string(),
+        "timeout_ms = 600\nserve_stale_secs = 0\ndnssec = \"process\"\n",
+    );
+    let server = Server::start(&config);
+    for name in ["www.example.test", "also.example.test"] {
+        let reply = query(server.addr, name, RecordType::A, Transport::Tcp, true);
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{reply:?}"
+        );
+    }
+    drop(auth);
+    std::thread::sleep(Duration::from_millis(1300));
+    for transport in [Transport::Tcp, Transport::Udp] {
+        let reply = query(
+            server.addr,
+            "www.example.test",
+            RecordType::A,
+            transport,
+            true,
+        );
+        assert_eq!(a_records(&reply), ["192.0.2.10"], "{transport:?}");
+        assert_eq!(ede(&reply), None, "{transport:?}: fresh, not stale");
+        assert!(
+            (298..300).contains(&ttl(&reply)),
+            "{transport:?}: {}",
+            ttl(&reply)
+        );
+    }
+    // also's TTL (1 s) has run out: gone from the store, and the upstream
+    // is dead.
+    let reply = query(
+        server.addr,
+        "also.example.test",
+        RecordType::A,
+        Transport::Tcp,
+        true,
+    );
+    assert_eq!(
+        reply.metadata.response_code,
+        ResponseCode::ServFail,
+        "{reply:?}"
+    );
+}
+
 #[test]
 fn serve_stale_can_be_turned_off() {
     let auth = Authority::start(
