@@ -39,11 +39,14 @@ for tool in dnsperf dig python3; do
 done
 
 WORK=$(mktemp -d /tmp/portcullis-tail-ab.XXXXXX)
+# dnsperf -v writes a line per answer: outside the config file's folder,
+# which the resolver watches, or every buffered write wakes its watcher.
+OUT=$(mktemp -d /tmp/portcullis-tail-ab-out.XXXXXX)
 OURS=""
 cleanup() {
     [ -n "$OURS" ] && kill "$OURS" 2>/dev/null && wait "$OURS" 2>/dev/null
     bash "$PEERS_DIR/upstream.sh" stop >/dev/null 2>&1 || true
-    rm -rf "$WORK"
+    rm -rf "$WORK" "$OUT"
 }
 trap cleanup EXIT
 source "$ROOT/scripts/bench/peers-config.sh"
@@ -69,7 +72,7 @@ run_one() {
     max=$(taskset -c 1 dnsperf -s 127.0.0.20 -d "$WL_DIR/blocked.txt" -q 200 -c 4 -l "$SECONDS_RUN" 2>&1 |
         awk '/Queries per second/ {printf "%d", $4}')
     taskset -c 1 dnsperf -s 127.0.0.20 -d "$WL_DIR/blocked.txt" -q 2000 -c 4 -b 4096 \
-        -l "$SECONDS_RUN" -Q "$RATE" -v >"$WORK/v.txt" 2>&1 || true
+        -l "$SECONDS_RUN" -Q "$RATE" -v >"$OUT/v.txt" 2>&1 || true
     local hitlog_cpu=""
     for task in /proc/"$OURS"/task/*; do
         case $(cat "$task/comm") in
@@ -77,7 +80,7 @@ run_one() {
         esac
     done
     local qps p50 p99 p999 lost
-    read -r qps p50 p99 p999 lost < <(python3 "$ROOT/scripts/bench/dnsperf-latency.py" "$WORK/v.txt")
+    read -r qps p50 p99 p999 lost < <(python3 "$ROOT/scripts/bench/dnsperf-latency.py" "$OUT/v.txt")
     echo "$bin: maximum $max q/s; at $qps q/s p50 $p50 / p99 $p99 / p99.9 $p999 ms, lost $lost;" \
         "hit log threads' CPU${hitlog_cpu:- none} s, process $(cpu_s /proc/"$OURS"/stat) s"
     kill "$OURS" 2>/dev/null && wait "$OURS" 2>/dev/null || true

@@ -30,12 +30,15 @@ for tool in pdns_recursor dnsperf dig python3; do
 done
 
 WORK=$(mktemp -d /tmp/portcullis-tail.XXXXXX)
+# dnsperf -v writes a line per answer: outside the config file's folder,
+# which the resolver watches, or every buffered write wakes its watcher.
+OUT=$(mktemp -d /tmp/portcullis-tail-out.XXXXXX)
 OURS=""
 cleanup() {
     [ -n "$OURS" ] && kill "$OURS" 2>/dev/null && wait "$OURS" 2>/dev/null
     bash "$PEERS_DIR/peers.sh" stop pdns >/dev/null 2>&1 || true
     bash "$PEERS_DIR/upstream.sh" stop >/dev/null 2>&1 || true
-    rm -rf "$WORK"
+    rm -rf "$WORK" "$OUT"
 }
 trap cleanup EXIT
 # The same resolver as peers.sh runs.
@@ -66,12 +69,12 @@ perf() {
 latency() {
     local ip=$1 file=$2 rate=$3
     taskset -c 1 dnsperf -s "$ip" -d "$file" -q 2000 -c 4 -b 4096 -l "$SECONDS_RUN" -Q "$rate" -v \
-        >"$WORK/v.txt" 2>&1 || true
-    python3 "$ROOT/scripts/bench/dnsperf-latency.py" "$WORK/v.txt"
+        >"$OUT/v.txt" 2>&1 || true
+    python3 "$ROOT/scripts/bench/dnsperf-latency.py" "$OUT/v.txt"
 }
 
 declare -A MAX
-RESULTS="$WORK/results.tsv"
+RESULTS="$OUT/results.tsv"
 : >"$RESULTS"
 
 measure() {
