@@ -30,7 +30,7 @@ mod aggressive;
 mod explain;
 mod forward;
 mod negative;
-mod stale;
+mod store;
 
 use negative::answer_of;
 
@@ -122,7 +122,7 @@ pub struct Upstream {
     /// Every good answer, packed: served while fresh to every transport,
     /// and for `serve_stale_secs` past its TTL when the upstream fails;
     /// `None` when `stale_cache_mib` is 0.
-    stale: Option<stale::StaleStore>,
+    store: Option<store::AnswerStore>,
     /// Validated NSEC ranges (RFC 8198); `None` unless validating with
     /// `aggressive_nsec` on.
     aggressive: Option<aggressive::AggressiveNsec>,
@@ -215,8 +215,8 @@ impl Upstream {
                 Kind::Recursive(Box::new(recursor))
             }
         };
-        let stale = (config.stale_cache_mib > 0).then(|| {
-            stale::StaleStore::new(
+        let store = (config.stale_cache_mib > 0).then(|| {
+            store::AnswerStore::new(
                 Duration::from_secs(config.serve_stale_secs),
                 Duration::from_millis(config.stale_answer_after_ms),
                 config.stale_cache_mib << 20,
@@ -227,7 +227,7 @@ impl Upstream {
             dnssec,
             negative_trust_anchors: config.negative_trust_anchors.clone(),
             limit: Duration::from_millis(config.timeout_ms),
-            stale,
+            store,
             aggressive: (dnssec == DnssecMode::Validate && config.aggressive_nsec)
                 .then(aggressive::AggressiveNsec::default),
         })

@@ -174,7 +174,7 @@ impl moka::Expiry<Key, Arc<Kept>> for Window {
 /// The kept answers, and whether the upstream is failing: its last
 /// resolution failed, or outlasted `answer_after`, and none has succeeded
 /// since.
-pub struct StaleStore {
+pub struct AnswerStore {
     cache: moka::sync::Cache<Key, Arc<Kept>>,
     /// How long a client waits for the upstream before a stale answer.
     answer_after: Duration,
@@ -194,8 +194,8 @@ pub enum Plan {
     Now(Arc<Kept>),
 }
 
-impl StaleStore {
-    pub fn new(window: Duration, answer_after: Duration, max_bytes: u64) -> StaleStore {
+impl AnswerStore {
+    pub fn new(window: Duration, answer_after: Duration, max_bytes: u64) -> AnswerStore {
         let cache = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_: &Key, kept: &Arc<Kept>| {
@@ -204,7 +204,7 @@ impl StaleStore {
             })
             .expire_after(Window(window))
             .build();
-        StaleStore {
+        AnswerStore {
             cache,
             answer_after,
             epoch: Instant::now(),
@@ -304,7 +304,7 @@ impl Upstream {
         rtype: RecordType,
         checking_disabled: bool,
     ) -> Result<Answer, UpstreamError> {
-        let Some(store) = self.stale.as_ref().filter(|_| !checking_disabled) else {
+        let Some(store) = self.store.as_ref().filter(|_| !checking_disabled) else {
             return self.resolve(name, rtype, checking_disabled).await;
         };
         match store.consult(name, rtype) {
@@ -318,7 +318,7 @@ impl Upstream {
                 kept.stale_answer()
             }
             Plan::Race(kept) => {
-                if !StaleStore::start_refresh(&kept) {
+                if !AnswerStore::start_refresh(&kept) {
                     // Another query is already asking; it will refresh.
                     return kept.stale_answer();
                 }
@@ -342,7 +342,7 @@ impl Upstream {
 
     async fn ask_and_remember(
         &self,
-        store: &StaleStore,
+        store: &AnswerStore,
         name: &LowerName,
         rtype: RecordType,
     ) -> Result<Answer, UpstreamError> {
@@ -353,7 +353,7 @@ impl Upstream {
 
     /// Ask again in the background, unless a refresh already runs.
     fn refresh(self: &Arc<Self>, name: &LowerName, rtype: RecordType, kept: &Arc<Kept>) {
-        if StaleStore::start_refresh(kept) {
+        if AnswerStore::start_refresh(kept) {
             drop(self.spawn_refresh(name, rtype, Arc::clone(kept)));
         }
     }
@@ -370,10 +370,10 @@ impl Upstream {
         let name = name.clone();
         tokio::spawn(async move {
             let result = upstream.resolve(&name, rtype, false).await;
-            if let Some(store) = &upstream.stale {
+            if let Some(store) = &upstream.store {
                 store.remember(&name, rtype, &result, Some(&kept));
             }
-            StaleStore::end_refresh(&kept);
+            AnswerStore::end_refresh(&kept);
             result
         })
     }
@@ -421,7 +421,7 @@ mod tests {
 
     #[test]
     fn an_expired_answer_is_served_stale_without_ad_and_with_ttl_30() {
-        let store = StaleStore::new(Duration::from_secs(60), Duration::from_millis(10), 1 << 20);
+        let store = AnswerStore::new(Duration::from_secs(60), Duration::from_millis(10), 1 << 20);
         assert!(matches!(store.consult(&name(), RecordType::A), Plan::Ask));
         store.remember(&name(), RecordType::A, &Ok(answer(0)), None);
         let Plan::Race(kept) = store.consult(&name(), RecordType::A) else {
@@ -458,7 +458,7 @@ mod tests {
             security: Security::Insecure,
             stale: false,
         };
-        let store = StaleStore::new(Duration::from_secs(60), Duration::from_millis(10), 1 << 20);
+        let store = AnswerStore::new(Duration::from_secs(60), Duration::from_millis(10), 1 << 20);
         store.remember(&name(), RecordType::A, &Ok(negative.clone()), None);
         let Plan::Race(kept) = store.consult(&name(), RecordType::A) else {
             panic!("an expired negative answer is raced against the upstream");
@@ -474,7 +474,7 @@ mod tests {
 
     #[test]
     fn a_fresh_answer_is_not_stored_again_and_a_failure_answers_now() {
-        let store = StaleStore::new(Duration::from_secs(60), Duration::from_millis(10), 1 << 20);
+        let store = AnswerStore::new(Duration::from_secs(60), Duration::from_millis(10), 1 << 20);
         store.remember(&name(), RecordType::A, &Ok(answer(300)), None);
         assert!(matches!(
             store.consult(&name(), RecordType::A),
@@ -497,7 +497,7 @@ mod tests {
 
     #[test]
     fn a_fresh_answer_comes_back_with_its_security_and_ttls_lowered_by_its_age() {
-        let store = StaleStore::new(Duration::ZERO, Duration::from_millis(10), 1 << 20);
+        let store = AnswerStore::new(Duration::ZERO, Duration::from_millis(10), 1 << 20);
         let mut insecure = answer(300);
         insecure.security = Security::Insecure;
         store.remember(&name(), RecordType::A, &Ok(answer(300)), None);
@@ -525,7 +525,7 @@ mod tests {
 
     #[test]
     fn bogus_servfail_and_stale_answers_are_not_kept() {
-        let store = StaleStore::new(Duration::from_secs(60), Duration::from_millis(10), 1 << 20);
+        let store = AnswerStore::new(Duration::from_secs(60), Duration::from_millis(10), 1 << 20);
         let mut bogus = answer(300);
         bogus.security = Security::Bogus(crate::dnssec::Bogus {
             zone: Name::root(),
@@ -544,7 +544,7 @@ mod tests {
 
     #[test]
     fn the_store_stays_within_its_byte_bound() {
-        let store = StaleStore::new(
+        let store = AnswerStore::new(
             Duration::from_secs(60),
             Duration::from_millis(10),
             64 * 1024,
