@@ -324,7 +324,9 @@ fn portcullis_cases(resolver: &str) {
 
     // The packet cache keys on DO and CD (and RD, AD): an answer cached for
     // a DO=0 query is not served to DO=1 without its RRSIGs, and bogus data
-    // given to a CD=1 client is never cached for anyone.
+    // given to a CD=1 client is never cached for anyone. The DO=1 question
+    // misses the packet cache and is answered by the answer store, which
+    // kept the DO=0 client's answer whole: RRSIGs and AD come back.
     for _ in 0..3 {
         let r = ask(
             addr,
