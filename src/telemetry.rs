@@ -223,7 +223,7 @@ fn describe() {
     );
     describe_counter!(
         CACHE_HITS,
-        "Upstream lookups answered from the resolver's answer cache, by resolver (forward, recursive)."
+        "Upstream lookups answered from a cache (the answer store, or the resolver library's own) without asking the upstream, by resolver (forward, recursive)."
     );
     describe_counter!(
         CACHE_MISSES,

@@ -233,6 +233,14 @@ impl Upstream {
         })
     }
 
+    /// The `resolver` label of the cache metrics.
+    fn mode_label(&self) -> &'static str {
+        match self.kind {
+            Kind::Forward(_) => "forward",
+            Kind::Recursive(_) => "recursive",
+        }
+    }
+
     /// What validation says about an answer, or `Indeterminate` when this
     /// upstream does not validate.
     fn judge(&self, name: &Name, answers: &[Record], authorities: &[Record], now: u32) -> Security {

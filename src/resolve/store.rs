@@ -309,7 +309,13 @@ impl Upstream {
         };
         match store.consult(name, rtype) {
             Plan::Fresh(kept) => match kept.fresh_answer(Instant::now()) {
-                Some(answer) => Ok(answer),
+                Some(answer) => {
+                    // Counted with hickory's cache hits: the same question
+                    // ("answered without asking?"), whichever cache held it.
+                    ::metrics::counter!(crate::telemetry::CACHE_HITS, "resolver" => self.mode_label())
+                        .increment(1);
+                    Ok(answer)
+                }
                 None => self.ask_and_remember(store, name, rtype).await,
             },
             Plan::Ask => self.ask_and_remember(store, name, rtype).await,

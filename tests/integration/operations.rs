@@ -69,7 +69,7 @@ fn metrics_move_by_exactly_the_queries_and_reloads_the_test_caused() {
         );
         assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     }
-    // TCP does not use the packet cache: the resolver's cache answers.
+    // TCP does not use the packet cache: the answer store answers.
     let r = query(
         server.addr,
         "www.example.test.",
@@ -94,9 +94,10 @@ fn metrics_move_by_exactly_the_queries_and_reloads_the_test_caused() {
         )
     };
     assert_eq!(blocks(&after) - blocks(&before), 4.0);
-    // The TCP query came from the forwarder's cache; the second UDP one
-    // from the packet cache, or from the forwarder's when it came on the
-    // heels of the first (the response is held just after it is sent).
+    // The TCP query came from the answer store; the second UDP one from
+    // the packet cache, or from the store when it came on the heels of
+    // the first (the response is held just after it is sent). Both count
+    // as cache hits of the forward resolver.
     let packet = |t: &str| {
         metric(
             t,
