@@ -123,6 +123,10 @@ pub struct Upstream {
     /// and for `serve_stale_secs` past its TTL when the upstream fails;
     /// `None` when `stale_cache_mib` is 0.
     store: Option<store::AnswerStore>,
+    /// Answers the store gave, counted with hickory's cache hits (the
+    /// same question: answered without asking?); registered once, off
+    /// the query path.
+    store_hits: ::metrics::Counter,
     /// Validated NSEC ranges (RFC 8198); `None` unless validating with
     /// `aggressive_nsec` on.
     aggressive: Option<aggressive::AggressiveNsec>,
@@ -228,17 +232,13 @@ impl Upstream {
             negative_trust_anchors: config.negative_trust_anchors.clone(),
             limit: Duration::from_millis(config.timeout_ms),
             store,
+            store_hits: ::metrics::counter!(crate::telemetry::CACHE_HITS, "resolver" => match config.mode {
+                ResolverMode::Forward => "forward",
+                ResolverMode::Recursive => "recursive",
+            }),
             aggressive: (dnssec == DnssecMode::Validate && config.aggressive_nsec)
                 .then(aggressive::AggressiveNsec::default),
         })
-    }
-
-    /// The `resolver` label of the cache metrics.
-    fn mode_label(&self) -> &'static str {
-        match self.kind {
-            Kind::Forward(_) => "forward",
-            Kind::Recursive(_) => "recursive",
-        }
     }
 
     /// What validation says about an answer, or `Indeterminate` when this

@@ -118,36 +118,32 @@ impl Kept {
     /// it has been kept; None if the kept copy does not decode, which
     /// would be a fault in [`Packed`].
     fn fresh_answer(&self, now: Instant) -> Option<Answer> {
-        let (mut answers, mut authorities) = self.packed.unpack()?;
         let held =
             u32::try_from(now.saturating_duration_since(self.stored).as_secs()).unwrap_or(u32::MAX);
-        for record in answers.iter_mut().chain(&mut authorities) {
-            record.ttl = record.ttl.saturating_sub(held);
-        }
-        Some(Answer {
-            rcode: self.packed.rcode,
-            answers,
-            authorities,
-            security: self.security.clone(),
-            stale: false,
-        })
+        self.answer(|ttl| ttl.saturating_sub(held), self.security.clone(), false)
     }
 
     /// The answer as served stale; an error only if the kept copy does
     /// not decode, which would be a fault in [`Packed`].
     pub fn stale_answer(&self) -> Result<Answer, UpstreamError> {
-        let (mut answers, mut authorities) = self.packed.unpack().ok_or_else(|| {
-            UpstreamError::Failed("the kept stale answer does not decode".to_string())
-        })?;
+        self.answer(|_| STALE_TTL, Security::Indeterminate, true)
+            .ok_or_else(|| {
+                UpstreamError::Failed("the kept stale answer does not decode".to_string())
+            })
+    }
+
+    /// The kept records decoded, each TTL passed through `ttl`.
+    fn answer(&self, ttl: impl Fn(u32) -> u32, security: Security, stale: bool) -> Option<Answer> {
+        let (mut answers, mut authorities) = self.packed.unpack()?;
         for record in answers.iter_mut().chain(&mut authorities) {
-            record.ttl = STALE_TTL;
+            record.ttl = ttl(record.ttl);
         }
-        Ok(Answer {
+        Some(Answer {
             rcode: self.packed.rcode,
             answers,
             authorities,
-            security: Security::Indeterminate,
-            stale: true,
+            security,
+            stale,
         })
     }
 }
@@ -310,10 +306,7 @@ impl Upstream {
         match store.consult(name, rtype) {
             Plan::Fresh(kept) => match kept.fresh_answer(Instant::now()) {
                 Some(answer) => {
-                    // Counted with hickory's cache hits: the same question
-                    // ("answered without asking?"), whichever cache held it.
-                    ::metrics::counter!(crate::telemetry::CACHE_HITS, "resolver" => self.mode_label())
-                        .increment(1);
+                    self.store_hits.increment(1);
                     Ok(answer)
                 }
                 None => self.ask_and_remember(store, name, rtype).await,
