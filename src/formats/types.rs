@@ -129,6 +129,12 @@ impl<'a> Indicator<'a> {
 /// An address (`192.0.2.1`, `2001:db8::1`) or a range in CIDR form
 /// (`192.0.2.0/24`), as IP feeds write them.
 pub fn parse_net(text: &str) -> Option<IpNet> {
+    // Every line of a name feed comes here first; a name almost always
+    // has a letter past `f` and is turned away without a parse.
+    let could_be = |b: u8| b.is_ascii_hexdigit() || matches!(b, b'.' | b':' | b'/');
+    if !text.bytes().all(could_be) {
+        return None;
+    }
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Some(IpNet::from(ip));
     }
