@@ -305,8 +305,12 @@ pub fn merge_ranges(
             heap.push(Reverse((feed.key(e), f, start)));
         }
     }
-    let mut builder = fst::MapBuilder::memory();
-    let mut hashes = Vec::new();
+    // Sized up front: growing a 10 M-name layer's automaton and hashes by
+    // doubling copied each several times over. An automaton takes about
+    // 16 bytes a name (docs/performance.md); the spare is given back below.
+    let keys: usize = ranges.iter().map(|r| r.len()).sum();
+    let mut builder = fst::MapBuilder::new(Vec::with_capacity(keys * 16))?;
+    let mut hashes = Vec::with_capacity(keys);
     let mut names = 0;
     let mut group: Vec<u32> = Vec::new();
     while let Some(Reverse((key, _, _))) = heap.peek().copied() {
