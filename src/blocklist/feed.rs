@@ -248,6 +248,64 @@ impl FeedBuilder {
         id
     }
 
+    fn intern_meta(&mut self, meta: LocalMeta) -> u32 {
+        if let Some(id) = self.meta_ids.get(&meta) {
+            return *id;
+        }
+        let id = self.metas.len() as u32;
+        self.metas.push(meta);
+        self.meta_ids.insert(meta, id);
+        id
+    }
+
+    /// Take in what `later` collected from the next part of the same file
+    /// (see `formats::split`), as if its indicators had been added here:
+    /// the parsed feed is the one a single pass would have made.
+    pub fn append(&mut self, later: FeedBuilder) {
+        let strings: Vec<u32> = later
+            .strings
+            .iter()
+            .map(|s| self.intern_string(s))
+            .collect();
+        let answers: Vec<u32> = later
+            .answers
+            .iter()
+            .map(|a| self.intern_answer(a.to_vec()))
+            .collect();
+        let metas: Vec<u32> = later
+            .metas
+            .iter()
+            .map(|m| {
+                self.intern_meta(LocalMeta {
+                    category: m.category.map(|c| strings[c as usize]),
+                    detail: m.detail.map(|d| strings[d as usize]),
+                    answer: m.answer.map(|a| answers[a as usize]),
+                    ..*m
+                })
+            })
+            .collect();
+        let meta = |local: u32| metas[local as usize];
+        let base = self.arena.len();
+        self.arena.extend_from_slice(&later.arena);
+        for e in later.entries {
+            // As in `add`: a key past 4 GiB of names is not kept.
+            let Ok(start) = u32::try_from(base + e.start as usize) else {
+                break;
+            };
+            self.entries.push(RawEntry {
+                start,
+                meta: meta(e.meta),
+                ..e
+            });
+        }
+        let remap = |v: Vec<(IpNet, u32)>| v.into_iter().map(|(n, m)| (n, meta(m)));
+        self.nets.extend(remap(later.nets));
+        self.clients.extend(remap(later.clients));
+        self.ns_nets.extend(remap(later.ns_nets));
+        self.ns_names
+            .extend(later.ns_names.into_iter().map(|(n, m)| (n, meta(m))));
+    }
+
     /// Add one indicator. Names are normalised by the parsers, so a key is
     /// at most 254 bytes and the arena offset fits in u32 for any feed
     /// under 4 GiB of names.
@@ -268,15 +326,7 @@ impl FeedBuilder {
             action: indicator.action,
             answer,
         };
-        let meta = match self.meta_ids.get(&meta) {
-            Some(id) => *id,
-            None => {
-                let id = self.metas.len() as u32;
-                self.metas.push(meta);
-                self.meta_ids.insert(meta, id);
-                id
-            }
-        };
+        let meta = self.intern_meta(meta);
         match (indicator.net, indicator.subject) {
             (Some(net), Subject::Query) => return self.nets.push((net, meta)),
             (Some(net), Subject::Client) => return self.clients.push((net, meta)),
@@ -391,7 +441,7 @@ fn chunk(key: &[u8], at: usize) -> u64 {
 /// large list most names share their first eight bytes with many others
 /// (`com.` and four more), and comparing whole keys from scattered places
 /// in the arena made the sort superlinear. A second thread takes half of
-/// a large input for the first sort.
+/// a large input, for the first sort and again for the runs.
 fn sorted(entries: Vec<RawEntry>, arena: &[u8]) -> Vec<RawEntry> {
     let mut headed: Vec<Headed> = entries
         .into_iter()
@@ -402,10 +452,21 @@ fn sorted(entries: Vec<RawEntry>, arena: &[u8]) -> Vec<RawEntry> {
         .collect();
     if headed.len() < 100_000 {
         headed.sort_unstable_by_key(|h| h.head);
+        refine(&mut headed, arena, 0);
     } else {
         headed = sorted_halves(headed);
+        // Split between two runs near the middle; each half is refined on
+        // its own thread.
+        let mut mid = headed.len() / 2;
+        while mid < headed.len() && headed[mid].head == headed[mid - 1].head {
+            mid += 1;
+        }
+        let (left, right) = headed.split_at_mut(mid);
+        std::thread::scope(|s| {
+            s.spawn(|| refine(left, arena, 0));
+            refine(right, arena, 0);
+        });
     }
-    refine(&mut headed, arena, 0);
     headed.into_iter().map(|h| h.entry).collect()
 }
 
@@ -466,7 +527,10 @@ fn refine_run(run: &mut [Headed], arena: &[u8], depth: usize) {
         };
     }
     run.sort_unstable_by_key(|h| (usize::from(h.entry.len) > next, h.head, h.entry.start));
-    let ended = run.iter().take_while(|h| usize::from(h.entry.len) <= next).count();
+    let ended = run
+        .iter()
+        .take_while(|h| usize::from(h.entry.len) <= next)
+        .count();
     refine(&mut run[ended..], arena, next);
 }
 

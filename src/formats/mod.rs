@@ -31,6 +31,7 @@ mod unbound;
 use std::io::{self, BufRead, Read};
 #[cfg(test)]
 use std::net::IpAddr;
+use std::ops::Range;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -110,11 +111,66 @@ pub fn parse_file(
         path: path.to_path_buf(),
         source,
     })?;
-    parse_bounded(reader, format, bounds.max_entries, sink).map_err(|e| match e {
+    parse_bounded(reader, format, bounds.max_entries, 1, sink).map_err(|e| match e {
         ReadError::Io(source) => FeedError::Io {
             path: path.to_path_buf(),
             source,
         },
+        ReadError::Stix(message) => FeedError::Stix {
+            path: path.to_path_buf(),
+            message,
+        },
+    })
+}
+
+/// How a feed file splits for parsing on up to `n` threads: byte ranges
+/// at line starts, each at least `min_part` bytes. One range, the whole
+/// file, when it does not split: compressed, small, or in a format whose
+/// lines depend on the ones before (RPZ's `$ORIGIN`, STIX); parse that
+/// with [`parse_file`].
+pub fn split(
+    path: &Path,
+    format: Format,
+    bounds: Bounds,
+    n: usize,
+    min_part: u64,
+) -> Result<Vec<Range<u64>>, FeedError> {
+    let io = |source| FeedError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let whole = || -> Result<Vec<Range<u64>>, FeedError> {
+        let size = std::fs::metadata(path).map_err(io)?.len();
+        Ok(std::iter::once(0..size).collect())
+    };
+    match format {
+        Format::Rpz | Format::Stix => whole(),
+        Format::Plain
+        | Format::Wildcard
+        | Format::Tsv
+        | Format::Hosts
+        | Format::Adblock
+        | Format::Dnsmasq
+        | Format::Unbound => read::line_parts(path, n, min_part, bounds.max_bytes).map_err(io),
+    }
+}
+
+/// Parse one part of a plain feed file, as [`split`] gave it. Line
+/// numbers are the file's, so rejects read as they would whole.
+pub fn parse_part(
+    path: &Path,
+    format: Format,
+    part: &Range<u64>,
+    bounds: Bounds,
+    sink: &mut dyn FnMut(Indicator<'_>),
+) -> Result<ParseCounts, FeedError> {
+    let io = |source| FeedError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let (reader, first_line) = read::open_part(path, part).map_err(io)?;
+    parse_bounded(reader, format, bounds.max_entries, first_line, sink).map_err(|e| match e {
+        ReadError::Io(source) => io(source),
         ReadError::Stix(message) => FeedError::Stix {
             path: path.to_path_buf(),
             message,
@@ -129,13 +185,16 @@ pub fn parse_reader(
     format: Format,
     sink: &mut dyn FnMut(Indicator<'_>),
 ) -> Result<ParseCounts, ReadError> {
-    parse_bounded(reader, format, Bounds::default().max_entries, sink)
+    parse_bounded(reader, format, Bounds::default().max_entries, 1, sink)
 }
 
+/// The driver; `first_line` is the number of the reader's first line in
+/// its file (1 unless it reads a part from [`split`]).
 fn parse_bounded(
     mut reader: impl BufRead,
     format: Format,
     max_entries: usize,
+    first_line: usize,
     sink: &mut dyn FnMut(Indicator<'_>),
 ) -> Result<ParseCounts, ReadError> {
     let mut parser: Box<dyn LineParser> = match format {
@@ -157,7 +216,7 @@ fn parse_bounded(
             break;
         }
         report.lines += 1;
-        let line_no = report.lines;
+        let line_no = first_line + report.lines - 1;
         if buf.len() as u64 == MAX_LINE && buf.last() != Some(&b'\n') {
             return Err(ReadError::Io(io::Error::new(
                 io::ErrorKind::InvalidData,

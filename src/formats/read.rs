@@ -2,7 +2,8 @@
 //! decompression on a thread of its own.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::path::Path;
 
 /// Open a feed file, transparently un-gzipping it (by magic bytes, not
@@ -23,6 +24,68 @@ pub(super) fn open(path: &Path, max_bytes: u64) -> io::Result<Box<dyn BufRead>> 
             Bounded::new(file, max_bytes),
         )))
     }
+}
+
+/// Byte ranges that split a plain-text feed file at line starts into up
+/// to `n` parts of at least `min_part` bytes each. A compressed file, or
+/// one over `max_bytes` (the whole-file read refuses it), is one part.
+pub(super) fn line_parts(
+    path: &Path,
+    n: usize,
+    min_part: u64,
+    max_bytes: u64,
+) -> io::Result<Vec<Range<u64>>> {
+    let mut file = File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut magic = [0u8; 2];
+    let gzip = file.read(&mut magic)? == 2 && magic == [0x1f, 0x8b];
+    let n = n.min(usize::try_from(size / min_part.max(1)).unwrap_or(usize::MAX));
+    if gzip || size > max_bytes || n < 2 {
+        return Ok(std::iter::once(0..size).collect());
+    }
+    let mut starts = vec![0];
+    let mut window = Vec::with_capacity(4096);
+    for k in 1..n as u64 {
+        let at = (size * k / n as u64).max(*starts.last().unwrap_or(&0));
+        file.seek(SeekFrom::Start(at))?;
+        // The next line starts past the first newline from `at` (a line
+        // longer than the parser allows ends the search: the parse of the
+        // part before will refuse it).
+        window.clear();
+        (&mut file).take(64 * 1024 + 1).read_to_end(&mut window)?;
+        let Some(newline) = window.iter().position(|b| *b == b'\n') else {
+            break;
+        };
+        let start = at + newline as u64 + 1;
+        if start < size && start > *starts.last().unwrap_or(&0) {
+            starts.push(start);
+        }
+    }
+    let mut parts: Vec<Range<u64>> = starts.windows(2).map(|w| w[0]..w[1]).collect();
+    parts.push(*starts.last().unwrap_or(&0)..size);
+    Ok(parts)
+}
+
+/// A reader over `part` of a plain feed file, and the number of the line
+/// it starts on (the newlines before it are counted, so a part's line
+/// numbers are the file's).
+pub(super) fn open_part(path: &Path, part: &Range<u64>) -> io::Result<(impl BufRead, usize)> {
+    let mut file = File::open(path)?;
+    let mut before = BufReader::with_capacity(1 << 16, (&mut file).take(part.start));
+    let mut newlines = 0;
+    loop {
+        let buf = before.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        newlines += buf.iter().filter(|b| **b == b'\n').count();
+        let len = buf.len();
+        before.consume(len);
+    }
+    drop(before);
+    file.seek(SeekFrom::Start(part.start))?;
+    let reader = BufReader::with_capacity(1 << 16, file.take(part.end - part.start));
+    Ok((reader, newlines + 1))
 }
 
 /// A reader that fails once more than its limit has been read.

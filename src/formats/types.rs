@@ -268,6 +268,29 @@ impl ParseCounts {
         *self.skipped.entry(kind.to_owned()).or_default() += 1;
     }
 
+    /// Add the counts of a later part of the same file (see
+    /// [`super::split`]).
+    pub fn absorb(&mut self, later: ParseCounts) {
+        self.lines += later.lines;
+        self.loaded += later.loaded;
+        self.rejected += later.rejected;
+        let room = REJECTS_KEPT.saturating_sub(self.first_rejects.len());
+        self.first_rejects
+            .extend(later.first_rejects.into_iter().take(room));
+        self.addresses += later.addresses;
+        self.name_servers += later.name_servers;
+        for (kind, n) in later.skipped {
+            *self.skipped.entry(kind).or_default() += n;
+        }
+        self.revoked += later.revoked;
+        self.expired += later.expired;
+        self.not_yet_valid += later.not_yet_valid;
+        self.apexes_open += later.apexes_open;
+        if let Some(at) = later.next_change {
+            self.note_change(at);
+        }
+    }
+
     pub(super) fn note_change(&mut self, at: SystemTime) {
         if self.next_change.is_none_or(|t| at < t) {
             self.next_change = Some(at);

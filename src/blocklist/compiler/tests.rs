@@ -265,3 +265,62 @@ fn a_feed_rewritten_in_place_waits_until_it_has_settled() {
     let (list, r) = c.compile().unwrap();
     assert!(list.lookup_str("c3.example").is_some(), "{:?}", r.feeds[0]);
 }
+
+#[test]
+fn a_feed_parsed_in_parts_is_the_feed_parsed_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.tsv");
+    // A header, comments, addresses, repeats, categories first seen late,
+    // and bad lines at both ends, so a wrong line number or a remapped id
+    // shows.
+    let mut text = String::from("domain\tcategory\tfamily\nbad..name\n");
+    for i in 0..3_000 {
+        match i % 7 {
+            0 => text.push_str(&format!("# comment {i}\n")),
+            1 => text.push_str(&format!("192.0.2.{}\tmalware\tx\n", i % 250)),
+            2 => text.push_str(&format!("h{i}.Example.com\tphishing\tkit{}\n", i / 500)),
+            3 => text.push_str(&format!("repeat.example\tc{}\n", i / 1000)),
+            _ => text.push_str(&format!(
+                "n{i}.bad{}.example\tmalware\tfam{}\n",
+                i % 13,
+                i % 29
+            )),
+        }
+    }
+    text.push_str("not a name\tmalware\n");
+    std::fs::write(&path, &text).unwrap();
+    let lines = text.lines().count();
+
+    let bounds = Bounds::default();
+    let parts = formats::split(&path, Format::Tsv, bounds, 4, 1_000).unwrap();
+    assert_eq!(parts.len(), 4);
+    let parse = |threads| {
+        let source = FeedSource::feed("big.tsv".into(), None);
+        let (builder, report) =
+            feed_cache::parse_in_parts(&path, source, Format::Tsv, bounds, threads, 1_000).unwrap();
+        builder.finish(report)
+    };
+    let (whole, split) = (parse(1), parse(4));
+    assert_eq!(split.report, whole.report);
+    let rejected: Vec<usize> = split.report.first_rejects.iter().map(|r| r.line).collect();
+    assert_eq!(rejected, [2, lines]);
+    assert_eq!(split.report.lines, lines);
+    let view = |f: &ParsedFeed| -> Vec<(Vec<u8>, Option<String>, Option<String>)> {
+        f.entries()
+            .iter()
+            .map(|e| {
+                let meta = f.metas()[e.meta as usize];
+                let string = |id: Option<u32>| id.map(|id| f.string(id).to_owned());
+                (
+                    f.key(e).to_vec(),
+                    string(meta.category),
+                    string(meta.detail),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(view(&split), view(&whole));
+    assert_eq!(split.metas(), whole.metas());
+    assert_eq!(split.nets(), whole.nets());
+    assert!(!whole.nets().is_empty());
+}
