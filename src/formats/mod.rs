@@ -107,20 +107,25 @@ pub fn parse_file(
     bounds: Bounds,
     sink: &mut dyn FnMut(Indicator<'_>),
 ) -> Result<ParseCounts, FeedError> {
-    let reader = open(path, bounds.max_bytes).map_err(|source| FeedError::Io {
+    let reader = open(path, bounds.max_bytes).map_err(|e| io_error(path, e))?;
+    parse_bounded(reader, format, bounds.max_entries, 1, sink).map_err(|e| read_error(path, e))
+}
+
+fn io_error(path: &Path, source: io::Error) -> FeedError {
+    FeedError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    parse_bounded(reader, format, bounds.max_entries, 1, sink).map_err(|e| match e {
-        ReadError::Io(source) => FeedError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
+    }
+}
+
+fn read_error(path: &Path, error: ReadError) -> FeedError {
+    match error {
+        ReadError::Io(source) => io_error(path, source),
         ReadError::Stix(message) => FeedError::Stix {
             path: path.to_path_buf(),
             message,
         },
-    })
+    }
 }
 
 /// How a feed file splits for parsing on up to `n` threads: byte ranges
@@ -135,16 +140,12 @@ pub fn split(
     n: usize,
     min_part: u64,
 ) -> Result<Vec<Range<u64>>, FeedError> {
-    let io = |source| FeedError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let whole = || -> Result<Vec<Range<u64>>, FeedError> {
-        let size = std::fs::metadata(path).map_err(io)?.len();
-        Ok(std::iter::once(0..size).collect())
-    };
+    let io = |e| io_error(path, e);
     match format {
-        Format::Rpz | Format::Stix => whole(),
+        Format::Rpz | Format::Stix => {
+            let size = std::fs::metadata(path).map_err(io)?.len();
+            Ok(std::iter::once(0..size).collect())
+        }
         Format::Plain
         | Format::Wildcard
         | Format::Tsv
@@ -164,18 +165,9 @@ pub fn parse_part(
     bounds: Bounds,
     sink: &mut dyn FnMut(Indicator<'_>),
 ) -> Result<ParseCounts, FeedError> {
-    let io = |source| FeedError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let (reader, first_line) = read::open_part(path, part).map_err(io)?;
-    parse_bounded(reader, format, bounds.max_entries, first_line, sink).map_err(|e| match e {
-        ReadError::Io(source) => io(source),
-        ReadError::Stix(message) => FeedError::Stix {
-            path: path.to_path_buf(),
-            message,
-        },
-    })
+    let (reader, first_line) = read::open_part(path, part).map_err(|e| io_error(path, e))?;
+    parse_bounded(reader, format, bounds.max_entries, first_line, sink)
+        .map_err(|e| read_error(path, e))
 }
 
 /// Parse feed text from any reader (tests and fuzzing use this directly),

@@ -13,6 +13,7 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use super::Handler;
 use super::client_policy::ClientPolicy;
 use super::decide::{Evidence, Judgement, QueryContext, plain};
+use super::listed_memo::Key;
 use super::packet_cache::{PacketCache, Question};
 use super::query_metrics::QueryOutcome;
 use super::response::{WireBlock, write_block, write_blocked_ede, write_minimal_any};
@@ -139,12 +140,12 @@ impl Handler {
         let started = Instant::now();
         let list = self.blocklist.load();
         let generation = list.generation();
-        let wire_name = &packet[question.name()];
-        let found = match self.listed_memo.get(wire_name, generation) {
+        let key = Key::of(&packet[question.name()]);
+        let found = match self.listed_memo.get(&key, generation) {
             Some(found) => found,
             None => {
                 let found = list.lookup(question.labels(packet).rev())?;
-                self.listed_memo.put(wire_name, generation, found);
+                self.listed_memo.put(&key, generation, found);
                 found
             }
         };

@@ -124,6 +124,22 @@ impl Default for ListedMemo {
     }
 }
 
+/// A wire name (any case) with its hash, made once a query: a miss
+/// is walked and then put with the same key.
+pub struct Key<'a> {
+    name: &'a [u8],
+    hash: u64,
+}
+
+impl<'a> Key<'a> {
+    pub fn of(name: &'a [u8]) -> Key<'a> {
+        Key {
+            name,
+            hash: hash(name),
+        }
+    }
+}
+
 /// The hash of a wire name, lower-cased.
 fn hash(name: &[u8]) -> u64 {
     let mut h = FxBuildHasher.build_hasher();
@@ -154,8 +170,8 @@ impl ListedMemo {
 
     /// The entry that decided `name` (a wire name, any case) under
     /// `generation`, if it is held.
-    pub fn get(&self, name: &[u8], generation: u64) -> Option<Match> {
-        let hash = hash(name);
+    pub fn get(&self, key: &Key<'_>, generation: u64) -> Option<Match> {
+        let (name, hash) = (key.name, key.hash);
         if !self.door.is_marked(hash) {
             return None;
         }
@@ -167,8 +183,8 @@ impl ListedMemo {
 
     /// Hold `found` for `name` (a wire name, any case) under `generation`,
     /// if the name was walked before; else only mark it.
-    pub fn put(&self, name: &[u8], generation: u64, found: Match) {
-        let hash = hash(name);
+    pub fn put(&self, key: &Key<'_>, generation: u64, found: Match) {
+        let (name, hash) = (key.name, key.hash);
         if !self.door.mark(hash) {
             return;
         }
@@ -246,18 +262,18 @@ mod tests {
         let list = list();
         let memo = ListedMemo::new(1_024);
         let m = found(&list, "www.evil.example");
-        assert_eq!(memo.get(&wire("www.evil.example"), 7), None);
+        assert_eq!(memo.get(&Key::of(&wire("www.evil.example")), 7), None);
         // The first walk only marks the name; the second holds it.
-        memo.put(&wire("WWW.Evil.Example"), 7, m);
-        assert_eq!(memo.get(&wire("www.evil.example"), 7), None);
+        memo.put(&Key::of(&wire("WWW.Evil.Example")), 7, m);
+        assert_eq!(memo.get(&Key::of(&wire("www.evil.example")), 7), None);
         assert!(memo.is_empty());
-        memo.put(&wire("www.evil.EXAMPLE"), 7, m);
-        assert_eq!(memo.get(&wire("www.evil.example"), 7), Some(m));
-        assert_eq!(memo.get(&wire("wWw.EVIL.example"), 7), Some(m));
+        memo.put(&Key::of(&wire("www.evil.EXAMPLE")), 7, m);
+        assert_eq!(memo.get(&Key::of(&wire("www.evil.example")), 7), Some(m));
+        assert_eq!(memo.get(&Key::of(&wire("wWw.EVIL.example")), 7), Some(m));
         // A new list: the entry no longer speaks.
-        assert_eq!(memo.get(&wire("www.evil.example"), 8), None);
+        assert_eq!(memo.get(&Key::of(&wire("www.evil.example")), 8), None);
         // Another name is never given this one's entry.
-        assert_eq!(memo.get(&wire("ww.evil.example"), 7), None);
+        assert_eq!(memo.get(&Key::of(&wire("ww.evil.example")), 7), None);
         assert_eq!(memo.len(), 1);
     }
 
@@ -267,14 +283,14 @@ mod tests {
         let memo = ListedMemo::new(SHARDS);
         let m = found(&list, "c2.test");
         for i in 0..10 * SHARDS {
-            memo.put(&wire(&format!("n{i}.c2.test")), 1, m);
-            memo.put(&wire(&format!("n{i}.c2.test")), 1, m);
+            memo.put(&Key::of(&wire(&format!("n{i}.c2.test"))), 1, m);
+            memo.put(&Key::of(&wire(&format!("n{i}.c2.test"))), 1, m);
         }
         assert!(memo.len() <= SHARDS, "{}", memo.len());
         assert!(!memo.is_empty());
         // The newest is still held.
         let last = format!("n{}.c2.test", 10 * SHARDS - 1);
-        assert_eq!(memo.get(&wire(&last), 1), Some(m));
+        assert_eq!(memo.get(&Key::of(&wire(&last)), 1), Some(m));
     }
 
     #[test]
@@ -284,13 +300,13 @@ mod tests {
         // 256 marks: all cleared when the 128th is set.
         let memo = ListedMemo::with_door(1_024, 256);
         let held = wire("held.c2.test");
-        memo.put(&held, 1, m);
-        memo.put(&held, 1, m);
-        assert_eq!(memo.get(&held, 1), Some(m));
+        memo.put(&Key::of(&held), 1, m);
+        memo.put(&Key::of(&held), 1, m);
+        assert_eq!(memo.get(&Key::of(&held), 1), Some(m));
         let mut cleared = false;
         for i in 0..10_000 {
             let before = memo.door.set.load(Ordering::Relaxed);
-            memo.put(&wire(&format!("n{i}.c2.test")), 1, m);
+            memo.put(&Key::of(&wire(&format!("n{i}.c2.test"))), 1, m);
             if memo.door.set.load(Ordering::Relaxed) < before {
                 cleared = true;
                 break;
@@ -304,8 +320,8 @@ mod tests {
                 .all(|w| w.load(Ordering::Relaxed) == 0)
         );
         // Still in its shard, but unmarked: not found until walked again.
-        assert_eq!(memo.get(&held, 1), None);
-        memo.put(&held, 1, m);
-        assert_eq!(memo.get(&held, 1), Some(m));
+        assert_eq!(memo.get(&Key::of(&held), 1), None);
+        memo.put(&Key::of(&held), 1, m);
+        assert_eq!(memo.get(&Key::of(&held), 1), Some(m));
     }
 }

@@ -364,12 +364,15 @@ async fn a_repeated_listed_name_comes_from_the_memo_until_a_new_list_goes_live()
     let generation = handler.blocklist.load().generation();
     // The first walk only marks the name (the memo's doorkeeper).
     let wire_name = b"\x04evil\x07example\x04test\x00";
-    assert_eq!(handler.listed_memo.get(wire_name, generation), None);
+    assert_eq!(
+        handler.listed_memo.get(&Key::of(wire_name), generation),
+        None
+    );
     let second = ask("evil.example.test.", 2).expect("blocked on the fast path");
     assert_eq!(second.authorities, first.authorities);
     let held = handler
         .listed_memo
-        .get(wire_name, generation)
+        .get(&Key::of(wire_name), generation)
         .expect("the listed name is held from its second walk");
     assert_eq!(
         Some(held),
